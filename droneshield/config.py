@@ -1,0 +1,137 @@
+"""Settings: one frozen dataclass, built once in the CLI from DRONESHIELD_* env vars and flags.
+
+Nothing below the CLI reads the environment; settings are passed down explicitly so tests can
+build a daemon with any combination without touching os.environ.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+HTTP_PORT_DEFAULT: Final = 8000
+GRPC_PORT_DEFAULT: Final = 50051
+HOST_DEFAULT: Final = "127.0.0.1"
+OFFLINE_AFTER_DEFAULT: Final = 30.0  # seconds
+WHEEL_RESOLUTION_DEFAULT: Final = 1.0  # seconds
+SWEEP_INTERVAL_DEFAULT: Final = 60.0  # seconds
+EVENT_RETENTION_DEFAULT: Final = 30 * 86400.0  # seconds (30 days)
+ACK_TIMEOUT_DEFAULT: Final = 10.0  # seconds a report may wait for its commit
+BATCH_MAX_DEFAULT: Final = 2000  # reports per group commit
+QUEUE_SIZE_DEFAULT: Final = 20000  # reports buffered before callers wait
+POOL_SIZE_DEFAULT: Final = 4  # connections
+SHUTDOWN_GRACE_DEFAULT: Final = 3.0  # seconds to drain in-flight reports on shutdown
+MAX_UPLOAD_BYTES_DEFAULT: Final = 100 * 1024 * 1024  # bytes per file
+SEED_COUNT_DEFAULT: Final = 100  # sensors
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the daemon can be told. Each field maps to `DRONESHIELD_<NAME>` (or the
+    field's `env` metadata) and to the `--<name>` flag of `droneshield serve`."""
+
+    database_url: str | None = field(
+        default=None,
+        metadata={"env": "DATABASE_URL", "help": "PostgreSQL URL; unset: embedded PostgreSQL"},
+    )
+    data_dir: Path = field(
+        default=Path(".data"),
+        metadata={"help": "uploads and the embedded database live here"},
+    )
+    host: str = field(default=HOST_DEFAULT, metadata={"help": "address to bind both servers"})
+    http_port: int = field(default=HTTP_PORT_DEFAULT, metadata={"help": "HTTP/WebSocket port"})
+    grpc_port: int = field(default=GRPC_PORT_DEFAULT, metadata={"help": "gRPC port"})
+    offline_after: float = field(
+        default=OFFLINE_AFTER_DEFAULT,
+        metadata={"help": "seconds without a report before a sensor is offline"},
+    )
+    wheel_resolution: float = field(
+        default=WHEEL_RESOLUTION_DEFAULT,
+        metadata={"help": "seconds per timing-wheel slot (offline fires at most this late)"},
+    )
+    sweep_interval: float = field(
+        default=SWEEP_INTERVAL_DEFAULT,
+        metadata={"help": "seconds between safety sweeps for sensors no instance tracks"},
+    )
+    event_retention: float = field(
+        default=EVENT_RETENTION_DEFAULT,
+        metadata={"help": "seconds sensor_event rows are kept"},
+    )
+    ack_timeout: float = field(
+        default=ACK_TIMEOUT_DEFAULT,
+        metadata={"help": "seconds a report waits for its commit before UNAVAILABLE"},
+    )
+    batch_max: int = field(default=BATCH_MAX_DEFAULT, metadata={"help": "reports per commit"})
+    queue_size: int = field(
+        default=QUEUE_SIZE_DEFAULT,
+        metadata={"help": "reports buffered before callers wait (backpressure)"},
+    )
+    pool_size: int = field(default=POOL_SIZE_DEFAULT, metadata={"help": "database connections"})
+    shutdown_grace: float = field(
+        default=SHUTDOWN_GRACE_DEFAULT,
+        metadata={"help": "seconds to finish in-flight work on shutdown"},
+    )
+    max_upload_bytes: int = field(
+        default=MAX_UPLOAD_BYTES_DEFAULT, metadata={"help": "largest accepted release file"}
+    )
+    api_key: str | None = field(
+        default=None, metadata={"help": "bearer key required for writes; unset: writes open"}
+    )
+    seed_count: int = field(
+        default=SEED_COUNT_DEFAULT, metadata={"help": "sensors `just dev` seeds"}
+    )
+    log_level: str = field(default="INFO", metadata={"help": "logging level"})
+
+    @property
+    def upload_dir(self) -> Path:
+        return self.data_dir / "software"
+
+    @property
+    def embedded_db_dir(self) -> Path:
+        return self.data_dir / "pg"
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+def env_name(f: dataclasses.Field[Any]) -> str:
+    return f.metadata.get("env", f"DRONESHIELD_{f.name.upper()}")
+
+
+def _convert(f: dataclasses.Field[Any], raw: str) -> Any:
+    kind = f.type if isinstance(f.type, str) else f.type.__name__
+    if kind.startswith("int"):
+        return int(raw)
+    if kind.startswith("float"):
+        return float(raw)
+    if kind.startswith("Path"):
+        return Path(raw)
+    return raw or None if "None" in kind else raw
+
+
+def from_mapping(values: Mapping[str, str | None], env: Mapping[str, str]) -> Settings:
+    """Build settings with precedence flag > env var > default.
+
+    Raises:
+        ValueError: a value does not parse as its field's type (the message names the setting).
+    """
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(Settings):
+        raw = values.get(f.name)
+        if raw is None:
+            raw = env.get(env_name(f))
+        if raw is None:
+            continue
+        try:
+            kwargs[f.name] = _convert(f, raw)
+        except ValueError:
+            raise ValueError(f"{env_name(f)}={raw!r} is not a valid {f.type}") from None
+    return Settings(**kwargs)
+
+
+def from_env() -> Settings:
+    return from_mapping({}, os.environ)

@@ -1,0 +1,70 @@
+"""The daemon: one nursery that supervises everything. Read top to bottom, this is the
+architecture: pool → writer → gRPC ingest → HTTP/WebSocket app.
+
+Cancelling `run` (a signal, a test leaving its fixture) stops it all: servers stop accepting,
+reports in flight are committed or answered with an error, the pool closes last. A crash in any
+task cancels the others and propagates, so nothing is left half-running.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from functools import partial
+from typing import NoReturn
+
+import trio
+import trio_asyncio
+
+from .config import Settings
+from .db.pool import open_pool
+from .ingest.bridge import Submitter, serve_grpc
+from .reports import Pending
+from .web.app import create_app
+from .web.server import serve_http
+from .writer import Writer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Running:
+    """What `run` hands to `task_status.started()`: where it listens, and its parts for tests."""
+
+    grpc_port: int
+    http_port: int
+    writer: Writer
+
+
+async def run(
+    settings: Settings,
+    database_url: str,
+    *,
+    task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED,
+) -> NoReturn:
+    """Run the daemon until cancelled.
+
+    Raises:
+        Whatever a component fails with (for example OSError when a port is taken); the other
+        components are cancelled and cleaned up first.
+    """
+    async with trio_asyncio.open_loop(), open_pool(database_url, size=settings.pool_size) as pool:
+        send, receive = trio.open_memory_channel[Pending](settings.queue_size)
+        writer = Writer(
+            pool, receive, batch_max=settings.batch_max, shutdown_grace=settings.shutdown_grace
+        )
+        submitter = Submitter(send, ack_timeout=settings.ack_timeout)
+        app = create_app(settings, pool)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(writer.run)
+            grace = settings.shutdown_grace
+            grpc_port = await nursery.start(
+                partial(serve_grpc, submitter, settings.host, settings.grpc_port, grace=grace)
+            )
+            http_port = await nursery.start(
+                partial(serve_http, app, settings.host, settings.http_port, grace=grace)
+            )
+            log.info("droneshield ready: gRPC :%d, HTTP :%d", grpc_port, http_port)
+            task_status.started(Running(grpc_port, http_port, writer))
+            await trio.sleep_forever()
+    raise AssertionError("unreachable")  # pragma: no cover

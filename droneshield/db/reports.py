@@ -1,0 +1,86 @@
+"""The group-commit statement: one set-based UPDATE per batch of reports.
+
+It marks sensors online, stores versions that were uploaded (the join with `software` is the
+authority, so an upload committed by any instance counts at once), records transitions in
+`sensor_event`, and returns one row per known serial with what changed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Final
+
+from .pool import Connection
+
+_APPLY: Final = """
+WITH input AS (
+    SELECT serial, version FROM unnest($1::text[], $2::text[]) AS t(serial, version)
+), target AS (
+    SELECT s.id, s.online AS was_online, s.last_seen_at IS NULL AS was_never,
+           s.version AS old_version, sw.version AS known_version,
+           i.version AS reported_version
+    FROM input i
+    JOIN sensor s ON s.serial = i.serial
+    LEFT JOIN software sw ON sw.version = i.version
+    ORDER BY s.id
+    FOR UPDATE OF s
+), updated AS (
+    UPDATE sensor s
+    SET online = true,
+        last_seen_at = now(),
+        version = coalesce(t.known_version, s.version),
+        status_changed_at = CASE WHEN s.online THEN s.status_changed_at ELSE now() END
+    FROM target t
+    WHERE s.id = t.id
+    RETURNING s.id, s.serial, s.version, s.last_seen_at, s.status_changed_at,
+              t.was_online, t.was_never, t.old_version, t.reported_version,
+              t.known_version IS NOT NULL AS version_known
+), events AS (
+    INSERT INTO sensor_event (sensor_id, at, kind, old, new)
+    SELECT id, last_seen_at, 'online', CASE WHEN was_never THEN 'never' ELSE 'offline' END,
+           'online'
+    FROM updated WHERE NOT was_online
+    UNION ALL
+    SELECT id, last_seen_at, 'version', old_version, version
+    FROM updated WHERE version IS DISTINCT FROM old_version
+)
+SELECT id, serial, version, last_seen_at, status_changed_at, was_online, was_never,
+       old_version, reported_version, version_known
+FROM updated
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """What one committed report did to its sensor."""
+
+    id: int
+    serial: str
+    version: str | None
+    last_seen_at: datetime
+    status_changed_at: datetime
+    was_online: bool
+    was_never: bool
+    old_version: str | None
+    reported_version: str | None
+    version_known: bool
+
+    @property
+    def came_online(self) -> bool:
+        return not self.was_online
+
+    @property
+    def version_changed(self) -> bool:
+        return self.version != self.old_version
+
+
+async def apply_reports(
+    conn: Connection, serials: Sequence[str], versions: Sequence[str | None]
+) -> list[Applied]:
+    """Apply one report per serial (serials unique and sorted, so concurrent writers lock rows
+    in the same order and cannot deadlock). Unknown serials are absent from the result."""
+    async with conn.transaction():
+        rows = await conn.fetch(_APPLY, serials, versions)
+    return [Applied(**dict(r)) for r in rows]

@@ -1,0 +1,1 @@
+"""gRPC ingest: the grpclib service (asyncio) and the bridge that hands its reports to trio."""

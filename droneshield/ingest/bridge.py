@@ -1,0 +1,163 @@
+"""The asyncio ↔ trio crossing for ingest, and nothing else.
+
+grpclib runs on asyncio (inside `trio_asyncio.open_loop()`); the writer runs on trio. A report
+crosses as a `Pending` put on the writer's memory channel with `send_nowait` (a plain function
+call, no task switch) and comes back by resolving an asyncio future. Only when the channel is
+full does a handler cross properly with `trio_as_aio(send)` and wait: that is backpressure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Sequence
+from typing import Final, NoReturn
+
+import trio
+import trio_asyncio
+from google.protobuf import descriptor_pool
+from google.protobuf.descriptor_pb2 import FileDescriptorProto
+from grpclib.health.check import ServiceStatus
+from grpclib.health.service import Health
+from grpclib.reflection.service import ServerReflection
+from grpclib.server import Server
+
+from ..errors import IngestUnavailable
+from ..reports import Outcome, Pending
+from .proto.google_proto_descriptor_pool import default_google_proto_descriptor_pool
+from .service import Checked, DeviceStatusService
+
+log = logging.getLogger(__name__)
+
+CLOSE_TIMEOUT: Final = 2.0  # seconds for grpclib to finish cancelled handlers
+STATUS_PROTO: Final = "status.proto"
+
+
+def _settle(future: asyncio.Future[Outcome], outcome: Outcome) -> None:
+    # The handler may be gone (client deadline, disconnect): its future is then cancelled.
+    if not future.done():
+        future.set_result(outcome)
+
+
+class Submitter:
+    """Hands validated reports from grpclib handlers to the writer's channel."""
+
+    def __init__(self, send: trio.MemorySendChannel[Pending], *, ack_timeout: float) -> None:
+        self._send = send
+        self._ack_timeout = ack_timeout
+        self._in_flight = 0
+        self._idle = trio.Event()
+        self._idle.set()
+        self._closed = False
+
+    async def submit(self, reports: Sequence[Checked]) -> list[Outcome]:
+        """asyncio side. Resolves once every report is committed or failed."""
+        if self._closed:
+            return [IngestUnavailable("the daemon is shutting down; retry")] * len(reports)
+        loop = asyncio.get_running_loop()
+        deadline = trio.current_time() + self._ack_timeout
+        futures = [loop.create_future() for _ in reports]
+        self._enter()
+        try:
+            for (serial, version, note), future in zip(reports, futures, strict=True):
+                await self._put(
+                    Pending(serial, version, note, deadline, functools.partial(_settle, future))
+                )
+            return list(await asyncio.gather(*futures))
+        finally:
+            self._leave()
+
+    async def _put(self, pending: Pending) -> None:
+        try:
+            self._send.send_nowait(pending)
+        except trio.WouldBlock:
+            await trio_asyncio.trio_as_aio(self._send.send)(pending)
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            pending.resolve(IngestUnavailable("the daemon is shutting down; retry"))
+
+    def _enter(self) -> None:
+        if self._in_flight == 0:
+            self._idle = trio.Event()
+        self._in_flight += 1
+
+    def _leave(self) -> None:
+        self._in_flight -= 1
+        if self._in_flight == 0:
+            self._idle.set()
+
+    async def drain(self) -> None:
+        """trio side. Refuse new reports and wait until those in flight are answered."""
+        self._closed = True
+        await self._idle.wait()
+
+
+class _TrackingServer(Server):
+    """grpclib's Server leaves accepted connections open on close (a ResourceWarning and a
+    client that waits for nothing); this one remembers them so shutdown can close them."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.protocols: set[asyncio.Protocol] = set()
+
+    def _protocol_factory(self):  # type: ignore[no-untyped-def]
+        protocol = super()._protocol_factory()
+        self.protocols.add(protocol)
+        return protocol
+
+    def close_connections(self) -> None:
+        for protocol in self.protocols:
+            connection = getattr(protocol, "connection", None)
+            if connection is not None:
+                connection.close()
+        self.protocols.clear()
+
+
+def _publish_descriptors() -> None:
+    """betterproto2 keeps our descriptors in its own pool; reflection reads protobuf's default
+    pool (where grpc.health.v1 lives), so copy status.proto there once."""
+    default = descriptor_pool.Default()
+    try:
+        default.FindFileByName(STATUS_PROTO)
+    except KeyError:
+        proto = FileDescriptorProto()
+        default_google_proto_descriptor_pool.FindFileByName(STATUS_PROTO).CopyToProto(proto)
+        default.Add(proto)
+
+
+async def serve_grpc(
+    submitter: Submitter,
+    host: str,
+    port: int,
+    *,
+    grace: float,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> NoReturn:
+    """Serve DeviceStatusService, grpc.health.v1 and server reflection until cancelled.
+
+    `task_status.started()` reports the bound port (pass 0 to let the OS pick).
+
+    Cancellation: new reports get UNAVAILABLE, those in flight get up to `grace` seconds to be
+    committed and answered, then remaining calls are cancelled and connections closed.
+    """
+    service = DeviceStatusService(submitter.submit)
+    serving = ServiceStatus()
+    health = Health({service: [serving]})
+    _publish_descriptors()
+    server = _TrackingServer(ServerReflection.extend([service, health]))
+    await trio_asyncio.aio_as_trio(server.start)(host, port)
+    bound = server._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    serving.set(True)
+    log.info("gRPC listening on %s:%d", host, bound)
+    task_status.started(bound)
+    try:
+        await trio.sleep_forever()
+    finally:
+        with trio.CancelScope(shield=True):
+            serving.set(False)
+            with trio.move_on_after(grace):
+                await submitter.drain()
+            server.close()
+            with trio.move_on_after(CLOSE_TIMEOUT):
+                await trio_asyncio.aio_as_trio(server.wait_closed)()
+            server.close_connections()

@@ -1,0 +1,92 @@
+"""The DeviceStatusService handlers. They validate, hand reports to the writer through the bridge,
+and translate outcomes to gRPC statuses; they hold no state of their own."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Final
+
+from grpclib import GRPCError, Status
+
+from ..db.reports import Applied
+from ..errors import DroneshieldError, IngestUnavailable, InvalidReport, UnknownSensor
+from ..reports import Outcome, ack_message, check_serial, check_version, version_problem
+from .proto.status import (
+    BatchAck,
+    DeviceStatus,
+    DeviceStatusBatch,
+    DeviceStatusServiceBase,
+    Rejection,
+    StatusAck,
+)
+
+BATCH_MAX: Final = 10_000  # statuses per SendStatusBatch call
+
+Checked = tuple[str, str | None, str | None]  # serial, canonical version or None, note
+Submit = Callable[[Sequence[Checked]], Awaitable[list[Outcome]]]
+
+_STATUS_OF: Final[dict[type[DroneshieldError], Status]] = {
+    InvalidReport: Status.INVALID_ARGUMENT,
+    UnknownSensor: Status.NOT_FOUND,
+    IngestUnavailable: Status.UNAVAILABLE,
+}
+
+
+def _status(error: DroneshieldError) -> Status:
+    return _STATUS_OF.get(type(error), Status.INTERNAL)
+
+
+def _check(status: DeviceStatus) -> Checked:
+    serial = check_serial(status.serial)
+    version, note = check_version(status.software_version)
+    return serial, version, note
+
+
+class DeviceStatusService(DeviceStatusServiceBase):
+    def __init__(self, submit: Submit) -> None:
+        self._submit = submit
+
+    async def send_status(self, message: DeviceStatus) -> StatusAck:
+        try:
+            checked = _check(message)
+        except InvalidReport as exc:
+            raise GRPCError(Status.INVALID_ARGUMENT, exc.message) from None
+        [outcome] = await self._submit([checked])
+        if isinstance(outcome, DroneshieldError):
+            raise GRPCError(_status(outcome), outcome.message)
+        _, version, note = checked
+        return StatusAck(message=ack_message(version, note, outcome))
+
+    async def send_status_batch(self, message: DeviceStatusBatch) -> BatchAck:
+        """Good reports are committed; the rest are listed in `rejected` by index. A report
+        committed without its version is counted as accepted and also listed, with code
+        VERSION_NOT_STORED, so gateways learn which sensors run unknown software."""
+        if len(message.statuses) > BATCH_MAX:
+            raise GRPCError(Status.INVALID_ARGUMENT, f"at most {BATCH_MAX} statuses per batch")
+        rejected: list[Rejection] = []
+        checked: list[tuple[int, Checked]] = []
+        for index, status in enumerate(message.statuses):
+            try:
+                checked.append((index, _check(status)))
+            except InvalidReport as exc:
+                rejected.append(
+                    Rejection(index=index, code=Status.INVALID_ARGUMENT.name, reason=exc.message)
+                )
+        outcomes = await self._submit([c for _, c in checked]) if checked else []
+        if checked and all(isinstance(o, IngestUnavailable) for o in outcomes):
+            raise GRPCError(Status.UNAVAILABLE, outcomes[0].message)  # type: ignore[union-attr]
+        accepted = 0
+        for (index, (_, version, note)), outcome in zip(checked, outcomes, strict=True):
+            if isinstance(outcome, Applied):
+                accepted += 1
+                problem = version_problem(version, note, outcome)
+                if problem is not None:
+                    rejected.append(
+                        Rejection(index=index, code="VERSION_NOT_STORED", reason=problem)
+                    )
+            else:
+                rejected.append(
+                    Rejection(index=index, code=_status(outcome).name, reason=outcome.message)
+                )
+        rejected.sort(key=lambda r: r.index)
+        return BatchAck(accepted=accepted, rejected=rejected)

@@ -1,0 +1,71 @@
+"""What a sensor report is, before and after its commit: validation of the wire values and the
+words of its acknowledgement. Pure code shared by the gRPC edge and the writer."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+from .db.reports import Applied
+from .errors import DroneshieldError, InvalidReport, InvalidVersion
+from .versions import canonical, display
+
+SERIAL_MAX: Final = 128  # characters
+_SERIAL: Final = re.compile(rf"[\x20-\x7e]{{1,{SERIAL_MAX}}}")
+
+Outcome = Applied | DroneshieldError
+
+
+@dataclass(slots=True)
+class Pending:
+    """A validated report waiting for its commit. `resolve` is called exactly once, by the
+    writer, with the committed row or the error to answer with."""
+
+    serial: str
+    version: str | None  # canonical; None when absent or malformed (the version is not stored)
+    note: str | None  # why the reported version cannot be stored, known before the commit
+    deadline: float  # trio time after which the report is answered UNAVAILABLE
+    resolve: Callable[[Outcome], None]
+
+
+def check_serial(serial: str) -> str:
+    """Raises:
+    InvalidReport: empty, longer than 128, or not printable ASCII."""
+    if not _SERIAL.fullmatch(serial):
+        shown = serial if len(serial) <= 40 else serial[:40] + "…"
+        raise InvalidReport(
+            f"serial {shown!r} must be 1 to {SERIAL_MAX} printable ASCII characters"
+        )
+    return serial
+
+
+def check_version(raw: str) -> tuple[str | None, str | None]:
+    """(canonical version, None) or (None, why it will not be stored). Never raises: a sensor
+    with a bad version is still online."""
+    if not raw:
+        return None, "no software version reported"
+    try:
+        return canonical(raw), None
+    except InvalidVersion as exc:
+        return None, f"{exc.message}; version not stored"
+
+
+def version_problem(version: str | None, note: str | None, applied: Applied) -> str | None:
+    """Why this report's version was not stored, or None when it was."""
+    if note is not None:
+        return note
+    if applied.reported_version != version:
+        return f"{display(version)} superseded by a later report in the same batch"
+    if not applied.version_known:
+        return f"{display(version)} was never uploaded; version not stored"
+    return None
+
+
+def ack_message(version: str | None, note: str | None, applied: Applied) -> str:
+    """The sentence a sensor gets back, saying what happened to its version."""
+    problem = version_problem(version, note, applied)
+    if problem is not None:
+        return f"online; {problem}"
+    return f"ok: online, running {display(applied.version)}"

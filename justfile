@@ -1,0 +1,38 @@
+# droneshield: what a developer can do (`just --list`).
+
+set dotenv-load := false
+
+# run everything: database, migrations, seed, daemon (Ctrl-C stops it all)
+dev:
+    uv run droneshield migrate
+    uv run droneshield seed
+    uv run droneshield serve
+
+# the whole test suite (real PostgreSQL: DATABASE_URL's, else an embedded one)
+test *args:
+    uv run pytest {{args}}
+
+# lint and format check
+lint:
+    uv run ruff check .
+    uv run ruff format --check .
+
+# format the code
+fmt:
+    uv run ruff check --fix .
+    uv run ruff format .
+
+# regenerate the gRPC code from proto/status.proto (betterproto2, committed)
+proto:
+    rm -rf droneshield/ingest/proto
+    mkdir -p droneshield/ingest/proto
+    uv run python -m grpc_tools.protoc -I proto \
+        --python_betterproto2_out=droneshield/ingest/proto \
+        --python_betterproto2_opt=client_generation=async \
+        --python_betterproto2_opt=server_generation=async \
+        --python_betterproto2_opt=google_protobuf_descriptors \
+        proto/status.proto
+
+# benchmarks: each prints its workload, rates and latency percentiles
+bench:
+    uv run python -m tests.bench

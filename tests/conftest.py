@@ -1,0 +1,113 @@
+"""Fixtures that return real things: a PostgreSQL server, a fresh migrated database per test, a
+running daemon on ephemeral ports.
+
+The server is DATABASE_URL's when set, else an embedded PostgreSQL started once per session in a
+temporary directory. Each test gets its own database cloned from a migrated template.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+import trio
+import trio_asyncio
+
+from droneshield import daemon
+from droneshield.config import Settings
+from droneshield.db import embedded, migrate, seed
+from droneshield.db.pool import connect
+
+TEMPLATE = f"droneshield_tpl_{os.getpid()}"
+
+
+def _with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+def _admin(url: str, *statements: str) -> None:
+    async def run() -> None:
+        conn = await asyncpg.connect(url)
+        try:
+            for statement in statements:
+                await conn.execute(statement)
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+
+
+@pytest.fixture(scope="session")
+def server_url() -> Iterator[str]:
+    """A PostgreSQL server's maintenance URL, with a migrated template database on it."""
+    url = os.environ.get("DATABASE_URL")
+    with tempfile.TemporaryDirectory(prefix="droneshield-pg-") as tmp:
+        if not url:
+            Path(tmp).chmod(0o755)  # the embedded server may run as its own system user
+            url = embedded.start(Path(tmp) / "pg")
+        _admin(url, f"DROP DATABASE IF EXISTS {TEMPLATE}", f"CREATE DATABASE {TEMPLATE}")
+
+        async def migrate_template() -> None:
+            async with trio_asyncio.open_loop(), connect(_with_database(url, TEMPLATE)) as conn:
+                await migrate.migrate(conn)
+
+        trio.run(migrate_template)
+        yield url
+        _admin(url, f"DROP DATABASE IF EXISTS {TEMPLATE} WITH (FORCE)")
+
+
+@pytest.fixture
+def database_url(server_url: str) -> Iterator[str]:
+    """A fresh, migrated, empty database for this test only."""
+    name = f"droneshield_t_{uuid.uuid4().hex[:12]}"
+    _admin(server_url, f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
+    yield _with_database(server_url, name)
+    _admin(server_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+async def aio_loop() -> AsyncIterator[None]:
+    """The trio-asyncio loop that asyncio-only libraries (asyncpg, grpclib) run in."""
+    async with trio_asyncio.open_loop():
+        yield
+
+
+@pytest.fixture
+async def db(aio_loop: None, database_url: str) -> AsyncIterator[object]:
+    """A connection to the test database, for arranging and checking state."""
+    async with connect(database_url) as conn:
+        yield conn
+
+
+@pytest.fixture
+async def sensors(db: object) -> list[str]:
+    """Ten provisioned sensors, DS-00000001 … DS-00000010."""
+    await seed.seed(db, 10)
+    return [seed.serial_for(n) for n in range(1, 11)]
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(
+        data_dir=tmp_path,
+        http_port=0,
+        grpc_port=0,
+        shutdown_grace=2.0,
+        ack_timeout=5.0,
+    )
+
+
+@pytest.fixture
+async def running(
+    aio_loop: None, database_url: str, settings: Settings, nursery: trio.Nursery
+) -> daemon.Running:
+    """The whole daemon, started in the test's nursery on ephemeral ports."""
+    return await nursery.start(daemon.run, settings, database_url)
