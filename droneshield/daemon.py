@@ -18,6 +18,7 @@ import trio_asyncio
 
 from .config import Settings
 from .db.pool import open_pool
+from .hub import Hub
 from .ingest.bridge import Submitter, serve_grpc
 from .reports import Pending
 from .web.app import create_app
@@ -34,6 +35,7 @@ class Running:
     grpc_port: int
     http_port: int
     writer: Writer
+    hub: Hub
 
 
 async def run(
@@ -50,8 +52,13 @@ async def run(
     """
     async with trio_asyncio.open_loop(), open_pool(database_url, size=settings.pool_size) as pool:
         send, receive = trio.open_memory_channel[Pending](settings.queue_size)
+        hub = Hub()
         writer = Writer(
-            pool, receive, batch_max=settings.batch_max, shutdown_grace=settings.shutdown_grace
+            pool,
+            receive,
+            batch_max=settings.batch_max,
+            shutdown_grace=settings.shutdown_grace,
+            sinks=[hub.publish_applied],
         )
         submitter = Submitter(send, ack_timeout=settings.ack_timeout)
         app = create_app(settings, pool)
@@ -65,6 +72,6 @@ async def run(
                 partial(serve_http, app, settings.host, settings.http_port, grace=grace)
             )
             log.info("droneshield ready: gRPC :%d, HTTP :%d", grpc_port, http_port)
-            task_status.started(Running(grpc_port, http_port, writer))
+            task_status.started(Running(grpc_port, http_port, writer, hub))
             await trio.sleep_forever()
     raise AssertionError("unreachable")  # pragma: no cover
