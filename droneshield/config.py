@@ -27,6 +27,9 @@ POOL_SIZE_DEFAULT: Final = 4  # connections
 SHUTDOWN_GRACE_DEFAULT: Final = 3.0  # seconds to drain in-flight reports on shutdown
 MAX_UPLOAD_BYTES_DEFAULT: Final = 100 * 1024 * 1024  # bytes per file
 SEED_COUNT_DEFAULT: Final = 100  # sensors
+WS_PING_INTERVAL_DEFAULT: Final = 15.0  # seconds
+WS_TIMEOUT_DEFAULT: Final = 45.0  # seconds
+SEND_TIMEOUT_DEFAULT: Final = 15.0  # seconds
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,23 @@ class Settings:
         default=SEED_COUNT_DEFAULT, metadata={"help": "sensors `just dev` seeds"}
     )
     log_level: str = field(default="INFO", metadata={"help": "logging level"})
+    ws_ping_interval: float = field(
+        default=WS_PING_INTERVAL_DEFAULT,
+        metadata={"help": "seconds between keep-alive pings to each WebSocket client"},
+    )
+    ws_timeout: float = field(
+        default=WS_TIMEOUT_DEFAULT,
+        metadata={
+            "help": "seconds a WebSocket client may leave pings unanswered before it is dropped"
+        },
+    )
+    send_timeout: float = field(
+        default=SEND_TIMEOUT_DEFAULT,
+        metadata={
+            "help": "seconds data sent to an HTTP/WebSocket client may stay unacknowledged "
+            "before its connection is dropped (TCP_USER_TIMEOUT)"
+        },
+    )
 
     @property
     def upload_dir(self) -> Path:

@@ -1,5 +1,6 @@
 """The daemon: one nursery that supervises everything. Read top to bottom, this is the
-architecture: pool → writer → gRPC ingest → HTTP/WebSocket app.
+architecture: pool → writer → relay (changes to and from other daemons) → fleet totals →
+gRPC ingest → HTTP/WebSocket app.
 
 Cancelling `run` (a signal, a test leaving its fixture) stops it all: servers stop accepting,
 reports in flight are committed or answered with an error, the pool closes last. A crash in any
@@ -20,7 +21,9 @@ from .config import Settings
 from .db.pool import open_pool
 from .hub import Hub
 from .ingest.bridge import Submitter, serve_grpc
+from .relay import Relay
 from .reports import Pending
+from .summary import serve_summary
 from .web.app import create_app
 from .web.server import serve_http
 from .writer import Writer
@@ -36,6 +39,7 @@ class Running:
     http_port: int
     writer: Writer
     hub: Hub
+    relay: Relay
 
 
 async def run(
@@ -61,17 +65,27 @@ async def run(
             sinks=[hub.publish_applied],
         )
         submitter = Submitter(send, ack_timeout=settings.ack_timeout)
-        app = create_app(settings, pool)
+        relay = Relay(hub, pool, database_url)
+        app = create_app(settings, pool, hub=hub)
         async with trio.open_nursery() as nursery:
             await nursery.start(writer.run)
+            await nursery.start(relay.serve)
+            await nursery.start(serve_summary, pool, hub)
             grace = settings.shutdown_grace
             grpc_port = await nursery.start(
                 partial(serve_grpc, submitter, settings.host, settings.grpc_port, grace=grace)
             )
             http_port = await nursery.start(
-                partial(serve_http, app, settings.host, settings.http_port, grace=grace)
+                partial(
+                    serve_http,
+                    app,
+                    settings.host,
+                    settings.http_port,
+                    grace=grace,
+                    send_timeout=settings.send_timeout,
+                )
             )
             log.info("droneshield ready: gRPC :%d, HTTP :%d", grpc_port, http_port)
-            task_status.started(Running(grpc_port, http_port, writer, hub))
+            task_status.started(Running(grpc_port, http_port, writer, hub, relay))
             await trio.sleep_forever()
     raise AssertionError("unreachable")  # pragma: no cover

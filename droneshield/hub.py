@@ -1,25 +1,32 @@
-"""Fan-out of sensor changes to subscribers (WebSocket clients), in process.
+"""Fan-out of sensor changes and fleet totals to subscribers (WebSocket clients), in process.
 
 Publishers (the writer, the presence tracker) call `publish` synchronously; it never blocks and
 never grows without bound: each subscription keeps only the latest state per sensor it watches,
 up to `max_pending` sensors, and past that drops them and flags `overflowed` so its consumer
 resynchronises from the database instead. A slow consumer therefore never slows the writer.
+
+Changes published here are also collected by outboxes (the relay forwards them to the other
+daemons); changes that came from another daemon enter through `publish_remote`, which skips the
+outboxes so nothing is echoed back.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Final, Literal
+from typing import Final, Generic, Literal, TypeVar
 
 import trio
 
 from .db.reports import Applied
 
 Status = Literal["never", "online", "offline"]
+Match = Callable[["SensorChange"], bool]
 MAX_PENDING_DEFAULT: Final = 10_000  # sensors held per subscription before it overflows
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,22 +48,38 @@ class SensorChange:
 
 
 class Subscription:
-    """One subscriber's view: which sensors it watches and their latest unsent states."""
+    """One subscriber's view: which sensors it watches and their latest unsent states.
 
-    def __init__(self, serials: Iterable[str] | None, max_pending: int) -> None:
+    `serials` None watches every sensor, narrowed by `match` when given (a filter such as
+    "status is offline").
+    """
+
+    def __init__(
+        self, serials: Iterable[str] | None, max_pending: int, match: Match | None = None
+    ) -> None:
         self.serials: frozenset[str] | None = None if serials is None else frozenset(serials)
+        self.match = match
         self._max_pending = max_pending
         self._pending: dict[int, SensorChange] = {}
         self._ready = trio.Event()
         self.overflowed = False
+
+    @property
+    def pending(self) -> int:
+        """Sensors waiting to be taken (never more than `max_pending`)."""
+        return len(self._pending)
 
     def _offer(self, change: SensorChange) -> None:
         if self.overflowed:
             return
         self._pending[change.id] = change
         if len(self._pending) > self._max_pending:
-            self._pending.clear()
-            self.overflowed = True
+            self._overflow()
+        self._ready.set()
+
+    def _overflow(self) -> None:
+        self._pending.clear()
+        self.overflowed = True
         self._ready.set()
 
     async def wait(self) -> None:
@@ -72,10 +95,63 @@ class Subscription:
         return changes
 
 
+class Latest(Generic[T]):
+    """A value many tasks follow, each seeing only its newest version (never a backlog).
+
+    The producer (the fleet totals ticker) checks `watched` so it works only while someone
+    follows.
+    """
+
+    def __init__(self) -> None:
+        self.value: T | None = None
+        self.version = 0
+        self._changed = trio.Event()
+        self._watchers = 0
+        self._watched = trio.Event()
+
+    @property
+    def watchers(self) -> int:
+        return self._watchers
+
+    def set(self, value: T) -> None:
+        """Publish `value` if it differs from the current one. Never blocks."""
+        if value == self.value:
+            return
+        self.value = value
+        self.version += 1
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def wait_newer(self, seen: int) -> tuple[int, T]:
+        """The newest (version, value) once its version is above `seen`."""
+        while self.version <= seen or self.value is None:
+            await self._changed.wait()
+        return self.version, self.value
+
+    async def wait_watched(self) -> None:
+        """Until at least one task follows the value."""
+        await self._watched.wait()
+
+    @contextmanager
+    def watch(self) -> Iterator[None]:
+        """Count the caller as a follower for the duration of the block."""
+        self._watchers += 1
+        self._watched.set()
+        try:
+            yield
+        finally:
+            self._watchers -= 1
+            if not self._watchers:
+                self._watched = trio.Event()
+
+
 class Hub:
     def __init__(self) -> None:
         self._by_serial: dict[str, set[Subscription]] = {}
         self._everything: set[Subscription] = set()
+        self._outboxes: set[Subscription] = set()
+        # Fleet totals (the `summary` message), kept current by `summary.serve_summary`.
+        self.summary: Latest[dict[str, object]] = Latest()
 
     @property
     def subscribers(self) -> int:
@@ -84,37 +160,85 @@ class Hub:
             subs |= group
         return len(subs)
 
+    def wants(self, serial: str) -> bool:
+        """Whether any subscription may want a change of `serial` (cheap pre-filter for the
+        relay, which decodes only what someone here watches)."""
+        return bool(self._everything) or serial in self._by_serial
+
     def publish(self, changes: Iterable[SensorChange]) -> None:
-        """Offer changes to the subscriptions that watch them. O(changes), never blocks."""
+        """Offer changes made by this daemon to subscriptions and outboxes. Never blocks."""
+        outboxes = self._outboxes
+        for change in self._deliver(changes):
+            for box in outboxes:
+                box._offer(change)
+
+    def publish_remote(self, changes: Iterable[SensorChange]) -> None:
+        """Offer changes another daemon made (they are not forwarded again). Never blocks."""
+        for _ in self._deliver(changes):
+            pass
+
+    def _deliver(self, changes: Iterable[SensorChange]) -> Iterator[SensorChange]:
         by_serial = self._by_serial
         everything = self._everything
         for change in changes:
             for sub in everything:
-                sub._offer(change)
+                if sub.match is None or sub.match(change):
+                    sub._offer(change)
             for sub in by_serial.get(change.serial, ()):
                 sub._offer(change)
+            yield change
 
     def publish_applied(self, rows: Sequence[Applied]) -> None:
         """Writer sink: every committed report is a change (at least of last_seen_at)."""
         self.publish(SensorChange.from_applied(r) for r in rows)
 
+    def resync_all(self) -> None:
+        """Changes were lost on the way here (a relay gap): every subscriber must reload."""
+        for sub in self._everything:
+            sub._overflow()
+        for group in self._by_serial.values():
+            for sub in group:
+                sub._overflow()
+
     @contextmanager
     def subscribe(
-        self, serials: Iterable[str] | None = None, *, max_pending: int = MAX_PENDING_DEFAULT
+        self,
+        serials: Iterable[str] | None = None,
+        *,
+        max_pending: int = MAX_PENDING_DEFAULT,
+        match: Match | None = None,
     ) -> Iterator[Subscription]:
-        """Watch `serials` (None: every sensor) until the block exits."""
-        sub = Subscription(serials, max_pending)
+        """Watch `serials` (None: every sensor `match` accepts, or all) until the block exits."""
+        sub = Subscription(serials, max_pending, match)
         self._attach(sub)
         try:
             yield sub
         finally:
             self._detach(sub)
 
-    def resubscribe(self, sub: Subscription, serials: Iterable[str] | None) -> None:
-        """Change what `sub` watches (the sensors on a client's screen changed)."""
+    def resubscribe(
+        self, sub: Subscription, serials: Iterable[str] | None, *, match: Match | None = None
+    ) -> None:
+        """Change what `sub` watches (the sensors on a client's screen changed). Changes still
+        pending for sensors it no longer watches are dropped."""
         self._detach(sub)
         sub.serials = None if serials is None else frozenset(serials)
+        sub.match = match
+        if sub.serials is not None:
+            for key, change in list(sub._pending.items()):
+                if change.serial not in sub.serials:
+                    del sub._pending[key]
         self._attach(sub)
+
+    @contextmanager
+    def outbox(self, *, max_pending: int = MAX_PENDING_DEFAULT) -> Iterator[Subscription]:
+        """Collect every change this daemon publishes (not remote ones) until the block exits."""
+        box = Subscription(None, max_pending)
+        self._outboxes.add(box)
+        try:
+            yield box
+        finally:
+            self._outboxes.discard(box)
 
     def _attach(self, sub: Subscription) -> None:
         if sub.serials is None:

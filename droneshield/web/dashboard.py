@@ -1,0 +1,27 @@
+"""The dashboard: client/ (plain HTML, CSS and ES modules, no build step) served as is."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Final
+
+from quart import Blueprint, Response, send_from_directory
+
+CLIENT_DIR: Final = Path(__file__).resolve().parents[2] / "client"
+# Everything the page loads comes from this origin; the WebSocket too ('self' covers ws/wss).
+CONTENT_SECURITY_POLICY: Final = (
+    "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
+    "frame-ancestors 'none'"
+)
+
+blueprint = Blueprint(
+    "dashboard", __name__, static_folder=str(CLIENT_DIR), static_url_path="/client"
+)
+
+
+@blueprint.get("/")
+async def index() -> Response:
+    response = await send_from_directory(CLIENT_DIR, "index.html")
+    response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+    response.headers["Cache-Control"] = "no-cache"
+    return response

@@ -1,0 +1,77 @@
+"""A real WebSocket client (trio-websocket) for `/ws`, as tests use it."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import orjson
+import trio
+from trio_websocket import WebSocketConnection, open_websocket_url, wrap_client_stream
+
+
+class LiveClient:
+    """Speaks the `/ws` protocol; answers pings unless told not to."""
+
+    def __init__(self, conn: WebSocketConnection, *, answer_pings: bool = True) -> None:
+        self.conn = conn
+        self.answer_pings = answer_pings
+        self.hello: dict[str, Any] = {}
+
+    async def send(self, message: dict[str, Any] | str | bytes) -> None:
+        if isinstance(message, dict):
+            message = orjson.dumps(message).decode()
+        await self.conn.send_message(message)
+
+    async def receive(self) -> dict[str, Any]:
+        """The next message other than a ping."""
+        while True:
+            message = orjson.loads(await self.conn.get_message())
+            if message["type"] != "ping":
+                return message
+            if self.answer_pings:
+                await self.send({"type": "pong"})
+
+    async def next(self, kind: str) -> dict[str, Any]:
+        """The next message of type `kind`, skipping others."""
+        while True:
+            message = await self.receive()
+            if message["type"] == kind:
+                return message
+
+    async def subscribe(
+        self, serials: list[str] | None = None, where: dict[str, str] | None = None
+    ) -> None:
+        """Subscribe and wait until the server confirms it is in force."""
+        if where is None:
+            await self.send({"type": "subscribe", "serials": serials or []})
+        else:
+            await self.send({"type": "subscribe", "filter": where})
+        await self.next("subscribed")
+
+
+@asynccontextmanager
+async def open_live(port: int, *, answer_pings: bool = True) -> AsyncIterator[LiveClient]:
+    async with open_websocket_url(f"ws://127.0.0.1:{port}/ws") as conn:
+        client = LiveClient(conn, answer_pings=answer_pings)
+        client.hello = await client.receive()
+        assert client.hello["type"] == "hello"
+        yield client
+
+
+@asynccontextmanager
+async def open_stalled(port: int) -> AsyncIterator[LiveClient]:
+    """A client whose socket has a tiny receive buffer and that the test never reads from:
+    after a few kilobytes the server's writes to it block."""
+    sock = trio.socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+    await sock.connect(("127.0.0.1", port))
+    stream = trio.SocketStream(sock)
+    async with trio.open_nursery() as nursery:
+        conn = await wrap_client_stream(nursery, stream, "127.0.0.1", "/ws", message_queue_size=1)
+        try:
+            yield LiveClient(conn, answer_pings=False)
+        finally:
+            nursery.cancel_scope.cancel()
