@@ -150,15 +150,18 @@ class Hub:
         self._by_serial: dict[str, set[Subscription]] = {}
         self._everything: set[Subscription] = set()
         self._outboxes: set[Subscription] = set()
+        self._subscriptions: set[Subscription] = set()
         # Fleet totals (the `summary` message), kept current by `summary.serve_summary`.
         self.summary: Latest[dict[str, object]] = Latest()
 
     @property
     def subscribers(self) -> int:
-        subs = set(self._everything)
-        for group in self._by_serial.values():
-            subs |= group
-        return len(subs)
+        return len(self._subscriptions)
+
+    @property
+    def backlog(self) -> int:
+        """Changed sensors waiting in subscriptions (bounded by their `max_pending`)."""
+        return sum(sub.pending for sub in self._subscriptions)
 
     def wants(self, serial: str) -> bool:
         """Whether any subscription may want a change of `serial` (cheap pre-filter for the
@@ -194,11 +197,8 @@ class Hub:
 
     def resync_all(self) -> None:
         """Changes were lost on the way here (a relay gap): every subscriber must reload."""
-        for sub in self._everything:
+        for sub in self._subscriptions:
             sub._overflow()
-        for group in self._by_serial.values():
-            for sub in group:
-                sub._overflow()
 
     @contextmanager
     def subscribe(
@@ -210,11 +210,13 @@ class Hub:
     ) -> Iterator[Subscription]:
         """Watch `serials` (None: every sensor `match` accepts, or all) until the block exits."""
         sub = Subscription(serials, max_pending, match)
+        self._subscriptions.add(sub)
         self._attach(sub)
         try:
             yield sub
         finally:
             self._detach(sub)
+            self._subscriptions.discard(sub)
 
     def resubscribe(
         self, sub: Subscription, serials: Iterable[str] | None, *, match: Match | None = None

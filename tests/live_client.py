@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 import trio
-from trio_websocket import WebSocketConnection, open_websocket_url, wrap_client_stream
+from trio_websocket import WebSocketConnection, wrap_client_stream
 
 
 class LiveClient:
@@ -53,25 +53,40 @@ class LiveClient:
 
 
 @asynccontextmanager
+async def _connect(
+    port: int, *, receive_buffer: int | None = None
+) -> AsyncIterator[WebSocketConnection]:
+    # Our own stream, closed on the way out: trio-websocket's client leaves its socket open
+    # when the server is the one that closes the connection.
+    sock = trio.socket.socket()
+    if receive_buffer is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    await sock.connect(("127.0.0.1", port))
+    stream = trio.SocketStream(sock)
+    try:
+        async with trio.open_nursery() as nursery:
+            conn = await wrap_client_stream(nursery, stream, "127.0.0.1", "/ws")
+            yield conn
+            nursery.cancel_scope.cancel()
+    finally:
+        with trio.CancelScope(shield=True):
+            await stream.aclose()
+
+
+@asynccontextmanager
 async def open_live(port: int, *, answer_pings: bool = True) -> AsyncIterator[LiveClient]:
-    async with open_websocket_url(f"ws://127.0.0.1:{port}/ws") as conn:
+    async with _connect(port) as conn:
         client = LiveClient(conn, answer_pings=answer_pings)
         client.hello = await client.receive()
         assert client.hello["type"] == "hello"
         yield client
+        with trio.move_on_after(1):
+            await conn.aclose()
 
 
 @asynccontextmanager
 async def open_stalled(port: int) -> AsyncIterator[LiveClient]:
-    """A client whose socket has a tiny receive buffer and that the test never reads from:
-    after a few kilobytes the server's writes to it block."""
-    sock = trio.socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
-    await sock.connect(("127.0.0.1", port))
-    stream = trio.SocketStream(sock)
-    async with trio.open_nursery() as nursery:
-        conn = await wrap_client_stream(nursery, stream, "127.0.0.1", "/ws", message_queue_size=1)
-        try:
-            yield LiveClient(conn, answer_pings=False)
-        finally:
-            nursery.cancel_scope.cancel()
+    """A client with a tiny receive buffer that the test stops reading from: after a few
+    kilobytes the server's writes to it block."""
+    async with _connect(port, receive_buffer=2048) as conn:
+        yield LiveClient(conn, answer_pings=False)
