@@ -1,0 +1,139 @@
+"""The hub and the WebSocket message checks as pure logic (no sockets)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+import trio
+import trio.testing
+from hypothesis import given
+from hypothesis import strategies as st
+
+from droneshield.hub import Hub, Latest, SensorChange
+from droneshield.web import messages
+from droneshield.web.messages import Pong, ProtocolError, Subscribe
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def change(n: int, status: str = "online", version: str | None = "1.0.0") -> SensorChange:
+    return SensorChange(n, f"S-{n}", version, status, NOW, NOW)  # type: ignore[arg-type]
+
+
+def test_subscription_keeps_only_the_latest_state_per_sensor():
+    hub = Hub()
+    with hub.subscribe(["S-1", "S-2"]) as sub:
+        hub.publish([change(1, version="1.0.0"), change(3), change(1, version="2.0.0")])
+        assert sub.take() == [change(1, version="2.0.0")]
+        assert sub.take() == []
+
+
+def test_overflow_drops_pending_and_flags_a_resync():
+    hub = Hub()
+    with hub.subscribe(None, max_pending=3) as sub:
+        hub.publish(change(n) for n in range(10))
+        assert sub.overflowed
+        assert sub.pending == 0
+        assert sub.take() == []
+        assert not sub.overflowed
+
+
+def test_resubscribe_drops_pending_changes_of_sensors_no_longer_watched():
+    hub = Hub()
+    with hub.subscribe(["S-1", "S-2"]) as sub:
+        hub.publish([change(1), change(2)])
+        hub.resubscribe(sub, ["S-2"])
+        hub.publish([change(1)])
+        assert sub.take() == [change(2)]
+
+
+def test_match_narrows_a_subscription_to_everything():
+    hub = Hub()
+    with hub.subscribe(None, match=lambda c: c.status == "offline") as sub:
+        hub.publish([change(1), change(2, "offline")])
+        assert sub.take() == [change(2, "offline")]
+
+
+def test_outbox_collects_local_changes_but_not_remote_ones():
+    hub = Hub()
+    with hub.outbox() as box, hub.subscribe(["S-1", "S-2"]) as sub:
+        hub.publish([change(1)])
+        hub.publish_remote([change(2)])
+        assert box.take() == [change(1)]
+        assert sub.take() == [change(1), change(2)]
+
+
+def test_resync_all_reaches_every_subscription_but_no_outbox():
+    hub = Hub()
+    with hub.outbox() as box, hub.subscribe(()) as idle, hub.subscribe(["S-1"]) as watching:
+        hub.publish([change(1)])
+        hub.resync_all()
+        assert idle.overflowed
+        assert watching.overflowed
+        assert box.take() == [change(1)]
+        assert hub.subscribers == 2
+
+
+async def test_latest_gives_followers_only_the_newest_value():
+    latest: Latest[int] = Latest()
+    seen = []
+
+    async def follow() -> None:
+        version = 0
+        while len(seen) < 2:
+            version, value = await latest.wait_newer(version)
+            seen.append(value)
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            with latest.watch():
+                nursery.start_soon(follow)
+                await trio.testing.wait_all_tasks_blocked()
+                latest.set(1)
+                latest.set(1)  # unchanged: no news
+                await trio.testing.wait_all_tasks_blocked()
+                latest.set(2)
+                latest.set(3)  # 2 was never looked at: the follower sees 3 only
+    assert seen == [1, 3]
+    assert latest.watchers == 0
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner),
+    max_leaves=20,
+)
+subscribe_like = st.fixed_dictionaries(
+    {"type": st.just("subscribe")},
+    optional={"serials": json_values, "filter": json_values},
+).map(messages.encode)
+
+
+@given(st.one_of(st.binary(max_size=200), st.text(max_size=200), subscribe_like))
+def test_parse_accepts_or_refuses_with_a_protocol_error_never_a_crash(data):
+    try:
+        parsed = messages.parse(data)
+    except ProtocolError as exc:
+        refusal = exc
+        parsed = None
+    else:
+        refusal = None
+    assert isinstance(parsed, Subscribe | Pong) or (refusal.code and refusal.message)
+
+
+@pytest.mark.parametrize(
+    ("where", "accepted"),
+    [
+        ({}, {1, 2, 3}),
+        ({"status": "offline"}, {2, 3}),
+        ({"version": "v2.0.0"}, {3}),
+        ({"q": "S-1"}, {1}),
+    ],
+)
+def test_filter_subscription_matches_like_the_sensor_list(where, accepted):
+    parsed = messages.parse(messages.encode({"type": "subscribe", "filter": where}))
+    assert isinstance(parsed, Subscribe)
+    assert parsed.match is not None
+    pool = [change(1), change(2, "offline"), change(3, "offline", "2.0.0")]
+    assert {c.id for c in pool if parsed.match(c)} == accepted
