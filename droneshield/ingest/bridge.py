@@ -106,10 +106,12 @@ class _TrackingServer(Server):
         return protocol
 
     def close_connections(self) -> None:
+        # Closing the transport (not grpclib's Connection, which drops its reference while
+        # frames may still be in flight) lets grpclib see connection_lost and end its streams.
         for protocol in self.protocols:
-            connection = getattr(protocol, "connection", None)
-            if connection is not None:
-                connection.close()
+            transport = getattr(getattr(protocol, "connection", None), "_transport", None)
+            if transport is not None:
+                transport.close()
         self.protocols.clear()
 
 
