@@ -20,7 +20,7 @@ import orjson
 import trio
 
 from .db.notify import Listener, notify_all, open_listener
-from .db.pool import TRANSIENT_ERRORS, Pool
+from .db.pool import Pool, acquire, is_transient
 from .hub import Hub, SensorChange
 
 log = logging.getLogger(__name__)
@@ -141,7 +141,9 @@ class Relay:
                     payloads.append(resync_payload(self.instance))
                 try:
                     await self._notify(payloads)
-                except (*TRANSIENT_ERRORS, TimeoutError) as exc:
+                except Exception as exc:
+                    if not is_transient(exc):
+                        raise
                     log.warning(
                         "relaying %d changes failed (%r); peers will resync", len(changes), exc
                     )
@@ -155,7 +157,7 @@ class Relay:
 
     async def _notify(self, payloads: list[str]) -> None:
         step = PAYLOADS_PER_STATEMENT
-        async with self._pool.acquire() as conn:
+        async with acquire(self._pool) as conn:
             for i in range(0, len(payloads), step):
                 await notify_all(conn, CHANNEL, payloads[i : i + step])
 
@@ -173,8 +175,8 @@ class Relay:
                         task_status.started()
                     delay = RETRY_FIRST
                     await self._consume(listener)
-            except (*TRANSIENT_ERRORS, TimeoutError) as exc:
-                if not started:
+            except Exception as exc:
+                if not started or not is_transient(exc):
                     raise
                 log.warning("LISTEN %s lost (%r); reconnecting in %.1f s", CHANNEL, exc, delay)
             await trio.sleep(delay)

@@ -11,7 +11,7 @@ from typing import Final, NoReturn
 import trio
 
 from .db.fleet import fleet_counts
-from .db.pool import TRANSIENT_ERRORS, Pool
+from .db.pool import Pool, acquire, is_transient
 from .hub import Hub
 from .versions import display, sort_key
 
@@ -57,8 +57,10 @@ async def serve_summary(
     while True:
         await hub.summary.wait_watched()
         try:
-            async with pool.acquire() as conn:
+            async with acquire(pool) as conn:
                 hub.summary.set(totals(await fleet_counts(conn)))
-        except (*TRANSIENT_ERRORS, TimeoutError) as exc:
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
             log.warning("reading fleet totals failed: %r", exc)
         await trio.sleep(interval)

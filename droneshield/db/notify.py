@@ -15,7 +15,7 @@ import asyncpg
 import trio
 import trio_asyncio
 
-from .pool import CLOSE_TIMEOUT, CONNECT_TIMEOUT, Connection
+from .pool import CLOSE_TIMEOUT, CONNECT_TIMEOUT, Connection, DatabaseUnavailable
 
 CHECK_TIMEOUT: Final = 5.0  # seconds a liveness check of the LISTEN connection may take
 
@@ -71,11 +71,14 @@ async def open_listener(dsn: str, channel: str, *, buffer: int) -> AsyncIterator
     """A dedicated connection LISTENing on `channel`. Must run inside the trio-asyncio loop.
 
     Raises:
-        OSError, asyncpg errors, TimeoutError: the server cannot be reached.
+        DatabaseUnavailable: no connection could be had, whatever the server's reason.
 
     Cancellation: the connection is closed, shielded and within CLOSE_TIMEOUT, else aborted.
     """
-    raw = await trio_asyncio.aio_as_trio(asyncpg.connect)(dsn, timeout=CONNECT_TIMEOUT)
+    try:
+        raw = await trio_asyncio.aio_as_trio(asyncpg.connect)(dsn, timeout=CONNECT_TIMEOUT)
+    except Exception as exc:
+        raise DatabaseUnavailable(f"cannot connect to the database: {exc}") from exc
     try:
         listener = Listener(raw, buffer)
         raw.add_termination_listener(listener._on_terminate)
