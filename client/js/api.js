@@ -1,0 +1,81 @@
+// The HTTP API: JSON reads, and uploads with progress and the API key.
+
+const KEY_STORAGE = "droneshield.apiKey";
+
+export class ApiError extends Error {
+  constructor(status, code, message) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+function errorFrom(status, body, fallback) {
+  const error = body && body.error;
+  return new ApiError(status, error?.code ?? "http_" + status, error?.message ?? fallback);
+}
+
+export async function getJSON(path, params = {}) {
+  const url = new URL(path, location.origin);
+  for (const [name, value] of Object.entries(params)) {
+    if (value !== "" && value != null) url.searchParams.set(name, value);
+  }
+  const response = await fetch(url, { headers: { Accept: "application/json" } });
+  const body = await response.json().catch(() => null);
+  if (!response.ok) throw errorFrom(response.status, body, response.statusText);
+  return body;
+}
+
+export function apiKey() {
+  return localStorage.getItem(KEY_STORAGE);
+}
+
+// Ask for the key in a modal dialog; resolves to the key, or null when cancelled.
+export function askApiKey(dialog) {
+  const form = dialog.querySelector("form");
+  const input = form.elements.key;
+  input.value = "";
+  return new Promise((resolve) => {
+    dialog.addEventListener(
+      "close",
+      () => {
+        const key = dialog.returnValue === "ok" ? input.value.trim() : "";
+        if (key) localStorage.setItem(KEY_STORAGE, key);
+        resolve(key || null);
+      },
+      { once: true },
+    );
+    dialog.showModal();
+    input.focus();
+  });
+}
+
+// POST one file to /upload with XMLHttpRequest, for its upload progress events.
+// Resolves to {status, body}; network failures resolve with status 0.
+export function uploadFile(file, onProgress) {
+  return new Promise((resolve) => {
+    const xhr = new XMLHttpRequest();
+    xhr.open("POST", "/upload");
+    xhr.setRequestHeader("Accept", "application/json");
+    const key = apiKey();
+    if (key) xhr.setRequestHeader("Authorization", `Bearer ${key}`);
+    xhr.upload.addEventListener("progress", (event) => {
+      if (event.lengthComputable) onProgress(event.loaded / event.total);
+    });
+    xhr.addEventListener("load", () => {
+      let body = null;
+      try {
+        body = JSON.parse(xhr.responseText);
+      } catch {
+        // not JSON: reported by status below
+      }
+      resolve({ status: xhr.status, body });
+    });
+    xhr.addEventListener("error", () => resolve({ status: 0, body: null }));
+    const form = new FormData();
+    form.append("file", file, file.name);
+    xhr.send(form);
+  });
+}
+
+export { errorFrom };

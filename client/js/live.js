@@ -1,0 +1,117 @@
+// The live connection (/ws): subscribes to the sensors on screen, reconnects with exponential
+// backoff, and asks the page to resynchronise after a reconnect or when the server says so.
+
+import { syncClock } from "./format.js";
+
+const BACKOFF_FIRST = 500; // ms
+const BACKOFF_MAX = 15000; // ms
+const SILENCE_FACTOR = 2.5; // pings the server may skip before we call the connection dead
+
+export class Live {
+  constructor({ banner, onSensors, onSummary, onResync }) {
+    this.banner = banner;
+    this.handlers = { onSensors, onSummary, onResync };
+    this.serials = [];
+    this.socket = null;
+    this.delay = BACKOFF_FIRST;
+    this.connectedBefore = false;
+    this.pingInterval = 15;
+    this.watchdog = null;
+    this.retryTimer = null;
+  }
+
+  start() {
+    this.connect();
+    // Coming back to the tab, or the network coming back, is worth an immediate retry.
+    window.addEventListener("online", () => this.retryNow());
+  }
+
+  subscribe(serials) {
+    this.serials = serials;
+    this.send({ type: "subscribe", serials });
+  }
+
+  send(message) {
+    if (this.socket && this.socket.readyState === WebSocket.OPEN) {
+      this.socket.send(JSON.stringify(message));
+    }
+  }
+
+  connect() {
+    clearTimeout(this.retryTimer);
+    const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+    const socket = new WebSocket(`${scheme}//${location.host}/ws`);
+    this.socket = socket;
+    this.show(this.connectedBefore ? "reconnecting" : "connecting");
+    socket.addEventListener("message", (event) => this.receive(event.data));
+    socket.addEventListener("close", () => {
+      if (this.socket === socket) this.scheduleRetry();
+    });
+  }
+
+  receive(data) {
+    this.feedWatchdog();
+    let message;
+    try {
+      message = JSON.parse(data);
+    } catch {
+      return;
+    }
+    switch (message.type) {
+      case "hello":
+        syncClock(message.serverTime);
+        this.pingInterval = message.pingInterval || this.pingInterval;
+        this.delay = BACKOFF_FIRST;
+        this.show("live");
+        this.send({ type: "subscribe", serials: this.serials });
+        if (this.connectedBefore) this.handlers.onResync("reconnected");
+        this.connectedBefore = true;
+        break;
+      case "ping":
+        this.send({ type: "pong" });
+        break;
+      case "sensor":
+        this.handlers.onSensors(message.sensors);
+        break;
+      case "summary":
+        this.handlers.onSummary(message);
+        break;
+      case "resync":
+        this.handlers.onResync(message.reason);
+        break;
+      case "error":
+        console.warn("live connection refused a message:", message.error);
+        break;
+      default:
+        break;
+    }
+  }
+
+  // A server that says nothing for a few ping intervals is gone, even if TCP has not noticed.
+  feedWatchdog() {
+    clearTimeout(this.watchdog);
+    this.watchdog = setTimeout(() => this.socket?.close(), this.pingInterval * SILENCE_FACTOR * 1000);
+  }
+
+  scheduleRetry() {
+    clearTimeout(this.watchdog);
+    const wait = this.delay * (0.8 + Math.random() * 0.4);
+    this.delay = Math.min(this.delay * 2, BACKOFF_MAX);
+    this.show("reconnecting", Math.ceil(wait / 1000));
+    this.retryTimer = setTimeout(() => this.connect(), wait);
+  }
+
+  retryNow() {
+    if (this.socket?.readyState === WebSocket.CLOSED) this.connect();
+  }
+
+  show(state, seconds) {
+    const text = {
+      connecting: "Connecting…",
+      live: "Live",
+      reconnecting: seconds ? `Reconnecting… (next try in ${seconds} s)` : "Reconnecting…",
+    }[state];
+    this.banner.dataset.state = state;
+    this.banner.textContent = text;
+  }
+}
