@@ -8,7 +8,7 @@ an index range scan whatever the depth, and a serial prefix is a range of that i
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Final, Literal
 
@@ -101,9 +101,9 @@ async def page(
 async def total(conn: Connection, flt: SensorFilter, *, cap: int) -> tuple[int, bool]:
     """(how many sensors match, whether that number is exact).
 
-    Without a prefix the number comes from `fleet_count` and is exact and O(1). With a prefix
-    it is counted, but at most `cap + 1` index entries are visited: beyond `cap` the answer is
-    `(cap, False)`, "more than cap".
+    Without a prefix the number comes from `fleet_count`: exact, O(1). With a prefix at most
+    `cap` sensors of the prefix's range are examined (an index range scan): when the range
+    holds more, the answer counts the matches among those and is a lower bound (not exact).
     """
     if flt.prefix is None:
         n = await conn.fetchval(
@@ -113,14 +113,17 @@ async def total(conn: Connection, flt: SensorFilter, *, cap: int) -> tuple[int, 
             flt.version,
         )
         return int(n), True
-    conditions, args = flt.where()
-    args.append(cap + 1)
-    n = await conn.fetchval(
-        f"SELECT count(*) FROM (SELECT 1 FROM sensor WHERE {' AND '.join(conditions)} "
-        f"LIMIT ${len(args)}) AS matching",
+    matches, args = replace(flt, prefix=None).where()
+    scope, scope_args = SensorFilter(prefix=flt.prefix).where(len(args) + 1)
+    args += [*scope_args, cap + 1]
+    row = await conn.fetchrow(
+        f"SELECT count(*) FILTER (WHERE {' AND '.join(matches) or 'true'}) AS n, "
+        f"count(*) AS examined FROM (SELECT online, last_seen_at, version FROM sensor "
+        f"WHERE {' AND '.join(scope)} LIMIT ${len(args)}) AS prefixed",
         *args,
     )
-    return (int(n), True) if n <= cap else (cap, False)
+    exact = row["examined"] <= cap
+    return (row["n"] if exact else min(row["n"], cap)), exact
 
 
 async def get(conn: Connection, serial: str) -> SensorRow | None:

@@ -25,7 +25,7 @@ blueprint = Blueprint("sensors", __name__)
 LIMIT_DEFAULT: Final = 50
 LIMIT_MAX: Final = 500  # larger limits are capped to this
 PAGE_MAX: Final = 1_000_000
-COUNT_CAP: Final = 10_000  # a prefix search counts at most this many matches
+COUNT_CAP: Final = 10_000  # sensors a prefix search examines to count its matches
 EVENTS_DEFAULT: Final = 20
 EVENTS_MAX: Final = 200
 
@@ -78,10 +78,13 @@ class SensorPage(ApiModel):
     page: int
     limit: int = Field(description="the limit applied (after capping)")
     total: int = Field(
-        description="sensors matching the filters; from maintained counters, except with `q` "
-        f"where at most {COUNT_CAP} matches are counted (see `totalExact`)"
+        description="sensors matching the filters, from maintained counters; with `q`, "
+        f"counted among at most {COUNT_CAP} sensors of the prefix (see `totalExact`)"
     )
-    total_exact: bool = Field(description=f"false: there are more than {COUNT_CAP} matches")
+    total_exact: bool = Field(
+        description=f"false: the prefix covers more than {COUNT_CAP} sensors and `total` is "
+        "a lower bound"
+    )
     next_cursor: str | None = Field(description="pass as `cursor` for the next page; null: last")
 
 
@@ -148,8 +151,13 @@ async def list_sensors(query_args: SensorQuery) -> SensorPage:
     after = None if query_args.cursor is None else decode_cursor(query_args.cursor)
     offset = 0 if after is not None else (query_args.page - 1) * limit
     async with pool().acquire() as conn:
-        rows = await db.page(conn, flt, after=after, offset=offset, limit=limit + 1)
         total, exact = await db.total(conn, flt, cap=COUNT_CAP)
+        # Nothing matches: skip the page query, which would otherwise scan the whole index.
+        rows = (
+            []
+            if exact and total == 0
+            else await db.page(conn, flt, after=after, offset=offset, limit=limit + 1)
+        )
     more = len(rows) > limit
     rows = rows[:limit]
     return SensorPage(
