@@ -163,6 +163,9 @@ class Upload:
 
         `expected_sha256`, when given, holds one hex digest per file, in order.
 
+        Cancellation: once the transaction starts, storing is shielded and finishes (the
+        statements are bounded by the pool's command timeout, the renames are local).
+
         Raises:
             UploadRejected: no files (400), digests that do not match (422), a version already
                 stored with other content (409). Nothing is stored then.
@@ -171,14 +174,17 @@ class Upload:
         if not releases:
             raise UploadRejected(400, "no_files", "send one or more files as `file` or `files`")
         _check_digests(releases, expected_sha256)
-        async with pool.acquire() as conn:
-            created = await software.register(conn, releases)
-        try:
-            await self._put_in_place()
-        except OSError:
-            log.exception("could not move uploaded files into %s", self._storage_dir)
-            await self._undo([r for r, new in zip(releases, created, strict=True) if new], pool)
-            raise UploadRejected(500, "storage_failed", "could not store the files") from None
+        # Shielded: a request cancelled (client gone, shutdown) between the commit and the
+        # renames would leave rows whose files the clean-up then deletes.
+        with trio.CancelScope(shield=True):
+            async with pool.acquire() as conn:
+                created = await software.register(conn, releases)
+            try:
+                await self._put_in_place()
+            except OSError:
+                log.exception("could not move uploaded files into %s", self._storage_dir)
+                await self._undo([r for r, new in zip(releases, created, strict=True) if new], pool)
+                raise UploadRejected(500, "storage_failed", "could not store the files") from None
         return [
             Stored(r, "created" if new else "unchanged")
             for r, new in zip(releases, created, strict=True)

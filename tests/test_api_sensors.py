@@ -11,17 +11,7 @@ from droneshield.db import seed
 from droneshield.ingest.proto.status import DeviceStatus, DeviceStatusBatch
 
 from .grpc_clients import aio, grpclib_stub
-
-
-async def _add_software(db, *versions: str) -> None:  # type: ignore[no-untyped-def]
-    for version in versions:
-        await db.execute(
-            "INSERT INTO software (version, filename, path, size_bytes, sha256) "
-            "VALUES ($1, $2, $2, 1, $3)",
-            version,
-            f"v{version}.pdf",
-            "0" * 64,
-        )
+from .uploads import add_software
 
 
 async def _report(port: int, reports: list[tuple[str, str]]) -> None:
@@ -53,7 +43,7 @@ async def _walk(api, params: dict[str, object], *, between=None) -> list[str]:  
 
 async def test_cursor_pages_cover_every_sensor_once_while_sensors_change_state(running, api, db):
     await seed.seed(db, 230)
-    await _add_software(db, "1.0.0")
+    await add_software(db, "1.0.0")
     everyone = [seed.serial_for(n) for n in range(1, 231)]
     rng = random.Random(4)
 
@@ -86,7 +76,7 @@ async def test_page_numbers_cover_every_sensor_once_while_sensors_change_state(r
 
 
 async def test_items_have_the_documented_shape(running, api, db, sensors):
-    await _add_software(db, "1.2.3")
+    await add_software(db, "1.2.3")
     with trio.fail_after(10):
         await _report(running.grpc_port, [(sensors[0], "v1.2.3")])
         body = (await api.get("/sensors", params={"limit": 2})).json()
@@ -118,7 +108,7 @@ async def test_items_have_the_documented_shape(running, api, db, sensors):
 
 async def test_filters_by_status_version_and_prefix_with_matching_totals(running, api, db):
     await seed.seed(db, 40)
-    await _add_software(db, "1.0.0", "2.0.0-rc.1")
+    await add_software(db, "1.0.0", "2.0.0-rc.1")
     s = seed.serial_for
     with trio.fail_after(20):
         await _report(running.grpc_port, [(s(n), "1.0.0") for n in range(1, 11)])
@@ -192,7 +182,7 @@ async def test_bad_parameters_are_400(api, params, code):
 
 
 async def test_sensor_detail_has_recent_events_newest_first(running, api, db, sensors):
-    await _add_software(db, "1.2.3")
+    await add_software(db, "1.2.3")
     with trio.fail_after(10):
         await _report(running.grpc_port, [(sensors[0], "1.2.3")])
         await db.execute(

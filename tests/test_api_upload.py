@@ -288,3 +288,23 @@ async def test_download_is_streamed_with_etag_disposition_and_ranges(api):
     assert cached.status_code == 304
     assert beyond.status_code == 416
     assert missing.status_code == 404
+
+
+async def test_a_body_that_stalls_is_408_and_leaves_nothing(api_with, settings, db):
+    with trio.fail_after(10):
+        api = await api_with(settings.replace(body_timeout=0.5))
+        stream = await trio.open_tcp_stream("127.0.0.1", api.base_url.port)
+        async with stream:
+            # Announce 1 MB, send the start of one file, then nothing more.
+            await stream.send_all(
+                b"POST /upload HTTP/1.1\r\nHost: droneshield\r\nContent-Length: 1000000\r\n"
+                + f"Content-Type: {MULTIPART}\r\n\r\n".encode()
+                + part_head(b"v1.0.0.pdf")
+                + pdf(10_000)
+            )
+            answer = b""
+            while b"\r\n\r\n" not in answer:
+                answer += await stream.receive_some()
+    assert answer.startswith(b"HTTP/1.1 408"), answer
+    assert await _rows(db) == []
+    assert files_under(settings.data_dir) == []

@@ -64,5 +64,14 @@ async def upload(
     return await api.post("/upload", content=body, headers=headers)
 
 
+async def add_software(db, *versions: str) -> None:  # type: ignore[no-untyped-def]
+    """Register releases straight in the database (no file), for tests about sensors."""
+    await db.execute(
+        "INSERT INTO software (version, filename, path, size_bytes, sha256) "
+        "SELECT v, v || '.pdf', v || '.pdf', 1, repeat('0', 64) FROM unnest($1::text[]) AS v",
+        list(versions),
+    )
+
+
 def files_under(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file())
