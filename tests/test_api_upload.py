@@ -192,10 +192,14 @@ async def test_requests_that_are_not_multipart_uploads_are_rejected(api, db, set
             content=part_head(b"v1.0.0.pdf") + b"%PDF-1.7 and then nothing",
             headers={"Content-Type": MULTIPART},
         )
+        long_boundary = await api.post(
+            "/upload", content=b"--", headers={"Content-Type": MULTIPART + "x" * 300}
+        )
     assert (as_json.status_code, _code(as_json)) == (415, "expected_multipart")
     assert (no_files.status_code, _code(no_files)) == (400, "no_files")
     assert (other_field.status_code, _code(other_field)) == (400, "unexpected_field")
     assert (truncated.status_code, _code(truncated)) == (400, "malformed_multipart")
+    assert (long_boundary.status_code, _code(long_boundary)) == (400, "malformed_multipart")
     assert await _rows(db) == []
     assert files_under(settings.data_dir) == []
 

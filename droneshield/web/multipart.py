@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from python_multipart import MultipartParser
-from python_multipart.exceptions import MultipartParseError
+from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import parse_options_header
 
 from ..errors import UploadRejected
@@ -56,12 +56,21 @@ class MultipartReader:
     """Parses one multipart/form-data body fed in chunks."""
 
     def __init__(self, boundary: str) -> None:
+        """Raises:
+        UploadRejected(400): the boundary is too long or not latin-1.
+        """
         self._events: list[Event] = []
         self._header_field = bytearray()
         self._header_value = bytearray()
         self._headers: dict[bytes, bytes] = {}
         self._ended = False
-        self._parser = MultipartParser(
+        try:
+            self._parser = self._open(boundary)
+        except (FormParserError, UnicodeEncodeError) as exc:
+            raise _malformed(f"unusable boundary ({exc})") from None
+
+    def _open(self, boundary: str) -> MultipartParser:
+        return MultipartParser(
             boundary.encode("latin-1"),
             {
                 "on_part_begin": self._headers.clear,
@@ -85,7 +94,7 @@ class MultipartReader:
         """
         try:
             self._parser.write(chunk)
-        except MultipartParseError as exc:
+        except FormParserError as exc:
             raise _malformed(str(exc)) from None
         events, self._events = self._events, []
         return events
