@@ -24,9 +24,7 @@ async def test_report_marks_sensor_online_and_stores_uploaded_version(running, d
     await _add_software(db, "1.2.3")
     with trio.fail_after(10):
         async with grpclib_stub(running.grpc_port) as stub:
-            ack = await aio(
-                stub.send_status, DeviceStatus(serial=sensors[0], software_version="v1.2.3")
-            )
+            ack = await aio(stub.send_status, DeviceStatus(serial=sensors[0], software_version="v1.2.3"))
     assert ack.message == "ok: online, running v1.2.3"
     row = await db.fetchrow("SELECT * FROM sensor WHERE serial = $1", sensors[0])
     assert row["online"] is True
