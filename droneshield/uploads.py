@@ -210,8 +210,9 @@ class Upload:
     async def discard(self) -> None:
         """Close and remove whatever is still staged (nothing once `store` succeeded)."""
         for s in self._staged:
-            await s.aclose()
+            # Unlinked first: a close that fails (a full disk on flush) still leaves no file.
             await trio.Path(s.path).unlink(missing_ok=True)
+            await s.aclose()
 
 
 def _check_digests(releases: Sequence[Release], expected: Sequence[str]) -> None:
