@@ -4,10 +4,23 @@ from __future__ import annotations
 
 from quart_trio import QuartTrio
 
+from .. import uploads
 from ..config import Settings
 from ..db.pool import Pool
 from ..hub import Hub
-from . import dashboard, errors, health, live
+from . import (
+    access,
+    dashboard,
+    errors,
+    health,
+    live,
+    metrics,
+    openapi,
+    sensors,
+    software,
+    summary,
+    upload,
+)
 
 
 def create_app(settings: Settings, pool: Pool, *, hub: Hub | None = None) -> QuartTrio:
@@ -16,9 +29,18 @@ def create_app(settings: Settings, pool: Pool, *, hub: Hub | None = None) -> Qua
     app.config["DRONESHIELD_SETTINGS"] = settings
     app.config["DRONESHIELD_POOL"] = pool
     app.config["DRONESHIELD_HUB"] = hub if hub is not None else Hub()
-    app.config["MAX_CONTENT_LENGTH"] = None  # uploads are limited per file while streaming
+    # Uploads are limited per file while streaming; this bounds a whole request (DESIGN §10).
+    app.config["MAX_CONTENT_LENGTH"] = upload.max_request_bytes(settings)
+    app.config["BODY_TIMEOUT"] = settings.body_timeout
     errors.install(app)
+    openapi.install(app)
+    access.install(app)
     app.register_blueprint(health.blueprint)
-    app.register_blueprint(live.blueprint)
-    app.register_blueprint(dashboard.blueprint)
+    for module in (sensors, software, upload, summary, metrics, live, dashboard):
+        app.register_blueprint(module.blueprint)
+
+    @app.before_serving
+    async def prepare_storage() -> None:
+        await uploads.prepare_dirs(settings.staging_dir, settings.upload_dir)
+
     return app
