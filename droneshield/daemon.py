@@ -24,9 +24,9 @@ from .hub import Hub
 from .ingest.bridge import Submitter, serve_grpc
 from .relay import Relay
 from .reports import Pending
-from .summary import serve_summary
 from .web.app import create_app
 from .web.server import serve_http
+from .web.summary import serve_summary
 from .writer import Writer
 
 log = logging.getLogger(__name__)

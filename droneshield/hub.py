@@ -151,7 +151,7 @@ class Hub:
         self._everything: set[Subscription] = set()
         self._outboxes: set[Subscription] = set()
         self._subscriptions: set[Subscription] = set()
-        # Fleet totals (the `summary` message), kept current by `summary.serve_summary`.
+        # Fleet totals (the `summary` message), kept current by `web.summary.serve_summary`.
         self.summary: Latest[dict[str, object]] = Latest()
 
     @property

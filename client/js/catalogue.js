@@ -16,7 +16,7 @@ export class Catalogue {
       this.message(`Could not load the catalogue: ${error.message}`, "error");
       return;
     }
-    const items = Array.isArray(body) ? body : body.items;
+    const { items } = body;
     if (!items.length) {
       this.message("No releases uploaded yet.", "empty");
       return;
@@ -25,7 +25,6 @@ export class Catalogue {
   }
 
   row(item) {
-    const file = `/software/${encodeURIComponent(item.version)}/file`;
     const sha = item.sha256 ?? "";
     return h(
       "tr",
@@ -35,8 +34,8 @@ export class Catalogue {
       h("td", { "data-label": "Size" }, bytes(item.sizeBytes)),
       h("td", { "data-label": "SHA-256" }, h("code", { title: sha }, sha.slice(0, 12))),
       h("td", { "data-label": "Uploaded" }, dateTime(item.uploadedAt)),
-      h("td", { "data-label": "Sensors" }, count(item.sensors ?? 0)),
-      h("td", {}, h("a", { href: file, download: "" }, "Download", h("span", { class: "visually-hidden" }, ` ${item.version}`))),
+      h("td", { "data-label": "Sensors" }, count(item.sensors)),
+      h("td", {}, h("a", { href: item.fileUrl, download: "" }, "Download", h("span", { class: "visually-hidden" }, ` ${item.version}`))),
     );
   }
 

@@ -60,7 +60,7 @@ live = new Live({
   onSensors: (items) => table.update(items),
   onSummary: (totals) => {
     summary.render(totals);
-    table.setVersions(totals.byVersion.map((v) => v.version));
+    table.setVersions(totals.versions.map((v) => v.version));
   },
   onResync: resync,
 });

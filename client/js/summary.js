@@ -13,8 +13,8 @@ function svg(tag, attrs = {}, text) {
   return el;
 }
 
-function bars(byVersion) {
-  const rows = byVersion.map((v) => ({ ...v, label: v.version ?? "no version" }));
+function bars(versions) {
+  const rows = versions.map((v) => ({ ...v, label: v.version ?? "no version" }));
   if (rows.length <= MAX_BARS) return rows;
   const other = { label: "other", total: 0, online: 0, offline: 0, never: 0 };
   for (const row of rows.slice(MAX_BARS - 1)) {
@@ -32,9 +32,9 @@ export class Summary {
   render(totals) {
     this.counts.total.textContent = count(totals.total);
     for (const status of STATUSES) {
-      this.counts[status].textContent = count(totals.byStatus[status]);
+      this.counts[status].textContent = count(totals[status]);
     }
-    this.chart.replaceChildren(this.draw(bars(totals.byVersion)));
+    this.chart.replaceChildren(this.draw(bars(totals.versions)));
   }
 
   draw(rows) {

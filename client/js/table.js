@@ -125,7 +125,7 @@ export class SensorTable {
   }
 
   render(page) {
-    const { items, total, limit } = page;
+    const { items, total, limit, totalExact } = page;
     this.lastPage = Math.max(1, Math.ceil(total / limit));
     this.state.page = page.page ?? this.state.page;
     this.rows.clear();
@@ -134,7 +134,8 @@ export class SensorTable {
       rows.push(h("tr", { class: "empty" }, h("td", { colspan: 5 }, "No sensors match.")));
     }
     this.body.replaceChildren(...rows);
-    const text = `Page ${count(this.state.page)} of ${count(this.lastPage)} · ${count(total)} sensors`;
+    const about = totalExact === false ? "at least " : "";
+    const text = `Page ${count(this.state.page)} of ${about}${count(this.lastPage)} · ${about}${count(total)} sensors`;
     this.pageInfo.textContent = text;
     this.caption.textContent = `Sensors, ${text}`;
     for (const button of this.pager.querySelectorAll("button")) {

@@ -5,10 +5,8 @@ import { askApiKey, errorFrom, uploadFile } from "./api.js";
 import { bytes, h } from "./format.js";
 
 function describe(body) {
-  const entry = body?.files?.[0] ?? body?.items?.[0] ?? body ?? {};
-  const version = entry.version ? `${entry.version} ` : "";
-  const outcome = entry.outcome ?? "stored";
-  return `${version}${outcome}`;
+  const file = body.files[0];
+  return file.outcome === "unchanged" ? `${file.version} was already stored` : `stored as ${file.version}`;
 }
 
 export class Uploader {
