@@ -27,6 +27,8 @@ from droneshield.config import Settings
 from droneshield.db import embedded, migrate, seed
 from droneshield.db.pool import connect
 
+from .browser import BrowserThread, ensure_chromium
+
 TEMPLATE = f"droneshield_tpl_{os.getpid()}"
 
 
@@ -145,3 +147,16 @@ async def api_with(
             return await clients.enter_async_context(httpx.AsyncClient(base_url=url, timeout=10))
 
         yield start
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[BrowserThread]:
+    """Debian's Chromium (installed with apt when missing), driven by Playwright in a thread of
+    its own for the whole session (see tests/browser.py for why)."""
+    reason = ensure_chromium()
+    if reason is not None:
+        pytest.skip(reason)
+    thread = BrowserThread()
+    thread.start()
+    yield thread
+    thread.stop()

@@ -40,9 +40,9 @@ export class Summary {
   draw(rows) {
     if (!rows.length) return h("p", { class: "empty" }, "No sensors yet.");
     const rowHeight = 26;
-    const labelWidth = 110;
-    const width = 520;
-    const barSpace = width - labelWidth - 70;
+    const labelWidth = 96;
+    const width = 380;
+    const barSpace = width - labelWidth - 56;
     const most = Math.max(...rows.map((r) => r.total), 1);
     const height = rows.length * rowHeight + 28;
     const described = rows.map((r) => `${r.label}: ${r.total} (${r.online} online)`).join("; ");
@@ -76,8 +76,8 @@ export class Summary {
     const legend = svg("g", { transform: `translate(${labelWidth} ${rows.length * rowHeight + 8})` });
     STATUSES.forEach((status, i) => {
       legend.append(
-        svg("rect", { x: i * 90, y: 0, width: 12, height: 12, class: status }),
-        svg("text", { x: i * 90 + 17, y: 11, class: "legend" }, status === "never" ? "never seen" : status),
+        svg("rect", { x: i * 80, y: 0, width: 12, height: 12, class: status }),
+        svg("text", { x: i * 80 + 17, y: 11, class: "legend" }, status === "never" ? "never seen" : status),
       );
     });
     root.append(legend);
