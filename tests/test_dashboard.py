@@ -3,12 +3,15 @@ daemon. Screenshots of the main views land in test-artifacts/."""
 
 from __future__ import annotations
 
+import importlib.util
+import socket
 from collections.abc import AsyncIterator
 
 import pytest
 import trio
 from playwright.sync_api import expect
 
+from droneshield import daemon
 from droneshield.db import seed
 from droneshield.ingest.proto.status import DeviceStatus
 
@@ -34,6 +37,16 @@ async def dashboard(browser, running, sensors) -> AsyncIterator[Page]:
     page = await _open(browser, running.http_port)
     yield page
     await page.close()
+
+
+async def _add_software(db, version: str) -> None:  # type: ignore[no-untyped-def]
+    await db.execute(
+        "INSERT INTO software (version, filename, path, size_bytes, sha256) "
+        "VALUES ($1, $2, $2, 1, $3)",
+        version,
+        f"v{version}.pdf",
+        "0" * 64,
+    )
 
 
 async def _report(port: int, serial: str, version: str = "") -> None:
@@ -63,3 +76,175 @@ async def test_report_turns_its_row_online_without_reload(dashboard, running, se
         await dashboard(lambda p: expect(_row(p, sensors[3])).to_have_class("flash"))
         await dashboard(lambda p: expect(p.locator("#count-online")).to_have_text("1"))
         await dashboard.screenshot("live-update.png")
+
+
+async def test_paging_and_filters(dashboard, running, db):
+    await seed.seed(db, 120)
+    await _add_software(db, "1.0.0")
+    for serial in ("DS-00000002", "DS-00000005", "DS-00000007"):
+        await _report(running.grpc_port, serial)
+    await _report(running.grpc_port, "DS-00000009", "v1.0.0")
+    rows = "#sensor-table tbody tr"
+    with trio.fail_after(40):
+        await dashboard(lambda p: p.reload())
+        await dashboard(lambda p: expect(p.locator(rows)).to_have_count(50))
+        await dashboard(
+            lambda p: expect(p.locator("#page-info")).to_have_text("Page 1 of 3 · 120 sensors")
+        )
+
+        def next_by_keyboard(p):  # type: ignore[no-untyped-def]
+            p.get_by_role("button", name="Next").focus()
+            p.keyboard.press("Enter")
+
+        await dashboard(next_by_keyboard)
+        await dashboard(lambda p: expect(p.locator(rows).first).to_contain_text("DS-00000051"))
+        await dashboard(lambda p: p.get_by_role("button", name="Last").click())
+        await dashboard(lambda p: expect(p.locator(rows)).to_have_count(20))
+        await dashboard(lambda p: expect(p.get_by_role("button", name="Next")).to_be_disabled())
+        await dashboard(lambda p: p.get_by_role("button", name="First").click())
+        await dashboard(lambda p: expect(p.locator(rows).first).to_contain_text("DS-00000001"))
+        await dashboard(lambda p: p.get_by_label("Per page", exact=True).select_option("25"))
+        await dashboard(lambda p: expect(p.locator("#page-info")).to_contain_text("of 5"))
+
+        await dashboard(lambda p: p.get_by_label("Status", exact=True).select_option("online"))
+        await dashboard(lambda p: expect(p.locator(rows)).to_have_count(4))
+        await dashboard(lambda p: p.get_by_label("Version", exact=True).select_option("v1.0.0"))
+        await dashboard(lambda p: expect(p.locator(rows)).to_have_count(1))
+        await dashboard(lambda p: expect(p.locator(rows).first).to_contain_text("DS-00000009"))
+        await dashboard.screenshot("filters.png")
+
+        await dashboard(lambda p: p.get_by_label("Version", exact=True).select_option(""))
+        await dashboard(lambda p: p.get_by_label("Status", exact=True).select_option(""))
+        await dashboard(lambda p: p.get_by_label("Serial", exact=True).fill("DS-0000011"))
+        await dashboard(lambda p: expect(p.locator(rows)).to_have_count(10))
+        url = await dashboard(lambda p: p.url)
+    assert "q=DS-0000011" in url  # the view is in the URL, so it survives a reload
+
+
+def _pdf(name: str, body: bytes = b"%PDF-1.4\n% a release\n%%EOF\n") -> dict:
+    return {"name": name, "mimeType": "application/pdf", "buffer": body}
+
+
+async def test_uploading_two_pdfs_lists_them_newest_first(dashboard):
+    files = [_pdf("software_v1.2.3.pdf"), _pdf("software_v1.10.0.pdf")]
+    with trio.fail_after(30):
+        await dashboard(lambda p: p.locator("#file-input").set_input_files(files))
+        await dashboard(lambda p: expect(p.locator(".upload.ok")).to_have_count(2))
+        statuses = await dashboard(lambda p: p.locator(".upload-status").all_inner_texts())
+        await dashboard(lambda p: expect(p.locator("#catalogue tbody tr")).to_have_count(2))
+        versions = await dashboard(lambda p: p.locator("#catalogue tbody th").all_inner_texts())
+        link = await dashboard(
+            lambda p: p.locator("#catalogue tbody a").first.get_attribute("href")
+        )
+        await dashboard.screenshot("software.png")
+    assert sorted(statuses) == ["stored as v1.10.0", "stored as v1.2.3"]
+    assert versions == ["v1.10.0", "v1.2.3"]  # semver order, not text order
+    assert link == "/software/v1.10.0/file"
+
+
+async def test_bad_files_show_their_errors(dashboard):
+    files = [_pdf("notes_v2.0.0.pdf", b"just text"), _pdf("release-notes.pdf")]
+    with trio.fail_after(30):
+        await dashboard(lambda p: p.locator("#file-input").set_input_files(files))
+        await dashboard(lambda p: expect(p.locator(".upload.failed")).to_have_count(2))
+        errors = await dashboard(lambda p: p.locator(".upload.failed").all_inner_texts())
+        await dashboard(lambda p: expect(p.locator("#catalogue")).to_contain_text("No releases"))
+        await dashboard.screenshot("upload-errors.png")
+    not_pdf, no_version = sorted(errors, key=lambda text: "notes_v2.0.0" not in text)
+    assert "PDF" in not_pdf
+    assert "version" in no_version
+
+
+@pytest.fixture
+def keyed_settings(settings):
+    return settings.replace(api_key="s3cret")
+
+
+async def test_upload_asks_for_the_api_key_and_remembers_it(
+    browser, aio_loop, database_url, keyed_settings, nursery
+):
+    running = await nursery.start(daemon.run, keyed_settings, database_url)
+    with trio.fail_after(30):
+        page = await _open(browser, running.http_port)
+        await page(lambda p: p.locator("#file-input").set_input_files([_pdf("v3.0.0.pdf")]))
+        await page(lambda p: expect(p.get_by_role("dialog")).to_be_visible())
+        await page(lambda p: p.get_by_label("API key", exact=True).fill("s3cret"))
+        await page(lambda p: p.get_by_role("button", name="Save and retry").click())
+        await page(lambda p: expect(p.locator(".upload.ok")).to_have_count(1))
+        stored = await page(lambda p: p.evaluate("localStorage.getItem('droneshield.apiKey')"))
+        await page.close()
+    assert stored == "s3cret"
+
+
+async def test_phone_width_has_no_sideways_scrolling(browser, running, sensors):
+    with trio.fail_after(20):
+        page = await _open(browser, running.http_port, width=390, height=844)
+        await page(lambda p: expect(p.locator("#sensor-table tbody tr")).to_have_count(10))
+        wide = await page(
+            lambda p: p.evaluate("document.documentElement.scrollWidth > window.innerWidth")
+        )
+        await page.screenshot("phone.png")
+        await page.close()
+    assert not wide
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def test_reconnects_and_resyncs_after_the_server_restarts(
+    browser, aio_loop, database_url, settings, db, sensors
+):
+    fixed = settings.replace(http_port=_free_port())
+    banner = "#connection"
+    with trio.fail_after(60):
+        async with trio.open_nursery() as first:
+            await first.start(daemon.run, fixed, database_url)
+            page = await _open(browser, fixed.http_port)
+            first.cancel_scope.cancel()
+        await page(lambda p: expect(p.locator(banner)).to_contain_text("Reconnecting"))
+        await page.screenshot("reconnecting.png")
+        # What changes while the page is cut off must show once it is back.
+        await db.execute(
+            "UPDATE sensor SET online = true, last_seen_at = now(), status_changed_at = now() "
+            "WHERE serial = $1",
+            sensors[0],
+        )
+        async with trio.open_nursery() as second:
+            await second.start(daemon.run, fixed, database_url)
+            await page(lambda p: expect(p.locator(banner)).to_have_text("Live", timeout=20_000))
+            await page(
+                lambda p: expect(_row(p, sensors[0]).locator(".badge")).to_have_text("online")
+            )
+            await page.close()
+            second.cancel_scope.cancel()
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("droneshield.presence") is None,
+    reason="needs the presence tracker (issue 3) to mark silent sensors offline",
+)
+async def test_silent_sensor_turns_offline_on_screen(
+    browser, aio_loop, database_url, settings, sensors, nursery
+):
+    quick = settings.replace(offline_after=1.0, wheel_resolution=0.1)
+    running = await nursery.start(daemon.run, quick, database_url)
+    badge = "online"
+    with trio.fail_after(30):
+        page = await _open(browser, running.http_port)
+        await _report(running.grpc_port, sensors[0])
+        await page(
+            lambda p: expect(_row(p, sensors[0]).locator(".badge")).to_have_text(
+                badge, timeout=LIVE_WITHIN
+            )
+        )
+        await page(
+            lambda p: expect(_row(p, sensors[0]).locator(".badge")).to_have_text(
+                "offline",
+                timeout=int((quick.offline_after + quick.wheel_resolution) * 1000) + LIVE_WITHIN,
+            )
+        )
+        await page.screenshot("offline.png")
+        await page.close()
