@@ -17,6 +17,7 @@ from droneshield.ingest.proto.status import DeviceStatus
 
 from .browser import BrowserThread, Page, open_page
 from .grpc_clients import aio, grpclib_stub
+from .uploads import add_software
 
 LIVE_WITHIN = 1_000  # ms: a report shows on screen within this, without a reload
 
@@ -37,16 +38,6 @@ async def dashboard(browser, running, sensors) -> AsyncIterator[Page]:
     page = await _open(browser, running.http_port)
     yield page
     await page.close()
-
-
-async def _add_software(db, version: str) -> None:  # type: ignore[no-untyped-def]
-    await db.execute(
-        "INSERT INTO software (version, filename, path, size_bytes, sha256) "
-        "VALUES ($1, $2, $2, 1, $3)",
-        version,
-        f"v{version}.pdf",
-        "0" * 64,
-    )
 
 
 async def _report(port: int, serial: str, version: str = "") -> None:
@@ -80,7 +71,7 @@ async def test_report_turns_its_row_online_without_reload(dashboard, running, se
 
 async def test_paging_and_filters(dashboard, running, db):
     await seed.seed(db, 120)
-    await _add_software(db, "1.0.0")
+    await add_software(db, "1.0.0")
     for serial in ("DS-00000002", "DS-00000005", "DS-00000007"):
         await _report(running.grpc_port, serial)
     await _report(running.grpc_port, "DS-00000009", "v1.0.0")

@@ -20,6 +20,7 @@ from droneshield.web.messages import MAX_MESSAGE
 
 from .grpc_clients import aio, grpclib_stub
 from .live_client import LiveClient, open_live, open_stalled
+from .uploads import add_software
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -40,16 +41,6 @@ async def _collect_until(client: LiveClient, serial: str) -> list[dict]:
             return items
 
 
-async def _add_software(db, version: str) -> None:  # type: ignore[no-untyped-def]
-    await db.execute(
-        "INSERT INTO software (version, filename, path, size_bytes, sha256) "
-        "VALUES ($1, $2, $2, 1, $3)",
-        version,
-        f"v{version}.pdf",
-        "0" * 64,
-    )
-
-
 async def test_hello_tells_server_time_and_offline_after(running, settings):
     with trio.fail_after(10):
         async with open_live(running.http_port) as client:
@@ -61,7 +52,7 @@ async def test_hello_tells_server_time_and_offline_after(running, settings):
 
 
 async def test_report_reaches_subscribed_client_as_the_api_shows_sensors(running, db, sensors):
-    await _add_software(db, "1.2.3")
+    await add_software(db, "1.2.3")
     with trio.fail_after(10):
         async with open_live(running.http_port) as client, grpclib_stub(running.grpc_port) as stub:
             await client.subscribe([sensors[0]])
@@ -278,7 +269,7 @@ async def test_oversized_message_closes_the_connection_with_1009(running):
 
 
 async def test_summary_arrives_on_connect_and_follows_the_fleet(running, db, sensors):
-    await _add_software(db, "1.0.0")
+    await add_software(db, "1.0.0")
     with trio.fail_after(10):
         async with open_live(running.http_port) as client, grpclib_stub(running.grpc_port) as stub:
             first = await client.next("summary")
