@@ -161,9 +161,11 @@ async def test_upload_asks_for_the_api_key_and_remembers_it(
         await page(lambda p: expect(p.get_by_role("dialog")).to_be_visible())
         await page(lambda p: p.get_by_label("API key", exact=True).fill("s3cret"))
         await page(lambda p: p.get_by_role("button", name="Save and retry").click())
-        await page(lambda p: expect(p.locator(".upload.ok")).to_have_count(1))
+        await page(lambda p: expect(p.locator(".upload.ok, .upload.failed")).to_have_count(1))
+        status = await page(lambda p: p.locator(".upload-status").inner_text())
         stored = await page(lambda p: p.evaluate("localStorage.getItem('droneshield.apiKey')"))
         await page.close()
+    assert status == "stored as v3.0.0"
     assert stored == "s3cret"
 
 
