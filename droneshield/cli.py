@@ -9,12 +9,13 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from typing import Any
 
 import trio
 import trio_asyncio
 
-from . import config, daemon
+from . import config, daemon, devrun
 from .config import Settings
 from .db import embedded, migrate, seed
 from .db.pool import connect
@@ -42,11 +43,14 @@ def build_parser() -> argparse.ArgumentParser:
         ("serve", "run the daemon (gRPC ingest, writer, HTTP/WebSocket app)"),
         ("migrate", "apply database migrations that are not applied yet"),
         ("seed", "provision sensors DS-00000001 … DS-<count> (idempotent)"),
+        ("dev", "migrate, seed, then run the daemon and the emitter together (Ctrl-C stops all)"),
     ):
         sub = commands.add_parser(name, help=text, description=text)
         _add_setting_flags(sub)
         if name == "seed":
             sub.add_argument("--count", type=int, help="sensors to ensure (default: seed_count)")
+        if name == "dev":
+            devrun.add_arguments(sub)
     return parser
 
 
@@ -102,6 +106,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             count = args.count if args.count is not None else settings.seed_count
             created = trio.run(_with_connection, url, lambda c: seed.seed(c, count))
             log.info("seeded: %s new sensors, %d in all requested", created, count)
+        elif args.command == "dev":
+            trio.run(partial(devrun.dev, settings, url, os.environ, **devrun.options(args)))
         else:
             if settings.api_key is None:
                 log.warning("DRONESHIELD_API_KEY is unset: uploads are open to anyone")
