@@ -9,7 +9,6 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from functools import partial
 from typing import Any
 
 import trio
@@ -107,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             created = trio.run(_with_connection, url, lambda c: seed.seed(c, count))
             log.info("seeded: %s new sensors, %d in all requested", created, count)
         elif args.command == "dev":
-            trio.run(partial(devrun.dev, settings, url, os.environ, **devrun.options(args)))
+            devrun.main(settings, url, os.environ, args)
         else:
             if settings.api_key is None:
                 log.warning("DRONESHIELD_API_KEY is unset: uploads are open to anyone")

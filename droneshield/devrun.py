@@ -18,7 +18,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from functools import partial
-from typing import Any, Final, NoReturn
+from typing import Final, NoReturn
 
 import httpx
 import trio
@@ -61,13 +61,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def options(args: argparse.Namespace) -> dict[str, Any]:
-    """`dev`'s keyword arguments from the parsed command line."""
+def main(
+    settings: Settings, database_url: str, base_env: Mapping[str, str], args: argparse.Namespace
+) -> None:
+    """The CLI's entry: run `dev` with the flags `add_arguments` defined. Blocking.
+
+    Raises:
+        What `dev` raises.
+    """
     extra = list(args.emitter_args)
-    return {
-        "emitter_args": extra[1:] if extra[:1] == ["--"] else extra,
-        "demo_uploads": args.demo_uploads,
-    }
+    emitter_args = extra[1:] if extra[:1] == ["--"] else extra
+    try:
+        trio.run(
+            partial(
+                dev,
+                settings,
+                database_url,
+                base_env,
+                emitter_args=emitter_args,
+                demo_uploads=args.demo_uploads,
+            )
+        )
+    finally:
+        # An embedded database is stopped by an atexit hook after this returns; a duplicate
+        # Ctrl-C arriving late (forwarded by `uv run` or `just`) must not interrupt that.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def child_env(settings: Settings, database_url: str, base: Mapping[str, str]) -> dict[str, str]:
@@ -155,11 +173,17 @@ async def _prepare(settings: Settings, database_url: str) -> None:
     log.info("migrations applied: %s; %d sensors seeded", applied or "none needed", created)
 
 
-async def _cancel_on_signal(signals: AsyncIterator[int], scope: trio.CancelScope) -> None:
+async def _watch_signals(signals: AsyncIterator[int], stop: trio.CancelScope) -> None:
+    # Keeps receiving for as long as the children take to stop: under `uv run` or `timeout` a
+    # Ctrl-C can arrive twice (from the terminal and forwarded), and a signal left unreceived
+    # would be re-raised as KeyboardInterrupt when the receiver closes.
     async for signum in signals:
-        log.info("%s received; stopping everything", signal.Signals(signum).name)
-        scope.cancel()
-        return
+        name = signal.Signals(signum).name
+        if stop.cancel_called:
+            log.info("%s received; already stopping", name)
+        else:
+            log.info("%s received; stopping everything", name)
+            stop.cancel()
 
 
 async def dev(
@@ -176,34 +200,43 @@ async def dev(
         ChildExited: the daemon or the emitter stopped on its own (the other is stopped first).
         trio.TooSlowError: the daemon was not ready within READY_TIMEOUT.
     """
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per /readyz poll otherwise
     env = child_env(settings, database_url, base_env)
-    stop_after = settings.shutdown_grace + STOP_SLACK
-    host = local_host(settings.host)
-    base_url = f"http://{_url_host(host)}:{settings.http_port}"
-    python = sys.executable
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_cancel_on_signal, signals, nursery.cancel_scope)
-            await _prepare(settings, database_url)
-            daemon = [python, "-m", "droneshield", "serve"]
-            await nursery.start(partial(serve_child, "daemon", daemon, env, stop_after=stop_after))
-            with trio.fail_after(READY_TIMEOUT):
-                await wait_ready(base_url)
-            print(
-                f"droneshield dev: dashboard {base_url}/  gRPC {_url_host(host)}:"
-                f"{settings.grpc_port}  (Ctrl-C stops everything)",
-                flush=True,
-            )
-            if demo_uploads:
-                await _upload_demo_releases(python, base_url, env, stop_after)
-            emitter = [
-                *(python, "-m", "emitter", "fleet"),
-                *("--target", f"{_url_host(host)}:{settings.grpc_port}"),
-                *emitter_args,
-            ]
-            await nursery.start(
-                partial(serve_child, "emitter", emitter, env, stop_after=stop_after)
-            )
+            stop = trio.CancelScope()
+            nursery.start_soon(_watch_signals, signals, stop)
+            with stop:
+                await _prepare(settings, database_url)
+                await _supervise(settings, env, emitter_args, demo_uploads=demo_uploads)
+            nursery.cancel_scope.cancel()
+
+
+async def _supervise(
+    settings: Settings, env: Mapping[str, str], emitter_args: Sequence[str], *, demo_uploads: bool
+) -> NoReturn:
+    stop_after = settings.shutdown_grace + STOP_SLACK
+    host = _url_host(local_host(settings.host))
+    base_url = f"http://{host}:{settings.http_port}"
+    python = sys.executable
+    async with trio.open_nursery() as nursery:
+        daemon = [python, "-m", "droneshield", "serve"]
+        await nursery.start(partial(serve_child, "daemon", daemon, env, stop_after=stop_after))
+        with trio.fail_after(READY_TIMEOUT):
+            await wait_ready(base_url)
+        print(
+            f"droneshield dev: dashboard {base_url}/  gRPC {host}:{settings.grpc_port}  "
+            "(Ctrl-C stops everything)",
+            flush=True,
+        )
+        if demo_uploads:
+            await _upload_demo_releases(python, base_url, env, stop_after)
+        emitter = [
+            *(python, "-m", "emitter", "fleet", "--target", f"{host}:{settings.grpc_port}"),
+            *emitter_args,
+        ]
+        await nursery.start(partial(serve_child, "emitter", emitter, env, stop_after=stop_after))
+    raise AssertionError("unreachable: serve_child never returns")  # pragma: no cover
 
 
 async def _upload_demo_releases(

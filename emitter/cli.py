@@ -190,6 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # each upload is logged here already
     if args.mode == "demo-uploads":
         if args.out is not None:
             for path in write(args.out):

@@ -71,7 +71,11 @@ def write(directory: Path, versions: Iterable[str] = RELEASED) -> list[Path]:
 def upload(url: str, api_key: str | None, versions: Iterable[str] = RELEASED) -> bool:
     """POST one release per request to `url`/upload, so one rejected file does not take the
     others with it. Returns True when every upload was accepted (or already there)."""
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    # A fresh connection per file: a rejection answered before the body was read could leave
+    # a kept-alive connection stalled (seen with hypercorn on 404).
+    headers = {"Connection": "close"}
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
     ok = True
     with httpx.Client(base_url=url, headers=headers, timeout=UPLOAD_TIMEOUT) as client:
         for version in versions:

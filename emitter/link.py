@@ -71,7 +71,9 @@ def parse_target(target: str) -> tuple[str, int]:
 
 
 class Link:
-    """A gRPC channel to the daemon plus the backoff every sender shares."""
+    """A gRPC channel to the daemon plus the backoff every sender shares. While the daemon is
+    down, one call per backoff pause tries to reach it (a probe); the rest wait for its answer,
+    so a fleet of thousands reconnects with one connection attempt, not thousands."""
 
     def __init__(self, target: str, backoff: Backoff, *, timeout: float = TIMEOUT_DEFAULT):
         self.target = target
@@ -80,17 +82,22 @@ class Link:
         host, port = parse_target(target)
         self._channel = Channel(host, port)
         self._stub = DeviceStatusServiceStub(self._channel)
+        self._probe: asyncio.Event | None = None
 
     def close(self) -> None:
         self._channel.close()
 
     async def ready(self) -> None:
-        """Return once the current backoff pause (if any) is over."""
+        """Return once sending may go on: the backoff pause is over and no probe (the one call
+        that goes first after a failure) is still waiting for its answer."""
         loop = asyncio.get_running_loop()
-        # Polling the deadline, not an Event: another failure may extend the pause meanwhile,
-        # and a pause ends by time, which an Event would need a timer task for.
-        while (pause := self._backoff.ready_at - loop.time()) > 0:  # noqa: ASYNC110
-            await asyncio.sleep(pause)
+        while True:
+            if (pause := self._backoff.ready_at - loop.time()) > 0:
+                await asyncio.sleep(pause)
+            elif self._probe is not None:
+                await self._probe.wait()
+            else:
+                return
 
     async def send_status(self, serial: str, version: str) -> StatusAck | Failure:
         message = DeviceStatus(serial=serial, software_version=version)
@@ -109,19 +116,30 @@ class Link:
             Whatever is not a call failure (see `classify`): a bug, to stop the emitter.
         """
         await self.ready()
+        probe = None
+        if self._backoff.attempt > 0:  # after a failure one call tries, the others wait for it
+            probe = self._probe = asyncio.Event()
         generation = self._backoff.generation
         try:
-            answer = await method(message, timeout=self._timeout)
+            answer = await self._answer(method, message)
+            if isinstance(answer, Failure) and answer.back_off:
+                self._note_failure(answer, generation)
+            elif self._backoff.succeeded():  # any answer means the daemon is reachable again
+                log.info("daemon at %s answering again", self.target)
+            return answer
+        finally:
+            if probe is not None:
+                self._probe = None
+                probe.set()
+
+    async def _answer(self, method: Callable[..., Awaitable[T]], message: object) -> T | Failure:
+        try:
+            return await method(message, timeout=self._timeout)
         except Exception as exc:
             failure = classify(exc)
             if failure is None:
                 raise
-            if failure.back_off:
-                self._note_failure(failure, generation)
             return failure
-        if self._backoff.succeeded():
-            log.info("daemon at %s answering again", self.target)
-        return answer
 
     def _note_failure(self, failure: Failure, generation: int) -> None:
         pause = self._backoff.failed(generation, asyncio.get_running_loop().time())

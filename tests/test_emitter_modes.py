@@ -8,10 +8,12 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import pytest
 import trio
 
 from droneshield import daemon
 from droneshield.config import Settings
+from droneshield.web.app import create_app
 from emitter.versions import RELEASED
 
 from .processes import eventually, free_port, spawn
@@ -105,6 +107,12 @@ async def test_fleet_mode_heartbeats_upgrades_and_leaves_some_sensors_silent(
             assert RELEASED.index(upgrade["new"]) > RELEASED.index(upgrade["old"])
 
 
+def _outcomes(census: str) -> dict[str, int]:
+    """`… fleet: OK 120, UNREACHABLE 3; 0 silent now; …` → {"OK": 120, "UNREACHABLE": 3}."""
+    head = re.search(r"fleet: (OK [^;]*);", census)[1]
+    return {code: int(n) for code, n in (pair.split() for pair in head.split(", "))}
+
+
 def _fields(line: str) -> dict[str, str]:
     return dict(pair.split("=", 1) for pair in line.split()[1:])
 
@@ -164,7 +172,7 @@ async def test_emitter_backs_off_while_the_daemon_is_down_and_resumes_when_it_re
         "fleet",
         settings.grpc_port,
         database_url,
-        *("--interval", "0.1", "--never", "0", "--churn", "0"),
+        *("--interval", "0.1", "--never", "0", "--churn", "0", "--report-every", "0.2"),
         *("--backoff-base", "0.1", "--backoff-max", "0.8"),
     )
     with trio.fail_after(60):
@@ -180,6 +188,13 @@ async def test_emitter_backs_off_while_the_daemon_is_down_and_resumes_when_it_re
             pauses = [float(re.search(r"backing off ([\d.]+) s", line)[1]) for line in lines]
             assert pauses == sorted(pauses), pauses  # exponential, within its jitter band
             assert pauses[-1] > 2 * pauses[0]
+            # One probe per pause reaches for the daemon, not every due sensor: failures are
+            # those in flight when it stopped plus about one per pause.
+            census = await emitter.wait_for("fleet: OK", start=emitter.lines.index(lines[-1]))
+            pauses_so_far = sum("backing off" in line for line in emitter.lines[stopped:])
+            outcomes = _outcomes(census)
+            failures = sum(n for code, n in outcomes.items() if code != "OK")
+            assert failures <= pauses_so_far + len(sensors) + 1, census
             restart_mark = await db.fetchval("SELECT clock_timestamp()")
             resumed_from = len(emitter.lines)
             async with _daemon(settings, database_url):
@@ -192,3 +207,28 @@ async def test_emitter_backs_off_while_the_daemon_is_down_and_resumes_when_it_re
 
                 await eventually(all_seen_again)
             assert await emitter.stop() == 0
+
+
+def _has_upload_route() -> bool:
+    app = create_app(Settings(), pool=None)
+    return any(rule.rule == "/upload" for rule in app.url_map.iter_rules())
+
+
+@pytest.mark.skipif(not _has_upload_route(), reason="POST /upload is not in this build yet")
+async def test_demo_uploads_store_a_release_for_every_version_the_emitter_sends(running, db):
+    argv = [*EMITTER, "demo-uploads", "--url", f"http://127.0.0.1:{running.http_port}"]
+    with trio.fail_after(30):
+        for _ in range(2):  # the second run finds the same content stored: idempotent
+            async with spawn(argv) as uploads:
+                assert await uploads.exited() == 0, uploads.output()
+    stored = await db.fetch("SELECT version FROM software ORDER BY version")
+    assert [r["version"] for r in stored] == sorted(RELEASED)
+
+
+async def test_demo_uploads_write_valid_pdfs_for_manual_upload(tmp_path):
+    with trio.fail_after(30):
+        async with spawn([*EMITTER, "demo-uploads", "--out", str(tmp_path)]) as uploads:
+            assert await uploads.exited() == 0
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == sorted(f"software_v{v}.pdf" for v in RELEASED)
+    assert all((tmp_path / n).read_bytes().startswith(b"%PDF-1.4") for n in names)
