@@ -28,6 +28,7 @@ from . import config
 from .config import Settings
 from .db import migrate, seed
 from .db.pool import connect
+from .errors import DroneshieldError
 
 log = logging.getLogger(__name__)
 
@@ -37,13 +38,21 @@ READY_POLL: Final = 0.2  # seconds between /readyz attempts
 READY_REQUEST_TIMEOUT: Final = 2.0  # seconds per /readyz attempt
 
 
-class ChildExited(Exception):
+class ChildExited(DroneshieldError):
     """A supervised child stopped although nobody asked it to."""
+
+    code = "child_exited"
 
     def __init__(self, name: str, returncode: int | None) -> None:
         super().__init__(f"{name} exited with code {returncode}")
         self.name = name
         self.returncode = returncode
+
+
+class NotReady(DroneshieldError):
+    """The daemon did not answer /readyz in time."""
+
+    code = "not_ready"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -119,7 +128,11 @@ def _stopper(name: str, stop_after: float) -> Callable[[trio.Process], Awaitable
     return stop
 
 
-def _run_process(name: str, argv: Sequence[str], env: Mapping[str, str], stop_after: float):  # type: ignore[no-untyped-def]
+def _run_process(
+    name: str, argv: Sequence[str], env: Mapping[str, str], stop_after: float
+) -> Callable[..., Awaitable[subprocess.CompletedProcess[bytes]]]:
+    """`trio.run_process` for a child of ours: own session (the terminal's Ctrl-C reaches only
+    the supervisor), no stdin, output shared with the supervisor, bounded stop."""
     return partial(
         trio.run_process,
         list(argv),
@@ -198,7 +211,7 @@ async def dev(
 
     Raises:
         ChildExited: the daemon or the emitter stopped on its own (the other is stopped first).
-        trio.TooSlowError: the daemon was not ready within READY_TIMEOUT.
+        NotReady: the daemon did not become ready within READY_TIMEOUT.
     """
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per /readyz poll otherwise
     env = child_env(settings, database_url, base_env)
@@ -222,8 +235,10 @@ async def _supervise(
     async with trio.open_nursery() as nursery:
         daemon = [python, "-m", "droneshield", "serve"]
         await nursery.start(partial(serve_child, "daemon", daemon, env, stop_after=stop_after))
-        with trio.fail_after(READY_TIMEOUT):
+        with trio.move_on_after(READY_TIMEOUT) as waiting:
             await wait_ready(base_url)
+        if waiting.cancelled_caught:
+            raise NotReady(f"{base_url}/readyz did not answer 200 within {READY_TIMEOUT:.0f} s")
         print(
             f"droneshield dev: dashboard {base_url}/  gRPC {host}:{settings.grpc_port}  "
             "(Ctrl-C stops everything)",

@@ -19,6 +19,7 @@ from emitter.backoff import Backoff, backoff_delay
 from emitter.demo_uploads import file_name, release_pdf
 from emitter.link import UNREACHABLE, classify, parse_target
 from emitter.schedule import Fleet, FleetShape, Pacer, jittered
+from emitter.serials import from_file
 from emitter.stats import Reservoir, Tally, percentiles
 from emitter.versions import (
     FLEET_LADDER,
@@ -306,3 +307,9 @@ def test_release_pdf_is_a_small_valid_pdf_with_a_correct_xref(version):
 def test_release_file_names_carry_the_version():
     assert file_name("3.4.2") == "software_v3.4.2.pdf"
     assert release_pdf("1.0.0") == release_pdf("1.0.0")  # deterministic: re-uploads are no-ops
+
+
+def test_serials_file_skips_blank_lines_and_comments(tmp_path):
+    path = tmp_path / "serials.txt"
+    path.write_text("# gateway 7\nDS-00000001\n\n  DS-00000002  \n# spare\nDS-00000003\n")
+    assert from_file(path) == ["DS-00000001", "DS-00000002", "DS-00000003"]
