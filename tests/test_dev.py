@@ -9,6 +9,7 @@ import socket
 import sys
 import tempfile
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -17,7 +18,7 @@ import trio
 
 from droneshield import config
 from droneshield.config import Settings
-from droneshield.devrun import child_env, local_host
+from droneshield.devrun import child_env, local_host, serve_child
 
 from .processes import eventually, free_port, spawn
 
@@ -153,3 +154,27 @@ def test_servers_bound_to_every_address_are_reached_on_loopback():
     assert local_host("0.0.0.0") == "127.0.0.1"
     assert local_host("::") == "::1"
     assert local_host("10.1.2.3") == "10.1.2.3"
+
+
+def _ignores_sigterm(pid: int) -> bool:
+    status = Path(f"/proc/{pid}/status").read_text()
+    mask = int(status.split("SigIgn:", 1)[1].split()[0], 16)
+    return bool(mask & (1 << (signal.SIGTERM - 1)))
+
+
+async def test_a_child_that_ignores_sigterm_is_killed_after_the_bound():
+    argv = ["sh", "-c", "trap '' TERM; exec sleep 60"]
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            process = await nursery.start(
+                partial(serve_child, "stubborn", argv, dict(os.environ), stop_after=0.5)
+            )
+
+            async def ignoring() -> bool:
+                return _ignores_sigterm(process.pid)
+
+            await eventually(ignoring)
+            cancelled_at = trio.current_time()
+            nursery.cancel_scope.cancel()
+    assert process.returncode == -signal.SIGKILL
+    assert trio.current_time() - cancelled_at >= 0.5

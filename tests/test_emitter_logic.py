@@ -8,6 +8,8 @@ import math
 import random
 import re
 import statistics
+import subprocess
+import sys
 
 import pytest
 from grpclib import GRPCError, Status
@@ -313,3 +315,20 @@ def test_serials_file_skips_blank_lines_and_comments(tmp_path):
     path = tmp_path / "serials.txt"
     path.write_text("# gateway 7\nDS-00000001\n\n  DS-00000002  \n# spare\nDS-00000003\n")
     assert from_file(path) == ["DS-00000001", "DS-00000002", "DS-00000003"]
+
+
+# Package __init__ modules the wire code's import passes through; they hold no code.
+PACKAGES = frozenset({"droneshield", "droneshield.ingest"})
+
+
+def test_emitter_imports_only_the_wire_code_of_the_daemon():
+    code = (
+        "import sys, emitter.cli\n"
+        "print(' '.join(m for m in sys.modules if m.startswith('droneshield')))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    modules = done.stdout.split()
+    assert "droneshield.ingest.proto.status" in modules
+    assert all(m.startswith("droneshield.ingest.proto") or m in PACKAGES for m in modules), modules
