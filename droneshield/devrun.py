@@ -186,17 +186,37 @@ async def _prepare(settings: Settings, database_url: str) -> None:
     log.info("migrations applied: %s; %d sensors seeded", applied or "none needed", created)
 
 
-async def _watch_signals(signals: AsyncIterator[int], stop: trio.CancelScope) -> None:
+class _Shutdown:
+    """How a signal stops `dev`: during start-up by cancelling everything at once; once all
+    runs, in order (the emitter first, so the daemon still answers the reports in flight)."""
+
+    def __init__(self) -> None:
+        self.scope = trio.CancelScope()
+        self.running = False
+        self.requested = trio.Event()
+
+    def request(self) -> None:
+        if self.running:
+            self.requested.set()
+        else:
+            self.scope.cancel()
+
+    @property
+    def underway(self) -> bool:
+        return self.requested.is_set() or self.scope.cancel_called
+
+
+async def _watch_signals(signals: AsyncIterator[int], shutdown: _Shutdown) -> None:
     # Keeps receiving for as long as the children take to stop: under `uv run` or `timeout` a
     # Ctrl-C can arrive twice (from the terminal and forwarded), and a signal left unreceived
     # would be re-raised as KeyboardInterrupt when the receiver closes.
     async for signum in signals:
         name = signal.Signals(signum).name
-        if stop.cancel_called:
+        if shutdown.underway:
             log.info("%s received; already stopping", name)
         else:
             log.info("%s received; stopping everything", name)
-            stop.cancel()
+            shutdown.request()
 
 
 async def dev(
@@ -215,26 +235,31 @@ async def dev(
     """
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per /readyz poll otherwise
     env = child_env(settings, database_url, base_env)
+    shutdown = _Shutdown()
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
-            stop = trio.CancelScope()
-            nursery.start_soon(_watch_signals, signals, stop)
-            with stop:
+            nursery.start_soon(_watch_signals, signals, shutdown)
+            with shutdown.scope:
                 await _prepare(settings, database_url)
-                await _supervise(settings, env, emitter_args, demo_uploads=demo_uploads)
+                await _supervise(settings, env, emitter_args, shutdown, demo_uploads=demo_uploads)
             nursery.cancel_scope.cancel()
 
 
 async def _supervise(
-    settings: Settings, env: Mapping[str, str], emitter_args: Sequence[str], *, demo_uploads: bool
-) -> NoReturn:
+    settings: Settings,
+    env: Mapping[str, str],
+    emitter_args: Sequence[str],
+    shutdown: _Shutdown,
+    *,
+    demo_uploads: bool,
+) -> None:
     stop_after = settings.shutdown_grace + STOP_SLACK
     host = _url_host(local_host(settings.host))
     base_url = f"http://{host}:{settings.http_port}"
     python = sys.executable
-    async with trio.open_nursery() as nursery:
+    async with trio.open_nursery() as daemons:
         daemon = [python, "-m", "droneshield", "serve"]
-        await nursery.start(partial(serve_child, "daemon", daemon, env, stop_after=stop_after))
+        await daemons.start(partial(serve_child, "daemon", daemon, env, stop_after=stop_after))
         with trio.move_on_after(READY_TIMEOUT) as waiting:
             await wait_ready(base_url)
         if waiting.cancelled_caught:
@@ -250,8 +275,14 @@ async def _supervise(
             *(python, "-m", "emitter", "fleet", "--target", f"{host}:{settings.grpc_port}"),
             *emitter_args,
         ]
-        await nursery.start(partial(serve_child, "emitter", emitter, env, stop_after=stop_after))
-    raise AssertionError("unreachable: serve_child never returns")  # pragma: no cover
+        async with trio.open_nursery() as emitters:
+            await emitters.start(
+                partial(serve_child, "emitter", emitter, env, stop_after=stop_after)
+            )
+            shutdown.running = True
+            await shutdown.requested.wait()
+            emitters.cancel_scope.cancel()
+        daemons.cancel_scope.cancel()
 
 
 async def _upload_demo_releases(

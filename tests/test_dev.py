@@ -99,8 +99,15 @@ async def test_dev_runs_daemon_and_emitter_and_sigint_leaves_nothing_running(
             assert len(children) == 2  # the daemon and the emitter
             assert await dev.stop() == 0
     assert [pid for pid in children if _running(pid)] == []
+    # The emitter stops first, so the daemon still answers the reports it has in flight.
+    emitter_stopped = _line_index(dev.lines, "emitter: stopped: SIGTERM")
+    assert emitter_stopped < _line_index(dev.lines, "droneshield: SIGTERM received")
     assert not _listening(http_port)
     assert not _listening(int(env["DRONESHIELD_GRPC_PORT"]))
+
+
+def _line_index(lines: list[str], text: str) -> int:
+    return next(i for i, line in enumerate(lines) if text in line)
 
 
 def _cmdline(pid: int) -> str:
