@@ -16,6 +16,7 @@ from typing import NoReturn
 import trio
 import trio_asyncio
 
+from . import metrics
 from .config import Settings
 from .db.pool import open_pool
 from .hub import Hub
@@ -53,6 +54,7 @@ async def run(
     async with trio_asyncio.open_loop(), open_pool(database_url, size=settings.pool_size) as pool:
         send, receive = trio.open_memory_channel[Pending](settings.queue_size)
         hub = Hub()
+        metrics.WEBSOCKET_CLIENTS.set_function(lambda: hub.subscribers)
         writer = Writer(
             pool,
             receive,
