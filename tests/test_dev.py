@@ -19,6 +19,7 @@ import trio
 from droneshield import config
 from droneshield.config import Settings
 from droneshield.devrun import child_env, local_host, serve_child
+from emitter.versions import RELEASED
 
 from .processes import eventually, free_port, spawn
 
@@ -75,26 +76,37 @@ def _listening(port: int) -> bool:
     return False
 
 
-async def _ready(http_port: int) -> None:
+async def _sensors_come_online(http_port: int) -> None:
+    """/readyz answers, then the API shows the seeded fleet and most of it going online."""
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{http_port}") as client:
         response = await client.get("/readyz")
-    assert response.status_code == 200, response.text
+        assert response.status_code == 200, response.text
+        everyone = await client.get("/sensors", params={"limit": 1})
+        assert everyone.json()["total"] == 100  # seed_count
+
+        async def most_online() -> bool:
+            online = await client.get("/sensors", params={"status": "online", "limit": 1})
+            return online.json()["total"] >= 50
+
+        await eventually(most_online)
+
+
+async def _releases_uploaded(http_port: int) -> None:
+    """`--demo-uploads` stored the released versions before the emitter started."""
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{http_port}") as client:
+        software = (await client.get("/software")).json()["items"]
+    assert sorted(item["version"] for item in software) == [f"v{v}" for v in RELEASED]
 
 
 async def test_dev_runs_daemon_and_emitter_and_sigint_leaves_nothing_running(
-    db, database_url, tmp_path
+    database_url, tmp_path
 ):
     env, http_port = _env(tmp_path, database_url)
     with trio.fail_after(90):
-        async with spawn([*DEV, *FAST_FLEET], env=env) as dev:
+        async with spawn([*DEV, "--demo-uploads", *FAST_FLEET], env=env) as dev:
             await dev.wait_for(f"dashboard http://127.0.0.1:{http_port}/")
-            await _ready(http_port)
-
-            async def most_sensors_online() -> bool:
-                return await db.fetchval("SELECT count(*) FROM sensor WHERE online") >= 50
-
-            await eventually(most_sensors_online)
-            assert await db.fetchval("SELECT count(*) FROM sensor") == 100  # seed_count
+            await _sensors_come_online(http_port)
+            await _releases_uploaded(http_port)
             children = _children(dev.process.pid)
             assert len(children) == 2  # the daemon and the emitter
             assert await dev.stop() == 0
@@ -114,7 +126,7 @@ def _cmdline(pid: int) -> str:
     return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
 
 
-async def test_dev_stops_everything_and_fails_when_a_child_dies(db, database_url, tmp_path):
+async def test_dev_stops_everything_and_fails_when_a_child_dies(database_url, tmp_path):
     env, _ = _env(tmp_path, database_url)
     with trio.fail_after(90):
         async with spawn([*DEV, *FAST_FLEET], env=env) as dev:
@@ -141,8 +153,7 @@ async def test_dev_without_database_url_runs_and_stops_an_embedded_postgresql(sh
     with trio.fail_after(120):
         async with spawn([*DEV, *FAST_FLEET], env=env) as dev:
             await dev.wait_for("dashboard http://")
-            await _ready(http_port)
-            await dev.wait_for("fleet: OK")  # reports acknowledged, so committed
+            await _sensors_come_online(http_port)
             postgres = int(postmaster.read_text().split()[0])
             assert _running(postgres)
             assert await dev.stop() == 0
