@@ -68,13 +68,21 @@ async def _with_connection(url: str, work: Callable[[Any], Awaitable[object]]) -
 
 
 async def _serve(settings: Settings, url: str) -> None:
-    async with trio.open_nursery() as nursery:
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            nursery.start_soon(daemon.run, settings, url)
+    # Signals are watched until the daemon has stopped, so a second Ctrl-C during shutdown (uv
+    # forwards one of its own) is absorbed instead of raising KeyboardInterrupt mid-cleanup.
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            daemon_scope = trio.CancelScope()
+
+            async def run_daemon() -> None:
+                with daemon_scope:
+                    await daemon.run(settings, url)
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(run_daemon)
             async for signum in signals:
                 log.info("%s received; shutting down", signal.Signals(signum).name)
-                nursery.cancel_scope.cancel()
-                break
+                daemon_scope.cancel()
 
 
 def _first_leaf(exc: BaseException) -> BaseException:

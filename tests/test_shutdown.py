@@ -118,3 +118,20 @@ async def test_serve_fails_with_a_clear_message_when_a_port_is_taken(database_ur
     assert proc.returncode == 1
     assert b"droneshield serve failed: OSError" in err
     assert b"address already in use" in err.lower()
+
+
+async def test_a_second_signal_during_shutdown_is_absorbed(database_url, tmp_path):
+    proc = _serve(database_url, tmp_path, "--grpc-port", "0", "--http-port", "0")
+    try:
+        with trio.fail_after(20):
+            await _wait_ready(proc)
+        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGINT)
+        with trio.fail_after(5):
+            _, err = await trio.to_thread.run_sync(proc.communicate, abandon_on_cancel=True)
+        assert proc.returncode == 0
+        assert b"KeyboardInterrupt" not in err
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stderr.close()  # type: ignore[union-attr]
