@@ -17,19 +17,9 @@ from droneshield.web.app import create_app
 from emitter.versions import RELEASED
 
 from .processes import eventually, free_port, spawn
+from .test_ingest import add_software
 
 EMITTER = (sys.executable, "-m", "emitter")
-
-
-async def _release(db, *versions: str) -> None:  # type: ignore[no-untyped-def]
-    for version in versions:
-        await db.execute(
-            "INSERT INTO software (version, filename, path, size_bytes, sha256) "
-            "VALUES ($1, $2, $2, 1, $3)",
-            version,
-            f"v{version}.pdf",
-            "0" * 64,
-        )
 
 
 def _emitter(mode: str, port: int, database_url: str, *args: str) -> list[str]:
@@ -48,7 +38,7 @@ async def _count(db, condition: str) -> int:  # type: ignore[no-untyped-def]
 async def test_compat_mode_reports_arrive_and_versions_never_go_backwards(
     running, db, sensors, database_url
 ):
-    await _release(db, *RELEASED)
+    await add_software(db, *RELEASED)
     argv = _emitter("compat", running.grpc_port, database_url, "--interval", "0.02")
     with trio.fail_after(30):
         async with spawn([*argv, "--limit", "3"]) as emitter:
@@ -78,7 +68,7 @@ async def test_compat_mode_reports_arrive_and_versions_never_go_backwards(
 async def test_fleet_mode_heartbeats_upgrades_and_leaves_some_sensors_silent(
     running, db, sensors, database_url
 ):
-    await _release(db, *RELEASED)  # not 4.0.0: the fleet upgrades to it before its upload
+    await add_software(db, *RELEASED)  # not 4.0.0: the fleet upgrades to it before its upload
     argv = _emitter(
         "fleet",
         running.grpc_port,
@@ -118,7 +108,7 @@ def _fields(line: str) -> dict[str, str]:
 
 
 async def _load(running, db, database_url, *args: str) -> tuple[list[dict], dict]:  # type: ignore[no-untyped-def]
-    await _release(db, *RELEASED)
+    await add_software(db, *RELEASED)
     argv = _emitter(
         "load",
         running.grpc_port,

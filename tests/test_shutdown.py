@@ -89,19 +89,32 @@ async def _wait_ready(proc: subprocess.Popen[bytes]) -> bytes:
     return seen
 
 
-async def test_serve_exits_zero_on_sigterm_within_five_seconds(database_url, tmp_path):
+async def _stop_with(database_url: str, tmp_path: Path, *signals: signal.Signals) -> bytes:
+    """Start `droneshield serve`, send `signals` once it is ready; its stderr after exit 0."""
     proc = _serve(database_url, tmp_path, "--grpc-port", "0", "--http-port", "0")
     try:
         with trio.fail_after(20):
             await _wait_ready(proc)
-        proc.send_signal(signal.SIGTERM)
+        for signum in signals:
+            proc.send_signal(signum)
         with trio.fail_after(5):
-            await trio.to_thread.run_sync(proc.wait, abandon_on_cancel=True)
+            _, err = await trio.to_thread.run_sync(proc.communicate, abandon_on_cancel=True)
         assert proc.returncode == 0
+        return err
     finally:
         proc.kill()
         proc.wait()
         proc.stderr.close()  # type: ignore[union-attr]
+
+
+async def test_serve_exits_zero_on_sigterm_within_five_seconds(database_url, tmp_path):
+    err = await _stop_with(database_url, tmp_path, signal.SIGTERM)
+    assert b"SIGTERM received; shutting down" in err
+
+
+async def test_a_second_signal_during_shutdown_is_absorbed(database_url, tmp_path):
+    err = await _stop_with(database_url, tmp_path, signal.SIGINT, signal.SIGINT)
+    assert b"KeyboardInterrupt" not in err
 
 
 async def test_serve_fails_with_a_clear_message_when_a_port_is_taken(database_url, tmp_path):
@@ -118,20 +131,3 @@ async def test_serve_fails_with_a_clear_message_when_a_port_is_taken(database_ur
     assert proc.returncode == 1
     assert b"droneshield serve failed: OSError" in err
     assert b"address already in use" in err.lower()
-
-
-async def test_a_second_signal_during_shutdown_is_absorbed(database_url, tmp_path):
-    proc = _serve(database_url, tmp_path, "--grpc-port", "0", "--http-port", "0")
-    try:
-        with trio.fail_after(20):
-            await _wait_ready(proc)
-        proc.send_signal(signal.SIGINT)
-        proc.send_signal(signal.SIGINT)
-        with trio.fail_after(5):
-            _, err = await trio.to_thread.run_sync(proc.communicate, abandon_on_cancel=True)
-        assert proc.returncode == 0
-        assert b"KeyboardInterrupt" not in err
-    finally:
-        proc.kill()
-        proc.wait()
-        proc.stderr.close()  # type: ignore[union-attr]
