@@ -13,8 +13,6 @@ import sys
 from pathlib import Path
 
 import trio
-from grpclib import GRPCError
-from grpclib.exceptions import StreamTerminatedError
 
 from droneshield import daemon
 from droneshield.db import seed
@@ -40,7 +38,9 @@ async def test_cancel_with_reports_in_flight_commits_every_acknowledged_one(
         async def one(stub, serial):  # type: ignore[no-untyped-def]
             try:
                 outcomes[serial] = await stub.send_status(DeviceStatus(serial=serial), timeout=5)
-            except (TimeoutError, GRPCError, OSError, StreamTerminatedError) as exc:
+            # grpclib's client fails in several ways when its connection is closed under it
+            # (GRPCError, StreamTerminatedError, OSError, even AttributeError): all are errors.
+            except Exception as exc:
                 outcomes[serial] = exc
 
         async with grpclib_stub(port) as stub:
