@@ -126,7 +126,19 @@ class Page:
         self.base_url = base_url
 
     async def __call__(self, work: Callable[[Any], T]) -> T:
-        return await self._browser.run(lambda _: work(self.page))
+        """Raises: whatever `work` raises, after a screenshot of the page as it was then
+        (test-artifacts/failed-<test>.png)."""
+        return await self._browser.run(lambda _: self._with_evidence(work))
+
+    def _with_evidence(self, work: Callable[[Any], T]) -> T:
+        try:
+            return work(self.page)
+        except Exception:
+            test = os.environ.get("PYTEST_CURRENT_TEST", "test").split(" ")[0]
+            ARTIFACTS.mkdir(exist_ok=True)
+            name = "".join(c if c.isalnum() else "-" for c in test.rsplit("::", 1)[-1])
+            self.page.screenshot(path=str(ARTIFACTS / f"failed-{name}.png"), full_page=True)
+            raise
 
     async def screenshot(self, name: str) -> Path:
         ARTIFACTS.mkdir(exist_ok=True)
