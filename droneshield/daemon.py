@@ -1,5 +1,5 @@
 """The daemon: one nursery that supervises everything. Read top to bottom, this is the
-architecture: pool → writer → gRPC ingest → HTTP/WebSocket app.
+architecture: pool → writer → presence → gRPC ingest → HTTP/WebSocket app.
 
 Cancelling `run` (a signal, a test leaving its fixture) stops it all: servers stop accepting,
 reports in flight are committed or answered with an error, the pool closes last. A crash in any
@@ -18,8 +18,10 @@ import trio_asyncio
 
 from .config import Settings
 from .db.pool import open_pool
+from .db.presence import PresenceDb
 from .hub import Hub
 from .ingest.bridge import Submitter, serve_grpc
+from .presence import Tracker, serve_presence
 from .reports import Pending
 from .web.app import create_app
 from .web.server import serve_http
@@ -36,6 +38,7 @@ class Running:
     http_port: int
     writer: Writer
     hub: Hub
+    tracker: Tracker
 
 
 async def run(
@@ -64,6 +67,8 @@ async def run(
         app = create_app(settings, pool)
         async with trio.open_nursery() as nursery:
             await nursery.start(writer.run)
+            tracker = await nursery.start(serve_presence, PresenceDb(pool), hub, settings)
+            writer.add_sink(tracker.track)
             grace = settings.shutdown_grace
             grpc_port = await nursery.start(
                 partial(serve_grpc, submitter, settings.host, settings.grpc_port, grace=grace)
@@ -72,6 +77,6 @@ async def run(
                 partial(serve_http, app, settings.host, settings.http_port, grace=grace)
             )
             log.info("droneshield ready: gRPC :%d, HTTP :%d", grpc_port, http_port)
-            task_status.started(Running(grpc_port, http_port, writer, hub))
+            task_status.started(Running(grpc_port, http_port, writer, hub, tracker))
             await trio.sleep_forever()
     raise AssertionError("unreachable")  # pragma: no cover
