@@ -86,6 +86,26 @@ class Settings:
     )
     log_level: str = field(default="INFO", metadata={"help": "logging level"})
 
+    def __post_init__(self) -> None:
+        for name in ("http_port", "grpc_port"):
+            if not 0 <= getattr(self, name) <= 65535:
+                raise ValueError(f"{name} must be a port number (0 picks a free one)")
+        for name in (
+            "offline_after",
+            "wheel_resolution",
+            "sweep_interval",
+            "event_retention",
+            "ack_timeout",
+            "batch_max",
+            "queue_size",
+            "pool_size",
+            "max_upload_bytes",
+        ):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+        if self.shutdown_grace < 0 or self.seed_count < 0:
+            raise ValueError("shutdown_grace and seed_count cannot be negative")
+
     @property
     def upload_dir(self) -> Path:
         return self.data_dir / "software"

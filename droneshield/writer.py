@@ -15,7 +15,7 @@ from typing import Final
 
 import trio
 
-from .db.pool import TRANSIENT_ERRORS, Pool
+from .db.pool import Pool, acquire, is_transient
 from .db.reports import Applied, apply_reports
 from .errors import DroneshieldError, IngestUnavailable, UnknownSensor
 from .reports import Pending
@@ -117,10 +117,14 @@ class Writer:
             while batch:
                 try:
                     rows = await self._apply(batch)
-                except (*TRANSIENT_ERRORS, TimeoutError) as exc:
+                except Exception as exc:
+                    if not is_transient(exc):
+                        raise
                     log.warning("batch of %d failed (%r); retrying", len(batch), exc)
                     batch = self._expire(batch)
-                    await trio.sleep(delay)
+                    if not batch:
+                        return
+                    await trio.sleep(min(delay, max(0.0, self._earliest(batch))))
                     delay = min(delay * 2, RETRY_MAX)
                     continue
                 self._deliver(batch, rows)
@@ -138,12 +142,17 @@ class Writer:
         serials, versions = coalesce(batch)
         deadline = max(p.deadline for p in batch)
         with trio.CancelScope(shield=True, deadline=deadline) as scope:
-            async with self._pool.acquire() as conn:
+            async with acquire(self._pool) as conn:
                 rows = await apply_reports(conn, serials, versions)
             self.statements += 1
             return rows
         assert scope.cancelled_caught
         raise TimeoutError("commit did not finish before the reports' deadline")
+
+    @staticmethod
+    def _earliest(batch: list[Pending]) -> float:
+        """Seconds until the first report of the batch expires."""
+        return min(p.deadline for p in batch) - trio.current_time()
 
     def _expire(self, batch: list[Pending]) -> list[Pending]:
         now = trio.current_time()

@@ -74,6 +74,15 @@ def database_url(server_url: str) -> Iterator[str]:
 
 
 @pytest.fixture
+def empty_database_url(server_url: str) -> Iterator[str]:
+    """A fresh database with no schema at all, for migration tests."""
+    name = f"droneshield_e_{uuid.uuid4().hex[:12]}"
+    _admin(server_url, f"CREATE DATABASE {name}")
+    yield _with_database(server_url, name)
+    _admin(server_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
 async def aio_loop() -> AsyncIterator[None]:
     """The trio-asyncio loop that asyncio-only libraries (asyncpg, grpclib) run in."""
     async with trio_asyncio.open_loop():

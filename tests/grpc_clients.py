@@ -1,19 +1,30 @@
-"""Test helpers to talk to the daemon over a real gRPC channel."""
+"""Test helpers to talk to the daemon over real gRPC channels: grpclib (asyncio, awaited from trio
+through trio-asyncio) and the official grpcio client (blocking, run in a worker thread)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Any, TypeVar
 
+import grpc
+import trio
 import trio_asyncio
 from grpclib.client import Channel
 
-from droneshield.ingest.proto.status import DeviceStatusServiceStub
+from droneshield.ingest.proto.status import (
+    BatchAck,
+    DeviceStatus,
+    DeviceStatusBatch,
+    DeviceStatusServiceStub,
+    StatusAck,
+)
+
+T = TypeVar("T")
 
 
 @asynccontextmanager
 async def grpclib_stub(port: int) -> AsyncIterator[DeviceStatusServiceStub]:
-    """A grpclib stub whose calls are awaited from trio via `aio(...)`."""
     channel = Channel("127.0.0.1", port)
     try:
         yield DeviceStatusServiceStub(channel)
@@ -21,6 +32,32 @@ async def grpclib_stub(port: int) -> AsyncIterator[DeviceStatusServiceStub]:
         channel.close()
 
 
-def aio(coro_fn, *args, **kwargs):  # type: ignore[no-untyped-def]
-    """Await an asyncio coroutine function from trio."""
-    return trio_asyncio.aio_as_trio(coro_fn)(*args, **kwargs)
+def aio(fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> Awaitable[T]:
+    """Await an asyncio coroutine function from trio (needs the `aio_loop` fixture)."""
+    return trio_asyncio.aio_as_trio(fn)(*args, **kwargs)
+
+
+async def send(port: int, serial: str, version: str = "") -> StatusAck:
+    async with grpclib_stub(port) as stub:
+        return await aio(stub.send_status, DeviceStatus(serial=serial, software_version=version))
+
+
+async def send_batch(port: int, pairs: list[tuple[str, str]]) -> BatchAck:
+    statuses = [DeviceStatus(serial=s, software_version=v) for s, v in pairs]
+    async with grpclib_stub(port) as stub:
+        return await aio(stub.send_status_batch, DeviceStatusBatch(statuses=statuses))
+
+
+async def grpcio_send(port: int, serial: str, version: str) -> StatusAck:
+    """SendStatus through the official grpcio client, as third-party sensors would."""
+
+    def call() -> StatusAck:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            method = channel.unary_unary(
+                "/status.DeviceStatusService/SendStatus",
+                request_serializer=bytes,
+                response_deserializer=StatusAck.parse,
+            )
+            return method(DeviceStatus(serial=serial, software_version=version), timeout=10)
+
+    return await trio.to_thread.run_sync(call)

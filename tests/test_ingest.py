@@ -1,32 +1,139 @@
-"""gRPC ingest against the running daemon: real channel, real PostgreSQL."""
+"""gRPC ingest against the running daemon: real channels, real PostgreSQL."""
 
 from __future__ import annotations
 
+import grpc
+import pytest
 import trio
 from grpclib import GRPCError, Status
 
-from droneshield.ingest.proto.status import DeviceStatus, DeviceStatusBatch
-
-from .grpc_clients import aio, grpclib_stub
+from .grpc_clients import grpcio_send, send, send_batch
 
 
-async def _add_software(db, version: str) -> None:  # type: ignore[no-untyped-def]
-    await db.execute(
+async def add_software(db, *versions: str) -> None:  # type: ignore[no-untyped-def]
+    await db.executemany(
         "INSERT INTO software (version, filename, path, size_bytes, sha256) "
-        "VALUES ($1, $2, $2, 1, $3)",
-        version,
-        f"v{version}.pdf",
-        "0" * 64,
+        "VALUES ($1, 'v' || $1 || '.pdf', 'v' || $1 || '.pdf', 1, repeat('0', 64))",
+        [(v,) for v in versions],
     )
 
 
+async def sensor_row(db, serial: str):  # type: ignore[no-untyped-def]
+    return await db.fetchrow("SELECT * FROM sensor WHERE serial = $1", serial)
+
+
 async def test_report_marks_sensor_online_and_stores_uploaded_version(running, db, sensors):
-    await _add_software(db, "1.2.3")
+    await add_software(db, "1.2.3")
     with trio.fail_after(10):
-        async with grpclib_stub(running.grpc_port) as stub:
-            ack = await aio(stub.send_status, DeviceStatus(serial=sensors[0], software_version="v1.2.3"))
+        ack = await send(running.grpc_port, sensors[0], "1.2.3")
     assert ack.message == "ok: online, running v1.2.3"
-    row = await db.fetchrow("SELECT * FROM sensor WHERE serial = $1", sensors[0])
+    row = await sensor_row(db, sensors[0])
     assert row["online"] is True
     assert row["last_seen_at"] is not None
+    assert row["status_changed_at"] == row["last_seen_at"]
     assert row["version"] == "1.2.3"
+
+
+async def test_leading_v_is_accepted_and_stored_canonical(running, db, sensors):
+    await add_software(db, "2.0.0-rc.1")
+    with trio.fail_after(10):
+        ack = await send(running.grpc_port, sensors[0], "V2.0.0-rc.1")
+    assert ack.message == "ok: online, running v2.0.0-rc.1"
+    assert (await sensor_row(db, sensors[0]))["version"] == "2.0.0-rc.1"
+
+
+async def test_grpcio_client_is_served(running, db, sensors):
+    await add_software(db, "1.0.0")
+    with trio.fail_after(10):
+        ack = await grpcio_send(running.grpc_port, sensors[1], "v1.0.0")
+    assert ack.message == "ok: online, running v1.0.0"
+    assert (await sensor_row(db, sensors[1]))["online"] is True
+
+
+async def test_grpcio_client_gets_not_found_for_unknown_serial(running, sensors):
+    with trio.fail_after(10), pytest.raises(grpc.RpcError) as caught:
+        await grpcio_send(running.grpc_port, "NOPE-1", "v1.0.0")
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+@pytest.mark.parametrize("serial", ["", "x" * 129, "DS-\u00e9", "tab\there", "nl\n"])
+async def test_malformed_serial_is_invalid_argument(running, sensors, serial):
+    with trio.fail_after(10), pytest.raises(GRPCError) as caught:
+        await send(running.grpc_port, serial, "1.0.0")
+    assert caught.value.status is Status.INVALID_ARGUMENT
+    assert "printable ASCII" in caught.value.message
+
+
+async def test_unknown_serial_is_not_found_and_creates_nothing(running, db, sensors):
+    with trio.fail_after(10), pytest.raises(GRPCError) as caught:
+        await send(running.grpc_port, "DS-99999999", "1.0.0")
+    assert caught.value.status is Status.NOT_FOUND
+    assert await db.fetchval("SELECT count(*) FROM sensor") == len(sensors)
+
+
+@pytest.mark.parametrize(
+    ("version", "why"),
+    [
+        ("1.0", "is not a semantic version"),
+        ("v01.2.3", "is not a semantic version"),
+        ("9.9.9", "v9.9.9 was never uploaded"),
+        ("", "no software version reported"),
+    ],
+)
+async def test_bad_or_unknown_version_keeps_sensor_online_and_version_unchanged(
+    running, db, sensors, version, why
+):
+    await add_software(db, "1.0.0")
+    with trio.fail_after(10):
+        await send(running.grpc_port, sensors[0], "1.0.0")
+        ack = await send(running.grpc_port, sensors[0], version)
+    assert ack.message.startswith("online; ")
+    assert why in ack.message
+    row = await sensor_row(db, sensors[0])
+    assert row["online"] is True
+    assert row["version"] == "1.0.0"
+
+
+async def test_batch_stores_good_reports_and_lists_bad_ones(running, db, sensors):
+    await add_software(db, "1.0.0")
+    with trio.fail_after(10):
+        ack = await send_batch(
+            running.grpc_port,
+            [
+                (sensors[0], "1.0.0"),
+                ("", "1.0.0"),
+                ("DS-99999999", "1.0.0"),
+                (sensors[1], "7.7.7"),
+                (sensors[2], "v1.0.0"),
+            ],
+        )
+    assert ack.accepted == 3
+    assert [(r.index, r.code) for r in ack.rejected] == [
+        (1, "INVALID_ARGUMENT"),
+        (2, "NOT_FOUND"),
+        (3, "VERSION_NOT_STORED"),
+    ]
+    assert "v7.7.7 was never uploaded" in ack.rejected[2].reason
+    rows = {r["serial"]: r for r in await db.fetch("SELECT * FROM sensor WHERE online")}
+    assert set(rows) == {sensors[0], sensors[1], sensors[2]}
+    assert rows[sensors[0]]["version"] == "1.0.0"
+    assert rows[sensors[1]]["version"] is None
+
+
+async def test_oversized_batch_is_invalid_argument(running, sensors):
+    with trio.fail_after(20), pytest.raises(GRPCError) as caught:
+        await send_batch(running.grpc_port, [(sensors[0], "1.0.0")] * 10_001)
+    assert caught.value.status is Status.INVALID_ARGUMENT
+
+
+async def test_transitions_are_recorded_once(running, db, sensors):
+    await add_software(db, "1.0.0", "1.1.0")
+    with trio.fail_after(10):
+        for version in ("1.0.0", "1.0.0", "1.1.0", "1.1.0"):
+            await send(running.grpc_port, sensors[0], version)
+    events = await db.fetch("SELECT kind, old, new FROM sensor_event ORDER BY id")
+    assert [tuple(e) for e in events] == [
+        ("online", "never", "online"),
+        ("version", None, "1.0.0"),
+        ("version", "1.0.0", "1.1.0"),
+    ]

@@ -17,18 +17,22 @@ COMMAND_TIMEOUT: Final = 30.0  # seconds; a hung statement fails instead of stal
 CLOSE_TIMEOUT: Final = 5.0  # seconds
 CONNECT_TIMEOUT: Final = 5.0  # seconds
 
-# Errors after which retrying the same statement later may succeed (the server went away,
-# restarted, or refused connections for a while).
-TRANSIENT_ERRORS: Final = (
-    OSError,
-    asyncpg.InterfaceError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.TooManyConnectionsError,
-    asyncpg.AdminShutdownError,
-    asyncpg.SerializationError,
-    asyncpg.DeadlockDetectedError,
-)
+# SQLSTATE classes after which the same statement may succeed later: connection exceptions,
+# insufficient resources, operator intervention (shutdown, restart), serialization/deadlock.
+_TRANSIENT_SQLSTATES: Final = ("08", "53", "57P", "40001", "40P01")
+
+
+class DatabaseUnavailable(ConnectionError):
+    """No connection could be had (server down, restarting, or refusing this database)."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether retrying later may succeed, as opposed to a statement that is simply wrong."""
+    if isinstance(exc, OSError | asyncpg.InterfaceError | TimeoutError):
+        return True
+    state = getattr(exc, "sqlstate", None) or ""
+    return isinstance(exc, asyncpg.PostgresError) and state.startswith(_TRANSIENT_SQLSTATES)
+
 
 Pool = Any  # triopg.TrioPoolProxy, untyped upstream
 Connection = Any  # triopg.TrioConnectionProxy
@@ -57,6 +61,22 @@ async def open_pool(dsn: str, *, size: int) -> AsyncIterator[Pool]:
         if scope.cancelled_caught:
             log.warning("pool did not close in %.0f s; terminating connections", CLOSE_TIMEOUT)
             pool.terminate()
+
+
+@asynccontextmanager
+async def acquire(pool: Pool) -> AsyncIterator[Connection]:
+    """A pooled connection. Failing to get one raises DatabaseUnavailable, whatever the reason
+    the server gave, so callers can tell "cannot reach it" from "the statement failed".
+    """
+    context = pool.acquire()
+    try:
+        conn = await context.__aenter__()
+    except Exception as exc:
+        raise DatabaseUnavailable(f"cannot connect to the database: {exc}") from exc
+    try:
+        yield conn
+    finally:
+        await context.__aexit__(None, None, None)
 
 
 @asynccontextmanager

@@ -83,4 +83,5 @@ async def apply_reports(
     in the same order and cannot deadlock). Unknown serials are absent from the result."""
     async with conn.transaction():
         rows = await conn.fetch(_APPLY, serials, versions)
-    return [Applied(**dict(r)) for r in rows]
+    # Positional: the SELECT list is in field order (a dict per row costs 3x as much).
+    return [Applied(*r) for r in rows]

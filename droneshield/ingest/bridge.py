@@ -9,9 +9,8 @@ full does a handler cross properly with `trio_as_aio(send)` and wait: that is ba
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Final, NoReturn
 
 import trio
@@ -34,10 +33,27 @@ CLOSE_TIMEOUT: Final = 2.0  # seconds for grpclib to finish cancelled handlers
 STATUS_PROTO: Final = "status.proto"
 
 
-def _settle(future: asyncio.Future[Outcome], outcome: Outcome) -> None:
-    # The handler may be gone (client deadline, disconnect): its future is then cancelled.
-    if not future.done():
-        future.set_result(outcome)
+class _Answers:
+    """Collects the outcomes of one RPC's reports and wakes its handler once, when the last
+    arrives: one asyncio future per call, not per report (a 1,000-report batch would otherwise
+    cost 1,000 future callbacks on the asyncio side)."""
+
+    __slots__ = ("_future", "_missing", "outcomes")
+
+    def __init__(self, future: asyncio.Future[list[Outcome]], count: int) -> None:
+        self._future = future
+        self._missing = count
+        self.outcomes: list[Outcome | None] = [None] * count
+
+    def resolver(self, index: int) -> Callable[[Outcome], None]:
+        def resolve(outcome: Outcome) -> None:
+            self.outcomes[index] = outcome
+            self._missing -= 1
+            # The handler may be gone (client deadline, disconnect): its future is cancelled.
+            if self._missing == 0 and not self._future.done():
+                self._future.set_result(self.outcomes)  # type: ignore[arg-type]
+
+        return resolve
 
 
 class Submitter:
@@ -55,16 +71,14 @@ class Submitter:
         """asyncio side. Resolves once every report is committed or failed."""
         if self._closed:
             return [IngestUnavailable("the daemon is shutting down; retry")] * len(reports)
-        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[Outcome]] = asyncio.get_running_loop().create_future()
+        answers = _Answers(future, len(reports))
         deadline = trio.current_time() + self._ack_timeout
-        futures = [loop.create_future() for _ in reports]
         self._enter()
         try:
-            for (serial, version, note), future in zip(reports, futures, strict=True):
-                await self._put(
-                    Pending(serial, version, note, deadline, functools.partial(_settle, future))
-                )
-            return list(await asyncio.gather(*futures))
+            for index, (serial, version, note) in enumerate(reports):
+                await self._put(Pending(serial, version, note, deadline, answers.resolver(index)))
+            return await future
         finally:
             self._leave()
 
@@ -106,10 +120,12 @@ class _TrackingServer(Server):
         return protocol
 
     def close_connections(self) -> None:
+        # Closing the transport (not grpclib's Connection, which drops its reference while
+        # frames may still be in flight) lets grpclib see connection_lost and end its streams.
         for protocol in self.protocols:
-            connection = getattr(protocol, "connection", None)
-            if connection is not None:
-                connection.close()
+            transport = getattr(getattr(protocol, "connection", None), "_transport", None)
+            if transport is not None:
+                transport.close()
         self.protocols.clear()
 
 

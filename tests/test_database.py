@@ -1,0 +1,71 @@
+"""Migrations, seeding, and what the writer does when the database goes away."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+import pytest
+import trio
+from grpclib import GRPCError, Status
+
+from droneshield.db import migrate, seed
+from droneshield.db.pool import connect
+
+from .grpc_clients import send
+
+
+async def test_migrations_apply_once_even_when_started_together(aio_loop, empty_database_url):
+    applied: list[list[str]] = []
+
+    async def one() -> None:
+        async with connect(empty_database_url) as conn:
+            applied.append(await migrate.migrate(conn))
+
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            for _ in range(4):
+                nursery.start_soon(one)
+        async with connect(empty_database_url) as conn:
+            assert await migrate.pending(conn) == []
+            ledger = await conn.fetch("SELECT version FROM schema_migration")
+    names = [n for batch in applied for n in batch]
+    assert sorted(names) == sorted(p.name for _, p in migrate.migration_files())
+    assert len(ledger) == len(names)
+
+
+async def test_seed_is_idempotent_and_uses_the_documented_serial_format(db):
+    with trio.fail_after(30):
+        assert await seed.seed(db, 1000) == 1000
+        assert await seed.seed(db, 1000) == 0
+        assert await seed.seed(db, 1200) == 200
+    assert await db.fetchval("SELECT count(*) FROM sensor") == 1200
+    assert await db.fetchval("SELECT min(serial) FROM sensor") == "DS-00000001"
+    assert await db.fetchval("SELECT max(serial) FROM sensor") == "DS-00001200"
+    counts = await db.fetch("SELECT status, n FROM fleet_count WHERE n <> 0")
+    assert [tuple(r) for r in counts] == [("never", 1200)]
+
+
+@pytest.fixture
+def settings(settings):
+    return settings.replace(ack_timeout=1.0)
+
+
+async def test_database_outage_answers_unavailable_then_recovers(
+    running, server_url, database_url, sensors
+):
+    name = urlsplit(database_url).path.lstrip("/")
+    with trio.fail_after(30):
+        await send(running.grpc_port, sensors[0])
+        async with connect(server_url) as admin:
+            await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+            await admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name
+            )
+            with pytest.raises(GRPCError) as caught:
+                await send(running.grpc_port, sensors[1])
+            assert caught.value.status is Status.UNAVAILABLE
+            await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        ack = await send(running.grpc_port, sensors[2])
+    assert ack.message.startswith("online")
+    async with connect(database_url) as conn:
+        assert await conn.fetchval("SELECT online FROM sensor WHERE serial = $1", sensors[2])

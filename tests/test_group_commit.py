@@ -1,0 +1,108 @@
+"""Group commit: acks mean committed, reports coalesce, batches are few."""
+
+from __future__ import annotations
+
+import asyncio
+
+import trio
+
+from droneshield.db import seed
+from droneshield.ingest.proto.status import DeviceStatus, DeviceStatusBatch
+
+from .grpc_clients import aio, grpclib_stub, send, send_batch
+from .test_ingest import add_software
+
+
+async def test_acknowledged_report_is_visible_from_another_connection(running, db, sensors):
+    # `db` is a separate connection from the daemon's pool; no transaction of ours is open.
+    with trio.fail_after(10):
+        await send(running.grpc_port, sensors[3], "")
+    assert await db.fetchval("SELECT online FROM sensor WHERE serial = $1", sensors[3])
+
+
+async def test_concurrent_reports_for_one_sensor_end_in_the_last_state(running, db, sensors):
+    versions = [f"1.0.{i}" for i in range(200)]
+    await add_software(db, *versions)
+
+    async def burst() -> list[object]:
+        # One channel, calls started in order and kept under HTTP/2's limit of 100 concurrent
+        # streams (a call past it waits for a free stream, in no particular order): the daemon
+        # receives them in the order they were started, so the last started is the last state.
+        in_flight = asyncio.Semaphore(50)
+
+        async def call(stub, version):  # type: ignore[no-untyped-def]
+            async with in_flight:
+                return await stub.send_status(
+                    DeviceStatus(serial=sensors[0], software_version=version)
+                )
+
+        async with grpclib_stub(running.grpc_port) as stub:
+            return await asyncio.gather(*(call(stub, v) for v in versions))
+
+    with trio.fail_after(20):
+        acks = await aio(burst)
+    assert len(acks) == 200
+    assert await db.fetchval("SELECT version FROM sensor WHERE serial = $1", sensors[0]) == (
+        "1.0.199"
+    )
+    # Every intermediate version that was committed was recorded once, in order.
+    recorded = [
+        r["new"]
+        for r in await db.fetch("SELECT new FROM sensor_event WHERE kind = 'version' ORDER BY id")
+    ]
+    assert recorded == sorted(recorded, key=lambda v: int(v.rsplit(".", 1)[1]))
+    assert recorded[-1] == "1.0.199"
+    assert running.writer.statements < 200
+
+
+async def test_last_report_in_a_batch_wins(running, db, sensors):
+    versions = [f"1.0.{i}" for i in range(200)]
+    await add_software(db, *versions)
+    with trio.fail_after(20):
+        ack = await send_batch(running.grpc_port, [(sensors[0], v) for v in versions])
+    assert ack.accepted == 200
+    # The 199 earlier reports were committed together with the last one: theirs are superseded.
+    assert {r.code for r in ack.rejected} == {"VERSION_NOT_STORED"}
+    assert len(ack.rejected) == 199
+    assert await db.fetchval("SELECT version FROM sensor WHERE serial = $1", sensors[0]) == (
+        "1.0.199"
+    )
+
+
+async def test_five_thousand_reports_take_a_handful_of_statements(running, db):
+    await seed.seed(db, 5000)
+    serials = [seed.serial_for(n) for n in range(1, 5001)]
+
+    async def five_batches() -> list[int]:
+        async with grpclib_stub(running.grpc_port) as stub:
+            calls = [
+                stub.send_status_batch(
+                    DeviceStatusBatch(
+                        statuses=[DeviceStatus(serial=s) for s in serials[i : i + 1000]]
+                    )
+                )
+                for i in range(0, 5000, 1000)
+            ]
+            return [ack.accepted for ack in await asyncio.gather(*calls)]
+
+    before = running.writer.statements
+    with trio.fail_after(30):
+        accepted = await aio(five_batches)
+    assert accepted == [1000] * 5
+    assert running.writer.statements - before <= 5
+    assert await db.fetchval("SELECT count(*) FROM sensor WHERE online") == 5000
+
+
+async def test_concurrent_unary_reports_share_commits(running, db):
+    await seed.seed(db, 500)
+    serials = [seed.serial_for(n) for n in range(1, 501)]
+
+    async def burst() -> None:
+        async with grpclib_stub(running.grpc_port) as stub:
+            await asyncio.gather(*(stub.send_status(DeviceStatus(serial=s)) for s in serials))
+
+    before = running.writer.statements
+    with trio.fail_after(30):
+        await aio(burst)
+    assert await db.fetchval("SELECT count(*) FROM sensor WHERE online") == 500
+    assert running.writer.statements - before < 100

@@ -1,0 +1,115 @@
+"""Pure pieces: versions, serial checks, coalescing, settings."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+import pytest
+import semver
+from hypothesis import given
+from hypothesis import strategies as st
+
+from droneshield import config, versions
+from droneshield.errors import InvalidReport, InvalidVersion
+from droneshield.reports import Pending, check_serial, check_version
+from droneshield.writer import coalesce
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+semvers = st.builds(
+    lambda a, b, c, pre: f"{a}.{b}.{c}" + (f"-{pre}" if pre else ""),
+    st.integers(0, 10_000),
+    st.integers(0, 10_000),
+    st.integers(0, 10_000),
+    st.sampled_from(["", "rc.1", "beta", "alpha.2.x-y"]),
+)
+
+
+@given(semvers, st.sampled_from(["", "v", "V"]))
+def test_version_canonical_form_drops_the_prefix(text, prefix):
+    assert versions.canonical(prefix + text) == text
+    assert versions.display(versions.canonical(prefix + text)) == "v" + text
+
+
+@given(semvers, st.sampled_from(["software_v", "v", "", "fw-"]))
+def test_version_is_read_from_release_file_names(text, stem):
+    assert versions.from_filename(f"{stem}{text}.pdf") == text
+
+
+@pytest.mark.parametrize(
+    "name", ["release.pdf", "v1.2.pdf", "1.2.3.4.pdf", "a_v1.0.0_v2.0.0.pdf", "v01.2.3.pdf"]
+)
+def test_file_names_without_exactly_one_version_are_refused(name):
+    with pytest.raises(InvalidVersion):
+        versions.from_filename(name)
+
+
+@given(st.lists(semvers, min_size=2, max_size=8, unique=True))
+def test_sort_key_follows_semver_precedence(items):
+    ordered = sorted(items, key=versions.sort_key)
+    assert ordered == sorted(items, key=semver.Version.parse)
+
+
+@given(
+    st.text(
+        alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), min_size=1, max_size=128
+    )
+)
+def test_printable_ascii_serials_are_accepted(serial):
+    assert check_serial(serial) == serial
+
+
+@pytest.mark.parametrize("serial", ["", "x" * 129, "é", "a\tb", "\x00"])
+def test_other_serials_are_refused(serial):
+    with pytest.raises(InvalidReport):
+        check_serial(serial)
+
+
+def test_malformed_version_is_kept_out_with_a_reason():
+    assert check_version("v1.2.3") == ("1.2.3", None)
+    version, note = check_version("1.2")
+    assert version is None
+    assert "not a semantic version" in note
+
+
+def _p(serial: str, version: str | None) -> Pending:
+    return Pending(serial, version, None, 0.0, lambda _: None)
+
+
+def test_coalesce_keeps_one_sorted_row_per_sensor_last_usable_version_wins():
+    batch = [_p("b", "1.0.0"), _p("a", None), _p("b", "2.0.0"), _p("b", None), _p("c", None)]
+    assert coalesce(batch) == (["a", "b", "c"], [None, "2.0.0", None])
+
+
+def test_settings_come_from_flags_then_env_then_defaults():
+    settings = config.from_mapping(
+        {"http_port": "9000"},
+        {"DRONESHIELD_HTTP_PORT": "1", "DRONESHIELD_OFFLINE_AFTER": "12.5", "DATABASE_URL": "x"},
+    )
+    assert settings.http_port == 9000
+    assert settings.offline_after == 12.5
+    assert settings.database_url == "x"
+    assert settings.grpc_port == config.GRPC_PORT_DEFAULT
+
+
+def test_a_bad_setting_names_its_variable():
+    with pytest.raises(ValueError, match="DRONESHIELD_GRPC_PORT"):
+        config.from_mapping({}, {"DRONESHIELD_GRPC_PORT": "lots"})
+
+
+def test_every_setting_is_documented_in_the_readme():
+    table = README.read_text()
+    missing = [
+        config.env_name(f)
+        for f in dataclasses.fields(config.Settings)
+        if not re.search(rf"\| `{config.env_name(f)}` \|", table)
+    ]
+    assert not missing, f"README settings table lacks {missing}"
+
+
+@pytest.mark.parametrize(("key", "value"), [("OFFLINE_AFTER", "0"), ("HTTP_PORT", "70000")])
+def test_out_of_range_settings_are_refused(key, value):
+    with pytest.raises(ValueError, match="must be"):
+        config.from_mapping({}, {f"DRONESHIELD_{key}": value})
