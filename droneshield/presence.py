@@ -31,7 +31,7 @@ from typing import Final, NoReturn, Protocol
 import trio
 
 from .config import Settings
-from .db.pool import TRANSIENT_ERRORS
+from .db.pool import is_transient
 from .db.presence import Expiry
 from .db.reports import Applied
 from .hub import Hub, SensorChange
@@ -46,7 +46,6 @@ PRUNE_BATCH: Final = 1_000  # sensor_event rows deleted per statement
 PRUNE_INTERVAL: Final = 3600.0  # seconds between pruning runs
 FAILURE_PAUSE: Final = 1.0  # seconds to wait after a database error before trying again
 SWEEP_GRACE: Final = 2.0  # seconds a live wheel's expiry may lag before the sweep steps in
-_FAILURES: Final = (*TRANSIENT_ERRORS, TimeoutError)
 
 
 class PresenceStore(Protocol):
@@ -101,14 +100,14 @@ class Tracker:
         """Expire what is due now, in batches of at most `EXPIRE_BATCH` ids per statement.
 
         Raises:
-            One of TRANSIENT_ERRORS or TimeoutError when the database fails; the ids of the
-            failed batch (and of the rest of its tick) are re-armed, due at once.
+            Whatever the store raises; the ids of the failed batch (and of the rest of its
+            tick) are re-armed first, due at once, so a later call tries them again.
         """
         for ids in self.wheel.expired(trio.current_time()):
             for start in range(0, len(ids), EXPIRE_BATCH):
                 try:
                     await self.expire(ids[start : start + EXPIRE_BATCH])
-                except _FAILURES:
+                except Exception:
                     self.wheel.arm_many(ids[start:], trio.current_time())
                     raise
 
@@ -160,8 +159,8 @@ async def serve_presence(
     """Recover the wheel, then expire, sweep and prune until cancelled. Starts (hands over the
     tracker, whose `track` the caller registers as a writer sink) once the wheel is rebuilt.
 
-    Database errors are logged and retried (expiry after `FAILURE_PAUSE`, sweep and pruning at
-    their next run); other errors propagate.
+    Transient database errors (`pool.is_transient`) are logged and retried (expiry after
+    `FAILURE_PAUSE`, sweep and pruning at their next run); other errors propagate.
 
     Cancellation: nothing to clean up; a batch cancelled mid-statement is rolled back.
     """
@@ -188,7 +187,9 @@ async def _expire_forever(tracker: Tracker) -> NoReturn:
         await trio.sleep_until(tracker.wheel.next_tick_at())
         try:
             await tracker.expire_due()
-        except _FAILURES as exc:
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
             log.warning("expiry failed (%r); retrying in %.0f s", exc, FAILURE_PAUSE)
             await trio.sleep(FAILURE_PAUSE)
 
@@ -200,6 +201,8 @@ async def _every(job: Callable[[], Awaitable[object]], first: float, interval: f
     while True:
         try:
             await job()
-        except _FAILURES as exc:
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
             log.warning("%s failed (%r); next run in %.0f s", job.__name__, exc, interval)
         await trio.sleep(interval)

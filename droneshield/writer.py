@@ -15,10 +15,11 @@ from typing import Final
 
 import trio
 
+from . import metrics
 from .db.pool import Pool, acquire, is_transient
 from .db.reports import Applied, apply_reports
 from .errors import DroneshieldError, IngestUnavailable, UnknownSensor
-from .reports import Pending
+from .reports import Pending, version_problem
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +43,26 @@ def coalesce(batch: Sequence[Pending]) -> tuple[list[str], list[str | None]]:
 
 
 def _resolve_all(batch: Sequence[Pending], error: DroneshieldError) -> None:
+    outcome = "unavailable" if isinstance(error, IngestUnavailable) else "failed"
+    metrics.REPORTS.labels(outcome).inc(len(batch))
     for p in batch:
         p.resolve(error)
+
+
+def _count_delivered(batch: Sequence[Pending], by_serial: dict[str, Applied]) -> None:
+    # One increment per outcome and batch, not per report: this runs at ingest rate.
+    counts = dict.fromkeys(("ok", "version_not_stored", "unknown_sensor"), 0)
+    for p in batch:
+        row = by_serial.get(p.serial)
+        if row is None:
+            counts["unknown_sensor"] += 1
+        elif version_problem(p.version, p.note, row) is not None:
+            counts["version_not_stored"] += 1
+        else:
+            counts["ok"] += 1
+    for outcome, n in counts.items():
+        if n:
+            metrics.REPORTS.labels(outcome).inc(n)
 
 
 class Writer:
@@ -142,9 +161,12 @@ class Writer:
         serials, versions = coalesce(batch)
         deadline = max(p.deadline for p in batch)
         with trio.CancelScope(shield=True, deadline=deadline) as scope:
+            started = trio.current_time()
             async with acquire(self._pool) as conn:
                 rows = await apply_reports(conn, serials, versions)
             self.statements += 1
+            metrics.COMMIT_SECONDS.observe(trio.current_time() - started)
+            metrics.BATCH_SIZE.observe(len(batch))
             return rows
         assert scope.cancelled_caught
         raise TimeoutError("commit did not finish before the reports' deadline")
@@ -166,6 +188,7 @@ class Writer:
         for p in batch:
             row = by_serial.get(p.serial)
             p.resolve(row if row is not None else UnknownSensor(f"unknown sensor {p.serial!r}"))
+        _count_delivered(batch, by_serial)
         for sink in self._sinks:
             try:
                 sink(rows)

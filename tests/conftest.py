@@ -8,14 +8,16 @@ temporary directory. Each test gets its own database cloned from a migrated temp
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+import httpx
 import pytest
 import trio
 import trio_asyncio
@@ -120,3 +122,26 @@ async def running(
 ) -> daemon.Running:
     """The whole daemon, started in the test's nursery on ephemeral ports."""
     return await nursery.start(daemon.run, settings, database_url)
+
+
+@pytest.fixture
+async def api(running: daemon.Running) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client for the running daemon (real sockets)."""
+    url = f"http://127.0.0.1:{running.http_port}"
+    async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+        yield client
+
+
+@pytest.fixture
+async def api_with(
+    aio_loop: None, database_url: str, nursery: trio.Nursery
+) -> AsyncIterator[Callable[[Settings], Awaitable[httpx.AsyncClient]]]:
+    """Start a daemon with other settings (on the test database) and get a client for it."""
+    async with contextlib.AsyncExitStack() as clients:
+
+        async def start(settings: Settings) -> httpx.AsyncClient:
+            running = await nursery.start(daemon.run, settings, database_url)
+            url = f"http://127.0.0.1:{running.http_port}"
+            return await clients.enter_async_context(httpx.AsyncClient(base_url=url, timeout=10))
+
+        yield start

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Final
 
-from .pool import Connection, Pool
+from .pool import Connection, Pool, acquire
 
 _EXPIRE: Final = """
 WITH locked AS (
@@ -127,23 +127,27 @@ async def prune_events(conn: Connection, older_than: float, limit: int) -> int:
 
 
 class PresenceDb:
-    """The presence queries on pooled connections: what the tracker holds as its store."""
+    """The presence queries on pooled connections: what the tracker holds as its store.
+
+    Raises (each method): DatabaseUnavailable when no connection can be had; asyncpg's errors
+    when a statement fails (`pool.is_transient` tells which may succeed later).
+    """
 
     def __init__(self, pool: Pool) -> None:
         self._pool = pool
 
     async def expire(self, ids: Sequence[int], offline_after: float) -> Expiry:
-        async with self._pool.acquire() as conn:
+        async with acquire(self._pool) as conn:
             return await expire(conn, ids, offline_after)
 
     async def online_page(self, after: int, limit: int) -> list[tuple[int, float]]:
-        async with self._pool.acquire() as conn:
+        async with acquire(self._pool) as conn:
             return await online_page(conn, after, limit)
 
     async def stale_page(self, after: int, limit: int, silent_for: float) -> list[int]:
-        async with self._pool.acquire() as conn:
+        async with acquire(self._pool) as conn:
             return await stale_page(conn, after, limit, silent_for)
 
     async def prune_events(self, older_than: float, limit: int) -> int:
-        async with self._pool.acquire() as conn:
+        async with acquire(self._pool) as conn:
             return await prune_events(conn, older_than, limit)

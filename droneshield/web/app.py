@@ -4,16 +4,28 @@ from __future__ import annotations
 
 from quart_trio import QuartTrio
 
+from .. import uploads
 from ..config import Settings
 from ..db.pool import Pool
-from . import errors, health
+from . import access, errors, health, metrics, openapi, sensors, software, summary, upload
 
 
 def create_app(settings: Settings, pool: Pool) -> QuartTrio:
     app = QuartTrio("droneshield")
     app.config["DRONESHIELD_SETTINGS"] = settings
     app.config["DRONESHIELD_POOL"] = pool
-    app.config["MAX_CONTENT_LENGTH"] = None  # uploads are limited per file while streaming
+    # Uploads are limited per file while streaming; this bounds a whole request (DESIGN §10).
+    app.config["MAX_CONTENT_LENGTH"] = upload.max_request_bytes(settings)
+    app.config["BODY_TIMEOUT"] = settings.body_timeout
     errors.install(app)
+    openapi.install(app)
+    access.install(app)
     app.register_blueprint(health.blueprint)
+    for module in (sensors, software, upload, summary, metrics):
+        app.register_blueprint(module.blueprint)
+
+    @app.before_serving
+    async def prepare_storage() -> None:
+        await uploads.prepare_dirs(settings.staging_dir, settings.upload_dir)
+
     return app

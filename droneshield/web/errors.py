@@ -4,12 +4,23 @@ from __future__ import annotations
 
 import logging
 
-from quart import Quart, Response, jsonify
+from quart import Quart, Response, g, jsonify
+from quart_schema import RequestSchemaValidationError
 from werkzeug.exceptions import HTTPException
 
 from ..errors import DroneshieldError, UploadRejected
 
 log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    """An HTTP error with the API's own code (`invalid_cursor`, `sensor_not_found`, …)."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
 
 
 def error_response(status: int, code: str, message: str) -> Response:
@@ -28,6 +39,14 @@ def install(app: Quart) -> None:
                 response.headers[key] = value
         return response
 
+    @app.errorhandler(RequestSchemaValidationError)
+    async def invalid_parameters(exc: RequestSchemaValidationError) -> Response:
+        return error_response(400, "invalid_parameter", _validation_message(exc))
+
+    @app.errorhandler(ApiError)
+    async def api_error(exc: ApiError) -> Response:
+        return error_response(exc.status, exc.code, exc.message)
+
     @app.errorhandler(UploadRejected)
     async def upload_rejected(exc: UploadRejected) -> Response:
         return error_response(exc.status, exc.code, exc.message)
@@ -38,5 +57,15 @@ def install(app: Quart) -> None:
 
     @app.errorhandler(Exception)
     async def unexpected(exc: Exception) -> Response:
-        log.exception("unhandled error")
+        log.exception("unhandled error (request %s)", g.get("request_id"))
         return error_response(500, "internal", "internal server error")
+
+
+def _validation_message(exc: RequestSchemaValidationError) -> str:
+    """pydantic's errors as one line: `limit: Input should be a valid integer`."""
+    details = getattr(exc.validation_error, "errors", None)
+    if not callable(details):
+        return str(exc.validation_error)
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or 'query'}: {e['msg']}" for e in details()
+    )

@@ -1,0 +1,162 @@
+"""Reading sensors for the API: keyset pages in serial byte order, one sensor with its recent
+events, and fleet totals from the maintained `fleet_count` counters.
+
+Pages are ordered by `serial COLLATE "C"` (migration 0002 indexes it): a page after a cursor is
+an index range scan whatever the depth, and a serial prefix is a range of that index.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Final, Literal
+
+from .pool import Connection
+
+Status = Literal["never", "online", "offline"]
+STATUSES: Final[tuple[Status, ...]] = ("never", "online", "offline")
+# Serials are printable ASCII (0x20-0x7e), so every serial that starts with a prefix sorts
+# below the prefix followed by DEL (0x7f): [prefix, prefix + DEL) is exactly the prefix's range.
+_PREFIX_END: Final = "\x7f"
+
+_COLUMNS: Final = "id, serial, version, online, last_seen_at, status_changed_at"
+_STATUS_SQL: Final[dict[Status, str]] = {
+    "never": "last_seen_at IS NULL",
+    "online": "online",
+    "offline": "NOT online AND last_seen_at IS NOT NULL",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SensorRow:
+    id: int
+    serial: str
+    version: str | None
+    online: bool
+    last_seen_at: datetime | None
+    status_changed_at: datetime | None
+
+    @property
+    def status(self) -> Status:
+        if self.last_seen_at is None:
+            return "never"
+        return "online" if self.online else "offline"
+
+
+@dataclass(frozen=True, slots=True)
+class EventRow:
+    at: datetime
+    kind: str
+    old: str | None
+    new: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SensorFilter:
+    """Which sensors a listing shows; None means no restriction."""
+
+    status: Status | None = None
+    version: str | None = None  # canonical
+    prefix: str | None = None  # printable ASCII, non-empty
+
+    def where(self, first_param: int = 1) -> tuple[list[str], list[object]]:
+        """SQL conditions and their arguments, numbered from `$first_param`."""
+        conditions: list[str] = []
+        args: list[object] = []
+
+        def param(value: object) -> str:
+            args.append(value)
+            return f"${first_param + len(args) - 1}"
+
+        if self.status is not None:
+            conditions.append(_STATUS_SQL[self.status])
+        if self.version is not None:
+            conditions.append(f"version = {param(self.version)}")
+        if self.prefix is not None:
+            conditions.append(f'serial COLLATE "C" >= {param(self.prefix)}')
+            conditions.append(f'serial COLLATE "C" < {param(self.prefix + _PREFIX_END)}')
+        return conditions, args
+
+
+async def page(
+    conn: Connection, flt: SensorFilter, *, after: str | None, offset: int, limit: int
+) -> list[SensorRow]:
+    """Up to `limit` sensors in serial byte order: those after serial `after` (a keyset
+    cursor), skipping `offset` more. Cursor pages cost O(limit); offsets cost O(offset)."""
+    conditions, args = flt.where()
+    if after is not None:
+        args.append(after)
+        conditions.append(f'serial COLLATE "C" > ${len(args)}')
+    where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+    args += [offset, limit]
+    rows = await conn.fetch(
+        f'SELECT {_COLUMNS} FROM sensor {where} ORDER BY serial COLLATE "C" '
+        f"OFFSET ${len(args) - 1} LIMIT ${len(args)}",
+        *args,
+    )
+    return [SensorRow(**dict(r)) for r in rows]
+
+
+async def total(conn: Connection, flt: SensorFilter, *, cap: int) -> tuple[int, bool]:
+    """(how many sensors match, whether that number is exact).
+
+    Without a prefix the number comes from `fleet_count`: exact, O(1). With a prefix at most
+    `cap` sensors of the prefix's range are examined (an index range scan): when the range
+    holds more, the answer counts the matches among those and is a lower bound (not exact).
+    """
+    if flt.prefix is None:
+        n = await conn.fetchval(
+            "SELECT coalesce(sum(n), 0) FROM fleet_count "
+            "WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR version = $2)",
+            flt.status,
+            flt.version,
+        )
+        return int(n), True
+    matches, args = replace(flt, prefix=None).where()
+    scope, scope_args = SensorFilter(prefix=flt.prefix).where(len(args) + 1)
+    args += [*scope_args, cap + 1]
+    row = await conn.fetchrow(
+        f"SELECT count(*) FILTER (WHERE {' AND '.join(matches) or 'true'}) AS n, "
+        f"count(*) AS examined FROM (SELECT online, last_seen_at, version FROM sensor "
+        f"WHERE {' AND '.join(scope)} LIMIT ${len(args)}) AS prefixed",
+        *args,
+    )
+    exact = row["examined"] <= cap
+    return (row["n"] if exact else min(row["n"], cap)), exact
+
+
+async def get(conn: Connection, serial: str) -> SensorRow | None:
+    row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM sensor WHERE serial = $1", serial)
+    return None if row is None else SensorRow(**dict(row))
+
+
+async def recent_events(conn: Connection, sensor_id: int, limit: int) -> list[EventRow]:
+    """The sensor's latest transitions, newest first."""
+    rows = await conn.fetch(
+        "SELECT at, kind, old, new FROM sensor_event WHERE sensor_id = $1 "
+        "ORDER BY at DESC, id DESC LIMIT $2",
+        sensor_id,
+        limit,
+    )
+    return [EventRow(**dict(r)) for r in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class FleetCount:
+    status: Status
+    version: str | None
+    n: int
+
+
+async def fleet_counts(conn: Connection) -> list[FleetCount]:
+    """Sensors per (status, version) from the maintained counters: O(versions), not O(rows)."""
+    rows = await conn.fetch("SELECT status, version, n FROM fleet_count WHERE n <> 0")
+    return [FleetCount(r["status"], r["version"] or None, r["n"]) for r in rows]
+
+
+def by_status(counts: Sequence[FleetCount]) -> dict[Status, int]:
+    totals = dict.fromkeys(STATUSES, 0)
+    for c in counts:
+        totals[c.status] += c.n
+    return totals

@@ -1,0 +1,94 @@
+"""The `software` table: uploaded releases, one per canonical version, immutable once stored.
+
+Inserting a row fires `pg_notify('droneshield_software', version)` (migration 0001), and the
+writer's commit statement joins this table, so a release counts for reports on every instance
+from the moment its transaction commits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Final
+
+from ..errors import UploadRejected
+from .pool import Connection
+
+_COLUMNS: Final = "version, filename, path, size_bytes, sha256, uploaded_at"
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    version: str  # canonical
+    filename: str  # as uploaded (base name only)
+    path: str  # relative to the storage directory
+    size_bytes: int
+    sha256: str  # lowercase hex
+    uploaded_at: datetime | None = None  # None until stored
+
+
+async def list_all(conn: Connection) -> list[Release]:
+    return [Release(**dict(r)) for r in await conn.fetch(f"SELECT {_COLUMNS} FROM software")]
+
+
+async def get(conn: Connection, version: str) -> Release | None:
+    row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM software WHERE version = $1", version)
+    return None if row is None else Release(**dict(row))
+
+
+async def register(conn: Connection, releases: Sequence[Release]) -> list[bool]:
+    """Store every release in one transaction; per release, True if it was created and False
+    if the same version with the same content was already stored.
+
+    Versions are inserted in sorted order so that concurrent uploads lock them in the same
+    order. A concurrent upload of the same version waits for the other's transaction, then
+    sees its row.
+
+    Raises:
+        UploadRejected(409): a version is already stored, or given twice, with other content;
+            nothing of this call is stored.
+    """
+    unique: dict[str, Release] = {}
+    for r in releases:
+        if unique.setdefault(r.version, r).sha256 != r.sha256:
+            raise UploadRejected(
+                409, "version_conflict", f"v{r.version} is given twice with different content"
+            )
+    created: dict[str, bool] = {}
+    async with conn.transaction():
+        for version in sorted(unique):
+            r = unique[version]
+            inserted = await conn.fetchval(
+                "INSERT INTO software (version, filename, path, size_bytes, sha256) "
+                "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (version) DO NOTHING RETURNING true",
+                r.version,
+                r.filename,
+                r.path,
+                r.size_bytes,
+                r.sha256,
+            )
+            if inserted:
+                created[r.version] = True
+                continue
+            stored = await conn.fetchval(
+                "SELECT sha256 FROM software WHERE version = $1", r.version
+            )
+            if stored != r.sha256:
+                raise UploadRejected(
+                    409,
+                    "version_conflict",
+                    f"v{r.version} is already stored with other content (sha256 {stored})",
+                )
+            created[r.version] = False
+    return [created[r.version] for r in releases]
+
+
+async def unregister(conn: Connection, releases: Sequence[Release]) -> None:
+    """Undo `register` for releases it created (their files could not be put in place)."""
+    await conn.execute(
+        "DELETE FROM software AS s USING unnest($1::text[], $2::text[]) AS t(version, sha256) "
+        "WHERE s.version = t.version AND s.sha256 = t.sha256",
+        [r.version for r in releases],
+        [r.sha256 for r in releases],
+    )

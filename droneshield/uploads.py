@@ -1,0 +1,266 @@
+"""Release uploads: the rules a release file must meet, staging while it streams, and storing
+the files of one request all together or not at all.
+
+Each file is written to a temporary file in the staging directory (on the same filesystem as
+the storage directory) while its sha256 is computed, so no file is ever held in memory. Only
+when every file has passed its checks and the transaction registering them has committed are
+they renamed into the storage directory; on any failure the staged files are removed. Stored
+files are named after their canonical version (`1.2.3.pdf`), never after the client's file
+name, so no name a client sends can point outside the storage directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, Literal
+
+import trio
+
+from . import versions
+from .db import software
+from .db.pool import Pool
+from .db.software import Release
+from .errors import InvalidVersion, UploadRejected
+
+log = logging.getLogger(__name__)
+
+PDF_MAGIC: Final = b"%PDF-"
+FILENAME_MAX: Final = 255  # characters
+STAGED_SUFFIX: Final = ".part"
+CLEANUP_TIMEOUT: Final = 5.0  # seconds to remove staged files, even when cancelled
+
+Outcome = Literal["created", "unchanged"]
+
+
+def check_filename(raw: str) -> tuple[str, str]:
+    """The base name of a client's file name and the canonical version it carries.
+
+    Directories in the name (`../../x_v1.0.0.pdf`, `C:\\x\\v1.0.0.pdf`) are dropped: only the
+    base name is kept, and only as a label.
+
+    Raises:
+        UploadRejected(422): empty, too long or unprintable name, or not exactly one version.
+        UploadRejected(415): not named `*.pdf`.
+    """
+    name = raw.replace("\\", "/").rsplit("/", 1)[-1]
+    if not name or len(name) > FILENAME_MAX or not name.isprintable():
+        raise UploadRejected(
+            422,
+            "bad_file_name",
+            f"file name {raw[:80]!r} must be 1 to {FILENAME_MAX} printable characters",
+        )
+    if not name.lower().endswith(".pdf"):
+        raise UploadRejected(415, "not_a_pdf", f"{name!r} is not a .pdf file")
+    try:
+        version = versions.from_filename(name)
+    except InvalidVersion as exc:
+        raise UploadRejected(422, "bad_version", exc.message) from None
+    return name, version
+
+
+def stored_name(version: str) -> str:
+    """The file name a release has in the storage directory."""
+    return f"{version}.pdf"
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    release: Release
+    outcome: Outcome
+
+
+class StagedFile:
+    """One release file arriving: written to a temporary file and hashed as it streams."""
+
+    def __init__(self, name: str, version: str, path: Path, file: Any, max_bytes: int) -> None:
+        self.name = name
+        self.version = version
+        self.path = path
+        self._file = file
+        self._max_bytes = max_bytes
+        self._sha = hashlib.sha256()
+        self._head = b""
+        self.size = 0
+        self.release: Release | None = None  # set by `finish`
+
+    async def write(self, data: bytes) -> None:
+        """Raises:
+        UploadRejected(413): the file grew past the size limit (nothing beyond it is written).
+        UploadRejected(415): the content does not start with `%PDF-`.
+        """
+        if self.size + len(data) > self._max_bytes:
+            raise UploadRejected(
+                413, "file_too_large", f"{self.name!r} exceeds {self._max_bytes} bytes"
+            )
+        if len(self._head) < len(PDF_MAGIC):
+            self._head += data[: len(PDF_MAGIC) - len(self._head)]
+            if not PDF_MAGIC.startswith(self._head):
+                raise self._not_a_pdf()
+        self._sha.update(data)
+        self.size += len(data)
+        await self._file.write(data)
+
+    async def finish(self) -> Release:
+        """The whole file arrived: check it, make it durable, close it.
+
+        Raises:
+            UploadRejected(415): shorter than the PDF magic.
+        """
+        if self._head != PDF_MAGIC:
+            raise self._not_a_pdf()
+        await self._file.flush()
+        await trio.to_thread.run_sync(os.fsync, self._file.fileno())
+        await self._file.aclose()
+        self.release = Release(
+            self.version, self.name, stored_name(self.version), self.size, self._sha.hexdigest()
+        )
+        return self.release
+
+    async def aclose(self) -> None:
+        await self._file.aclose()
+
+    def _not_a_pdf(self) -> UploadRejected:
+        return UploadRejected(415, "not_a_pdf", f"{self.name!r} does not start with %PDF-")
+
+
+class Upload:
+    """The files of one request: staged as they arrive, stored together by `store`."""
+
+    def __init__(
+        self, staging_dir: Path, storage_dir: Path, *, max_bytes: int, max_files: int
+    ) -> None:
+        self._staging_dir = staging_dir
+        self._storage_dir = storage_dir
+        self._max_bytes = max_bytes
+        self._max_files = max_files
+        self._staged: list[StagedFile] = []
+        self._moved: list[Path] = []
+
+    async def begin_file(self, raw_name: str) -> StagedFile:
+        """Raises:
+        UploadRejected: too many files (400), or a bad file name (see `check_filename`).
+        """
+        if len(self._staged) >= self._max_files:
+            raise UploadRejected(
+                400, "too_many_files", f"at most {self._max_files} files per upload"
+            )
+        name, version = check_filename(raw_name)
+        path = self._staging_dir / f"{uuid.uuid4().hex}{STAGED_SUFFIX}"
+        file = await trio.open_file(path, "xb")
+        staged = StagedFile(name, version, path, file, self._max_bytes)
+        self._staged.append(staged)
+        return staged
+
+    async def store(self, pool: Pool, expected_sha256: Sequence[str] = ()) -> list[Stored]:
+        """Register every finished file in one transaction, then rename them into place.
+
+        `expected_sha256`, when given, holds one hex digest per file, in order.
+
+        Cancellation: once the transaction starts, storing is shielded and finishes (the
+        statements are bounded by the pool's command timeout, the renames are local).
+
+        Raises:
+            UploadRejected: no files (400), digests that do not match (422), a version already
+                stored with other content (409). Nothing is stored then.
+        """
+        releases = [s.release for s in self._staged if s.release is not None]
+        if not releases:
+            raise UploadRejected(400, "no_files", "send one or more files as `file` or `files`")
+        _check_digests(releases, expected_sha256)
+        # Shielded: a request cancelled (client gone, shutdown) between the commit and the
+        # renames would leave rows whose files the clean-up then deletes.
+        with trio.CancelScope(shield=True):
+            async with pool.acquire() as conn:
+                created = await software.register(conn, releases)
+            try:
+                await self._put_in_place()
+            except OSError:
+                log.exception("could not move uploaded files into %s", self._storage_dir)
+                await self._undo([r for r, new in zip(releases, created, strict=True) if new], pool)
+                raise UploadRejected(500, "storage_failed", "could not store the files") from None
+        return [
+            Stored(r, "created" if new else "unchanged")
+            for r, new in zip(releases, created, strict=True)
+        ]
+
+    async def _put_in_place(self) -> None:
+        for s in self._staged:
+            target = self._storage_dir / stored_name(s.version)
+            # Same version, same content: replacing an existing file is harmless and heals one
+            # lost to a crash between a commit and its rename.
+            await trio.Path(s.path).replace(target)
+            self._moved.append(target)
+        await trio.to_thread.run_sync(_fsync_dir, self._storage_dir)
+
+    async def _undo(self, created: Sequence[Release], pool: Pool) -> None:
+        async with pool.acquire() as conn:
+            await software.unregister(conn, created)
+        names = {stored_name(r.version) for r in created}
+        for path in self._moved:
+            if path.name in names:
+                await trio.Path(path).unlink(missing_ok=True)
+
+    async def discard(self) -> None:
+        """Close and remove whatever is still staged (nothing once `store` succeeded)."""
+        for s in self._staged:
+            # Unlinked first: a close that fails (a full disk on flush) still leaves no file.
+            await trio.Path(s.path).unlink(missing_ok=True)
+            await s.aclose()
+
+
+def _check_digests(releases: Sequence[Release], expected: Sequence[str]) -> None:
+    if not expected:
+        return
+    if len(expected) != len(releases):
+        raise UploadRejected(
+            422,
+            "checksum_mismatch",
+            f"{len(expected)} sha256 fields for {len(releases)} files; send one per file",
+        )
+    for r, digest in zip(releases, expected, strict=True):
+        if digest.strip().lower() != r.sha256:
+            raise UploadRejected(
+                422, "checksum_mismatch", f"{r.filename!r} has sha256 {r.sha256}, not {digest}"
+            )
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@asynccontextmanager
+async def open_upload(
+    staging_dir: Path, storage_dir: Path, *, max_bytes: int, max_files: int
+) -> AsyncIterator[Upload]:
+    """An upload whose staged files are removed when the block exits, whatever happens.
+
+    Cancellation: the clean-up is shielded and bounded by CLEANUP_TIMEOUT, so a cancelled or
+    failed request leaves no temporary file behind.
+    """
+    upload = Upload(staging_dir, storage_dir, max_bytes=max_bytes, max_files=max_files)
+    try:
+        yield upload
+    finally:
+        with trio.CancelScope(shield=True), trio.move_on_after(CLEANUP_TIMEOUT):
+            await upload.discard()
+
+
+async def prepare_dirs(staging_dir: Path, storage_dir: Path) -> None:
+    """Create both directories and remove staged files a previous process left (it died in
+    the middle of an upload). The staging directory belongs to this daemon alone."""
+    await trio.Path(storage_dir).mkdir(parents=True, exist_ok=True)
+    await trio.Path(staging_dir).mkdir(parents=True, exist_ok=True)
+    for path in await trio.Path(staging_dir).glob(f"*{STAGED_SUFFIX}"):
+        log.warning("removing %s, left by an interrupted upload", path)
+        await path.unlink(missing_ok=True)

@@ -1,0 +1,77 @@
+"""Request ids, JSON access logs and HTTP metrics.
+
+Every request gets an id: the client's `X-Request-ID` when it is a sane token (so a proxy's id
+carries through), else a fresh one. It is echoed in the response header and in the access log
+line, one JSON object per request on the `droneshield.access` logger.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import uuid
+from datetime import UTC, datetime
+from typing import Final
+
+import orjson
+import trio
+from quart import Quart, Response, g, request
+
+from .. import metrics
+
+log = logging.getLogger("droneshield.access")
+
+REQUEST_ID_HEADER: Final = "X-Request-ID"
+_SANE_ID: Final = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+
+
+def _request_id(incoming: str | None) -> str:
+    if incoming is not None and _SANE_ID.fullmatch(incoming):
+        return incoming
+    return uuid.uuid4().hex
+
+
+def install(app: Quart) -> None:
+    @app.before_request
+    async def start() -> None:
+        g.request_id = _request_id(request.headers.get(REQUEST_ID_HEADER))
+        g.started = trio.current_time()
+
+    @app.after_request
+    async def finish(response: Response) -> Response:
+        request_id = g.get("request_id") or _request_id(None)
+        response.headers[REQUEST_ID_HEADER] = request_id
+        seconds = trio.current_time() - g.get("started", trio.current_time())
+        route = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        metrics.HTTP_REQUESTS.labels(request.method, route, str(response.status_code)).observe(
+            seconds
+        )
+        log.info(
+            "%s",
+            orjson.dumps(
+                {
+                    "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
+                    "requestId": request_id,
+                    "method": request.method,
+                    "path": request.path,
+                    "query": request.query_string.decode("latin-1"),
+                    "route": route,
+                    "status": response.status_code,
+                    "ms": round(seconds * 1000, 2),
+                    "bytes": response.content_length,
+                    "remote": request.remote_addr,
+                    "userAgent": request.headers.get("User-Agent"),
+                }
+            ).decode(),
+        )
+        return response
+
+
+def configure_logging() -> None:
+    """Access lines are JSON objects: print them bare, one per line, on stderr (the CLI calls
+    this once logging is set up)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log.addHandler(handler)
+    log.propagate = False

@@ -1,0 +1,62 @@
+"""What the OpenAPI document is generated from: the API's models (pydantic, camelCase on the
+wire), the error body, and decorators that describe responses a view does not validate (errors
+it raises, files it streams)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import ClassVar, TypeVar
+
+from pydantic import BaseModel, ConfigDict
+from pydantic.alias_generators import to_camel
+from quart_schema.validation import QUART_SCHEMA_RESPONSE_ATTRIBUTE
+
+F = TypeVar("F", bound=Callable[..., object])
+
+
+class ApiModel(BaseModel):
+    """Fields are snake_case in Python and camelCase on the wire and in the OpenAPI document."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
+
+
+class ErrorDetail(ApiModel):
+    code: str
+    message: str
+
+
+class ErrorBody(ApiModel):
+    """An error: `code` is stable and machine-readable, `message` is for people."""
+
+    error: ErrorDetail
+
+
+class Binary:
+    """A response that is not JSON; subclasses name the media type (None: no body) and
+    describe it in their docstring."""
+
+    media_type: ClassVar[str | None] = "application/octet-stream"
+
+
+def responds(status: int, model: type) -> Callable[[F], F]:
+    """Document a response without validating it (quart-schema's `validate_response` would
+    reject a streamed file, and errors are raised, not returned)."""
+
+    def decorate(view: F) -> F:
+        documented = getattr(view, QUART_SCHEMA_RESPONSE_ATTRIBUTE, {})
+        documented[status] = (model, None)
+        setattr(view, QUART_SCHEMA_RESPONSE_ATTRIBUTE, documented)
+        return view
+
+    return decorate
+
+
+def errors(*statuses: int) -> Callable[[F], F]:
+    """Document the error statuses a view can answer with (500 is always possible)."""
+
+    def decorate(view: F) -> F:
+        for status in (*statuses, 500):
+            view = responds(status, ErrorBody)(view)
+        return view
+
+    return decorate

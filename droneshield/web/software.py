@@ -1,0 +1,151 @@
+"""`GET /software` (the release catalogue), `GET /software/{version}` and its `/file`."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Final
+from urllib.parse import quote
+
+import trio
+from pydantic import Field
+from quart import Blueprint, Response, request, send_file
+from quart_schema import validate_response
+
+from ..db import sensors as sensors_db
+from ..db import software as db
+from ..db.software import Release
+from ..errors import InvalidVersion
+from ..versions import canonical, display, sort_key
+from .context import pool, settings
+from .errors import ApiError
+from .schema import ApiModel, Binary, errors, responds
+
+blueprint = Blueprint("software", __name__)
+
+READ_CHUNK: Final = 256 * 1024  # bytes per read when streaming a release file
+
+
+class SoftwareItem(ApiModel):
+    version: str = Field(description="shown as `v1.2.3`")
+    filename: str = Field(description="the name it was uploaded under")
+    size_bytes: int
+    sha256: str
+    uploaded_at: datetime
+    sensors: int = Field(description="sensors whose stored version this is")
+    online: int = Field(description="of those, online now")
+    file_url: str
+
+
+class SoftwareList(ApiModel):
+    """Every uploaded release, newest version first (semver precedence)."""
+
+    items: list[SoftwareItem]
+
+
+class PdfFile(Binary):
+    """The release file, streamed. `ETag` is its sha256; byte ranges are supported."""
+
+    media_type = "application/pdf"
+
+
+class NotModified(Binary):
+    """`If-None-Match` matched the file's ETag."""
+
+    media_type = None
+
+
+def _usage(counts: Sequence[sensors_db.FleetCount]) -> tuple[Counter[str], Counter[str]]:
+    """Sensors per stored version, and of those the online ones."""
+    sensors: Counter[str] = Counter()
+    online: Counter[str] = Counter()
+    for c in counts:
+        if c.version is not None:
+            sensors[c.version] += c.n
+            online[c.version] += c.n if c.status == "online" else 0
+    return sensors, online
+
+
+def _item(release: Release, usage: tuple[Counter[str], Counter[str]]) -> SoftwareItem:
+    sensors, online = usage
+    shown = display(release.version)
+    return SoftwareItem(
+        version=shown,
+        filename=release.filename,
+        size_bytes=release.size_bytes,
+        sha256=release.sha256,
+        uploaded_at=release.uploaded_at,
+        sensors=sensors[release.version],
+        online=online[release.version],
+        file_url=f"/software/{shown}/file",
+    )
+
+
+async def _release(version: str) -> Release:
+    """Raises:
+    ApiError: a malformed version (400) or one never uploaded (404).
+    """
+    try:
+        wanted = canonical(version)
+    except InvalidVersion as exc:
+        raise ApiError(400, "invalid_version", exc.message) from None
+    async with pool().acquire() as conn:
+        release = await db.get(conn, wanted)
+    if release is None:
+        raise ApiError(404, "software_not_found", f"v{wanted} was never uploaded")
+    return release
+
+
+def content_disposition(filename: str) -> str:
+    """`attachment` with an ASCII fallback name and the exact name as RFC 6266's filename*
+    (header values must be latin-1, and quart's send_file does not encode names)."""
+    fallback = filename.encode("ascii", "replace").decode().replace('"', "_").replace("\\", "_")
+    value = f'attachment; filename="{fallback}"'
+    if fallback != filename:
+        value += f"; filename*=UTF-8''{quote(filename)}"
+    return value
+
+
+@blueprint.get("/software")
+@validate_response(SoftwareList)
+@errors()
+async def list_software() -> SoftwareList:
+    """The release catalogue with how many sensors run each version."""
+    async with pool().acquire() as conn:
+        releases = await db.list_all(conn)
+        counts = await sensors_db.fleet_counts(conn)
+    releases.sort(key=lambda r: sort_key(r.version), reverse=True)
+    usage = _usage(counts)
+    return SoftwareList(items=[_item(r, usage) for r in releases])
+
+
+@blueprint.get("/software/<version>")
+@validate_response(SoftwareItem)
+@errors(400, 404)
+async def get_software(version: str) -> SoftwareItem:
+    """One release's metadata."""
+    release = await _release(version)
+    async with pool().acquire() as conn:
+        counts = await sensors_db.fleet_counts(conn)
+    return _item(release, _usage(counts))
+
+
+@blueprint.get("/software/<version>/file")
+@responds(200, PdfFile)
+@responds(206, PdfFile)
+@responds(304, NotModified)
+@errors(400, 404, 416)
+async def get_software_file(version: str) -> Response:
+    """Download a release file (streamed; `ETag` is its sha256; `Range` supported)."""
+    release = await _release(version)
+    path = settings().upload_dir / release.path
+    if not await trio.Path(path).is_file():
+        raise ApiError(404, "file_missing", f"the file of v{release.version} is missing")
+    response = await send_file(path, mimetype=PdfFile.media_type, add_etags=False)
+    response.response.buffer_size = READ_CHUNK  # type: ignore[union-attr]
+    response.headers["Content-Disposition"] = content_disposition(release.filename)
+    response.set_etag(release.sha256)
+    return await response.make_conditional(
+        request, accept_ranges=True, complete_length=release.size_bytes
+    )

@@ -1,0 +1,209 @@
+"""GET /sensors and /sensors/{serial} over real HTTP against the running daemon."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import trio
+
+from droneshield.db import seed
+from droneshield.ingest.proto.status import DeviceStatus, DeviceStatusBatch
+
+from .grpc_clients import aio, grpclib_stub
+from .uploads import add_software
+
+
+async def _report(port: int, reports: list[tuple[str, str]]) -> None:
+    async with grpclib_stub(port) as stub:
+        batch = DeviceStatusBatch(
+            statuses=[DeviceStatus(serial=s, software_version=v) for s, v in reports]
+        )
+        ack = await aio(stub.send_status_batch, batch)
+    assert ack.accepted == len(reports)
+
+
+async def _walk(api, params: dict[str, object], *, between=None) -> list[str]:  # type: ignore[no-untyped-def]
+    """Every serial of a listing, following nextCursor; `between` runs after each page."""
+    serials: list[str] = []
+    cursor = None
+    while True:
+        response = await api.get(
+            "/sensors", params={**params, **({"cursor": cursor} if cursor else {})}
+        )
+        assert response.status_code == 200, response.text
+        body = response.json()
+        serials += [item["serial"] for item in body["items"]]
+        cursor = body["nextCursor"]
+        if cursor is None:
+            return serials
+        if between is not None:
+            await between()
+
+
+async def test_cursor_pages_cover_every_sensor_once_while_sensors_change_state(running, api, db):
+    await seed.seed(db, 230)
+    await add_software(db, "1.0.0")
+    everyone = [seed.serial_for(n) for n in range(1, 231)]
+    rng = random.Random(4)
+
+    async def churn() -> None:
+        # Some sensors come online (with a version), some go offline, between pages.
+        await _report(running.grpc_port, [(s, "v1.0.0") for s in rng.sample(everyone, 25)])
+        await db.execute(
+            "UPDATE sensor SET online = false WHERE serial = ANY($1::text[]) AND online",
+            rng.sample(everyone, 25),
+        )
+
+    with trio.fail_after(30):
+        walked = await _walk(api, {"limit": 17}, between=churn)
+    assert walked == sorted(everyone)
+
+
+async def test_page_numbers_cover_every_sensor_once_while_sensors_change_state(running, api, db):
+    await seed.seed(db, 95)
+    everyone = [seed.serial_for(n) for n in range(1, 96)]
+    walked: list[str] = []
+    with trio.fail_after(30):
+        for page in range(1, 11):
+            response = await api.get("/sensors", params={"page": page, "limit": 10})
+            body = response.json()
+            assert body["page"] == page
+            assert body["total"] == 95
+            walked += [item["serial"] for item in body["items"]]
+            await _report(running.grpc_port, [(everyone[-page], "")])
+    assert walked == everyone
+
+
+async def test_items_have_the_documented_shape(running, api, db, sensors):
+    await add_software(db, "1.2.3")
+    with trio.fail_after(10):
+        await _report(running.grpc_port, [(sensors[0], "v1.2.3")])
+        body = (await api.get("/sensors", params={"limit": 2})).json()
+    first, second = body["items"]
+    assert first["serial"] == sensors[0]
+    assert first["version"] == "v1.2.3"
+    assert first["status"] == "online"
+    assert first["online"] is True
+    assert first["lastSeenAt"] is not None
+    assert first["statusChangedAt"] is not None
+    assert set(first) == {
+        "id",
+        "serial",
+        "version",
+        "status",
+        "online",
+        "lastSeenAt",
+        "statusChangedAt",
+    }
+    assert second["status"] == "never"
+    assert second["version"] is None
+    assert second["lastSeenAt"] is None
+    assert body["page"] == 1
+    assert body["limit"] == 2
+    assert body["total"] == 10
+    assert body["totalExact"] is True
+    assert body["nextCursor"] is not None
+
+
+async def test_filters_by_status_version_and_prefix_with_matching_totals(running, api, db):
+    await seed.seed(db, 40)
+    await add_software(db, "1.0.0", "2.0.0-rc.1")
+    s = seed.serial_for
+    with trio.fail_after(20):
+        await _report(running.grpc_port, [(s(n), "1.0.0") for n in range(1, 11)])
+        await _report(running.grpc_port, [(s(n), "v2.0.0-rc.1") for n in range(11, 16)])
+        await db.execute(
+            "UPDATE sensor SET online = false WHERE serial = ANY($1::text[])",
+            [s(n) for n in (1, 2, 11)],
+        )
+
+        async def listing(**params: object) -> tuple[list[str], int]:
+            body = (await api.get("/sensors", params={"limit": 500, **params})).json()
+            assert body["totalExact"] is True
+            return [item["serial"] for item in body["items"]], body["total"]
+
+        assert await listing(status="online") == (
+            [s(n) for n in range(3, 11)] + [s(12), s(13), s(14), s(15)],
+            12,
+        )
+        assert await listing(status="offline") == ([s(1), s(2), s(11)], 3)
+        assert await listing(status="never") == ([s(n) for n in range(16, 41)], 25)
+        assert await listing(version="v1.0.0") == ([s(n) for n in range(1, 11)], 10)
+        assert await listing(version="2.0.0-rc.1", status="offline") == ([s(11)], 1)
+        assert await listing(q="DS-0000003") == ([s(n) for n in range(30, 40)], 10)
+        assert await listing(q="DS-0000001", status="online") == (
+            [s(10), s(12), s(13), s(14), s(15)],
+            5,
+        )
+        assert await listing(q="XX") == ([], 0)
+
+
+async def test_prefix_total_is_capped_and_flagged_inexact(running, api, db):
+    await seed.seed(db, 10_050)
+    with trio.fail_after(20):
+        body = (await api.get("/sensors", params={"q": "DS-", "limit": 5})).json()
+    assert body["total"] == 10_000
+    assert body["totalExact"] is False
+    assert len(body["items"]) == 5
+
+
+async def test_limit_is_capped(running, api, db):
+    await seed.seed(db, 510)
+    with trio.fail_after(10):
+        body = (await api.get("/sensors", params={"limit": 10_000})).json()
+    assert body["limit"] == 500
+    assert len(body["items"]) == 500
+    assert body["nextCursor"] is not None
+
+
+@pytest.mark.parametrize(
+    ("params", "code"),
+    [
+        ({"page": "0"}, "invalid_parameter"),
+        ({"page": "two"}, "invalid_parameter"),
+        ({"page": "1000001"}, "invalid_parameter"),
+        ({"limit": "0"}, "invalid_parameter"),
+        ({"limit": "1.5"}, "invalid_parameter"),
+        ({"status": "sleeping"}, "invalid_parameter"),
+        ({"version": "1.2"}, "invalid_version"),
+        ({"cursor": "not a cursor!"}, "invalid_cursor"),
+        ({"cursor": "AA"}, "invalid_cursor"),
+        ({"q": "DS-\u00e9"}, "invalid_prefix"),
+        ({"q": "x" * 129}, "invalid_parameter"),
+    ],
+)
+async def test_bad_parameters_are_400(api, params, code):
+    with trio.fail_after(10):
+        response = await api.get("/sensors", params=params)
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == code
+    assert response.json()["error"]["message"]
+
+
+async def test_sensor_detail_has_recent_events_newest_first(running, api, db, sensors):
+    await add_software(db, "1.2.3")
+    with trio.fail_after(10):
+        await _report(running.grpc_port, [(sensors[0], "1.2.3")])
+        await db.execute(
+            "INSERT INTO sensor_event (sensor_id, at, kind, old, new) "
+            "SELECT id, now() + interval '1 second', 'offline', 'online', 'offline' "
+            "FROM sensor WHERE serial = $1",
+            sensors[0],
+        )
+        response = await api.get(f"/sensors/{sensors[0]}")
+    body = response.json()
+    assert response.status_code == 200
+    assert body["serial"] == sensors[0]
+    assert body["version"] == "v1.2.3"
+    kinds = [(e["kind"], e["old"], e["new"]) for e in body["events"]]
+    assert kinds[0] == ("offline", "online", "offline")
+    assert sorted(kinds[1:]) == [("online", "never", "online"), ("version", None, "v1.2.3")]
+
+
+async def test_unknown_sensor_is_404(api, sensors):
+    with trio.fail_after(10):
+        for path in ("/sensors/DS-99999999", "/sensors/a/b", "/sensors/%00"):
+            response = await api.get(path)
+            assert response.status_code == 404, path
+            assert response.json()["error"]["code"] == "sensor_not_found"
