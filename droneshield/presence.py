@@ -79,7 +79,7 @@ class Tracker:
         self.sweep_interval = sweep_interval
         self.event_retention = event_retention
         self.wheel = TimingWheel(resolution, offline_after, trio.current_time())
-        self.statements = 0  # expiry statements run, for tests and metrics
+        self.statements = 0  # expiry statements run (the wheel's and the sweep's), for tests
 
     def track(self, rows: Sequence[Applied]) -> None:
         """Writer sink: each committed report re-arms its sensor. O(rows), never blocks."""

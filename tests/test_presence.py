@@ -118,9 +118,7 @@ async def test_recovery_expires_overdue_sensors_at_start_and_recent_ones_at_thei
     assert store.offline_times(4) == []
 
 
-async def test_recovery_reads_the_online_sensors_a_page_at_a_time(
-    autojump_clock, nursery, presence_settings
-):
+async def test_recovery_reads_the_online_sensors_a_page_at_a_time(autojump_clock):
     store = MemoryPresenceStore(25)
     for i in range(1, 26):
         store.set_online(i, last_seen=0.0)

@@ -143,15 +143,15 @@ async def test_two_instances_expiring_one_sensor_record_a_single_event(db, datab
     await _set_online(db, sensors[:1], silent_for=60)
     ids = await _ids(db, sensors[:1])
     results = []
+
+    async def expire_on(conn) -> None:  # type: ignore[no-untyped-def]
+        results.append(await presence.expire(conn, ids, 30.0))
+
     async with connect(database_url) as other, trio.open_nursery() as nursery:
-        for conn in (db, other):
-            nursery.start_soon(lambda c: _append(results, presence.expire(c, ids, 30.0)), conn)
+        nursery.start_soon(expire_on, db)
+        nursery.start_soon(expire_on, other)
     assert sorted(len(r.offline) for r in results) == [0, 1]
     assert await _events(db, sensors[0]) == [("offline", "online", "offline")]
-
-
-async def _append(results: list[object], awaitable) -> None:  # type: ignore[no-untyped-def]
-    results.append(await awaitable)
 
 
 async def _next_offline(sub: Subscription) -> SensorChange:
