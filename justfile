@@ -2,11 +2,17 @@
 
 set dotenv-load := false
 
-# run everything: database, migrations, seed, daemon (Ctrl-C stops it all)
-dev:
-    uv run droneshield migrate
-    uv run droneshield seed
-    uv run droneshield serve
+# run everything (database, migrations, seed, daemon, emitter); `-- FLAGS` go to the emitter
+dev *args:
+    uv run droneshield dev {{args}}
+
+# upload small release PDFs for the emitter's versions to a running daemon (--url, --out DIR)
+demo-uploads *args:
+    uv run python -m emitter demo-uploads {{args}}
+
+# the sensor simulator against a running daemon: `just emit compat|fleet|load [flags]`
+emit *args:
+    uv run python -m emitter {{args}}
 
 # the whole test suite (real PostgreSQL: DATABASE_URL's, else an embedded one)
 test *args:

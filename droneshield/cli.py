@@ -14,7 +14,7 @@ from typing import Any
 import trio
 import trio_asyncio
 
-from . import config, daemon
+from . import config, daemon, devrun
 from .config import Settings
 from .db import embedded, migrate, seed
 from .db.pool import connect
@@ -43,11 +43,14 @@ def build_parser() -> argparse.ArgumentParser:
         ("serve", "run the daemon (gRPC ingest, writer, HTTP/WebSocket app)"),
         ("migrate", "apply database migrations that are not applied yet"),
         ("seed", "provision sensors DS-00000001 … DS-<count> (idempotent)"),
+        ("dev", "migrate, seed, then run the daemon and the emitter together (Ctrl-C stops all)"),
     ):
         sub = commands.add_parser(name, help=text, description=text)
         _add_setting_flags(sub)
         if name == "seed":
             sub.add_argument("--count", type=int, help="sensors to ensure (default: seed_count)")
+        if name == "dev":
+            devrun.add_arguments(sub)
     return parser
 
 
@@ -65,13 +68,21 @@ async def _with_connection(url: str, work: Callable[[Any], Awaitable[object]]) -
 
 
 async def _serve(settings: Settings, url: str) -> None:
-    async with trio.open_nursery() as nursery:
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            nursery.start_soon(daemon.run, settings, url)
+    # Signals are watched until the daemon has stopped, so a second Ctrl-C during shutdown (uv
+    # forwards one of its own) is absorbed instead of raising KeyboardInterrupt mid-cleanup.
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            daemon_scope = trio.CancelScope()
+
+            async def run_daemon() -> None:
+                with daemon_scope:
+                    await daemon.run(settings, url)
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(run_daemon)
             async for signum in signals:
                 log.info("%s received; shutting down", signal.Signals(signum).name)
-                nursery.cancel_scope.cancel()
-                break
+                daemon_scope.cancel()
 
 
 def _first_leaf(exc: BaseException) -> BaseException:
@@ -104,6 +115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             count = args.count if args.count is not None else settings.seed_count
             created = trio.run(_with_connection, url, lambda c: seed.seed(c, count))
             log.info("seeded: %s new sensors, %d in all requested", created, count)
+        elif args.command == "dev":
+            devrun.main(settings, url, os.environ, args)
         else:
             if settings.api_key is None:
                 log.warning("DRONESHIELD_API_KEY is unset: uploads are open to anyone")

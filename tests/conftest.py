@@ -66,22 +66,28 @@ def server_url() -> Iterator[str]:
         _admin(url, f"DROP DATABASE IF EXISTS {TEMPLATE} WITH (FORCE)")
 
 
+@contextlib.contextmanager
+def _scratch_database(server_url: str, create_options: str = "") -> Iterator[str]:
+    name = f"droneshield_t_{uuid.uuid4().hex[:12]}"
+    _admin(server_url, f"CREATE DATABASE {name} {create_options}")
+    try:
+        yield _with_database(server_url, name)
+    finally:
+        _admin(server_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
 @pytest.fixture
 def database_url(server_url: str) -> Iterator[str]:
     """A fresh, migrated, empty database for this test only."""
-    name = f"droneshield_t_{uuid.uuid4().hex[:12]}"
-    _admin(server_url, f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
-    yield _with_database(server_url, name)
-    _admin(server_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    with _scratch_database(server_url, f"TEMPLATE {TEMPLATE}") as url:
+        yield url
 
 
 @pytest.fixture
 def empty_database_url(server_url: str) -> Iterator[str]:
     """A fresh database with no schema at all, for migration tests."""
-    name = f"droneshield_e_{uuid.uuid4().hex[:12]}"
-    _admin(server_url, f"CREATE DATABASE {name}")
-    yield _with_database(server_url, name)
-    _admin(server_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    with _scratch_database(server_url) as url:
+        yield url
 
 
 @pytest.fixture

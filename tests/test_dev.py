@@ -1,0 +1,198 @@
+"""`droneshield dev` as a developer runs it: a subprocess supervising the daemon and the
+emitter, stopped with SIGINT, leaving nothing behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+import tempfile
+from collections.abc import Iterator
+from functools import partial
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+
+from droneshield import config
+from droneshield.config import Settings
+from droneshield.devrun import child_env, local_host, serve_child
+from emitter.versions import RELEASED
+
+from .processes import eventually, free_port, spawn
+
+DEV = (sys.executable, "-m", "droneshield", "dev")
+FAST_FLEET = ("--", "--interval", "0.3", "--report-every", "0.5")
+
+
+def _env(data_dir: Path, database_url: str | None) -> tuple[dict[str, str], int]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("DRONESHIELD_") and k != "DATABASE_URL"
+    }
+    http_port = free_port()
+    env.update(
+        DRONESHIELD_DATA_DIR=str(data_dir),
+        DRONESHIELD_HTTP_PORT=str(http_port),
+        DRONESHIELD_GRPC_PORT=str(free_port()),
+        DRONESHIELD_SHUTDOWN_GRACE="2",
+    )
+    if database_url is not None:
+        env["DATABASE_URL"] = database_url
+    return env, http_port
+
+
+def _stat(pid: int) -> list[str] | None:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text.rsplit(")", 1)[1].split()  # after "pid (comm)": state, ppid, …
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (stat := _stat(int(entry.name))) and stat[1] == str(pid):
+            found.append(int(entry.name))
+    return found
+
+
+def _running(pid: int) -> bool:
+    stat = _stat(pid)
+    return stat is not None and stat[0] != "Z"
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+async def _sensors_come_online(http_port: int) -> None:
+    """/readyz answers, then the API shows the seeded fleet and most of it going online."""
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{http_port}") as client:
+        response = await client.get("/readyz")
+        assert response.status_code == 200, response.text
+        everyone = await client.get("/sensors", params={"limit": 1})
+        assert everyone.json()["total"] == 100  # seed_count
+
+        async def most_online() -> bool:
+            online = await client.get("/sensors", params={"status": "online", "limit": 1})
+            return online.json()["total"] >= 50
+
+        await eventually(most_online)
+
+
+async def _releases_uploaded(http_port: int) -> None:
+    """`--demo-uploads` stored the released versions before the emitter started."""
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{http_port}") as client:
+        software = (await client.get("/software")).json()["items"]
+    assert sorted(item["version"] for item in software) == [f"v{v}" for v in RELEASED]
+
+
+async def test_dev_runs_daemon_and_emitter_and_sigint_leaves_nothing_running(
+    database_url, tmp_path
+):
+    env, http_port = _env(tmp_path, database_url)
+    with trio.fail_after(90):
+        async with spawn([*DEV, "--demo-uploads", *FAST_FLEET], env=env) as dev:
+            await dev.wait_for(f"dashboard http://127.0.0.1:{http_port}/")
+            await _sensors_come_online(http_port)
+            await _releases_uploaded(http_port)
+            children = _children(dev.process.pid)
+            assert len(children) == 2  # the daemon and the emitter
+            assert await dev.stop() == 0
+    assert [pid for pid in children if _running(pid)] == []
+    # The emitter stops first, so the daemon still answers the reports it has in flight.
+    emitter_stopped = _line_index(dev.lines, "emitter: stopped: SIGTERM")
+    assert emitter_stopped < _line_index(dev.lines, "droneshield: SIGTERM received")
+    assert not _listening(http_port)
+    assert not _listening(int(env["DRONESHIELD_GRPC_PORT"]))
+
+
+def _line_index(lines: list[str], text: str) -> int:
+    return next(i for i, line in enumerate(lines) if text in line)
+
+
+def _cmdline(pid: int) -> str:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+
+
+async def test_dev_stops_everything_and_fails_when_a_child_dies(database_url, tmp_path):
+    env, _ = _env(tmp_path, database_url)
+    with trio.fail_after(90):
+        async with spawn([*DEV, *FAST_FLEET], env=env) as dev:
+            await dev.wait_for("emitter started")
+            children = _children(dev.process.pid)
+            [emitter] = [pid for pid in children if "-m emitter" in _cmdline(pid)]
+            os.kill(emitter, signal.SIGKILL)
+            assert await dev.exited() == 1
+            await dev.wait_for("emitter exited with code -9")
+    assert [pid for pid in children if _running(pid)] == []
+
+
+@pytest.fixture
+def shared_tmp() -> Iterator[Path]:
+    """A temporary directory that the embedded server's own system user can enter."""
+    with tempfile.TemporaryDirectory(prefix="droneshield-dev-") as tmp:
+        Path(tmp).chmod(0o755)
+        yield Path(tmp)
+
+
+async def test_dev_without_database_url_runs_and_stops_an_embedded_postgresql(shared_tmp):
+    env, http_port = _env(shared_tmp, None)
+    postmaster = shared_tmp / "pg" / "postmaster.pid"
+    with trio.fail_after(120):
+        async with spawn([*DEV, *FAST_FLEET], env=env) as dev:
+            await dev.wait_for("dashboard http://")
+            await _sensors_come_online(http_port)
+            postgres = int(postmaster.read_text().split()[0])
+            assert _running(postgres)
+            assert await dev.stop() == 0
+    assert not postmaster.exists()
+    assert not _running(postgres)
+
+
+def test_children_get_every_setting_of_the_supervisor(tmp_path):
+    settings = Settings(data_dir=tmp_path, http_port=9000, offline_after=12.5, api_key="k")
+    env = child_env(settings, "postgresql://db/x", {"PATH": "/bin"})
+    assert env["PATH"] == "/bin"
+    assert config.from_mapping({}, env) == settings.replace(database_url="postgresql://db/x")
+
+
+def test_servers_bound_to_every_address_are_reached_on_loopback():
+    assert local_host("0.0.0.0") == "127.0.0.1"
+    assert local_host("::") == "::1"
+    assert local_host("10.1.2.3") == "10.1.2.3"
+
+
+def _ignores_sigterm(pid: int) -> bool:
+    status = Path(f"/proc/{pid}/status").read_text()
+    mask = int(status.split("SigIgn:", 1)[1].split()[0], 16)
+    return bool(mask & (1 << (signal.SIGTERM - 1)))
+
+
+async def test_a_child_that_ignores_sigterm_is_killed_after_the_bound():
+    argv = ["sh", "-c", "trap '' TERM; exec sleep 60"]
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            process = await nursery.start(
+                partial(serve_child, "stubborn", argv, dict(os.environ), stop_after=0.5)
+            )
+
+            async def ignoring() -> bool:
+                return _ignores_sigterm(process.pid)
+
+            await eventually(ignoring)
+            cancelled_at = trio.current_time()
+            nursery.cancel_scope.cancel()
+    assert process.returncode == -signal.SIGKILL
+    assert trio.current_time() - cancelled_at >= 0.5
