@@ -1,6 +1,6 @@
 """The daemon: one nursery that supervises everything. Read top to bottom, this is the
-architecture: pool → writer → relay (changes to and from other daemons) → fleet totals →
-gRPC ingest → HTTP/WebSocket app.
+architecture: pool → writer → presence → relay (changes to and from other daemons) →
+fleet totals → gRPC ingest → HTTP/WebSocket app.
 
 Cancelling `run` (a signal, a test leaving its fixture) stops it all: servers stop accepting,
 reports in flight are committed or answered with an error, the pool closes last. A crash in any
@@ -20,8 +20,10 @@ import trio_asyncio
 from . import metrics
 from .config import Settings
 from .db.pool import open_pool
+from .db.presence import PresenceDb
 from .hub import Hub
 from .ingest.bridge import Submitter, serve_grpc
+from .presence import Tracker, serve_presence
 from .relay import Relay
 from .reports import Pending
 from .web.app import create_app
@@ -40,6 +42,7 @@ class Running:
     http_port: int
     writer: Writer
     hub: Hub
+    tracker: Tracker
     relay: Relay
 
 
@@ -71,6 +74,9 @@ async def run(
         app = create_app(settings, pool, hub=hub)
         async with trio.open_nursery() as nursery:
             await nursery.start(writer.run)
+            tracker = await nursery.start(serve_presence, PresenceDb(pool), hub, settings)
+            writer.add_sink(tracker.track)
+            metrics.WHEEL_SENSORS.set_function(lambda: len(tracker.wheel))
             await nursery.start(relay.serve)
             await nursery.start(serve_summary, pool, hub)
             grace = settings.shutdown_grace
@@ -88,6 +94,6 @@ async def run(
                 )
             )
             log.info("droneshield ready: gRPC :%d, HTTP :%d", grpc_port, http_port)
-            task_status.started(Running(grpc_port, http_port, writer, hub, relay))
+            task_status.started(Running(grpc_port, http_port, writer, hub, tracker, relay))
             await trio.sleep_forever()
     raise AssertionError("unreachable")  # pragma: no cover

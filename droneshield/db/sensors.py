@@ -22,7 +22,7 @@ _PREFIX_END: Final = "\x7f"
 
 _COLUMNS: Final = "id, serial, version, online, last_seen_at, status_changed_at"
 _STATUS_SQL: Final[dict[Status, str]] = {
-    "never": "last_seen_at IS NULL",
+    "never": "NOT online AND last_seen_at IS NULL",  # the same thing; lets the index serve it
     "online": "online",
     "offline": "NOT online AND last_seen_at IS NOT NULL",
 }

@@ -31,6 +31,8 @@ FILE_FIELDS: Final = frozenset({"file", "files"})
 DIGEST_FIELD: Final = "sha256"
 FIELD_MAX: Final = 1024  # bytes kept of a text field
 MULTIPART_SLACK: Final = 1024 * 1024  # bytes of part headers and boundaries beyond the files
+DRAIN_MAX_BYTES: Final = 16 * 1024 * 1024  # bytes of a rejected body read and dropped
+DRAIN_SECONDS: Final = 5.0  # seconds spent at most dropping a rejected body
 
 
 def max_request_bytes(s: Settings) -> int:
@@ -101,6 +103,17 @@ class _Form:
         self._file = self._field = None
 
 
+async def _drain_body() -> None:
+    """Read and drop what is left of a rejected body, within bounds. A client still sending
+    when we answer early would otherwise see a reset connection instead of our error."""
+    dropped = 0
+    with trio.move_on_after(DRAIN_SECONDS):
+        async for chunk in request.body:
+            dropped += len(chunk)
+            if dropped > DRAIN_MAX_BYTES:
+                break
+
+
 async def _receive(form: _Form, boundary: str, limit: int) -> None:
     reader = MultipartReader(boundary)
     received = 0
@@ -164,6 +177,7 @@ async def upload() -> tuple[UploadResult, int]:
             stored = await upload.store(pool(), form.digests)
     except UploadRejected as exc:
         metrics.UPLOADS.labels(exc.code).inc()
+        await _drain_body()
         raise
     for f in stored:
         metrics.UPLOADS.labels(f.outcome).inc()

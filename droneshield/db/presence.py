@@ -1,0 +1,153 @@
+"""Presence queries: marking silent sensors offline, rebuilding the wheel, the safety sweep and
+the pruning of `sensor_event`.
+
+Every cutoff is computed by the database from its own `now()`, the clock that set
+`last_seen_at`, so the daemon's clock never has to agree with the database's; only durations
+(`age`: seconds between `last_seen_at` and the statement's `now()`) cross over to trio time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Final
+
+from .pool import Connection, Pool, acquire
+
+_EXPIRE: Final = """
+WITH locked AS (
+    SELECT id, last_seen_at, last_seen_at <= now() - $2::interval AS due
+    FROM sensor
+    WHERE id = ANY($1::bigint[]) AND online
+    ORDER BY id
+    FOR UPDATE
+), updated AS (
+    UPDATE sensor s
+    SET online = false, status_changed_at = now()
+    FROM locked
+    WHERE s.id = locked.id AND locked.due
+    RETURNING s.id, s.serial, s.version, s.last_seen_at, s.status_changed_at
+), events AS (
+    INSERT INTO sensor_event (sensor_id, at, kind, old, new)
+    SELECT id, status_changed_at, 'offline', 'online', 'offline' FROM updated
+)
+SELECT id, serial, version, last_seen_at, status_changed_at, NULL::float8 AS age FROM updated
+UNION ALL
+SELECT id, NULL, NULL, NULL, NULL, extract(epoch FROM now() - last_seen_at)::float8
+FROM locked
+WHERE NOT due
+"""
+
+_ONLINE_PAGE: Final = """
+SELECT id, extract(epoch FROM now() - last_seen_at)::float8 AS age
+FROM sensor
+WHERE online AND id > $1
+ORDER BY id
+LIMIT $2
+"""
+
+_STALE_PAGE: Final = """
+SELECT id
+FROM sensor
+WHERE online AND id > $1 AND last_seen_at <= now() - $3::interval
+ORDER BY id
+LIMIT $2
+"""
+
+_PRUNE_EVENTS: Final = """
+DELETE FROM sensor_event
+WHERE id IN (
+    SELECT id FROM sensor_event WHERE at < now() - $1::interval ORDER BY at LIMIT $2
+)
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class WentOffline:
+    """A sensor the expiry marked offline (and recorded an 'offline' event for)."""
+
+    id: int
+    serial: str
+    version: str | None
+    last_seen_at: datetime
+    status_changed_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Expiry:
+    """What one expiry statement did.
+
+    `still_online` lists the ids it left online because their last report is too recent, with
+    that report's age in seconds by the database's clock.
+    """
+
+    offline: list[WentOffline] = field(default_factory=list)
+    still_online: list[tuple[int, float]] = field(default_factory=list)
+
+
+async def expire(conn: Connection, ids: Sequence[int], offline_after: float) -> Expiry:
+    """Mark offline those of `ids` that are online and silent for `offline_after` seconds.
+
+    One statement: the online rows are locked in id order (as the writer locks them, so the two
+    cannot deadlock) and read again after any wait for a lock, so a report committed meanwhile,
+    by this instance or another, keeps its sensor online, and a row another expiry took offline
+    meanwhile is left alone. Each sensor marked offline gets one 'offline' event.
+    """
+    rows = await conn.fetch(_EXPIRE, list(ids), timedelta(seconds=offline_after))
+    expiry = Expiry()
+    for r in rows:
+        if r["age"] is None:
+            expiry.offline.append(
+                WentOffline(
+                    r["id"], r["serial"], r["version"], r["last_seen_at"], r["status_changed_at"]
+                )
+            )
+        else:
+            expiry.still_online.append((r["id"], r["age"]))
+    return expiry
+
+
+async def online_page(conn: Connection, after: int, limit: int) -> list[tuple[int, float]]:
+    """Online sensors with id > `after`, by id: (id, seconds since its last report)."""
+    rows = await conn.fetch(_ONLINE_PAGE, after, limit)
+    return [(r["id"], r["age"]) for r in rows]
+
+
+async def stale_page(conn: Connection, after: int, limit: int, silent_for: float) -> list[int]:
+    """Ids > `after` of sensors still online but silent for `silent_for` seconds, by id."""
+    rows = await conn.fetch(_STALE_PAGE, after, limit, timedelta(seconds=silent_for))
+    return [r["id"] for r in rows]
+
+
+async def prune_events(conn: Connection, older_than: float, limit: int) -> int:
+    """Delete up to `limit` of the oldest events older than `older_than` seconds; how many."""
+    status = await conn.execute(_PRUNE_EVENTS, timedelta(seconds=older_than), limit)
+    return int(status.rsplit(" ", 1)[-1])
+
+
+class PresenceDb:
+    """The presence queries on pooled connections: what the tracker holds as its store.
+
+    Raises (each method): DatabaseUnavailable when no connection can be had; asyncpg's errors
+    when a statement fails (`pool.is_transient` tells which may succeed later).
+    """
+
+    def __init__(self, pool: Pool) -> None:
+        self._pool = pool
+
+    async def expire(self, ids: Sequence[int], offline_after: float) -> Expiry:
+        async with acquire(self._pool) as conn:
+            return await expire(conn, ids, offline_after)
+
+    async def online_page(self, after: int, limit: int) -> list[tuple[int, float]]:
+        async with acquire(self._pool) as conn:
+            return await online_page(conn, after, limit)
+
+    async def stale_page(self, after: int, limit: int, silent_for: float) -> list[int]:
+        async with acquire(self._pool) as conn:
+            return await stale_page(conn, after, limit, silent_for)
+
+    async def prune_events(self, older_than: float, limit: int) -> int:
+        async with acquire(self._pool) as conn:
+            return await prune_events(conn, older_than, limit)

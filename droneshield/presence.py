@@ -1,0 +1,208 @@
+"""Presence: deciding on the backend when a silent sensor goes offline.
+
+A `TimingWheel` on `trio.current_time()` holds one deadline per online sensor. The writer's sink
+re-arms it for every committed report; once a tick, the due sensors are handed in batches to one
+conditional update (`db.presence.expire`) that marks offline only those still online and silent
+for `offline_after` by the database's clock, records an 'offline' event for each, and the
+changes go to the hub.
+
+Clocks: `last_seen_at` is the database's `now()` when the report's transaction began; the wheel's
+deadline is trio's time when the writer learnt of the commit plus `offline_after`, so it is never
+earlier than the database's own deadline (clock skew between the hosts does not matter: only
+durations cross between the clocks). The database decides with `now() - offline_after`, so a
+sensor never goes offline before `offline_after`, and it goes offline at most one `resolution`
+(plus the commit's and the expiry's latency) after it. A sensor the update leaves online
+because its report is newer is dropped from the wheel, since whoever committed that report tracks
+it: this instance's sink re-armed it already, or another instance did (if that instance dies, the
+safety sweep catches it). Only when the database says the sensor is due within one `resolution`
+(the clocks ran at slightly different rates) is it re-armed here.
+
+Start-up recovery rebuilds the wheel from the online sensors, a page at a time; those overdue
+go offline at the first tick. A periodic safety sweep marks offline what no instance tracks, and
+old `sensor_event` rows are pruned in small batches.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Final, NoReturn, Protocol
+
+import trio
+
+from .config import Settings
+from .db.pool import is_transient
+from .db.presence import Expiry
+from .db.reports import Applied
+from .hub import Hub, SensorChange
+from .wheel import TimingWheel
+
+log = logging.getLogger(__name__)
+
+EXPIRE_BATCH: Final = 5_000  # sensor ids per expiry statement
+RECOVERY_PAGE: Final = 10_000  # online sensors read per query at start-up
+SWEEP_PAGE: Final = 5_000  # stale sensor ids read per sweep query
+PRUNE_BATCH: Final = 1_000  # sensor_event rows deleted per statement
+PRUNE_INTERVAL: Final = 3600.0  # seconds between pruning runs
+FAILURE_PAUSE: Final = 1.0  # seconds to wait after a database error before trying again
+SWEEP_GRACE: Final = 2.0  # seconds a live wheel's expiry may lag before the sweep steps in
+
+
+class PresenceStore(Protocol):
+    """The queries the tracker needs (`db.presence.PresenceDb` is the real one)."""
+
+    async def expire(self, ids: Sequence[int], offline_after: float) -> Expiry: ...
+
+    async def online_page(self, after: int, limit: int) -> list[tuple[int, float]]: ...
+
+    async def stale_page(self, after: int, limit: int, silent_for: float) -> list[int]: ...
+
+    async def prune_events(self, older_than: float, limit: int) -> int: ...
+
+
+class Tracker:
+    """The wheel and what acts on it. Built by `serve_presence`, which runs its loops."""
+
+    def __init__(
+        self,
+        store: PresenceStore,
+        hub: Hub,
+        *,
+        offline_after: float,
+        resolution: float,
+        sweep_interval: float,
+        event_retention: float,
+    ) -> None:
+        self._store = store
+        self._hub = hub
+        self.offline_after = offline_after
+        self.sweep_interval = sweep_interval
+        self.event_retention = event_retention
+        self.wheel = TimingWheel(resolution, offline_after, trio.current_time())
+        self.statements = 0  # expiry statements run (the wheel's and the sweep's), for tests
+
+    def track(self, rows: Sequence[Applied]) -> None:
+        """Writer sink: each committed report re-arms its sensor. O(rows), never blocks."""
+        self.wheel.arm_many((r.id for r in rows), trio.current_time() + self.offline_after)
+
+    async def recover(self, *, page: int = RECOVERY_PAGE) -> int:
+        """Arm every online sensor at the deadline its last report implies, reading `page`
+        sensors per query so a million rows never sit in memory at once. Returns how many."""
+        after, count = 0, 0
+        while rows := await self._store.online_page(after, page):
+            self._arm_aged(rows)
+            after = rows[-1][0]
+            count += len(rows)
+        log.info("presence recovered %d online sensors", count)
+        return count
+
+    async def expire_due(self) -> None:
+        """Expire what is due now, in batches of at most `EXPIRE_BATCH` ids per statement.
+
+        Raises:
+            Whatever the store raises; the ids of the failed batch (and of the rest of its
+            tick) are re-armed first, due at once, so a later call tries them again.
+        """
+        for ids in self.wheel.expired(trio.current_time()):
+            for start in range(0, len(ids), EXPIRE_BATCH):
+                try:
+                    await self.expire(ids[start : start + EXPIRE_BATCH])
+                except Exception:
+                    self.wheel.arm_many(ids[start:], trio.current_time())
+                    raise
+
+    async def expire(self, ids: Sequence[int]) -> None:
+        """One conditional update for `ids`; publishes those that went offline."""
+        expiry = await self._store.expire(ids, self.offline_after)
+        self.statements += 1
+        # Due within a resolution by the database's clock: only the clocks' rates disagreed.
+        lagging = self.offline_after - self.wheel.resolution
+        self._arm_aged([(i, age) for i, age in expiry.still_online if age >= lagging])
+        self._hub.publish(
+            SensorChange(r.id, r.serial, r.version, "offline", r.last_seen_at, r.status_changed_at)
+            for r in expiry.offline
+        )
+
+    async def sweep(self, *, page: int = SWEEP_PAGE) -> None:
+        """Mark offline the online sensors silent for longer than any live wheel would allow
+        (their instance died), a page at a time."""
+        silent_for = self.offline_after + self.wheel.resolution + SWEEP_GRACE
+        after = 0
+        while ids := await self._store.stale_page(after, page, silent_for):
+            await self.expire(ids)
+            after = ids[-1]
+
+    async def prune(self) -> int:
+        """Delete events older than `event_retention`, `PRUNE_BATCH` rows per statement."""
+        total = 0
+        while True:
+            deleted = await self._store.prune_events(self.event_retention, PRUNE_BATCH)
+            total += deleted
+            if deleted < PRUNE_BATCH:
+                return total
+
+    def _arm_aged(self, rows: Sequence[tuple[int, float]]) -> None:
+        # The age was measured at the statement's now(), a little before this moment, so these
+        # deadlines err late, never early.
+        now = trio.current_time()
+        for sensor_id, age in rows:
+            self.wheel.arm(sensor_id, now - age + self.offline_after)
+
+
+async def serve_presence(
+    store: PresenceStore,
+    hub: Hub,
+    settings: Settings,
+    *,
+    task_status: trio.TaskStatus[Tracker] = trio.TASK_STATUS_IGNORED,
+) -> NoReturn:
+    """Recover the wheel, then expire, sweep and prune until cancelled. Starts (hands over the
+    tracker, whose `track` the caller registers as a writer sink) once the wheel is rebuilt.
+
+    Transient database errors (`pool.is_transient`) are logged and retried (expiry after
+    `FAILURE_PAUSE`, sweep and pruning at their next run); other errors propagate.
+
+    Cancellation: nothing to clean up; a batch cancelled mid-statement is rolled back.
+    """
+    tracker = Tracker(
+        store,
+        hub,
+        offline_after=settings.offline_after,
+        resolution=settings.wheel_resolution,
+        sweep_interval=settings.sweep_interval,
+        event_retention=settings.event_retention,
+    )
+    await tracker.recover()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_expire_forever, tracker)
+        # Recovery has just armed what is overdue, so the first sweep can wait a whole interval.
+        nursery.start_soon(_every, tracker.sweep, tracker.sweep_interval, tracker.sweep_interval)
+        nursery.start_soon(_every, tracker.prune, 0.0, PRUNE_INTERVAL)
+        task_status.started(tracker)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _expire_forever(tracker: Tracker) -> NoReturn:
+    while True:
+        await trio.sleep_until(tracker.wheel.next_tick_at())
+        try:
+            await tracker.expire_due()
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            log.warning("expiry failed (%r); retrying in %.0f s", exc, FAILURE_PAUSE)
+            await trio.sleep(FAILURE_PAUSE)
+
+
+async def _every(job: Callable[[], Awaitable[object]], first: float, interval: float) -> NoReturn:
+    """Run `job` after `first` seconds, then every `interval`; a database error waits for the
+    next run."""
+    await trio.sleep(first)
+    while True:
+        try:
+            await job()
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            log.warning("%s failed (%r); next run in %.0f s", job.__name__, exc, interval)
+        await trio.sleep(interval)
