@@ -3,7 +3,6 @@ daemon. Screenshots of the main views land in test-artifacts/."""
 
 from __future__ import annotations
 
-import importlib.util
 import socket
 from collections.abc import AsyncIterator
 
@@ -215,10 +214,6 @@ async def test_reconnects_and_resyncs_after_the_server_restarts(
             second.cancel_scope.cancel()
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("droneshield.presence") is None,
-    reason="needs the presence tracker (issue 3) to mark silent sensors offline",
-)
 async def test_silent_sensor_turns_offline_on_screen(
     browser, aio_loop, database_url, settings, sensors, nursery
 ):
@@ -239,5 +234,6 @@ async def test_silent_sensor_turns_offline_on_screen(
                 timeout=int((quick.offline_after + quick.wheel_resolution) * 1000) + LIVE_WITHIN,
             )
         )
+        await page(lambda p: expect(p.locator("#count-offline")).to_have_text("1"))
         await page.screenshot("offline.png")
         await page.close()
