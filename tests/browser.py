@@ -120,10 +120,11 @@ class Page:
     """A browser page as tests use it: `await page(lambda p: p.goto(url))` runs the function
     on the browser thread with the Playwright page."""
 
-    def __init__(self, browser: BrowserThread, page: Any, base_url: str) -> None:
+    def __init__(self, browser: BrowserThread, page: Any, base_url: str, errors: list[str]) -> None:
         self._browser = browser
         self.page = page
         self.base_url = base_url
+        self.errors = errors  # uncaught exceptions in the page's scripts
 
     async def __call__(self, work: Callable[[Any], T]) -> T:
         """Raises: whatever `work` raises, after a screenshot of the page as it was then
@@ -147,17 +148,23 @@ class Page:
         return path
 
     async def close(self) -> None:
+        """Raises: AssertionError if a script on the page threw an uncaught exception."""
         await self(lambda p: p.context.close())
+        assert not self.errors, f"errors in the page's scripts: {self.errors}"
 
 
 async def open_page(
     browser: BrowserThread, base_url: str, *, width: int = 1280, height: int = 900
 ) -> Page:
+    errors: list[str] = []
+
     def new(b: Any) -> Any:
         context = b.new_context(
             viewport={"width": width, "height": height}, base_url=base_url, locale="en-GB"
         )
         context.set_default_timeout(STEP_TIMEOUT)
-        return context.new_page()
+        page = context.new_page()
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        return page
 
-    return Page(browser, await browser.run(new), base_url)
+    return Page(browser, await browser.run(new), base_url, errors)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 from collections.abc import AsyncIterator
 
+import httpx
 import pytest
 import trio
 from playwright.sync_api import expect
@@ -166,6 +167,19 @@ async def test_upload_asks_for_the_api_key_and_remembers_it(
         await page.close()
     assert status == "stored as v3.0.0"
     assert stored == "s3cret"
+
+
+async def test_refused_upload_tells_the_browser_not_to_reuse_the_connection(
+    aio_loop, database_url, keyed_settings, nursery
+):
+    # The 401 comes before the body is read; Chromium then stops sending the body, and had it
+    # reused the connection its retry would be read as that body (the browser test above hung).
+    running = await nursery.start(daemon.run, keyed_settings, database_url)
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{running.http_port}") as api:
+        with trio.fail_after(10):
+            refused = await api.post("/upload", files={"file": ("v1.0.0.pdf", b"%PDF-")})
+    assert refused.status_code == 401
+    assert refused.headers["connection"] == "close"
 
 
 async def test_phone_width_has_no_sideways_scrolling(browser, running, sensors):

@@ -25,6 +25,14 @@ def authorized(header: str | None, key: str) -> bool:
     return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), key.encode())
 
 
+class _Unauthorized(Unauthorized):
+    def get_headers(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        # Answered before the body is read, so the connection cannot carry another request: a
+        # client that stops sending the body on this early answer (Chromium does) and reused
+        # the connection would have its next request read as this body, both sides waiting.
+        return [*super().get_headers(*args, **kwargs), ("Connection", "close")]
+
+
 def requires_key(view: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
     """Refuse the request with 401 before its body is read, unless the key matches (or no key
     is configured: then writes are open, as the daemon warns at start)."""
@@ -33,7 +41,7 @@ def requires_key(view: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
     async def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
         key = settings().api_key
         if key is not None and not authorized(request.headers.get("Authorization"), key):
-            raise Unauthorized(
+            raise _Unauthorized(
                 "this endpoint needs Authorization: Bearer <API key>",
                 www_authenticate=WWWAuthenticate("bearer"),
             )
