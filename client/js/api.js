@@ -10,7 +10,7 @@ export class ApiError extends Error {
   }
 }
 
-function errorFrom(status, body, fallback) {
+export function errorFrom(status, body, fallback) {
   const error = body && body.error;
   return new ApiError(status, error?.code ?? "http_" + status, error?.message ?? fallback);
 }
@@ -77,5 +77,3 @@ export function uploadFile(file, onProgress) {
     xhr.send(form);
   });
 }
-
-export { errorFrom };

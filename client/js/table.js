@@ -2,7 +2,7 @@
 // live from the WebSocket and highlighted briefly when they change.
 
 import { getJSON } from "./api.js";
-import { count, dateTime, h, relativeTime } from "./format.js";
+import { count, h, relativeTime } from "./format.js";
 
 const DEFAULTS = { page: 1, limit: 50, status: "", version: "", q: "" };
 const SEARCH_DELAY = 250; // ms of typing quiet before the search runs
@@ -153,14 +153,12 @@ export class SensorTable {
   }
 
   fill(tr, item) {
-    const changed = relativeTime(item.statusChangedAt);
-    changed.title = dateTime(item.statusChangedAt);
     tr.replaceChildren(
       h("th", { scope: "row", "data-label": "Serial" }, item.serial),
       h("td", { "data-label": "Status" }, badge(item.status)),
       h("td", { "data-label": "Version" }, item.version ?? "—"),
       h("td", { "data-label": "Last seen" }, relativeTime(item.lastSeenAt)),
-      h("td", { "data-label": "Status changed" }, changed),
+      h("td", { "data-label": "Status changed" }, relativeTime(item.statusChangedAt)),
     );
     tr.dataset.status = item.status;
   }
