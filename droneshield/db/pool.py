@@ -28,7 +28,11 @@ class DatabaseUnavailable(ConnectionError):
 
 def is_transient(exc: BaseException) -> bool:
     """Whether retrying later may succeed, as opposed to a statement that is simply wrong."""
-    if isinstance(exc, OSError | asyncpg.InterfaceError | TimeoutError):
+    # InternalClientError: a connection left mid-operation when the server killed it; the pool
+    # replaces it, so the statement can be retried on another.
+    if isinstance(
+        exc, OSError | asyncpg.InterfaceError | asyncpg.InternalClientError | TimeoutError
+    ):
         return True
     state = getattr(exc, "sqlstate", None) or ""
     return isinstance(exc, asyncpg.PostgresError) and state.startswith(_TRANSIENT_SQLSTATES)
