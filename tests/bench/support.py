@@ -1,75 +1,258 @@
-"""What the benchmarks share: a throwaway migrated database and percentile tables."""
+"""What the benchmarks share: the run's settings (quick or full), throwaway migrated databases on
+one PostgreSQL server, the daemon as a separate process with its RSS and CPU readable from
+/proc, load generators in their own processes, and the result rows every workload returns.
+
+The daemon always runs in its own process so its memory and CPU are its own: a load generator in
+the same interpreter would share its GIL and its event loop and flatter or spoil every figure.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import statistics
+import sys
 import tempfile
+import time
 import uuid
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Final
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+import httpx
 import trio
-import trio_asyncio
 from rich.console import Console
 from rich.table import Table
 
-from droneshield.db import embedded, migrate
+from droneshield.db import migrate, seed
 from droneshield.db.pool import connect
+from tests.processes import Spawned, free_port, spawn
 
 console = Console()
 
+READY_TIMEOUT: Final = 120.0  # seconds for a daemon to answer /readyz (recovery at 1M included)
+PAGE_SIZE: Final = os.sysconf("SC_PAGE_SIZE")
+TICKS: Final = os.sysconf("SC_CLK_TCK")
 
-def _admin(url: str, statement: str) -> None:
+
+@dataclass(frozen=True)
+class Result:
+    """One row of the summary table. Latencies in milliseconds; `met` is None where the
+    workload has no goal or the goal is not a single comparison."""
+
+    workload: str
+    rate: float | None = None
+    unit: str = ""
+    p50: float | None = None
+    p95: float | None = None
+    p99: float | None = None
+    rss_mb: float | None = None
+    goal: str = ""
+    met: bool | None = None
+    note: str = ""
+
+
+def percentiles(samples: Sequence[float]) -> tuple[float, float, float]:
+    """p50, p95, p99 of `samples` (seconds) in milliseconds."""
+    if len(samples) < 2:
+        only = samples[0] * 1000 if samples else float("nan")
+        return only, only, only
+    cuts = statistics.quantiles(samples, n=100, method="inclusive")
+    return cuts[49] * 1000, cuts[94] * 1000, cuts[98] * 1000
+
+
+def _admin(url: str, *statements: str) -> None:
     async def run() -> None:
         conn = await asyncpg.connect(url)
         try:
-            await conn.execute(statement)
+            for statement in statements:
+                await conn.execute(statement)
         finally:
             await conn.close()
 
     asyncio.run(run())
 
 
-@contextmanager
-def bench_database() -> Iterator[str]:
-    """A fresh migrated database on DATABASE_URL's server, else on an embedded one."""
-    with tempfile.TemporaryDirectory(prefix="droneshield-bench-") as tmp:
-        server = os.environ.get("DATABASE_URL")
-        if not server:
-            Path(tmp).chmod(0o755)
-            server = embedded.start(Path(tmp) / "pg")
-        name = f"droneshield_bench_{uuid.uuid4().hex[:8]}"
-        _admin(server, f"CREATE DATABASE {name}")
-        url = urlunsplit(urlsplit(server)._replace(path=f"/{name}"))
+def _with_database(url: str, name: str) -> str:
+    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
 
-        async def run_migrations() -> None:
-            async with trio_asyncio.open_loop(), connect(url) as conn:
+
+@dataclass
+class DaemonProcess:
+    """`droneshield serve` running in its own process, ready."""
+
+    spawned: Spawned
+    grpc_port: int
+    http_port: int
+    ready_after: float  # seconds from spawn to the first 200 from /readyz
+
+    @property
+    def pid(self) -> int:
+        return self.spawned.process.pid
+
+    def _status(self, key: str) -> float:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024
+        raise KeyError(key)
+
+    def rss_mb(self) -> float:
+        return self._status("VmRSS")
+
+    def peak_rss_mb(self) -> float:
+        return self._status("VmHWM")
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU the daemon has used so far."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+@dataclass
+class Bench:
+    """The run: quick or full, the PostgreSQL server, and the databases made so far."""
+
+    quick: bool
+    server_url: str
+    _template: str = field(default="", init=False)
+    _seeded: dict[int, str] = field(default_factory=dict, init=False)
+
+    def scaled(self, full: int, quick: int) -> int:
+        return quick if self.quick else full
+
+    async def _admin(self, *statements: str) -> None:
+        await trio.to_thread.run_sync(_admin, self.server_url, *statements)
+
+    async def _create(self, label: str) -> tuple[str, str]:
+        """A new database cloned from the migrated template: (name, url)."""
+        if not self._template:
+            self._template = f"droneshield_bench_tpl_{uuid.uuid4().hex[:8]}"
+            await self._admin(f"CREATE DATABASE {self._template}")
+            async with connect(_with_database(self.server_url, self._template)) as conn:
                 await migrate.migrate(conn)
+        name = f"droneshield_bench_{label}_{uuid.uuid4().hex[:8]}"
+        await self._admin(f"CREATE DATABASE {name} TEMPLATE {self._template}")
+        return name, _with_database(self.server_url, name)
 
-        trio.run(run_migrations)
+    @asynccontextmanager
+    async def database(self) -> AsyncIterator[str]:
+        """A fresh migrated database, dropped afterwards."""
+        name, url = await self._create("scratch")
         try:
             yield url
         finally:
-            _admin(server, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+            await self._admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+    async def seeded(self, count: int) -> str:
+        """A migrated database with `count` sensors and release 1.0.0 uploaded, shared by the
+        workloads that need that many (seeding a million takes seconds; once is enough).
+        Workloads may change sensors' state in it, never the set of sensors."""
+        if count not in self._seeded:
+            _, url = await self._create(str(count))
+            async with connect(url) as conn:
+                await seed.seed(conn, count)
+                await conn.execute(
+                    "INSERT INTO software (version, filename, path, size_bytes, sha256) "
+                    "VALUES ('1.0.0', 'v1.0.0.pdf', 'v1.0.0.pdf', 1, repeat('0', 64))"
+                )
+                await conn.execute("VACUUM ANALYZE sensor")
+            self._seeded[count] = url
+        return self._seeded[count]
+
+    def drop_all(self) -> None:
+        """Drop the shared databases (the run is over; called outside trio)."""
+        names = [urlsplit(u).path.lstrip("/") for u in self._seeded.values()]
+        if self._template:
+            names.append(self._template)
+        _admin(self.server_url, *(f"DROP DATABASE IF EXISTS {n} WITH (FORCE)" for n in names))
+
+    @asynccontextmanager
+    async def daemon(self, url: str, **settings: Any) -> AsyncIterator[DaemonProcess]:
+        """`droneshield serve` on free ports against `url`, ready; stopped on leaving.
+        `settings` become `--name value` flags (underscores as dashes)."""
+        grpc_port, http_port = free_port(), free_port()
+        with tempfile.TemporaryDirectory(prefix="droneshield-bench-") as data:
+            flags = {"data_dir": data, "grpc_port": grpc_port, "http_port": http_port}
+            flags |= settings
+            argv = [sys.executable, "-m", "droneshield", "serve"]
+            for name, value in flags.items():
+                argv += [f"--{name.replace('_', '-')}", str(value)]
+            env = {**os.environ, "DATABASE_URL": url, "DRONESHIELD_LOG_LEVEL": "WARNING"}
+            began = time.perf_counter()
+            async with spawn(argv, env=env) as spawned:
+                await _ready(spawned, http_port)
+                yield DaemonProcess(spawned, grpc_port, http_port, time.perf_counter() - began)
 
 
-def percentiles(samples: Sequence[float]) -> tuple[float, float, float]:
-    """p50, p95, p99 of `samples` (seconds) in milliseconds."""
-    cuts = statistics.quantiles(samples, n=100, method="inclusive")
-    return cuts[49] * 1000, cuts[94] * 1000, cuts[98] * 1000
+async def _ready(spawned: Spawned, http_port: int) -> None:
+    with trio.fail_after(READY_TIMEOUT):
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{http_port}") as client:
+            while True:
+                if spawned.process.returncode is not None:
+                    raise RuntimeError(f"the daemon exited:\n{spawned.output()}")
+                try:
+                    if (await client.get("/readyz")).status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                await trio.sleep(0.05)
+
+
+async def run_client(module: str, *args: object) -> Any:
+    """Run `python -m module args…` (a load generator) and return the JSON it prints last."""
+    done = await trio.run_process(
+        [sys.executable, "-m", module, *map(str, args)],
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"{module} failed:\n{done.stderr.decode()[-3000:]}")
+    return json.loads(done.stdout.decode().strip().splitlines()[-1])
 
 
 def print_table(
-    title: str, workload: str, columns: Sequence[str], rows: Sequence[Sequence]
+    title: str, workload: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
 ) -> None:
+    """A detail table for one workload, printed as it finishes."""
     table = Table(title=title, caption=workload)
     for column in columns:
         table.add_column(column, justify="right")
     for row in rows:
-        table.add_row(*(f"{v:,.1f}" if isinstance(v, float) else str(v) for v in row))
+        table.add_row(*(_cell(v) for v in row))
     console.print(table)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:,.1f}" if value >= 10 or value == 0 else f"{value:,.2f}"
+    if isinstance(value, bool):
+        return "yes" if value else "NO"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def summary_table(results: Sequence[Result], title: str) -> Table:
+    table = Table(title=title)
+    for column in ("workload", "rate", "unit", "p50 ms", "p95 ms", "p99 ms", "RSS MB", "goal"):
+        table.add_column(column, justify="left" if column in ("workload", "goal") else "right")
+    table.add_column("met")
+    for r in results:
+        table.add_row(
+            r.workload,
+            _cell(r.rate),
+            r.unit,
+            _cell(r.p50),
+            _cell(r.p95),
+            _cell(r.p99),
+            _cell(r.rss_mb),
+            r.goal,
+            _cell(r.met),
+        )
+    return table
