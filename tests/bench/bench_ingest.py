@@ -1,6 +1,12 @@
-"""Ingest throughput and ack latency through the whole daemon (gRPC → channel → group commit →
-PostgreSQL). The load comes from grpclib clients in a separate process, so the daemon's CPU cost
-is its own (betterproto2 encoding is as expensive on the client as parsing is on the server)."""
+"""Workloads 2 and 3, ingest through the whole daemon (gRPC → channel → group commit →
+PostgreSQL, acked after commit), each beside a ceiling measured in the same run:
+- unary SendStatus, 200 calls in flight, against grpclib's own ceiling (`bare_grpc`: the same
+  service answering without any work), then paced at half that ceiling for latency;
+- SendStatusBatch of 500 against the database's own limit (workload 1).
+
+The load comes from a separate process (grpclib client), so the daemon's CPU is its own; it is
+read from /proc and reported per call. Client, daemon and PostgreSQL share the machine's cores.
+"""
 
 from __future__ import annotations
 
@@ -8,118 +14,201 @@ import asyncio
 import json
 import sys
 import time
-from pathlib import Path
-from tempfile import TemporaryDirectory
 
-import trio
-import trio_asyncio
 from grpclib.client import Channel
 
-from droneshield import daemon
-from droneshield.config import Settings
 from droneshield.db import seed
-from droneshield.db.pool import connect
 from droneshield.ingest.proto.status import DeviceStatus, DeviceStatusBatch, DeviceStatusServiceStub
+from tests.processes import free_port, spawn
 
-from .support import bench_database, percentiles, print_table
+from .support import Bench, Result, cpu_seconds, percentiles, print_table, run_client
 
 SENSORS = 100_000
-UNARY_CALLS = 3_000
-UNARY_CONCURRENCY = 64
-BATCHES = 100
-BATCH_SIZE = 1_000
-BATCH_CONCURRENCY = 4
+IN_FLIGHT = 200  # unary calls in flight
+BATCH = 500  # reports per SendStatusBatch
+BATCH_IN_FLIGHT = 8
+SECONDS = 15.0
+QUICK_SECONDS = 5.0
+CALL_DEADLINE = 30.0  # seconds; a call that takes longer counts as an error
 
 
-async def _timed(calls, concurrency: int) -> tuple[float, list[float]]:  # type: ignore[no-untyped-def]
-    """Run coroutine factories with bounded concurrency; (elapsed s, latencies s)."""
-    latencies: list[float] = []
-    gate = asyncio.Semaphore(concurrency)
+class _Measured:
+    """One load run as the load process saw it, plus the server's CPU over the run."""
 
-    async def one(make):  # type: ignore[no-untyped-def]
-        async with gate:
-            start = time.perf_counter()
-            await make()
-            latencies.append(time.perf_counter() - start)
+    def __init__(self, label: str, reply: dict, cpu: float) -> None:
+        self.label = label
+        self.calls: int = reply["calls"]
+        self.reports: int = reply["reports"]
+        self.errors: int = reply["errors"]
+        self.rate: float = self.reports / reply["elapsed"]
+        self.p50, self.p95, self.p99 = percentiles(reply["latencies"])
+        self.cpu_ms_per_call = cpu / self.calls * 1000 if self.calls else float("nan")
 
-    start = time.perf_counter()
-    await asyncio.gather(*(one(c) for c in calls))
-    return time.perf_counter() - start, latencies
+    def row(self) -> tuple:
+        return (
+            self.label,
+            self.calls,
+            self.rate,
+            self.p50,
+            self.p95,
+            self.p99,
+            self.cpu_ms_per_call,
+            self.errors,
+        )
 
 
-async def _load(port: int) -> list[tuple]:
-    serials = [seed.serial_for(n) for n in range(1, SENSORS + 1)]
-    channel = Channel("127.0.0.1", port)
-    stub = DeviceStatusServiceStub(channel)
-    try:
-        unary = [
-            (lambda s=s: stub.send_status(DeviceStatus(serial=s, software_version="1.0.0")))
-            for s in serials[:UNARY_CALLS]
-        ]
-        elapsed_u, lat_u = await _timed(unary, UNARY_CONCURRENCY)
-        batches = [
-            (
-                lambda i=i: stub.send_status_batch(
-                    DeviceStatusBatch(
-                        statuses=[
-                            DeviceStatus(serial=s, software_version="1.0.0")
-                            for s in serials[i * BATCH_SIZE : (i + 1) * BATCH_SIZE]
-                        ]
-                    )
-                )
-            )
-            for i in range(BATCHES)
-        ]
-        elapsed_b, lat_b = await _timed(batches, BATCH_CONCURRENCY)
-    finally:
-        channel.close()
+async def _measure(
+    label: str, pid: int, port: int, mode: str, seconds: float, in_flight: int, rate: float = 0.0
+) -> _Measured:
+    before = cpu_seconds(pid)
+    reply = await run_client(__name__, port, mode, seconds, in_flight, rate)
+    return _Measured(label, reply, cpu_seconds(pid) - before)
+
+
+async def run(bench: Bench) -> list[Result]:
+    seconds = QUICK_SECONDS if bench.quick else SECONDS
+    port = free_port()
+    async with spawn([sys.executable, "-m", "tests.bench.bare_grpc", str(port)]) as bare:
+        await bare.wait_for("ready")
+        pid = bare.process.pid
+        ceiling = await _measure("bare grpclib, unary", pid, port, "unary", seconds, IN_FLIGHT)
+        bare_batch = await _measure(
+            f"bare grpclib, batch x{BATCH}", pid, port, "batch", seconds, BATCH_IN_FLIGHT
+        )
+    url = await bench.seeded(bench.fleet)
+    # Nothing goes offline during the run: only ingest is measured.
+    async with bench.daemon(url, offline_after=3600) as daemon:
+        pid, port = daemon.pid, daemon.grpc_port
+        unary = await _measure("daemon, unary", pid, port, "unary", seconds, IN_FLIGHT)
+        half = ceiling.rate / 2
+        paced = await _measure(
+            f"daemon, unary paced at {half:,.0f}/s", pid, port, "unary", seconds, IN_FLIGHT, half
+        )
+        batch = await _measure(
+            f"daemon, batch x{BATCH}", pid, port, "batch", seconds, BATCH_IN_FLIGHT
+        )
+        rss = daemon.rss_mb()
+    measured = [ceiling, unary, paced, bare_batch, batch]
+    print_table(
+        "2-3. ingest: reports acked after commit",
+        f"{SENSORS:,} sensors of a {bench.fleet:,} fleet; unary: {IN_FLIGHT} calls in flight; "
+        f"batches of {BATCH} with {BATCH_IN_FLIGHT} in flight; {seconds:.0f} s each, from a "
+        "separate grpclib client process; CPU = the server process's CPU per call",
+        ["run", "calls", "reports/s", "p50 ms", "p95 ms", "p99 ms", "CPU ms/call", "errors"],
+        [m.row() for m in measured],
+    )
+    db_limit = bench.figures.get("database_limit_1")
+    batch_goal = max(20_000.0, 0.8 * db_limit) if db_limit else 20_000.0
     return [
-        ("unary SendStatus", UNARY_CALLS, UNARY_CALLS / elapsed_u, *percentiles(lat_u)),
-        (
-            f"SendStatusBatch x{BATCH_SIZE}",
-            BATCHES * BATCH_SIZE,
-            BATCHES * BATCH_SIZE / elapsed_b,
-            *percentiles(lat_b),
+        Result(
+            "2. unary, bare grpclib ceiling",
+            ceiling.rate,
+            "calls/s",
+            ceiling.p50,
+            ceiling.p95,
+            ceiling.p99,
+        ),
+        Result(
+            "2. unary, daemon",
+            unary.rate,
+            "calls/s",
+            unary.p50,
+            unary.p95,
+            unary.p99,
+            rss,
+            goal=f">= {0.85 * ceiling.rate:,.0f} (85% of ceiling)",
+            met=unary.rate >= 0.85 * ceiling.rate and not unary.errors,
+            note=f"{unary.rate / ceiling.rate:.0%} of ceiling",
+        ),
+        Result(
+            f"2. unary, daemon at {half:,.0f}/s",
+            paced.rate,
+            "calls/s",
+            paced.p50,
+            paced.p95,
+            paced.p99,
+            goal="p99 < 50 ms",
+            met=paced.p99 < 50 and not paced.errors,
+        ),
+        Result(
+            f"3. batch x{BATCH}, daemon",
+            batch.rate,
+            "reports/s",
+            batch.p50,
+            batch.p95,
+            batch.p99,
+            rss,
+            goal=f">= {batch_goal:,.0f}" + (" (80% of db limit)" if db_limit else ""),
+            met=batch.rate >= batch_goal and not batch.errors,
+            note=f"bare grpclib: {bare_batch.rate:,.0f} reports/s",
         ),
     ]
 
 
-async def _run(url: str) -> list[tuple]:
-    async with trio_asyncio.open_loop():
-        async with connect(url) as conn:
-            await seed.seed(conn, SENSORS)
-            # The reported version is uploaded: the common case, and acks stay small.
-            await conn.execute(
-                "INSERT INTO software (version, filename, path, size_bytes, sha256) "
-                "VALUES ('1.0.0', 'v1.0.0.pdf', 'v1.0.0.pdf', 1, repeat('0', 64))"
-            )
-        with TemporaryDirectory() as tmp:
-            settings = Settings(data_dir=Path(tmp), http_port=0, grpc_port=0)
-            async with trio.open_nursery() as nursery:
-                running = await nursery.start(daemon.run, settings, url)
-                client = await trio.run_process(
-                    [sys.executable, "-m", "tests.bench.bench_ingest", str(running.grpc_port)],
-                    capture_stdout=True,
+async def _load(port: int, mode: str, seconds: float, in_flight: int, rate: float) -> dict:
+    """Calls for `seconds`: closed loop with `in_flight` callers, or paced at `rate` calls/s
+    (open loop, at most `in_flight` outstanding) when `rate` is set."""
+    serials = [seed.serial_for(n) for n in range(1, SENSORS + 1)]
+    channel = Channel("127.0.0.1", port)
+    stub = DeviceStatusServiceStub(channel)
+    latencies: list[float] = []
+    counts = {"calls": 0, "reports": 0, "errors": 0}
+    cursor = 0
+
+    async def call() -> None:
+        nonlocal cursor
+        size = 1 if mode == "unary" else BATCH
+        chosen = [serials[(cursor + i) % SENSORS] for i in range(size)]
+        cursor += size
+        began = time.perf_counter()
+        try:
+            if mode == "unary":
+                await stub.send_status(
+                    DeviceStatus(serial=chosen[0], software_version="1.0.0"),
+                    timeout=CALL_DEADLINE,
                 )
-                rows = json.loads(client.stdout)
-                statements = running.writer.statements
-                nursery.cancel_scope.cancel()
-    return [(*r, statements) for r in rows]
+            else:
+                statuses = [DeviceStatus(serial=s, software_version="1.0.0") for s in chosen]
+                await stub.send_status_batch(
+                    DeviceStatusBatch(statuses=statuses), timeout=CALL_DEADLINE
+                )
+        except Exception:  # any failure (status, reset, deadline) counts as an error
+            counts["errors"] += 1
+            return
+        latencies.append(time.perf_counter() - began)
+        counts["calls"] += 1
+        counts["reports"] += size
+
+    began = time.perf_counter()
+    until = began + seconds
+    try:
+        if rate:
+            gate = asyncio.Semaphore(in_flight)
+            tasks = set()
+
+            async def paced() -> None:
+                async with gate:
+                    await call()
+
+            n = 0
+            while (now := time.perf_counter()) < until:
+                n += 1
+                tasks.add(asyncio.ensure_future(paced()))
+                await asyncio.sleep(max(0.0, began + n / rate - now))
+            await asyncio.gather(*tasks)
+        else:
+
+            async def caller() -> None:
+                while time.perf_counter() < until:
+                    await call()
+
+            await asyncio.gather(*(caller() for _ in range(in_flight)))
+    finally:
+        channel.close()
+    return {**counts, "elapsed": time.perf_counter() - began, "latencies": latencies}
 
 
-def main() -> None:
-    with bench_database() as url:
-        rows = trio.run(_run, url)
-    print_table(
-        "ingest: reports committed per second",
-        f"{SENSORS:,} seeded sensors; {UNARY_CALLS:,} unary calls at concurrency "
-        f"{UNARY_CONCURRENCY}, then {BATCHES} batches of {BATCH_SIZE:,} at concurrency "
-        f"{BATCH_CONCURRENCY}, from a separate client process "
-        "(client, daemon and PostgreSQL share the machine's cores)",
-        ["RPC", "reports", "reports/s", "p50 ms", "p95 ms", "p99 ms", "statements (total)"],
-        rows,
-    )
-
-
-if __name__ == "__main__":  # the load generator's process
-    print(json.dumps(asyncio.run(_load(int(sys.argv[1])))))
+if __name__ == "__main__":
+    port, mode, seconds, in_flight, rate = sys.argv[1:]
+    reply = asyncio.run(_load(int(port), mode, float(seconds), int(in_flight), float(rate)))
+    print(json.dumps(reply))

@@ -33,10 +33,10 @@ from droneshield.db import migrate, seed
 from droneshield.db.pool import connect
 from tests.processes import Spawned, free_port, spawn
 
-console = Console()
+# Wide enough for the summary table when the output is a file or a pipe (CI logs, `tee`).
+console = Console(width=None if sys.stdout.isatty() else 160)
 
 READY_TIMEOUT: Final = 120.0  # seconds for a daemon to answer /readyz (recovery at 1M included)
-PAGE_SIZE: Final = os.sysconf("SC_PAGE_SIZE")
 TICKS: Final = os.sysconf("SC_CLK_TCK")
 
 
@@ -82,6 +82,28 @@ def _with_database(url: str, name: str) -> str:
     return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
 
 
+def _status_mb(pid: int, key: str) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024
+    raise KeyError(key)
+
+
+def rss_mb(pid: int) -> float:
+    return _status_mb(pid, "VmRSS")
+
+
+def peak_rss_mb(pid: int) -> float:
+    """The process's high-water mark of resident memory."""
+    return _status_mb(pid, "VmHWM")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU the process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
 @dataclass
 class DaemonProcess:
     """`droneshield serve` running in its own process, ready."""
@@ -95,22 +117,14 @@ class DaemonProcess:
     def pid(self) -> int:
         return self.spawned.process.pid
 
-    def _status(self, key: str) -> float:
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) / 1024
-        raise KeyError(key)
-
     def rss_mb(self) -> float:
-        return self._status("VmRSS")
+        return rss_mb(self.pid)
 
     def peak_rss_mb(self) -> float:
-        return self._status("VmHWM")
+        return peak_rss_mb(self.pid)
 
     def cpu_seconds(self) -> float:
-        """User + system CPU the daemon has used so far."""
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / TICKS
+        return cpu_seconds(self.pid)
 
 
 @dataclass
@@ -119,6 +133,8 @@ class Bench:
 
     quick: bool
     server_url: str
+    figures: dict[str, float] = field(default_factory=dict, init=False)
+    """Figures later workloads are judged against (the database's own limit, say)."""
     _template: str = field(default="", init=False)
     _seeded: dict[int, str] = field(default_factory=dict, init=False)
 
@@ -148,10 +164,16 @@ class Bench:
         finally:
             await self._admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
+    @property
+    def fleet(self) -> int:
+        """Sensors in the fleet-sized database: a million, or 100k with --quick."""
+        return self.scaled(1_000_000, 100_000)
+
     async def seeded(self, count: int) -> str:
-        """A migrated database with `count` sensors and release 1.0.0 uploaded, shared by the
-        workloads that need that many (seeding a million takes seconds; once is enough).
-        Workloads may change sensors' state in it, never the set of sensors."""
+        """A migrated database with `count` sensors in the state of a fleet that has run for a
+        while: release 1.0.0 uploaded, sensors reporting it, 1 in 10 offline and 1 in 100
+        never heard from. Shared by the workloads that need that many (seeding a million takes
+        seconds; once is enough). Workloads may change sensors' state, never the set."""
         if count not in self._seeded:
             _, url = await self._create(str(count))
             async with connect(url) as conn:
@@ -159,6 +181,11 @@ class Bench:
                 await conn.execute(
                     "INSERT INTO software (version, filename, path, size_bytes, sha256) "
                     "VALUES ('1.0.0', 'v1.0.0.pdf', 'v1.0.0.pdf', 1, repeat('0', 64))"
+                )
+                await conn.execute(
+                    "UPDATE sensor SET online = id % 10 <> 0, version = '1.0.0', "
+                    "last_seen_at = now() - (id % 20) * interval '1 second', "
+                    "status_changed_at = now() - interval '1 hour' WHERE id % 100 <> 1"
                 )
                 await conn.execute("VACUUM ANALYZE sensor")
             self._seeded[count] = url

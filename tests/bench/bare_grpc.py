@@ -1,0 +1,41 @@
+"""grpclib's own ceiling on this machine: a server for our service definition that answers every
+call at once, without validation, queueing or a database. `python -m tests.bench.bare_grpc PORT`
+prints "ready" once it listens.
+
+The daemon's ingest figures are judged as a fraction of this one: what grpclib and betterproto2
+cost per call is the floor under anything the daemon can do in one process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from grpclib.server import Server
+
+from droneshield.ingest.proto.status import (
+    BatchAck,
+    DeviceStatus,
+    DeviceStatusBatch,
+    DeviceStatusServiceBase,
+    StatusAck,
+)
+
+
+class _Bare(DeviceStatusServiceBase):
+    async def send_status(self, message: DeviceStatus) -> StatusAck:
+        return StatusAck(message="ok")
+
+    async def send_status_batch(self, message: DeviceStatusBatch) -> BatchAck:
+        return BatchAck(accepted=len(message.statuses))
+
+
+async def _serve(port: int) -> None:
+    server = Server([_Bare()])
+    await server.start("127.0.0.1", port)
+    print("ready", flush=True)
+    await server.wait_closed()
+
+
+if __name__ == "__main__":
+    asyncio.run(_serve(int(sys.argv[1])))
