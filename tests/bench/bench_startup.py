@@ -1,0 +1,51 @@
+"""Workload 8, getting a fleet in and a daemon up: seeding the fleet with COPY into an empty
+database, then starting a daemon against a fleet that is mostly online, which must rebuild its
+presence wheel from the database before it reports ready.
+"""
+
+from __future__ import annotations
+
+import time
+
+from droneshield.db import seed
+from droneshield.db.pool import connect
+
+from .support import Bench, Result, print_table
+
+
+async def run(bench: Bench) -> list[Result]:
+    fleet = bench.fleet
+    async with bench.database() as url, connect(url) as conn:
+        began = time.perf_counter()
+        created = await seed.seed(conn, fleet)
+        seeding = time.perf_counter() - began
+    assert created == fleet
+    url = await bench.seeded(fleet)
+    async with connect(url) as conn:
+        online = await conn.fetchval("SELECT count(*) FROM sensor WHERE online")
+    async with bench.daemon(url) as daemon:
+        ready, rss = daemon.ready_after, daemon.rss_mb()
+    print_table(
+        "8. seeding and start-up",
+        f"seed: {fleet:,} sensors by COPY into an empty migrated database; start-up: "
+        f"`droneshield serve` as a process against {online:,} online sensors, spawn to the "
+        "first 200 from /readyz (interpreter start and wheel recovery included)",
+        ["step", "seconds", "per second", "RSS MB"],
+        [("seed", seeding, fleet / seeding, None), ("start-up to ready", ready, None, rss)],
+    )
+    return [
+        Result(
+            f"8. seed {fleet:,} sensors",
+            fleet / seeding,
+            "sensors/s",
+            goal=f"{seeding:.1f} s (< 10 s)",
+            met=seeding < 10,
+        ),
+        Result(
+            f"8. start-up with {online:,} online",
+            online / ready,
+            "recovered/s",
+            rss_mb=rss,
+            goal=f"ready in {ready:.1f} s",
+        ),
+    ]
