@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
+import asyncpg
 import pytest
 import trio
 from grpclib import GRPCError, Status
@@ -31,6 +32,28 @@ async def test_migrations_apply_once_even_when_started_together(aio_loop, empty_
     names = [n for batch in applied for n in batch]
     assert sorted(names) == sorted(p.name for _, p in migrate.migration_files())
     assert len(ledger) == len(names)
+
+
+@pytest.mark.parametrize(
+    ("serial", "stored"),
+    [
+        ("x" * 128, True),
+        ("DS 42 ~!", True),
+        ("", False),
+        ("x" * 129, False),
+        ("DS-\x01", False),
+        ("DS-\x7f", False),
+        ("DS-é", False),
+    ],
+)
+async def test_the_database_keeps_serials_to_the_wire_contract(db, serial, stored):
+    """The contract (1-128 printable ASCII) holds even for rows written around the daemon."""
+    try:
+        await db.execute("INSERT INTO sensor (serial) VALUES ($1)", serial)
+    except asyncpg.CheckViolationError:
+        assert not stored
+    else:
+        assert stored
 
 
 async def test_seed_is_idempotent_and_uses_the_documented_serial_format(db):
