@@ -75,6 +75,54 @@ async def test_page_numbers_cover_every_sensor_once_while_sensors_change_state(r
     assert walked == everyone
 
 
+async def _page_serials(api, page: int, **params: object) -> tuple[list[str], bool]:  # type: ignore[no-untyped-def]
+    response = await api.get("/sensors", params={"page": page, "limit": 100, **params})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    return [item["serial"] for item in body["items"]], body["nextCursor"] is not None
+
+
+async def test_deep_page_numbers_are_exact_as_the_fleet_grows_and_shrinks(api, db):
+    """Deep pages start from page anchors; anchors go stale when sensors are provisioned or
+    removed and must be rebuilt, never used stale."""
+    everyone = sorted(seed.serial_for(n) for n in range(1, 3501))
+    await seed.seed(db, 3500)
+    await db.execute("INSERT INTO sensor (serial) VALUES ('A-first'), ('ZZ-last'), ('DS-0000')")
+    everyone = sorted([*everyone, "A-first", "ZZ-last", "DS-0000"])
+
+    async def check() -> None:
+        pages = -(-len(everyone) // 100)
+        for page in (1, 10, 11, 21, pages - 1, pages, pages + 1):
+            items, more = await _page_serials(api, page)
+            assert items == everyone[(page - 1) * 100 : page * 100], page
+            assert more == (page * 100 < len(everyone))
+
+    with trio.fail_after(60):
+        await check()
+        await seed.seed(db, 4200)  # provisioning shifts every page after DS-00003500
+        everyone = sorted([*everyone, *(seed.serial_for(n) for n in range(3501, 4201))])
+        await check()
+        await db.execute("DELETE FROM sensor WHERE serial = ANY($1::text[])", everyone[5:705])
+        everyone = everyone[:5] + everyone[705:]
+        await check()
+
+
+async def test_last_pages_of_a_filtered_listing_are_exact(api, db):
+    """The far half of a filtered listing is read backwards from its exact total."""
+    await seed.seed(db, 2500)
+    online = [seed.serial_for(n) for n in range(1, 2501) if n % 3]
+    await db.execute(
+        "UPDATE sensor SET online = true, last_seen_at = now() WHERE serial = ANY($1::text[])",
+        online,
+    )
+    pages = -(-len(online) // 100)
+    with trio.fail_after(30):
+        for page in (1, pages // 2 + 1, pages - 1, pages, pages + 1):
+            items, more = await _page_serials(api, page, status="online")
+            assert items == online[(page - 1) * 100 : page * 100], page
+            assert more == (page * 100 < len(online))
+
+
 async def test_items_have_the_documented_shape(running, api, db, sensors):
     await add_software(db, "1.2.3")
     with trio.fail_after(10):

@@ -19,6 +19,8 @@ STATUSES: Final[tuple[Status, ...]] = ("never", "online", "offline")
 # Serials are printable ASCII (0x20-0x7e), so every serial that starts with a prefix sorts
 # below the prefix followed by DEL (0x7f): [prefix, prefix + DEL) is exactly the prefix's range.
 _PREFIX_END: Final = "\x7f"
+ANCHOR_EVERY: Final = 1000  # rows between page anchors (migration 0005)
+_ANCHOR_LOCK: Final = 0x616E63686F72  # advisory lock: one instance rebuilds the anchors
 
 _COLUMNS: Final = "id, serial, version, online, last_seen_at, status_changed_at"
 _STATUS_SQL: Final[dict[Status, str]] = {
@@ -80,22 +82,100 @@ class SensorFilter:
 
 
 async def page(
-    conn: Connection, flt: SensorFilter, *, after: str | None, offset: int, limit: int
+    conn: Connection,
+    flt: SensorFilter,
+    *,
+    after: str | None,
+    offset: int,
+    limit: int,
+    total: int | None = None,
 ) -> list[SensorRow]:
     """Up to `limit` sensors in serial byte order: those after serial `after` (a keyset
-    cursor), skipping `offset` more. Cursor pages cost O(limit); offsets cost O(offset)."""
+    cursor), skipping `offset` more.
+
+    Cursor pages cost O(limit). Deep offsets are shortened: the unfiltered listing starts from
+    the nearest page anchor (< ANCHOR_EVERY rows to skip); a filtered one whose exact `total`
+    is known reads the far half backwards (the last page is as cheap as the first), so only
+    the middle of a filtered listing costs O(offset).
+    """
+    if after is None and offset >= ANCHOR_EVERY:
+        if flt == SensorFilter():
+            anchor = await _anchor(conn, offset)
+            if anchor is not None:
+                position, serial = anchor
+                return await _select(conn, flt, (">=", serial), offset - position, limit)
+        elif total is not None and offset > total - offset:
+            end = min(offset + limit, total)
+            if end <= offset:
+                return []
+            rows = await _select(conn, flt, None, total - end, end - offset, descending=True)
+            return rows[::-1]
+    return await _select(conn, flt, None if after is None else (">", after), offset, limit)
+
+
+async def _select(
+    conn: Connection,
+    flt: SensorFilter,
+    bound: tuple[str, str] | None,
+    offset: int,
+    limit: int,
+    *,
+    descending: bool = False,
+) -> list[SensorRow]:
+    """`bound` is (comparison, serial): where in byte order the page starts."""
     conditions, args = flt.where()
-    if after is not None:
-        args.append(after)
-        conditions.append(f'serial COLLATE "C" > ${len(args)}')
+    if bound is not None:
+        args.append(bound[1])
+        conditions.append(f'serial COLLATE "C" {bound[0]} ${len(args)}')
     where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
     args += [offset, limit]
     rows = await conn.fetch(
         f'SELECT {_COLUMNS} FROM sensor {where} ORDER BY serial COLLATE "C" '
-        f"OFFSET ${len(args) - 1} LIMIT ${len(args)}",
+        f"{'DESC' if descending else ''} OFFSET ${len(args) - 1} LIMIT ${len(args)}",
         *args,
     )
     return [SensorRow(**dict(r)) for r in rows]
+
+
+_ANCHOR_AT: Final = """
+SELECT coalesce(b.sensors = (SELECT coalesce(sum(n), 0) FROM fleet_count)
+                AND b.max_id = (SELECT coalesce(max(id), 0) FROM sensor), false) AS fresh,
+       a.position, a.serial
+FROM (SELECT 1) AS one
+LEFT JOIN sensor_anchor_basis b ON true
+LEFT JOIN LATERAL (
+    SELECT position, serial FROM sensor_anchor WHERE position <= $1
+    ORDER BY position DESC LIMIT 1
+) a ON true
+"""
+
+# One statement, so the anchors and the basis they are checked against share a snapshot.
+_REBUILD_ANCHORS: Final = """
+WITH ranked AS (
+    SELECT id, serial, row_number() OVER (ORDER BY serial COLLATE "C") - 1 AS position
+    FROM sensor
+), anchors AS (
+    INSERT INTO sensor_anchor (position, serial)
+    SELECT position, serial FROM ranked WHERE position % $1 = 0
+)
+INSERT INTO sensor_anchor_basis (sensors, max_id)
+SELECT count(*), coalesce(max(id), 0) FROM ranked
+ON CONFLICT (only_row) DO UPDATE SET sensors = excluded.sensors, max_id = excluded.max_id
+"""
+
+
+async def _anchor(conn: Connection, offset: int) -> tuple[int, str] | None:
+    """The last anchor at or before `offset`, after rebuilding stale anchors (rare: sensors
+    were provisioned or removed). None while another connection rebuilds them."""
+    row = await conn.fetchrow(_ANCHOR_AT, offset)
+    if not row["fresh"]:
+        async with conn.transaction():
+            if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", _ANCHOR_LOCK):
+                return None
+            await conn.execute("DELETE FROM sensor_anchor")
+            await conn.execute(_REBUILD_ANCHORS, ANCHOR_EVERY)
+        row = await conn.fetchrow(_ANCHOR_AT, offset)
+    return None if row["position"] is None else (row["position"], row["serial"])
 
 
 async def total(conn: Connection, flt: SensorFilter, *, cap: int) -> tuple[int, bool]:

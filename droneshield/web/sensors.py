@@ -143,8 +143,10 @@ def _filter(query: SensorQuery) -> db.SensorFilter:
 async def list_sensors(query_args: SensorQuery) -> SensorPage:
     """List sensors page by page, optionally filtered.
 
-    Pages are in serial byte order. Follow `nextCursor` for fast paging at any depth; `page`
-    (offset paging) costs grow with the page number.
+    Pages are in serial byte order. Follow `nextCursor` for fast paging at any depth. Page
+    numbers are fast at any depth without filters, and for the first and last pages with a
+    status or version filter; the middle pages of a filtered listing cost more the deeper
+    they are.
     """
     flt = _filter(query_args)
     limit = min(query_args.limit, LIMIT_MAX)
@@ -156,7 +158,14 @@ async def list_sensors(query_args: SensorQuery) -> SensorPage:
         rows = (
             []
             if exact and total == 0
-            else await db.page(conn, flt, after=after, offset=offset, limit=limit + 1)
+            else await db.page(
+                conn,
+                flt,
+                after=after,
+                offset=offset,
+                limit=limit + 1,
+                total=total if exact else None,
+            )
         )
     more = len(rows) > limit
     rows = rows[:limit]
