@@ -8,6 +8,9 @@ import re
 import signal
 import socket
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -20,7 +23,7 @@ from droneshield.workers import Restarts
 
 from .grpc_clients import send
 from .live_client import open_live
-from .processes import Spawned, free_port, listening, running, spawn
+from .processes import Spawned, eventually, free_port, listening, running, spawn
 
 SERVE = (sys.executable, "-m", "droneshield", "serve")
 READY = re.compile(r"droneshield ready: (\d+) workers, gRPC :(\d+), HTTP :(\d+)")
@@ -47,13 +50,25 @@ def _env(data_dir: Path, database_url: str, **settings: str) -> dict[str, str]:
     return env
 
 
-async def _ready(serve: Spawned) -> tuple[int, int, dict[str, int]]:
-    """(gRPC port, HTTP port, pid by worker name) once the supervisor says all serve."""
-    ready = READY.search(await serve.wait_for(" workers, gRPC :"))
-    assert ready is not None
-    workers = dict(m.groups() for line in serve.lines if (m := SERVING.search(line)))
-    assert len(workers) == int(ready[1])
-    return int(ready[2]), int(ready[3]), {name: int(pid) for name, pid in workers.items()}
+@dataclass
+class Group:
+    """A running `serve --workers 2` and what its supervisor said once every worker served."""
+
+    serve: Spawned
+    grpc_port: int
+    http_port: int
+    workers: dict[str, int]  # pid by worker name
+
+
+@asynccontextmanager
+async def _serving(data_dir: Path, database_url: str) -> AsyncIterator[Group]:
+    async with spawn(SERVE, env=_env(data_dir, database_url)) as serve:
+        ready = READY.search(await serve.wait_for(" workers, gRPC :"))
+        assert ready is not None
+        workers = dict(m.groups() for line in serve.lines if (m := SERVING.search(line)))
+        assert len(workers) == int(ready[1])
+        pids = {name: int(pid) for name, pid in workers.items()}
+        yield Group(serve, int(ready[2]), int(ready[3]), pids)
 
 
 async def _reports_by_pid(http_port: int, workers: int) -> dict[int, float]:
@@ -70,32 +85,49 @@ async def _reports_by_pid(http_port: int, workers: int) -> dict[int, float]:
     return found
 
 
+async def _provision(db: object, count: int) -> list[str]:
+    await seed.seed(db, count)
+    return [seed.serial_for(n) for n in range(1, count + 1)]
+
+
+async def _report_each(grpc_port: int, serials: list[str]) -> None:
+    """One report per sensor, each on a new connection (so the kernel picks a worker each)."""
+    for serial in serials:
+        ack = await send(grpc_port, serial)
+        assert ack.message
+
+
 async def _online(db: object) -> int:
     return await db.fetchval("SELECT count(*) FROM sensor WHERE online")  # type: ignore[attr-defined]
 
 
-async def test_two_workers_share_ports_store_every_report_and_see_each_others_changes(
+async def test_two_workers_share_ports_store_reports_relay_changes_and_stop_with_supervisor(
     db, database_url, tmp_path
 ):
     # One gRPC connection per sensor: the kernel spreads connections, not calls, over workers,
     # and 32 connections all landing on one of two workers happens once in 2^31.
-    await seed.seed(db, 32)
-    serials = [seed.serial_for(n) for n in range(1, 33)]
+    serials = await _provision(db, 32)
     with trio.fail_after(START_TIMEOUT):
-        async with spawn(SERVE, env=_env(tmp_path, database_url)) as serve:
-            grpc_port, http_port, workers = await _ready(serve)
-            async with open_live(http_port) as client:
+        async with _serving(tmp_path, database_url) as group:
+            async with open_live(group.http_port) as client:
                 await client.subscribe(serials)
-                for serial in serials:
-                    ack = await send(grpc_port, serial)
-                    assert ack.message
+                await _report_each(group.grpc_port, serials)
                 seen: set[str] = set()
                 while seen != set(serials):
                     message = await client.next("sensor")
                     seen |= {s["serial"] for s in message["sensors"] if s["online"]}
-            by_pid = await _reports_by_pid(http_port, len(workers))
-            assert await serve.stop() == 0
-    assert set(by_pid) == set(workers.values())
+            by_pid = await _reports_by_pid(group.http_port, len(group.workers))
+            # Without their supervisor (SIGKILLed, so it stops no one), the workers stop by
+            # themselves rather than keep the ports.
+            group.serve.process.kill()
+
+            async def all_stopped() -> bool:
+                return not any(running(pid) for pid in group.workers.values())
+
+            await eventually(all_stopped)
+    assert not listening(group.grpc_port)
+    assert not listening(group.http_port)
+    assert set(by_pid) == set(group.workers.values())
     # Both handled reports, so the client (on one of them) saw changes the other committed.
     assert all(count > 0 for count in by_pid.values()), by_pid
     assert sum(by_pid.values()) == len(serials)
@@ -105,27 +137,25 @@ async def test_two_workers_share_ports_store_every_report_and_see_each_others_ch
 async def test_a_killed_worker_is_restarted_and_sigterm_stops_all_with_exit_0(
     db, database_url, tmp_path
 ):
-    await seed.seed(db, 10)
-    serials = [seed.serial_for(n) for n in range(1, 11)]
+    serials = await _provision(db, 10)
     with trio.fail_after(START_TIMEOUT):
-        async with spawn(SERVE, env=_env(tmp_path, database_url)) as serve:
-            grpc_port, http_port, workers = await _ready(serve)
-            killed = workers["worker 1"]
+        async with _serving(tmp_path, database_url) as group:
+            serve = group.serve
+            killed = group.workers["worker 1"]
             mark = len(serve.lines)
             os.kill(killed, signal.SIGKILL)
             await serve.wait_for("worker 1 exited with code -9; restarting it in", start=mark)
             line = await serve.wait_for("worker 1 serving (pid", start=mark)
             restarted = int(SERVING.search(line)[2])  # type: ignore[index]
             assert restarted != killed
-            for serial in serials:
-                await send(grpc_port, serial)
+            await _report_each(group.grpc_port, serials)
             assert await _online(db) == len(serials)
             serve.process.send_signal(signal.SIGTERM)
             assert await serve.exited() == 0
     assert not running(killed)
-    assert [pid for pid in (*workers.values(), restarted) if running(pid)] == []
-    assert not listening(grpc_port)
-    assert not listening(http_port)
+    assert [pid for pid in (*group.workers.values(), restarted) if running(pid)] == []
+    assert not listening(group.grpc_port)
+    assert not listening(group.http_port)
 
 
 async def test_a_worker_that_keeps_failing_to_start_makes_serve_give_up_and_fail(
