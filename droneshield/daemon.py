@@ -80,8 +80,16 @@ async def run(
             await nursery.start(relay.serve)
             await nursery.start(serve_summary, pool, hub)
             grace = settings.shutdown_grace
+            shared = settings.workers > 1  # the other workers listen on the same ports
             grpc_port = await nursery.start(
-                partial(serve_grpc, submitter, settings.host, settings.grpc_port, grace=grace)
+                partial(
+                    serve_grpc,
+                    submitter,
+                    settings.host,
+                    settings.grpc_port,
+                    grace=grace,
+                    reuse_port=shared,
+                )
             )
             http_port = await nursery.start(
                 partial(
@@ -91,6 +99,7 @@ async def run(
                     settings.http_port,
                     grace=grace,
                     send_timeout=settings.send_timeout,
+                    reuse_port=shared,
                 )
             )
             log.info("droneshield ready: gRPC :%d, HTTP :%d", grpc_port, http_port)

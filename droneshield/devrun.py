@@ -11,20 +11,18 @@ supervisor, which stops them in order and within a bound: SIGTERM, then SIGKILL.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import signal
-import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from functools import partial
-from typing import Final, NoReturn
+from typing import Final
 
 import httpx
 import trio
 import trio_asyncio
 
-from . import config
+from .children import STOP_SLACK, child_env, run_process, serve_child
 from .config import Settings
 from .db import migrate, seed
 from .db.pool import connect
@@ -32,21 +30,9 @@ from .errors import DroneshieldError
 
 log = logging.getLogger(__name__)
 
-STOP_SLACK: Final = 5.0  # seconds beyond the daemon's shutdown grace before SIGKILL
 READY_TIMEOUT: Final = 60.0  # seconds for the daemon to answer /readyz
 READY_POLL: Final = 0.2  # seconds between /readyz attempts
 READY_REQUEST_TIMEOUT: Final = 2.0  # seconds per /readyz attempt
-
-
-class ChildExited(DroneshieldError):
-    """A supervised child stopped although nobody asked it to."""
-
-    code = "child_exited"
-
-    def __init__(self, name: str, returncode: int | None) -> None:
-        super().__init__(f"{name} exited with code {returncode}")
-        self.name = name
-        self.returncode = returncode
 
 
 class NotReady(DroneshieldError):
@@ -97,18 +83,6 @@ def main(
         signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def child_env(settings: Settings, database_url: str, base: Mapping[str, str]) -> dict[str, str]:
-    """`base` (the supervisor's environment) plus every setting as its env var, so the children
-    run with exactly the settings the supervisor was given (flags included)."""
-    env = dict(base)
-    for f in dataclasses.fields(Settings):
-        value = getattr(settings, f.name)
-        if value is not None:
-            env[config.env_name(f)] = str(value)
-    env["DATABASE_URL"] = database_url
-    return env
-
-
 def local_host(host: str) -> str:
     """Where to reach a server bound to `host` from this machine."""
     return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
@@ -116,55 +90,6 @@ def local_host(host: str) -> str:
 
 def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
-
-
-def _stopper(name: str, stop_after: float) -> Callable[[trio.Process], Awaitable[None]]:
-    async def stop(process: trio.Process) -> None:
-        process.terminate()
-        await trio.sleep(stop_after)
-        log.warning("%s ignored SIGTERM for %.0f s; killing it", name, stop_after)
-        process.kill()
-
-    return stop
-
-
-def _run_process(
-    name: str, argv: Sequence[str], env: Mapping[str, str], stop_after: float
-) -> Callable[..., Awaitable[subprocess.CompletedProcess[bytes]]]:
-    """`trio.run_process` for a child of ours: own session (the terminal's Ctrl-C reaches only
-    the supervisor), no stdin, output shared with the supervisor, bounded stop."""
-    return partial(
-        trio.run_process,
-        list(argv),
-        env=dict(env),
-        check=False,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
-        deliver_cancel=_stopper(name, stop_after),
-    )
-
-
-async def serve_child(
-    name: str,
-    argv: Sequence[str],
-    env: Mapping[str, str],
-    *,
-    stop_after: float,
-    task_status: trio.TaskStatus[trio.Process] = trio.TASK_STATUS_IGNORED,
-) -> NoReturn:
-    """Run one child process for as long as the caller's nursery lives.
-
-    Cancellation: the child gets SIGTERM, and SIGKILL if it is still running `stop_after`
-    seconds later; this returns only once it has exited.
-
-    Raises:
-        ChildExited: the child exited on its own (cleanly or not).
-    """
-    async with trio.open_nursery() as nursery:
-        process = await nursery.start(_run_process(name, argv, env, stop_after))
-        log.info("%s started (pid %d)", name, process.pid)
-        task_status.started(process)
-    raise ChildExited(name, process.returncode)
 
 
 async def wait_ready(base_url: str) -> None:
@@ -289,6 +214,6 @@ async def _upload_demo_releases(
     python: str, base_url: str, env: Mapping[str, str], stop_after: float
 ) -> None:
     argv = [python, "-m", "emitter", "demo-uploads", "--url", base_url]
-    done = await _run_process("demo-uploads", argv, env, stop_after)()
+    done = await run_process("demo-uploads", argv, env, stop_after)()
     if done.returncode != 0:
         log.warning("demo uploads failed (exit %d); carrying on without them", done.returncode)

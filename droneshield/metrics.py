@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, Info
 from prometheus_client import generate_latest as _generate_latest
 
 BATCH_BUCKETS: Final = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)  # reports
@@ -54,6 +54,10 @@ HTTP_REQUESTS: Final = Histogram(
     "HTTP requests by route and status, with their latency",
     ["method", "route", "status"],
     buckets=HTTP_BUCKETS,
+)
+WORKER: Final = Info(
+    "droneshield_worker",
+    "The worker process that answered this scrape (`serve --workers N` share one port)",
 )
 
 CONTENT_TYPE: Final = CONTENT_TYPE_LATEST

@@ -1,6 +1,6 @@
 """Test helpers for child processes: start one in its own session, collect its output lines as
 they come, wait for a line, stop it (SIGINT, then SIGKILL) within a bound; plus free ports and
-bounded polling."""
+bounded polling, and what /proc says of processes and ports."""
 
 from __future__ import annotations
 
@@ -119,6 +119,40 @@ async def spawn(
             nursery.cancel_scope.cancel()  # a grandchild may still hold the pipe open
     assert process.stdout is not None
     await process.stdout.aclose()
+
+
+def _stat(pid: int) -> list[str] | None:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text.rsplit(")", 1)[1].split()  # after "pid (comm)": state, ppid, …
+
+
+def child_pids(pid: int) -> list[int]:
+    """The processes whose parent is `pid`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (stat := _stat(int(entry.name))) and stat[1] == str(pid):
+            found.append(int(entry.name))
+    return found
+
+
+def running(pid: int) -> bool:
+    """`pid` exists and is not a zombie."""
+    stat = _stat(pid)
+    return stat is not None and stat[0] != "Z"
+
+
+def listening(port: int) -> bool:
+    """Something holds 127.0.0.1:`port` (binding it fails)."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
 
 
 def free_port() -> int:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -17,11 +16,12 @@ import pytest
 import trio
 
 from droneshield import config
+from droneshield.children import child_env, serve_child
 from droneshield.config import Settings
-from droneshield.devrun import child_env, local_host, serve_child
+from droneshield.devrun import local_host
 from emitter.versions import RELEASED
 
-from .processes import eventually, free_port, spawn
+from .processes import child_pids, eventually, free_port, listening, running, spawn
 
 DEV = (sys.executable, "-m", "droneshield", "dev")
 FAST_FLEET = ("--", "--interval", "0.3", "--report-every", "0.5")
@@ -43,37 +43,6 @@ def _env(data_dir: Path, database_url: str | None) -> tuple[dict[str, str], int]
     if database_url is not None:
         env["DATABASE_URL"] = database_url
     return env, http_port
-
-
-def _stat(pid: int) -> list[str] | None:
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return text.rsplit(")", 1)[1].split()  # after "pid (comm)": state, ppid, …
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and (stat := _stat(int(entry.name))) and stat[1] == str(pid):
-            found.append(int(entry.name))
-    return found
-
-
-def _running(pid: int) -> bool:
-    stat = _stat(pid)
-    return stat is not None and stat[0] != "Z"
-
-
-def _listening(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return True
-    return False
 
 
 async def _sensors_come_online(http_port: int) -> None:
@@ -107,15 +76,15 @@ async def test_dev_runs_daemon_and_emitter_and_sigint_leaves_nothing_running(
             await dev.wait_for(f"dashboard http://127.0.0.1:{http_port}/")
             await _sensors_come_online(http_port)
             await _releases_uploaded(http_port)
-            children = _children(dev.process.pid)
+            children = child_pids(dev.process.pid)
             assert len(children) == 2  # the daemon and the emitter
             assert await dev.stop() == 0
-    assert [pid for pid in children if _running(pid)] == []
+    assert [pid for pid in children if running(pid)] == []
     # The emitter stops first, so the daemon still answers the reports it has in flight.
     emitter_stopped = _line_index(dev.lines, "emitter: stopped: SIGTERM")
     assert emitter_stopped < _line_index(dev.lines, "droneshield: SIGTERM received")
-    assert not _listening(http_port)
-    assert not _listening(int(env["DRONESHIELD_GRPC_PORT"]))
+    assert not listening(http_port)
+    assert not listening(int(env["DRONESHIELD_GRPC_PORT"]))
 
 
 def _line_index(lines: list[str], text: str) -> int:
@@ -131,12 +100,12 @@ async def test_dev_stops_everything_and_fails_when_a_child_dies(database_url, tm
     with trio.fail_after(90):
         async with spawn([*DEV, *FAST_FLEET], env=env) as dev:
             await dev.wait_for("emitter started")
-            children = _children(dev.process.pid)
+            children = child_pids(dev.process.pid)
             [emitter] = [pid for pid in children if "-m emitter" in _cmdline(pid)]
             os.kill(emitter, signal.SIGKILL)
             assert await dev.exited() == 1
             await dev.wait_for("emitter exited with code -9")
-    assert [pid for pid in children if _running(pid)] == []
+    assert [pid for pid in children if running(pid)] == []
 
 
 @pytest.fixture
@@ -155,10 +124,10 @@ async def test_dev_without_database_url_runs_and_stops_an_embedded_postgresql(sh
             await dev.wait_for("dashboard http://")
             await _sensors_come_online(http_port)
             postgres = int(postmaster.read_text().split()[0])
-            assert _running(postgres)
+            assert running(postgres)
             assert await dev.stop() == 0
     assert not postmaster.exists()
-    assert not _running(postgres)
+    assert not running(postgres)
 
 
 def test_children_get_every_setting_of_the_supervisor(tmp_path):

@@ -147,11 +147,13 @@ async def serve_grpc(
     port: int,
     *,
     grace: float,
+    reuse_port: bool = False,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
     """Serve DeviceStatusService, grpc.health.v1 and server reflection until cancelled.
 
-    `task_status.started()` reports the bound port (pass 0 to let the OS pick).
+    `task_status.started()` reports the bound port (pass 0 to let the OS pick). With
+    `reuse_port`, other processes may listen on the same port (SO_REUSEPORT).
 
     Cancellation: new reports get UNAVAILABLE, those in flight get up to `grace` seconds to be
     committed and answered, then remaining calls are cancelled and connections closed.
@@ -161,7 +163,7 @@ async def serve_grpc(
     health = Health({service: [serving]})
     _publish_descriptors()
     server = _TrackingServer(ServerReflection.extend([service, health]))
-    await trio_asyncio.aio_as_trio(server.start)(host, port)
+    await trio_asyncio.aio_as_trio(server.start)(host, port, reuse_port=reuse_port)
     bound = server._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     serving.set(True)
     log.info("gRPC listening on %s:%d", host, bound)

@@ -11,6 +11,8 @@ from hypercorn.config import Config, Sockets
 from hypercorn.trio import serve
 from quart_trio import QuartTrio
 
+from ..ports import shared_socket
+
 log = logging.getLogger(__name__)
 
 STOP_SLACK: Final = 1.0  # seconds beyond the grace period before hypercorn is cancelled
@@ -35,6 +37,14 @@ class _Config(Config):
         return sockets
 
 
+def _shared_bind(host: str, port: int) -> str:
+    """hypercorn binds with SO_REUSEPORT only when it forks workers of its own, so a shared port
+    is bound here and handed over as `fd://`, with the TCP_NODELAY hypercorn would have set."""
+    sock = shared_socket(host, port)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return f"fd://{sock.detach()}"
+
+
 async def serve_http(
     app: QuartTrio,
     host: str,
@@ -42,6 +52,7 @@ async def serve_http(
     *,
     grace: float,
     send_timeout: float | None = None,
+    reuse_port: bool = False,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
     """Serve HTTP and WebSocket until cancelled; `started()` reports the bound port.
@@ -49,10 +60,11 @@ async def serve_http(
     Cancellation: hypercorn is stopped through its shutdown trigger, not cancelled, so open
     WebSockets get a proper close frame (1001) and requests in flight get `grace` seconds.
     A client that stopped reading can hold shutdown up to `send_timeout` seconds.
+    With `reuse_port`, other processes may listen on the same port (SO_REUSEPORT).
     """
     config = _Config()
     config.send_timeout = send_timeout
-    config.bind = [f"{host}:{port}"]
+    config.bind = [_shared_bind(host, port) if reuse_port else f"{host}:{port}"]
     config.graceful_timeout = grace
     config.accesslog = None  # the app logs requests itself, with request ids
     shutdown = trio.Event()

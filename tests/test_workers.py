@@ -1,0 +1,204 @@
+"""`droneshield serve --workers N` as it runs in production: a supervisor process and N daemon
+processes sharing the gRPC and HTTP ports, reached over real sockets, killed for real."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+from prometheus_client.parser import text_string_to_metric_families
+
+from droneshield.db import seed
+from droneshield.workers import Restarts
+
+from .grpc_clients import send
+from .live_client import open_live
+from .processes import Spawned, eventually, free_port, listening, running, spawn
+
+SERVE = (sys.executable, "-m", "droneshield", "serve")
+READY = re.compile(r"droneshield ready: (\d+) workers, gRPC :(\d+), HTTP :(\d+)")
+SERVING = re.compile(r"(worker \d+) serving \(pid (\d+)\)")
+GAVE_UP = re.compile(r"(worker \d+) exited with code 1; it failed (\d+) times in a row.*giving up")
+START_TIMEOUT = 120  # seconds: every worker imports and starts a whole daemon, one by one
+
+
+def _env(data_dir: Path, database_url: str, **settings: str) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("DRONESHIELD_") and k != "DATABASE_URL"
+    }
+    env.update(
+        DATABASE_URL=database_url,
+        DRONESHIELD_DATA_DIR=str(data_dir),
+        DRONESHIELD_HTTP_PORT="0",
+        DRONESHIELD_GRPC_PORT="0",
+        DRONESHIELD_SHUTDOWN_GRACE="2",
+        DRONESHIELD_WORKERS="2",
+    )
+    env.update({f"DRONESHIELD_{name.upper()}": value for name, value in settings.items()})
+    return env
+
+
+@dataclass
+class Group:
+    """A running `serve --workers 2` and what its supervisor said once every worker served."""
+
+    serve: Spawned
+    grpc_port: int
+    http_port: int
+    workers: dict[str, int]  # pid by worker name
+
+
+@asynccontextmanager
+async def _serving(data_dir: Path, database_url: str) -> AsyncIterator[Group]:
+    async with spawn(SERVE, env=_env(data_dir, database_url)) as serve:
+        ready = READY.search(await serve.wait_for(" workers, gRPC :"))
+        assert ready is not None
+        workers = dict(m.groups() for line in serve.lines if (m := SERVING.search(line)))
+        assert len(workers) == int(ready[1])
+        pids = {name: int(pid) for name, pid in workers.items()}
+        yield Group(serve, int(ready[2]), int(ready[3]), pids)
+
+
+async def _reports_by_pid(http_port: int, workers: int) -> dict[int, float]:
+    """Reports each worker committed, from its /metrics: every new connection lands on a worker
+    the kernel picks, so scrape over new ones until each worker has answered."""
+    found: dict[int, float] = {}
+    while len(found) < workers:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{http_port}") as client:
+            text = (await client.get("/metrics")).text
+        families = {f.name: f for f in text_string_to_metric_families(text)}
+        [info] = families["droneshield_worker_info"].samples
+        reports = families["droneshield_reports"].samples
+        found[int(info.labels["pid"])] = sum(s.value for s in reports if s.name.endswith("_total"))
+    return found
+
+
+async def _provision(db: object, count: int) -> list[str]:
+    await seed.seed(db, count)
+    return [seed.serial_for(n) for n in range(1, count + 1)]
+
+
+async def _report_each(grpc_port: int, serials: list[str]) -> None:
+    """One report per sensor, each on a new connection (so the kernel picks a worker each)."""
+    for serial in serials:
+        ack = await send(grpc_port, serial)
+        assert ack.message
+
+
+async def _online(db: object) -> int:
+    return await db.fetchval("SELECT count(*) FROM sensor WHERE online")  # type: ignore[attr-defined]
+
+
+async def test_two_workers_share_ports_store_reports_relay_changes_and_stop_with_supervisor(
+    db, database_url, tmp_path
+):
+    # One gRPC connection per sensor: the kernel spreads connections, not calls, over workers,
+    # and 32 connections all landing on one of two workers happens once in 2^31.
+    serials = await _provision(db, 32)
+    with trio.fail_after(START_TIMEOUT):
+        async with _serving(tmp_path, database_url) as group:
+            async with open_live(group.http_port) as client:
+                await client.subscribe(serials)
+                await _report_each(group.grpc_port, serials)
+                seen: set[str] = set()
+                while seen != set(serials):
+                    message = await client.next("sensor")
+                    seen |= {s["serial"] for s in message["sensors"] if s["online"]}
+            by_pid = await _reports_by_pid(group.http_port, len(group.workers))
+            # Without their supervisor (SIGKILLed, so it stops no one), the workers stop by
+            # themselves rather than keep the ports.
+            group.serve.process.kill()
+
+            async def all_stopped() -> bool:
+                return not any(running(pid) for pid in group.workers.values())
+
+            await eventually(all_stopped)
+    assert not listening(group.grpc_port)
+    assert not listening(group.http_port)
+    assert set(by_pid) == set(group.workers.values())
+    # Both handled reports, so the client (on one of them) saw changes the other committed.
+    assert all(count > 0 for count in by_pid.values()), by_pid
+    assert sum(by_pid.values()) == len(serials)
+    assert await _online(db) == len(serials)
+
+
+async def test_a_killed_worker_is_restarted_and_sigterm_stops_all_with_exit_0(
+    db, database_url, tmp_path
+):
+    serials = await _provision(db, 10)
+    with trio.fail_after(START_TIMEOUT):
+        async with _serving(tmp_path, database_url) as group:
+            serve = group.serve
+            killed = group.workers["worker 1"]
+            mark = len(serve.lines)
+            os.kill(killed, signal.SIGKILL)
+            await serve.wait_for("worker 1 exited with code -9; restarting it in", start=mark)
+            line = await serve.wait_for("worker 1 serving (pid", start=mark)
+            restarted = int(SERVING.search(line)[2])  # type: ignore[index]
+            assert restarted != killed
+            await _report_each(group.grpc_port, serials)
+            assert await _online(db) == len(serials)
+            serve.process.send_signal(signal.SIGTERM)
+            assert await serve.exited() == 0
+    assert not running(killed)
+    assert [pid for pid in (*group.workers.values(), restarted) if running(pid)] == []
+    assert not listening(group.grpc_port)
+    assert not listening(group.http_port)
+
+
+async def test_a_worker_that_keeps_failing_to_start_makes_serve_give_up_and_fail(
+    database_url, tmp_path
+):
+    # Workers create their upload directories under the data directory: not under a file.
+    (tmp_path / "file").write_text("")
+    env = _env(tmp_path / "file", database_url)
+    with trio.fail_after(START_TIMEOUT):
+        async with spawn(SERVE, env=env) as serve:
+            assert await serve.exited() == 1
+    gave_up = GAVE_UP.search(serve.output())
+    assert gave_up is not None, serve.output()
+    starts = [line for line in serve.lines if f"workers: {gave_up[1]} started" in line]
+    assert len(starts) == int(gave_up[2]) == Restarts().limit
+    assert serve.lines[-1].startswith("droneshield serve failed: WorkersFailed(")
+
+
+async def test_a_port_another_program_holds_fails_at_once_without_starting_workers(
+    database_url, tmp_path
+):
+    http_port = free_port()
+    with socket.socket() as taken:  # no SO_REUSEPORT: nobody can share this port
+        taken.bind(("127.0.0.1", http_port))
+        taken.listen()
+        env = _env(tmp_path, database_url, http_port=str(http_port))
+        with trio.fail_after(START_TIMEOUT):
+            async with spawn(SERVE, env=env) as serve:
+                assert await serve.exited() == 1
+    assert f"HTTP port 127.0.0.1:{http_port} cannot be shared" in serve.output()
+    assert not any("worker 1 started" in line for line in serve.lines)
+
+
+def test_restart_delay_doubles_up_to_a_cap_and_a_healthy_run_forgets_failures():
+    restarts = Restarts(first=0.5, cap=3.0, healthy_after=60.0, limit=6)
+    assert [restarts.after_exit(1.0) for _ in range(5)] == [0.5, 1.0, 2.0, 3.0, 3.0]
+    assert restarts.after_exit(60.0) == 0.5  # ran long enough: a first failure again
+    assert restarts.failures == 1
+
+
+@pytest.mark.parametrize("limit", [1, 3, 5])
+def test_restarts_stop_after_the_limit_of_failures_in_a_row(limit):
+    restarts = Restarts(limit=limit)
+    delays = [restarts.after_exit(0.1) for _ in range(limit)]
+    assert delays[-1] is None
+    assert None not in delays[:-1]
