@@ -56,10 +56,14 @@ class Flow:
         self.failures[kind] += 1
         self.messages.setdefault(kind, message)
 
-    async def until(self, *, acked: int = 0, failed: str | None = None) -> None:
-        """Wait until at least `acked` reports are acknowledged and, with `failed`, a call
-        failed with that status (the caller bounds the wait)."""
-        while len(self.acked) < acked or (failed is not None and not self.failures[failed]):
+    async def until(self, *, acked: int = 0, failures: int = 0, failed: str | None = None) -> None:
+        """Wait until at least `acked` reports are acknowledged, `failures` calls failed and,
+        with `failed`, a call failed with that status (the caller bounds the wait)."""
+        while (
+            len(self.acked) < acked
+            or self.failures.total() < failures
+            or (failed is not None and not self.failures[failed])
+        ):
             await self._changed.wait()
 
 
