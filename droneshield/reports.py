@@ -13,6 +13,7 @@ from .errors import DroneshieldError, InvalidReport, InvalidVersion
 from .versions import canonical, display
 
 SERIAL_MAX: Final = 128  # characters
+TOO_LATE: Final = "not committed before its deadline (daemon overloaded or database slow); retry"
 _SERIAL: Final = re.compile(rf"[\x20-\x7e]{{1,{SERIAL_MAX}}}")
 
 Outcome = Applied | DroneshieldError

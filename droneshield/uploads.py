@@ -11,12 +11,13 @@ name, so no name a client sends can point outside the storage directory.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
 import uuid
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -35,6 +36,7 @@ PDF_MAGIC: Final = b"%PDF-"
 FILENAME_MAX: Final = 255  # characters
 STAGED_SUFFIX: Final = ".part"
 CLEANUP_TIMEOUT: Final = 5.0  # seconds to remove staged files, even when cancelled
+_DISK_FULL: Final = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
 Outcome = Literal["created", "unchanged"]
 
@@ -63,6 +65,29 @@ def check_filename(raw: str) -> tuple[str, str]:
     except InvalidVersion as exc:
         raise UploadRejected(422, "bad_version", exc.message) from None
     return name, version
+
+
+@contextmanager
+def writing_to_disk() -> Iterator[None]:
+    """Turn a failing disk into an answer the client can act on, instead of a 500 that says
+    nothing: the upload is rejected whole (and cleaned up) while the daemon goes on serving.
+
+    Raises:
+        UploadRejected(507): no space left (or a quota or file size limit reached).
+        UploadRejected(503): any other storage error (a read-only or failing filesystem).
+    """
+    try:
+        yield
+    except OSError as exc:
+        log.error("release storage failed: %r", exc)
+        if exc.errno in _DISK_FULL:
+            raise UploadRejected(
+                507, "insufficient_storage", "no space left to store release files; retry later"
+            ) from None
+        reason = os.strerror(exc.errno) if exc.errno else type(exc).__name__
+        raise UploadRejected(
+            503, "storage_unavailable", f"release files cannot be written ({reason})"
+        ) from None
 
 
 def stored_name(version: str) -> str:
@@ -105,7 +130,8 @@ class StagedFile:
                 raise self._not_a_pdf()
         self._sha.update(data)
         self.size += len(data)
-        await self._file.write(data)
+        with writing_to_disk():
+            await self._file.write(data)
 
     async def finish(self) -> Release:
         """The whole file arrived: check it, make it durable, close it.
@@ -115,16 +141,21 @@ class StagedFile:
         """
         if self._head != PDF_MAGIC:
             raise self._not_a_pdf()
-        await self._file.flush()
-        await trio.to_thread.run_sync(os.fsync, self._file.fileno())
-        await self._file.aclose()
+        with writing_to_disk():
+            await self._file.flush()
+            await trio.to_thread.run_sync(os.fsync, self._file.fileno())
+            await self._file.aclose()
         self.release = Release(
             self.version, self.name, stored_name(self.version), self.size, self._sha.hexdigest()
         )
         return self.release
 
     async def aclose(self) -> None:
-        await self._file.aclose()
+        """Close, dropping what could not be flushed: the file is being discarded anyway."""
+        try:
+            await self._file.aclose()
+        except OSError as exc:
+            log.warning("closing discarded %s failed: %r", self.path, exc)
 
     def _not_a_pdf(self) -> UploadRejected:
         return UploadRejected(415, "not_a_pdf", f"{self.name!r} does not start with %PDF-")
@@ -153,7 +184,8 @@ class Upload:
             )
         name, version = check_filename(raw_name)
         path = self._staging_dir / f"{uuid.uuid4().hex}{STAGED_SUFFIX}"
-        file = await trio.open_file(path, "xb")
+        with writing_to_disk():
+            file = await trio.open_file(path, "xb")
         staged = StagedFile(name, version, path, file, self._max_bytes)
         self._staged.append(staged)
         return staged
@@ -168,7 +200,8 @@ class Upload:
 
         Raises:
             UploadRejected: no files (400), digests that do not match (422), a version already
-                stored with other content (409). Nothing is stored then.
+                stored with other content (409), storage failing (507, 503; see
+                `writing_to_disk`). Nothing is stored then.
         """
         releases = [s.release for s in self._staged if s.release is not None]
         if not releases:
@@ -180,11 +213,11 @@ class Upload:
             async with pool.acquire() as conn:
                 created = await software.register(conn, releases)
             try:
-                await self._put_in_place()
-            except OSError:
-                log.exception("could not move uploaded files into %s", self._storage_dir)
+                with writing_to_disk():
+                    await self._put_in_place()
+            except UploadRejected:
                 await self._undo([r for r, new in zip(releases, created, strict=True) if new], pool)
-                raise UploadRejected(500, "storage_failed", "could not store the files") from None
+                raise
         return [
             Stored(r, "created" if new else "unchanged")
             for r, new in zip(releases, created, strict=True)
@@ -211,7 +244,10 @@ class Upload:
         """Close and remove whatever is still staged (nothing once `store` succeeded)."""
         for s in self._staged:
             # Unlinked first: a close that fails (a full disk on flush) still leaves no file.
-            await trio.Path(s.path).unlink(missing_ok=True)
+            try:
+                await trio.Path(s.path).unlink(missing_ok=True)
+            except OSError as exc:  # the next start's `prepare_dirs` removes it
+                log.warning("could not remove %s: %r", s.path, exc)
             await s.aclose()
 
 

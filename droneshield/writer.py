@@ -19,7 +19,7 @@ from . import metrics
 from .db.pool import Pool, acquire, is_transient
 from .db.reports import Applied, apply_reports
 from .errors import DroneshieldError, IngestUnavailable, UnknownSensor
-from .reports import Pending, version_problem
+from .reports import TOO_LATE, Pending, version_problem
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +132,8 @@ class Writer:
         A batch that fails for any other reason fails only its own reports, never the writer.
         """
         delay = RETRY_FIRST
+        # Reports that outwaited their deadline in the queue (overload) are answered, not sent.
+        batch = self._expire(batch, TOO_LATE)
         try:
             while batch:
                 try:
@@ -140,7 +142,7 @@ class Writer:
                     if not is_transient(exc):
                         raise
                     log.warning("batch of %d failed (%r); retrying", len(batch), exc)
-                    batch = self._expire(batch)
+                    batch = self._expire(batch, "the database is unavailable; retry")
                     if not batch:
                         return
                     await trio.sleep(min(delay, max(0.0, self._earliest(batch))))
@@ -176,11 +178,12 @@ class Writer:
         """Seconds until the first report of the batch expires."""
         return min(p.deadline for p in batch) - trio.current_time()
 
-    def _expire(self, batch: list[Pending]) -> list[Pending]:
+    def _expire(self, batch: list[Pending], reason: str) -> list[Pending]:
         now = trio.current_time()
         alive = [p for p in batch if p.deadline > now]
         expired = [p for p in batch if p.deadline <= now]
-        _resolve_all(expired, IngestUnavailable("the database is unavailable; retry"))
+        if expired:
+            _resolve_all(expired, IngestUnavailable(reason))
         return alive
 
     def _deliver(self, batch: Sequence[Pending], rows: Sequence[Applied]) -> None:

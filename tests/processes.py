@@ -1,24 +1,34 @@
 """Test helpers for child processes: start one in its own session, collect its output lines as
-they come, wait for a line, stop it (SIGINT, then SIGKILL) within a bound; plus free ports and
-bounded polling, and what /proc says of processes and ports."""
+they come, wait for a line, stop it (SIGINT, then SIGKILL) within a bound; a `droneshield serve`
+child and its memory; a private PostgreSQL server to stop and start; free ports, bounded
+polling, and what /proc says of processes and ports."""
 
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
+import sys
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+import pytest
 import trio
 
 ROOT: Final = Path(__file__).resolve().parents[1]
 STOP_TIMEOUT: Final = 15.0  # seconds for a child to exit after SIGINT
 EOF_TIMEOUT: Final = 5.0  # seconds for the output pipe to close after the child exited
 POLL: Final = 0.05  # seconds between polls of the database
+READY: Final = re.compile(r"droneshield ready: gRPC :(\d+), HTTP :(\d+)")
+PG_BIN_DIRS: Final = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
+PG_USER: Final = "postgres"  # postgres refuses to run as root
 
 
 class Spawned:
@@ -167,3 +177,103 @@ async def eventually(check: Callable[[], Awaitable[bool]]) -> None:
     For state only a database query can see; anything that can signal uses an Event."""
     while not await check():  # noqa: ASYNC110
         await trio.sleep(POLL)
+
+
+@dataclass(frozen=True)
+class Daemon:
+    """A `droneshield serve` child that is ready, and where it listens."""
+
+    spawned: Spawned
+    grpc_port: int
+    http_port: int
+
+    @property
+    def pid(self) -> int:
+        return self.spawned.process.pid
+
+    def rss_bytes(self) -> int:
+        """Resident memory right now, from /proc (the kernel's count, not the allocator's)."""
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise AssertionError(f"no VmRSS in /proc/{self.pid}/status")
+
+
+@asynccontextmanager
+async def serve(database_url: str, data_dir: Path, **settings: object) -> AsyncIterator[Daemon]:
+    """`droneshield serve` on ephemeral ports, once it says it is ready; `settings` become
+    DRONESHIELD_* variables (`offline_after=1` → DRONESHIELD_OFFLINE_AFTER=1). Stopped on exit
+    (SIGINT, then SIGKILL) unless the test killed it already."""
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "DRONESHIELD_DATA_DIR": str(data_dir),
+        "DRONESHIELD_HTTP_PORT": "0",
+        "DRONESHIELD_GRPC_PORT": "0",
+        **{f"DRONESHIELD_{k.upper()}": str(v) for k, v in settings.items()},
+    }
+    async with spawn([sys.executable, "-m", "droneshield", "serve"], env=env) as spawned:
+        line = await spawned.wait_for("droneshield ready")
+        found = READY.search(line)
+        assert found is not None, line
+        yield Daemon(spawned, int(found.group(1)), int(found.group(2)))
+
+
+class PrivatePostgres:
+    """A PostgreSQL server of the test's own, on its own port, that the test may stop (as a
+    crash would: immediate mode) and start again. The shared server is never touched."""
+
+    def __init__(self, bin_dir: Path, root: Path, port: int) -> None:
+        self._bin_dir = bin_dir
+        self._root = root
+        self.port = port
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql://root@127.0.0.1:{self.port}/{database}"
+
+    async def _run(self, tool: str, *args: str, check: bool = True) -> None:
+        argv = [str(self._bin_dir / tool), *args]
+        if os.geteuid() == 0:
+            argv = ["runuser", "-u", PG_USER, "--", *argv]
+        await trio.run_process(
+            argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=check
+        )
+
+    async def init(self) -> None:
+        await self._run(
+            "initdb", "-D", str(self._root / "data"), "-A", "trust", "-U", "root", "--no-sync"
+        )
+
+    async def start(self) -> None:
+        options = f"-p {self.port} -k {self._root} -c listen_addresses=127.0.0.1"
+        data, log = str(self._root / "data"), str(self._root / "log")
+        await self._run("pg_ctl", "-D", data, "-o", options, "-l", log, "-w", "start")
+
+    async def stop(self, *, check: bool = True) -> None:
+        data = str(self._root / "data")
+        await self._run("pg_ctl", "-D", data, "-m", "immediate", "-w", "stop", check=check)
+
+
+@asynccontextmanager
+async def private_postgres() -> AsyncIterator[PrivatePostgres]:
+    """A fresh server (Debian's PostgreSQL binaries, run as `postgres` when we are root) in a
+    temporary directory, running; stopped and removed on exit.
+
+    Skips the test when no PostgreSQL binaries are installed.
+    """
+    if not PG_BIN_DIRS:
+        pytest.skip("no PostgreSQL server binaries under /usr/lib/postgresql")
+    root = Path(tempfile.mkdtemp(prefix="droneshield-private-pg-"))
+    try:
+        if os.geteuid() == 0:
+            shutil.chown(root, PG_USER)
+        server = PrivatePostgres(PG_BIN_DIRS[0], root, free_port())
+        await server.init()
+        await server.start()
+        try:
+            yield server
+        finally:
+            with trio.CancelScope(shield=True):
+                await server.stop(check=False)  # the test may have left it stopped
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

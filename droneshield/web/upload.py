@@ -152,7 +152,7 @@ def _documents_form(view):  # type: ignore[no-untyped-def]
 @requires_key
 @validate_response(UploadResult, 201)
 @validate_response(UploadResult, 200)
-@errors(400, 401, 408, 409, 413, 415, 422)
+@errors(400, 401, 408, 409, 413, 415, 422, 503, 507)
 @_documents_form
 async def upload() -> tuple[UploadResult, int]:
     """Upload one or more release PDFs (all are stored, or none).

@@ -1,0 +1,120 @@
+"""Database faults while reports flow: connections killed by the server, and a real server
+restart. The writer retries, callers wait or get UNAVAILABLE, /readyz follows the database, and
+afterwards every acknowledged report is in the database."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import httpx
+import trio
+
+from droneshield import daemon
+from droneshield.config import Settings
+from droneshield.db import migrate, seed
+from droneshield.db.pool import connect
+from droneshield.reports import TOO_LATE
+
+from .flow import Flow, stored
+from .processes import eventually, private_postgres
+from .uploads import add_software
+
+VERSION = "1.0.0"
+SENSORS = 20_000  # more than any run sends: each serial is reported once
+CALLERS = 16
+KILLS = 3
+
+_TERMINATE_OTHERS = """
+SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+WHERE datname = current_database() AND pid <> pg_backend_pid()
+"""
+_WAITING_FOR_A_LOCK = """
+SELECT count(*) FROM pg_stat_activity
+WHERE datname = current_database() AND pid <> pg_backend_pid() AND wait_event_type = 'Lock'
+"""
+
+
+async def _provision(conn) -> list[str]:  # type: ignore[no-untyped-def]
+    await seed.seed(conn, SENSORS)
+    await add_software(conn, VERSION)
+    return [seed.serial_for(n) for n in range(1, SENSORS + 1)]
+
+
+async def test_connections_killed_mid_commit_lose_no_acknowledged_report(
+    running, db, caplog, nursery
+):
+    caplog.set_level(logging.WARNING, logger="droneshield.writer")
+    flow = Flow(running.grpc_port, await _provision(db), VERSION)
+    killed = 0
+    with trio.fail_after(60):
+        nursery.start_soon(flow.run, CALLERS)
+        for round in range(1, KILLS + 1):
+            await flow.until(acked=100 * round)
+            # Every sensor row locked: the writer's next statement blocks on it, so the kill
+            # lands in the middle of a commit, not between two.
+            async with db.transaction():
+                await db.execute("SELECT 1 FROM sensor FOR UPDATE")
+
+                async def writer_blocked() -> bool:
+                    return bool(await db.fetchval(_WAITING_FOR_A_LOCK))
+
+                await eventually(writer_blocked)
+                killed += await db.fetchval(_TERMINATE_OTHERS)
+        await flow.until(acked=100 * (KILLS + 1))
+        nursery.cancel_scope.cancel()
+    retries = [r for r in caplog.records if "retrying" in r.getMessage()]
+    assert killed >= KILLS
+    assert len(retries) >= KILLS, "each kill should have failed a commit that was retried"
+    assert set(flow.failures) <= {"UNAVAILABLE"}, flow.messages
+    assert flow.acked <= await stored(db, VERSION)
+
+
+async def _readiness(api: httpx.AsyncClient, status: int) -> dict:  # type: ignore[type-arg]
+    """The body of the first /readyz answer with `status` (the caller bounds the wait)."""
+    answers: list[httpx.Response] = []
+
+    async def answered() -> bool:
+        answers.append(await api.get("/readyz"))
+        return answers[-1].status_code == status
+
+    await eventually(answered)
+    return answers[-1].json()
+
+
+async def test_postgres_restart_turns_readiness_red_then_green_and_loses_no_ack(
+    aio_loop, tmp_path: Path
+):
+    settings = Settings(
+        data_dir=tmp_path, http_port=0, grpc_port=0, ack_timeout=2.0, shutdown_grace=2.0
+    )
+    async with private_postgres() as server:
+        url = server.url()
+        async with connect(url) as conn:
+            await migrate.migrate(conn)
+            serials = await _provision(conn)
+        with trio.fail_after(90):
+            async with trio.open_nursery() as nursery:
+                running = await nursery.start(daemon.run, settings, url)
+                flow = Flow(running.grpc_port, serials, VERSION)
+                base = f"http://127.0.0.1:{running.http_port}"
+                async with httpx.AsyncClient(base_url=base, timeout=10) as api:
+                    nursery.start_soon(flow.run, CALLERS)
+                    await flow.until(acked=100)
+                    assert (await api.get("/readyz")).status_code == 200
+                    await server.stop()
+                    red = await _readiness(api, 503)
+                    # Reports sent while the server is down wait, then are told to retry.
+                    await flow.until(failed="UNAVAILABLE")
+                    await server.start()
+                    green = await _readiness(api, 200)
+                    await flow.until(acked=len(flow.acked) + 100)
+                nursery.cancel_scope.cancel()
+        async with connect(url) as conn:
+            held = await stored(conn, VERSION)
+    assert red["error"]["code"] == "database_unavailable"
+    assert green == {"status": "ready"}
+    assert set(flow.failures) == {"UNAVAILABLE"}, flow.messages
+    # Told while its commit was retried, or when it outwaited its deadline in the queue.
+    assert flow.messages["UNAVAILABLE"] in {"the database is unavailable; retry", TOO_LATE}
+    assert flow.acked <= held
