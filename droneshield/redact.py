@@ -33,6 +33,12 @@ def secrets_of(settings: Settings) -> list[str]:
     return sorted({s for s in found if s}, key=len, reverse=True)
 
 
+def mask(text: str, secrets: Iterable[str]) -> str:
+    for secret in secrets:
+        text = text.replace(secret, MASK)
+    return text
+
+
 class RedactingFormatter(logging.Formatter):
     """Formats with the handler's own formatter, then masks every secret."""
 
@@ -42,10 +48,7 @@ class RedactingFormatter(logging.Formatter):
         self._secrets = tuple(secrets)
 
     def format(self, record: logging.LogRecord) -> str:
-        text = self._inner.format(record)
-        for secret in self._secrets:
-            text = text.replace(secret, MASK)
-        return text
+        return mask(self._inner.format(record), self._secrets)
 
 
 def install(secrets: Iterable[str], loggers: Iterable[logging.Logger]) -> None:
