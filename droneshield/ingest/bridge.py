@@ -25,7 +25,7 @@ from grpclib.server import Server
 
 from ..errors import IngestUnavailable
 from ..reports import Outcome, Pending
-from .auth import require_token
+from .auth import TokenRequired
 from .proto.google_proto_descriptor_pool import default_google_proto_descriptor_pool
 from .service import Checked, DeviceStatusService
 
@@ -165,9 +165,12 @@ async def serve_grpc(
     serving = ServiceStatus()
     health = Health({service: [serving]})
     _publish_descriptors()
-    server = _TrackingServer(ServerReflection.extend([service, health]))
+    services = ServerReflection.extend([service, health])
     if token is not None:
-        require_token(server, token)
+        # Health stays open: load balancers and orchestrators probe it without credentials,
+        # and it says only SERVING or not.
+        services = [s if s is health else TokenRequired(s, token) for s in services]
+    server = _TrackingServer(services)
     await trio_asyncio.aio_as_trio(server.start)(host, port, ssl=tls)
     bound = server._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     serving.set(True)
