@@ -11,7 +11,8 @@ import trio
 from grpclib.exceptions import StreamTerminatedError
 from trio_websocket import open_websocket
 
-from droneshield import daemon
+from droneshield import config, daemon
+from emitter.link import client_tls
 
 from .processes import eventually, spawn
 from .secure_clients import HOST, Pki, bearer, grpcio_send, make_pki, send
@@ -124,3 +125,18 @@ async def test_emitter_reports_to_a_secured_daemon(secured, pki, db, sensors, tm
         async with spawn(argv) as emitter:
             await eventually(online)
             assert await emitter.stop() == 0
+
+
+def test_tls_settings_come_in_pairs_and_empty_means_unset(tmp_path):
+    with pytest.raises(ValueError, match="together"):
+        config.from_mapping({}, {"DRONESHIELD_TLS_CERT": str(tmp_path / "cert.pem")})
+    with pytest.raises(ValueError, match="mTLS"):
+        config.from_mapping({}, {"DRONESHIELD_GRPC_CLIENT_CA": str(tmp_path / "ca.pem")})
+    unset = config.from_mapping({}, {"DRONESHIELD_TLS_CERT": "", "DRONESHIELD_TLS_KEY": ""})
+    assert unset.tls_files is None
+
+
+def test_emitter_refuses_a_client_certificate_without_a_ca(pki):
+    with pytest.raises(ValueError, match="--ca-file"):
+        client_tls(None, pki.client_cert, pki.client_key)
+    assert client_tls(None) is None
