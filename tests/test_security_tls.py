@@ -140,3 +140,13 @@ def test_emitter_refuses_a_client_certificate_without_a_ca(pki):
     with pytest.raises(ValueError, match="--ca-file"):
         client_tls(None, pki.client_cert, pki.client_key)
     assert client_tls(None) is None
+
+
+async def test_a_missing_certificate_fails_the_start(
+    aio_loop, database_url, settings, pki, nursery
+):
+    broken = settings.replace(
+        tls_cert=pki.server_cert.with_name("absent.pem"), tls_key=pki.server_key
+    )
+    with trio.fail_after(20), pytest.RaisesGroup(FileNotFoundError, flatten_subgroups=True):
+        await nursery.start(daemon.run, broken, database_url)
