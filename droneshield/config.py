@@ -115,6 +115,19 @@ class Settings:
         default=WORKERS_DEFAULT,
         metadata={"help": "daemon processes sharing the gRPC and HTTP ports (SO_REUSEPORT)"},
     )
+    grpc_token: str | None = field(
+        default=None,
+        metadata={"help": "bearer token gRPC reports must carry; unset: reports open"},
+    )
+    tls_cert: Path | None = field(
+        default=None,
+        metadata={"help": "PEM certificate chain; with tls_key, both servers speak TLS only"},
+    )
+    tls_key: Path | None = field(default=None, metadata={"help": "PEM private key of tls_cert"})
+    grpc_client_ca: Path | None = field(
+        default=None,
+        metadata={"help": "PEM CA bundle; gRPC clients must present a certificate it signed"},
+    )
 
     def __post_init__(self) -> None:
         for name in ("http_port", "grpc_port"):
@@ -136,6 +149,10 @@ class Settings:
                 raise ValueError(f"{name} must be positive")
         if self.shutdown_grace < 0 or self.seed_count < 0:
             raise ValueError("shutdown_grace and seed_count cannot be negative")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key must be given together")
+        if self.grpc_client_ca is not None and self.tls_cert is None:
+            raise ValueError("grpc_client_ca needs tls_cert and tls_key (mTLS is over TLS)")
 
     @property
     def upload_dir(self) -> Path:
@@ -145,6 +162,13 @@ class Settings:
     def staging_dir(self) -> Path:
         """Uploads in progress; same filesystem as upload_dir, so storing is a rename."""
         return self.data_dir / "incoming"
+
+    @property
+    def tls_files(self) -> tuple[Path, Path] | None:
+        """(certificate chain, key) when TLS is configured."""
+        if self.tls_cert is None or self.tls_key is None:
+            return None
+        return self.tls_cert, self.tls_key
 
     @property
     def embedded_db_dir(self) -> Path:
@@ -160,13 +184,15 @@ def env_name(f: dataclasses.Field[Any]) -> str:
 
 def _convert(f: dataclasses.Field[Any], raw: str) -> Any:
     kind = f.type if isinstance(f.type, str) else f.type.__name__
+    if not raw and "None" in kind:
+        return None  # an empty variable unsets an optional setting (not Path("."))
     if kind.startswith("int"):
         return int(raw)
     if kind.startswith("float"):
         return float(raw)
     if kind.startswith("Path"):
         return Path(raw)
-    return raw or None if "None" in kind else raw
+    return raw
 
 
 def from_mapping(values: Mapping[str, str | None], env: Mapping[str, str]) -> Settings:

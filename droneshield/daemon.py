@@ -22,6 +22,7 @@ from .config import Settings
 from .db.pool import open_pool
 from .db.presence import PresenceDb
 from .hub import Hub
+from .ingest import tls as grpc_tls
 from .ingest.bridge import Submitter, serve_grpc
 from .presence import Tracker, serve_presence
 from .relay import Relay
@@ -89,6 +90,8 @@ async def run(
                     settings.grpc_port,
                     grace=grace,
                     reuse_port=shared,
+                    tls=grpc_tls.server_context(settings),
+                    token=settings.grpc_token,
                 )
             )
             http_port = await nursery.start(
@@ -100,6 +103,7 @@ async def run(
                     grace=grace,
                     send_timeout=settings.send_timeout,
                     reuse_port=shared,
+                    tls=settings.tls_files,
                 )
             )
             log.info("droneshield ready: gRPC :%d, HTTP :%d", grpc_port, http_port)

@@ -16,7 +16,7 @@ from .backoff import BASE_DEFAULT, CAP_DEFAULT, Backoff
 from .compat import run_compat
 from .demo_uploads import upload, write
 from .fleet import run_fleet
-from .link import TIMEOUT_DEFAULT, Link
+from .link import TIMEOUT_DEFAULT, Link, client_tls
 from .load import run_load
 from .schedule import FleetShape
 from .serials import from_file, wait_for_serials
@@ -50,6 +50,18 @@ def _common(parser: argparse.ArgumentParser) -> None:
         "--backoff-max", type=float, default=CAP_DEFAULT, help="longest backoff pause, seconds"
     )
     parser.add_argument("--log-level", default="INFO", help="logging level")
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("DRONESHIELD_GRPC_TOKEN"),
+        help="gRPC bearer token (default: env DRONESHIELD_GRPC_TOKEN)",
+    )
+    parser.add_argument(
+        "--ca-file",
+        type=Path,
+        help="talk TLS to the daemon, trusting this PEM CA bundle (default: plaintext)",
+    )
+    parser.add_argument("--cert-file", type=Path, help="client certificate (PEM), for mTLS")
+    parser.add_argument("--key-file", type=Path, help="private key of --cert-file (PEM)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -109,6 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="bearer key (default: env DRONESHIELD_API_KEY)",
     )
     demo.add_argument("--out", type=Path, help="write the PDFs here instead of uploading")
+    demo.add_argument(
+        "--ca-file",
+        type=Path,
+        help="verify an https --url with this PEM CA bundle (default: system CAs)",
+    )
     demo.add_argument("--log-level", default="INFO", help="logging level")
     return parser
 
@@ -125,7 +142,8 @@ async def _emit(args: argparse.Namespace) -> None:
     rng = random.Random(args.seed)
     backoff = Backoff(rng, base=args.backoff_base, cap=args.backoff_max)
     serials = await _serials(args, backoff)
-    link = Link(args.target, backoff, timeout=args.timeout)
+    tls = client_tls(args.ca_file, args.cert_file, args.key_file)
+    link = Link(args.target, backoff, timeout=args.timeout, tls=tls, token=args.token)
     try:
         if args.mode == "compat":
             await run_compat(link, serials, interval=args.interval, rng=rng)
@@ -196,7 +214,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for path in write(args.out):
                 print(path)
             return 0
-        return 0 if upload(args.url, args.api_key) else 1
+        return 0 if upload(args.url, args.api_key, ca_file=args.ca_file) else 1
     try:
         asyncio.run(_until_stopped(args))
     except ValueError as exc:  # a bad option value (FleetShape, --target)

@@ -8,6 +8,7 @@ deterministic, so uploading them twice is idempotent on the daemon's side.
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Final
@@ -68,16 +69,28 @@ def write(directory: Path, versions: Iterable[str] = RELEASED) -> list[Path]:
     return paths
 
 
-def upload(url: str, api_key: str | None, versions: Iterable[str] = RELEASED) -> bool:
+def upload(
+    url: str,
+    api_key: str | None,
+    versions: Iterable[str] = RELEASED,
+    *,
+    ca_file: Path | None = None,
+) -> bool:
     """POST one release per request to `url`/upload, so one rejected file does not take the
-    others with it. Returns True when every upload was accepted (or already there)."""
+    others with it; an https `url` is verified with `ca_file` (else the system's CAs).
+    Returns True when every upload was accepted (or already there)."""
     # A fresh connection per file: a rejection answered before the body was read could leave
     # a kept-alive connection stalled (seen with hypercorn on 404).
     headers = {"Connection": "close"}
     if api_key:
         headers["Authorization"] = f"Bearer {api_key}"
     ok = True
-    with httpx.Client(base_url=url, headers=headers, timeout=UPLOAD_TIMEOUT) as client:
+    verify: ssl.SSLContext | bool = True
+    if ca_file is not None:
+        verify = ssl.create_default_context(cafile=ca_file)
+    with httpx.Client(
+        base_url=url, headers=headers, timeout=UPLOAD_TIMEOUT, verify=verify
+    ) as client:
         for version in versions:
             name = file_name(version)
             files = {UPLOAD_FIELD: (name, release_pdf(version), "application/pdf")}

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Final, TypeVar
 
 from grpclib import GRPCError, Status
@@ -70,17 +72,48 @@ def parse_target(target: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
+def client_tls(
+    ca_file: Path | None, cert_file: Path | None = None, key_file: Path | None = None
+) -> ssl.SSLContext | None:
+    """TLS trusting `ca_file` (None: plaintext), presenting `cert_file`/`key_file` to a daemon
+    that requires client certificates.
+
+    Raises:
+        ValueError: a client certificate without a CA to verify the daemon with.
+        OSError, ssl.SSLError: a file is missing or is not PEM.
+    """
+    if ca_file is None:
+        if cert_file is not None:
+            raise ValueError("--cert-file needs --ca-file (client certificates go over TLS)")
+        return None
+    context = ssl.create_default_context(cafile=ca_file)
+    context.set_alpn_protocols(["h2"])  # gRPC is HTTP/2 only
+    if cert_file is not None:
+        context.load_cert_chain(cert_file, key_file)
+    return context
+
+
 class Link:
     """A gRPC channel to the daemon plus the backoff every sender shares. While the daemon is
     down, one call per backoff pause tries to reach it (a probe); the rest wait for its answer,
     so a fleet of thousands reconnects with one connection attempt, not thousands."""
 
-    def __init__(self, target: str, backoff: Backoff, *, timeout: float = TIMEOUT_DEFAULT):
+    def __init__(
+        self,
+        target: str,
+        backoff: Backoff,
+        *,
+        timeout: float = TIMEOUT_DEFAULT,
+        tls: ssl.SSLContext | None = None,
+        token: str | None = None,
+    ):
         self.target = target
         self._backoff = backoff
         self._timeout = timeout
+        # Built once: every call sends the same bearer token as `authorization` metadata.
+        self._metadata = {"authorization": f"Bearer {token}"} if token else None
         host, port = parse_target(target)
-        self._channel = Channel(host, port)
+        self._channel = Channel(host, port, ssl=tls)
         self._stub = DeviceStatusServiceStub(self._channel)
         self._probe: asyncio.Event | None = None
 
@@ -134,7 +167,7 @@ class Link:
 
     async def _answer(self, method: Callable[..., Awaitable[T]], message: object) -> T | Failure:
         try:
-            return await method(message, timeout=self._timeout)
+            return await method(message, timeout=self._timeout, metadata=self._metadata)
         except Exception as exc:
             failure = classify(exc)
             if failure is None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Callable, Sequence
 from typing import Final, NoReturn
 
@@ -24,6 +25,7 @@ from grpclib.server import Server
 
 from ..errors import IngestUnavailable
 from ..reports import Outcome, Pending
+from .auth import TokenRequired
 from .proto.google_proto_descriptor_pool import default_google_proto_descriptor_pool
 from .service import Checked, DeviceStatusService
 
@@ -148,12 +150,15 @@ async def serve_grpc(
     *,
     grace: float,
     reuse_port: bool = False,
+    tls: ssl.SSLContext | None = None,
+    token: str | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
     """Serve DeviceStatusService, grpc.health.v1 and server reflection until cancelled.
 
     `task_status.started()` reports the bound port (pass 0 to let the OS pick). With
-    `reuse_port`, other processes may listen on the same port (SO_REUSEPORT).
+    `reuse_port`, other processes may listen on the same port (SO_REUSEPORT). With `tls`, only
+    TLS is spoken; with `token`, calls other than health checks must carry it (see `auth`).
 
     Cancellation: new reports get UNAVAILABLE, those in flight get up to `grace` seconds to be
     committed and answered, then remaining calls are cancelled and connections closed.
@@ -162,11 +167,18 @@ async def serve_grpc(
     serving = ServiceStatus()
     health = Health({service: [serving]})
     _publish_descriptors()
-    server = _TrackingServer(ServerReflection.extend([service, health]))
-    await trio_asyncio.aio_as_trio(server.start)(host, port, reuse_port=reuse_port)
+    services = ServerReflection.extend([service, health])
+    if token is not None:
+        # Health stays open: load balancers and orchestrators probe it without credentials,
+        # and it says only SERVING or not.
+        services = [s if s is health else TokenRequired(s, token) for s in services]
+    server = _TrackingServer(services)
+    await trio_asyncio.aio_as_trio(server.start)(
+        host, port, reuse_port=reuse_port, ssl=tls
+    )
     bound = server._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     serving.set(True)
-    log.info("gRPC listening on %s:%d", host, bound)
+    log.info("gRPC listening on %s:%d (%s)", host, bound, "TLS" if tls else "plaintext")
     task_status.started(bound)
     try:
         await trio.sleep_forever()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Awaitable, Callable
 from functools import wraps
 from typing import ParamSpec, TypeVar
@@ -12,17 +11,12 @@ from quart_schema import security_scheme
 from werkzeug.datastructures import WWWAuthenticate
 from werkzeug.exceptions import Unauthorized
 
+from ..bearer import presents
 from .context import settings
 from .openapi import BEARER
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-
-def authorized(header: str | None, key: str) -> bool:
-    """Whether an Authorization header carries `key` as a bearer token (constant-time)."""
-    scheme, _, token = (header or "").partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), key.encode())
 
 
 class _Unauthorized(Unauthorized):
@@ -40,7 +34,7 @@ def requires_key(view: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
     @wraps(view)
     async def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
         key = settings().api_key
-        if key is not None and not authorized(request.headers.get("Authorization"), key):
+        if key is not None and not presents(request.headers.get("Authorization"), key):
             raise _Unauthorized(
                 "this endpoint needs Authorization: Bearer <API key>",
                 www_authenticate=WWWAuthenticate("bearer"),

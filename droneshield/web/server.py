@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import socket
+from pathlib import Path
 from typing import Final, NoReturn
 
 import trio
@@ -53,9 +54,13 @@ async def serve_http(
     grace: float,
     send_timeout: float | None = None,
     reuse_port: bool = False,
+    tls: tuple[Path, Path] | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
     """Serve HTTP and WebSocket until cancelled; `started()` reports the bound port.
+
+    With `tls` (certificate chain, key: PEM files) only HTTPS and WSS are spoken on the port;
+    hypercorn loads them at start, so a bad file fails the start.
 
     Cancellation: hypercorn is stopped through its shutdown trigger, not cancelled, so open
     WebSockets get a proper close frame (1001) and requests in flight get `grace` seconds.
@@ -67,6 +72,8 @@ async def serve_http(
     config.bind = [_shared_bind(host, port) if reuse_port else f"{host}:{port}"]
     config.graceful_timeout = grace
     config.accesslog = None  # the app logs requests itself, with request ids
+    if tls is not None:
+        config.certfile, config.keyfile = (str(path) for path in tls)
     shutdown = trio.Event()
     # Shielded so the daemon's cancellation reaches hypercorn only through `shutdown`.
     shield = trio.CancelScope(shield=True)
@@ -78,7 +85,7 @@ async def serve_http(
     async with trio.open_nursery() as nursery:
         binds = await nursery.start(run)
         bound = int(binds[0].rsplit(":", 1)[1])
-        log.info("HTTP listening on %s:%d", host, bound)
+        log.info("HTTP listening on %s:%d (%s)", host, bound, "TLS" if tls else "plaintext")
         task_status.started(bound)
         try:
             await trio.sleep_forever()
