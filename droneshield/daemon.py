@@ -81,7 +81,15 @@ async def run(
             await nursery.start(serve_summary, pool, hub)
             grace = settings.shutdown_grace
             grpc_port = await nursery.start(
-                partial(serve_grpc, submitter, settings.host, settings.grpc_port, grace=grace)
+                partial(
+                    serve_grpc,
+                    submitter,
+                    settings.host,
+                    settings.grpc_port,
+                    grace=grace,
+                    max_message_bytes=settings.grpc_max_message_bytes,
+                    max_streams=settings.grpc_max_streams,
+                )
             )
             http_port = await nursery.start(
                 partial(

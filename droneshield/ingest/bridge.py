@@ -19,11 +19,14 @@ from google.protobuf import descriptor_pool
 from google.protobuf.descriptor_pb2 import FileDescriptorProto
 from grpclib.health.check import ServiceStatus
 from grpclib.health.service import Health
+from grpclib.protocol import H2Protocol
 from grpclib.reflection.service import ServerReflection
 from grpclib.server import Server
+from h2.settings import SettingCodes
 
 from ..errors import IngestUnavailable
 from ..reports import Outcome, Pending
+from .codec import BoundedCodec
 from .proto.google_proto_descriptor_pool import default_google_proto_descriptor_pool
 from .service import Checked, DeviceStatusService
 
@@ -108,14 +111,17 @@ class Submitter:
 
 class _TrackingServer(Server):
     """grpclib's Server leaves accepted connections open on close (a ResourceWarning and a
-    client that waits for nothing); this one remembers them so shutdown can close them."""
+    client that waits for nothing); this one remembers them so shutdown can close them, and
+    limits the calls each may have open."""
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
+    def __init__(self, *args: object, max_streams: int, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.protocols: set[asyncio.Protocol] = set()
+        self.max_streams = max_streams
 
     def _protocol_factory(self):  # type: ignore[no-untyped-def]
-        protocol = super()._protocol_factory()
+        # grpclib's factory registers the connection's handler; ours adds the stream limit.
+        protocol = _LimitedProtocol(super()._protocol_factory(), self.max_streams)
         self.protocols.add(protocol)
         return protocol
 
@@ -127,6 +133,22 @@ class _TrackingServer(Server):
             if transport is not None:
                 transport.close()
         self.protocols.clear()
+
+
+class _LimitedProtocol(H2Protocol):
+    """grpclib leaves h2's SETTINGS_MAX_CONCURRENT_STREAMS at h2's default; this announces
+    ours right after the connection preface. Clients that honour it (grpclib, grpcio) queue
+    further calls; h2 ends a connection that opens more streams than allowed."""
+
+    def __init__(self, plain: H2Protocol, max_streams: int) -> None:
+        super().__init__(plain.handler, plain.config, plain.h2_config)
+        self._max_streams = max_streams
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        h2 = self.connection._connection
+        h2.update_settings({SettingCodes.MAX_CONCURRENT_STREAMS: self._max_streams})
+        self.connection.flush()
 
 
 def _publish_descriptors() -> None:
@@ -147,11 +169,15 @@ async def serve_grpc(
     port: int,
     *,
     grace: float,
+    max_message_bytes: int,
+    max_streams: int,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
     """Serve DeviceStatusService, grpc.health.v1 and server reflection until cancelled.
 
-    `task_status.started()` reports the bound port (pass 0 to let the OS pick).
+    `task_status.started()` reports the bound port (pass 0 to let the OS pick). A request
+    over `max_message_bytes` gets RESOURCE_EXHAUSTED, a malformed one INVALID_ARGUMENT; a
+    connection may have `max_streams` calls open at once.
 
     Cancellation: new reports get UNAVAILABLE, those in flight get up to `grace` seconds to be
     committed and answered, then remaining calls are cancelled and connections closed.
@@ -160,7 +186,11 @@ async def serve_grpc(
     serving = ServiceStatus()
     health = Health({service: [serving]})
     _publish_descriptors()
-    server = _TrackingServer(ServerReflection.extend([service, health]))
+    server = _TrackingServer(
+        ServerReflection.extend([service, health]),
+        codec=BoundedCodec(max_message_bytes),
+        max_streams=max_streams,
+    )
     await trio_asyncio.aio_as_trio(server.start)(host, port)
     bound = server._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     serving.set(True)
