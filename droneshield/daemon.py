@@ -99,6 +99,7 @@ async def run(
                     settings.http_port,
                     grace=grace,
                     send_timeout=settings.send_timeout,
+                    websocket_max_message=settings.ws_max_message_bytes,
                 )
             )
             log.info("droneshield ready: gRPC :%d, HTTP :%d", grpc_port, http_port)

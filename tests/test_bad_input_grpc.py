@@ -34,6 +34,7 @@ from droneshield.ingest.proto.status import (
     DeviceStatusServiceStub,
 )
 
+from .fuzz import examples
 from .grpc_clients import aio, grpclib_stub, send, send_batch
 
 MAX_MESSAGE = 256 * 1024  # bytes: a 10,000-status batch fits, a few more KiB do not
@@ -141,24 +142,10 @@ def test_codec_refuses_a_message_over_the_limit_as_resource_exhausted():
     assert BoundedCodec(len(payload)).decode(payload, DeviceStatus).serial == "DS-00000001"
 
 
-def _examples(strategy: st.SearchStrategy[bytes], count: int) -> list[bytes]:
-    """`count` inputs hypothesis generates (its shrinking runs in the codec test above; here
-    they go over the wire)."""
-    drawn: list[bytes] = []
-
-    @hypothesis_settings(max_examples=count, database=None, derandomize=True)
-    @given(strategy)
-    def draw(payload: bytes) -> None:
-        drawn.append(payload)
-
-    draw()
-    return drawn
-
-
 async def test_random_bytes_get_a_status_never_unknown_and_the_daemon_keeps_serving(
     running, sensors
 ):
-    payloads = _examples(random_messages, 120)
+    payloads = examples(random_messages, 120)
     answers: dict[Status, int] = {}
     async with raw_channel(running.grpc_port) as channel:
         for payload in payloads:

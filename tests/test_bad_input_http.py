@@ -15,13 +15,12 @@ import httpx
 import pytest
 import trio
 import trio.testing
-from hypothesis import given
-from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from droneshield.config import Settings
 from droneshield.web.upload import max_request_bytes
 
+from .fuzz import examples
 from .uploads import BOUNDARY, CLOSING, MULTIPART, files_under, multipart, part_head, pdf, upload
 
 MAX_PARTS = 6
@@ -57,20 +56,6 @@ def settings(tmp_path: Path) -> Settings:
         max_upload_bytes=64 * 1024,
         max_upload_parts=MAX_PARTS,
     )
-
-
-def examples(strategy: st.SearchStrategy[Any], count: int) -> list[Any]:
-    """`count` values hypothesis generates, to send over a real socket one after another (a
-    running daemon cannot live inside a hypothesis example)."""
-    drawn: list[Any] = []
-
-    @hypothesis_settings(max_examples=count, database=None, derandomize=True)
-    @given(strategy)
-    def draw(value: Any) -> None:
-        drawn.append(value)
-
-    draw()
-    return drawn
 
 
 def assert_json_error(response: httpx.Response, *statuses: int) -> str:

@@ -42,19 +42,24 @@ async def serve_http(
     *,
     grace: float,
     send_timeout: float | None = None,
+    websocket_max_message: int | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
     """Serve HTTP and WebSocket until cancelled; `started()` reports the bound port.
 
     Cancellation: hypercorn is stopped through its shutdown trigger, not cancelled, so open
     WebSockets get a proper close frame (1001) and requests in flight get `grace` seconds.
-    A client that stopped reading can hold shutdown up to `send_timeout` seconds.
+    A client that stopped reading can hold shutdown up to `send_timeout` seconds. A WebSocket
+    message longer than `websocket_max_message` closes its connection with 1009, as soon as
+    that much has arrived (hypercorn's own limit, so it is never buffered whole).
     """
     config = _Config()
     config.send_timeout = send_timeout
     config.bind = [f"{host}:{port}"]
     config.graceful_timeout = grace
     config.accesslog = None  # the app logs requests itself, with request ids
+    if websocket_max_message is not None:
+        config.websocket_max_message_size = websocket_max_message
     shutdown = trio.Event()
     # Shielded so the daemon's cancellation reaches hypercorn only through `shutdown`.
     shield = trio.CancelScope(shield=True)
