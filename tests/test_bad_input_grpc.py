@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import h2.config
@@ -59,15 +58,9 @@ random_messages = st.one_of(
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return Settings(
-        data_dir=tmp_path,
-        http_port=0,
-        grpc_port=0,
-        shutdown_grace=2.0,
-        ack_timeout=30.0,
-        grpc_max_message_bytes=MAX_MESSAGE,
-        grpc_max_streams=MAX_STREAMS,
+def settings(settings: Settings) -> Settings:
+    return settings.replace(
+        ack_timeout=30.0, grpc_max_message_bytes=MAX_MESSAGE, grpc_max_streams=MAX_STREAMS
     )
 
 

@@ -47,15 +47,8 @@ file_names = st.one_of(
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return Settings(
-        data_dir=tmp_path,
-        http_port=0,
-        grpc_port=0,
-        shutdown_grace=2.0,
-        max_upload_bytes=64 * 1024,
-        max_upload_parts=MAX_PARTS,
-    )
+def settings(settings: Settings) -> Settings:
+    return settings.replace(max_upload_bytes=64 * 1024, max_upload_parts=MAX_PARTS)
 
 
 def assert_json_error(response: httpx.Response, *statuses: int) -> str:

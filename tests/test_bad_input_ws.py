@@ -6,7 +6,6 @@ go on working. (tests/test_hub.py checks `messages.parse` itself against any inp
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 import trio
@@ -30,15 +29,8 @@ client_messages = st.one_of(st.binary(max_size=300), st.text(max_size=300), subs
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return Settings(
-        data_dir=tmp_path,
-        http_port=0,
-        grpc_port=0,
-        shutdown_grace=2.0,
-        ws_max_message_bytes=MAX_MESSAGE,
-        ws_max_serials=MAX_SERIALS,
-    )
+def settings(settings: Settings) -> Settings:
+    return settings.replace(ws_max_message_bytes=MAX_MESSAGE, ws_max_serials=MAX_SERIALS)
 
 
 def _answered(data: str | bytes) -> bool:
