@@ -7,8 +7,8 @@ a varint's wire type, and fails on the rest with assorted exceptions (`EOFError`
 `UnicodeDecodeError`…) that grpclib would answer with UNKNOWN. So every request is first parsed
 by protobuf's C parser (upb) against the same descriptor, which rejects truncated messages and
 invalid UTF-8 in strings, and then checked for known fields sent with the wrong wire type (upb
-keeps those as unknown fields). That costs well under 1 % of the betterproto2 parse after it
-(~1 ms against ~190 ms for 10,000 statuses).
+keeps those as unknown fields). Measured: ~1 % of the betterproto2 parse that follows (1.7 ms
+against 171 ms for 10,000 statuses; 2 µs for one status, against ~1 ms per unary call).
 """
 
 from __future__ import annotations
