@@ -149,6 +149,7 @@ def _check_announced_length(limit: int) -> None:
     _AnnouncedTooLarge(413): the client says the body is longer than `limit`.
     """
     if (request.content_length or 0) > limit:
+        metrics.UPLOADS.labels("request_too_large").inc()
         raise _AnnouncedTooLarge(f"the body exceeds {limit} bytes")
 
 
