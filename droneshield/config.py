@@ -32,6 +32,11 @@ WS_PING_INTERVAL_DEFAULT: Final = 15.0  # seconds
 WS_TIMEOUT_DEFAULT: Final = 45.0  # seconds
 SEND_TIMEOUT_DEFAULT: Final = 15.0  # seconds
 WORKERS_DEFAULT: Final = 1  # daemon processes sharing the ports
+GRPC_MAX_MESSAGE_BYTES_DEFAULT: Final = 4 * 1024 * 1024  # bytes, gRPC's own default
+GRPC_MAX_STREAMS_DEFAULT: Final = 100  # concurrent HTTP/2 streams per gRPC connection
+MAX_UPLOAD_PARTS_DEFAULT: Final = 64  # multipart parts per upload request
+WS_MAX_MESSAGE_BYTES_DEFAULT: Final = 256 * 1024  # bytes per WebSocket client message
+WS_MAX_SERIALS_DEFAULT: Final = 1000  # sensors one WebSocket client may subscribe to
 
 
 @dataclass(frozen=True)
@@ -128,6 +133,26 @@ class Settings:
         default=None,
         metadata={"help": "PEM CA bundle; gRPC clients must present a certificate it signed"},
     )
+    grpc_max_message_bytes: int = field(
+        default=GRPC_MAX_MESSAGE_BYTES_DEFAULT,
+        metadata={"help": "largest gRPC request message (RESOURCE_EXHAUSTED beyond)"},
+    )
+    grpc_max_streams: int = field(
+        default=GRPC_MAX_STREAMS_DEFAULT,
+        metadata={"help": "concurrent calls (HTTP/2 streams) per gRPC connection"},
+    )
+    max_upload_parts: int = field(
+        default=MAX_UPLOAD_PARTS_DEFAULT,
+        metadata={"help": "multipart parts (files and fields) per upload request"},
+    )
+    ws_max_message_bytes: int = field(
+        default=WS_MAX_MESSAGE_BYTES_DEFAULT,
+        metadata={"help": "largest WebSocket client message (closed with 1009 beyond)"},
+    )
+    ws_max_serials: int = field(
+        default=WS_MAX_SERIALS_DEFAULT,
+        metadata={"help": "sensors one WebSocket client may subscribe to by serial"},
+    )
 
     def __post_init__(self) -> None:
         for name in ("http_port", "grpc_port"):
@@ -144,6 +169,11 @@ class Settings:
             "pool_size",
             "max_upload_bytes",
             "workers",
+            "grpc_max_message_bytes",
+            "grpc_max_streams",
+            "max_upload_parts",
+            "ws_max_message_bytes",
+            "ws_max_serials",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")

@@ -92,6 +92,8 @@ async def run(
                     reuse_port=shared,
                     tls=grpc_tls.server_context(settings),
                     token=settings.grpc_token,
+                    max_message_bytes=settings.grpc_max_message_bytes,
+                    max_streams=settings.grpc_max_streams,
                 )
             )
             http_port = await nursery.start(
@@ -104,6 +106,7 @@ async def run(
                     send_timeout=settings.send_timeout,
                     reuse_port=shared,
                     tls=settings.tls_files,
+                    websocket_max_message=settings.ws_max_message_bytes,
                 )
             )
             log.info("droneshield ready: gRPC :%d, HTTP :%d", grpc_port, http_port)

@@ -22,6 +22,9 @@ CHECKS = ",".join(
         "response_headers_conformance",
         "response_schema_conformance",
         "negative_data_rejection",
+        "missing_required_header",
+        "unsupported_method",
+        "allow_header_conformance",
     ]
 )
 BUDGET = 30  # seconds for schemathesis' own run

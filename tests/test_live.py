@@ -13,10 +13,10 @@ import trio.testing
 from trio_websocket import ConnectionClosed
 
 from droneshield import daemon
+from droneshield.config import WS_MAX_MESSAGE_BYTES_DEFAULT
 from droneshield.hub import SensorChange, Status
 from droneshield.ingest.proto.status import DeviceStatus
 from droneshield.web.live import CLIENT_MAX_PENDING, FLUSH_INTERVAL
-from droneshield.web.messages import MAX_MESSAGE
 
 from .grpc_clients import aio, grpclib_stub
 from .live_client import LiveClient, open_live, open_stalled
@@ -262,7 +262,7 @@ async def test_malformed_messages_get_an_error_and_keep_the_connection(running):
 async def test_oversized_message_closes_the_connection_with_1009(running):
     with trio.fail_after(10):
         async with open_live(running.http_port) as client:
-            await client.send("x" * (MAX_MESSAGE + 1))
+            await client.send("x" * (WS_MAX_MESSAGE_BYTES_DEFAULT + 1))
             with pytest.raises(ConnectionClosed) as closed:
                 await client.receive()
     assert closed.value.reason.code == 1009

@@ -18,8 +18,8 @@ names = st.text(st.characters(codec="utf-8", exclude_characters='"\\\r\n'), max_
 contents = st.binary(max_size=3000) | st.just(f"\r\n--{BOUNDARY[:-1]}".encode() * 3)
 
 
-def _parts(body: bytes, cuts: list[int]) -> list[tuple[str, str | None, bytes]]:
-    reader = MultipartReader(BOUNDARY)
+def _parts(body: bytes, cuts: list[int], max_parts: int = 8) -> list[tuple[str, str | None, bytes]]:
+    reader = MultipartReader(BOUNDARY, max_parts=max_parts)
     parts: list[tuple[str, str | None, bytes]] = []
     data = bytearray()
     edges = sorted({0, len(body), *(c % (len(body) + 1) for c in cuts)})
@@ -55,3 +55,11 @@ def test_a_body_cut_short_is_rejected():
     with pytest.raises(UploadRejected) as caught:
         _parts(body[:-10], [])
     assert (caught.value.status, caught.value.code) == (400, "malformed_multipart")
+
+
+def test_a_body_with_more_parts_than_allowed_is_413():
+    body = multipart([(b"v1.0.0.pdf", b"%PDF-1.7")], fields=[(b"note", b"x")] * 3)
+    assert len(_parts(body, [], max_parts=4)) == 4
+    with pytest.raises(UploadRejected) as caught:
+        _parts(body, [], max_parts=3)
+    assert (caught.value.status, caught.value.code) == (413, "too_many_parts")

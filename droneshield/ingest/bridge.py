@@ -20,12 +20,15 @@ from google.protobuf import descriptor_pool
 from google.protobuf.descriptor_pb2 import FileDescriptorProto
 from grpclib.health.check import ServiceStatus
 from grpclib.health.service import Health
+from grpclib.protocol import H2Protocol
 from grpclib.reflection.service import ServerReflection
 from grpclib.server import Server
+from h2.settings import SettingCodes
 
 from ..errors import IngestUnavailable
 from ..reports import Outcome, Pending
 from .auth import TokenRequired
+from .codec import BoundedCodec
 from .proto.google_proto_descriptor_pool import default_google_proto_descriptor_pool
 from .service import Checked, DeviceStatusService
 
@@ -110,14 +113,17 @@ class Submitter:
 
 class _TrackingServer(Server):
     """grpclib's Server leaves accepted connections open on close (a ResourceWarning and a
-    client that waits for nothing); this one remembers them so shutdown can close them."""
+    client that waits for nothing); this one remembers them so shutdown can close them, and
+    limits the calls each may have open."""
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
+    def __init__(self, *args: object, max_streams: int, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.protocols: set[asyncio.Protocol] = set()
+        self.max_streams = max_streams
 
     def _protocol_factory(self):  # type: ignore[no-untyped-def]
-        protocol = super()._protocol_factory()
+        # grpclib's factory registers the connection's handler; ours adds the stream limit.
+        protocol = _LimitedProtocol(super()._protocol_factory(), self.max_streams)
         self.protocols.add(protocol)
         return protocol
 
@@ -129,6 +135,22 @@ class _TrackingServer(Server):
             if transport is not None:
                 transport.close()
         self.protocols.clear()
+
+
+class _LimitedProtocol(H2Protocol):
+    """grpclib leaves h2's SETTINGS_MAX_CONCURRENT_STREAMS at h2's default; this announces
+    ours right after the connection preface. Clients that honour it (grpclib, grpcio) queue
+    further calls; h2 ends a connection that opens more streams than allowed."""
+
+    def __init__(self, plain: H2Protocol, max_streams: int) -> None:
+        super().__init__(plain.handler, plain.config, plain.h2_config)
+        self._max_streams = max_streams
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        h2 = self.connection._connection
+        h2.update_settings({SettingCodes.MAX_CONCURRENT_STREAMS: self._max_streams})
+        self.connection.flush()
 
 
 def _publish_descriptors() -> None:
@@ -152,6 +174,8 @@ async def serve_grpc(
     reuse_port: bool = False,
     tls: ssl.SSLContext | None = None,
     token: str | None = None,
+    max_message_bytes: int,
+    max_streams: int,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
     """Serve DeviceStatusService, grpc.health.v1 and server reflection until cancelled.
@@ -159,6 +183,8 @@ async def serve_grpc(
     `task_status.started()` reports the bound port (pass 0 to let the OS pick). With
     `reuse_port`, other processes may listen on the same port (SO_REUSEPORT). With `tls`, only
     TLS is spoken; with `token`, calls other than health checks must carry it (see `auth`).
+    A request over `max_message_bytes` gets RESOURCE_EXHAUSTED, a malformed one INVALID_ARGUMENT; a
+    connection may have `max_streams` calls open at once.
 
     Cancellation: new reports get UNAVAILABLE, those in flight get up to `grace` seconds to be
     committed and answered, then remaining calls are cancelled and connections closed.
@@ -172,10 +198,10 @@ async def serve_grpc(
         # Health stays open: load balancers and orchestrators probe it without credentials,
         # and it says only SERVING or not.
         services = [s if s is health else TokenRequired(s, token) for s in services]
-    server = _TrackingServer(services)
-    await trio_asyncio.aio_as_trio(server.start)(
-        host, port, reuse_port=reuse_port, ssl=tls
+    server = _TrackingServer(
+        services, codec=BoundedCodec(max_message_bytes), max_streams=max_streams
     )
+    await trio_asyncio.aio_as_trio(server.start)(host, port, reuse_port=reuse_port, ssl=tls)
     bound = server._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     serving.set(True)
     log.info("gRPC listening on %s:%d (%s)", host, bound, "TLS" if tls else "plaintext")

@@ -29,7 +29,6 @@ blueprint = Blueprint("live", __name__)
 
 FLUSH_INTERVAL: Final = 0.1  # seconds between two sensor flushes to one client (≤ 10/s)
 CLIENT_MAX_PENDING: Final = 2_000  # changed sensors held per client before it must resync
-CLOSE_TOO_BIG: Final = 1009  # RFC 6455 "message too big"
 CLOSE_UNRESPONSIVE: Final = 4408  # application code: no pong within ws_timeout
 
 
@@ -94,10 +93,8 @@ class LiveClient:
         while True:
             data = await self._socket.receive()
             self._heard = trio.current_time()
-            if len(data) > messages.MAX_MESSAGE:
-                raise _Close(CLOSE_TOO_BIG, f"messages are limited to {messages.MAX_MESSAGE} bytes")
             try:
-                message = messages.parse(data)
+                message = messages.parse(data, max_serials=self._settings.ws_max_serials)
             except ProtocolError as exc:
                 await self._socket.send(messages.error(exc.code, exc.message))
                 continue

@@ -17,13 +17,12 @@ from typing import Any, Final
 
 import orjson
 
+from ..config import WS_MAX_SERIALS_DEFAULT
 from ..errors import DroneshieldError, InvalidReport, InvalidVersion
 from ..hub import Match, SensorChange
 from ..reports import check_serial
 from ..versions import canonical, display
 
-MAX_MESSAGE: Final = 256 * 1024  # bytes a client message may take
-MAX_SERIALS: Final = 1000  # sensors one subscription may name
 SENSORS_PER_MESSAGE: Final = 500  # a big flush goes out in several `sensor` messages
 STATUSES: Final = ("never", "online", "offline")
 
@@ -110,8 +109,8 @@ def error(code: str, message: str) -> str:
     return encode({"type": "error", "error": {"code": code, "message": message}})
 
 
-def parse(data: str | bytes) -> ClientMessage:
-    """A client message, checked.
+def parse(data: str | bytes, *, max_serials: int = WS_MAX_SERIALS_DEFAULT) -> ClientMessage:
+    """A client message, checked; a subscription may name at most `max_serials` sensors.
 
     Raises:
         ProtocolError: not JSON, not an object, an unknown type, or bad fields.
@@ -126,26 +125,26 @@ def parse(data: str | bytes) -> ClientMessage:
     if kind == "pong":
         return Pong()
     if kind == "subscribe":
-        return _subscribe(message)
+        return _subscribe(message, max_serials)
     raise ProtocolError(
         "unknown_type", f"unknown message type {kind!r}; expected 'subscribe' or 'pong'"
     )
 
 
-def _subscribe(message: dict[str, Any]) -> Subscribe:
+def _subscribe(message: dict[str, Any], max_serials: int) -> Subscribe:
     serials, where = message.get("serials"), message.get("filter")
     if (serials is None) == (where is None):
         raise ProtocolError("invalid_subscribe", "subscribe takes either 'serials' or 'filter'")
     if serials is not None:
-        return Subscribe(_serials(serials))
+        return Subscribe(_serials(serials, max_serials))
     return Subscribe(None, _filter(where))
 
 
-def _serials(serials: object) -> frozenset[str]:
+def _serials(serials: object, max_serials: int) -> frozenset[str]:
     if not isinstance(serials, list) or not all(isinstance(s, str) for s in serials):
         raise ProtocolError("invalid_subscribe", "'serials' must be a list of strings")
-    if len(serials) > MAX_SERIALS:
-        raise ProtocolError("invalid_subscribe", f"at most {MAX_SERIALS} serials per subscription")
+    if len(serials) > max_serials:
+        raise ProtocolError("invalid_subscribe", f"at most {max_serials} serials per subscription")
     try:
         return frozenset(check_serial(s) for s in serials)
     except InvalidReport as exc:

@@ -55,10 +55,12 @@ def _malformed(detail: str) -> UploadRejected:
 class MultipartReader:
     """Parses one multipart/form-data body fed in chunks."""
 
-    def __init__(self, boundary: str) -> None:
+    def __init__(self, boundary: str, *, max_parts: int) -> None:
         """Raises:
         UploadRejected(400): the boundary is too long or not latin-1.
         """
+        self._max_parts = max_parts
+        self._parts = 0
         self._events: list[Event] = []
         self._header_field = bytearray()
         self._header_value = bytearray()
@@ -73,7 +75,7 @@ class MultipartReader:
         return MultipartParser(
             boundary.encode("latin-1"),
             {
-                "on_part_begin": self._headers.clear,
+                "on_part_begin": self._on_part_begin,
                 "on_header_field": self._on_header_field,
                 "on_header_value": self._on_header_value,
                 "on_header_end": self._on_header_end,
@@ -91,6 +93,7 @@ class MultipartReader:
 
         Raises:
             UploadRejected(400): the body is not valid multipart.
+            UploadRejected(413): it has more than `max_parts` parts.
         """
         try:
             self._parser.write(chunk)
@@ -107,6 +110,14 @@ class MultipartReader:
         """
         if not self._ended:
             raise _malformed("it ends before the closing boundary")
+
+    def _on_part_begin(self) -> None:
+        self._parts += 1
+        if self._parts > self._max_parts:
+            raise UploadRejected(
+                413, "too_many_parts", f"at most {self._max_parts} parts per request"
+            )
+        self._headers.clear()
 
     def _on_header_field(self, data: bytes, start: int, end: int) -> None:
         self._header_field += data[start:end]

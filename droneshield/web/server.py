@@ -55,6 +55,7 @@ async def serve_http(
     send_timeout: float | None = None,
     reuse_port: bool = False,
     tls: tuple[Path, Path] | None = None,
+    websocket_max_message: int | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
     """Serve HTTP and WebSocket until cancelled; `started()` reports the bound port.
@@ -64,7 +65,9 @@ async def serve_http(
 
     Cancellation: hypercorn is stopped through its shutdown trigger, not cancelled, so open
     WebSockets get a proper close frame (1001) and requests in flight get `grace` seconds.
-    A client that stopped reading can hold shutdown up to `send_timeout` seconds.
+    A client that stopped reading can hold shutdown up to `send_timeout` seconds. A WebSocket
+    message longer than `websocket_max_message` closes its connection with 1009, as soon as
+    that much has arrived (hypercorn's own limit, so it is never buffered whole).
     With `reuse_port`, other processes may listen on the same port (SO_REUSEPORT).
     """
     config = _Config()
@@ -74,6 +77,8 @@ async def serve_http(
     config.accesslog = None  # the app logs requests itself, with request ids
     if tls is not None:
         config.certfile, config.keyfile = (str(path) for path in tls)
+    if websocket_max_message is not None:
+        config.websocket_max_message_size = websocket_max_message
     shutdown = trio.Event()
     # Shielded so the daemon's cancellation reaches hypercorn only through `shutdown`.
     shield = trio.CancelScope(shield=True)

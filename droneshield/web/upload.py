@@ -14,6 +14,7 @@ from pydantic import Field
 from quart import Blueprint, request
 from quart_schema import DataSource, validate_response
 from quart_schema.validation import QUART_SCHEMA_REQUEST_ATTRIBUTE
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from .. import metrics, uploads
 from ..config import Settings
@@ -114,8 +115,9 @@ async def _drain_body() -> None:
                 break
 
 
-async def _receive(form: _Form, boundary: str, limit: int) -> None:
-    reader = MultipartReader(boundary)
+async def _receive(form: _Form, boundary: str, s: Settings) -> None:
+    reader = MultipartReader(boundary, max_parts=s.max_upload_parts)
+    limit = max_request_bytes(s)
     received = 0
     async for chunk in request.body:
         received += len(chunk)
@@ -129,6 +131,26 @@ async def _receive(form: _Form, boundary: str, limit: int) -> None:
             elif isinstance(event, PartEnd):
                 await form.on_end()
     reader.close()
+
+
+class _AnnouncedTooLarge(RequestEntityTooLarge):
+    """A body whose Content-Length is over the limit is refused before it is read, so the
+    connection cannot carry another request (the unread body would be read as one); saying
+    `Connection: close` lets the client stop sending instead of meeting a reset."""
+
+    name = "Request Too Large"  # the error code: `request_too_large`, as when streaming
+
+    def get_headers(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        return [*super().get_headers(*args, **kwargs), ("Connection", "close")]
+
+
+def _check_announced_length(limit: int) -> None:
+    """Raises:
+    _AnnouncedTooLarge(413): the client says the body is longer than `limit`.
+    """
+    if (request.content_length or 0) > limit:
+        metrics.UPLOADS.labels("request_too_large").inc()
+        raise _AnnouncedTooLarge(f"the body exceeds {limit} bytes")
 
 
 def _boundary() -> str:
@@ -162,6 +184,7 @@ async def upload() -> tuple[UploadResult, int]:
     already stored with the same content.
     """
     s = settings()
+    _check_announced_length(max_request_bytes(s))
     try:
         boundary = _boundary()
         async with uploads.open_upload(
@@ -169,7 +192,7 @@ async def upload() -> tuple[UploadResult, int]:
         ) as upload:
             form = _Form(upload)
             with trio.move_on_after(s.body_timeout) as waited:
-                await _receive(form, boundary, max_request_bytes(s))
+                await _receive(form, boundary, s)
             if waited.cancelled_caught:
                 raise UploadRejected(
                     408, "body_timeout", f"the body took longer than {s.body_timeout} s"

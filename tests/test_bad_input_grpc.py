@@ -1,0 +1,285 @@
+"""Bad input over gRPC, on a real socket against the running daemon: random bytes, messages over
+the size limit, malformed strings, the largest batch, too many streams. Each gets its status
+(INVALID_ARGUMENT, RESOURCE_EXHAUSTED, NOT_FOUND or a per-item rejection), never UNKNOWN or
+INTERNAL, and the daemon goes on serving and keeps what it accepted."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import h2.config
+import h2.connection
+import h2.events
+import pytest
+import trio
+from grpclib import GRPCError, Status
+from grpclib.client import Channel
+from grpclib.const import Cardinality
+from grpclib.encoding.base import CodecBase
+from h2.settings import SettingCodes
+from hyperframe.frame import HeadersFrame
+from hypothesis import example, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
+
+from droneshield.config import Settings
+from droneshield.db import seed
+from droneshield.ingest.codec import BoundedCodec
+from droneshield.ingest.proto.status import (
+    DeviceStatus,
+    DeviceStatusBatch,
+    DeviceStatusServiceStub,
+)
+
+from .fuzz import examples
+from .grpc_clients import aio, grpclib_stub, send, send_batch
+
+MAX_MESSAGE = 256 * 1024  # bytes: a 10,000-status batch fits, a few more KiB do not
+MAX_STREAMS = 4
+SEND_STATUS = "/status.DeviceStatusService/SendStatus"
+SEND_BATCH = "/status.DeviceStatusService/SendStatusBatch"
+ANSWERS = {Status.OK, Status.INVALID_ARGUMENT, Status.NOT_FOUND, Status.RESOURCE_EXHAUSTED}
+
+# Protobuf wire fragments, written by hand so that the bytes are exactly what a broken or
+# hostile client could send (betterproto2 would refuse to encode most of them).
+random_messages = st.one_of(
+    st.binary(max_size=300),
+    # A well-formed DeviceStatus whose strings are arbitrary bytes, UTF-8 or not.
+    st.builds(
+        lambda a, b: b"\x0a" + bytes([len(a)]) + a + b"\x12" + bytes([len(b)]) + b,
+        st.binary(max_size=100),
+        st.binary(max_size=100),
+    ),
+    # A valid message cut short anywhere.
+    st.integers(0, 21).map(lambda n: bytes(DeviceStatus("DS-00000001", "v1.0.0"))[:n]),
+)
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    return settings.replace(
+        ack_timeout=30.0, grpc_max_message_bytes=MAX_MESSAGE, grpc_max_streams=MAX_STREAMS
+    )
+
+
+class _RawCodec(CodecBase):
+    """Sends bytes as they are and returns the answer's bytes: a client that can send anything."""
+
+    __content_subtype__ = "proto"
+
+    def encode(self, message: Any, message_type: Any) -> bytes:
+        return message
+
+    def decode(self, data: bytes, message_type: Any) -> bytes:
+        return data
+
+
+@asynccontextmanager
+async def raw_channel(port: int) -> AsyncIterator[Channel]:
+    channel = Channel("127.0.0.1", port, codec=_RawCodec())
+    try:
+        yield channel
+    finally:
+        channel.close()
+
+
+async def call_raw(channel: Channel, method: str, payload: bytes) -> Status:
+    """The status the daemon answers `payload` with."""
+
+    async def call() -> Status:
+        async with channel.request(method, Cardinality.UNARY_UNARY, bytes, bytes) as stream:
+            await stream.send_message(payload, end=True)
+            try:
+                await stream.recv_message()
+            except GRPCError as exc:
+                return exc.status
+            return Status.OK
+
+    with trio.fail_after(20):
+        return await aio(call)
+
+
+async def assert_still_serving(port: int, serial: str) -> None:
+    with trio.fail_after(20):
+        ack = await send(port, serial, "v1.0.0")
+    assert ack.message.startswith("online")
+
+
+@hypothesis_settings(max_examples=500, deadline=None)
+@example(b"\x08\x01", DeviceStatus)  # serial with a varint's wire type
+@example(b"\x0a\x02\x08\x01", DeviceStatusBatch)  # the same, one level down
+@example(b"\x1b\x1c\x1d\x00\x00\x00\x00", DeviceStatus)  # unknown fields: fine
+@given(payload=random_messages, message_type=st.sampled_from([DeviceStatus, DeviceStatusBatch]))
+def test_codec_parses_any_bytes_or_refuses_them_as_invalid_argument(payload, message_type):
+    try:
+        message = BoundedCodec(MAX_MESSAGE).decode(payload, message_type)
+    except GRPCError as exc:
+        refused = exc.status
+    else:
+        refused = None
+        statuses = message.statuses if isinstance(message, DeviceStatusBatch) else [message]
+        for status in statuses:
+            assert isinstance(status, DeviceStatus)
+            assert isinstance(status.serial, str)
+            assert isinstance(status.software_version, str)
+    assert refused in (None, Status.INVALID_ARGUMENT)
+
+
+def test_codec_refuses_a_message_over_the_limit_as_resource_exhausted():
+    payload = bytes(DeviceStatus("DS-00000001", "v" + "1" * 100))
+    with pytest.raises(GRPCError) as caught:
+        BoundedCodec(len(payload) - 1).decode(payload, DeviceStatus)
+    assert caught.value.status is Status.RESOURCE_EXHAUSTED
+    assert BoundedCodec(len(payload)).decode(payload, DeviceStatus).serial == "DS-00000001"
+
+
+async def test_random_bytes_get_a_status_never_unknown_and_the_daemon_keeps_serving(
+    running, sensors
+):
+    payloads = examples(random_messages, 120)
+    answers: dict[Status, int] = {}
+    async with raw_channel(running.grpc_port) as channel:
+        for payload in payloads:
+            for method in (SEND_STATUS, SEND_BATCH):
+                status = await call_raw(channel, method, payload)
+                assert status in ANSWERS, (method, payload, status)
+                answers[status] = answers.get(status, 0) + 1
+    assert answers[Status.INVALID_ARGUMENT] > 0
+    await assert_still_serving(running.grpc_port, sensors[0])
+
+
+@pytest.mark.parametrize(
+    ("payload", "why"),
+    [
+        (bytes(DeviceStatus("", "")), "empty serial"),
+        (bytes(DeviceStatus("DS-0000\x0001", "v1.0.0")), "NUL in the serial"),
+        (bytes(DeviceStatus("DS-0000\x1b[2J", "v1.0.0")), "escape sequence in the serial"),
+        (bytes(DeviceStatus("DS-00000001\n", "v1.0.0")), "newline in the serial"),
+        (b"\x0a\x0bDS-0000\xff\xfe01", "serial is not UTF-8"),
+        (b"\x0a\x0bDS-00000001\x12\x03\xc3\x28x", "version is not UTF-8"),
+        (b"\x0a\x0bDS-00000001\x12\x10v1.0.0", "version cut short"),
+        (b"\x0a\xff\xff\xff\xff\x0f", "length beyond the message"),
+    ],
+)
+async def test_malformed_status_is_invalid_argument(running, db, sensors, payload, why):
+    async with raw_channel(running.grpc_port) as channel:
+        assert await call_raw(channel, SEND_STATUS, payload) is Status.INVALID_ARGUMENT, why
+    assert await db.fetchval("SELECT count(*) FROM sensor WHERE online") == 0
+    await assert_still_serving(running.grpc_port, sensors[0])
+
+
+async def test_batch_lists_bad_serials_by_index_and_commits_the_rest(running, db, sensors):
+    pairs = [
+        (sensors[0], ""),
+        ("", "v1.0.0"),
+        ("DS-\x00", "v1.0.0"),
+        ("é-unicode", "v1.0.0"),
+        ("x" * 129, "v1.0.0"),
+        (sensors[1], "\x00not-a-version"),
+        ("DS-99999999", "v1.0.0"),
+    ]
+    with trio.fail_after(20):
+        ack = await send_batch(running.grpc_port, pairs)
+    assert ack.accepted == 2
+    assert [(r.index, r.code) for r in ack.rejected] == [
+        (0, "VERSION_NOT_STORED"),
+        (1, "INVALID_ARGUMENT"),
+        (2, "INVALID_ARGUMENT"),
+        (3, "INVALID_ARGUMENT"),
+        (4, "INVALID_ARGUMENT"),
+        (5, "VERSION_NOT_STORED"),
+        (6, "NOT_FOUND"),
+    ]
+    online = await db.fetch("SELECT serial FROM sensor WHERE online ORDER BY serial")
+    assert [r["serial"] for r in online] == sensors[:2]
+
+
+async def test_one_non_utf8_string_makes_the_whole_batch_invalid(running, db, sensors):
+    good = bytes(DeviceStatusBatch([DeviceStatus(sensors[0], "v1.0.0")]))
+    broken = good + b"\x0a\x04\x0a\x02\xff\xff"  # a second status whose serial is not UTF-8
+    async with raw_channel(running.grpc_port) as channel:
+        assert await call_raw(channel, SEND_BATCH, broken) is Status.INVALID_ARGUMENT
+        assert await call_raw(channel, SEND_BATCH, good) is Status.OK
+    assert await db.fetchval("SELECT count(*) FROM sensor WHERE online") == 1
+
+
+async def test_message_over_the_limit_is_resource_exhausted_and_the_next_call_is_served(
+    running, db, sensors
+):
+    status = DeviceStatus(sensors[0], "v1.0.0")
+    huge = bytes(DeviceStatusBatch([status] * (MAX_MESSAGE // len(bytes(status)))))
+    assert len(huge) > MAX_MESSAGE
+    async with raw_channel(running.grpc_port) as channel:
+        assert await call_raw(channel, SEND_BATCH, huge) is Status.RESOURCE_EXHAUSTED
+        assert await call_raw(channel, SEND_STATUS, b"\x0a" * MAX_MESSAGE * 2) is (
+            Status.RESOURCE_EXHAUSTED
+        )
+        assert await call_raw(channel, SEND_STATUS, bytes(status)) is Status.OK
+    assert await db.fetchval("SELECT count(*) FROM sensor WHERE online") == 1
+
+
+async def test_batch_of_10000_is_committed_whole(running, db):
+    await seed.seed(db, 10_000)
+    pairs = [(seed.serial_for(n), "v1.0.0") for n in range(1, 10_001)]
+    assert len(bytes(DeviceStatusBatch([DeviceStatus(*p) for p in pairs]))) <= MAX_MESSAGE
+    with trio.fail_after(60):
+        ack = await send_batch(running.grpc_port, pairs)
+    assert ack.accepted == 10_000
+    assert {r.code for r in ack.rejected} == {"VERSION_NOT_STORED"}
+    assert await db.fetchval("SELECT count(*) FROM sensor WHERE online") == 10_000
+
+
+async def _h2_client(port: int) -> tuple[trio.SocketStream, h2.connection.H2Connection, int]:
+    """A raw HTTP/2 client past the settings exchange, and the server's stream limit."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    # The server answers a ping after every SETTINGS frame it sent on connecting.
+    conn.ping(b"settled?")
+    await stream.send_all(conn.data_to_send())
+    limit, settled = 0, False
+    while not settled:
+        for event in conn.receive_data(await stream.receive_some()):
+            if isinstance(event, h2.events.RemoteSettingsChanged):
+                changed = event.changed_settings.get(SettingCodes.MAX_CONCURRENT_STREAMS)
+                limit = limit if changed is None else changed.new_value
+            settled = settled or isinstance(event, h2.events.PingAckReceived)
+        await stream.send_all(conn.data_to_send())
+    return stream, conn, limit
+
+
+async def test_server_announces_its_stream_limit_and_drops_a_client_that_exceeds_it(
+    running, sensors
+):
+    with trio.fail_after(20):
+        stream, conn, limit = await _h2_client(running.grpc_port)
+        assert limit == MAX_STREAMS
+        headers = [
+            (":method", "POST"),
+            (":scheme", "http"),
+            (":path", SEND_STATUS),
+            (":authority", "127.0.0.1"),
+            ("content-type", "application/grpc"),
+            ("te", "trailers"),
+        ]
+        # Written frame by frame: h2 would refuse to open more streams than the server allows.
+        for stream_id in range(1, 2 * (MAX_STREAMS + 1), 2):
+            frame = HeadersFrame(stream_id, conn.encoder.encode(headers), flags=["END_HEADERS"])
+            await stream.send_all(frame.serialize())
+        while await stream.receive_some():  # the server ends the connection
+            pass
+        await stream.aclose()
+    await assert_still_serving(running.grpc_port, sensors[0])
+
+
+async def test_calls_beyond_the_stream_limit_wait_their_turn(running, db, sensors):
+    async def report(stub: DeviceStatusServiceStub, serial: str) -> None:
+        await aio(stub.send_status, DeviceStatus(serial, "v1.0.0"))
+
+    with trio.fail_after(30):
+        async with grpclib_stub(running.grpc_port) as stub, trio.open_nursery() as nursery:
+            for serial in sensors:  # ten calls on one connection, MAX_STREAMS at a time
+                nursery.start_soon(report, stub, serial)
+    assert await db.fetchval("SELECT count(*) FROM sensor WHERE online") == len(sensors)
