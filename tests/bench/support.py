@@ -82,6 +82,21 @@ def _with_database(url: str, name: str) -> str:
     return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
 
 
+def proc_status_mb(pid: int, key: str) -> float:
+    """A memory figure of process `pid` from /proc (VmRSS: now; VmHWM: peak) in MiB. A load
+    generator given the daemon's pid reads it too, to time its own measuring windows."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024
+    raise KeyError(key)
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    """User + system CPU process `pid` has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
 @dataclass
 class DaemonProcess:
     """`droneshield serve` running in its own process, ready."""
@@ -95,22 +110,15 @@ class DaemonProcess:
     def pid(self) -> int:
         return self.spawned.process.pid
 
-    def _status(self, key: str) -> float:
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) / 1024
-        raise KeyError(key)
-
     def rss_mb(self) -> float:
-        return self._status("VmRSS")
+        return proc_status_mb(self.pid, "VmRSS")
 
     def peak_rss_mb(self) -> float:
-        return self._status("VmHWM")
+        return proc_status_mb(self.pid, "VmHWM")
 
     def cpu_seconds(self) -> float:
         """User + system CPU the daemon has used so far."""
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / TICKS
+        return proc_cpu_seconds(self.pid)
 
 
 @dataclass
