@@ -87,7 +87,8 @@ async def _latencies(
     async with trio.open_nursery() as nursery:
         await load.start_all(nursery, watch, [(1 + c * page,) for c in range(CLIENTS)], CONNECTING)
         began = trio.current_time()
-        acks = await load.paced(stub, batches, BATCHES_PER_S, on_send=stamp)
+        tally = load.Tally()
+        await load.paced(stub, batches, BATCHES_PER_S, tally, on_send=stamp)
         elapsed = trio.current_time() - began
         sending = False
         if not sent_at:
@@ -95,7 +96,7 @@ async def _latencies(
         with trio.move_on_after(DRAIN):
             await all_in.wait()
         nursery.cancel_scope.cancel()
-    return latencies, acks, elapsed
+    return latencies, tally.latencies, elapsed
 
 
 async def _live(

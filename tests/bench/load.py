@@ -12,10 +12,12 @@ from __future__ import annotations
 import json
 import resource
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import trio
 import trio_asyncio
+from grpclib import GRPCError, Status
 
 from droneshield.ingest.proto.status import DeviceStatus, DeviceStatusBatch, DeviceStatusServiceStub
 from tests.grpc_clients import aio
@@ -90,26 +92,41 @@ async def flood(
     return latencies
 
 
+@dataclass
+class Tally:
+    """What a paced sender has seen so far; readable while it runs."""
+
+    latencies: list[float] = field(default_factory=list)  # seconds per acknowledged call
+    unavailable: int = 0  # reports answered UNAVAILABLE (not committed before their deadline)
+
+
 async def paced(
     stub: DeviceStatusServiceStub,
-    batches: Sequence[Pairs],
+    batches: Iterable[Pairs],
     per_second: float,
+    tally: Tally,
     on_send: Callable[[Pairs], None] = lambda pairs: None,
-) -> list[float]:
+) -> None:
     """Send batch i at `i / per_second` seconds from now whatever the acks do (open loop: a
     slow ack does not slow the schedule, so queueing in the daemon shows in the latencies).
-    `on_send` sees each batch just before its call starts. Returns each call's latency."""
-    latencies: list[float] = []
+    `on_send` sees each batch just before its call starts. An endless `batches` runs until
+    cancelled. UNAVAILABLE is counted, not raised: the contract has clients retry it, and a
+    benchmark reports it."""
 
     async def one(pairs: Pairs) -> None:
         began = trio.current_time()
         on_send(pairs)
-        await send_batch(stub, pairs)
-        latencies.append(trio.current_time() - began)
+        try:
+            await send_batch(stub, pairs)
+        except GRPCError as exc:
+            if exc.status != Status.UNAVAILABLE:
+                raise
+            tally.unavailable += len(pairs)
+        else:
+            tally.latencies.append(trio.current_time() - began)
 
     start = trio.current_time()
     async with trio.open_nursery() as nursery:
         for i, pairs in enumerate(batches):
             await trio.sleep_until(start + i / per_second)
             nursery.start_soon(one, pairs)
-    return latencies
