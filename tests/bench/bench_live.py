@@ -54,11 +54,15 @@ def _batches(count: int, first: int, reports: int) -> list[load.Pairs]:
     return [pairs[i : i + size] for i in range(0, reports, size)]
 
 
-async def _latencies(
-    stub: DeviceStatusServiceStub, http_port: int, page: int, batches: list[load.Pairs]
-) -> tuple[list[float], list[float], float]:
+async def _row(
+    stub: DeviceStatusServiceStub,
+    http_port: int,
+    page: int,
+    batches: list[load.Pairs],
+    daemons: list[int],
+) -> dict[str, Any]:
     """Open the clients, send `batches`, wait for their changes to arrive (up to DRAIN).
-    Returns (report → receipt latencies, ack latencies, seconds of sending)."""
+    Rates and the daemons' (pids) CPU% are over the sending."""
     sent_at: dict[tuple[str, str], float] = {}  # (serial, "v1.0.n") → send time
     latencies: list[float] = []
     sending = True
@@ -84,48 +88,44 @@ async def _latencies(
                 if not sending and not sent_at:
                     all_in.set()
 
+    tally = load.Tally()
     async with trio.open_nursery() as nursery:
         await load.start_all(nursery, watch, [(1 + c * page,) for c in range(CLIENTS)], CONNECTING)
-        began = trio.current_time()
-        tally = load.Tally()
+        cpu, began = [proc_cpu_seconds(pid) for pid in daemons], trio.current_time()
         await load.paced(stub, batches, BATCHES_PER_S, tally, on_send=stamp)
         elapsed = trio.current_time() - began
+        cpu = [(proc_cpu_seconds(p) - c) / elapsed * 100 for p, c in zip(daemons, cpu, strict=True)]
         sending = False
         if not sent_at:
             all_in.set()
         with trio.move_on_after(DRAIN):
             await all_in.wait()
         nursery.cancel_scope.cancel()
-    return latencies, tally.latencies, elapsed
+    return {
+        "reports": sum(len(b) for b in batches),
+        "received": len(latencies),
+        "unavailable": tally.unavailable,
+        "rate": len(latencies) / elapsed,
+        "latency": percentiles(latencies),
+        "ack": percentiles(tally.latencies),
+        "cpu": cpu,
+    }
 
 
 async def _live(
     grpc_port: int, pids: str, page: int, seconds: float, *http_ports: int
 ) -> list[dict[str, Any]]:
     """Load process: one row per port in `http_ports` (the clients' daemon), reports always to
-    `grpc_port`; CPU% of each daemon in `pids` ("a,b") over the sending."""
+    `grpc_port`; CPU% of each daemon in `pids` ("a,b")."""
     daemons = [int(pid) for pid in pids.split(",")]
     reports = int(RATE * seconds)
-    rows = []
     async with grpclib_stub(grpc_port) as stub:
-        for n, http_port in enumerate(http_ports):
-            batches = _batches(CLIENTS * page, n * reports, reports)
-            cpu = [proc_cpu_seconds(pid) for pid in daemons]
-            latencies, acks, elapsed = await _latencies(stub, http_port, page, batches)
-            cpu = [
-                (proc_cpu_seconds(p) - c) / elapsed * 100 for p, c in zip(daemons, cpu, strict=True)
-            ]
-            rows.append(
-                {
-                    "reports": reports,
-                    "received": len(latencies),
-                    "rate": len(latencies) / elapsed,
-                    "latency": percentiles(latencies),
-                    "ack": percentiles(acks),
-                    "cpu": cpu,
-                }
+        return [
+            await _row(
+                stub, http_port, page, _batches(CLIENTS * page, n * reports, reports), daemons
             )
-    return rows
+            for n, http_port in enumerate(http_ports)
+        ]
 
 
 async def run(bench: Bench) -> list[Result]:
@@ -190,7 +190,8 @@ async def run(bench: Bench) -> list[Result]:
             rss_mb=rss[n],
             goal=f"p99 < {GOAL_P99:g} ms, {CLIENTS} clients",
             met=r["latency"][2] < GOAL_P99 and r["received"] == r["reports"],
-            note=f"{r['reports'] - r['received']} changes not received",
+            note=f"{r['reports'] - r['received']} changes not received "
+            f"({r['unavailable']} reports UNAVAILABLE)",
         )
         for n, (name, r) in enumerate(rows.items())
     ]
