@@ -17,7 +17,9 @@ import sys
 from contextlib import AsyncExitStack
 from typing import Any, Final
 
+import httpx
 import trio
+from prometheus_client.parser import text_string_to_metric_families
 
 from droneshield.db import seed
 from droneshield.db.pool import connect
@@ -40,6 +42,7 @@ VERSIONS: Final = [f"1.0.{n}" for n in range(10)]  # uploaded; a sensor's report
 DRAIN: Final = 5.0  # seconds to wait after the last report for its change to arrive
 GOAL_P99: Final = 250.0  # ms
 PATHS: Final = ("clients on A", "clients on B (NOTIFY)")  # reports always go to daemon A
+COMMIT_METRIC: Final = "droneshield_commit_seconds"
 CONNECTING: Final = 20  # clients in their handshake at once
 
 
@@ -54,15 +57,29 @@ def _batches(count: int, first: int, reports: int) -> list[load.Pairs]:
     return [pairs[i : i + size] for i in range(0, reports, size)]
 
 
+async def _commits(http_port: int) -> tuple[float, float]:
+    """(seconds, count) of the group commits a daemon has made so far, from its /metrics."""
+    async with httpx.AsyncClient() as client:
+        text = (await client.get(f"http://127.0.0.1:{http_port}/metrics")).text
+    values = {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+    return values[COMMIT_METRIC + "_sum"], values[COMMIT_METRIC + "_count"]
+
+
 async def _row(
     stub: DeviceStatusServiceStub,
     http_port: int,
     page: int,
     batches: list[load.Pairs],
     daemons: list[int],
+    metrics_port: int,
 ) -> dict[str, Any]:
     """Open the clients, send `batches`, wait for their changes to arrive (up to DRAIN).
-    Rates and the daemons' (pids) CPU% are over the sending."""
+    Rates, the daemons' (pids) CPU% and the mean group commit time of the daemon the reports go
+    to (its /metrics on `metrics_port`) are over the sending."""
     sent_at: dict[tuple[str, str], float] = {}  # (serial, "v1.0.n") → send time
     latencies: list[float] = []
     sending = True
@@ -92,8 +109,13 @@ async def _row(
     async with trio.open_nursery() as nursery:
         await load.start_all(nursery, watch, [(1 + c * page,) for c in range(CLIENTS)], CONNECTING)
         cpu, began = [proc_cpu_seconds(pid) for pid in daemons], trio.current_time()
+        commits = await _commits(metrics_port)
         await load.paced(stub, batches, BATCHES_PER_S, tally, on_send=stamp)
         elapsed = trio.current_time() - began
+        commits = [
+            after - before
+            for after, before in zip(await _commits(metrics_port), commits, strict=True)
+        ]
         cpu = [(proc_cpu_seconds(p) - c) / elapsed * 100 for p, c in zip(daemons, cpu, strict=True)]
         sending = False
         if not sent_at:
@@ -109,6 +131,7 @@ async def _row(
         "latency": percentiles(latencies),
         "ack": percentiles(tally.latencies),
         "cpu": cpu,
+        "commit": commits[0] / commits[1] * 1000,
     }
 
 
@@ -122,7 +145,12 @@ async def _live(
     async with grpclib_stub(grpc_port) as stub:
         return [
             await _row(
-                stub, http_port, page, _batches(CLIENTS * page, n * reports, reports), daemons
+                stub,
+                http_port,
+                page,
+                _batches(CLIENTS * page, n * reports, reports),
+                daemons,
+                http_ports[0],
             )
             for n, http_port in enumerate(http_ports)
         ]
@@ -156,7 +184,8 @@ async def run(bench: Bench) -> list[Result]:
         f"to daemon A at {RATE:,}/s in {BATCHES_PER_S} SendStatusBatch calls/s (open loop) for "
         f"{seconds:g} s, each a new version of its sensor; latency = gRPC call start → "
         "`sensor` message received, in one load process; with the clients on daemon B the "
-        "changes cross PostgreSQL NOTIFY/LISTEN; CPU% of each daemon while reports are sent",
+        "changes cross PostgreSQL NOTIFY/LISTEN; CPU% of each daemon and daemon A's mean group "
+        "commit time (its /metrics) while reports are sent",
         [
             "clients",
             "reports",
@@ -166,6 +195,7 @@ async def run(bench: Bench) -> list[Result]:
             "p95 ms",
             "p99 ms",
             "ack p99 ms",
+            "commit mean ms",
             "CPU % A / B",
         ],
         [
@@ -176,6 +206,7 @@ async def run(bench: Bench) -> list[Result]:
                 r["rate"],
                 *r["latency"],
                 r["ack"][2],
+                r["commit"],
                 " / ".join(f"{cpu:.0f}" for cpu in r["cpu"]),
             )
             for name, r in rows.items()
