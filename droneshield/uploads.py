@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import BinaryIO, Final, Literal
 
 import trio
 
@@ -36,6 +36,10 @@ PDF_MAGIC: Final = b"%PDF-"
 FILENAME_MAX: Final = 255  # characters
 STAGED_SUFFIX: Final = ".part"
 CLEANUP_TIMEOUT: Final = 5.0  # seconds to remove staged files, even when cancelled
+# Bytes gathered before one trip to a worker thread hashes and writes them. Per network chunk
+# (~64 KiB) the trip cost more than the disk; the request body is buffered by Quart without
+# backpressure, so a writer that falls behind the socket grows the daemon's memory.
+WRITE_BATCH: Final = 1024 * 1024
 _DISK_FULL: Final = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
 Outcome = Literal["created", "unchanged"]
@@ -102,9 +106,11 @@ class Stored:
 
 
 class StagedFile:
-    """One release file arriving: written to a temporary file and hashed as it streams."""
+    """One release file arriving: written to a temporary file and hashed as it streams, a
+    `WRITE_BATCH` at a time in a worker thread (the file is a plain one: only that thread
+    touches it while a batch is in flight)."""
 
-    def __init__(self, name: str, version: str, path: Path, file: Any, max_bytes: int) -> None:
+    def __init__(self, name: str, version: str, path: Path, file: BinaryIO, max_bytes: int) -> None:
         self.name = name
         self.version = version
         self.path = path
@@ -112,6 +118,7 @@ class StagedFile:
         self._max_bytes = max_bytes
         self._sha = hashlib.sha256()
         self._head = b""
+        self._pending = bytearray()
         self.size = 0
         self.release: Release | None = None  # set by `finish`
 
@@ -128,10 +135,19 @@ class StagedFile:
             self._head += data[: len(PDF_MAGIC) - len(self._head)]
             if not PDF_MAGIC.startswith(self._head):
                 raise self._not_a_pdf()
-        self._sha.update(data)
         self.size += len(data)
+        self._pending += data
+        if len(self._pending) >= WRITE_BATCH:
+            await self._write_pending()
+
+    async def _write_pending(self) -> None:
+        batch, self._pending = self._pending, bytearray()
         with writing_to_disk():
-            await self._file.write(data)
+            await trio.to_thread.run_sync(self._hash_and_write, batch)
+
+    def _hash_and_write(self, batch: bytearray) -> None:
+        self._sha.update(batch)  # releases the GIL for large buffers, as the write does
+        self._file.write(batch)
 
     async def finish(self) -> Release:
         """The whole file arrived: check it, make it durable, close it.
@@ -141,19 +157,23 @@ class StagedFile:
         """
         if self._head != PDF_MAGIC:
             raise self._not_a_pdf()
+        await self._write_pending()
         with writing_to_disk():
-            await self._file.flush()
-            await trio.to_thread.run_sync(os.fsync, self._file.fileno())
-            await self._file.aclose()
+            await trio.to_thread.run_sync(self._make_durable)
         self.release = Release(
             self.version, self.name, stored_name(self.version), self.size, self._sha.hexdigest()
         )
         return self.release
 
+    def _make_durable(self) -> None:
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+
     async def aclose(self) -> None:
         """Close, dropping what could not be flushed: the file is being discarded anyway."""
         try:
-            await self._file.aclose()
+            await trio.to_thread.run_sync(self._file.close)
         except OSError as exc:
             log.warning("closing discarded %s failed: %r", self.path, exc)
 
@@ -185,7 +205,7 @@ class Upload:
         name, version = check_filename(raw_name)
         path = self._staging_dir / f"{uuid.uuid4().hex}{STAGED_SUFFIX}"
         with writing_to_disk():
-            file = await trio.open_file(path, "xb")
+            file = await trio.to_thread.run_sync(open, path, "xb")
         staged = StagedFile(name, version, path, file, self._max_bytes)
         self._staged.append(staged)
         return staged

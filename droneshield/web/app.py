@@ -10,6 +10,7 @@ from ..db.pool import Pool
 from ..hub import Hub
 from . import (
     access,
+    bodies,
     dashboard,
     errors,
     health,
@@ -32,6 +33,7 @@ def create_app(settings: Settings, pool: Pool, *, hub: Hub | None = None) -> Qua
     # Uploads are limited per file while streaming; this bounds a whole request (DESIGN §10).
     app.config["MAX_CONTENT_LENGTH"] = upload.max_request_bytes(settings)
     app.config["BODY_TIMEOUT"] = settings.body_timeout
+    bodies.install(app)
     errors.install(app)
     openapi.install(app)
     access.install(app)
