@@ -76,16 +76,23 @@ class Submitter:
         deadline = trio.current_time() + self._ack_timeout
         self._enter()
         try:
+            send_nowait = self._send.send_nowait
+            # One loop in this coroutine, not one awaited helper per report: a coroutine per
+            # report was a sixth of the batch path's CPU.
             for index, (serial, version, note) in enumerate(reports):
-                await self._put(Pending(serial, version, note, deadline, answers.resolver(index)))
+                pending = Pending(serial, version, note, deadline, answers.resolver(index))
+                try:
+                    send_nowait(pending)
+                except trio.WouldBlock:
+                    await self._wait_for_room(pending)
+                except (trio.ClosedResourceError, trio.BrokenResourceError):
+                    pending.resolve(IngestUnavailable("the daemon is shutting down; retry"))
             return await future
         finally:
             self._leave()
 
-    async def _put(self, pending: Pending) -> None:
+    async def _wait_for_room(self, pending: Pending) -> None:
         try:
-            self._send.send_nowait(pending)
-        except trio.WouldBlock:
             await trio_asyncio.trio_as_aio(self._send.send)(pending)
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             pending.resolve(IngestUnavailable("the daemon is shutting down; retry"))
