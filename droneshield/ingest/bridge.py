@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 CLOSE_TIMEOUT: Final = 2.0  # seconds for grpclib to finish cancelled handlers
 STATUS_PROTO: Final = "status.proto"
+SHUTTING_DOWN: Final = "the daemon is shutting down; retry"
 
 
 class _Answers:
@@ -70,7 +71,7 @@ class Submitter:
     async def submit(self, reports: Sequence[Checked]) -> list[Outcome]:
         """asyncio side. Resolves once every report is committed or failed."""
         if self._closed:
-            return [IngestUnavailable("the daemon is shutting down; retry")] * len(reports)
+            return [IngestUnavailable(SHUTTING_DOWN)] * len(reports)
         future: asyncio.Future[list[Outcome]] = asyncio.get_running_loop().create_future()
         answers = _Answers(future, len(reports))
         deadline = trio.current_time() + self._ack_timeout
@@ -86,7 +87,7 @@ class Submitter:
                 except trio.WouldBlock:
                     await self._wait_for_room(pending)
                 except (trio.ClosedResourceError, trio.BrokenResourceError):
-                    pending.resolve(IngestUnavailable("the daemon is shutting down; retry"))
+                    pending.resolve(IngestUnavailable(SHUTTING_DOWN))
             return await future
         finally:
             self._leave()
@@ -95,7 +96,7 @@ class Submitter:
         try:
             await trio_asyncio.trio_as_aio(self._send.send)(pending)
         except (trio.ClosedResourceError, trio.BrokenResourceError):
-            pending.resolve(IngestUnavailable("the daemon is shutting down; retry"))
+            pending.resolve(IngestUnavailable(SHUTTING_DOWN))
 
     def _enter(self) -> None:
         if self._in_flight == 0:
