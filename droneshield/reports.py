@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Final
 
 from .db.reports import Applied
@@ -14,6 +15,7 @@ from .versions import canonical, display
 
 SERIAL_MAX: Final = 128  # characters
 TOO_LATE: Final = "not committed before its deadline (daemon overloaded or database slow); retry"
+VERSIONS_CACHED: Final = 1024  # distinct raw version strings whose canonical form is kept
 _SERIAL: Final = re.compile(rf"[\x20-\x7e]{{1,{SERIAL_MAX}}}")
 
 Outcome = Applied | DroneshieldError
@@ -48,9 +50,17 @@ def check_version(raw: str) -> tuple[str | None, str | None]:
     if not raw:
         return None, "no software version reported"
     try:
-        return canonical(raw), None
+        return _canonical(raw), None
     except InvalidVersion as exc:
         return None, f"{exc.message}; version not stored"
+
+
+@lru_cache(maxsize=VERSIONS_CACHED)
+def _canonical(raw: str) -> str:
+    # A fleet runs a handful of versions and parsing one costs ~7 µs, a sizeable share of a
+    # report's CPU on the batch path. lru_cache keeps results only, so malformed versions are
+    # parsed each time; the bound keeps the cache small whatever sensors send.
+    return canonical(raw)
 
 
 def version_problem(version: str | None, note: str | None, applied: Applied) -> str | None:

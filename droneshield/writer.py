@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from contextlib import AsyncExitStack
 from typing import Final
 
 import trio
 
 from . import metrics
-from .db.pool import Pool, acquire, is_transient
+from .db.pool import Connection, Pool, acquire, is_transient
 from .db.reports import Applied, apply_reports
 from .errors import DroneshieldError, IngestUnavailable, UnknownSensor
 from .reports import TOO_LATE, Pending, version_problem
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 
 RETRY_FIRST: Final = 0.05  # seconds
 RETRY_MAX: Final = 2.0  # seconds
+RELEASE_TIMEOUT: Final = 5.0  # seconds to hand the held connection back to the pool
 
 Sink = Callable[[Sequence[Applied]], None]
 """Told about every committed batch (the presence tracker, the hub). Must not block."""
@@ -80,6 +82,8 @@ class Writer:
         self._batch_max = batch_max
         self._shutdown_grace = shutdown_grace
         self._sinks = list(sinks)
+        self._held: AsyncExitStack | None = None  # releases the connection kept between batches
+        self._conn: Connection | None = None
         self.statements = 0  # batches committed, for tests and metrics
 
     def add_sink(self, sink: Sink) -> None:
@@ -98,6 +102,7 @@ class Writer:
         finally:
             with trio.CancelScope(shield=True):
                 await self._flush()
+                await self._release()
 
     def _take(self, first: Pending) -> list[Pending]:
         batch = [first]
@@ -164,14 +169,36 @@ class Writer:
         deadline = max(p.deadline for p in batch)
         with trio.CancelScope(shield=True, deadline=deadline) as scope:
             started = trio.current_time()
-            async with acquire(self._pool) as conn:
-                rows = await apply_reports(conn, serials, versions)
+            try:
+                rows = await apply_reports(await self._connection(), serials, versions)
+            except BaseException:
+                # A failed or interrupted statement may leave the connection unusable: the
+                # pool checks (or replaces) it, and the next attempt takes another.
+                with trio.CancelScope(shield=True):
+                    await self._release()
+                raise
             self.statements += 1
             metrics.COMMIT_SECONDS.observe(trio.current_time() - started)
             metrics.BATCH_SIZE.observe(len(batch))
             return rows
         assert scope.cancelled_caught
         raise TimeoutError("commit did not finish before the reports' deadline")
+
+    async def _connection(self) -> Connection:
+        """The writer keeps one pooled connection between batches: acquiring and releasing it
+        per batch cost two trio-asyncio crossings and the pool's reset statement, a round trip
+        as long as a small batch's commit."""
+        if self._conn is None:
+            held = AsyncExitStack()
+            self._conn = await held.enter_async_context(acquire(self._pool))
+            self._held = held
+        return self._conn
+
+    async def _release(self) -> None:
+        held, self._held, self._conn = self._held, None, None
+        if held is not None:
+            with trio.move_on_after(RELEASE_TIMEOUT):
+                await held.aclose()
 
     @staticmethod
     def _earliest(batch: list[Pending]) -> float:

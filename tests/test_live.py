@@ -123,10 +123,10 @@ async def test_burst_of_10000_changes_is_coalesced_to_the_latest_state(running):
                 for r in range(rounds):
                     running.hub.publish(change(n, version=f"1.0.{r}") for n in range(sensors))
                     await trio.sleep(0.005)  # spread the burst over about half a second
+    # At most one flush per FLUSH_INTERVAL. Counted, not timed gap by gap: a message delayed
+    # on the way arrives closer to the next one than the server sent them.
     elapsed = flushes[-1] - start
     assert len(flushes) <= elapsed / FLUSH_INTERVAL + 2
-    gaps = [b - a for a, b in itertools.pairwise(flushes)]
-    assert min(gaps) >= FLUSH_INTERVAL * 0.9
     assert all(latest[s]["version"] == f"v1.0.{rounds - 1}" for s in serials)
 
 

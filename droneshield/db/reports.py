@@ -8,9 +8,8 @@ authority, so an upload committed by any instance counts at once), records trans
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Final
+from typing import Final, NamedTuple
 
 from .pool import Connection
 
@@ -52,9 +51,9 @@ FROM updated
 """
 
 
-@dataclass(frozen=True, slots=True)
-class Applied:
-    """What one committed report did to its sensor."""
+class Applied(NamedTuple):
+    """What one committed report did to its sensor. A named tuple, not a frozen dataclass:
+    one is built per report at ingest rate, and a tuple is built ~10x faster."""
 
     id: int
     serial: str
@@ -80,8 +79,10 @@ async def apply_reports(
     conn: Connection, serials: Sequence[str], versions: Sequence[str | None]
 ) -> list[Applied]:
     """Apply one report per serial (serials unique and sorted, so concurrent writers lock rows
-    in the same order and cannot deadlock). Unknown serials are absent from the result."""
-    async with conn.transaction():
-        rows = await conn.fetch(_APPLY, serials, versions)
+    in the same order and cannot deadlock). Unknown serials are absent from the result.
+
+    One statement is its own transaction: PostgreSQL commits it before answering, so when this
+    returns the batch is durable. An explicit BEGIN/COMMIT would add two round trips per batch."""
+    rows = await conn.fetch(_APPLY, serials, versions)
     # Positional: the SELECT list is in field order (a dict per row costs 3x as much).
-    return [Applied(*r) for r in rows]
+    return [Applied._make(r) for r in rows]

@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 CLOSE_TIMEOUT: Final = 2.0  # seconds for grpclib to finish cancelled handlers
 STATUS_PROTO: Final = "status.proto"
+SHUTTING_DOWN: Final = "the daemon is shutting down; retry"
 
 
 class _Answers:
@@ -75,25 +76,32 @@ class Submitter:
     async def submit(self, reports: Sequence[Checked]) -> list[Outcome]:
         """asyncio side. Resolves once every report is committed or failed."""
         if self._closed:
-            return [IngestUnavailable("the daemon is shutting down; retry")] * len(reports)
+            return [IngestUnavailable(SHUTTING_DOWN)] * len(reports)
         future: asyncio.Future[list[Outcome]] = asyncio.get_running_loop().create_future()
         answers = _Answers(future, len(reports))
         deadline = trio.current_time() + self._ack_timeout
         self._enter()
         try:
+            send_nowait = self._send.send_nowait
+            # One loop in this coroutine, not one awaited helper per report: a coroutine per
+            # report was a sixth of the batch path's CPU.
             for index, (serial, version, note) in enumerate(reports):
-                await self._put(Pending(serial, version, note, deadline, answers.resolver(index)))
+                pending = Pending(serial, version, note, deadline, answers.resolver(index))
+                try:
+                    send_nowait(pending)
+                except trio.WouldBlock:
+                    await self._wait_for_room(pending)
+                except (trio.ClosedResourceError, trio.BrokenResourceError):
+                    pending.resolve(IngestUnavailable(SHUTTING_DOWN))
             return await future
         finally:
             self._leave()
 
-    async def _put(self, pending: Pending) -> None:
+    async def _wait_for_room(self, pending: Pending) -> None:
         try:
-            self._send.send_nowait(pending)
-        except trio.WouldBlock:
             await trio_asyncio.trio_as_aio(self._send.send)(pending)
         except (trio.ClosedResourceError, trio.BrokenResourceError):
-            pending.resolve(IngestUnavailable("the daemon is shutting down; retry"))
+            pending.resolve(IngestUnavailable(SHUTTING_DOWN))
 
     def _enter(self) -> None:
         if self._in_flight == 0:

@@ -7,18 +7,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Final
 
 from grpclib import GRPCError, Status
+from grpclib.const import Handler
 
 from ..db.reports import Applied
 from ..errors import DroneshieldError, IngestUnavailable, InvalidReport, UnknownSensor
 from ..reports import Outcome, ack_message, check_serial, check_version, version_problem
-from .proto.status import (
-    BatchAck,
-    DeviceStatus,
-    DeviceStatusBatch,
-    DeviceStatusServiceBase,
-    Rejection,
-    StatusAck,
-)
+from .proto.status import DeviceStatusServiceBase
+from .wire import BatchAck, DeviceStatus, DeviceStatusBatch, Rejection, StatusAck, upb_handlers
 
 BATCH_MAX: Final = 10_000  # statuses per SendStatusBatch call
 
@@ -45,6 +40,9 @@ def _check(status: DeviceStatus) -> Checked:
 class DeviceStatusService(DeviceStatusServiceBase):
     def __init__(self, submit: Submit) -> None:
         self._submit = submit
+
+    def __mapping__(self) -> dict[str, Handler]:
+        return upb_handlers(super().__mapping__())
 
     async def send_status(self, message: DeviceStatus) -> StatusAck:
         try:
