@@ -141,7 +141,7 @@ async def run(bench: Bench) -> list[Result]:
     alone, connecting, full = out["alone"], out["connecting"], out["with_clients"]
     per_client_kb = (full["rss"] - alone["rss"]) * 1024 / clients
     print_table(
-        "idle: open WebSocket clients under a steady report load",
+        "9. idle: open WebSocket clients under a steady report load",
         f"{RATE:,} reports/s from {REPORTERS:,} sensors (batches of {BATCH}, open loop) "
         f"throughout; measured over {window:g} s without clients, then over {window:g} s with "
         f"{clients:,} clients connected ({CONNECTING} handshakes at a time), each watching "
@@ -178,7 +178,7 @@ async def run(bench: Bench) -> list[Result]:
     )
     return [
         Result(
-            f"idle: {clients:,} WS clients + {RATE:,} reports/s",
+            f"9. idle: {clients:,} WS clients + {RATE:,} reports/s",
             rss_mb=full["rss"],
             goal=(
                 f"report: {per_client_kb:.0f} kB/client; CPU {full['cpu']:.0f}% "

@@ -179,7 +179,7 @@ async def run(bench: Bench) -> list[Result]:
         rss = [d.rss_mb() for d in daemons]
     rows = dict(zip(PATHS, out, strict=False))
     print_table(
-        "live: report → WebSocket latency",
+        "4. live: report → WebSocket latency",
         f"{CLIENTS} WebSocket clients, each subscribed to {page} sensors of its own; reports "
         f"to daemon A at {RATE:,}/s in {BATCHES_PER_S} SendStatusBatch calls/s (open loop) for "
         f"{seconds:g} s, each a new version of its sensor; latency = gRPC call start → "
@@ -214,7 +214,7 @@ async def run(bench: Bench) -> list[Result]:
     )
     return [
         Result(
-            f"live: report → WS, {name}",
+            f"4. report → WS, {name}",
             r["rate"],
             "changes/s",
             *r["latency"],

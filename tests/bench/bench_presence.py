@@ -81,7 +81,7 @@ async def _measure(bench: Bench, url: str, count: int) -> list[Result]:
     rate = count / (max(at) - min(at))
     p50, p95, p99 = percentiles(late)
     print_table(
-        "presence: offline detection lateness",
+        "5. presence: offline detection lateness",
         f"{count:,} sensors each report once ({count // BATCH} batches of {BATCH:,}, "
         f"{CONCURRENCY} in flight), then fall silent; offline_after {OFFLINE_AFTER:g} s, wheel "
         f"resolution {WHEEL_RESOLUTION_DEFAULT:g} s; lateness = status_changed_at - "
@@ -91,7 +91,7 @@ async def _measure(bench: Bench, url: str, count: int) -> list[Result]:
     )
     return [
         Result(
-            "presence: offline lateness",
+            "5. offline lateness",
             rate,
             "offline/s",
             p50,

@@ -87,7 +87,7 @@ async def run(bench: Bench) -> list[Result]:
     rate = size / MiB / stored["seconds"]
     growth = peak - before
     print_table(
-        "upload: one large release file",
+        "7. upload: one large release file",
         f"one {size // MiB:,} MiB PDF in one multipart POST /upload, streamed by httpx from a "
         "file on disk in a separate process; timed from the request's start to the 201; "
         "RSS growth = the daemon's peak RSS during the upload minus its RSS before",
@@ -96,7 +96,7 @@ async def run(bench: Bench) -> list[Result]:
     )
     return [
         Result(
-            "upload: 1 file streamed to disk",
+            "7. upload, 1 file streamed to disk",
             rate,
             "MB/s",
             rss_mb=peak,
