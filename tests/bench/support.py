@@ -34,7 +34,7 @@ from droneshield.db.pool import connect
 from tests.processes import Spawned, free_port, spawn
 
 # Wide enough for the summary table when the output is a file or a pipe (CI logs, `tee`).
-console = Console(width=None if sys.stdout.isatty() else 160)
+console = Console(width=None if sys.stdout.isatty() else 200)
 
 READY_TIMEOUT: Final = 120.0  # seconds for a daemon to answer /readyz (recovery at 1M included)
 TICKS: Final = os.sysconf("SC_CLK_TCK")
@@ -270,6 +270,7 @@ def summary_table(results: Sequence[Result], title: str) -> Table:
     for column in ("workload", "rate", "unit", "p50 ms", "p95 ms", "p99 ms", "RSS MB", "goal"):
         table.add_column(column, justify="left" if column in ("workload", "goal") else "right")
     table.add_column("met")
+    table.add_column("note")
     for r in results:
         table.add_row(
             r.workload,
@@ -281,5 +282,6 @@ def summary_table(results: Sequence[Result], title: str) -> Table:
             _cell(r.rss_mb),
             r.goal,
             _cell(r.met),
+            r.note,
         )
     return table
