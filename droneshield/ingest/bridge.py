@@ -26,7 +26,7 @@ from grpclib.server import Server
 from h2.settings import SettingCodes
 
 from ..errors import IngestUnavailable
-from ..reports import Outcome, Pending
+from ..reports import TOO_LATE, Outcome, Pending
 from .auth import TokenRequired
 from .codec import BoundedCodec
 from .proto.google_proto_descriptor_pool import default_google_proto_descriptor_pool
@@ -99,9 +99,17 @@ class Submitter:
 
     async def _wait_for_room(self, pending: Pending) -> None:
         try:
-            await trio_asyncio.trio_as_aio(self._send.send)(pending)
+            await trio_asyncio.trio_as_aio(self._send_by_deadline)(pending)
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             pending.resolve(IngestUnavailable(SHUTTING_DOWN))
+
+    async def _send_by_deadline(self, pending: Pending) -> None:
+        """trio side. A full queue makes the caller wait (backpressure), but not past the
+        report's deadline: an overloaded daemon answers UNAVAILABLE, and the client retries."""
+        with trio.move_on_at(pending.deadline):
+            await self._send.send(pending)
+            return
+        pending.resolve(IngestUnavailable(TOO_LATE))
 
     def _enter(self) -> None:
         if self._in_flight == 0:
