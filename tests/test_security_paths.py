@@ -88,3 +88,18 @@ async def test_traversal_attempts_reach_nothing_outside_the_catalogue(running, a
     served = {t: s for t, (s, _) in answers.items() if s < 300}
     assert not served
     assert redirected[0] == 404
+
+
+async def test_a_catalogue_row_pointing_out_of_the_upload_dir_is_not_followed(
+    running, api, db, settings
+):
+    """Defence in depth: the daemon writes plain stored names; a row changed behind its back
+    (`path = '../secret.txt'`) does not make it serve a file outside upload_dir."""
+    with trio.fail_after(30):
+        assert (await upload(api, [("v1.2.3.pdf", pdf(seed=7))])).status_code == 201
+        (settings.data_dir / "secret.txt").write_bytes(SECRET)
+        for path in ("../secret.txt", str(settings.data_dir / "secret.txt")):
+            await db.execute("UPDATE software SET path = $1 WHERE version = '1.2.3'", path)
+            status, body = await _raw_get(running.http_port, "/software/v1.2.3/file")
+            assert status == 404
+            assert SECRET not in body

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime
+from pathlib import PurePath
 from typing import Final
 from urllib.parse import quote
 
@@ -139,8 +140,11 @@ async def get_software(version: str) -> SoftwareItem:
 async def get_software_file(version: str) -> Response:
     """Download a release file (streamed; `ETag` is its sha256; `Range` supported)."""
     release = await _release(version)
-    path = settings().upload_dir / release.path
-    if not await trio.Path(path).is_file():
+    # Stored names are plain file names in upload_dir (`uploads.stored_name`); a catalogue row
+    # that says otherwise was not written by the daemon and is never followed out of it.
+    stored = PurePath(release.path)
+    path = settings().upload_dir / stored.name
+    if stored.name != release.path or not await trio.Path(path).is_file():
         raise ApiError(404, "file_missing", f"the file of v{release.version} is missing")
     response = await send_file(path, mimetype=PdfFile.media_type, add_etags=False)
     response.response.buffer_size = READ_CHUNK  # type: ignore[union-attr]
