@@ -5,8 +5,10 @@ them) never reach the data directory, uncatalogued files or anything outside cli
 from __future__ import annotations
 
 import h11
+import pytest
 import trio
 
+from droneshield.web.app import create_app
 from droneshield.web.dashboard import CLIENT_DIR
 
 from .uploads import pdf, upload
@@ -103,3 +105,8 @@ async def test_a_catalogue_row_pointing_out_of_the_upload_dir_is_not_followed(
             status, body = await _raw_get(running.http_port, "/software/v1.2.3/file")
             assert status == 404
             assert SECRET not in body
+
+
+def test_a_data_dir_inside_the_served_dashboard_is_refused(settings):
+    with pytest.raises(ValueError, match="must not be inside"):
+        create_app(settings.replace(data_dir=CLIENT_DIR / "data"), pool=None)

@@ -25,7 +25,13 @@ from . import (
 
 
 def create_app(settings: Settings, pool: Pool, *, hub: Hub | None = None) -> QuartTrio:
-    """The app; `hub` feeds `/ws` (a fresh, unfed one when not given, for HTTP-only tests)."""
+    """The app; `hub` feeds `/ws` (a fresh, unfed one when not given, for HTTP-only tests).
+
+    Raises:
+        ValueError: the data directory is inside the dashboard's, which is served as is.
+    """
+    if settings.data_dir.resolve().is_relative_to(dashboard.CLIENT_DIR.resolve()):
+        raise ValueError(f"data_dir must not be inside {dashboard.CLIENT_DIR} (it is served)")
     app = QuartTrio("droneshield")
     app.config["DRONESHIELD_SETTINGS"] = settings
     app.config["DRONESHIELD_POOL"] = pool
