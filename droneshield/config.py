@@ -177,6 +177,8 @@ class Settings:
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
+        if self.pool_size < 2:
+            raise ValueError("pool_size must be at least 2 (the writer keeps one connection)")
         if self.shutdown_grace < 0 or self.seed_count < 0:
             raise ValueError("shutdown_grace and seed_count cannot be negative")
         if (self.tls_cert is None) != (self.tls_key is None):

@@ -128,18 +128,23 @@ async def _keep_worker(
     """
     restarts = Restarts()
     announced = False
+    served_at: float | None = None
 
     def ready(pid: int) -> None:
-        nonlocal announced
+        nonlocal announced, served_at
         log.info("%s serving (pid %d)", name, pid)
+        served_at = trio.current_time()
         if not announced:
             announced = True
             task_status.started()
 
     while True:
-        started_at = trio.current_time()
+        served_at = None
         ended = await _run_worker(name, env, stop_after, ready)
-        delay = restarts.after_exit(trio.current_time() - started_at)
+        # Time spent serving, not since the spawn: a worker that never became ready (and was
+        # stopped after READY_TIMEOUT) is a failure however long that took.
+        served = 0.0 if served_at is None else trio.current_time() - served_at
+        delay = restarts.after_exit(served)
         if delay is None:
             raise WorkersFailed(
                 f"{name} {ended}; it failed {restarts.failures} times in a row, each within "

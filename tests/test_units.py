@@ -109,7 +109,9 @@ def test_every_setting_is_documented_in_the_readme():
     assert not missing, f"README settings table lacks {missing}"
 
 
-@pytest.mark.parametrize(("key", "value"), [("OFFLINE_AFTER", "0"), ("HTTP_PORT", "70000")])
+@pytest.mark.parametrize(
+    ("key", "value"), [("OFFLINE_AFTER", "0"), ("HTTP_PORT", "70000"), ("POOL_SIZE", "1")]
+)
 def test_out_of_range_settings_are_refused(key, value):
     with pytest.raises(ValueError, match="must be"):
         config.from_mapping({}, {f"DRONESHIELD_{key}": value})

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Final, NoReturn
 
@@ -134,7 +135,8 @@ class _TrackingServer(Server):
 
     def __init__(self, *args: object, max_streams: int, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self.protocols: set[asyncio.Protocol] = set()
+        # Weak: grpclib drops a connection's protocol once it is closed; so does this set.
+        self.protocols: weakref.WeakSet[asyncio.Protocol] = weakref.WeakSet()
         self.max_streams = max_streams
 
     def _protocol_factory(self):  # type: ignore[no-untyped-def]
@@ -146,7 +148,7 @@ class _TrackingServer(Server):
     def close_connections(self) -> None:
         # Closing the transport (not grpclib's Connection, which drops its reference while
         # frames may still be in flight) lets grpclib see connection_lost and end its streams.
-        for protocol in self.protocols:
+        for protocol in list(self.protocols):
             transport = getattr(getattr(protocol, "connection", None), "_transport", None)
             if transport is not None:
                 transport.close()

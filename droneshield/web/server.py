@@ -75,6 +75,8 @@ async def serve_http(
     config.bind = [_shared_bind(host, port) if reuse_port else f"{host}:{port}"]
     config.graceful_timeout = grace
     config.accesslog = None  # the app logs requests itself, with request ids
+    # A logger, not hypercorn's default stderr handler, so its lines pass the secret masking.
+    config.errorlog = logging.getLogger("hypercorn.error")
     if tls is not None:
         config.certfile, config.keyfile = (str(path) for path in tls)
     if websocket_max_message is not None:
