@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 from droneshield.config import Settings
 from droneshield.db import seed
-from droneshield.ingest.codec import BoundedCodec
+from droneshield.ingest.codec import StrictCodec
 from droneshield.ingest.proto.status import (
     DeviceStatus,
     DeviceStatusBatch,
@@ -114,7 +114,7 @@ async def assert_still_serving(port: int, serial: str) -> None:
 @given(payload=random_messages, message_type=st.sampled_from([DeviceStatus, DeviceStatusBatch]))
 def test_codec_parses_any_bytes_or_refuses_them_as_invalid_argument(payload, message_type):
     try:
-        message = BoundedCodec(MAX_MESSAGE).decode(payload, message_type)
+        message = StrictCodec().decode(payload, message_type)
     except GRPCError as exc:
         refused = exc.status
     else:
@@ -127,12 +127,28 @@ def test_codec_parses_any_bytes_or_refuses_them_as_invalid_argument(payload, mes
     assert refused in (None, Status.INVALID_ARGUMENT)
 
 
-def test_codec_refuses_a_message_over_the_limit_as_resource_exhausted():
-    payload = bytes(DeviceStatus("DS-00000001", "v" + "1" * 100))
-    with pytest.raises(GRPCError) as caught:
-        BoundedCodec(len(payload) - 1).decode(payload, DeviceStatus)
-    assert caught.value.status is Status.RESOURCE_EXHAUSTED
-    assert BoundedCodec(len(payload)).decode(payload, DeviceStatus).serial == "DS-00000001"
+async def test_a_message_announced_over_the_limit_is_refused_before_it_is_sent(
+    running, db, sensors
+):
+    """The limit holds from the length prefix: the daemon does not wait for (and buffer) the
+    gigabyte a client announces, it answers at once."""
+    announced = (1 << 30).to_bytes(4, "big")
+
+    async def call() -> Status:
+        # The request never ends, so the client's stream raises the status on the way out too.
+        try:
+            async with channel.request(SEND_BATCH, Cardinality.UNARY_UNARY, bytes, bytes) as stream:
+                await stream.send_request()
+                await stream._stream.send_data(b"\x00" + announced + b"\x0a" * 1024)  # no more
+                await stream.recv_message()
+        except GRPCError as exc:
+            return exc.status
+        return Status.OK
+
+    async with raw_channel(running.grpc_port) as channel:
+        with trio.fail_after(20):
+            assert await aio(call) is Status.RESOURCE_EXHAUSTED
+    await assert_still_serving(running.grpc_port, sensors[0])
 
 
 async def test_random_bytes_get_a_status_never_unknown_and_the_daemon_keeps_serving(

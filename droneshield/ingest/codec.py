@@ -1,9 +1,9 @@
-"""The gRPC server's codec: protobuf, with a size limit and a strict parse of what arrives.
+"""The gRPC server's codec: protobuf, with a strict parse of what arrives.
 
-grpclib has no maximum message size of its own, and a lenient parser reads most random or
-truncated bytes as a message with whatever fields it found (betterproto2's pure-Python one
-"parses" ~90 % of random inputs, puts an int into a string field that arrives with a varint's
-wire type, and fails on the rest with assorted exceptions that grpclib answers with UNKNOWN).
+A lenient parser reads most random or truncated bytes as a message with whatever fields it
+found (betterproto2's pure-Python one "parses" ~90 % of random inputs, puts an int into a
+string field that arrives with a varint's wire type, and fails on the rest with assorted
+exceptions that grpclib answers with UNKNOWN).
 So every request is parsed by protobuf's C parser (upb), which rejects truncated messages and
 invalid UTF-8 in strings, and checked for known fields sent with the wrong wire type (upb keeps
 those as unknown fields; looking costs ~1 % of a parse, and only when unknown fields exist).
@@ -61,23 +61,11 @@ def strict_parse(data: bytes, message_type: type[Any]) -> Message:
     return message
 
 
-class BoundedCodec(ProtoCodec):
-    """ProtoCodec that refuses requests over `max_bytes` (RESOURCE_EXHAUSTED) and malformed
-    ones (INVALID_ARGUMENT), as the official gRPC servers do.
-
-    The limit applies once grpclib has the whole message: grpclib reads a message's declared
-    length in full before decoding it, and offers no hook to refuse it from its prefix.
-    """
-
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
+class StrictCodec(ProtoCodec):
+    """ProtoCodec that answers malformed requests INVALID_ARGUMENT, as the official gRPC
+    servers do. (Their size is limited before they are read: `limits.SizeLimited`.)"""
 
     def decode(self, data: bytes, message_type: Any) -> Any:
-        if len(data) > self.max_bytes:
-            raise GRPCError(
-                Status.RESOURCE_EXHAUSTED,
-                f"request of {len(data)} bytes exceeds the limit of {self.max_bytes}",
-            )
         try:
             message = strict_parse(data, message_type)
         except DecodeError as exc:

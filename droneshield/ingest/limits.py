@@ -1,0 +1,72 @@
+"""A size limit on gRPC requests that holds before the bytes arrive.
+
+grpclib reads a message's declared length in full before any codec sees it, and keeps opening
+the HTTP/2 flow-control window while it reads: a client announcing 4 GiB would make the daemon
+buffer that much, on every stream it opens. Here each method's stream reads the 5-byte length
+prefix itself and refuses a length over the limit with RESOURCE_EXHAUSTED before reading on.
+
+`_recv_message` is grpclib's `Stream.recv_message` (grpclib 0.4.9, pinned in pyproject) with
+that check added; it uses the same private attributes grpclib's own method does.
+"""
+
+from __future__ import annotations
+
+import time
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from grpclib import GRPCError, Status
+from grpclib.const import Handler
+from grpclib.server import Stream
+
+from .auth import HandlerFunc
+
+if TYPE_CHECKING:
+    from grpclib._typing import IServable
+
+_PREFIX = 5  # bytes: compressed flag, then the message length (big-endian uint32)
+
+
+class SizeLimited:
+    """`service` as grpclib serves it, each method refusing requests over `max_bytes`."""
+
+    def __init__(self, service: IServable, max_bytes: int) -> None:
+        self._service = service
+        self._max_bytes = max_bytes
+
+    def __mapping__(self) -> dict[str, Handler]:
+        return {
+            name: handler._replace(func=self._limit(handler.func))
+            for name, handler in self._service.__mapping__().items()
+        }
+
+    def _limit(self, func: HandlerFunc) -> HandlerFunc:
+        async def limited(stream: Stream[Any, Any]) -> None:
+            stream.recv_message = partial(_recv_message, stream, self._max_bytes)  # type: ignore[method-assign]
+            await func(stream)
+
+        return limited
+
+
+async def _recv_message(stream: Stream[Any, Any], max_bytes: int) -> Any:
+    """Raises:
+    GRPCError: RESOURCE_EXHAUSTED for a message over `max_bytes` (nothing more is read),
+        UNIMPLEMENTED for a compressed one.
+    """
+    h2_stream = stream._stream
+    prefix = await h2_stream.recv_data(_PREFIX)
+    if not prefix:
+        return None
+    length = int.from_bytes(prefix[1:_PREFIX], "big")
+    if prefix[0]:
+        raise GRPCError(Status.UNIMPLEMENTED, "compressed requests are not supported")
+    if length > max_bytes:
+        raise GRPCError(
+            Status.RESOURCE_EXHAUSTED, f"request of {length} bytes exceeds the limit of {max_bytes}"
+        )
+    data = await h2_stream.recv_data(length)
+    (message,) = await stream._dispatch.recv_message(stream._codec.decode(data, stream._recv_type))
+    stream._messages_received += 1
+    h2_stream.connection.messages_received += 1
+    h2_stream.connection.last_message_received = time.monotonic()
+    return message
