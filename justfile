@@ -39,6 +39,6 @@ proto:
         --python_betterproto2_opt=google_protobuf_descriptors \
         proto/status.proto
 
-# benchmarks: each prints its workload, rates and latency percentiles
-bench:
-    uv run python -m tests.bench
+# benchmarks against their goals: one summary table, also as JSON; `--quick`, or workload names
+bench *args:
+    uv run python -m tests.bench {{args}}
