@@ -105,6 +105,16 @@ async def test_deep_page_numbers_are_exact_as_the_fleet_grows_and_shrinks(api, d
         await db.execute("DELETE FROM sensor WHERE serial = ANY($1::text[])", everyone[5:705])
         everyone = everyone[:5] + everyone[705:]
         await check()
+        # One out, one in, in one statement each, leaving the fleet's size and highest id as
+        # they were (the new row takes the removed one's id): the anchors must still go stale.
+        gone = everyone[2500]
+        reused = await db.fetchval("DELETE FROM sensor WHERE serial = $1 RETURNING id", gone)
+        await db.execute(
+            "INSERT INTO sensor (id, serial) OVERRIDING SYSTEM VALUE VALUES ($1, 'A-second')",
+            reused,
+        )
+        everyone = sorted([*everyone[:2500], *everyone[2501:], "A-second"])
+        await check()
 
 
 async def test_last_pages_of_a_filtered_listing_are_exact(api, db):

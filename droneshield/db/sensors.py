@@ -138,8 +138,7 @@ async def _select(
 
 
 _ANCHOR_AT: Final = """
-SELECT coalesce(b.sensors = (SELECT coalesce(sum(n), 0) FROM fleet_count)
-                AND b.max_id = (SELECT coalesce(max(id), 0) FROM sensor), false) AS fresh,
+SELECT coalesce(b.set_version = (SELECT n FROM sensor_set_version), false) AS fresh,
        a.position, a.serial
 FROM (SELECT 1) AS one
 LEFT JOIN sensor_anchor_basis b ON true
@@ -158,9 +157,9 @@ WITH ranked AS (
     INSERT INTO sensor_anchor (position, serial)
     SELECT position, serial FROM ranked WHERE position % $1 = 0
 )
-INSERT INTO sensor_anchor_basis (sensors, max_id)
-SELECT count(*), coalesce(max(id), 0) FROM ranked
-ON CONFLICT (only_row) DO UPDATE SET sensors = excluded.sensors, max_id = excluded.max_id
+INSERT INTO sensor_anchor_basis (set_version)
+SELECT n FROM sensor_set_version
+ON CONFLICT (only_row) DO UPDATE SET set_version = excluded.set_version
 """
 
 
