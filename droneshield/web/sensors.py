@@ -152,7 +152,9 @@ async def list_sensors(query_args: SensorQuery) -> SensorPage:
     limit = min(query_args.limit, LIMIT_MAX)
     after = None if query_args.cursor is None else decode_cursor(query_args.cursor)
     offset = 0 if after is not None else (query_args.page - 1) * limit
-    async with pool().acquire() as conn:
+    # One snapshot for the total and the page: the far half of a filtered listing is located
+    # from the total, which would otherwise drift between the two while statuses change.
+    async with pool().acquire() as conn, conn.transaction(isolation="repeatable_read"):
         total, exact = await db.total(conn, flt, cap=COUNT_CAP)
         # Nothing matches: skip the page query, which would otherwise scan the whole index.
         rows = (
