@@ -25,7 +25,7 @@ from .support import Bench, Result, percentiles, print_table, run_client
 
 CONNECTIONS = (1, 4)
 SECONDS = 15.0
-QUICK_SECONDS = 4.0
+QUICK_SECONDS = 2.0
 
 
 async def run(bench: Bench) -> list[Result]:

@@ -17,7 +17,7 @@ from .support import Bench, Result, cpu_seconds, percentiles, print_table, run_c
 
 LIMIT: Final = 50  # the dashboard's page size
 REQUESTS: Final = 200  # per query, unless the budget runs out first
-QUICK_REQUESTS: Final = 50
+QUICK_REQUESTS: Final = 30
 BUDGET: Final = 6.0  # seconds per query at most (OFFSET pages are slow by nature)
 MIN_REQUESTS: Final = 20
 

@@ -36,14 +36,14 @@ from . import load
 from .support import Bench, Result, cpu_seconds, print_table, rss_mb, run_client
 
 CLIENTS: Final = 5_000
-CLIENTS_QUICK: Final = 1_000
+CLIENTS_QUICK: Final = 300
 REPORTERS: Final = 10_000  # sensors that report (each every 10 s at RATE)
 WATCHED: Final = 10_000  # silent sensors the clients' pages show
 PAGE: Final = 20  # sensors on a client's page
 RATE: Final = 1_000  # reports per second
 BATCH: Final = 100  # reports per SendStatusBatch
 WINDOW: Final = 20.0  # seconds measured, with and without the clients
-WINDOW_QUICK: Final = 5.0
+WINDOW_QUICK: Final = 3.0
 CONNECTING: Final = 50  # clients in their handshake at once (hypercorn's backlog is 100)
 # Seconds before a handshake is given up and tried again: under load the server sometimes
 # closes a connection before its handshake is done, and the client then waits for ever.

@@ -28,7 +28,7 @@ IN_FLIGHT = 200  # unary calls in flight
 BATCH = 500  # reports per SendStatusBatch
 BATCH_IN_FLIGHT = 8
 SECONDS = 15.0
-QUICK_SECONDS = 5.0
+QUICK_SECONDS = 2.0
 CALL_DEADLINE = 30.0  # seconds; a call that takes longer counts as an error
 
 

@@ -26,7 +26,7 @@ from . import load
 from .support import Bench, Result, percentiles, print_table, run_client
 
 SENSORS: Final = 100_000
-SENSORS_QUICK: Final = 20_000
+SENSORS_QUICK: Final = 10_000
 OFFLINE_AFTER: Final = 5.0  # seconds: short, so the wait is short
 BATCH: Final = 1_000  # reports per SendStatusBatch
 CONCURRENCY: Final = 4  # calls in flight

@@ -25,7 +25,7 @@ from .support import Bench, DaemonProcess, Result, print_table, run_client
 
 MiB: Final = 1024 * 1024
 SIZE: Final = 1024 * MiB
-SIZE_QUICK: Final = 200 * MiB
+SIZE_QUICK: Final = 100 * MiB
 CHUNK: Final = MiB  # bytes written to the generated file at a time
 FILENAME: Final = "software_v9.0.0.pdf"
 GOAL_RSS_GROWTH: Final = 20.0  # MiB

@@ -17,7 +17,7 @@ from droneshield.wheel import TimingWheel
 from .support import Bench, Result, percentiles, print_table
 
 SENSORS = 1_000_000
-QUICK_SENSORS = 200_000
+QUICK_SENSORS = 100_000
 OFFLINE_AFTER = 30.0  # seconds (the default)
 RESOLUTION = 1.0  # seconds per slot (ticks are simulated a second at a time)
 HEARTBEAT = 10  # seconds between a sensor's reports (the emitter's default)
