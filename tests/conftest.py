@@ -7,16 +7,13 @@ temporary directory. Each test gets its own database cloned from a migrated temp
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 import httpx
 import pytest
 import trio
@@ -28,25 +25,9 @@ from droneshield.db import embedded, migrate, seed
 from droneshield.db.pool import connect
 
 from .browser import BrowserThread, ensure_chromium
+from .pg_admin import admin, with_database
 
 TEMPLATE = f"droneshield_tpl_{os.getpid()}"
-
-
-def _with_database(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path=f"/{name}"))
-
-
-def _admin(url: str, *statements: str) -> None:
-    async def run() -> None:
-        conn = await asyncpg.connect(url)
-        try:
-            for statement in statements:
-                await conn.execute(statement)
-        finally:
-            await conn.close()
-
-    asyncio.run(run())
 
 
 @pytest.fixture(scope="session")
@@ -57,25 +38,25 @@ def server_url() -> Iterator[str]:
         if not url:
             Path(tmp).chmod(0o755)  # the embedded server may run as its own system user
             url = embedded.start(Path(tmp) / "pg")
-        _admin(url, f"DROP DATABASE IF EXISTS {TEMPLATE}", f"CREATE DATABASE {TEMPLATE}")
+        admin(url, f"DROP DATABASE IF EXISTS {TEMPLATE}", f"CREATE DATABASE {TEMPLATE}")
 
         async def migrate_template() -> None:
-            async with trio_asyncio.open_loop(), connect(_with_database(url, TEMPLATE)) as conn:
+            async with trio_asyncio.open_loop(), connect(with_database(url, TEMPLATE)) as conn:
                 await migrate.migrate(conn)
 
         trio.run(migrate_template)
         yield url
-        _admin(url, f"DROP DATABASE IF EXISTS {TEMPLATE} WITH (FORCE)")
+        admin(url, f"DROP DATABASE IF EXISTS {TEMPLATE} WITH (FORCE)")
 
 
 @contextlib.contextmanager
 def _scratch_database(server_url: str, create_options: str = "") -> Iterator[str]:
     name = f"droneshield_t_{uuid.uuid4().hex[:12]}"
-    _admin(server_url, f"CREATE DATABASE {name} {create_options}")
+    admin(server_url, f"CREATE DATABASE {name} {create_options}")
     try:
-        yield _with_database(server_url, name)
+        yield with_database(server_url, name)
     finally:
-        _admin(server_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin(server_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 @pytest.fixture

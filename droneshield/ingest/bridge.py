@@ -28,9 +28,9 @@ from h2.settings import SettingCodes
 
 from ..errors import IngestUnavailable
 from ..reports import TOO_LATE, Outcome, Pending
-from .auth import TokenRequired
+from .auth import token_required
 from .codec import StrictCodec
-from .limits import SizeLimited
+from .limits import size_limited
 from .proto.google_proto_descriptor_pool import default_google_proto_descriptor_pool
 from .service import Checked, DeviceStatusService
 
@@ -216,8 +216,8 @@ async def serve_grpc(
     if token is not None:
         # Health stays open: load balancers and orchestrators probe it without credentials,
         # and it says only SERVING or not.
-        services = [s if s is health else TokenRequired(s, token) for s in services]
-    services = [SizeLimited(s, max_message_bytes) for s in services]
+        services = [s if s is health else token_required(s, token) for s in services]
+    services = [size_limited(s, max_message_bytes) for s in services]
     server = _TrackingServer(services, codec=StrictCodec(), max_streams=max_streams)
     await trio_asyncio.aio_as_trio(server.start)(host, port, reuse_port=reuse_port, ssl=tls)
     bound = server._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]

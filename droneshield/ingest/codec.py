@@ -63,7 +63,7 @@ def strict_parse(data: bytes, message_type: type[Any]) -> Message:
 
 class StrictCodec(ProtoCodec):
     """ProtoCodec that answers malformed requests INVALID_ARGUMENT, as the official gRPC
-    servers do. (Their size is limited before they are read: `limits.SizeLimited`.)"""
+    servers do. (Their size is limited before they are read: `limits.size_limited`.)"""
 
     def decode(self, data: bytes, message_type: Any) -> Any:
         try:

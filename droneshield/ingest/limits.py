@@ -16,10 +16,9 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from grpclib import GRPCError, Status
-from grpclib.const import Handler
 from grpclib.server import Stream
 
-from .auth import HandlerFunc
+from .wrapping import HandlerFunc, Wrapped
 
 if TYPE_CHECKING:
     from grpclib._typing import IServable
@@ -27,25 +26,17 @@ if TYPE_CHECKING:
 _PREFIX = 5  # bytes: compressed flag, then the message length (big-endian uint32)
 
 
-class SizeLimited:
-    """`service` as grpclib serves it, each method refusing requests over `max_bytes`."""
+def size_limited(service: IServable, max_bytes: int) -> Wrapped:
+    """`service`, each method refusing requests over `max_bytes` from their length prefix."""
 
-    def __init__(self, service: IServable, max_bytes: int) -> None:
-        self._service = service
-        self._max_bytes = max_bytes
-
-    def __mapping__(self) -> dict[str, Handler]:
-        return {
-            name: handler._replace(func=self._limit(handler.func))
-            for name, handler in self._service.__mapping__().items()
-        }
-
-    def _limit(self, func: HandlerFunc) -> HandlerFunc:
+    def limit(func: HandlerFunc) -> HandlerFunc:
         async def limited(stream: Stream[Any, Any]) -> None:
-            stream.recv_message = partial(_recv_message, stream, self._max_bytes)  # type: ignore[method-assign]
+            stream.recv_message = partial(_recv_message, stream, max_bytes)  # type: ignore[method-assign]
             await func(stream)
 
         return limited
+
+    return Wrapped(service, limit)
 
 
 async def _recv_message(stream: Stream[Any, Any], max_bytes: int) -> Any:

@@ -8,7 +8,6 @@ the same interpreter would share its GIL and its event loop and flatter or spoil
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import statistics
@@ -21,9 +20,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
-import asyncpg
 import httpx
 import trio
 from rich.console import Console
@@ -31,6 +29,7 @@ from rich.table import Table
 
 from droneshield.db import migrate, seed
 from droneshield.db.pool import connect
+from tests.pg_admin import admin, with_database
 from tests.processes import Spawned, free_port, spawn
 
 # Wide enough for the summary table when the output is a file or a pipe (CI logs, `tee`).
@@ -64,22 +63,6 @@ def percentiles(samples: Sequence[float]) -> tuple[float, float, float]:
         return only, only, only
     cuts = statistics.quantiles(samples, n=100, method="inclusive")
     return cuts[49] * 1000, cuts[94] * 1000, cuts[98] * 1000
-
-
-def _admin(url: str, *statements: str) -> None:
-    async def run() -> None:
-        conn = await asyncpg.connect(url)
-        try:
-            for statement in statements:
-                await conn.execute(statement)
-        finally:
-            await conn.close()
-
-    asyncio.run(run())
-
-
-def _with_database(url: str, name: str) -> str:
-    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
 
 
 def _status_mb(pid: int, key: str) -> float:
@@ -142,18 +125,18 @@ class Bench:
         return quick if self.quick else full
 
     async def _admin(self, *statements: str) -> None:
-        await trio.to_thread.run_sync(_admin, self.server_url, *statements)
+        await trio.to_thread.run_sync(admin, self.server_url, *statements)
 
     async def _create(self, label: str) -> tuple[str, str]:
         """A new database cloned from the migrated template: (name, url)."""
         if not self._template:
             self._template = f"droneshield_bench_tpl_{uuid.uuid4().hex[:8]}"
             await self._admin(f"CREATE DATABASE {self._template}")
-            async with connect(_with_database(self.server_url, self._template)) as conn:
+            async with connect(with_database(self.server_url, self._template)) as conn:
                 await migrate.migrate(conn)
         name = f"droneshield_bench_{label}_{uuid.uuid4().hex[:8]}"
         await self._admin(f"CREATE DATABASE {name} TEMPLATE {self._template}")
-        return name, _with_database(self.server_url, name)
+        return name, with_database(self.server_url, name)
 
     @asynccontextmanager
     async def database(self) -> AsyncIterator[str]:
@@ -196,7 +179,7 @@ class Bench:
         names = [urlsplit(u).path.lstrip("/") for u in self._seeded.values()]
         if self._template:
             names.append(self._template)
-        _admin(self.server_url, *(f"DROP DATABASE IF EXISTS {n} WITH (FORCE)" for n in names))
+        admin(self.server_url, *(f"DROP DATABASE IF EXISTS {n} WITH (FORCE)" for n in names))
 
     @asynccontextmanager
     async def daemon(self, url: str, **settings: Any) -> AsyncIterator[DaemonProcess]:
