@@ -12,6 +12,8 @@ from droneshield.db.pool import connect
 
 from .support import Bench, Result, print_table
 
+SEED_GOAL_FLEET = 1_000_000  # the seeding goal is set for a million sensors
+
 
 async def run(bench: Bench) -> list[Result]:
     fleet = bench.fleet
@@ -38,8 +40,8 @@ async def run(bench: Bench) -> list[Result]:
             f"8. seed {fleet:,} sensors",
             fleet / seeding,
             "sensors/s",
-            goal=f"{seeding:.1f} s (< 10 s)",
-            met=seeding < 10,
+            goal=f"{seeding:.1f} s (< 10 s at 1M)",
+            met=seeding < 10 if fleet >= SEED_GOAL_FLEET else None,
         ),
         Result(
             f"8. start-up with {online:,} online",
