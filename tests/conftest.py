@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -21,11 +20,11 @@ import trio_asyncio
 
 from droneshield import daemon
 from droneshield.config import Settings
-from droneshield.db import embedded, migrate, seed
+from droneshield.db import migrate, seed
 from droneshield.db.pool import connect
 
 from .browser import BrowserThread, ensure_chromium
-from .pg_admin import admin, with_database
+from .pg_admin import admin, server, with_database
 
 TEMPLATE = f"droneshield_tpl_{os.getpid()}"
 
@@ -33,11 +32,7 @@ TEMPLATE = f"droneshield_tpl_{os.getpid()}"
 @pytest.fixture(scope="session")
 def server_url() -> Iterator[str]:
     """A PostgreSQL server's maintenance URL, with a migrated template database on it."""
-    url = os.environ.get("DATABASE_URL")
-    with tempfile.TemporaryDirectory(prefix="droneshield-pg-") as tmp:
-        if not url:
-            Path(tmp).chmod(0o755)  # the embedded server may run as its own system user
-            url = embedded.start(Path(tmp) / "pg")
+    with server("droneshield-pg-") as url:
         admin(url, f"DROP DATABASE IF EXISTS {TEMPLATE}", f"CREATE DATABASE {TEMPLATE}")
 
         async def migrate_template() -> None:

