@@ -29,7 +29,11 @@ def _row(p, serial: str):  # type: ignore[no-untyped-def]
 async def _open(browser: BrowserThread, port: int, **size: int) -> Page:
     page = await open_page(browser, f"http://127.0.0.1:{port}", **size)
     await page(lambda p: p.goto("/"))
+    # Live, and the sensors on screen subscribed: the table has rendered its first page (which
+    # subscribes to them) and the server has confirmed every subscription sent.
+    await page(lambda p: expect(p.locator("#page-info")).to_contain_text("sensors"))
     await page(lambda p: expect(p.locator("#connection")).to_have_text("Live"))
+    await page(lambda p: expect(p.locator("#connection")).to_have_attribute("data-pending", "0"))
     return page
 
 

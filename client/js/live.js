@@ -18,6 +18,7 @@ export class Live {
     this.pingInterval = 15;
     this.watchdog = null;
     this.retryTimer = null;
+    this.pending = 0;
   }
 
   start() {
@@ -28,13 +29,26 @@ export class Live {
 
   subscribe(serials) {
     this.serials = serials;
-    this.send({ type: "subscribe", serials });
+    this.sendSubscribe();
+  }
+
+  // Subscriptions sent and not yet confirmed: the banner's data-pending, so that whoever needs
+  // to know (a test, a script) can tell when changes to the sensors on screen are flowing.
+  sendSubscribe() {
+    if (this.send({ type: "subscribe", serials: this.serials })) this.setPending(this.pending + 1);
+  }
+
+  setPending(count) {
+    this.pending = count;
+    this.banner.dataset.pending = String(count);
   }
 
   send(message) {
     if (this.socket && this.socket.readyState === WebSocket.OPEN) {
       this.socket.send(JSON.stringify(message));
+      return true;
     }
+    return false;
   }
 
   connect() {
@@ -42,6 +56,7 @@ export class Live {
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
     const socket = new WebSocket(`${scheme}//${location.host}/ws`);
     this.socket = socket;
+    this.setPending(0);
     this.show(this.connectedBefore ? "reconnecting" : "connecting");
     socket.addEventListener("message", (event) => this.receive(event.data));
     socket.addEventListener("close", () => {
@@ -63,9 +78,12 @@ export class Live {
         this.pingInterval = message.pingInterval || this.pingInterval;
         this.delay = BACKOFF_FIRST;
         this.show("live");
-        this.send({ type: "subscribe", serials: this.serials });
+        this.sendSubscribe();
         if (this.connectedBefore) this.handlers.onResync("reconnected");
         this.connectedBefore = true;
+        break;
+      case "subscribed":
+        this.setPending(Math.max(0, this.pending - 1));
         break;
       case "ping":
         this.send({ type: "pong" });
