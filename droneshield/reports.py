@@ -14,6 +14,7 @@ from .errors import DroneshieldError, InvalidReport, InvalidVersion
 from .versions import canonical, display
 
 SERIAL_MAX: Final = 128  # characters
+SHUTTING_DOWN: Final = "the daemon is shutting down; retry"
 TOO_LATE: Final = "not committed before its deadline (daemon overloaded or database slow); retry"
 VERSIONS_CACHED: Final = 1024  # distinct raw version strings whose canonical form is kept
 _SERIAL: Final = re.compile(rf"[\x20-\x7e]{{1,{SERIAL_MAX}}}")

@@ -40,8 +40,8 @@ READY_TIMEOUT: Final = 60.0  # seconds for a worker to start serving
 READY: Final = b"ready\n"  # what a worker writes to its supervisor socket once serving
 RESTART_DELAY_FIRST: Final = 0.5  # seconds before restarting a worker that failed once
 RESTART_DELAY_MAX: Final = 30.0  # seconds
-HEALTHY_AFTER: Final = 60.0  # seconds a worker must run before its failures are forgotten
-FAILURES_MAX: Final = 5  # failures in a row, each within HEALTHY_AFTER of starting: give up
+HEALTHY_AFTER: Final = 60.0  # seconds a worker must serve before its failures are forgotten
+FAILURES_MAX: Final = 5  # failures in a row, each within HEALTHY_AFTER of serving: give up
 
 
 class WorkersFailed(DroneshieldError):
@@ -58,11 +58,12 @@ class PortUnavailable(DroneshieldError):
 
 @dataclass
 class Restarts:
-    """When to restart a worker that exited. Pure: the caller says how long the worker ran.
+    """When to restart a worker that exited. Pure: the caller says how long the worker served
+    (0 for one that never became ready).
 
-    A run shorter than `healthy_after` is a failure in a row; the delay doubles with each one,
-    from `first` up to `cap`, and after `limit` of them there is no more restart. A worker that
-    ran longer than `healthy_after` starts a fresh count (and the shortest delay).
+    Serving for less than `healthy_after` is a failure in a row; the delay doubles with each
+    one, from `first` up to `cap`, and after `limit` of them there is no more restart. A worker
+    that served longer than `healthy_after` starts a fresh count (and the shortest delay).
     """
 
     first: float = RESTART_DELAY_FIRST
@@ -71,9 +72,9 @@ class Restarts:
     limit: int = FAILURES_MAX
     failures: int = 0
 
-    def after_exit(self, ran_for: float) -> float | None:
+    def after_exit(self, served_for: float) -> float | None:
         """The delay before the next start, or None: give up."""
-        if ran_for >= self.healthy_after:
+        if served_for >= self.healthy_after:
             self.failures = 0
         self.failures += 1
         if self.failures >= self.limit:
@@ -148,7 +149,7 @@ async def _keep_worker(
         if delay is None:
             raise WorkersFailed(
                 f"{name} {ended}; it failed {restarts.failures} times in a row, each within "
-                f"{restarts.healthy_after:.0f} s of starting: giving up"
+                f"{restarts.healthy_after:.0f} s of serving: giving up"
             )
         log.warning("%s %s; restarting it in %.1f s", name, ended, delay)
         await trio.sleep(delay)

@@ -20,7 +20,7 @@ from . import metrics
 from .db.pool import Connection, Pool, acquire, is_transient
 from .db.reports import Applied, apply_reports
 from .errors import DroneshieldError, IngestUnavailable, UnknownSensor
-from .reports import TOO_LATE, Pending, version_problem
+from .reports import SHUTTING_DOWN, TOO_LATE, Pending, version_problem
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ class Writer:
                 break
         # Senders still waiting for room now get BrokenResourceError and answer UNAVAILABLE.
         self._receive.close()
-        _resolve_all(leftover, IngestUnavailable("the daemon is shutting down; retry"))
+        _resolve_all(leftover, IngestUnavailable(SHUTTING_DOWN))
 
     async def _commit(self, batch: list[Pending]) -> None:
         """Commit one batch, retrying transient database errors until each report's deadline.
@@ -156,7 +156,7 @@ class Writer:
                 self._deliver(batch, rows)
                 return
         except trio.Cancelled:
-            _resolve_all(batch, IngestUnavailable("the daemon is shutting down; retry"))
+            _resolve_all(batch, IngestUnavailable(SHUTTING_DOWN))
             raise
         except Exception:
             log.exception("batch of %d reports failed", len(batch))

@@ -27,7 +27,7 @@ from grpclib.server import Server
 from h2.settings import SettingCodes
 
 from ..errors import IngestUnavailable
-from ..reports import TOO_LATE, Outcome, Pending
+from ..reports import SHUTTING_DOWN, TOO_LATE, Outcome, Pending
 from .auth import token_required
 from .codec import StrictCodec
 from .limits import size_limited
@@ -38,7 +38,6 @@ log = logging.getLogger(__name__)
 
 CLOSE_TIMEOUT: Final = 2.0  # seconds for grpclib to finish cancelled handlers
 STATUS_PROTO: Final = "status.proto"
-SHUTTING_DOWN: Final = "the daemon is shutting down; retry"
 
 
 class _Answers:

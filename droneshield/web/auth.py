@@ -13,18 +13,15 @@ from werkzeug.exceptions import Unauthorized
 
 from ..bearer import presents
 from .context import settings
+from .errors import ClosesConnection
 from .openapi import BEARER
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 
-class _Unauthorized(Unauthorized):
-    def get_headers(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-        # Answered before the body is read, so the connection cannot carry another request: a
-        # client that stops sending the body on this early answer (Chromium does) and reused
-        # the connection would have its next request read as this body, both sides waiting.
-        return [*super().get_headers(*args, **kwargs), ("Connection", "close")]
+class _Unauthorized(ClosesConnection, Unauthorized):
+    """Refused before the body is read."""
 
 
 def requires_key(view: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:

@@ -23,6 +23,16 @@ class ApiError(Exception):
         self.message = message
 
 
+class ClosesConnection(HTTPException):
+    """An error answered before the request body is read: the connection cannot carry another
+    request (the unread body would be read as one), so the answer says `Connection: close` and
+    the client stops sending instead of meeting a reset, or, reusing the connection, having its
+    next request read as this body with both sides waiting (Chromium did)."""
+
+    def get_headers(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        return [*super().get_headers(*args, **kwargs), ("Connection", "close")]
+
+
 def error_response(status: int, code: str, message: str) -> Response:
     response = jsonify({"error": {"code": code, "message": message}})
     response.status_code = status

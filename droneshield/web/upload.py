@@ -22,6 +22,7 @@ from ..errors import UploadRejected
 from ..versions import display
 from .auth import requires_key
 from .context import pool, settings
+from .errors import ClosesConnection
 from .multipart import MultipartReader, PartData, PartEnd, PartStart
 from .schema import ApiModel, errors
 
@@ -133,15 +134,10 @@ async def _receive(form: _Form, boundary: str, s: Settings) -> None:
     reader.close()
 
 
-class _AnnouncedTooLarge(RequestEntityTooLarge):
-    """A body whose Content-Length is over the limit is refused before it is read, so the
-    connection cannot carry another request (the unread body would be read as one); saying
-    `Connection: close` lets the client stop sending instead of meeting a reset."""
+class _AnnouncedTooLarge(ClosesConnection, RequestEntityTooLarge):
+    """A body whose Content-Length is over the limit, refused before it is read."""
 
     name = "Request Too Large"  # the error code: `request_too_large`, as when streaming
-
-    def get_headers(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-        return [*super().get_headers(*args, **kwargs), ("Connection", "close")]
 
 
 def _check_announced_length(limit: int) -> None:
