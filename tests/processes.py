@@ -179,6 +179,15 @@ async def eventually(check: Callable[[], Awaitable[bool]]) -> None:
         await trio.sleep(POLL)
 
 
+def status_kib(pid: int, field: str) -> int:
+    """A memory figure of process `pid` from /proc/<pid>/status, in KiB (VmRSS: resident now;
+    VmHWM: its peak)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no {field} in /proc/{pid}/status")
+
+
 @dataclass(frozen=True)
 class Daemon:
     """A `droneshield serve` child that is ready, and where it listens."""
@@ -193,10 +202,7 @@ class Daemon:
 
     def rss_bytes(self) -> int:
         """Resident memory right now, from /proc (the kernel's count, not the allocator's)."""
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-        raise AssertionError(f"no VmRSS in /proc/{self.pid}/status")
+        return status_kib(self.pid, "VmRSS") * 1024
 
 
 @asynccontextmanager

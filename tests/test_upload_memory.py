@@ -12,25 +12,17 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from functools import partial
-from pathlib import Path
 
 import httpx
 import trio
 
+from .processes import status_kib
 from .uploads import BOUNDARY, CLOSING, MULTIPART, part_head, pdf, sha256
 
 MiB = 1024 * 1024
 UPLOAD_BYTES = 50 * MiB
 RSS_GROWTH_MAX = 20 * MiB
 _READY = re.compile(rb"droneshield ready: gRPC :(\d+), HTTP :(\d+)")
-
-
-def _status_kib(pid: int, field: str) -> int:
-    """A memory figure from /proc/<pid>/status (VmRSS: now; VmHWM: peak since reset)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1])
-    raise AssertionError(f"{field} not in /proc/{pid}/status")
 
 
 async def _ready_port(stderr: trio.abc.ReceiveStream, log: bytearray) -> int:
@@ -87,13 +79,13 @@ async def test_a_50_mb_upload_keeps_the_daemon_rss_growth_under_20_mb(database_u
                 )
                 assert warm.status_code == 201, warm.text
                 await trio.Path(f"/proc/{process.pid}/clear_refs").write_text("5")  # reset VmHWM
-                before = _status_kib(process.pid, "VmRSS")
+                before = status_kib(process.pid, "VmRSS")
                 response = await api.post(
                     "/upload",
                     content=_body(chunk, UPLOAD_BYTES // MiB),
                     headers={"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"},
                 )
-                peak = _status_kib(process.pid, "VmHWM")
+                peak = status_kib(process.pid, "VmHWM")
             process.terminate()
             assert await process.wait() == 0, log.decode(errors="replace")[-4000:]
     assert response.status_code == 201, response.text

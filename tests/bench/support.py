@@ -30,7 +30,7 @@ from rich.table import Table
 from droneshield.db import migrate, seed
 from droneshield.db.pool import connect
 from tests.pg_admin import admin, with_database
-from tests.processes import Spawned, free_port, spawn
+from tests.processes import Spawned, free_port, spawn, status_kib
 
 # Wide enough for the summary table when the output is a file or a pipe (CI logs, `tee`).
 console = Console(width=None if sys.stdout.isatty() else 200)
@@ -65,20 +65,13 @@ def percentiles(samples: Sequence[float]) -> tuple[float, float, float]:
     return cuts[49] * 1000, cuts[94] * 1000, cuts[98] * 1000
 
 
-def _status_mb(pid: int, key: str) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1]) / 1024
-    raise KeyError(key)
-
-
 def rss_mb(pid: int) -> float:
-    return _status_mb(pid, "VmRSS")
+    return status_kib(pid, "VmRSS") / 1024
 
 
 def peak_rss_mb(pid: int) -> float:
     """The process's high-water mark of resident memory."""
-    return _status_mb(pid, "VmHWM")
+    return status_kib(pid, "VmHWM") / 1024
 
 
 def cpu_seconds(pid: int) -> float:
