@@ -24,7 +24,7 @@ from typing import BinaryIO, Final, Literal
 
 import trio
 
-from . import versions
+from . import domain
 from .db import software
 from .db.pool import Pool
 from .db.software import Release
@@ -65,7 +65,7 @@ def check_filename(raw: str) -> tuple[str, str]:
     if not name.lower().endswith(".pdf"):
         raise UploadRejected(415, "not_a_pdf", f"{name!r} is not a .pdf file")
     try:
-        version = versions.from_filename(name)
+        version = domain.from_filename(name)
     except InvalidVersion as exc:
         raise UploadRejected(422, "bad_version", exc.message) from None
     return name, version

@@ -14,8 +14,8 @@ from datetime import UTC, datetime, timedelta
 
 import trio
 
-from droneshield.db.presence import Expiry, WentOffline
-from droneshield.db.reports import Applied
+from droneshield.db.presence import Expiry
+from droneshield.domain import Applied, SensorState
 
 EPOCH = datetime(2025, 1, 1, tzinfo=UTC)
 
@@ -78,7 +78,7 @@ class MemoryPresenceStore:
                 row.online, row.changed = False, now
                 self.events.append((i, "offline", now))
                 expiry.offline.append(
-                    WentOffline(i, f"DS-{i:08d}", None, at(row.last_seen), at(now))
+                    SensorState(i, f"DS-{i:08d}", None, "offline", at(row.last_seen), at(now))
                 )
             else:
                 expiry.still_online.append((i, now - row.last_seen))

@@ -7,15 +7,14 @@ an index range scan whatever the depth, and a serial prefix is a range of that i
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Final, Literal
+from typing import Any, Final
 
+from ..domain import SensorState, Status, status_of
 from .pool import Connection
 
-Status = Literal["never", "online", "offline"]
-STATUSES: Final[tuple[Status, ...]] = ("never", "online", "offline")
 # Serials are printable ASCII (0x20-0x7e), so every serial that starts with a prefix sorts
 # below the prefix followed by DEL (0x7f): [prefix, prefix + DEL) is exactly the prefix's range.
 _PREFIX_END: Final = "\x7f"
@@ -28,22 +27,6 @@ _STATUS_SQL: Final[dict[Status, str]] = {
     "online": "online",
     "offline": "NOT online AND last_seen_at IS NOT NULL",
 }
-
-
-@dataclass(frozen=True, slots=True)
-class SensorRow:
-    id: int
-    serial: str
-    version: str | None
-    online: bool
-    last_seen_at: datetime | None
-    status_changed_at: datetime | None
-
-    @property
-    def status(self) -> Status:
-        if self.last_seen_at is None:
-            return "never"
-        return "online" if self.online else "offline"
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +72,7 @@ async def page(
     offset: int,
     limit: int,
     total: int | None = None,
-) -> list[SensorRow]:
+) -> list[SensorState]:
     """Up to `limit` sensors in serial byte order: those after serial `after` (a keyset
     cursor), skipping `offset` more.
 
@@ -113,6 +96,17 @@ async def page(
     return await _select(conn, flt, None if after is None else (">", after), offset, limit)
 
 
+def _state(row: Mapping[str, Any]) -> SensorState:
+    return SensorState(
+        row["id"],
+        row["serial"],
+        row["version"],
+        status_of(row["online"], row["last_seen_at"]),
+        row["last_seen_at"],
+        row["status_changed_at"],
+    )
+
+
 async def _select(
     conn: Connection,
     flt: SensorFilter,
@@ -121,7 +115,7 @@ async def _select(
     limit: int,
     *,
     descending: bool = False,
-) -> list[SensorRow]:
+) -> list[SensorState]:
     """`bound` is (comparison, serial): where in byte order the page starts."""
     conditions, args = flt.where()
     if bound is not None:
@@ -134,7 +128,7 @@ async def _select(
         f"{'DESC' if descending else ''} OFFSET ${len(args) - 1} LIMIT ${len(args)}",
         *args,
     )
-    return [SensorRow(**dict(r)) for r in rows]
+    return [_state(r) for r in rows]
 
 
 _ANCHOR_AT: Final = """
@@ -205,9 +199,9 @@ async def total(conn: Connection, flt: SensorFilter, *, cap: int) -> tuple[int, 
     return (row["n"] if exact else min(row["n"], cap)), exact
 
 
-async def get(conn: Connection, serial: str) -> SensorRow | None:
+async def get(conn: Connection, serial: str) -> SensorState | None:
     row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM sensor WHERE serial = $1", serial)
-    return None if row is None else SensorRow(**dict(row))
+    return None if row is None else _state(row)
 
 
 async def recent_events(conn: Connection, sensor_id: int, limit: int) -> list[EventRow]:
@@ -232,10 +226,3 @@ async def fleet_counts(conn: Connection) -> list[FleetCount]:
     """Sensors per (status, version) from the maintained counters: O(versions), not O(rows)."""
     rows = await conn.fetch("SELECT status, version, n FROM fleet_count WHERE n <> 0")
     return [FleetCount(r["status"], r["version"] or None, r["n"]) for r in rows]
-
-
-def by_status(counts: Sequence[FleetCount]) -> dict[Status, int]:
-    totals = dict.fromkeys(STATUSES, 0)
-    for c in counts:
-        totals[c.status] += c.n
-    return totals

@@ -9,9 +9,9 @@ from typing import Final
 from grpclib import GRPCError, Status
 from grpclib.const import Handler
 
-from ..db.reports import Applied
+from ..domain import Applied, check_serial
 from ..errors import DroneshieldError, IngestUnavailable, InvalidReport, UnknownSensor
-from ..reports import Outcome, ack_message, check_serial, check_version, version_problem
+from ..reports import Outcome, ack_message, check_version, version_problem
 from .proto.status import DeviceStatusServiceBase
 from .wire import BatchAck, DeviceStatus, DeviceStatusBatch, Rejection, StatusAck, upb_handlers
 

@@ -18,13 +18,11 @@ from typing import Any, Final
 import orjson
 
 from ..config import WS_MAX_SERIALS_DEFAULT
+from ..domain import STATUSES, SensorState, canonical, check_serial, display
 from ..errors import DroneshieldError, InvalidReport, InvalidVersion
-from ..hub import Match, SensorChange
-from ..reports import check_serial
-from ..versions import canonical, display
+from ..hub import Match
 
 SENSORS_PER_MESSAGE: Final = 500  # a big flush goes out in several `sensor` messages
-STATUSES: Final = ("never", "online", "offline")
 
 
 class ProtocolError(DroneshieldError):
@@ -51,7 +49,7 @@ class Pong:
 ClientMessage = Subscribe | Pong
 
 
-def sensor_item(change: SensorChange) -> dict[str, Any]:
+def sensor_item(change: SensorState) -> dict[str, Any]:
     """One sensor as `GET /sensors` shows it (camelCase, version `v1.2.3`)."""
     return {
         "id": change.id,
@@ -79,7 +77,7 @@ def hello(now: datetime, *, offline_after: float, ping_interval: float) -> str:
     )
 
 
-def sensors(changes: Sequence[SensorChange]) -> list[str]:
+def sensors(changes: Sequence[SensorState]) -> list[str]:
     """`sensor` messages for a flush, at most SENSORS_PER_MESSAGE sensors each."""
     step = SENSORS_PER_MESSAGE
     return [
@@ -168,7 +166,7 @@ def _filter(where: object) -> Match:
         except InvalidVersion as exc:
             raise ProtocolError("invalid_subscribe", exc.message) from None
 
-    def match(change: SensorChange) -> bool:
+    def match(change: SensorState) -> bool:
         return (
             (status is None or change.status == status)
             and (version is None or change.version == version)

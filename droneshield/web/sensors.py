@@ -13,9 +13,8 @@ from quart import Blueprint
 from quart_schema import validate_querystring, validate_response
 
 from ..db import sensors as db
+from ..domain import SERIAL_MAX, SensorState, Status, canonical, check_serial, display
 from ..errors import InvalidReport, InvalidVersion
-from ..reports import SERIAL_MAX, check_serial
-from ..versions import canonical, display
 from .context import pool
 from .errors import ApiError
 from .schema import ApiModel, errors
@@ -40,7 +39,7 @@ class SensorQuery(ApiModel):
         description="`nextCursor` of the previous page: continue after it (an index range "
         "scan, fast at any depth). With a cursor, `page` is only echoed back.",
     )
-    status: Literal["never", "online", "offline"] | SkipJsonSchema[None] = None
+    status: Status | SkipJsonSchema[None] = None
     version: str | SkipJsonSchema[None] = Field(
         None, description="only sensors running this version (`v1.2.3` or `1.2.3`)"
     )
@@ -53,13 +52,13 @@ class Sensor(ApiModel):
     id: int
     serial: str
     version: str | None = Field(description="stored version, shown as `v1.2.3`")
-    status: Literal["never", "online", "offline"]
+    status: Status
     online: bool
     last_seen_at: datetime | None
     status_changed_at: datetime | None
 
     @classmethod
-    def of(cls, row: db.SensorRow) -> Sensor:
+    def of(cls, row: SensorState) -> Sensor:
         return cls(
             id=row.id,
             serial=row.serial,

@@ -17,8 +17,8 @@ from quart_schema import validate_response
 from ..db import sensors as sensors_db
 from ..db import software as db
 from ..db.software import Release
+from ..domain import canonical, display, sort_key
 from ..errors import InvalidVersion
-from ..versions import canonical, display, sort_key
 from .context import pool, settings
 from .errors import ApiError
 from .schema import ApiModel, Binary, errors, responds

@@ -18,8 +18,8 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from .. import metrics, uploads
 from ..config import Settings
+from ..domain import display
 from ..errors import UploadRejected
-from ..versions import display
 from .auth import requires_key
 from .context import pool, settings
 from .errors import ClosesConnection
