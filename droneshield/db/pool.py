@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import asyncpg
 import trio
+import trio_asyncio
 import triopg
+
+from ..errors import DatabaseUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -20,10 +23,6 @@ CONNECT_TIMEOUT: Final = 5.0  # seconds
 # SQLSTATE classes after which the same statement may succeed later: connection exceptions,
 # insufficient resources, operator intervention (shutdown, restart), serialization/deadlock.
 _TRANSIENT_SQLSTATES: Final = ("08", "53", "57P", "40001", "40P01")
-
-
-class DatabaseUnavailable(ConnectionError):
-    """No connection could be had (server down, restarting, or refusing this database)."""
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -88,3 +87,13 @@ async def connect(dsn: str) -> AsyncIterator[Connection]:
     """One connection outside the pool (migrations, seeding, LISTEN)."""
     async with triopg.connect(dsn, timeout=CONNECT_TIMEOUT) as conn:
         yield conn
+
+
+T = TypeVar("T")
+
+
+async def on_connection(dsn: str, work: Callable[[Connection], Awaitable[T]]) -> T:
+    """Run `work` on one connection outside the pool, in a trio-asyncio loop of its own: what
+    a one-off command (migrate, seed) needs, outside the daemon's loop."""
+    async with trio_asyncio.open_loop(), connect(dsn) as conn:
+        return await work(conn)

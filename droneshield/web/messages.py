@@ -19,18 +19,17 @@ import orjson
 
 from ..config import WS_MAX_SERIALS_DEFAULT
 from ..domain import STATUSES, SensorState, canonical, check_serial, display
-from ..errors import DroneshieldError, InvalidReport, InvalidVersion
+from ..errors import Invalid, InvalidReport, InvalidVersion
 from ..hub import Match
 
 SENSORS_PER_MESSAGE: Final = 500  # a big flush goes out in several `sensor` messages
 
 
-class ProtocolError(DroneshieldError):
+class ProtocolError(Invalid):
     """A client message that cannot be honoured; the client gets an `error` message back."""
 
     def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
+        super().__init__(message, code=code)
 
 
 @dataclass(frozen=True, slots=True)
