@@ -29,7 +29,7 @@ from .ingest.bridge import Submitter, serve_grpc
 from .presence import Tracker, serve_presence
 from .relay import Relay
 from .reports import Pending
-from .totals import serve_totals
+from .summary import serve_summary
 from .web.app import create_app
 from .web.server import serve_http
 from .writer import Writer
@@ -86,7 +86,7 @@ async def run(
             writer.add_sink(tracker.track)
             metrics.WHEEL_SENSORS.set_function(lambda: len(tracker.wheel))
             await nursery.start(relay.serve)
-            await nursery.start(serve_totals, pool, hub)
+            await nursery.start(serve_summary, pool, hub)
             grace = settings.shutdown_grace
             shared = settings.workers > 1  # the other workers listen on the same ports
             grpc_port = await nursery.start(

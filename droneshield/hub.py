@@ -130,7 +130,7 @@ class Hub:
         self._everything: set[Subscription] = set()
         self._outboxes: set[Subscription] = set()
         self._subscriptions: set[Subscription] = set()
-        # Fleet totals (the `summary` message), kept current by `totals.serve_totals`.
+        # Fleet totals (the `summary` message), kept current by `summary.serve_summary`.
         self.summary: Latest[dict[str, object]] = Latest()
 
     @property

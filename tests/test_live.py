@@ -18,9 +18,9 @@ from droneshield.domain import SensorState, Status
 from droneshield.ingest.proto.status import DeviceStatus
 from droneshield.web.live import CLIENT_MAX_PENDING, FLUSH_INTERVAL
 
-from .grpc_clients import aio, grpclib_stub
-from .live_client import LiveClient, open_live, open_stalled
-from .uploads import add_software
+from .support.grpc_clients import aio, grpclib_stub
+from .support.live_client import LiveClient, open_live, open_stalled
+from .support.releases import add_software
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 

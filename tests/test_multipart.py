@@ -13,7 +13,7 @@ from droneshield.errors import DroneshieldError
 from droneshield.web.errors import status_of
 from droneshield.web.multipart import MultipartReader, PartData, PartEnd, PartStart
 
-from .uploads import BOUNDARY, multipart
+from .support.releases import BOUNDARY, multipart
 
 names = st.text(st.characters(codec="utf-8", exclude_characters='"\\\r\n'), max_size=20)
 contents = st.binary(max_size=3000) | st.just(f"\r\n--{BOUNDARY[:-1]}".encode() * 3)

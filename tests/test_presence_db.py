@@ -19,7 +19,7 @@ from droneshield.hub import Hub, Subscription
 from droneshield.ingest.proto.status import DeviceStatus
 from droneshield.presence import Tracker
 
-from .grpc_clients import aio, grpclib_stub
+from .support.grpc_clients import aio, grpclib_stub
 
 OFFLINE_AFTER = 1.0
 RESOLUTION = 0.1

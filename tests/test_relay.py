@@ -13,8 +13,8 @@ from droneshield.domain import SensorState
 from droneshield.ingest.proto.status import DeviceStatus
 from droneshield.relay import PAYLOAD_MAX, decode, encode, resync_payload
 
-from .grpc_clients import aio, grpclib_stub
-from .live_client import open_live
+from .support.grpc_clients import aio, grpclib_stub
+from .support.live_client import open_live
 
 serials = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), min_size=1, max_size=128)
 moments = st.none() | st.datetimes(timezones=st.just(UTC))

@@ -16,10 +16,10 @@ import trio
 from droneshield import logs
 from droneshield.config import Settings
 
-from .live_client import open_live
-from .processes import free_port, spawn
-from .secure_clients import HOST, bearer, refused, send
-from .uploads import pdf, upload
+from .support.live_client import open_live
+from .support.processes import free_port, spawn
+from .support.releases import pdf, upload
+from .support.secure_clients import HOST, bearer, refused, send
 
 API_KEY = "apikey-3c9d0f7e5b"
 TOKEN = "grpctoken-8e2a6b14d0"

@@ -11,7 +11,7 @@ import trio
 from droneshield.web.app import create_app
 from droneshield.web.dashboard import CLIENT_DIR
 
-from .uploads import pdf, upload
+from .support.releases import pdf, upload
 
 SECRET = b"data-dir-secret-4f1e"
 UNCATALOGUED = b"%PDF-1.4 uncatalogued-7c2d"

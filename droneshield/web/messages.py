@@ -1,5 +1,5 @@
-"""The WebSocket protocol of `/ws` (DESIGN §8): encoding what the server sends and checking what
-clients send. Pure functions, so hypothesis can throw anything at `parse`.
+"""The WebSocket protocol of `/ws` (README: Dashboard): encoding what the server sends and
+checking what clients send. Pure functions, so hypothesis can throw anything at `parse`.
 
 Server → client: `hello`, `subscribed` (a subscription is in force), `sensor` (changed sensors),
 `summary` (fleet totals), `resync` (reload what you show: changes were dropped), `ping` (answer

@@ -1,5 +1,5 @@
-"""`GET /summary`: fleet totals by status and by version (`totals.py` computes them, and keeps
-the same document fresh for the `/ws` `summary` message)."""
+"""`GET /summary`: fleet totals by status and by version (`droneshield/summary.py` computes them,
+and keeps the same document fresh for the `/ws` `summary` message)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pydantic import Field
 from quart import Blueprint
 from quart_schema import validate_response
 
-from .. import totals
+from .. import summary as fleet
 from .context import pool
 from .schema import ApiModel, errors
 
@@ -36,4 +36,4 @@ class Summary(StatusCounts):
 @errors()
 async def summary() -> Summary:
     """Counts by status, overall and per stored version."""
-    return Summary.model_validate(await totals.read(pool()))
+    return Summary.model_validate(await fleet.read(pool()))

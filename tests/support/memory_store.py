@@ -1,7 +1,8 @@
 """An in-memory implementation of the presence queries, whose database clock is trio's.
 
 The tracker's timing is tested on MockClock, where a real database cannot follow (its `now()`
-does not jump with the mock clock; DESIGN §10). This store keeps the same contract as
+does not jump with the mock clock, and real socket I/O under an autojumping clock sees
+timeouts that never happened). This store keeps the same contract as
 `droneshield.db.presence` (the real one is tested on PostgreSQL in test_presence_db.py) and
 records what it was asked, so tests can count statements and read transition times.
 """

@@ -62,7 +62,7 @@ async def read(pool: Pool) -> dict[str, object]:
         return summarise(await db.fleet_counts(conn))
 
 
-async def serve_totals(
+async def serve_summary(
     pool: Pool,
     hub: Hub,
     *,
