@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Final, Literal, NamedTuple
+from typing import Final, Literal, NamedTuple, overload
 
 import semver
 
@@ -115,6 +115,12 @@ def canonical(raw: str) -> str:
         raise InvalidVersion(f"{raw!r} is not a semantic version (expected e.g. v1.2.3)") from None
 
 
+@overload
+def display(version: str) -> str: ...
+@overload
+def display(version: None) -> None: ...
+@overload
+def display(version: str | None) -> str | None: ...
 def display(version: str | None) -> str | None:
     """Canonical → shown form (`1.2.3` → `v1.2.3`); None stays None."""
     return None if version is None else f"v{version}"

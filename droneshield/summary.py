@@ -15,7 +15,7 @@ import trio
 
 from .db import sensors as db
 from .db.pool import Pool, acquire, is_transient
-from .domain import STATUSES, Status, display, sort_key
+from .domain import STATUSES, display, sort_key
 from .hub import Hub
 
 log = logging.getLogger(__name__)
@@ -23,8 +23,9 @@ log = logging.getLogger(__name__)
 SUMMARY_INTERVAL: Final = 1.0  # seconds between two reads of the totals for /ws clients
 
 
-def by_status(counts: Sequence[db.FleetCount]) -> dict[Status, int]:
-    totals = dict.fromkeys(STATUSES, 0)
+def by_status(counts: Sequence[db.FleetCount]) -> dict[str, int]:
+    """Sensors per status (every status present, 0 when none)."""
+    totals: dict[str, int] = {status: 0 for status in STATUSES}
     for c in counts:
         totals[c.status] += c.n
     return totals
@@ -41,9 +42,8 @@ def summarise(counts: Sequence[db.FleetCount]) -> dict[str, object]:
     by_version: dict[str | None, list[db.FleetCount]] = {}
     for c in counts:
         by_version.setdefault(c.version, []).append(c)
-    ordered: list[str | None] = sorted(
-        (v for v in by_version if v is not None), key=sort_key, reverse=True
-    )
+    stored = sorted((v for v in by_version if v is not None), key=sort_key, reverse=True)
+    ordered: list[str | None] = [*stored]
     if None in by_version:
         ordered.append(None)
     return {

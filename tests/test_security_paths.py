@@ -8,8 +8,8 @@ import h11
 import pytest
 import trio
 
+from droneshield.resources import CLIENT_DIR
 from droneshield.web.app import create_app
-from droneshield.web.dashboard import CLIENT_DIR
 
 from .support.releases import pdf, upload
 

@@ -7,11 +7,11 @@ import logging
 from pathlib import Path
 from typing import Final
 
+from ..resources import MIGRATIONS_DIR
 from .pool import Connection, on_connection
 
 log = logging.getLogger(__name__)
 
-MIGRATIONS_DIR: Final = Path(__file__).resolve().parents[2] / "db" / "migrations"
 ADVISORY_LOCK_KEY: Final = 0x64726F6E  # "dron"
 
 _CREATE_LEDGER: Final = """

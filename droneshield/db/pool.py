@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
-from typing import Any, Final, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any, Final, Protocol, TypeVar
 
 import asyncpg
 import trio
@@ -37,8 +37,51 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, asyncpg.PostgresError) and state.startswith(_TRANSIENT_SQLSTATES)
 
 
-Pool = Any  # triopg.TrioPoolProxy, untyped upstream
-Connection = Any  # triopg.TrioConnectionProxy
+class Record(Protocol):
+    """A result row (asyncpg.Record): a value by column name or position."""
+
+    def __getitem__(self, key: str | int, /) -> Any: ...
+
+    def keys(self) -> Iterable[str]: ...
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+class Transaction(Protocol):
+    async def __aenter__(self) -> object: ...
+
+    async def __aexit__(self, *exc_info: object) -> bool | None: ...
+
+
+class Connection(Protocol):
+    """What droneshield uses of a connection (triopg's proxy of asyncpg's, untyped upstream;
+    the signatures are asyncpg's)."""
+
+    async def execute(self, query: str, *args: object) -> str: ...
+
+    async def fetch(self, query: str, *args: object) -> list[Record]: ...
+
+    async def fetchrow(self, query: str, *args: object) -> Record | None: ...
+
+    async def fetchval(self, query: str, *args: object, column: int = 0) -> Any: ...
+
+    def transaction(
+        self, *, isolation: str | None = None, readonly: bool = False, deferrable: bool = False
+    ) -> Transaction: ...
+
+    async def copy_records_to_table(
+        self, table_name: str, *, records: Iterable[Sequence[object]]
+    ) -> str: ...
+
+
+class Pool(Protocol):
+    """What droneshield uses of a pool (triopg's proxy of asyncpg's, untyped upstream)."""
+
+    def acquire(self) -> AbstractAsyncContextManager[Connection]: ...
+
+    async def close(self) -> None: ...
+
+    def terminate(self) -> None: ...
 
 
 @asynccontextmanager

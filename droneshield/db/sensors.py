@@ -7,13 +7,12 @@ an index range scan whatever the depth, and a serial prefix is a range of that i
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, Final
+from typing import Final
 
 from ..domain import SensorState, Status, status_of
-from .pool import Connection
+from .pool import Connection, Record
 
 # Serials are printable ASCII (0x20-0x7e), so every serial that starts with a prefix sorts
 # below the prefix followed by DEL (0x7f): [prefix, prefix + DEL) is exactly the prefix's range.
@@ -96,7 +95,7 @@ async def page(
     return await _select(conn, flt, None if after is None else (">", after), offset, limit)
 
 
-def _state(row: Mapping[str, Any]) -> SensorState:
+def _state(row: Record) -> SensorState:
     return SensorState(
         row["id"],
         row["serial"],
@@ -161,6 +160,7 @@ async def _anchor(conn: Connection, offset: int) -> tuple[int, str] | None:
     """The last anchor at or before `offset`, after rebuilding stale anchors (rare: sensors
     were provisioned or removed). None while another connection rebuilds them."""
     row = await conn.fetchrow(_ANCHOR_AT, offset)
+    assert row is not None  # one row, whatever the tables hold (FROM (SELECT 1))
     if not row["fresh"]:
         async with conn.transaction():
             if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", _ANCHOR_LOCK):
@@ -168,6 +168,7 @@ async def _anchor(conn: Connection, offset: int) -> tuple[int, str] | None:
             await conn.execute("DELETE FROM sensor_anchor")
             await conn.execute(_REBUILD_ANCHORS, ANCHOR_EVERY)
         row = await conn.fetchrow(_ANCHOR_AT, offset)
+        assert row is not None
     return None if row["position"] is None else (row["position"], row["serial"])
 
 
@@ -195,6 +196,7 @@ async def total(conn: Connection, flt: SensorFilter, *, cap: int) -> tuple[int, 
         f"WHERE {' AND '.join(scope)} LIMIT ${len(args)}) AS prefixed",
         *args,
     )
+    assert row is not None  # an aggregate without GROUP BY: always one row
     exact = row["examined"] <= cap
     return (row["n"] if exact else min(row["n"], cap)), exact
 

@@ -16,6 +16,15 @@ from grpclib.const import Handler
 
 from .proto import status
 
+__all__ = [
+    "BatchAck",
+    "DeviceStatus",
+    "DeviceStatusBatch",
+    "Rejection",
+    "StatusAck",
+    "upb_handlers",
+]
+
 if TYPE_CHECKING:
     # Same fields and constructors: type checkers read the generated dataclasses.
     from .proto.status import BatchAck, DeviceStatus, DeviceStatusBatch, Rejection, StatusAck

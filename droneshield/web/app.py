@@ -7,6 +7,7 @@ from quart_trio import QuartTrio
 from ..config import Settings
 from ..db.pool import Pool
 from ..hub import Hub
+from ..resources import CLIENT_DIR
 from ..uploads import prepare_dirs
 from . import (
     access,
@@ -30,8 +31,8 @@ def create_app(settings: Settings, pool: Pool, *, hub: Hub | None = None) -> Qua
     Raises:
         ValueError: the data directory is inside the dashboard's, which is served as is.
     """
-    if settings.data_dir.resolve().is_relative_to(dashboard.CLIENT_DIR.resolve()):
-        raise ValueError(f"data_dir must not be inside {dashboard.CLIENT_DIR} (it is served)")
+    if settings.data_dir.resolve().is_relative_to(CLIENT_DIR.resolve()):
+        raise ValueError(f"data_dir must not be inside {CLIENT_DIR} (it is served)")
     app = QuartTrio("droneshield")
     app.config["DRONESHIELD_SETTINGS"] = settings
     app.config["DRONESHIELD_POOL"] = pool

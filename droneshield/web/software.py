@@ -12,6 +12,7 @@ from urllib.parse import quote
 import trio
 from pydantic import Field
 from quart import Blueprint, Response, request, send_file
+from quart.wrappers.response import FileBody
 from quart_schema import validate_response
 
 from ..db import sensors as sensors_db
@@ -70,6 +71,7 @@ def _usage(counts: Sequence[sensors_db.FleetCount]) -> tuple[Counter[str], Count
 
 def _item(release: Release, usage: tuple[Counter[str], Counter[str]]) -> SoftwareItem:
     sensors, online = usage
+    assert release.uploaded_at is not None  # set by the database when stored
     shown = display(release.version)
     return SoftwareItem(
         version=shown,
@@ -145,7 +147,8 @@ async def get_software_file(version: str) -> Response:
     if stored.name != release.path or not await trio.Path(path).is_file():
         raise NotFound(f"the file of v{release.version} is missing", code="file_missing")
     response = await send_file(path, mimetype=PdfFile.media_type, add_etags=False)
-    response.response.buffer_size = READ_CHUNK  # type: ignore[union-attr]
+    if isinstance(response.response, FileBody):
+        response.response.buffer_size = READ_CHUNK
     response.headers["Content-Disposition"] = content_disposition(release.filename)
     response.set_etag(release.sha256)
     return await response.make_conditional(

@@ -24,7 +24,7 @@ from .auth import requires_key
 from .context import pool, settings
 from .errors import ClosesConnection
 from .multipart import MultipartReader, PartData, PartEnd, PartStart
-from .schema import ApiModel, errors
+from .schema import ApiModel, F, errors
 
 blueprint = Blueprint("upload", __name__)
 
@@ -159,7 +159,7 @@ def _boundary() -> str:
     return boundary
 
 
-def _documents_form(view):  # type: ignore[no-untyped-def]
+def _documents_form(view: F) -> F:
     # Describes the body for OpenAPI only: quart-schema's validate_request would spool the
     # whole body through `request.files`, which is what this endpoint exists to avoid.
     setattr(view, QUART_SCHEMA_REQUEST_ATTRIBUTE, (UploadForm, DataSource.FORM_MULTIPART))
@@ -204,7 +204,7 @@ async def upload() -> tuple[UploadResult, int]:
         files=[
             UploadedFile(
                 filename=f.release.filename,
-                version=display(f.release.version) or "",
+                version=display(f.release.version),
                 size_bytes=f.release.size_bytes,
                 sha256=f.release.sha256,
                 outcome=f.outcome,
