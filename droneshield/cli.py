@@ -12,7 +12,7 @@ from functools import partial
 
 import trio
 
-from . import config, daemon, devrun, logs, signals, workers
+from . import config, daemon, devrun, logs, progress, signals, workers
 from .config import Settings
 from .db import embedded, migrate, seed
 from .db.pool import on_connection
@@ -102,11 +102,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     url = database_url(settings)
     try:
         if args.command == "migrate":
-            trio.run(migrate.migrate_database, url)
+            with progress.track("migrating", done="applied", unit="migration") as steps:
+                trio.run(migrate.migrate_database, url, steps)
         elif args.command == "seed":
             count = args.count if args.count is not None else settings.seed_count
-            created = trio.run(on_connection, url, partial(seed.seed, count=count))
-            log.info("seeded: %s new sensors, %d in all requested", created, count)
+            with progress.track("seeding", done="seeded", unit="sensor", total=count) as steps:
+                created = trio.run(on_connection, url, partial(seed.seed, count=count, steps=steps))
+                steps.note = f"{created:,} new"
         elif args.command == "dev":
             devrun.main(settings, url, os.environ, args)
         else:
