@@ -8,6 +8,7 @@ from functools import partial
 from pathlib import Path
 from typing import Final
 
+from ..errors import DroneshieldError
 from ..progress import Steps
 from ..resources import MIGRATIONS_DIR
 from .pool import Connection, on_connection
@@ -44,6 +45,22 @@ async def pending(conn: Connection, directory: Path = MIGRATIONS_DIR) -> list[in
         else set()
     )
     return [n for n, _ in migration_files(directory) if n not in applied]
+
+
+class NotMigrated(DroneshieldError):
+    """The database lacks migrations this code needs (a command other than `serve` or
+    `migrate` ran first)."""
+
+    code = "not_migrated"
+
+
+async def require_migrated(conn: Connection, directory: Path = MIGRATIONS_DIR) -> None:
+    """Raises: NotMigrated, saying what to run, when a migration is not applied yet."""
+    if missing := await pending(conn, directory):
+        raise NotMigrated(
+            f"the database is not migrated ({len(missing)} of {len(migration_files(directory))}"
+            " migrations pending): run droneshield migrate"
+        )
 
 
 async def migrate(
