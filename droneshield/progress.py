@@ -29,6 +29,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from . import human
+
 
 class Steps:
     """What the work reports to: how much there is (`total`, when known) and how much is done.
@@ -62,19 +64,9 @@ class Steps:
             bar.update(task, completed=self.done)
 
 
-def plural(count: int, unit: str) -> str:
-    """`1,000,000 sensors`, `1 migration`: the count as people read it, with its unit."""
-    return f"{count:,} {unit}{'' if count == 1 else 's'}"
-
-
-def duration(seconds: float) -> str:
-    """`42 ms` under a second, `8.7 s` above."""
-    return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.1f} s"
-
-
 def summary(done: str, steps: Steps, unit: str, seconds: float) -> str:
     note = f" ({steps.note})" if steps.note else ""
-    return f"{done} {plural(steps.done, unit)} in {duration(seconds)}{note}"
+    return f"{done} {human.count(steps.done, unit)} in {human.duration(seconds)}{note}"
 
 
 @contextmanager
