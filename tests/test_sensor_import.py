@@ -54,7 +54,8 @@ async def test_a_broken_file_stores_nothing_and_says_which_rows(db, database_url
     assert done.returncode == 1
     lines = done.stderr.decode().strip().splitlines()
     assert lines == [
-        "row 1: invalid_serial: serial 'bad\\x01serial' must be 1 to 128 printable ASCII characters",
+        "row 1: invalid_serial: serial 'bad\\x01serial' must be 1 to 128 printable ASCII "
+        "characters",
         "row 2: duplicate_serial: serial 'OK-1' is already given in row 0",
         "droneshield: 2 of 3 rows are invalid; nothing was stored",
     ]
