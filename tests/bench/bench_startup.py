@@ -2,8 +2,7 @@
 database, importing as many sensors from a CSV file (`droneshield sensors import`, a process,
 with sites and labels) into another, then starting a daemon against a fleet that is mostly
 online, which must rebuild its presence wheel from the database before it reports ready; and how
-fast `droneshield --help`
-answers (the CLI imports what a command needs only when it runs).
+fast `droneshield --help` answers (the CLI imports what a command needs only when it runs).
 """
 
 from __future__ import annotations
