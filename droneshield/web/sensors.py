@@ -240,6 +240,7 @@ async def list_sensors(query_args: SensorQuery) -> SensorPage:
     # One snapshot for the total and the page: the far half of a listing is located from the
     # total, which would otherwise drift between the two while statuses change.
     async with acquire(pool()) as conn, conn.transaction(isolation="repeatable_read"):
+        await db.plan_each(conn)
         total, exact = await db.total(conn, flt, cap=COUNT_CAP)
         # Nothing matches: skip the page query, which would otherwise scan the whole index.
         rows = (
