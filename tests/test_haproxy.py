@@ -1,0 +1,137 @@
+"""Calls balanced across daemons by HAProxy with the shipped configuration
+(`deploy/haproxy/haproxy.cfg`): two real `droneshield serve` processes on two ports behind a real
+`haproxy` process. One client connection's calls reach both daemons; when one daemon is killed,
+nothing it acknowledged is lost and the client's retries are answered by the other."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+import trio
+
+from droneshield.db import seed
+from droneshield.ingest.proto.status import DeviceStatus
+
+from .balancer import haproxy, server_names, servers_up
+from .flow import stored
+from .grpc_clients import aio, grpclib_stub
+from .processes import Daemon, eventually, serve
+from .uploads import add_software
+
+VERSION = "1.0.0"
+SENSORS = 3000
+CALLERS = 16
+ATTEMPTS = 5  # per report: the first try and the client's retries
+CALL_TIMEOUT = 10.0  # seconds
+
+
+async def reports_ok(daemon: Daemon) -> int:
+    """Reports this daemon acknowledged with their version stored (its own /metrics)."""
+    async with httpx.AsyncClient(timeout=5) as client:
+        text = (await client.get(f"http://127.0.0.1:{daemon.http_port}/metrics")).text
+    found = re.search(r'^droneshield_reports_total\{outcome="ok"\} ([0-9.e+]+)$', text, re.M)
+    return int(float(found.group(1))) if found else 0
+
+
+class RetryingSender:
+    """Sends each serial over one client connection (`stub`), retrying a failed call up to
+    ATTEMPTS times, as a sensor or gateway would; records what was acknowledged."""
+
+    def __init__(self, stub, serials: list[str]) -> None:  # type: ignore[no-untyped-def]
+        self._stub = stub
+        self._serials = iter(serials)
+        self.acked: list[str] = []
+        self.retried: set[str] = set()  # serials whose first call failed
+        self.given_up: list[str] = []
+        self._changed = trio.Event()
+
+    async def run(self, callers: int) -> None:
+        async with trio.open_nursery() as nursery:
+            for _ in range(callers):
+                nursery.start_soon(self._caller)
+
+    async def _caller(self) -> None:
+        for serial in self._serials:
+            message = DeviceStatus(serial=serial, software_version=VERSION)
+            for _ in range(ATTEMPTS):
+                try:
+                    await aio(self._stub.send_status, message, timeout=CALL_TIMEOUT)
+                # A daemon killed under a call fails it as 502 (UNAVAILABLE) or a reset stream;
+                # whatever the failure, the client tries again.
+                except Exception:
+                    self.retried.add(serial)
+                    continue
+                self.acked.append(serial)
+                break
+            else:
+                self.given_up.append(serial)
+            self._changed.set()
+            self._changed = trio.Event()
+
+    async def until_acked(self, count: int) -> None:
+        while len(self.acked) < count:
+            await self._changed.wait()
+
+
+async def test_calls_on_one_connection_spread_over_both_daemons(db, database_url, tmp_path):
+    await seed.seed(db, 400)
+    await add_software(db, VERSION)
+    serials = [seed.serial_for(n) for n in range(1, 401)]
+    with trio.fail_after(60):
+        async with (
+            serve(database_url, tmp_path / "a") as first,
+            serve(database_url, tmp_path / "b") as second,
+            haproxy([(d.grpc_port, d.http_port) for d in (first, second)]) as balancer,
+            grpclib_stub(balancer.port) as stub,
+        ):
+            sender = RetryingSender(stub, serials)
+            await sender.run(CALLERS)
+            counts = [await reports_ok(first), await reports_ok(second)]
+    assert sorted(sender.acked) == serials
+    assert not sender.retried
+    assert sum(counts) == len(serials)
+    # Per-call balancing: each daemon took a fair share of the one connection's calls.
+    assert min(counts) >= len(serials) // 4, counts
+    assert await stored(db, VERSION) == set(serials)
+
+
+async def test_sigkill_of_one_daemon_loses_no_ack_and_retries_land_on_the_other(
+    db, database_url, tmp_path
+):
+    await seed.seed(db, SENSORS)
+    await add_software(db, VERSION)
+    serials = [seed.serial_for(n) for n in range(1, SENSORS + 1)]
+    after = serials[-200:]  # sent once the killed daemon is out of the pool
+    with trio.fail_after(90):
+        async with (
+            serve(database_url, tmp_path / "a") as doomed,
+            serve(database_url, tmp_path / "b") as survivor,
+            haproxy([(d.grpc_port, d.http_port) for d in (doomed, survivor)]) as balancer,
+            grpclib_stub(balancer.port) as stub,
+        ):
+            sender = RetryingSender(stub, serials[:-200])
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(sender.run, CALLERS)
+                await sender.until_acked(500)
+                doomed.spawned.process.kill()  # SIGKILL, calls in flight
+                assert await doomed.spawned.exited() == -9
+            # Every report was acknowledged, the cut-off ones on a retry.
+            assert not sender.given_up
+            assert len(sender.acked) == SENSORS - 200
+
+            # The killed daemon leaves HAProxy's pool; the same connection carries on.
+            survivor_name = server_names()[2]
+
+            async def only_survivor_up() -> bool:
+                return await servers_up(balancer.stats_port) == {survivor_name}
+
+            await eventually(only_survivor_up)
+            before = await reports_ok(survivor)
+            late = RetryingSender(stub, after)
+            await late.run(CALLERS)
+            assert sorted(late.acked) == sorted(after)
+            assert not late.retried
+            assert await reports_ok(survivor) - before == len(after)
+    # Nothing acknowledged was lost: every acked report is in the database.
+    assert set(sender.acked) | set(late.acked) <= await stored(db, VERSION)
