@@ -6,7 +6,9 @@ PostgreSQL, acked after commit), each beside a ceiling measured in the same run:
   one and on four connections, beside the daemon with its default writer lanes and with one.
 
 The load comes from a separate process (grpclib client), so the daemon's CPU is its own; it is
-read from /proc and reported per call. Client, daemon and PostgreSQL share the machine's cores.
+read from /proc and reported per call. Client, daemon and PostgreSQL share the machine's cores,
+so the client encodes with protobuf's C classes (as the daemon decodes): betterproto2's pure-Python
+encoder cost the client most of a core at batch rates, taken from the daemon and the database.
 """
 
 from __future__ import annotations
@@ -16,11 +18,11 @@ import json
 import sys
 import time
 
-from grpclib.client import Channel
+from grpclib.client import Channel, UnaryUnaryMethod
 
 from droneshield.config import WRITER_LANES_DEFAULT as LANES
 from droneshield.db import seed
-from droneshield.ingest.proto.status import DeviceStatus, DeviceStatusBatch, DeviceStatusServiceStub
+from droneshield.ingest.wire import BatchAck, DeviceStatus, DeviceStatusBatch, StatusAck
 from tests.processes import free_port, spawn
 
 from .support import Bench, Result, cpu_seconds, percentiles, print_table, run_client
@@ -32,6 +34,7 @@ BATCH_IN_FLIGHT = 8
 SECONDS = 15.0
 QUICK_SECONDS = 2.0
 CALL_DEADLINE = 30.0  # seconds; a call that takes longer counts as an error
+SERVICE = "/status.DeviceStatusService"
 
 
 class _Measured:
@@ -171,7 +174,10 @@ async def _load(port: int, mode: str, seconds: float, in_flight: int, rate: floa
     (open loop, at most `in_flight` outstanding) when `rate` is set."""
     serials = [seed.serial_for(n) for n in range(1, SENSORS + 1)]
     channel = Channel("127.0.0.1", port)
-    stub = DeviceStatusServiceStub(channel)
+    send_status = UnaryUnaryMethod(channel, f"{SERVICE}/SendStatus", DeviceStatus, StatusAck)
+    send_status_batch = UnaryUnaryMethod(
+        channel, f"{SERVICE}/SendStatusBatch", DeviceStatusBatch, BatchAck
+    )
     latencies: list[float] = []
     counts = {"calls": 0, "reports": 0, "errors": 0}
     cursor = 0
@@ -184,15 +190,13 @@ async def _load(port: int, mode: str, seconds: float, in_flight: int, rate: floa
         began = time.perf_counter()
         try:
             if mode == "unary":
-                await stub.send_status(
+                await send_status(
                     DeviceStatus(serial=chosen[0], software_version="1.0.0"),
                     timeout=CALL_DEADLINE,
                 )
             else:
                 statuses = [DeviceStatus(serial=s, software_version="1.0.0") for s in chosen]
-                await stub.send_status_batch(
-                    DeviceStatusBatch(statuses=statuses), timeout=CALL_DEADLINE
-                )
+                await send_status_batch(DeviceStatusBatch(statuses=statuses), timeout=CALL_DEADLINE)
         except Exception:  # any failure (status, reset, deadline) counts as an error
             counts["errors"] += 1
             return
