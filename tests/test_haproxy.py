@@ -6,9 +6,11 @@ nothing it acknowledged is lost and the client's retries are answered by the oth
 from __future__ import annotations
 
 import re
+from collections import Counter
 
 import httpx
 import trio
+from grpclib import GRPCError
 
 from droneshield.db import seed
 from droneshield.ingest.proto.status import DeviceStatus
@@ -43,6 +45,7 @@ class RetryingSender:
         self._serials = iter(serials)
         self.acked: list[str] = []
         self.retried: set[str] = set()  # serials whose first call failed
+        self.failures: Counter[str] = Counter()  # failed calls by gRPC status or exception
         self.given_up: list[str] = []
         self._changed = trio.Event()
 
@@ -57,13 +60,16 @@ class RetryingSender:
             for _ in range(ATTEMPTS):
                 try:
                     await aio(self._stub.send_status, message, timeout=CALL_TIMEOUT)
-                # A daemon killed under a call fails it as 502 (UNAVAILABLE) or a reset stream;
-                # whatever the failure, the client tries again.
-                except Exception:
-                    self.retried.add(serial)
-                    continue
-                self.acked.append(serial)
-                break
+                # A daemon killed under a call that HAProxy cannot send elsewhere resets its
+                # stream (or answers 502); whatever the failure, the client tries again.
+                except GRPCError as exc:
+                    self.failures[exc.status.name] += 1
+                except Exception as exc:
+                    self.failures[type(exc).__name__] += 1
+                else:
+                    self.acked.append(serial)
+                    break
+                self.retried.add(serial)
             else:
                 self.given_up.append(serial)
             self._changed.set()

@@ -62,7 +62,7 @@ class _Measured:
         )
 
 
-async def _measure(
+async def measure(
     label: str, pid: int, port: int, mode: str, seconds: float, in_flight: int, rate: float = 0.0
 ) -> _Measured:
     before = cpu_seconds(pid)
@@ -76,25 +76,25 @@ async def run(bench: Bench) -> list[Result]:
     async with spawn([sys.executable, "-m", "tests.bench.bare_grpc", str(port)]) as bare:
         await bare.wait_for("ready")
         pid = bare.process.pid
-        ceiling = await _measure("bare grpclib, unary", pid, port, "unary", seconds, IN_FLIGHT)
-        bare_batch = await _measure(
+        ceiling = await measure("bare grpclib, unary", pid, port, "unary", seconds, IN_FLIGHT)
+        bare_batch = await measure(
             f"bare grpclib, batch x{BATCH}", pid, port, "batch", seconds, BATCH_IN_FLIGHT
         )
     url = await bench.seeded(bench.fleet)
     # Nothing goes offline during the run: only ingest is measured.
     async with bench.daemon(url, offline_after=3600) as daemon:
         pid, port = daemon.pid, daemon.grpc_port
-        unary = await _measure("daemon, unary", pid, port, "unary", seconds, IN_FLIGHT)
+        unary = await measure("daemon, unary", pid, port, "unary", seconds, IN_FLIGHT)
         half = ceiling.rate / 2
-        paced = await _measure(
+        paced = await measure(
             f"daemon, unary paced at {half:,.0f}/s", pid, port, "unary", seconds, IN_FLIGHT, half
         )
-        batch = await _measure(
+        batch = await measure(
             f"daemon, batch x{BATCH}, {LANES} lanes", pid, port, "batch", seconds, BATCH_IN_FLIGHT
         )
         rss = daemon.rss_mb()
     async with bench.daemon(url, offline_after=3600, writer_lanes=1) as daemon:
-        one_lane = await _measure(
+        one_lane = await measure(
             f"daemon, batch x{BATCH}, 1 lane",
             daemon.pid,
             daemon.grpc_port,
