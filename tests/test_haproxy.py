@@ -7,22 +7,26 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
 
 import httpx
 import trio
 from grpclib import GRPCError
 
 from droneshield.db import seed
-from droneshield.ingest.proto.status import DeviceStatus
+from droneshield.ingest.proto.status import DeviceStatus, DeviceStatusServiceStub
 
-from .balancer import haproxy, server_names, servers_up
+from .balancer import Balancer, haproxy, server_names, servers_up
 from .flow import stored
 from .grpc_clients import aio, grpclib_stub
 from .processes import Daemon, eventually, serve
 from .uploads import add_software
 
 VERSION = "1.0.0"
-SENSORS = 3000
+SENSORS = 1000
+LATE = 100  # reports sent once the killed daemon is out of HAProxy's pool
 CALLERS = 16
 ATTEMPTS = 5  # per report: the first try and the client's retries
 CALL_TIMEOUT = 10.0  # seconds
@@ -40,7 +44,7 @@ class RetryingSender:
     """Sends each serial over one client connection (`stub`), retrying a failed call up to
     ATTEMPTS times, as a sensor or gateway would; records what was acknowledged."""
 
-    def __init__(self, stub, serials: list[str]) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, stub: DeviceStatusServiceStub, serials: list[str]) -> None:
         self._stub = stub
         self._serials = iter(serials)
         self.acked: list[str] = []
@@ -80,17 +84,31 @@ class RetryingSender:
             await self._changed.wait()
 
 
-async def test_calls_on_one_connection_spread_over_both_daemons(db, database_url, tmp_path):
-    await seed.seed(db, 400)
+async def provisioned(db, count: int) -> list[str]:  # type: ignore[no-untyped-def]
+    """`count` sensors and release VERSION: the serials."""
+    await seed.seed(db, count)
     await add_software(db, VERSION)
-    serials = [seed.serial_for(n) for n in range(1, 401)]
+    return [seed.serial_for(n) for n in range(1, count + 1)]
+
+
+@asynccontextmanager
+async def behind_haproxy(
+    database_url: str, data_dir: Path
+) -> AsyncIterator[tuple[Daemon, Daemon, Balancer, DeviceStatusServiceStub]]:
+    """Two daemons, HAProxy in front, and ONE client connection to HAProxy."""
+    async with (
+        serve(database_url, data_dir / "a") as first,
+        serve(database_url, data_dir / "b") as second,
+        haproxy([(d.grpc_port, d.http_port) for d in (first, second)]) as balancer,
+        grpclib_stub(balancer.port) as stub,
+    ):
+        yield first, second, balancer, stub
+
+
+async def test_calls_on_one_connection_spread_over_both_daemons(db, database_url, tmp_path):
+    serials = await provisioned(db, 400)
     with trio.fail_after(60):
-        async with (
-            serve(database_url, tmp_path / "a") as first,
-            serve(database_url, tmp_path / "b") as second,
-            haproxy([(d.grpc_port, d.http_port) for d in (first, second)]) as balancer,
-            grpclib_stub(balancer.port) as stub,
-        ):
+        async with behind_haproxy(database_url, tmp_path) as (first, second, _, stub):
             sender = RetryingSender(stub, serials)
             await sender.run(CALLERS)
             counts = [await reports_ok(first), await reports_ok(second)]
@@ -105,26 +123,19 @@ async def test_calls_on_one_connection_spread_over_both_daemons(db, database_url
 async def test_sigkill_of_one_daemon_loses_no_ack_and_retries_land_on_the_other(
     db, database_url, tmp_path
 ):
-    await seed.seed(db, SENSORS)
-    await add_software(db, VERSION)
-    serials = [seed.serial_for(n) for n in range(1, SENSORS + 1)]
-    after = serials[-200:]  # sent once the killed daemon is out of the pool
+    serials = await provisioned(db, SENSORS)
+    after = serials[-LATE:]
     with trio.fail_after(90):
-        async with (
-            serve(database_url, tmp_path / "a") as doomed,
-            serve(database_url, tmp_path / "b") as survivor,
-            haproxy([(d.grpc_port, d.http_port) for d in (doomed, survivor)]) as balancer,
-            grpclib_stub(balancer.port) as stub,
-        ):
-            sender = RetryingSender(stub, serials[:-200])
+        async with behind_haproxy(database_url, tmp_path) as (doomed, survivor, balancer, stub):
+            sender = RetryingSender(stub, serials[:-LATE])
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(sender.run, CALLERS)
-                await sender.until_acked(500)
+                await sender.until_acked(300)
                 doomed.spawned.process.kill()  # SIGKILL, calls in flight
                 assert await doomed.spawned.exited() == -9
             # Every report was acknowledged, the cut-off ones on a retry.
             assert not sender.given_up
-            assert len(sender.acked) == SENSORS - 200
+            assert len(sender.acked) == SENSORS - LATE
 
             # The killed daemon leaves HAProxy's pool; the same connection carries on.
             survivor_name = server_names()[2]
