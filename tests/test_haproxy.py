@@ -96,13 +96,27 @@ async def behind_haproxy(
     database_url: str, data_dir: Path
 ) -> AsyncIterator[tuple[Daemon, Daemon, Balancer, DeviceStatusServiceStub]]:
     """Two daemons, HAProxy in front, and ONE client connection to HAProxy."""
-    async with (
-        serve(database_url, data_dir / "a") as first,
-        serve(database_url, data_dir / "b") as second,
-        haproxy([(d.grpc_port, d.http_port) for d in (first, second)]) as balancer,
-        grpclib_stub(balancer.port) as stub,
-    ):
-        yield first, second, balancer, stub
+    daemons: dict[str, Daemon] = {}
+    both = trio.Event()
+
+    async def hold(name: str) -> None:
+        async with serve(database_url, data_dir / name) as daemon:
+            daemons[name] = daemon
+            if len(daemons) == 2:
+                both.set()
+            await trio.sleep_forever()
+
+    async with trio.open_nursery() as nursery:
+        for name in ("a", "b"):
+            nursery.start_soon(hold, name)  # together: a daemon takes seconds to start
+        await both.wait()
+        first, second = daemons["a"], daemons["b"]
+        async with (
+            haproxy([(d.grpc_port, d.http_port) for d in (first, second)]) as balancer,
+            grpclib_stub(balancer.port) as stub,
+        ):
+            yield first, second, balancer, stub
+        nursery.cancel_scope.cancel()
 
 
 async def test_calls_on_one_connection_spread_over_both_daemons(db, database_url, tmp_path):
