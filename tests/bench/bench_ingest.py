@@ -84,13 +84,14 @@ async def run(bench: Bench) -> list[Result]:
     # Nothing goes offline during the run: only ingest is measured.
     async with bench.daemon(url, offline_after=3600) as daemon:
         pid, port = daemon.pid, daemon.grpc_port
+        # Batches first, on a fresh daemon, as with one lane below: the two are compared.
+        batch = await measure(
+            f"daemon, batch x{BATCH}, {LANES} lanes", pid, port, "batch", seconds, BATCH_IN_FLIGHT
+        )
         unary = await measure("daemon, unary", pid, port, "unary", seconds, IN_FLIGHT)
         half = ceiling.rate / 2
         paced = await measure(
             f"daemon, unary paced at {half:,.0f}/s", pid, port, "unary", seconds, IN_FLIGHT, half
-        )
-        batch = await measure(
-            f"daemon, batch x{BATCH}, {LANES} lanes", pid, port, "batch", seconds, BATCH_IN_FLIGHT
         )
         rss = daemon.rss_mb()
     async with bench.daemon(url, offline_after=3600, writer_lanes=1) as daemon:
