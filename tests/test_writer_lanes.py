@@ -12,6 +12,7 @@ import pytest
 import trio
 
 from droneshield import daemon
+from droneshield.config import Settings
 from droneshield.db import seed
 from droneshield.db.pool import connect, open_pool
 from droneshield.db.reports import Applied
@@ -172,3 +173,9 @@ async def test_a_lane_whose_commit_fails_fails_only_its_reports(
     assert ack.accepted == len(other_lanes)
     online = {r["serial"] for r in await db.fetch("SELECT serial FROM sensor WHERE online")}
     assert online == set(other_lanes)
+
+
+def test_the_pool_must_hold_a_connection_per_lane_and_one_more():
+    with pytest.raises(ValueError, match=r"pool_size must be at least writer_lanes \+ 1 = 5"):
+        Settings(writer_lanes=4, pool_size=4)
+    assert Settings(writer_lanes=4, pool_size=5).pool_size == 5
