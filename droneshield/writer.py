@@ -23,7 +23,8 @@ import trio
 
 from . import metrics
 from .db.pool import Connection, Pool, acquire, is_transient
-from .db.reports import Applied, apply_reports
+from .db.reports import apply_reports
+from .domain import Applied
 from .errors import DroneshieldError, IngestUnavailable, UnknownSensor
 from .reports import SHUTTING_DOWN, TOO_LATE, Pending, version_problem
 

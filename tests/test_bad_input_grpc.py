@@ -33,8 +33,8 @@ from droneshield.ingest.proto.status import (
     DeviceStatusServiceStub,
 )
 
-from .fuzz import examples
-from .grpc_clients import aio, grpclib_stub, send, send_batch
+from .support.fuzz import examples
+from .support.grpc_clients import aio, grpclib_stub, send, send_batch
 
 MAX_MESSAGE = 256 * 1024  # bytes: a 10,000-status batch fits, a few more KiB do not
 MAX_STREAMS = 4

@@ -12,8 +12,8 @@ import subprocess
 
 import pytest
 
-from .balancer import CONFIG, HAPROXY
-from .processes import ROOT
+from .support.balancer import CONFIG, HAPROXY
+from .support.processes import ROOT
 
 COMPOSE_TIMEOUT = 60  # seconds
 

@@ -16,7 +16,7 @@ from droneshield.config import Settings
 from droneshield.web.app import create_app
 from emitter.versions import RELEASED
 
-from .processes import eventually, free_port, spawn
+from .support.processes import eventually, free_port, spawn
 from .test_ingest import add_software
 
 EMITTER = (sys.executable, "-m", "emitter")

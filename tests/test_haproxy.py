@@ -18,11 +18,11 @@ from grpclib import GRPCError
 from droneshield.db import seed
 from droneshield.ingest.proto.status import DeviceStatus, DeviceStatusServiceStub
 
-from .balancer import Balancer, haproxy, server_names, servers_up
-from .flow import stored
-from .grpc_clients import aio, grpclib_stub
-from .processes import Daemon, eventually, serve
-from .uploads import add_software
+from .support.balancer import Balancer, haproxy, server_names, servers_up
+from .support.flow import stored
+from .support.grpc_clients import aio, grpclib_stub
+from .support.processes import Daemon, eventually, serve
+from .support.releases import add_software
 
 VERSION = "1.0.0"
 SENSORS = 1000

@@ -19,8 +19,8 @@ from droneshield.db.reports import Applied
 from droneshield.reports import Outcome, Pending
 from droneshield.writer import Writer, lane_of
 
-from .grpc_clients import send_batch
-from .uploads import add_software
+from .support.grpc_clients import send_batch
+from .support.releases import add_software
 
 LANES = 3
 ACK_TIMEOUT = 10.0  # seconds

@@ -12,15 +12,16 @@ from urllib.parse import quote
 import trio
 from pydantic import Field
 from quart import Blueprint, Response, request, send_file
+from quart.wrappers.response import FileBody
 from quart_schema import validate_response
 
 from ..db import sensors as sensors_db
 from ..db import software as db
+from ..db.pool import acquire
 from ..db.software import Release
-from ..errors import InvalidVersion
-from ..versions import canonical, display, sort_key
+from ..domain import canonical, display, sort_key
+from ..errors import NotFound
 from .context import pool, settings
-from .errors import ApiError
 from .schema import ApiModel, Binary, errors, responds
 
 blueprint = Blueprint("software", __name__)
@@ -70,6 +71,7 @@ def _usage(counts: Sequence[sensors_db.FleetCount]) -> tuple[Counter[str], Count
 
 def _item(release: Release, usage: tuple[Counter[str], Counter[str]]) -> SoftwareItem:
     sensors, online = usage
+    assert release.uploaded_at is not None  # set by the database when stored
     shown = display(release.version)
     return SoftwareItem(
         version=shown,
@@ -85,16 +87,14 @@ def _item(release: Release, usage: tuple[Counter[str], Counter[str]]) -> Softwar
 
 async def _release(version: str) -> Release:
     """Raises:
-    ApiError: a malformed version (400) or one never uploaded (404).
+    InvalidVersion: a malformed version.
+    NotFound: a version never uploaded.
     """
-    try:
-        wanted = canonical(version)
-    except InvalidVersion as exc:
-        raise ApiError(400, "invalid_version", exc.message) from None
-    async with pool().acquire() as conn:
+    wanted = canonical(version)
+    async with acquire(pool()) as conn:
         release = await db.get(conn, wanted)
     if release is None:
-        raise ApiError(404, "software_not_found", f"v{wanted} was never uploaded")
+        raise NotFound(f"v{wanted} was never uploaded", code="software_not_found")
     return release
 
 
@@ -113,7 +113,7 @@ def content_disposition(filename: str) -> str:
 @errors()
 async def list_software() -> SoftwareList:
     """The release catalogue with how many sensors run each version."""
-    async with pool().acquire() as conn:
+    async with acquire(pool()) as conn:
         releases = await db.list_all(conn)
         counts = await sensors_db.fleet_counts(conn)
     releases.sort(key=lambda r: sort_key(r.version), reverse=True)
@@ -127,7 +127,7 @@ async def list_software() -> SoftwareList:
 async def get_software(version: str) -> SoftwareItem:
     """One release's metadata."""
     release = await _release(version)
-    async with pool().acquire() as conn:
+    async with acquire(pool()) as conn:
         counts = await sensors_db.fleet_counts(conn)
     return _item(release, _usage(counts))
 
@@ -145,9 +145,10 @@ async def get_software_file(version: str) -> Response:
     stored = PurePath(release.path)
     path = settings().upload_dir / stored.name
     if stored.name != release.path or not await trio.Path(path).is_file():
-        raise ApiError(404, "file_missing", f"the file of v{release.version} is missing")
+        raise NotFound(f"the file of v{release.version} is missing", code="file_missing")
     response = await send_file(path, mimetype=PdfFile.media_type, add_etags=False)
-    response.response.buffer_size = READ_CHUNK  # type: ignore[union-attr]
+    if isinstance(response.response, FileBody):
+        response.response.buffer_size = READ_CHUNK
     response.headers["Content-Disposition"] = content_disposition(release.filename)
     response.set_etag(release.sha256)
     return await response.make_conditional(

@@ -6,7 +6,7 @@ between the rows is HAProxy itself: the added latency, and its own CPU per call 
 
 from __future__ import annotations
 
-from tests.balancer import HAPROXY, haproxy
+from tests.support.balancer import HAPROXY, haproxy
 
 from .bench_ingest import IN_FLIGHT, QUICK_SECONDS, SECONDS, measure
 from .support import Bench, Result, cpu_seconds, print_table

@@ -23,7 +23,7 @@ from grpclib.client import Channel, UnaryUnaryMethod
 from droneshield.config import WRITER_LANES_DEFAULT as LANES
 from droneshield.db import seed
 from droneshield.ingest.wire import BatchAck, DeviceStatus, DeviceStatusBatch, StatusAck
-from tests.processes import free_port, spawn
+from tests.support.processes import free_port, spawn
 
 from .support import Bench, Result, cpu_seconds, percentiles, print_table, run_client
 
