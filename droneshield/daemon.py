@@ -24,6 +24,7 @@ from .db.presence import PresenceDb
 from .hub import Hub
 from .ingest import tls as grpc_tls
 from .ingest.bridge import Submitter, serve_grpc
+from .ingest.budgets import grpc_budgets
 from .presence import Tracker, serve_presence
 from .relay import Relay
 from .reports import Pending
@@ -93,7 +94,8 @@ async def run(
                     tls=grpc_tls.server_context(settings),
                     token=settings.grpc_token,
                     max_message_bytes=settings.grpc_max_message_bytes,
-                    max_streams=settings.grpc_max_streams,
+                    budgets=grpc_budgets(settings),
+                    max_health_calls=settings.grpc_max_health_calls,
                 )
             )
             http_port = await nursery.start(

@@ -10,6 +10,7 @@ from functools import lru_cache
 from typing import Final
 
 from .db.reports import Applied
+from .echo import echo
 from .errors import DroneshieldError, InvalidReport, InvalidVersion
 from .versions import canonical, display
 
@@ -38,9 +39,8 @@ def check_serial(serial: str) -> str:
     """Raises:
     InvalidReport: empty, longer than 128, or not printable ASCII."""
     if not _SERIAL.fullmatch(serial):
-        shown = serial if len(serial) <= 40 else serial[:40] + "…"
         raise InvalidReport(
-            f"serial {shown!r} must be 1 to {SERIAL_MAX} printable ASCII characters"
+            f"serial {echo(serial)} must be 1 to {SERIAL_MAX} printable ASCII characters"
         )
     return serial
 

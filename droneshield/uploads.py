@@ -28,6 +28,7 @@ from . import versions
 from .db import software
 from .db.pool import Pool
 from .db.software import Release
+from .echo import echo
 from .errors import InvalidVersion, UploadRejected
 
 log = logging.getLogger(__name__)
@@ -60,10 +61,10 @@ def check_filename(raw: str) -> tuple[str, str]:
         raise UploadRejected(
             422,
             "bad_file_name",
-            f"file name {raw[:80]!r} must be 1 to {FILENAME_MAX} printable characters",
+            f"file name {echo(raw)} must be 1 to {FILENAME_MAX} printable characters",
         )
     if not name.lower().endswith(".pdf"):
-        raise UploadRejected(415, "not_a_pdf", f"{name!r} is not a .pdf file")
+        raise UploadRejected(415, "not_a_pdf", f"{echo(name)} is not a .pdf file")
     try:
         version = versions.from_filename(name)
     except InvalidVersion as exc:
@@ -129,7 +130,7 @@ class StagedFile:
         """
         if self.size + len(data) > self._max_bytes:
             raise UploadRejected(
-                413, "file_too_large", f"{self.name!r} exceeds {self._max_bytes} bytes"
+                413, "file_too_large", f"{echo(self.name)} exceeds {self._max_bytes} bytes"
             )
         if len(self._head) < len(PDF_MAGIC):
             self._head += data[: len(PDF_MAGIC) - len(self._head)]
@@ -178,7 +179,7 @@ class StagedFile:
             log.warning("closing discarded %s failed: %r", self.path, exc)
 
     def _not_a_pdf(self) -> UploadRejected:
-        return UploadRejected(415, "not_a_pdf", f"{self.name!r} does not start with %PDF-")
+        return UploadRejected(415, "not_a_pdf", f"{echo(self.name)} does not start with %PDF-")
 
 
 class Upload:
@@ -283,7 +284,7 @@ def _check_digests(releases: Sequence[Release], expected: Sequence[str]) -> None
     for r, digest in zip(releases, expected, strict=True):
         if digest.strip().lower() != r.sha256:
             raise UploadRejected(
-                422, "checksum_mismatch", f"{r.filename!r} has sha256 {r.sha256}, not {digest}"
+                422, "checksum_mismatch", f"{echo(r.filename)} has sha256 {r.sha256}, not {digest}"
             )
 
 

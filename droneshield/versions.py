@@ -8,6 +8,7 @@ from typing import Final
 
 import semver
 
+from .echo import echo
 from .errors import InvalidVersion
 
 # The official semver 2.0.0 pattern, unanchored so it can be found inside a file name.
@@ -31,7 +32,9 @@ def canonical(raw: str) -> str:
     try:
         return str(semver.Version.parse(text))
     except (ValueError, TypeError):
-        raise InvalidVersion(f"{raw!r} is not a semantic version (expected e.g. v1.2.3)") from None
+        raise InvalidVersion(
+            f"{echo(raw)} is not a semantic version (expected e.g. v1.2.3)"
+        ) from None
 
 
 def display(version: str | None) -> str | None:
@@ -58,5 +61,5 @@ def from_filename(name: str) -> str:
     found = _IN_NAME.findall(stem)
     if len(found) != 1:
         what = "no semantic version" if not found else f"{len(found)} versions"
-        raise InvalidVersion(f"file name {name!r} carries {what}; expected one, e.g. v1.2.3")
+        raise InvalidVersion(f"file name {echo(name)} carries {what}; expected one, e.g. v1.2.3")
     return canonical(found[0])

@@ -18,6 +18,7 @@ from typing import Any, Final
 import orjson
 
 from ..config import WS_MAX_SERIALS_DEFAULT
+from ..echo import echo
 from ..errors import DroneshieldError, InvalidReport, InvalidVersion
 from ..hub import Match, SensorChange
 from ..reports import check_serial
@@ -127,7 +128,7 @@ def parse(data: str | bytes, *, max_serials: int = WS_MAX_SERIALS_DEFAULT) -> Cl
     if kind == "subscribe":
         return _subscribe(message, max_serials)
     raise ProtocolError(
-        "unknown_type", f"unknown message type {kind!r}; expected 'subscribe' or 'pong'"
+        "unknown_type", f"unknown message type {echo(str(kind))}; expected 'subscribe' or 'pong'"
     )
 
 

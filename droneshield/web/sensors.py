@@ -13,6 +13,7 @@ from quart import Blueprint
 from quart_schema import validate_querystring, validate_response
 
 from ..db import sensors as db
+from ..echo import echo
 from ..errors import InvalidReport, InvalidVersion
 from ..reports import SERIAL_MAX, check_serial
 from ..versions import canonical, display
@@ -190,11 +191,11 @@ async def get_sensor(serial: str, query_args: EventsQuery) -> SensorDetail:
     try:
         check_serial(serial)
     except InvalidReport:
-        raise ApiError(404, "sensor_not_found", f"no sensor {serial[:40]!r}") from None
+        raise ApiError(404, "sensor_not_found", f"no sensor {echo(serial)}") from None
     async with pool().acquire() as conn:
         row = await db.get(conn, serial)
         if row is None:
-            raise ApiError(404, "sensor_not_found", f"no sensor {serial!r}")
+            raise ApiError(404, "sensor_not_found", f"no sensor {echo(serial)}")
         events = await db.recent_events(conn, row.id, query_args.events)
     return SensorDetail(
         **Sensor.of(row).model_dump(),

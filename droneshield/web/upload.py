@@ -18,6 +18,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from .. import metrics, uploads
 from ..config import Settings
+from ..echo import echo
 from ..errors import UploadRejected
 from ..versions import display
 from .auth import requires_key
@@ -79,12 +80,14 @@ class _Form:
     async def on_start(self, part: PartStart) -> None:
         if part.name in FILE_FIELDS:
             if part.filename is None:
-                raise UploadRejected(422, "bad_file_name", f"part {part.name!r} has no filename")
+                raise UploadRejected(
+                    422, "bad_file_name", f"part {echo(part.name)} has no filename"
+                )
             if part.filename:  # a browser's empty file input sends filename=""
                 self._file = await self._upload.begin_file(part.filename)
         elif part.filename is not None:
             raise UploadRejected(
-                400, "unexpected_field", f"files go in `file` or `files`, not {part.name!r}"
+                400, "unexpected_field", f"files go in `file` or `files`, not {echo(part.name)}"
             )
         elif part.name == DIGEST_FIELD:
             self._field = bytearray()
