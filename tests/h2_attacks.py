@@ -11,6 +11,7 @@ import h2.config
 import h2.connection
 import h2.events
 import trio
+import trio.lowlevel
 from h2.errors import ErrorCodes
 
 SEND_STATUS: Final = "/status.DeviceStatusService/SendStatus"
@@ -81,7 +82,7 @@ class H2Client:
                 while True:
                     frames(self.conn)
                     await self.flush()
-                    await trio.sleep(0)
+                    await trio.lowlevel.checkpoint()
             except (trio.BrokenResourceError, trio.ClosedResourceError, h2.exceptions.H2Error):
                 pass
             await trio.sleep_forever()  # the reader ends this once the server closed

@@ -11,8 +11,8 @@ import trio
 import trio_asyncio
 from grpclib import GRPCError, Status
 from grpclib.client import Channel
-from grpclib.health.v1.health_pb2 import HealthCheckRequest
 from grpclib.health.v1.health_grpc import HealthStub
+from grpclib.health.v1.health_pb2 import HealthCheckRequest
 from h2.errors import ErrorCodes
 
 from droneshield.config import Settings
