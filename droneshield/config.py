@@ -34,6 +34,7 @@ SEND_TIMEOUT_DEFAULT: Final = 15.0  # seconds
 WORKERS_DEFAULT: Final = 1  # daemon processes sharing the ports
 GRPC_MAX_MESSAGE_BYTES_DEFAULT: Final = 4 * 1024 * 1024  # bytes, gRPC's own default
 GRPC_MAX_STREAMS_DEFAULT: Final = 100  # concurrent HTTP/2 streams per gRPC connection
+HTTP_KEEP_ALIVE_TIMEOUT_DEFAULT: Final = 5.0  # seconds an HTTP connection may wait for a request
 GRPC_MAX_CONNECTIONS_DEFAULT: Final = 10_000  # open gRPC connections (keep below `ulimit -n`)
 GRPC_BUDGET_WINDOW_DEFAULT: Final = 10.0  # seconds over which frame budgets are counted
 GRPC_MAX_RESETS_DEFAULT: Final = 1000  # stream resets per connection per window
@@ -149,6 +150,10 @@ class Settings:
         default=GRPC_MAX_STREAMS_DEFAULT,
         metadata={"help": "concurrent calls (HTTP/2 streams) per gRPC connection"},
     )
+    http_keep_alive_timeout: float = field(
+        default=HTTP_KEEP_ALIVE_TIMEOUT_DEFAULT,
+        metadata={"help": "seconds an idle HTTP/1.1 connection is kept open for another request"},
+    )
     grpc_max_connections: int = field(
         default=GRPC_MAX_CONNECTIONS_DEFAULT,
         metadata={"help": "gRPC connections open at once (further ones are closed at once)"},
@@ -211,6 +216,7 @@ class Settings:
             "workers",
             "grpc_max_message_bytes",
             "grpc_max_streams",
+            "http_keep_alive_timeout",
             "grpc_max_connections",
             "grpc_budget_window",
             "grpc_max_resets",

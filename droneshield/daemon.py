@@ -109,6 +109,7 @@ async def run(
                     reuse_port=shared,
                     tls=settings.tls_files,
                     websocket_max_message=settings.ws_max_message_bytes,
+                    keep_alive_timeout=settings.http_keep_alive_timeout,
                 )
             )
             log.info("droneshield ready: gRPC :%d, HTTP :%d", grpc_port, http_port)

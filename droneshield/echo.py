@@ -13,6 +13,11 @@ from typing import Final
 ECHO_MAX: Final = 64  # characters of client input repeated, then "…"
 
 
+def clip(value: str) -> str:
+    """`value` cut to its first ECHO_MAX characters, then "…"."""
+    return value if len(value) <= ECHO_MAX else value[:ECHO_MAX] + "…"
+
+
 def echo(value: str) -> str:
     """`value` quoted as Python's repr does, cut to its first ECHO_MAX characters."""
     if len(value) <= ECHO_MAX:

@@ -13,6 +13,7 @@ import trio
 from pydantic import Field
 from quart import Blueprint, Response, request, send_file
 from quart_schema import validate_response
+from werkzeug.exceptions import RequestedRangeNotSatisfiable
 
 from ..db import sensors as sensors_db
 from ..db import software as db
@@ -21,6 +22,7 @@ from ..errors import InvalidVersion
 from ..versions import canonical, display, sort_key
 from .context import pool, settings
 from .errors import ApiError
+from .ranges import Unsatisfiable, byte_range
 from .schema import ApiModel, Binary, errors, responds
 
 blueprint = Blueprint("software", __name__)
@@ -150,6 +152,30 @@ async def get_software_file(version: str) -> Response:
     response.response.buffer_size = READ_CHUNK  # type: ignore[union-attr]
     response.headers["Content-Disposition"] = content_disposition(release.filename)
     response.set_etag(release.sha256)
-    return await response.make_conditional(
-        request, accept_ranges=True, complete_length=release.size_bytes
-    )
+    response = await response.make_conditional(request)  # 304 and 412; ranges are ours
+    if response.status_code == 200:
+        await _apply_range(response, release.sha256)
+    return response
+
+
+async def _apply_range(response: Response, etag: str) -> None:
+    """Make `response` (a whole file) the part the request's `Range` asks for (`ranges`).
+
+    Raises:
+        RequestedRangeNotSatisfiable: 416 when the range selects no byte of the file.
+    """
+    body = response.response
+    response.headers["Accept-Ranges"] = "bytes"
+    if_range = request.headers.get("If-Range")
+    if if_range is not None and if_range != f'"{etag}"':
+        return  # the client's copy is another version: it gets the whole file
+    try:
+        wanted = byte_range(request.headers.get("Range"), body.size)  # type: ignore[union-attr]
+    except Unsatisfiable:
+        raise RequestedRangeNotSatisfiable(body.size) from None  # type: ignore[union-attr]
+    if wanted is None:
+        return
+    await body.make_conditional(wanted.start, wanted.stop)  # type: ignore[union-attr]
+    response.status_code = 206
+    response.content_length = wanted.length
+    response.headers["Content-Range"] = wanted.content_range(body.size)  # type: ignore[union-attr]
