@@ -70,6 +70,23 @@ class H2Client:
         self.events += events
         return True
 
+    async def send_body(self, stream_id: int, body: bytes) -> None:
+        """`body` on `stream_id` as the server's flow-control windows allow, then its end."""
+        sent = 0
+        while sent < len(body):
+            window = min(
+                self.conn.local_flow_control_window(stream_id), self.conn.max_outbound_frame_size
+            )
+            if window == 0:
+                await self.flush()
+                if not await self.receive():  # a WINDOW_UPDATE, or the server's answer
+                    return
+                continue
+            self.conn.send_data(stream_id, body[sent : sent + window])
+            sent += window
+        self.conn.end_stream(stream_id)
+        await self.flush()
+
     async def attack(self, frames: Attack) -> None:
         """Send `frames` write after write until the server closes the connection.
 

@@ -6,6 +6,8 @@ Budgets are set small here so that each attack trips them in a bounded loop."""
 
 from __future__ import annotations
 
+import signal
+
 import pytest
 import trio
 import trio_asyncio
@@ -16,10 +18,12 @@ from grpclib.health.v1.health_pb2 import HealthCheckRequest
 from h2.errors import ErrorCodes
 
 from droneshield.config import Settings
-from droneshield.ingest.proto.status import DeviceStatus
+from droneshield.ingest.batch_count import check_batch_count
+from droneshield.ingest.proto.status import DeviceStatus, DeviceStatusBatch
 
 from .grpc_clients import send
 from .h2_attacks import ATTACKS, GRPC_HEADERS, H2Client
+from .processes import serve
 
 BUDGET = 50  # frames of each kind per window
 MAX_CONNECTIONS = 8
@@ -117,8 +121,7 @@ async def _call(port: int, headers: list[tuple[str, str]], body: bytes) -> dict[
     client = await H2Client.connect(port)
     stream_id = client.conn.get_next_available_stream_id()
     client.conn.send_headers(stream_id, headers)
-    client.conn.send_data(stream_id, body, end_stream=True)
-    await client.flush()
+    await client.send_body(stream_id, body)
     answer: dict[str, str] = {}
     while "grpc-status" not in answer and await client.receive():
         for event in client.events:
@@ -160,3 +163,37 @@ async def test_ack_echoes_at_most_64_characters_of_a_version(running, sensors):
         ack = await send(running.grpc_port, sensors[0], "v" + "9" * 100_000)
     assert len(ack.message) < 200
     assert "…" in ack.message
+
+
+async def test_batch_of_two_million_empty_statuses_is_refused_before_it_is_parsed(running, sensors):
+    body = b"\x0a\x00" * 2_000_000
+    headers = [(k, v.replace("SendStatus", "SendStatusBatch")) for k, v in GRPC_HEADERS]
+    with trio.fail_after(20):
+        answer = await _call(
+            running.grpc_port, headers, b"\x00" + len(body).to_bytes(4, "big") + body
+        )
+    assert answer["grpc-status"] == str(Status.INVALID_ARGUMENT.value)
+    assert answer["grpc-message"] == "more than 10000 statuses in the batch"  # before parsing
+
+
+def test_batch_count_walks_only_batches_long_enough_to_exceed_the_limit():
+    full = DeviceStatusBatch(statuses=[DeviceStatus(f"DS-{n:08d}", "v1.0.0") for n in range(100)])
+    check_batch_count(bytes(full), 100)
+    with pytest.raises(GRPCError, match="more than 99"):
+        check_batch_count(bytes(full), 99)
+    check_batch_count(b"\x0a\x00" * 100, 100)  # 200 bytes: cannot hold more than 100
+
+
+SIGTERM_BOUND = 5.0  # seconds the issue allows for an exit after abuse
+
+
+async def test_sigterm_after_floods_exits_within_five_seconds(database_url, tmp_path):
+    async with serve(database_url, tmp_path) as daemon:
+        with trio.fail_after(30):
+            for attack in ATTACKS.values():
+                client = await H2Client.connect(daemon.grpc_port)
+                await client.attack(attack)
+                await client.aclose()
+        daemon.spawned.process.send_signal(signal.SIGTERM)
+        with trio.fail_after(SIGTERM_BOUND):
+            assert await daemon.spawned.exited() == 0

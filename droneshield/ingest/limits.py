@@ -18,6 +18,9 @@ from typing import TYPE_CHECKING, Any
 from grpclib import GRPCError, Status
 from grpclib.server import Stream
 
+from .batch_count import check_batch_count
+from .service import BATCH_MAX
+from .wire import DeviceStatusBatch
 from .wrapping import HandlerFunc, Wrapped
 
 if TYPE_CHECKING:
@@ -61,6 +64,8 @@ async def _recv_message(stream: Stream[Any, Any], max_bytes: int) -> Any:
     data = await _recv_exactly(stream, length)
     if len(data) != length:
         raise GRPCError(Status.INVALID_ARGUMENT, "the request ends inside a message")
+    if stream._recv_type is DeviceStatusBatch:
+        check_batch_count(data, BATCH_MAX)
     (message,) = await stream._dispatch.recv_message(stream._codec.decode(data, stream._recv_type))
     stream._messages_received += 1
     h2_stream.connection.messages_received += 1
