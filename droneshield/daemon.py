@@ -10,6 +10,7 @@ task cancels the others and propagates, so nothing is left half-running.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import NoReturn
@@ -21,6 +22,7 @@ from . import metrics
 from .config import Settings
 from .db.pool import open_pool
 from .db.presence import PresenceDb
+from .domain import Applied
 from .hub import Hub
 from .ingest import tls as grpc_tls
 from .ingest.bridge import Submitter, serve_grpc
@@ -28,9 +30,9 @@ from .ingest.budgets import grpc_budgets
 from .presence import Tracker, serve_presence
 from .relay import Relay
 from .reports import Pending
+from .summary import serve_summary
 from .web.app import create_app
 from .web.server import serve_http
-from .web.summary import serve_summary
 from .writer import Writer
 
 log = logging.getLogger(__name__)
@@ -64,12 +66,17 @@ async def run(
         send, receive = trio.open_memory_channel[Pending](settings.queue_size)
         hub = Hub()
         metrics.WEBSOCKET_CLIENTS.set_function(lambda: hub.subscribers)
+
+        def publish_committed(rows: Sequence[Applied]) -> None:
+            # Every committed report is a change (at least of last_seen_at).
+            hub.publish(r.state() for r in rows)
+
         writer = Writer(
             pool,
             receive,
             batch_max=settings.batch_max,
             shutdown_grace=settings.shutdown_grace,
-            sinks=[hub.publish_applied],
+            sinks=[publish_committed],
         )
         submitter = Submitter(send, ack_timeout=settings.ack_timeout)
         relay = Relay(hub, pool, database_url)

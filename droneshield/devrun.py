@@ -14,19 +14,19 @@ import argparse
 import logging
 import signal
 import sys
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from functools import partial
 from typing import Final
 
 import httpx
 import trio
-import trio_asyncio
 
 from .children import STOP_SLACK, child_env, run_process, serve_child
 from .config import Settings
 from .db import migrate, seed
-from .db.pool import connect
+from .db.pool import on_connection
 from .errors import DroneshieldError
+from .signals import run_until_signalled
 
 log = logging.getLogger(__name__)
 
@@ -105,10 +105,9 @@ async def wait_ready(base_url: str) -> None:
 
 
 async def _prepare(settings: Settings, database_url: str) -> None:
-    async with trio_asyncio.open_loop(), connect(database_url) as conn:
-        applied = await migrate.migrate(conn)
-        created = await seed.seed(conn, settings.seed_count)
-    log.info("migrations applied: %s; %d sensors seeded", applied or "none needed", created)
+    await migrate.migrate_database(database_url)
+    created = await on_connection(database_url, partial(seed.seed, count=settings.seed_count))
+    log.info("%d sensors seeded", created)
 
 
 class _Shutdown:
@@ -126,23 +125,6 @@ class _Shutdown:
         else:
             self.scope.cancel()
 
-    @property
-    def underway(self) -> bool:
-        return self.requested.is_set() or self.scope.cancel_called
-
-
-async def _watch_signals(signals: AsyncIterator[int], shutdown: _Shutdown) -> None:
-    # Keeps receiving for as long as the children take to stop: under `uv run` or `timeout` a
-    # Ctrl-C can arrive twice (from the terminal and forwarded), and a signal left unreceived
-    # would be re-raised as KeyboardInterrupt when the receiver closes.
-    async for signum in signals:
-        name = signal.Signals(signum).name
-        if shutdown.underway:
-            log.info("%s received; already stopping", name)
-        else:
-            log.info("%s received; stopping everything", name)
-            shutdown.request()
-
 
 async def dev(
     settings: Settings,
@@ -158,16 +140,15 @@ async def dev(
         ChildExited: the daemon or the emitter stopped on its own (the other is stopped first).
         NotReady: the daemon did not become ready within READY_TIMEOUT.
     """
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per /readyz poll otherwise
     env = child_env(settings, database_url, base_env)
     shutdown = _Shutdown()
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_watch_signals, signals, shutdown)
-            with shutdown.scope:
-                await _prepare(settings, database_url)
-                await _supervise(settings, env, emitter_args, shutdown, demo_uploads=demo_uploads)
-            nursery.cancel_scope.cancel()
+
+    async def work() -> None:
+        with shutdown.scope:
+            await _prepare(settings, database_url)
+            await _supervise(settings, env, emitter_args, shutdown, demo_uploads=demo_uploads)
+
+    await run_until_signalled(work, shutdown.request)
 
 
 async def _supervise(

@@ -1,47 +1,103 @@
-"""The project's error hierarchy. Edges translate these (to gRPC statuses, to HTTP JSON errors);
-the core raises them and never speaks a transport's vocabulary."""
+"""The project's error hierarchy, in domain words only.
+
+Each error says what went wrong, as a kind (`Invalid`, `NotFound`, `Unavailable`, …) and a
+stable machine-readable `code` (`sensor_not_found`, `version_conflict`, …) that API bodies and
+batch rejections carry. The edges choose their transport's words from the kind, each in one
+table: `web/errors.py` for HTTP statuses, `ingest/service.py` for gRPC codes. The core raises
+these and never a status.
+"""
 
 from __future__ import annotations
 
 
 class DroneshieldError(Exception):
-    """Base of every error this project raises on purpose."""
+    """Base of every error this project raises on purpose. `code` defaults to the class's."""
 
     code = "internal"
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, code: str | None = None) -> None:
         super().__init__(message)
         self.message = message
+        if code is not None:
+            self.code = code
 
 
-class InvalidReport(DroneshieldError):
-    """A report that can never be accepted as sent (bad serial)."""
+class Invalid(DroneshieldError):
+    """Input that can never be accepted as sent (a malformed serial, cursor or body)."""
 
     code = "invalid_argument"
 
 
-class UnknownSensor(DroneshieldError):
-    """Sensors are provisioned by seeding or import; a report never creates one."""
-
-    code = "not_found"
+class InvalidReport(Invalid):
+    """A report that can never be accepted as sent (bad serial)."""
 
 
-class IngestUnavailable(DroneshieldError):
-    """The report was not committed in time (database down, shutting down): retry."""
-
-    code = "unavailable"
-
-
-class InvalidVersion(DroneshieldError):
+class InvalidVersion(Invalid):
     """Not a semver 2.0.0 version (a leading v/V is allowed)."""
 
     code = "invalid_version"
 
 
-class UploadRejected(DroneshieldError):
-    """An upload that breaks a rule; `status` is the HTTP status the edge answers with."""
+class BadRelease(DroneshieldError):
+    """A well-formed upload whose release breaks a rule: its file name, the version in it, or
+    a checksum that does not match its content."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
+    code = "bad_release"
+
+
+class UnsupportedContent(DroneshieldError):
+    """Content of a kind that is not accepted (releases are PDFs sent as multipart)."""
+
+    code = "unsupported_content"
+
+
+class TooLarge(DroneshieldError):
+    """More than a limit allows (a file, a request, its parts)."""
+
+    code = "too_large"
+
+
+class TimedOut(DroneshieldError):
+    """The client took longer than allowed to send what it announced."""
+
+    code = "timed_out"
+
+
+class NotFound(DroneshieldError):
+    """What was asked for does not exist."""
+
+    code = "not_found"
+
+
+class UnknownSensor(NotFound):
+    """Sensors are provisioned by seeding or import; a report never creates one."""
+
+
+class Conflict(DroneshieldError):
+    """Contradicts what is stored (a version already stored with other content)."""
+
+    code = "conflict"
+
+
+class Unavailable(DroneshieldError):
+    """Cannot be done now; the same request may succeed later: retry."""
+
+    code = "unavailable"
+
+
+class IngestUnavailable(Unavailable):
+    """The report was not committed in time (database down, shutting down): retry."""
+
+
+class DatabaseUnavailable(Unavailable, ConnectionError):
+    """No connection could be had (server down, restarting, or refusing this database).
+
+    Also a ConnectionError, so code that retries on connection errors retries on it."""
+
+    code = "database_unavailable"
+
+
+class StorageFull(DroneshieldError):
+    """No space left to store release files (or a quota or file size limit reached)."""
+
+    code = "insufficient_storage"

@@ -12,39 +12,18 @@ outboxes so nothing is echoed back.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Final, Generic, Literal, TypeVar
+from typing import Final, Generic, TypeVar
 
 import trio
 
-from .db.reports import Applied
+from .domain import SensorState
 
-Status = Literal["never", "online", "offline"]
-Match = Callable[["SensorChange"], bool]
+Match = Callable[[SensorState], bool]
 MAX_PENDING_DEFAULT: Final = 10_000  # sensors held per subscription before it overflows
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class SensorChange:
-    """The state of one sensor after a change."""
-
-    id: int
-    serial: str
-    version: str | None
-    status: Status
-    last_seen_at: datetime | None
-    status_changed_at: datetime | None
-
-    @classmethod
-    def from_applied(cls, row: Applied) -> SensorChange:
-        return cls(
-            row.id, row.serial, row.version, "online", row.last_seen_at, row.status_changed_at
-        )
 
 
 class Subscription:
@@ -60,7 +39,7 @@ class Subscription:
         self.serials: frozenset[str] | None = None if serials is None else frozenset(serials)
         self.match = match
         self._max_pending = max_pending
-        self._pending: dict[int, SensorChange] = {}
+        self._pending: dict[int, SensorState] = {}
         self._ready = trio.Event()
         self.overflowed = False
 
@@ -69,7 +48,7 @@ class Subscription:
         """Sensors waiting to be taken (never more than `max_pending`)."""
         return len(self._pending)
 
-    def _offer(self, change: SensorChange) -> None:
+    def _offer(self, change: SensorState) -> None:
         if self.overflowed:
             return
         self._pending[change.id] = change
@@ -86,7 +65,7 @@ class Subscription:
         """Until there is something to take (a change, or an overflow)."""
         await self._ready.wait()
 
-    def take(self) -> list[SensorChange]:
+    def take(self) -> list[SensorState]:
         """The latest state of every changed sensor since the last take; clears `overflowed`."""
         changes = list(self._pending.values())
         self._pending.clear()
@@ -151,7 +130,7 @@ class Hub:
         self._everything: set[Subscription] = set()
         self._outboxes: set[Subscription] = set()
         self._subscriptions: set[Subscription] = set()
-        # Fleet totals (the `summary` message), kept current by `web.summary.serve_summary`.
+        # Fleet totals (the `summary` message), kept current by `summary.serve_summary`.
         self.summary: Latest[dict[str, object]] = Latest()
 
     @property
@@ -168,19 +147,19 @@ class Hub:
         relay, which decodes only what someone here watches)."""
         return bool(self._everything) or serial in self._by_serial
 
-    def publish(self, changes: Iterable[SensorChange]) -> None:
+    def publish(self, changes: Iterable[SensorState]) -> None:
         """Offer changes made by this daemon to subscriptions and outboxes. Never blocks."""
         outboxes = self._outboxes
         for change in self._deliver(changes):
             for box in outboxes:
                 box._offer(change)
 
-    def publish_remote(self, changes: Iterable[SensorChange]) -> None:
+    def publish_remote(self, changes: Iterable[SensorState]) -> None:
         """Offer changes another daemon made (they are not forwarded again). Never blocks."""
         for _ in self._deliver(changes):
             pass
 
-    def _deliver(self, changes: Iterable[SensorChange]) -> Iterator[SensorChange]:
+    def _deliver(self, changes: Iterable[SensorState]) -> Iterator[SensorState]:
         by_serial = self._by_serial
         everything = self._everything
         for change in changes:
@@ -190,10 +169,6 @@ class Hub:
             for sub in by_serial.get(change.serial, ()):
                 sub._offer(change)
             yield change
-
-    def publish_applied(self, rows: Sequence[Applied]) -> None:
-        """Writer sink: every committed report is a change (at least of last_seen_at)."""
-        self.publish(SensorChange.from_applied(r) for r in rows)
 
     def resync_all(self) -> None:
         """Changes were lost on the way here (a relay gap): every subscriber must reload."""

@@ -33,8 +33,8 @@ import trio
 from .config import Settings
 from .db.pool import is_transient
 from .db.presence import Expiry
-from .db.reports import Applied
-from .hub import Hub, SensorChange
+from .domain import Applied
+from .hub import Hub
 from .wheel import TimingWheel
 
 log = logging.getLogger(__name__)
@@ -118,10 +118,7 @@ class Tracker:
         # Due within a resolution by the database's clock: only the clocks' rates disagreed.
         lagging = self.offline_after - self.wheel.resolution
         self._arm_aged([(i, age) for i, age in expiry.still_online if age >= lagging])
-        self._hub.publish(
-            SensorChange(r.id, r.serial, r.version, "offline", r.last_seen_at, r.status_changed_at)
-            for r in expiry.offline
-        )
+        self._hub.publish(expiry.offline)
 
     async def sweep(self, *, page: int = SWEEP_PAGE) -> None:
         """Mark offline the online sensors silent for longer than any live wheel would allow

@@ -21,13 +21,14 @@ import trio
 
 from .db.notify import Listener, notify_all, open_listener
 from .db.pool import Pool, acquire, is_transient
-from .hub import Hub, SensorChange
+from .domain import SensorState
+from .hub import Hub
 
 log = logging.getLogger(__name__)
 
 CHANNEL: Final = "droneshield_sensor"
 PAYLOAD_MAX: Final = 7_900  # bytes; PostgreSQL refuses NOTIFY payloads of 8,000 bytes or more
-PAYLOADS_PER_STATEMENT: Final = 100  # DESIGN §6: ~57k notifications/s at this size
+PAYLOADS_PER_STATEMENT: Final = 100  # measured: ~57k notifications/s at this size
 GATHER_INTERVAL: Final = 0.05  # seconds local changes gather before they are sent
 OUTBOX_MAX: Final = 20_000  # changed sensors waiting to be sent (~6 MB) before peers resync
 LISTEN_BUFFER: Final = 1_000  # payloads (≤ 8 kB each) received, not yet handled, before a resync
@@ -38,7 +39,7 @@ RETRY_MAX: Final = 5.0  # seconds
 _ROW_ERRORS: Final = (ValueError, TypeError, IndexError, KeyError)
 
 
-def _row(change: SensorChange) -> bytes:
+def _row(change: SensorState) -> bytes:
     return orjson.dumps(
         [
             change.id,
@@ -55,7 +56,7 @@ def _when(text: str | None) -> datetime | None:
     return None if text is None else datetime.fromisoformat(text)
 
 
-def encode(instance: str, changes: Sequence[SensorChange]) -> list[str]:
+def encode(instance: str, changes: Sequence[SensorState]) -> list[str]:
     """Payloads `{"i": instance, "c": [[id, serial, version, status, lastSeen, changed], …]}`,
     each under PAYLOAD_MAX bytes."""
     head = b'{"i":' + orjson.dumps(instance) + b',"c":['
@@ -79,7 +80,7 @@ def resync_payload(instance: str) -> str:
     return orjson.dumps({"i": instance, "resync": True}).decode()
 
 
-def decode(payload: str, wanted: Callable[[str], bool]) -> list[SensorChange] | None:
+def decode(payload: str, wanted: Callable[[str], bool]) -> list[SensorState] | None:
     """The changes of a payload whose serial is `wanted` (others are not even built); None
     when the payload asks for a resync.
 
@@ -91,7 +92,7 @@ def decode(payload: str, wanted: Callable[[str], bool]) -> list[SensorChange] | 
         if message.get("resync"):
             return None
         return [
-            SensorChange(row[0], row[1], row[2], row[3], _when(row[4]), _when(row[5]))
+            SensorState(row[0], row[1], row[2], row[3], _when(row[4]), _when(row[5]))
             for row in message["c"]
             if wanted(row[1])
         ]

@@ -3,22 +3,17 @@ words of its acknowledgement. Pure code shared by the gRPC edge and the writer."
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Final
 
-from .db.reports import Applied
-from .echo import echo
-from .errors import DroneshieldError, InvalidReport, InvalidVersion
-from .versions import canonical, display
+from .domain import Applied, canonical, display
+from .errors import DroneshieldError, InvalidVersion
 
-SERIAL_MAX: Final = 128  # characters
 SHUTTING_DOWN: Final = "the daemon is shutting down; retry"
 TOO_LATE: Final = "not committed before its deadline (daemon overloaded or database slow); retry"
 VERSIONS_CACHED: Final = 1024  # distinct raw version strings whose canonical form is kept
-_SERIAL: Final = re.compile(rf"[\x20-\x7e]{{1,{SERIAL_MAX}}}")
 
 Outcome = Applied | DroneshieldError
 
@@ -33,16 +28,6 @@ class Pending:
     note: str | None  # why the reported version cannot be stored, known before the commit
     deadline: float  # trio time after which the report is answered UNAVAILABLE
     resolve: Callable[[Outcome], None]
-
-
-def check_serial(serial: str) -> str:
-    """Raises:
-    InvalidReport: empty, longer than 128, or not printable ASCII."""
-    if not _SERIAL.fullmatch(serial):
-        raise InvalidReport(
-            f"serial {echo(serial)} must be 1 to {SERIAL_MAX} printable ASCII characters"
-        )
-    return serial
 
 
 def check_version(raw: str) -> tuple[str | None, str | None]:

@@ -24,12 +24,21 @@ from typing import BinaryIO, Final, Literal
 
 import trio
 
-from . import versions
+from . import domain
 from .db import software
-from .db.pool import Pool
+from .db.pool import Pool, acquire
 from .db.software import Release
-from .echo import echo
-from .errors import InvalidVersion, UploadRejected
+from .domain import echo
+from .errors import (
+    BadRelease,
+    DroneshieldError,
+    Invalid,
+    InvalidVersion,
+    StorageFull,
+    TooLarge,
+    Unavailable,
+    UnsupportedContent,
+)
 
 log = logging.getLogger(__name__)
 
@@ -53,22 +62,21 @@ def check_filename(raw: str) -> tuple[str, str]:
     base name is kept, and only as a label.
 
     Raises:
-        UploadRejected(422): empty, too long or unprintable name, or not exactly one version.
-        UploadRejected(415): not named `*.pdf`.
+        BadRelease: empty, too long or unprintable name, or not exactly one version.
+        UnsupportedContent: not named `*.pdf`.
     """
     name = raw.replace("\\", "/").rsplit("/", 1)[-1]
     if not name or len(name) > FILENAME_MAX or not name.isprintable():
-        raise UploadRejected(
-            422,
-            "bad_file_name",
+        raise BadRelease(
             f"file name {echo(raw)} must be 1 to {FILENAME_MAX} printable characters",
+            code="bad_file_name",
         )
     if not name.lower().endswith(".pdf"):
-        raise UploadRejected(415, "not_a_pdf", f"{echo(name)} is not a .pdf file")
+        raise UnsupportedContent(f"{echo(name)} is not a .pdf file", code="not_a_pdf")
     try:
-        version = versions.from_filename(name)
+        version = domain.from_filename(name)
     except InvalidVersion as exc:
-        raise UploadRejected(422, "bad_version", exc.message) from None
+        raise BadRelease(exc.message, code="bad_version") from None
     return name, version
 
 
@@ -78,20 +86,20 @@ def writing_to_disk() -> Iterator[None]:
     nothing: the upload is rejected whole (and cleaned up) while the daemon goes on serving.
 
     Raises:
-        UploadRejected(507): no space left (or a quota or file size limit reached).
-        UploadRejected(503): any other storage error (a read-only or failing filesystem).
+        StorageFull: no space left (or a quota or file size limit reached).
+        Unavailable: any other storage error (a read-only or failing filesystem).
     """
     try:
         yield
     except OSError as exc:
         log.error("release storage failed: %r", exc)
         if exc.errno in _DISK_FULL:
-            raise UploadRejected(
-                507, "insufficient_storage", "no space left to store release files; retry later"
+            raise StorageFull(
+                "no space left to store release files; retry later", code="insufficient_storage"
             ) from None
         reason = os.strerror(exc.errno) if exc.errno else type(exc).__name__
-        raise UploadRejected(
-            503, "storage_unavailable", f"release files cannot be written ({reason})"
+        raise Unavailable(
+            f"release files cannot be written ({reason})", code="storage_unavailable"
         ) from None
 
 
@@ -125,12 +133,12 @@ class StagedFile:
 
     async def write(self, data: bytes) -> None:
         """Raises:
-        UploadRejected(413): the file grew past the size limit (nothing beyond it is written).
-        UploadRejected(415): the content does not start with `%PDF-`.
+        TooLarge: the file grew past the size limit (nothing beyond it is written).
+        UnsupportedContent: the content does not start with `%PDF-`.
         """
         if self.size + len(data) > self._max_bytes:
-            raise UploadRejected(
-                413, "file_too_large", f"{echo(self.name)} exceeds {self._max_bytes} bytes"
+            raise TooLarge(
+                f"{echo(self.name)} exceeds {self._max_bytes} bytes", code="file_too_large"
             )
         if len(self._head) < len(PDF_MAGIC):
             self._head += data[: len(PDF_MAGIC) - len(self._head)]
@@ -154,7 +162,7 @@ class StagedFile:
         """The whole file arrived: check it, make it durable, close it.
 
         Raises:
-            UploadRejected(415): shorter than the PDF magic.
+            UnsupportedContent: shorter than the PDF magic.
         """
         if self._head != PDF_MAGIC:
             raise self._not_a_pdf()
@@ -178,8 +186,8 @@ class StagedFile:
         except OSError as exc:
             log.warning("closing discarded %s failed: %r", self.path, exc)
 
-    def _not_a_pdf(self) -> UploadRejected:
-        return UploadRejected(415, "not_a_pdf", f"{echo(self.name)} does not start with %PDF-")
+    def _not_a_pdf(self) -> UnsupportedContent:
+        return UnsupportedContent(f"{echo(self.name)} does not start with %PDF-", code="not_a_pdf")
 
 
 class Upload:
@@ -197,12 +205,11 @@ class Upload:
 
     async def begin_file(self, raw_name: str) -> StagedFile:
         """Raises:
-        UploadRejected: too many files (400), or a bad file name (see `check_filename`).
+        Invalid: too many files.
+        BadRelease, UnsupportedContent: a bad file name (see `check_filename`).
         """
         if len(self._staged) >= self._max_files:
-            raise UploadRejected(
-                400, "too_many_files", f"at most {self._max_files} files per upload"
-            )
+            raise Invalid(f"at most {self._max_files} files per upload", code="too_many_files")
         name, version = check_filename(raw_name)
         path = self._staging_dir / f"{uuid.uuid4().hex}{STAGED_SUFFIX}"
         with writing_to_disk():
@@ -220,23 +227,26 @@ class Upload:
         statements are bounded by the pool's command timeout, the renames are local).
 
         Raises:
-            UploadRejected: no files (400), digests that do not match (422), a version already
-                stored with other content (409), storage failing (507, 503; see
-                `writing_to_disk`). Nothing is stored then.
+            Invalid: no files.
+            BadRelease: digests that do not match.
+            Conflict: a version already stored with other content.
+            StorageFull, Unavailable: storage failing (see `writing_to_disk`).
+            DatabaseUnavailable: no connection could be had.
+            Nothing is stored then.
         """
         releases = [s.release for s in self._staged if s.release is not None]
         if not releases:
-            raise UploadRejected(400, "no_files", "send one or more files as `file` or `files`")
+            raise Invalid("send one or more files as `file` or `files`", code="no_files")
         _check_digests(releases, expected_sha256)
         # Shielded: a request cancelled (client gone, shutdown) between the commit and the
         # renames would leave rows whose files the clean-up then deletes.
         with trio.CancelScope(shield=True):
-            async with pool.acquire() as conn:
+            async with acquire(pool) as conn:
                 created = await software.register(conn, releases)
             try:
                 with writing_to_disk():
                     await self._put_in_place()
-            except UploadRejected:
+            except DroneshieldError:
                 await self._undo([r for r, new in zip(releases, created, strict=True) if new], pool)
                 raise
         return [
@@ -254,7 +264,7 @@ class Upload:
         await trio.to_thread.run_sync(_fsync_dir, self._storage_dir)
 
     async def _undo(self, created: Sequence[Release], pool: Pool) -> None:
-        async with pool.acquire() as conn:
+        async with acquire(pool) as conn:
             await software.unregister(conn, created)
         names = {stored_name(r.version) for r in created}
         for path in self._moved:
@@ -276,15 +286,14 @@ def _check_digests(releases: Sequence[Release], expected: Sequence[str]) -> None
     if not expected:
         return
     if len(expected) != len(releases):
-        raise UploadRejected(
-            422,
-            "checksum_mismatch",
+        raise BadRelease(
             f"{len(expected)} sha256 fields for {len(releases)} files; send one per file",
+            code="checksum_mismatch",
         )
     for r, digest in zip(releases, expected, strict=True):
         if digest.strip().lower() != r.sha256:
-            raise UploadRejected(
-                422, "checksum_mismatch", f"{echo(r.filename)} has sha256 {r.sha256}, not {digest}"
+            raise BadRelease(
+                f"{echo(r.filename)} has sha256 {r.sha256}, not {digest}", code="checksum_mismatch"
             )
 
 

@@ -79,7 +79,7 @@ class Restarts:
         self.failures += 1
         if self.failures >= self.limit:
             return None
-        return min(self.cap, self.first * 2 ** (self.failures - 1))
+        return min(self.cap, self.first * 2.0 ** (self.failures - 1))
 
 
 def _worker_argv(supervisor_fd: int) -> list[str]:

@@ -18,8 +18,8 @@ import trio
 
 from . import metrics
 from .db.pool import Connection, Pool, acquire, is_transient
-from .db.reports import Applied, apply_reports
-from .echo import echo
+from .db.reports import apply_reports
+from .domain import Applied, echo
 from .errors import DroneshieldError, IngestUnavailable, UnknownSensor
 from .reports import SHUTTING_DOWN, TOO_LATE, Pending, version_problem
 

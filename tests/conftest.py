@@ -23,8 +23,8 @@ from droneshield.config import Settings
 from droneshield.db import migrate, seed
 from droneshield.db.pool import connect
 
-from .browser import BrowserThread, ensure_chromium
-from .pg_admin import admin, server, with_database
+from .support.browser import BrowserThread, ensure_chromium
+from .support.pg_admin import admin, server, with_database
 
 TEMPLATE = f"droneshield_tpl_{os.getpid()}"
 
@@ -134,7 +134,7 @@ async def api_with(
 @pytest.fixture(scope="session")
 def browser() -> Iterator[BrowserThread]:
     """Debian's Chromium (installed with apt when missing), driven by Playwright in a thread of
-    its own for the whole session (see tests/browser.py for why)."""
+    its own for the whole session (see tests/support/browser.py for why)."""
     reason = ensure_chromium()
     if reason is not None:
         pytest.skip(reason)

@@ -9,8 +9,8 @@ import trio
 
 from droneshield.ingest.proto.status import DeviceStatus
 
-from .grpc_clients import aio, grpclib_stub
-from .uploads import pdf, upload
+from .support.grpc_clients import aio, grpclib_stub
+from .support.releases import pdf, upload
 
 
 async def test_summary_counts_by_status_and_version(running, api, db, sensors):

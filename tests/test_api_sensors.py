@@ -10,8 +10,8 @@ import trio
 from droneshield.db import seed
 from droneshield.ingest.proto.status import DeviceStatus, DeviceStatusBatch
 
-from .grpc_clients import aio, grpclib_stub
-from .uploads import add_software
+from .support.grpc_clients import aio, grpclib_stub
+from .support.releases import add_software
 
 
 async def _report(port: int, reports: list[tuple[str, str]]) -> None:

@@ -7,8 +7,8 @@ import trio
 
 from droneshield.ingest.proto.status import DeviceStatus
 
-from .grpc_clients import aio, grpclib_stub
-from .uploads import MULTIPART, files_under, part_head, pdf, sha256, upload
+from .support.grpc_clients import aio, grpclib_stub
+from .support.releases import MULTIPART, files_under, part_head, pdf, sha256, upload
 
 
 async def _rows(db) -> list[tuple[str, str]]:  # type: ignore[no-untyped-def]

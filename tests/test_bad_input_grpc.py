@@ -33,9 +33,9 @@ from droneshield.ingest.proto.status import (
     DeviceStatusServiceStub,
 )
 
-from .fuzz import examples
-from .grpc_clients import aio, grpclib_stub, send, send_batch
-from .h2_attacks import GRPC_HEADERS
+from .support.fuzz import examples
+from .support.grpc_clients import aio, grpclib_stub, send, send_batch
+from .support.h2_attacks import GRPC_HEADERS
 
 MAX_MESSAGE = 256 * 1024  # bytes: a 10,000-status batch fits, a few more KiB do not
 MAX_STREAMS = 4

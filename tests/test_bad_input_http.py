@@ -18,10 +18,19 @@ import trio.testing
 from hypothesis import strategies as st
 
 from droneshield.config import Settings
-from droneshield.web.upload import max_request_bytes
+from droneshield.web.uploads import max_request_bytes
 
-from .fuzz import examples
-from .uploads import BOUNDARY, CLOSING, MULTIPART, files_under, multipart, part_head, pdf, upload
+from .support.fuzz import examples
+from .support.releases import (
+    BOUNDARY,
+    CLOSING,
+    MULTIPART,
+    files_under,
+    multipart,
+    part_head,
+    pdf,
+    upload,
+)
 
 MAX_PARTS = 6
 

@@ -13,12 +13,12 @@ from hypothesis import strategies as st
 from trio_websocket import ConnectionClosed
 
 from droneshield.config import Settings
-from droneshield.hub import SensorChange
+from droneshield.domain import SensorState
 from droneshield.web import messages
 from droneshield.web.messages import Pong, ProtocolError
 
-from .fuzz import examples
-from .live_client import LiveClient, open_live
+from .support.fuzz import examples
+from .support.live_client import LiveClient, open_live
 from .test_hub import subscribe_like
 
 MAX_MESSAGE = 1024  # characters
@@ -52,7 +52,7 @@ async def reply(client: LiveClient) -> dict:
 async def assert_still_live(running, client: LiveClient, serial: str) -> None:  # type: ignore[no-untyped-def]
     await client.subscribe([serial])
     now = datetime.now(UTC)
-    running.hub.publish([SensorChange(1, serial, "1.0.0", "online", now, now)])
+    running.hub.publish([SensorState(1, serial, "1.0.0", "online", now, now)])
     sensor = await client.next("sensor")
     assert sensor["sensors"][0]["serial"] == serial
 
@@ -90,7 +90,7 @@ async def test_subscription_over_the_serial_limit_is_an_error_and_changes_nothin
             await client.send({"type": "subscribe", "serials": serials})
             error = (await reply(client))["error"]
             now = datetime.now(UTC)
-            running.hub.publish([SensorChange(1, serials[0], None, "online", now, now)])
+            running.hub.publish([SensorState(1, serials[0], None, "online", now, now)])
             sensor = await client.next("sensor")
     assert error["code"] == "invalid_subscribe"
     assert f"at most {MAX_SERIALS}" in error["message"]

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from .processes import ROOT
+from .support.processes import ROOT
 
 COMPOSE_TIMEOUT = 60  # seconds
 

@@ -22,7 +22,7 @@ from droneshield.ingest import wire
 from droneshield.ingest.proto import status
 from droneshield.ingest.service import DeviceStatusService
 
-from .grpc_clients import aio
+from .support.grpc_clients import aio
 
 ROOT = Path(__file__).resolve().parents[1]
 GENERATED = ROOT / "droneshield" / "ingest" / "proto"

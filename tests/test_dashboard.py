@@ -15,9 +15,9 @@ from droneshield import daemon
 from droneshield.db import seed
 from droneshield.ingest.proto.status import DeviceStatus
 
-from .browser import BrowserThread, Page, open_page
-from .grpc_clients import aio, grpclib_stub
-from .uploads import add_software
+from .support.browser import BrowserThread, Page, open_page
+from .support.grpc_clients import aio, grpclib_stub
+from .support.releases import add_software
 
 LIVE_WITHIN = 1_000  # ms: a report shows on screen within this, without a reload
 

@@ -12,7 +12,7 @@ from grpclib import GRPCError, Status
 from droneshield.db import migrate, seed
 from droneshield.db.pool import connect
 
-from .grpc_clients import send
+from .support.grpc_clients import send
 
 
 async def test_migrations_apply_once_even_when_started_together(aio_loop, empty_database_url):

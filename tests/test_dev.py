@@ -21,7 +21,7 @@ from droneshield.config import Settings
 from droneshield.devrun import local_host
 from emitter.versions import RELEASED
 
-from .processes import child_pids, eventually, free_port, listening, running, spawn
+from .support.processes import child_pids, eventually, free_port, listening, running, spawn
 
 DEV = (sys.executable, "-m", "droneshield", "dev")
 FAST_FLEET = ("--", "--interval", "0.3", "--report-every", "0.5")
@@ -82,7 +82,7 @@ async def test_dev_runs_daemon_and_emitter_and_sigint_leaves_nothing_running(
     assert [pid for pid in children if running(pid)] == []
     # The emitter stops first, so the daemon still answers the reports it has in flight.
     emitter_stopped = _line_index(dev.lines, "emitter: stopped: SIGTERM")
-    assert emitter_stopped < _line_index(dev.lines, "droneshield: SIGTERM received")
+    assert emitter_stopped < _line_index(dev.lines, "droneshield.signals: SIGTERM received")
     assert not listening(http_port)
     assert not listening(int(env["DRONESHIELD_GRPC_PORT"]))
 

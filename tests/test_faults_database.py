@@ -16,9 +16,9 @@ from droneshield.db import migrate, seed
 from droneshield.db.pool import connect
 from droneshield.reports import TOO_LATE
 
-from .flow import Flow, stored
-from .processes import eventually, private_postgres
-from .uploads import add_software
+from .support.flow import Flow, stored
+from .support.processes import eventually, private_postgres
+from .support.releases import add_software
 
 VERSION = "1.0.0"
 SENSORS = 20_000  # more than any run sends: each serial is reported once

@@ -14,9 +14,9 @@ from droneshield import daemon
 from droneshield.config import Settings
 from droneshield.db import seed
 
-from .grpc_clients import send, send_batch
-from .processes import eventually, serve
-from .uploads import pdf, upload
+from .support.grpc_clients import send, send_batch
+from .support.processes import eventually, serve
+from .support.releases import pdf, upload
 
 SENSORS = 50
 

@@ -1,5 +1,5 @@
 """The daemon killed with SIGKILL in the middle of batches: nothing acknowledged is lost, and the
-next daemon rebuilds presence from the database (DESIGN §5)."""
+next daemon rebuilds presence from the database."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import trio
 
 from droneshield.db import seed
 
-from .flow import Flow, stored
-from .processes import eventually, serve
-from .uploads import add_software
+from .support.flow import Flow, stored
+from .support.processes import eventually, serve
+from .support.releases import add_software
 
 VERSION = "1.0.0"
 SENSORS = 20_000

@@ -12,10 +12,10 @@ import trio
 
 from droneshield.db import seed
 
-from .flow import Flow, stored
-from .grpc_clients import send
-from .processes import serve, spawn
-from .uploads import add_software
+from .support.flow import Flow, stored
+from .support.grpc_clients import send
+from .support.processes import serve, spawn
+from .support.releases import add_software
 
 VERSION = "1.0.0"
 LOAD_SENSORS = 5_000  # the emitter's (the first ones); the tracked flow uses the rest

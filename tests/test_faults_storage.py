@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from .uploads import files_under, pdf, upload
+from .support.releases import files_under, pdf, upload
 
 DISK_KIB = 256
 RELEASE = "software_v1.0.0.pdf"

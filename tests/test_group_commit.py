@@ -9,7 +9,7 @@ import trio
 from droneshield.db import seed
 from droneshield.ingest.proto.status import DeviceStatus, DeviceStatusBatch
 
-from .grpc_clients import aio, grpclib_stub, send, send_batch
+from .support.grpc_clients import aio, grpclib_stub, send, send_batch
 from .test_ingest import add_software
 
 

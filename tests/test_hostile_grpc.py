@@ -21,9 +21,9 @@ from droneshield.config import Settings
 from droneshield.ingest.batch_count import check_batch_count
 from droneshield.ingest.proto.status import DeviceStatus, DeviceStatusBatch
 
-from .grpc_clients import send
-from .h2_attacks import ATTACKS, GRPC_HEADERS, H2Client
-from .processes import serve
+from .support.grpc_clients import send
+from .support.h2_attacks import ATTACKS, GRPC_HEADERS, H2Client
+from .support.processes import serve
 
 BUDGET = 50  # frames of each kind per window
 MAX_CONNECTIONS = 8

@@ -12,10 +12,10 @@ import pytest
 import trio
 
 from droneshield.config import Settings
-from droneshield.echo import ECHO_MAX
+from droneshield.domain import ECHO_MAX
 from droneshield.web.app import create_app
 
-from .uploads import pdf, upload
+from .support.releases import pdf, upload
 
 API_KEY = "ak-hostile-0123456789"
 KEEP_ALIVE = 0.5  # seconds

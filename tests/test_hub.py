@@ -10,15 +10,16 @@ import trio.testing
 from hypothesis import given
 from hypothesis import strategies as st
 
-from droneshield.hub import Hub, Latest, SensorChange
+from droneshield.domain import SensorState
+from droneshield.hub import Hub, Latest
 from droneshield.web import messages
 from droneshield.web.messages import Pong, ProtocolError, Subscribe
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def change(n: int, status: str = "online", version: str | None = "1.0.0") -> SensorChange:
-    return SensorChange(n, f"S-{n}", version, status, NOW, NOW)  # type: ignore[arg-type]
+def change(n: int, status: str = "online", version: str | None = "1.0.0") -> SensorState:
+    return SensorState(n, f"S-{n}", version, status, NOW, NOW)  # type: ignore[arg-type]
 
 
 def test_subscription_keeps_only_the_latest_state_per_sensor():

@@ -7,15 +7,8 @@ import pytest
 import trio
 from grpclib import GRPCError, Status
 
-from .grpc_clients import grpcio_send, send, send_batch
-
-
-async def add_software(db, *versions: str) -> None:  # type: ignore[no-untyped-def]
-    await db.executemany(
-        "INSERT INTO software (version, filename, path, size_bytes, sha256) "
-        "VALUES ($1, 'v' || $1 || '.pdf', 'v' || $1 || '.pdf', 1, repeat('0', 64))",
-        [(v,) for v in versions],
-    )
+from .support.grpc_clients import grpcio_send, send, send_batch
+from .support.releases import add_software
 
 
 async def sensor_row(db, serial: str):  # type: ignore[no-untyped-def]

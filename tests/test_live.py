@@ -14,21 +14,21 @@ from trio_websocket import ConnectionClosed
 
 from droneshield import daemon
 from droneshield.config import WS_MAX_MESSAGE_BYTES_DEFAULT
-from droneshield.hub import SensorChange, Status
+from droneshield.domain import SensorState, Status
 from droneshield.ingest.proto.status import DeviceStatus
 from droneshield.web.live import CLIENT_MAX_PENDING, FLUSH_INTERVAL
 
-from .grpc_clients import aio, grpclib_stub
-from .live_client import LiveClient, open_live, open_stalled
-from .uploads import add_software
+from .support.grpc_clients import aio, grpclib_stub
+from .support.live_client import LiveClient, open_live, open_stalled
+from .support.releases import add_software
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def change(
     n: int, *, version: str | None = "1.0.0", status: Status = "online", serial: str = ""
-) -> SensorChange:
-    return SensorChange(n, serial or f"T-{n:06d}", version, status, NOW, NOW)
+) -> SensorState:
+    return SensorState(n, serial or f"T-{n:06d}", version, status, NOW, NOW)
 
 
 async def _collect_until(client: LiveClient, serial: str) -> list[dict]:
@@ -139,7 +139,7 @@ async def test_overflowing_client_is_told_to_resync(running):
     assert message["reason"]
 
 
-def _burst(first: int, count: int) -> Iterable[SensorChange]:
+def _burst(first: int, count: int) -> Iterable[SensorState]:
     return (change(n) for n in range(first, first + count))
 
 

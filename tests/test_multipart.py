@@ -9,10 +9,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from droneshield.errors import UploadRejected
+from droneshield.errors import DroneshieldError
+from droneshield.web.errors import status_of
 from droneshield.web.multipart import MultipartReader, PartData, PartEnd, PartStart
 
-from .uploads import BOUNDARY, multipart
+from .support.releases import BOUNDARY, multipart
 
 names = st.text(st.characters(codec="utf-8", exclude_characters='"\\\r\n'), max_size=20)
 contents = st.binary(max_size=3000) | st.just(f"\r\n--{BOUNDARY[:-1]}".encode() * 3)
@@ -52,14 +53,14 @@ def test_parts_survive_any_chunking(files, digests, cuts):
 
 def test_a_body_cut_short_is_rejected():
     body = multipart([(b"v1.0.0.pdf", b"%PDF-1.7")])
-    with pytest.raises(UploadRejected) as caught:
+    with pytest.raises(DroneshieldError) as caught:
         _parts(body[:-10], [])
-    assert (caught.value.status, caught.value.code) == (400, "malformed_multipart")
+    assert (status_of(caught.value), caught.value.code) == (400, "malformed_multipart")
 
 
 def test_a_body_with_more_parts_than_allowed_is_413():
     body = multipart([(b"v1.0.0.pdf", b"%PDF-1.7")], fields=[(b"note", b"x")] * 3)
     assert len(_parts(body, [], max_parts=4)) == 4
-    with pytest.raises(UploadRejected) as caught:
+    with pytest.raises(DroneshieldError) as caught:
         _parts(body, [], max_parts=3)
-    assert (caught.value.status, caught.value.code) == (413, "too_many_parts")
+    assert (status_of(caught.value), caught.value.code) == (413, "too_many_parts")

@@ -13,7 +13,7 @@ from droneshield.config import Settings
 from droneshield.hub import Hub
 from droneshield.presence import FAILURE_PAUSE, PRUNE_BATCH, Tracker, serve_presence
 
-from .memory_store import MemoryPresenceStore
+from .support.memory_store import MemoryPresenceStore
 
 OFFLINE_AFTER = 30.0
 RESOLUTION = 1.0

@@ -14,11 +14,12 @@ from droneshield.db import presence, seed
 from droneshield.db.pool import connect, open_pool
 from droneshield.db.presence import PresenceDb
 from droneshield.db.reports import apply_reports
-from droneshield.hub import Hub, SensorChange, Subscription
+from droneshield.domain import SensorState
+from droneshield.hub import Hub, Subscription
 from droneshield.ingest.proto.status import DeviceStatus
 from droneshield.presence import Tracker
 
-from .grpc_clients import aio, grpclib_stub
+from .support.grpc_clients import aio, grpclib_stub
 
 OFFLINE_AFTER = 1.0
 RESOLUTION = 0.1
@@ -156,7 +157,7 @@ async def test_two_instances_expiring_one_sensor_record_a_single_event(db, datab
     assert await _events(db, sensors[0]) == [("offline", "online", "offline")]
 
 
-async def _next_offline(sub: Subscription) -> SensorChange:
+async def _next_offline(sub: Subscription) -> SensorState:
     while True:
         await sub.wait()
         offline = [c for c in sub.take() if c.status == "offline"]

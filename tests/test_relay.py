@@ -9,17 +9,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from droneshield import daemon
-from droneshield.hub import SensorChange
+from droneshield.domain import SensorState
 from droneshield.ingest.proto.status import DeviceStatus
 from droneshield.relay import PAYLOAD_MAX, decode, encode, resync_payload
 
-from .grpc_clients import aio, grpclib_stub
-from .live_client import open_live
+from .support.grpc_clients import aio, grpclib_stub
+from .support.live_client import open_live
 
 serials = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), min_size=1, max_size=128)
 moments = st.none() | st.datetimes(timezones=st.just(UTC))
 changes = st.builds(
-    SensorChange,
+    SensorState,
     id=st.integers(1, 2**62),
     serial=serials,
     version=st.none() | st.from_regex(r"\d{1,3}\.\d{1,3}\.\d{1,3}(-rc\.\d)?", fullmatch=True),
@@ -63,8 +63,8 @@ async def test_report_on_one_daemon_reaches_clients_of_another(
     assert a.relay.received == 1
 
 
-def _marker(serial: str) -> SensorChange:
-    return SensorChange(-1, serial, "9.9.9", "offline", None, datetime.now(UTC))
+def _marker(serial: str) -> SensorState:
+    return SensorState(-1, serial, "9.9.9", "offline", None, datetime.now(UTC))
 
 
 async def test_own_changes_are_not_delivered_twice(running, sensors):

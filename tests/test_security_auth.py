@@ -17,8 +17,8 @@ from droneshield import daemon
 from droneshield.ingest import auth
 from droneshield.web.app import create_app
 
-from .grpc_clients import aio
-from .secure_clients import HOST, bearer, grpcio_send, refused, send
+from .support.grpc_clients import aio
+from .support.secure_clients import HOST, bearer, grpcio_send, refused, send
 
 TOKEN = "gr-9f2c41d7e0a4"
 API_KEY = "ak-51b3e8c07d2f"

@@ -13,13 +13,13 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import httpx
 import trio
 
-from droneshield import redact
+from droneshield import logs
 from droneshield.config import Settings
 
-from .live_client import open_live
-from .processes import free_port, spawn
-from .secure_clients import HOST, bearer, refused, send
-from .uploads import pdf, upload
+from .support.live_client import open_live
+from .support.processes import free_port, spawn
+from .support.releases import pdf, upload
+from .support.secure_clients import HOST, bearer, refused, send
 
 API_KEY = "apikey-3c9d0f7e5b"
 TOKEN = "grpctoken-8e2a6b14d0"
@@ -95,7 +95,7 @@ def test_redaction_masks_secrets_in_messages_arguments_and_tracebacks():
     logger = logging.getLogger("droneshield.test_redaction")
     logger.addHandler(handler)
     try:
-        redact.install(redact.secrets_of(settings), [logger])
+        logs.install(logs.secrets_of(settings), [logger])
         logger.warning("key %s and token %r", API_KEY, TOKEN)
         try:
             raise ConnectionError(f"cannot connect to {settings.database_url}")

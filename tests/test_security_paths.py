@@ -8,10 +8,10 @@ import h11
 import pytest
 import trio
 
+from droneshield.resources import CLIENT_DIR
 from droneshield.web.app import create_app
-from droneshield.web.dashboard import CLIENT_DIR
 
-from .uploads import pdf, upload
+from .support.releases import pdf, upload
 
 SECRET = b"data-dir-secret-4f1e"
 UNCATALOGUED = b"%PDF-1.4 uncatalogued-7c2d"

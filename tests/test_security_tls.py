@@ -14,9 +14,9 @@ from trio_websocket import open_websocket
 from droneshield import config, daemon
 from emitter.link import client_tls
 
-from .processes import eventually, spawn
-from .secure_clients import HOST, Pki, bearer, grpcio_send, make_pki, send
-from .uploads import pdf, upload
+from .support.processes import eventually, spawn
+from .support.releases import pdf, upload
+from .support.secure_clients import HOST, Pki, bearer, grpcio_send, make_pki, send
 
 TOKEN = "gr-tls-77a1c3"
 API_KEY = "ak-tls-0b9e42"

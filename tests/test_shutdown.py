@@ -18,7 +18,7 @@ from droneshield import daemon
 from droneshield.db import seed
 from droneshield.ingest.proto.status import DeviceStatus
 
-from .grpc_clients import aio, grpclib_stub
+from .support.grpc_clients import aio, grpclib_stub
 
 READY = re.compile(rb"droneshield ready: gRPC :(\d+), HTTP :(\d+)")
 

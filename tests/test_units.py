@@ -11,9 +11,10 @@ import semver
 from hypothesis import given
 from hypothesis import strategies as st
 
-from droneshield import config, versions
+from droneshield import config, domain
+from droneshield.domain import check_serial
 from droneshield.errors import InvalidReport, InvalidVersion
-from droneshield.reports import Pending, check_serial, check_version
+from droneshield.reports import Pending, check_version
 from droneshield.writer import coalesce
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -29,13 +30,13 @@ semvers = st.builds(
 
 @given(semvers, st.sampled_from(["", "v", "V"]))
 def test_version_canonical_form_drops_the_prefix(text, prefix):
-    assert versions.canonical(prefix + text) == text
-    assert versions.display(versions.canonical(prefix + text)) == "v" + text
+    assert domain.canonical(prefix + text) == text
+    assert domain.display(domain.canonical(prefix + text)) == "v" + text
 
 
 @given(semvers, st.sampled_from(["software_v", "v", "", "fw-"]))
 def test_version_is_read_from_release_file_names(text, stem):
-    assert versions.from_filename(f"{stem}{text}.pdf") == text
+    assert domain.from_filename(f"{stem}{text}.pdf") == text
 
 
 @pytest.mark.parametrize(
@@ -43,12 +44,12 @@ def test_version_is_read_from_release_file_names(text, stem):
 )
 def test_file_names_without_exactly_one_version_are_refused(name):
     with pytest.raises(InvalidVersion):
-        versions.from_filename(name)
+        domain.from_filename(name)
 
 
 @given(st.lists(semvers, min_size=2, max_size=8, unique=True))
 def test_sort_key_follows_semver_precedence(items):
-    ordered = sorted(items, key=versions.sort_key)
+    ordered = sorted(items, key=domain.sort_key)
     assert ordered == sorted(items, key=semver.Version.parse)
 
 

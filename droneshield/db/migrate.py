@@ -7,11 +7,11 @@ import logging
 from pathlib import Path
 from typing import Final
 
-from .pool import Connection
+from ..resources import MIGRATIONS_DIR
+from .pool import Connection, on_connection
 
 log = logging.getLogger(__name__)
 
-MIGRATIONS_DIR: Final = Path(__file__).resolve().parents[2] / "db" / "migrations"
 ADVISORY_LOCK_KEY: Final = 0x64726F6E  # "dron"
 
 _CREATE_LEDGER: Final = """
@@ -66,3 +66,15 @@ async def migrate(conn: Connection, directory: Path = MIGRATIONS_DIR) -> list[st
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", ADVISORY_LOCK_KEY)
     return applied_now
+
+
+async def migrate_database(dsn: str) -> list[str]:
+    """What `droneshield migrate` and `serve` do first: apply what is missing, and say so.
+
+    `serve` migrates at start whatever its worker count (a supervisor once, before its workers
+    start): the code that serves needs the schema it was written for, and the advisory lock
+    makes daemons starting together apply each file once.
+    """
+    applied = await on_connection(dsn, migrate)
+    log.info("migrations applied: %s", applied or "none needed")
+    return applied

@@ -15,7 +15,8 @@ import asyncpg
 import trio
 import trio_asyncio
 
-from .pool import CLOSE_TIMEOUT, CONNECT_TIMEOUT, Connection, DatabaseUnavailable
+from ..errors import DatabaseUnavailable
+from .pool import CLOSE_TIMEOUT, CONNECT_TIMEOUT, Connection
 
 CHECK_TIMEOUT: Final = 5.0  # seconds a liveness check of the LISTEN connection may take
 

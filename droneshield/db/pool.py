@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Any, Final
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any, Final, Protocol, TypeVar
 
 import asyncpg
 import trio
+import trio_asyncio
 import triopg
+
+from ..errors import DatabaseUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -20,10 +23,6 @@ CONNECT_TIMEOUT: Final = 5.0  # seconds
 # SQLSTATE classes after which the same statement may succeed later: connection exceptions,
 # insufficient resources, operator intervention (shutdown, restart), serialization/deadlock.
 _TRANSIENT_SQLSTATES: Final = ("08", "53", "57P", "40001", "40P01")
-
-
-class DatabaseUnavailable(ConnectionError):
-    """No connection could be had (server down, restarting, or refusing this database)."""
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -38,8 +37,51 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, asyncpg.PostgresError) and state.startswith(_TRANSIENT_SQLSTATES)
 
 
-Pool = Any  # triopg.TrioPoolProxy, untyped upstream
-Connection = Any  # triopg.TrioConnectionProxy
+class Record(Protocol):
+    """A result row (asyncpg.Record): a value by column name or position."""
+
+    def __getitem__(self, key: str | int, /) -> Any: ...
+
+    def keys(self) -> Iterable[str]: ...
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+class Transaction(Protocol):
+    async def __aenter__(self) -> object: ...
+
+    async def __aexit__(self, *exc_info: object) -> bool | None: ...
+
+
+class Connection(Protocol):
+    """What droneshield uses of a connection (triopg's proxy of asyncpg's, untyped upstream;
+    the signatures are asyncpg's)."""
+
+    async def execute(self, query: str, *args: object) -> str: ...
+
+    async def fetch(self, query: str, *args: object) -> list[Record]: ...
+
+    async def fetchrow(self, query: str, *args: object) -> Record | None: ...
+
+    async def fetchval(self, query: str, *args: object, column: int = 0) -> Any: ...
+
+    def transaction(
+        self, *, isolation: str | None = None, readonly: bool = False, deferrable: bool = False
+    ) -> Transaction: ...
+
+    async def copy_records_to_table(
+        self, table_name: str, *, records: Iterable[Sequence[object]]
+    ) -> str: ...
+
+
+class Pool(Protocol):
+    """What droneshield uses of a pool (triopg's proxy of asyncpg's, untyped upstream)."""
+
+    def acquire(self) -> AbstractAsyncContextManager[Connection]: ...
+
+    async def close(self) -> None: ...
+
+    def terminate(self) -> None: ...
 
 
 @asynccontextmanager
@@ -88,3 +130,13 @@ async def connect(dsn: str) -> AsyncIterator[Connection]:
     """One connection outside the pool (migrations, seeding, LISTEN)."""
     async with triopg.connect(dsn, timeout=CONNECT_TIMEOUT) as conn:
         yield conn
+
+
+T = TypeVar("T")
+
+
+async def on_connection(dsn: str, work: Callable[[Connection], Awaitable[T]]) -> T:
+    """Run `work` on one connection outside the pool, in a trio-asyncio loop of its own: what
+    a one-off command (migrate, seed) needs, outside the daemon's loop."""
+    async with trio_asyncio.open_loop(), connect(dsn) as conn:
+        return await work(conn)

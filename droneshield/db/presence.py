@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Final
 
+from ..domain import SensorState
 from .pool import Connection, Pool, acquire
 
 _EXPIRE: Final = """
@@ -64,25 +65,15 @@ WHERE id IN (
 
 
 @dataclass(frozen=True, slots=True)
-class WentOffline:
-    """A sensor the expiry marked offline (and recorded an 'offline' event for)."""
-
-    id: int
-    serial: str
-    version: str | None
-    last_seen_at: datetime
-    status_changed_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
 class Expiry:
     """What one expiry statement did.
 
+    `offline` holds the sensors it marked offline (each with an 'offline' event);
     `still_online` lists the ids it left online because their last report is too recent, with
     that report's age in seconds by the database's clock.
     """
 
-    offline: list[WentOffline] = field(default_factory=list)
+    offline: list[SensorState] = field(default_factory=list)
     still_online: list[tuple[int, float]] = field(default_factory=list)
 
 
@@ -99,8 +90,13 @@ async def expire(conn: Connection, ids: Sequence[int], offline_after: float) -> 
     for r in rows:
         if r["age"] is None:
             expiry.offline.append(
-                WentOffline(
-                    r["id"], r["serial"], r["version"], r["last_seen_at"], r["status_changed_at"]
+                SensorState(
+                    r["id"],
+                    r["serial"],
+                    r["version"],
+                    "offline",
+                    r["last_seen_at"],
+                    r["status_changed_at"],
                 )
             )
         else:

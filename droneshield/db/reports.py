@@ -8,9 +8,9 @@ authority, so an upload committed by any instance counts at once), records trans
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
-from typing import Final, NamedTuple
+from typing import Final
 
+from ..domain import Applied
 from .pool import Connection
 
 _APPLY: Final = """
@@ -49,30 +49,6 @@ SELECT id, serial, version, last_seen_at, status_changed_at, was_online, was_nev
        old_version, reported_version, version_known
 FROM updated
 """
-
-
-class Applied(NamedTuple):
-    """What one committed report did to its sensor. A named tuple, not a frozen dataclass:
-    one is built per report at ingest rate, and a tuple is built ~10x faster."""
-
-    id: int
-    serial: str
-    version: str | None
-    last_seen_at: datetime
-    status_changed_at: datetime
-    was_online: bool
-    was_never: bool
-    old_version: str | None
-    reported_version: str | None
-    version_known: bool
-
-    @property
-    def came_online(self) -> bool:
-        return not self.was_online
-
-    @property
-    def version_changed(self) -> bool:
-        return self.version != self.old_version
 
 
 async def apply_reports(

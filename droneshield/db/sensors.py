@@ -7,15 +7,13 @@ an index range scan whatever the depth, and a serial prefix is a range of that i
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Final, Literal
+from typing import Final
 
-from .pool import Connection
+from ..domain import SensorState, Status, status_of
+from .pool import Connection, Record
 
-Status = Literal["never", "online", "offline"]
-STATUSES: Final[tuple[Status, ...]] = ("never", "online", "offline")
 # Serials are printable ASCII (0x20-0x7e), so every serial that starts with a prefix sorts
 # below the prefix followed by DEL (0x7f): [prefix, prefix + DEL) is exactly the prefix's range.
 _PREFIX_END: Final = "\x7f"
@@ -28,22 +26,6 @@ _STATUS_SQL: Final[dict[Status, str]] = {
     "online": "online",
     "offline": "NOT online AND last_seen_at IS NOT NULL",
 }
-
-
-@dataclass(frozen=True, slots=True)
-class SensorRow:
-    id: int
-    serial: str
-    version: str | None
-    online: bool
-    last_seen_at: datetime | None
-    status_changed_at: datetime | None
-
-    @property
-    def status(self) -> Status:
-        if self.last_seen_at is None:
-            return "never"
-        return "online" if self.online else "offline"
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +71,7 @@ async def page(
     offset: int,
     limit: int,
     total: int | None = None,
-) -> list[SensorRow]:
+) -> list[SensorState]:
     """Up to `limit` sensors in serial byte order: those after serial `after` (a keyset
     cursor), skipping `offset` more.
 
@@ -113,6 +95,17 @@ async def page(
     return await _select(conn, flt, None if after is None else (">", after), offset, limit)
 
 
+def _state(row: Record) -> SensorState:
+    return SensorState(
+        row["id"],
+        row["serial"],
+        row["version"],
+        status_of(row["online"], row["last_seen_at"]),
+        row["last_seen_at"],
+        row["status_changed_at"],
+    )
+
+
 async def _select(
     conn: Connection,
     flt: SensorFilter,
@@ -121,7 +114,7 @@ async def _select(
     limit: int,
     *,
     descending: bool = False,
-) -> list[SensorRow]:
+) -> list[SensorState]:
     """`bound` is (comparison, serial): where in byte order the page starts."""
     conditions, args = flt.where()
     if bound is not None:
@@ -134,7 +127,7 @@ async def _select(
         f"{'DESC' if descending else ''} OFFSET ${len(args) - 1} LIMIT ${len(args)}",
         *args,
     )
-    return [SensorRow(**dict(r)) for r in rows]
+    return [_state(r) for r in rows]
 
 
 _ANCHOR_AT: Final = """
@@ -167,6 +160,7 @@ async def _anchor(conn: Connection, offset: int) -> tuple[int, str] | None:
     """The last anchor at or before `offset`, after rebuilding stale anchors (rare: sensors
     were provisioned or removed). None while another connection rebuilds them."""
     row = await conn.fetchrow(_ANCHOR_AT, offset)
+    assert row is not None  # one row, whatever the tables hold (FROM (SELECT 1))
     if not row["fresh"]:
         async with conn.transaction():
             if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", _ANCHOR_LOCK):
@@ -174,6 +168,7 @@ async def _anchor(conn: Connection, offset: int) -> tuple[int, str] | None:
             await conn.execute("DELETE FROM sensor_anchor")
             await conn.execute(_REBUILD_ANCHORS, ANCHOR_EVERY)
         row = await conn.fetchrow(_ANCHOR_AT, offset)
+        assert row is not None
     return None if row["position"] is None else (row["position"], row["serial"])
 
 
@@ -201,13 +196,14 @@ async def total(conn: Connection, flt: SensorFilter, *, cap: int) -> tuple[int, 
         f"WHERE {' AND '.join(scope)} LIMIT ${len(args)}) AS prefixed",
         *args,
     )
+    assert row is not None  # an aggregate without GROUP BY: always one row
     exact = row["examined"] <= cap
     return (row["n"] if exact else min(row["n"], cap)), exact
 
 
-async def get(conn: Connection, serial: str) -> SensorRow | None:
+async def get(conn: Connection, serial: str) -> SensorState | None:
     row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM sensor WHERE serial = $1", serial)
-    return None if row is None else SensorRow(**dict(row))
+    return None if row is None else _state(row)
 
 
 async def recent_events(conn: Connection, sensor_id: int, limit: int) -> list[EventRow]:
@@ -232,10 +228,3 @@ async def fleet_counts(conn: Connection) -> list[FleetCount]:
     """Sensors per (status, version) from the maintained counters: O(versions), not O(rows)."""
     rows = await conn.fetch("SELECT status, version, n FROM fleet_count WHERE n <> 0")
     return [FleetCount(r["status"], r["version"] or None, r["n"]) for r in rows]
-
-
-def by_status(counts: Sequence[FleetCount]) -> dict[Status, int]:
-    totals = dict.fromkeys(STATUSES, 0)
-    for c in counts:
-        totals[c.status] += c.n
-    return totals

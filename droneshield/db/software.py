@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
 
-from ..errors import UploadRejected
+from ..errors import Conflict
 from .pool import Connection
 
 _COLUMNS: Final = "version, filename, path, size_bytes, sha256, uploaded_at"
@@ -46,14 +46,14 @@ async def register(conn: Connection, releases: Sequence[Release]) -> list[bool]:
     sees its row.
 
     Raises:
-        UploadRejected(409): a version is already stored, or given twice, with other content;
+        Conflict: a version is already stored, or given twice, with other content;
             nothing of this call is stored.
     """
     unique: dict[str, Release] = {}
     for r in releases:
         if unique.setdefault(r.version, r).sha256 != r.sha256:
-            raise UploadRejected(
-                409, "version_conflict", f"v{r.version} is given twice with different content"
+            raise Conflict(
+                f"v{r.version} is given twice with different content", code="version_conflict"
             )
     created: dict[str, bool] = {}
     async with conn.transaction():
@@ -75,10 +75,9 @@ async def register(conn: Connection, releases: Sequence[Release]) -> list[bool]:
                 "SELECT sha256 FROM software WHERE version = $1", r.version
             )
             if stored != r.sha256:
-                raise UploadRejected(
-                    409,
-                    "version_conflict",
+                raise Conflict(
                     f"v{r.version} is already stored with other content (sha256 {stored})",
+                    code="version_conflict",
                 )
             created[r.version] = False
     return [created[r.version] for r in releases]

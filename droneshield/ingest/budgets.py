@@ -27,7 +27,7 @@ import logging
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, cast
 
 from grpclib import GRPCError, Status
 from grpclib.metadata import decode_timeout
@@ -176,10 +176,10 @@ class GuardedProtocol(H2Protocol):
         self._transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = transport  # type: ignore[assignment]
+        self._transport = cast(asyncio.Transport, transport)  # a TCP (or TLS) server's
         loop = asyncio.get_running_loop()
         if not self._connections.admit(self, loop.time()):
-            transport.abort()
+            self._transport.abort()
             return
         super().connection_made(transport)
         self.connection._connection.update_settings(

@@ -22,7 +22,7 @@ from grpclib.encoding.proto import ProtoCodec
 
 
 @cache
-def _strict_parser(message_type: type[Any]) -> Any:
+def _strict_parser(message_type: Any) -> Any:
     """protobuf's own class for the message betterproto2 (or protobuf) generated."""
     return message_factory.GetMessageClass(message_type.DESCRIPTOR).FromString
 
@@ -30,7 +30,7 @@ def _strict_parser(message_type: type[Any]) -> Any:
 def _has_unknown_fields(message: Message) -> bool:
     size = message.ByteSize()
     message.DiscardUnknownFields()  # recursive, in C: the common case stays cheap
-    return message.ByteSize() != size
+    return bool(message.ByteSize() != size)
 
 
 def _check_wire_types(message: Message) -> None:
@@ -47,7 +47,7 @@ def _check_wire_types(message: Message) -> None:
                 _check_wire_types(item)
 
 
-def strict_parse(data: bytes, message_type: type[Any]) -> Message:
+def strict_parse(data: bytes, message_type: type) -> Message:
     """`data` parsed by protobuf's C parser as `message_type` (a protobuf instance of it; the
     same class when `message_type` is one already), without its unknown fields.
 

@@ -9,9 +9,16 @@ from typing import Final
 from grpclib import GRPCError, Status
 from grpclib.const import Handler
 
-from ..db.reports import Applied
-from ..errors import DroneshieldError, IngestUnavailable, InvalidReport, UnknownSensor
-from ..reports import Outcome, ack_message, check_serial, check_version, version_problem
+from ..domain import Applied, check_serial
+from ..errors import (
+    DroneshieldError,
+    IngestUnavailable,
+    Invalid,
+    InvalidReport,
+    NotFound,
+    Unavailable,
+)
+from ..reports import Outcome, ack_message, check_version, version_problem
 from .proto.status import DeviceStatusServiceBase
 from .wire import BatchAck, DeviceStatus, DeviceStatusBatch, Rejection, StatusAck, upb_handlers
 
@@ -20,15 +27,20 @@ BATCH_MAX: Final = 10_000  # statuses per SendStatusBatch call
 Checked = tuple[str, str | None, str | None]  # serial, canonical version or None, note
 Submit = Callable[[Sequence[Checked]], Awaitable[list[Outcome]]]
 
+# The one place where domain errors (errors.py) become gRPC statuses; the most specific kind
+# an error is an instance of decides.
 _STATUS_OF: Final[dict[type[DroneshieldError], Status]] = {
-    InvalidReport: Status.INVALID_ARGUMENT,
-    UnknownSensor: Status.NOT_FOUND,
-    IngestUnavailable: Status.UNAVAILABLE,
+    Invalid: Status.INVALID_ARGUMENT,
+    NotFound: Status.NOT_FOUND,
+    Unavailable: Status.UNAVAILABLE,
 }
 
 
 def _status(error: DroneshieldError) -> Status:
-    return _STATUS_OF.get(type(error), Status.INTERNAL)
+    for kind in type(error).__mro__:
+        if kind in _STATUS_OF:
+            return _STATUS_OF[kind]
+    return Status.INTERNAL
 
 
 def _check(status: DeviceStatus) -> Checked:
@@ -48,7 +60,7 @@ class DeviceStatusService(DeviceStatusServiceBase):
         try:
             checked = _check(message)
         except InvalidReport as exc:
-            raise GRPCError(Status.INVALID_ARGUMENT, exc.message) from None
+            raise GRPCError(_status(exc), exc.message) from None
         [outcome] = await self._submit([checked])
         if isinstance(outcome, DroneshieldError):
             raise GRPCError(_status(outcome), outcome.message)
@@ -67,9 +79,7 @@ class DeviceStatusService(DeviceStatusServiceBase):
             try:
                 checked.append((index, _check(status)))
             except InvalidReport as exc:
-                rejected.append(
-                    Rejection(index=index, code=Status.INVALID_ARGUMENT.name, reason=exc.message)
-                )
+                rejected.append(Rejection(index=index, code=_status(exc).name, reason=exc.message))
         outcomes = await self._submit([c for _, c in checked]) if checked else []
         if checked and all(isinstance(o, IngestUnavailable) for o in outcomes):
             raise GRPCError(Status.UNAVAILABLE, outcomes[0].message)  # type: ignore[union-attr]

@@ -1,6 +1,6 @@
 """The ingest messages as protobuf's own classes, built from the descriptor betterproto2 generated.
 
-betterproto2 stays the code generator and the service base (DESIGN §10), but it parses and
+betterproto2 stays the code generator and the service base, but it parses and
 serializes in pure Python: ~30 ms per 500-status batch and ~70 µs per unary call (request and
 ack) on our machines, the largest CPU cost of ingest. protobuf's C parser (upb) does the same
 in ~0.5 ms and ~5 µs. The classes come from the same descriptor, so the wire contract is
@@ -15,6 +15,15 @@ from google.protobuf import message_factory
 from grpclib.const import Handler
 
 from .proto import status
+
+__all__ = [
+    "BatchAck",
+    "DeviceStatus",
+    "DeviceStatusBatch",
+    "Rejection",
+    "StatusAck",
+    "upb_handlers",
+]
 
 if TYPE_CHECKING:
     # Same fields and constructors: type checkers read the generated dataclasses.

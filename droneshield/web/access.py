@@ -2,14 +2,13 @@
 
 Every request gets an id: the client's `X-Request-ID` when it is a sane token (so a proxy's id
 carries through), else a fresh one. It is echoed in the response header and in the access log
-line, one JSON object per request on the `droneshield.access` logger.
+line, one JSON object per request on the `droneshield.access` logger (set up in logs.py).
 """
 
 from __future__ import annotations
 
 import logging
 import re
-import sys
 import uuid
 from datetime import UTC, datetime
 from typing import Final
@@ -19,10 +18,11 @@ import trio
 from quart import Quart, Response, g, request
 
 from .. import metrics
-from ..echo import clip
+from ..domain import clip
+from ..logs import ACCESS_LOGGER
 from .labels import logged_query, method_label, route_label
 
-log = logging.getLogger("droneshield.access")
+log = logging.getLogger(ACCESS_LOGGER)
 
 REQUEST_ID_HEADER: Final = "X-Request-ID"
 _SANE_ID: Final = re.compile(r"[A-Za-z0-9._:-]{1,64}")
@@ -72,12 +72,3 @@ def install(app: Quart) -> None:
             ).decode(),
         )
         return response
-
-
-def configure_logging() -> None:
-    """Access lines are JSON objects: print them bare, one per line, on stderr (the CLI calls
-    this once logging is set up)."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    log.addHandler(handler)
-    log.propagate = False

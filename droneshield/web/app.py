@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from quart_trio import QuartTrio
 
-from .. import uploads
 from ..config import Settings
 from ..db.pool import Pool
 from ..hub import Hub
+from ..resources import CLIENT_DIR
+from ..uploads import prepare_dirs
 from . import (
     access,
     bodies,
@@ -20,7 +21,7 @@ from . import (
     sensors,
     software,
     summary,
-    upload,
+    uploads,
 )
 
 
@@ -30,25 +31,26 @@ def create_app(settings: Settings, pool: Pool, *, hub: Hub | None = None) -> Qua
     Raises:
         ValueError: the data directory is inside the dashboard's, which is served as is.
     """
-    if settings.data_dir.resolve().is_relative_to(dashboard.CLIENT_DIR.resolve()):
-        raise ValueError(f"data_dir must not be inside {dashboard.CLIENT_DIR} (it is served)")
+    if settings.data_dir.resolve().is_relative_to(CLIENT_DIR.resolve()):
+        raise ValueError(f"data_dir must not be inside {CLIENT_DIR} (it is served)")
     app = QuartTrio("droneshield")
     app.config["DRONESHIELD_SETTINGS"] = settings
     app.config["DRONESHIELD_POOL"] = pool
     app.config["DRONESHIELD_HUB"] = hub if hub is not None else Hub()
-    # Uploads are limited per file while streaming; this bounds a whole request (DESIGN §10).
-    app.config["MAX_CONTENT_LENGTH"] = upload.max_request_bytes(settings)
+    # Uploads are limited per file while streaming; this bounds a whole request
+    # (Quart's own defaults, 16 MB and 60 s, would refuse a large release).
+    app.config["MAX_CONTENT_LENGTH"] = uploads.max_request_bytes(settings)
     app.config["BODY_TIMEOUT"] = settings.body_timeout
     bodies.install(app)
     errors.install(app)
     openapi.install(app)
     access.install(app)
     app.register_blueprint(health.blueprint)
-    for module in (sensors, software, upload, summary, metrics, live, dashboard):
+    for module in (sensors, software, uploads, summary, metrics, live, dashboard):
         app.register_blueprint(module.blueprint)
 
     @app.before_serving
     async def prepare_storage() -> None:
-        await uploads.prepare_dirs(settings.staging_dir, settings.upload_dir)
+        await prepare_dirs(settings.staging_dir, settings.upload_dir)
 
     return app

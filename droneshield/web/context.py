@@ -9,8 +9,10 @@ from ..db.pool import Pool
 
 
 def settings() -> Settings:
-    return current_app.config["DRONESHIELD_SETTINGS"]
+    found: Settings = current_app.config["DRONESHIELD_SETTINGS"]
+    return found
 
 
 def pool() -> Pool:
-    return current_app.config["DRONESHIELD_POOL"]
+    found: Pool = current_app.config["DRONESHIELD_POOL"]
+    return found

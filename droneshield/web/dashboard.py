@@ -1,15 +1,16 @@
-"""The dashboard: client/ (plain HTML, CSS and ES modules, no build step) served as is. Its
-routes are left out of the OpenAPI document: they are a page, not the API."""
+"""The dashboard: client/ (plain HTML, CSS and ES modules, no build step; the package carries it,
+see resources.py) served as is. Its routes are left out of the OpenAPI document: they are a
+page, not the API."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Final
 
 from quart import Blueprint, Response, send_from_directory
 from quart_schema import hide
 
-CLIENT_DIR: Final = Path(__file__).resolve().parents[2] / "client"
+from ..resources import CLIENT_DIR
+
 # Everything the page loads comes from this origin; the WebSocket too ('self' covers ws/wss).
 CONTENT_SECURITY_POLICY: Final = (
     "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "

@@ -1,27 +1,51 @@
-"""Every HTTP error is `{"error": {"code", "message"}}` with the right status."""
+"""Every HTTP error is `{"error": {"code", "message"}}` with the right status: the one place
+where domain errors (errors.py) become HTTP statuses."""
 
 from __future__ import annotations
 
 import logging
+from typing import Final
 from urllib.parse import urlsplit
 
 from quart import Quart, Response, g, jsonify
 from quart_schema import RequestSchemaValidationError
 from werkzeug.exceptions import HTTPException
 
-from ..errors import DroneshieldError, UploadRejected
+from ..errors import (
+    BadRelease,
+    Conflict,
+    DroneshieldError,
+    Invalid,
+    NotFound,
+    StorageFull,
+    TimedOut,
+    TooLarge,
+    Unavailable,
+    UnsupportedContent,
+)
 
 log = logging.getLogger(__name__)
 
+# The most specific kind an error is an instance of decides (as httpx's map_exceptions does).
+STATUS_OF: Final[dict[type[DroneshieldError], int]] = {
+    Invalid: 400,
+    NotFound: 404,
+    TimedOut: 408,
+    Conflict: 409,
+    TooLarge: 413,
+    UnsupportedContent: 415,
+    BadRelease: 422,
+    Unavailable: 503,
+    StorageFull: 507,
+}
 
-class ApiError(Exception):
-    """An HTTP error with the API's own code (`invalid_cursor`, `sensor_not_found`, …)."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
+def status_of(error: DroneshieldError) -> int:
+    """The HTTP status for a domain error; 500 for one of no known kind."""
+    for kind in type(error).__mro__:
+        if kind in STATUS_OF:
+            return STATUS_OF[kind]
+    return 500
 
 
 class ClosesConnection(HTTPException):
@@ -62,17 +86,12 @@ def install(app: Quart) -> None:
     async def invalid_parameters(exc: RequestSchemaValidationError) -> Response:
         return error_response(400, "invalid_parameter", _validation_message(exc))
 
-    @app.errorhandler(ApiError)
-    async def api_error(exc: ApiError) -> Response:
-        return error_response(exc.status, exc.code, exc.message)
-
-    @app.errorhandler(UploadRejected)
-    async def upload_rejected(exc: UploadRejected) -> Response:
-        return error_response(exc.status, exc.code, exc.message)
-
     @app.errorhandler(DroneshieldError)
     async def droneshield_error(exc: DroneshieldError) -> Response:
-        return error_response(400, exc.code, exc.message)
+        status = status_of(exc)
+        if status == 500:
+            log.error("request %s failed: %r", g.get("request_id"), exc)
+        return error_response(status, exc.code, exc.message)
 
     @app.errorhandler(Exception)
     async def unexpected(exc: Exception) -> Response:
@@ -81,9 +100,9 @@ def install(app: Quart) -> None:
 
 
 def _local(url: str) -> str:
-    """`url` without scheme and host. werkzeug builds a redirect (`/a//b` → `/a/b`)
-    from the request's Host header, so anyone could have the daemon answer with a Location on
-    a host of their choosing; a path keeps the client on the host it asked."""
+    """`url` without scheme and host. werkzeug builds a redirect (`/a//b` → `/a/b`) from the
+    request's Host header, so anyone could have the daemon answer with a Location on a host of
+    their choosing; a path keeps the client on the host it asked."""
     parts = urlsplit(url)
     path = "/" + parts.path.lstrip("/")  # never `//host`, which browsers read as a host
     return path + (f"?{parts.query}" if parts.query else "")

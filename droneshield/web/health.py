@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from quart import Blueprint, current_app
+from quart import Blueprint
 from quart_schema import validate_response
 
 from ..db import migrate
-from .errors import error_response
+from ..db.pool import acquire
+from ..errors import DatabaseUnavailable, Unavailable
+from .context import pool
 from .schema import ApiModel, errors
 
 blueprint = Blueprint("health", __name__)
@@ -27,14 +29,15 @@ async def healthz() -> dict[str, str]:
 @blueprint.get("/readyz")
 @validate_response(Health)
 @errors(503)
-async def readyz():  # type: ignore[no-untyped-def]
+async def readyz() -> dict[str, str]:
     """Ready for traffic: the database answers and every migration is applied."""
-    pool = current_app.config["DRONESHIELD_POOL"]
     try:
-        async with pool.acquire() as conn:
+        async with acquire(pool()) as conn:
             missing = await migrate.pending(conn)
     except Exception as exc:
-        return error_response(503, "database_unavailable", f"database unreachable: {exc!r}")
+        # Any failure, not only a refused connection: a pooled connection the server dropped
+        # fails its statement instead.
+        raise DatabaseUnavailable(f"database unreachable: {exc!r}") from None
     if missing:
-        return error_response(503, "migrations_pending", f"migrations not applied: {missing}")
+        raise Unavailable(f"migrations not applied: {missing}", code="migrations_pending")
     return {"status": "ready"}

@@ -1,4 +1,4 @@
-"""`/ws`: live sensor changes and fleet totals for the dashboard (DESIGN §8).
+"""`/ws`: live sensor changes and fleet totals for the dashboard.
 
 Each connection has its own hub subscription and four small tasks: one reads client messages,
 one flushes coalesced sensor changes (at most every FLUSH_INTERVAL), one sends fleet totals when

@@ -1,5 +1,5 @@
-"""The WebSocket protocol of `/ws` (DESIGN §8): encoding what the server sends and checking what
-clients send. Pure functions, so hypothesis can throw anything at `parse`.
+"""The WebSocket protocol of `/ws` (README: Dashboard): encoding what the server sends and
+checking what clients send. Pure functions, so hypothesis can throw anything at `parse`.
 
 Server → client: `hello`, `subscribed` (a subscription is in force), `sensor` (changed sensors),
 `summary` (fleet totals), `resync` (reload what you show: changes were dropped), `ping` (answer
@@ -18,22 +18,18 @@ from typing import Any, Final
 import orjson
 
 from ..config import WS_MAX_SERIALS_DEFAULT
-from ..echo import echo
-from ..errors import DroneshieldError, InvalidReport, InvalidVersion
-from ..hub import Match, SensorChange
-from ..reports import check_serial
-from ..versions import canonical, display
+from ..domain import STATUSES, SensorState, canonical, check_serial, display, echo
+from ..errors import Invalid, InvalidReport, InvalidVersion
+from ..hub import Match
 
 SENSORS_PER_MESSAGE: Final = 500  # a big flush goes out in several `sensor` messages
-STATUSES: Final = ("never", "online", "offline")
 
 
-class ProtocolError(DroneshieldError):
+class ProtocolError(Invalid):
     """A client message that cannot be honoured; the client gets an `error` message back."""
 
     def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
+        super().__init__(message, code=code)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +48,7 @@ class Pong:
 ClientMessage = Subscribe | Pong
 
 
-def sensor_item(change: SensorChange) -> dict[str, Any]:
+def sensor_item(change: SensorState) -> dict[str, Any]:
     """One sensor as `GET /sensors` shows it (camelCase, version `v1.2.3`)."""
     return {
         "id": change.id,
@@ -80,7 +76,7 @@ def hello(now: datetime, *, offline_after: float, ping_interval: float) -> str:
     )
 
 
-def sensors(changes: Sequence[SensorChange]) -> list[str]:
+def sensors(changes: Sequence[SensorState]) -> list[str]:
     """`sensor` messages for a flush, at most SENSORS_PER_MESSAGE sensors each."""
     step = SENSORS_PER_MESSAGE
     return [
@@ -169,7 +165,7 @@ def _filter(where: object) -> Match:
         except InvalidVersion as exc:
             raise ProtocolError("invalid_subscribe", exc.message) from None
 
-    def match(change: SensorChange) -> bool:
+    def match(change: SensorState) -> bool:
         return (
             (status is None or change.status == status)
             and (version is None or change.version == version)

@@ -15,7 +15,7 @@ from python_multipart import MultipartParser
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import parse_options_header
 
-from ..errors import UploadRejected
+from ..errors import Invalid, TooLarge
 
 HEADERS_MAX: Final = 16  # headers per part
 HEADER_MAX: Final = 8 * 1024  # bytes per header line
@@ -48,8 +48,8 @@ def _text(raw: bytes) -> str:
         return raw.decode("latin-1")
 
 
-def _malformed(detail: str) -> UploadRejected:
-    return UploadRejected(400, "malformed_multipart", f"malformed multipart body: {detail}")
+def _malformed(detail: str) -> Invalid:
+    return Invalid(f"malformed multipart body: {detail}", code="malformed_multipart")
 
 
 class MultipartReader:
@@ -57,7 +57,7 @@ class MultipartReader:
 
     def __init__(self, boundary: str, *, max_parts: int) -> None:
         """Raises:
-        UploadRejected(400): the boundary is too long or not latin-1.
+        Invalid: the boundary is too long or not latin-1.
         """
         self._max_parts = max_parts
         self._parts = 0
@@ -92,8 +92,8 @@ class MultipartReader:
         """The events this chunk completes, in order.
 
         Raises:
-            UploadRejected(400): the body is not valid multipart.
-            UploadRejected(413): it has more than `max_parts` parts.
+            Invalid: the body is not valid multipart.
+            TooLarge: it has more than `max_parts` parts.
         """
         try:
             self._parser.write(chunk)
@@ -106,7 +106,7 @@ class MultipartReader:
         """The body ended.
 
         Raises:
-            UploadRejected(400): it ended before the closing boundary (a truncated upload).
+            Invalid: it ended before the closing boundary (a truncated upload).
         """
         if not self._ended:
             raise _malformed("it ends before the closing boundary")
@@ -114,9 +114,7 @@ class MultipartReader:
     def _on_part_begin(self) -> None:
         self._parts += 1
         if self._parts > self._max_parts:
-            raise UploadRejected(
-                413, "too_many_parts", f"at most {self._max_parts} parts per request"
-            )
+            raise TooLarge(f"at most {self._max_parts} parts per request", code="too_many_parts")
         self._headers.clear()
 
     def _on_header_field(self, data: bytes, start: int, end: int) -> None:

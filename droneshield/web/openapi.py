@@ -7,7 +7,7 @@ import inspect
 from typing import Any, Final
 
 from quart import Quart
-from quart_schema import Info, QuartSchema
+from quart_schema import Info, PydanticDumpOptions, QuartSchema
 from quart_schema.openapi import OpenAPIProvider
 
 from .schema import Binary
@@ -42,6 +42,8 @@ def install(app: Quart) -> None:
         ),
         security_schemes={BEARER: {"type": "http", "scheme": "bearer"}},
         scalar_ui_path=None,
-        pydantic_dump_options={"by_alias": True, "mode": "json"},
+        # quart-schema passes these to pydantic's model_dump, `mode` included, but its
+        # TypedDict does not list `mode`.
+        pydantic_dump_options=PydanticDumpOptions(by_alias=True, mode="json"),  # type: ignore[typeddict-unknown-key]
         openapi_provider_class=_Provider,
     )

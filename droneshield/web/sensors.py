@@ -13,12 +13,10 @@ from quart import Blueprint
 from quart_schema import validate_querystring, validate_response
 
 from ..db import sensors as db
-from ..echo import echo
-from ..errors import InvalidReport, InvalidVersion
-from ..reports import SERIAL_MAX, check_serial
-from ..versions import canonical, display
+from ..db.pool import acquire
+from ..domain import SERIAL_MAX, SensorState, Status, canonical, check_serial, display, echo
+from ..errors import Invalid, InvalidReport, NotFound
 from .context import pool
-from .errors import ApiError
 from .schema import ApiModel, errors
 
 blueprint = Blueprint("sensors", __name__)
@@ -41,7 +39,7 @@ class SensorQuery(ApiModel):
         description="`nextCursor` of the previous page: continue after it (an index range "
         "scan, fast at any depth). With a cursor, `page` is only echoed back.",
     )
-    status: Literal["never", "online", "offline"] | SkipJsonSchema[None] = None
+    status: Status | SkipJsonSchema[None] = None
     version: str | SkipJsonSchema[None] = Field(
         None, description="only sensors running this version (`v1.2.3` or `1.2.3`)"
     )
@@ -54,13 +52,13 @@ class Sensor(ApiModel):
     id: int
     serial: str
     version: str | None = Field(description="stored version, shown as `v1.2.3`")
-    status: Literal["never", "online", "offline"]
+    status: Status
     online: bool
     last_seen_at: datetime | None
     status_changed_at: datetime | None
 
     @classmethod
-    def of(cls, row: db.SensorRow) -> Sensor:
+    def of(cls, row: SensorState) -> Sensor:
         return cls(
             id=row.id,
             serial=row.serial,
@@ -112,28 +110,24 @@ def encode_cursor(serial: str) -> str:
 
 def decode_cursor(cursor: str) -> str:
     """Raises:
-    ApiError(400): not a cursor this API gave out.
+    Invalid: not a cursor this API gave out.
     """
     try:
         serial = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
         return check_serial(serial)
     except (binascii.Error, ValueError, InvalidReport):
-        raise ApiError(400, "invalid_cursor", "cursor is not one this API returned") from None
+        raise Invalid("cursor is not one this API returned", code="invalid_cursor") from None
 
 
 def _filter(query: SensorQuery) -> db.SensorFilter:
     """Raises:
-    ApiError(400): a malformed version or prefix.
+    InvalidVersion: a malformed version.
+    Invalid: a malformed prefix.
     """
-    version = None
-    if query.version:
-        try:
-            version = canonical(query.version)
-        except InvalidVersion as exc:
-            raise ApiError(400, "invalid_version", exc.message) from None
+    version = canonical(query.version) if query.version else None
     prefix = query.q or None
     if prefix is not None and not (prefix.isascii() and prefix.isprintable()):
-        raise ApiError(400, "invalid_prefix", "q must be printable ASCII, as serials are")
+        raise Invalid("q must be printable ASCII, as serials are", code="invalid_prefix")
     return db.SensorFilter(query.status, version, prefix)
 
 
@@ -155,7 +149,7 @@ async def list_sensors(query_args: SensorQuery) -> SensorPage:
     offset = 0 if after is not None else (query_args.page - 1) * limit
     # One snapshot for the total and the page: the far half of a filtered listing is located
     # from the total, which would otherwise drift between the two while statuses change.
-    async with pool().acquire() as conn, conn.transaction(isolation="repeatable_read"):
+    async with acquire(pool()) as conn, conn.transaction(isolation="repeatable_read"):
         total, exact = await db.total(conn, flt, cap=COUNT_CAP)
         # Nothing matches: skip the page query, which would otherwise scan the whole index.
         rows = (
@@ -191,11 +185,11 @@ async def get_sensor(serial: str, query_args: EventsQuery) -> SensorDetail:
     try:
         check_serial(serial)
     except InvalidReport:
-        raise ApiError(404, "sensor_not_found", f"no sensor {echo(serial)}") from None
-    async with pool().acquire() as conn:
+        raise NotFound(f"no sensor {echo(serial)}", code="sensor_not_found") from None
+    async with acquire(pool()) as conn:
         row = await db.get(conn, serial)
         if row is None:
-            raise ApiError(404, "sensor_not_found", f"no sensor {echo(serial)}")
+            raise NotFound(f"no sensor {echo(serial)}", code="sensor_not_found")
         events = await db.recent_events(conn, row.id, query_args.events)
     return SensorDetail(
         **Sensor.of(row).model_dump(),

@@ -13,15 +13,16 @@ import trio
 from pydantic import Field
 from quart import Blueprint, Response, request, send_file
 from quart_schema import validate_response
+from quart_trio.wrappers.response import TrioFileBody
 from werkzeug.exceptions import RequestedRangeNotSatisfiable
 
 from ..db import sensors as sensors_db
 from ..db import software as db
+from ..db.pool import acquire
 from ..db.software import Release
-from ..errors import InvalidVersion
-from ..versions import canonical, display, sort_key
+from ..domain import canonical, display, sort_key
+from ..errors import NotFound
 from .context import pool, settings
-from .errors import ApiError
 from .ranges import Unsatisfiable, byte_range
 from .schema import ApiModel, Binary, errors, responds
 
@@ -72,6 +73,7 @@ def _usage(counts: Sequence[sensors_db.FleetCount]) -> tuple[Counter[str], Count
 
 def _item(release: Release, usage: tuple[Counter[str], Counter[str]]) -> SoftwareItem:
     sensors, online = usage
+    assert release.uploaded_at is not None  # set by the database when stored
     shown = display(release.version)
     return SoftwareItem(
         version=shown,
@@ -87,16 +89,14 @@ def _item(release: Release, usage: tuple[Counter[str], Counter[str]]) -> Softwar
 
 async def _release(version: str) -> Release:
     """Raises:
-    ApiError: a malformed version (400) or one never uploaded (404).
+    InvalidVersion: a malformed version.
+    NotFound: a version never uploaded.
     """
-    try:
-        wanted = canonical(version)
-    except InvalidVersion as exc:
-        raise ApiError(400, "invalid_version", exc.message) from None
-    async with pool().acquire() as conn:
+    wanted = canonical(version)
+    async with acquire(pool()) as conn:
         release = await db.get(conn, wanted)
     if release is None:
-        raise ApiError(404, "software_not_found", f"v{wanted} was never uploaded")
+        raise NotFound(f"v{wanted} was never uploaded", code="software_not_found")
     return release
 
 
@@ -115,7 +115,7 @@ def content_disposition(filename: str) -> str:
 @errors()
 async def list_software() -> SoftwareList:
     """The release catalogue with how many sensors run each version."""
-    async with pool().acquire() as conn:
+    async with acquire(pool()) as conn:
         releases = await db.list_all(conn)
         counts = await sensors_db.fleet_counts(conn)
     releases.sort(key=lambda r: sort_key(r.version), reverse=True)
@@ -129,7 +129,7 @@ async def list_software() -> SoftwareList:
 async def get_software(version: str) -> SoftwareItem:
     """One release's metadata."""
     release = await _release(version)
-    async with pool().acquire() as conn:
+    async with acquire(pool()) as conn:
         counts = await sensors_db.fleet_counts(conn)
     return _item(release, _usage(counts))
 
@@ -147,35 +147,35 @@ async def get_software_file(version: str) -> Response:
     stored = PurePath(release.path)
     path = settings().upload_dir / stored.name
     if stored.name != release.path or not await trio.Path(path).is_file():
-        raise ApiError(404, "file_missing", f"the file of v{release.version} is missing")
+        raise NotFound(f"the file of v{release.version} is missing", code="file_missing")
     response = await send_file(path, mimetype=PdfFile.media_type, add_etags=False)
-    response.response.buffer_size = READ_CHUNK  # type: ignore[union-attr]
+    if isinstance(response.response, TrioFileBody):
+        response.response.buffer_size = READ_CHUNK
     response.headers["Content-Disposition"] = content_disposition(release.filename)
     response.set_etag(release.sha256)
     response = await response.make_conditional(request)  # 304 and 412; ranges are ours
-    if response.status_code == 200:
-        await _apply_range(response, release.sha256)
+    if response.status_code == 200 and isinstance(response.response, TrioFileBody):
+        await _apply_range(response, response.response, release.sha256)
     return response
 
 
-async def _apply_range(response: Response, etag: str) -> None:
-    """Make `response` (a whole file) the part the request's `Range` asks for (`ranges`).
+async def _apply_range(response: Response, body: TrioFileBody, etag: str) -> None:
+    """Make `response` (the whole file, `body`) the part the request's `Range` asks for.
 
     Raises:
         RequestedRangeNotSatisfiable: 416 when the range selects no byte of the file.
     """
-    body = response.response
     response.headers["Accept-Ranges"] = "bytes"
     if_range = request.headers.get("If-Range")
     if if_range is not None and if_range != f'"{etag}"':
         return  # the client's copy is another version: it gets the whole file
     try:
-        wanted = byte_range(request.headers.get("Range"), body.size)  # type: ignore[union-attr]
+        wanted = byte_range(request.headers.get("Range"), body.size)
     except Unsatisfiable:
-        raise RequestedRangeNotSatisfiable(body.size) from None  # type: ignore[union-attr]
+        raise RequestedRangeNotSatisfiable(body.size) from None
     if wanted is None:
         return
-    await body.make_conditional(wanted.start, wanted.stop)  # type: ignore[union-attr]
+    await body.make_conditional(wanted.start, wanted.stop)
     response.status_code = 206
     response.content_length = wanted.length
-    response.headers["Content-Range"] = wanted.content_range(body.size)  # type: ignore[union-attr]
+    response.headers["Content-Range"] = wanted.content_range(body.size)

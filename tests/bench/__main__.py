@@ -19,7 +19,7 @@ import trio
 import trio_asyncio
 
 from droneshield.db.pool import connect
-from tests.pg_admin import server
+from tests.support.pg_admin import server
 
 from .support import Bench, Result, console, summary_table
 

@@ -22,9 +22,9 @@ import trio
 from droneshield.db import seed
 from droneshield.db.pool import connect
 from droneshield.ingest.proto.status import DeviceStatus
-from tests.grpc_clients import aio, grpclib_stub
-from tests.h2_attacks import ATTACKS, H2Client
-from tests.uploads import add_software
+from tests.support.grpc_clients import aio, grpclib_stub
+from tests.support.h2_attacks import ATTACKS, H2Client
+from tests.support.releases import add_software
 
 from . import load
 from .support import Bench, Result, percentiles, print_table, rss_mb, run_client

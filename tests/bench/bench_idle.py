@@ -28,9 +28,9 @@ from trio_websocket import ConnectionClosed
 from droneshield.config import WS_PING_INTERVAL_DEFAULT
 from droneshield.db import seed
 from droneshield.db.pool import connect
-from tests.grpc_clients import grpclib_stub
-from tests.live_client import open_live
-from tests.uploads import add_software
+from tests.support.grpc_clients import grpclib_stub
+from tests.support.live_client import open_live
+from tests.support.releases import add_software
 
 from . import load
 from .support import Bench, Result, cpu_seconds, print_table, rss_mb, run_client

@@ -19,7 +19,7 @@ from grpclib.client import Channel
 
 from droneshield.db import seed
 from droneshield.ingest.proto.status import DeviceStatus, DeviceStatusBatch, DeviceStatusServiceStub
-from tests.processes import free_port, spawn
+from tests.support.processes import free_port, spawn
 
 from .support import Bench, Result, cpu_seconds, percentiles, print_table, run_client
 

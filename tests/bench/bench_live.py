@@ -24,9 +24,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from droneshield.db import seed
 from droneshield.db.pool import connect
 from droneshield.ingest.proto.status import DeviceStatusServiceStub
-from tests.grpc_clients import grpclib_stub
-from tests.live_client import open_live
-from tests.uploads import add_software
+from tests.support.grpc_clients import grpclib_stub
+from tests.support.live_client import open_live
+from tests.support.releases import add_software
 
 from . import load
 from .support import Bench, Result, cpu_seconds, percentiles, print_table, run_client

@@ -19,8 +19,8 @@ import trio
 from droneshield.config import WHEEL_RESOLUTION_DEFAULT
 from droneshield.db import seed
 from droneshield.db.pool import connect
-from tests.grpc_clients import grpclib_stub
-from tests.uploads import add_software
+from tests.support.grpc_clients import grpclib_stub
+from tests.support.releases import add_software
 
 from . import load
 from .support import Bench, Result, percentiles, print_table, run_client

@@ -18,7 +18,7 @@ from typing import Any, BinaryIO, Final
 import httpx
 import trio
 
-from tests.uploads import CLOSING, MULTIPART, part_head, pdf
+from tests.support.releases import CLOSING, MULTIPART, part_head, pdf
 
 from . import load
 from .support import Bench, DaemonProcess, Result, print_table, run_client

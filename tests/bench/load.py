@@ -20,7 +20,7 @@ import trio_asyncio
 from grpclib import GRPCError, Status
 
 from droneshield.ingest.proto.status import DeviceStatus, DeviceStatusBatch, DeviceStatusServiceStub
-from tests.grpc_clients import aio
+from tests.support.grpc_clients import aio
 
 Pairs = Sequence[tuple[str, str]]  # (serial, version) reports of one batch
 

@@ -29,8 +29,8 @@ from rich.table import Table
 
 from droneshield.db import migrate, seed
 from droneshield.db.pool import connect
-from tests.pg_admin import admin, with_database
-from tests.processes import Spawned, free_port, spawn, status_kib
+from tests.support.pg_admin import admin, with_database
+from tests.support.processes import Spawned, free_port, spawn, status_kib
 
 # Wide enough for the summary table when the output is a file or a pipe (CI logs, `tee`).
 console = Console(width=None if sys.stdout.isatty() else 200)

@@ -36,7 +36,7 @@ CHROMIUM_ARGS: Final = [
 ]
 APT_TIMEOUT: Final = 900  # seconds for apt-get to install chromium
 STEP_TIMEOUT: Final = 5_000  # ms Playwright waits in one step (locators, navigation)
-ARTIFACTS: Final = Path(__file__).resolve().parents[1] / "test-artifacts"
+ARTIFACTS: Final = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 T = TypeVar("T")
 

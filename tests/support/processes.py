@@ -22,7 +22,7 @@ from typing import Final
 import pytest
 import trio
 
-ROOT: Final = Path(__file__).resolve().parents[1]
+ROOT: Final = Path(__file__).resolve().parents[2]
 STOP_TIMEOUT: Final = 15.0  # seconds for a child to exit after SIGINT
 EOF_TIMEOUT: Final = 5.0  # seconds for the output pipe to close after the child exited
 POLL: Final = 0.05  # seconds between polls of the database
@@ -105,9 +105,10 @@ class Spawned:
 
 @asynccontextmanager
 async def spawn(
-    argv: Sequence[str], *, env: Mapping[str, str] | None = None
+    argv: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: Path = ROOT
 ) -> AsyncIterator[Spawned]:
-    """Run `argv` from the project root in its own session; on leaving, stop it (bounded)."""
+    """Run `argv` (from the project root unless `cwd` says otherwise) in its own session; on
+    leaving, stop it (bounded)."""
     env = {**(os.environ if env is None else env), "PYTHONUNBUFFERED": "1"}
     process = await trio.lowlevel.open_process(
         list(argv),
@@ -115,7 +116,7 @@ async def spawn(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         env=env,
-        cwd=ROOT,
+        cwd=cwd,
         start_new_session=True,
     )
     spawned = Spawned(process)

@@ -1,7 +1,8 @@
 """An in-memory implementation of the presence queries, whose database clock is trio's.
 
 The tracker's timing is tested on MockClock, where a real database cannot follow (its `now()`
-does not jump with the mock clock; DESIGN §10). This store keeps the same contract as
+does not jump with the mock clock, and real socket I/O under an autojumping clock sees
+timeouts that never happened). This store keeps the same contract as
 `droneshield.db.presence` (the real one is tested on PostgreSQL in test_presence_db.py) and
 records what it was asked, so tests can count statements and read transition times.
 """
@@ -14,8 +15,8 @@ from datetime import UTC, datetime, timedelta
 
 import trio
 
-from droneshield.db.presence import Expiry, WentOffline
-from droneshield.db.reports import Applied
+from droneshield.db.presence import Expiry
+from droneshield.domain import Applied, SensorState
 
 EPOCH = datetime(2025, 1, 1, tzinfo=UTC)
 
@@ -78,7 +79,7 @@ class MemoryPresenceStore:
                 row.online, row.changed = False, now
                 self.events.append((i, "offline", now))
                 expiry.offline.append(
-                    WentOffline(i, f"DS-{i:08d}", None, at(row.last_seen), at(now))
+                    SensorState(i, f"DS-{i:08d}", None, "offline", at(row.last_seen), at(now))
                 )
             else:
                 expiry.still_online.append((i, now - row.last_seen))

@@ -18,14 +18,13 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from .. import metrics, uploads
 from ..config import Settings
-from ..echo import echo
-from ..errors import UploadRejected
-from ..versions import display
+from ..domain import display, echo
+from ..errors import BadRelease, DroneshieldError, Invalid, TimedOut, TooLarge, UnsupportedContent
 from .auth import requires_key
 from .context import pool, settings
 from .errors import ClosesConnection
 from .multipart import MultipartReader, PartData, PartEnd, PartStart
-from .schema import ApiModel, errors
+from .schema import ApiModel, F, errors
 
 blueprint = Blueprint("upload", __name__)
 
@@ -80,14 +79,12 @@ class _Form:
     async def on_start(self, part: PartStart) -> None:
         if part.name in FILE_FIELDS:
             if part.filename is None:
-                raise UploadRejected(
-                    422, "bad_file_name", f"part {echo(part.name)} has no filename"
-                )
+                raise BadRelease(f"part {echo(part.name)} has no filename", code="bad_file_name")
             if part.filename:  # a browser's empty file input sends filename=""
                 self._file = await self._upload.begin_file(part.filename)
         elif part.filename is not None:
-            raise UploadRejected(
-                400, "unexpected_field", f"files go in `file` or `files`, not {echo(part.name)}"
+            raise Invalid(
+                f"files go in `file` or `files`, not {echo(part.name)}", code="unexpected_field"
             )
         elif part.name == DIGEST_FIELD:
             self._field = bytearray()
@@ -98,7 +95,7 @@ class _Form:
         elif self._field is not None:
             self._field += data
             if len(self._field) > FIELD_MAX:
-                raise UploadRejected(400, "field_too_large", f"{DIGEST_FIELD} is too long")
+                raise Invalid(f"{DIGEST_FIELD} is too long", code="field_too_large")
 
     async def on_end(self) -> None:
         if self._file is not None:
@@ -126,7 +123,7 @@ async def _receive(form: _Form, boundary: str, s: Settings) -> None:
     async for chunk in request.body:
         received += len(chunk)
         if received > limit:
-            raise UploadRejected(413, "request_too_large", f"the body exceeds {limit} bytes")
+            raise TooLarge(f"the body exceeds {limit} bytes", code="request_too_large")
         for event in reader.feed(chunk):
             if isinstance(event, PartData):
                 await form.on_data(event.data)
@@ -154,15 +151,15 @@ def _check_announced_length(limit: int) -> None:
 
 def _boundary() -> str:
     """Raises:
-    UploadRejected(415): not multipart/form-data with a boundary.
+    UnsupportedContent: not multipart/form-data with a boundary.
     """
     boundary = request.mimetype_params.get("boundary")
     if request.mimetype != "multipart/form-data" or not boundary:
-        raise UploadRejected(415, "expected_multipart", "send the files as multipart/form-data")
+        raise UnsupportedContent("send the files as multipart/form-data", code="expected_multipart")
     return boundary
 
 
-def _documents_form(view):  # type: ignore[no-untyped-def]
+def _documents_form(view: F) -> F:
     # Describes the body for OpenAPI only: quart-schema's validate_request would spool the
     # whole body through `request.files`, which is what this endpoint exists to avoid.
     setattr(view, QUART_SCHEMA_REQUEST_ATTRIBUTE, (UploadForm, DataSource.FORM_MULTIPART))
@@ -193,11 +190,9 @@ async def upload() -> tuple[UploadResult, int]:
             with trio.move_on_after(s.body_timeout) as waited:
                 await _receive(form, boundary, s)
             if waited.cancelled_caught:
-                raise UploadRejected(
-                    408, "body_timeout", f"the body took longer than {s.body_timeout} s"
-                )
+                raise TimedOut(f"the body took longer than {s.body_timeout} s", code="body_timeout")
             stored = await upload.store(pool(), form.digests)
-    except UploadRejected as exc:
+    except DroneshieldError as exc:
         metrics.UPLOADS.labels(exc.code).inc()
         await _drain_body()
         raise
@@ -209,7 +204,7 @@ async def upload() -> tuple[UploadResult, int]:
         files=[
             UploadedFile(
                 filename=f.release.filename,
-                version=display(f.release.version) or "",
+                version=display(f.release.version),
                 size_bytes=f.release.size_bytes,
                 sha256=f.release.sha256,
                 outcome=f.outcome,
