@@ -35,6 +35,7 @@ WORKLOADS = (
     "bench_idle",
     "bench_wheel",
     "bench_haproxy",
+    "bench_hostile",
 )
 RESULTS = Path(__file__).parent / "results" / "latest.json"
 
