@@ -8,7 +8,8 @@ commits, the next accumulates. Lanes commit side by side, so one daemon is not h
 connection's limit; a sensor always lands in the same lane, so its reports keep their order and
 two lanes never lock the same row. Every report is resolved exactly once: with its committed
 row, `UnknownSensor` (unknown or retired), or `IngestUnavailable` when it could not be committed
-before its deadline. A call whose reports span lanes is answered when the last of them is (the bridge counts them).
+before its deadline. A call whose reports span lanes is answered when the last of them is (the
+bridge counts them).
 """
 
 from __future__ import annotations
