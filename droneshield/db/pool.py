@@ -146,20 +146,36 @@ async def open_pool(dsn: str, *, size: int) -> AsyncIterator[Pool]:
             pool.terminate()
 
 
-@asynccontextmanager
-async def acquire(pool: Pool) -> AsyncIterator[Connection]:
-    """A pooled connection. Failing to get one raises DatabaseUnavailable, whatever the reason
-    the server gave, so callers can tell "cannot reach it" from "the statement failed".
+@contextmanager
+def connecting() -> Iterator[None]:
+    """Around getting a connection (pooled or not): any failure becomes DatabaseUnavailable,
+    whatever the reason the server gave, so callers can tell "cannot reach it" from "the
+    statement failed", and "database unavailable" means one thing everywhere.
     """
-    context = pool.acquire()
     try:
-        conn = await context.__aenter__()
+        yield
     except Exception as exc:
         raise DatabaseUnavailable(f"cannot connect to the database: {exc}") from exc
+
+
+@asynccontextmanager
+async def _entered(
+    context: AbstractAsyncContextManager[Connection],
+) -> AsyncIterator[Connection]:
+    with connecting():
+        conn = await context.__aenter__()
     try:
         yield conn
     finally:
         await context.__aexit__(None, None, None)
+
+
+def acquire(pool: Pool) -> AbstractAsyncContextManager[Connection]:
+    """A pooled connection: how every query of the daemon reaches the database.
+
+    Raises (on entering): DatabaseUnavailable when no connection can be had.
+    """
+    return _entered(pool.acquire())
 
 
 @asynccontextmanager

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Final, Literal
 
-from ..domain import SensorState, Status, status_of
+from ..domain import EventKind, SensorState, Status, status_of
 from .pool import Connection, Record
 
 ANCHOR_EVERY: Final = 1000  # rows between page anchors (migration 0005)
@@ -63,7 +63,7 @@ class Listing:
 class EventRow:
     id: int
     at: datetime
-    kind: str
+    kind: EventKind
     old: str | None
     new: str | None
 

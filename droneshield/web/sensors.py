@@ -18,7 +18,7 @@ from quart_schema import validate_querystring, validate_response
 from ..availability import DAY, WEEK, availability
 from ..db import sensors as db
 from ..db.pool import Connection, acquire
-from ..domain import SERIAL_MAX, Status, canonical, check_serial, display, echo
+from ..domain import SERIAL_MAX, EventKind, Status, canonical, check_serial, display, echo
 from ..errors import Invalid, InvalidReport, NotFound
 from .context import pool
 from .messages import sensor_item
@@ -117,14 +117,14 @@ class SensorPage(ApiModel):
 class SensorEvent(ApiModel):
     id: int
     at: datetime
-    kind: Literal["online", "offline", "version", "retired", "restored"]
+    kind: EventKind
     old: str | None
     new: str | None
 
     @classmethod
     def of(cls, e: db.EventRow) -> SensorEvent:
         old, new = (display(e.old), display(e.new)) if e.kind == "version" else (e.old, e.new)
-        return cls(id=e.id, at=e.at, kind=e.kind, old=old, new=new)  # type: ignore[arg-type]
+        return cls(id=e.id, at=e.at, kind=e.kind, old=old, new=new)
 
 
 class Availability(ApiModel):
