@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
 
 from quart import Quart, Response, g, jsonify
@@ -24,6 +24,9 @@ from ..errors import (
     Unavailable,
     UnsupportedContent,
 )
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIEnvironment
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +58,10 @@ class ClosesConnection(HTTPException):
     the client stops sending instead of meeting a reset, or, reusing the connection, having its
     next request read as this body with both sides waiting (Chromium did)."""
 
-    def get_headers(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-        return [*super().get_headers(*args, **kwargs), ("Connection", "close")]
+    def get_headers(
+        self, environ: WSGIEnvironment | None = None, scope: dict[str, Any] | None = None
+    ) -> list[tuple[str, str]]:
+        return [*super().get_headers(environ, scope), ("Connection", "close")]
 
 
 def error_response(status: int, code: str, message: str) -> Response:
