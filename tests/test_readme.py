@@ -29,7 +29,7 @@ PLACEHOLDER = re.compile(r"[A-Z]{2,}|â€¦")  # `just emit MODE`, `--count N`, `â€
 def examples() -> Iterator[tuple[list[str], str | None]]:
     """(argv after `uv run`, the README's next output line for a `$ ` example, else None)."""
     for kind, body in re.findall(r"```(sh|text)\n(.*?)```", README, re.DOTALL):
-        lines = body.splitlines()
+        lines = body.replace("\\\n", " ").splitlines()  # a command continued with `\`
         for i, line in enumerate(lines):
             if kind == "text" and not line.startswith("$ "):
                 continue
