@@ -171,7 +171,7 @@ async def test_a_worker_that_keeps_failing_to_start_makes_serve_give_up_and_fail
     assert gave_up is not None, serve.output()
     starts = [line for line in serve.lines if f"workers: {gave_up[1]} started" in line]
     assert len(starts) == int(gave_up[2]) == Restarts().limit
-    assert serve.lines[-1].startswith("droneshield serve failed: WorkersFailed(")
+    assert serve.lines[-1].startswith("droneshield: worker 1 exited with code 1; it failed ")
 
 
 async def test_a_port_another_program_holds_fails_at_once_without_starting_workers(

@@ -51,26 +51,28 @@ def shown(dsn: str) -> str:
 
 
 @contextmanager
-def _connecting(dsn: str) -> Iterator[None]:
-    """Say why a connection could not be had, with the URL (password masked) and what to do.
-
-    Raises:
-        DatabaseUnavailable: the server cannot be reached, refuses the login, or has no such
-            database.
+def connecting(dsn: str | None = None) -> Iterator[None]:
+    """Around getting a connection (pooled or not): any failure becomes DatabaseUnavailable,
+    whatever the reason the server gave, so callers can tell "cannot reach it" from "the
+    statement failed", and "database unavailable" means one thing everywhere. With `dsn`, the
+    message names it (password masked) and says why in a person's words: unreachable, login
+    refused, no such database.
     """
-    where = shown(dsn)
+    where = f"the database at {shown(dsn)}" if dsn else "the database"
     try:
         yield
     except (
         asyncpg.InvalidPasswordError,
         asyncpg.InvalidAuthorizationSpecificationError,
     ) as exc:
-        raise DatabaseUnavailable(f"the database at {where} refused the login: {exc}") from exc
+        raise DatabaseUnavailable(f"{where} refused the login: {exc}") from exc
     except asyncpg.InvalidCatalogNameError as exc:
-        raise DatabaseUnavailable(f"the database at {where}: {exc}") from exc
+        raise DatabaseUnavailable(f"{where}: {exc}") from exc
     except (OSError, TimeoutError) as exc:
         reason = exc.strerror or str(exc) or "timed out"
-        raise DatabaseUnavailable(f"cannot reach the database at {where}: {reason}") from exc
+        raise DatabaseUnavailable(f"cannot reach {where}: {reason}") from exc
+    except Exception as exc:
+        raise DatabaseUnavailable(f"cannot connect to {where}: {exc}") from exc
 
 
 class Record(Protocol):
@@ -134,7 +136,7 @@ async def open_pool(dsn: str, *, size: int) -> AsyncIterator[Pool]:
         command_timeout=COMMAND_TIMEOUT,
         timeout=CONNECT_TIMEOUT,
     )
-    with _connecting(dsn):
+    with connecting(dsn):
         await pool.__aenter__()
     try:
         yield pool
@@ -146,23 +148,11 @@ async def open_pool(dsn: str, *, size: int) -> AsyncIterator[Pool]:
             pool.terminate()
 
 
-@contextmanager
-def connecting() -> Iterator[None]:
-    """Around getting a connection (pooled or not): any failure becomes DatabaseUnavailable,
-    whatever the reason the server gave, so callers can tell "cannot reach it" from "the
-    statement failed", and "database unavailable" means one thing everywhere.
-    """
-    try:
-        yield
-    except Exception as exc:
-        raise DatabaseUnavailable(f"cannot connect to the database: {exc}") from exc
-
-
 @asynccontextmanager
 async def _entered(
-    context: AbstractAsyncContextManager[Connection],
+    context: AbstractAsyncContextManager[Connection], dsn: str | None = None
 ) -> AsyncIterator[Connection]:
-    with connecting():
+    with connecting(dsn):
         conn = await context.__aenter__()
     try:
         yield conn
@@ -178,16 +168,12 @@ def acquire(pool: Pool) -> AbstractAsyncContextManager[Connection]:
     return _entered(pool.acquire())
 
 
-@asynccontextmanager
-async def connect(dsn: str) -> AsyncIterator[Connection]:
-    """One connection outside the pool (migrations, seeding, LISTEN)."""
-    with _connecting(dsn):
-        context = triopg.connect(dsn, timeout=CONNECT_TIMEOUT)
-        conn = await context.__aenter__()
-    try:
-        yield conn
-    finally:
-        await context.__aexit__(None, None, None)
+def connect(dsn: str) -> AbstractAsyncContextManager[Connection]:
+    """One connection outside the pool (migrations, seeding).
+
+    Raises (on entering): DatabaseUnavailable when no connection can be had.
+    """
+    return _entered(triopg.connect(dsn, timeout=CONNECT_TIMEOUT), dsn)
 
 
 T = TypeVar("T")
