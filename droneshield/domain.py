@@ -60,6 +60,12 @@ class SensorState:
     status: Status
     last_seen_at: datetime | None
     status_changed_at: datetime | None
+    # Set only on a change fanned out live, never stored: the version the sensor reported when
+    # that version was never uploaded (so `version` could not take it), and whether this change
+    # only moved `last_seen_at` (a heartbeat: status and version as before).
+    reported_version: str | None = None
+    heartbeat: bool = False
+    site: str | None = None  # where the sensor stands, for live views filtered by site
 
     @property
     def online(self) -> bool:
@@ -85,9 +91,19 @@ class Applied(NamedTuple):
     version_known: bool
 
     def state(self) -> SensorState:
-        """The sensor after the commit: online, whatever it was."""
+        """The sensor after the commit: online, whatever it was; with the version it reported
+        when that one was never uploaded, and flagged a heartbeat when nothing but
+        `last_seen_at` moved."""
+        unreleased = None if self.version_known else self.reported_version
         return SensorState(
-            self.id, self.serial, self.version, "online", self.last_seen_at, self.status_changed_at
+            self.id,
+            self.serial,
+            self.version,
+            "online",
+            self.last_seen_at,
+            self.status_changed_at,
+            reported_version=unreleased,
+            heartbeat=self.was_online and self.version == self.old_version,
         )
 
 

@@ -18,14 +18,18 @@ from .support.live_client import open_live
 
 serials = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), min_size=1, max_size=128)
 moments = st.none() | st.datetimes(timezones=st.just(UTC))
+versions = st.none() | st.from_regex(r"\d{1,3}\.\d{1,3}\.\d{1,3}(-rc\.\d)?", fullmatch=True)
 changes = st.builds(
     SensorState,
     id=st.integers(1, 2**62),
     serial=serials,
-    version=st.none() | st.from_regex(r"\d{1,3}\.\d{1,3}\.\d{1,3}(-rc\.\d)?", fullmatch=True),
+    version=versions,
     status=st.sampled_from(["never", "online", "offline"]),
     last_seen_at=moments,
     status_changed_at=moments,
+    reported_version=versions,
+    heartbeat=st.booleans(),
+    site=st.none() | st.text(max_size=20),
 )
 
 
