@@ -93,7 +93,7 @@ async def test_paging_and_filters(dashboard, running, db):
 
         await dashboard(next_by_keyboard)
         await dashboard(lambda p: expect(p.locator(rows).first).to_contain_text("DS-00000051"))
-        await dashboard(lambda p: p.get_by_role("button", name="Last").click())
+        await dashboard(lambda p: p.get_by_role("button", name="Last", exact=True).click())
         await dashboard(lambda p: expect(p.locator(rows)).to_have_count(20))
         await dashboard(lambda p: expect(p.get_by_role("button", name="Next")).to_be_disabled())
         await dashboard(lambda p: p.get_by_role("button", name="First").click())
@@ -110,7 +110,7 @@ async def test_paging_and_filters(dashboard, running, db):
 
         await dashboard(lambda p: p.get_by_label("Version", exact=True).select_option(""))
         await dashboard(lambda p: p.get_by_label("Status", exact=True).select_option(""))
-        await dashboard(lambda p: p.get_by_label("Serial", exact=True).fill("DS-0000011"))
+        await dashboard(lambda p: p.get_by_label("Serial or label", exact=True).fill("DS-0000011"))
         await dashboard(lambda p: expect(p.locator(rows)).to_have_count(10))
         url = await dashboard(lambda p: p.url)
     assert "q=DS-0000011" in url  # the view is in the URL, so it survives a reload
