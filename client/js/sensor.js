@@ -37,13 +37,13 @@ export class SensorView {
     el("sensor-timeline").replaceChildren();
     el("sensor-older").hidden = true;
     this.onShow(serial);
-    const request = (this.loading = Promise.all([
-      getJSON(`/sensors/${encodeURIComponent(serial)}`),
-      this.events(serial),
-    ]));
-    let detail, events;
+    // Both asked at once; the facts show as soon as they come, the timeline when it does.
+    const events = this.events(serial);
+    const request = (this.loading = getJSON(`/sensors/${encodeURIComponent(serial)}`));
+    events.catch(() => null); // reported below, once the facts are known to be current
+    let detail;
     try {
-      [detail, events] = await request;
+      detail = await request;
     } catch (error) {
       if (request === this.loading) {
         el("sensor-facts").replaceChildren(h("p", { class: "error", role: "alert" }, error.message));
@@ -53,7 +53,14 @@ export class SensorView {
     if (request !== this.loading) return;
     this.item = withReported(detail);
     this.renderFacts();
-    this.append(events.items, events.nextCursor);
+    try {
+      const page = await events;
+      if (request === this.loading) this.append(page.items, page.nextCursor);
+    } catch (error) {
+      if (request === this.loading) {
+        el("sensor-timeline").replaceChildren(h("li", { class: "error", role: "alert" }, `Could not load the timeline: ${error.message}`));
+      }
+    }
   }
 
   events(serial, cursor) {
@@ -128,7 +135,7 @@ export class SensorView {
       const list = this.section.querySelector("#sensor-timeline");
       list.querySelector(":scope > .empty")?.remove();
       list.prepend(...entries.reverse().map((event) => this.entry(event)));
-      if (entries.length || change.reportedVersion !== before.reportedVersion) this.renderFacts();
+      if (entries.length || (change.reportedVersion ?? null) !== (before.reportedVersion ?? null)) this.renderFacts();
       else this.section.querySelector("#sensor-last-seen").replaceChildren(relativeTime(change.lastSeenAt));
     }
   }

@@ -275,7 +275,10 @@ export class SensorTable {
 
   updateRow(shown, item) {
     const { tr, item: before } = shown;
-    const noticed = before.status !== item.status || before.version !== item.version || before.reportedVersion !== item.reportedVersion;
+    const noticed =
+      before.status !== item.status ||
+      before.version !== item.version ||
+      (before.reportedVersion ?? null) !== (item.reportedVersion ?? null);
     shown.item = item;
     if (!noticed) {
       // A heartbeat: "last seen" only, no flash.
