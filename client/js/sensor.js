@@ -7,6 +7,7 @@ import { dateTime, h, relativeTime } from "./format.js";
 import { remember, versionCell, withReported } from "./versions.js";
 
 const EVENTS_PAGE = 50;
+const WINDOWS = { last24h: "24 h", last7d: "7 d" }; // availability windows the API gives
 
 function percent(share) {
   return share == null ? "–" : `${(share * 100).toFixed(share === 1 ? 0 : 1)} %`;
@@ -14,6 +15,7 @@ function percent(share) {
 
 function describe(event) {
   if (event.kind === "version") return `version ${event.old ?? "none"} → ${event.new ?? "none"}`;
+  if (event.kind === "retired" || event.kind === "restored") return event.kind;
   const was = event.old === "never" ? "first report" : `was ${event.old}`;
   return `${event.new ?? event.kind} (${was})`;
 }
@@ -80,8 +82,8 @@ export class SensorView {
     const download = item.version
       ? h("a", { href: `/software/${encodeURIComponent(item.version)}/file`, download: "" }, `Download ${item.version}`)
       : null;
-    const availability = Object.entries(item.availability ?? {}).map(([window, share]) =>
-      h("div", { class: "fact" }, h("dt", {}, `Online, last ${window}`), h("dd", { dataset: { window } }, percent(share))),
+    const availability = Object.entries(WINDOWS).map(([key, window]) =>
+      h("div", { class: "fact" }, h("dt", {}, `Online, last ${window}`), h("dd", { dataset: { window: key } }, percent(item.availability?.[key]))),
     );
     const fact = (label, ...value) => h("div", { class: "fact" }, h("dt", {}, label), h("dd", {}, ...value));
     this.section.querySelector("#sensor-facts").replaceChildren(

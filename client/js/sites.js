@@ -21,7 +21,8 @@ export class Sites {
       return;
     }
     const { items } = body;
-    this.options.replaceChildren(...items.map((item) => h("option", { value: item.site })));
+    const named = items.filter((item) => item.site !== null);
+    this.options.replaceChildren(...named.map((item) => h("option", { value: item.site })));
     if (!items.length) {
       this.list.replaceChildren(h("li", { class: "empty" }, "No sites yet: sensors are added without one."));
       return;
@@ -30,12 +31,13 @@ export class Sites {
   }
 
   item(item) {
-    const covered = item.online > 0;
-    const link = listHash(new URLSearchParams({ site: item.site }));
+    const { covered } = item;
+    // Sensors without a site are counted too, but cannot be picked by the site filter.
+    const name = item.site === null ? h("em", {}, "no site") : h("a", { href: listHash(new URLSearchParams({ site: item.site })) }, item.site);
     return h(
       "li",
-      { class: covered ? "covered" : "uncovered", dataset: { site: item.site } },
-      h("a", { href: link }, item.site),
+      { class: covered ? "covered" : "uncovered", dataset: { site: item.site ?? "" } },
+      name,
       " ",
       h("span", { class: "badge " + (covered ? "online" : "offline") }, covered ? "covered" : "not covered"),
       h("span", { class: "hint" }, ` ${count(item.online)} online · ${count(item.offline)} offline · ${count(item.never)} never seen`),
