@@ -186,3 +186,45 @@ async def test_counts_and_rows_are_marked_stale_when_the_daemon_stops(
         await page(lambda p: expect(p.locator("#sensors .as-of")).to_contain_text(as_of))
         await page.screenshot("stale.png")
         await page.close()
+
+
+async def test_an_operator_adds_sensors_by_csv_and_sees_their_site_uncovered(
+    browser, running, sensors
+):
+    result = "#provision-result"
+    with trio.fail_after(30):
+        page = await open_dashboard(browser, running.http_port)
+        await page(lambda p: p.get_by_text("Add sensors").first.click())
+        csv = page.page.get_by_label("CSV with a header")
+        await page(lambda p: csv.fill("serial,site,label\nSN-1,north-gate,mast\nbad\u00e9,x,y"))
+        await page(lambda p: p.get_by_role("button", name="Add sensors").click())
+        await page(lambda p: expect(p.locator(result)).to_contain_text("Nothing was added"))
+        await page(lambda p: expect(p.locator(result)).to_contain_text("data row 2"))
+        await page(lambda p: csv.fill("serial,site,label\nSN-1,north-gate,mast\nSN-2,north-gate,"))
+        await page(lambda p: p.get_by_role("button", name="Add sensors").click())
+        await page(lambda p: expect(p.locator(result)).to_have_text("2 added, 0 already there."))
+        site = page.page.locator('#sites li[data-site="north-gate"]')
+        await page(lambda p: expect(site).to_contain_text("not covered"))
+        await page(lambda p: expect(p.locator("#count-total")).to_have_text("12"))
+        await page.screenshot("provisioned.png")
+        await page(lambda p: site.get_by_role("link").click())
+        rows = page.page.locator("#sensor-table tbody tr[data-serial]")
+        await page(lambda p: expect(rows).to_have_count(2))
+        url = await page(lambda p: p.url)
+        await page.close()
+    assert url.endswith("#/?site=north-gate")
+
+
+async def test_the_software_panel_shows_versions_reported_but_never_uploaded(
+    browser, running, sensors
+):
+    await report(running.grpc_port, sensors[0], "v4.0.0")
+    with trio.fail_after(30):
+        page = await open_dashboard(browser, running.http_port)
+        unreleased = page.page.locator('#unreleased li[data-version="v4.0.0"]')
+        await page(
+            lambda p: expect(unreleased).to_contain_text(
+                re.compile(r"v4\.0\.0 reported by sensors since \d{2}:\d{2}, not uploaded")
+            )
+        )
+        await page.close()

@@ -133,7 +133,10 @@ new Provisioner({
   form: byId("provision-form"),
   result: byId("provision-result"),
   dialog: byId("api-key-dialog"),
-  onAdded: resync,
+  onAdded: () => {
+    resync();
+    sites.load(); // new sites at once, whatever the throttle
+  },
 });
 
 router = new Router(route);

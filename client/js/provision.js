@@ -36,7 +36,7 @@ export class Provisioner {
     this.show(
       "failed",
       `${error.message} Nothing was added.`,
-      rows.length ? h("ul", {}, ...rows.map((row) => h("li", {}, `row ${row.index + 1}: ${row.message}`))) : null,
+      rows.length ? h("ul", {}, ...rows.map((row) => h("li", {}, `data row ${row.index + 1}: ${row.message}`))) : null,
     );
   }
 
