@@ -88,6 +88,7 @@ function route(where) {
   byId("sensor-view").hidden = view !== "sensor";
   if (view === "sensor") {
     sensorView.show(where.serial);
+    byId("sensor-heading").focus(); // keyboard and screen reader users land on the new view
     return;
   }
   byId("sensor-back").href = location.hash || "#/";

@@ -90,7 +90,7 @@ export class SensorView {
       h(
         "dl",
         { class: "facts" },
-        fact("Status", h("span", { class: `badge ${item.status}`, id: "sensor-status" }, item.status === "never" ? "never seen" : item.status)),
+        fact("Status", this.status(item)),
         fact("Version", h("span", { id: "sensor-version" }, versionCell(item)), " ", download),
         fact("Site", item.site ?? "—"),
         fact("Label", item.label ?? "—"),
@@ -99,6 +99,11 @@ export class SensorView {
         ...availability,
       ),
     );
+  }
+
+  status(item) {
+    const status = item.retired ? "retired" : item.status;
+    return h("span", { class: `badge ${status}`, id: "sensor-status" }, status === "never" ? "never seen" : status);
   }
 
   append(events, cursor) {

@@ -233,8 +233,8 @@ export class SensorTable {
   // Fleet totals changed: where the page's total is one of them, it follows at once, so the
   // two never disagree; other filters (site, text) are recounted at the next refresh.
   fleet(totals) {
-    if (this.total == null || this.state.q || this.state.site) return;
     const { status, version } = this.state;
+    if (this.total == null || this.state.q || this.state.site || status === "retired") return;
     const from = version ? totals.versions.find((v) => v.version === version) ?? { total: 0 } : totals;
     const total = status ? from[status] ?? 0 : from.total;
     if (total === this.total) return;
