@@ -2,7 +2,8 @@
 // Live changes update rows in place; a row flashes only when its status or version changes
 // (a heartbeat moves "last seen" quietly). A row that stops matching the filter, or whose sort
 // key moved, is marked and leaves at the next refresh; sensors that enter the filter are
-// counted ("3 new — show"). A refresh comes by itself every REFRESH while anything is marked.
+// counted ("3 new — show"). A refresh comes by itself within REFRESH while anything is marked
+// or the fleet totals moved under a filter they cannot count (site, text).
 
 import { getJSON } from "./api.js";
 import { count, h, relativeTime } from "./format.js";
@@ -11,7 +12,7 @@ import { remember, versionCell, withReported } from "./versions.js";
 
 const DEFAULTS = { page: 1, limit: 50, status: "", version: "", site: "", q: "", sort: "serial", order: "asc" };
 const SEARCH_DELAY = 250; // ms of typing quiet before the search runs
-const REFRESH = 10000; // ms: a page with marked rows or new sensors reloads this often
+const REFRESH = 10000; // ms: a page with marked rows, new sensors or a stale total reloads
 const COLUMNS = 5;
 // Sort keys a live change can move (last seen moves with every heartbeat: the page simply
 // reorders at its next refresh, nothing is marked for it).
@@ -231,10 +232,14 @@ export class SensorTable {
   }
 
   // Fleet totals changed: where the page's total is one of them, it follows at once, so the
-  // two never disagree; other filters (site, text) are recounted at the next refresh.
+  // two never disagree; under other filters (site, text) the page is recounted at a refresh.
   fleet(totals) {
     const { status, version } = this.state;
-    if (this.total == null || this.state.q || this.state.site || status === "retired") return;
+    if (this.total == null || status === "retired") return;
+    if (this.state.q || this.state.site) {
+      this.scheduleRefresh();
+      return;
+    }
     const from = version ? totals.versions.find((v) => v.version === version) ?? { total: 0 } : totals;
     const total = status ? from[status] ?? 0 : from.total;
     if (total === this.total) return;
@@ -319,6 +324,10 @@ export class SensorTable {
     }
     this.notice.hidden = false;
     this.notice.replaceChildren(`${parts.join(" · ")} — `, h("button", { type: "button", class: "link" }, "show"));
+    this.scheduleRefresh();
+  }
+
+  scheduleRefresh() {
     if (!this.refreshTimer) this.refreshTimer = setTimeout(() => this.load(), REFRESH);
   }
 
