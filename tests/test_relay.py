@@ -48,6 +48,13 @@ def test_only_wanted_serials_are_decoded(batch):
     assert decoded == [c for c in batch if c.serial in wanted]
 
 
+def test_payloads_of_a_daemon_that_predates_reported_versions_still_decode():
+    old = '{"i": "a", "c": [[7, "S-7", "1.0.0", "online", null, null]]}'
+    assert decode(old, lambda serial: True) == [
+        SensorState(7, "S-7", "1.0.0", "online", None, None)
+    ]
+
+
 def test_resync_payload_asks_for_a_resync():
     assert decode(resync_payload("a"), lambda serial: True) is None
 
