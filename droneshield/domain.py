@@ -89,6 +89,7 @@ class Applied(NamedTuple):
     old_version: str | None
     reported_version: str | None
     version_known: bool
+    site: str | None = None  # carried to live views, which may be filtered by site
 
     def state(self) -> SensorState:
         """The sensor after the commit: online, whatever it was; with the version it reported
@@ -104,6 +105,7 @@ class Applied(NamedTuple):
             self.status_changed_at,
             reported_version=unreleased,
             heartbeat=self.was_online and self.version == self.old_version,
+            site=self.site,
         )
 
 

@@ -94,6 +94,21 @@ async def test_unreleased_version_reaches_the_live_row_marked_and_heartbeats_are
     ]
 
 
+async def test_site_filter_follows_reports_and_expiries_of_that_site(
+    aio_loop, database_url, settings, db, sensors, nursery
+):
+    quick = settings.replace(offline_after=1.0, wheel_resolution=0.1)
+    running = await nursery.start(daemon.run, quick, database_url)
+    await db.execute("UPDATE sensor SET site = 'north' WHERE serial = ANY($1)", sensors[:2])
+    with trio.fail_after(15):
+        async with open_live(running.http_port) as client, grpclib_stub(running.grpc_port) as stub:
+            await client.subscribe(where={"site": "north", "status": "offline"})
+            for serial in (sensors[0], sensors[5]):  # north, and a sensor of no site
+                await aio(stub.send_status, DeviceStatus(serial=serial, software_version=""))
+            [gone] = (await client.next("sensor"))["sensors"]  # by the expiry, a second later
+    assert (gone["serial"], gone["status"]) == (sensors[0], "offline")
+
+
 async def test_page_subscription_also_gets_sensors_entering_its_filter_not_their_heartbeats(
     running,
 ):
@@ -341,6 +356,7 @@ async def test_summary_arrives_on_connect_and_follows_the_fleet(running, db, sen
             {"version": "v1.0.0", "total": 1, "never": 0, "online": 1, "offline": 0},
             {"version": None, "total": 9, "never": 9, "online": 0, "offline": 0},
         ],
+        "unreleased": [],
     }
 
 

@@ -16,7 +16,7 @@ import { Uploader } from "./upload.js";
 
 const TICK = 1000; // ms between refreshes of the "12 s ago" texts
 const RESYNC_QUIET = 1000; // ms: resync requests closer together than this are merged
-const SIDE_QUIET = 5000; // ms: sites and unreleased versions reload at most this often
+const SIDE_QUIET = 5000; // ms: the sites reload at most this often
 
 const byId = (id) => document.getElementById(id);
 
@@ -95,16 +95,13 @@ function route(where) {
   table.show(where.params);
 }
 
-const reloadSide = throttled(() => {
-  sites.load();
-  unreleased.load();
-}, SIDE_QUIET);
+const reloadSites = throttled(() => sites.load(), SIDE_QUIET);
 
 const resync = throttled(() => {
   if (view === "sensor") sensorView.show(sensorView.serial);
   else table.load();
   catalogue.load();
-  reloadSide();
+  reloadSites();
 }, RESYNC_QUIET);
 
 live = new Live({
@@ -114,7 +111,8 @@ live = new Live({
     summary.render(totals);
     table.setVersions(totals.versions.map((v) => v.version));
     table.fleet(totals);
-    reloadSide();
+    if (totals.unreleased) unreleased.render(totals.unreleased);
+    reloadSites();
   },
   onResync: resync,
 });
@@ -144,4 +142,5 @@ router = new Router(route);
 live.start();
 router.dispatch();
 catalogue.load();
+unreleased.load();
 setInterval(() => refreshTimes(), TICK);

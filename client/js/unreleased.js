@@ -1,5 +1,6 @@
-// Versions sensors report that nobody uploaded (GET /software/unreleased): they are never
-// stored on a sensor, so without this panel they would be out of sight.
+// Versions sensors report that nobody uploaded (GET /software/unreleased, and live in every
+// `summary` message): they are never stored on a sensor, so without this panel they would be
+// out of sight.
 
 import { getJSON } from "./api.js";
 import { count, dateTime, h, relativeTime } from "./format.js";
@@ -24,8 +25,12 @@ export class Unreleased {
       this.list.hidden = false;
       return;
     }
-    this.list.hidden = !body.items.length;
-    this.list.replaceChildren(...body.items.map((item) => this.item(item)));
+    this.render(body.items);
+  }
+
+  render(items) {
+    this.list.hidden = !items.length;
+    this.list.replaceChildren(...items.map((item) => this.item(item)));
   }
 
   item(item) {
