@@ -24,7 +24,7 @@ from typing import BinaryIO, Final, Literal
 
 import trio
 
-from . import domain
+from . import domain, human
 from .db import software
 from .db.pool import Pool, acquire
 from .db.software import Release
@@ -136,7 +136,9 @@ class StagedFile:
         UnsupportedContent: the content does not start with `%PDF-`.
         """
         if self.size + len(data) > self._max_bytes:
-            raise TooLarge(f"{self.name!r} exceeds {self._max_bytes} bytes", code="file_too_large")
+            raise TooLarge(
+                f"{self.name!r} exceeds {human.size(self._max_bytes)}", code="file_too_large"
+            )
         if len(self._head) < len(PDF_MAGIC):
             self._head += data[: len(PDF_MAGIC) - len(self._head)]
             if not PDF_MAGIC.startswith(self._head):

@@ -72,3 +72,20 @@ def test_image_is_multi_stage_built_with_uv_and_runs_unprivileged():
     assert 'ENTRYPOINT ["droneshield"]' in dockerfile
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {".git", ".venv", ".data"} <= set(ignored)
+
+
+def test_compose_publishes_on_loopback_and_allows_keyless_only_there(compose):
+    config = _config(compose)
+    assert "127.0.0.1:8000:8000" in config
+    assert "127.0.0.1:50051:50051" in config
+    entry = re.search(r"case .*?esac;", config, re.DOTALL)
+    assert entry is not None
+    script = (
+        entry.group(0).replace("$$", "$").replace("\n", " ") + ' echo "$DRONESHIELD_ALLOW_INSECURE"'
+    )
+    for publish, allowed in (("127.0.0.1", "1"), ("0.0.0.0", "")):
+        env = {"DRONESHIELD_PUBLISH_HOST": publish, "DRONESHIELD_ALLOW_INSECURE": ""}
+        done = subprocess.run(
+            ["sh", "-c", script], env=env, capture_output=True, text=True, check=True
+        )
+        assert done.stdout.strip() == allowed

@@ -185,7 +185,7 @@ async def test_a_port_another_program_holds_fails_at_once_without_starting_worke
         with trio.fail_after(START_TIMEOUT):
             async with spawn(SERVE, env=env) as serve:
                 assert await serve.exited() == 1
-    assert f"HTTP port 127.0.0.1:{http_port} cannot be shared" in serve.output()
+    assert f"HTTP port 127.0.0.1:{http_port} is in use" in serve.output()
     assert not any("worker 1 started" in line for line in serve.lines)
 
 

@@ -30,6 +30,10 @@ export function apiKey() {
   return localStorage.getItem(KEY_STORAGE);
 }
 
+export function forgetApiKey() {
+  localStorage.removeItem(KEY_STORAGE);
+}
+
 // Ask for the key in a modal dialog; resolves to the key, or null when cancelled.
 export function askApiKey(dialog) {
   const form = dialog.querySelector("form");
@@ -63,6 +67,7 @@ export async function sendText(method, path, text, type) {
     return { ok: false, status: 0, body: null };
   }
   const body = await response.json().catch(() => null);
+  if (response.status === 401 && body?.error?.code === "invalid_api_key") forgetApiKey();
   return { ok: response.ok, status: response.status, body };
 }
 
@@ -85,6 +90,8 @@ export function uploadFile(file, onProgress) {
       } catch {
         // not JSON: reported by status below
       }
+      // A key the server refused is forgotten, so the next upload asks for the right one.
+      if (xhr.status === 401 && body?.error?.code === "invalid_api_key") forgetApiKey();
       resolve({ status: xhr.status, body });
     });
     xhr.addEventListener("error", () => resolve({ status: 0, body: null }));

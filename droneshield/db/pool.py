@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from typing import Any, Final, Protocol, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import trio
@@ -35,6 +36,41 @@ def is_transient(exc: BaseException) -> bool:
         return True
     state = getattr(exc, "sqlstate", None) or ""
     return isinstance(exc, asyncpg.PostgresError) and state.startswith(_TRANSIENT_SQLSTATES)
+
+
+def shown(dsn: str) -> str:
+    """`dsn` fit to print: its password (in the user part or a query parameter) masked."""
+    url = urlsplit(dsn)
+    netloc = url.netloc
+    if url.password is not None:
+        netloc = netloc.replace(f":{url.password}@", ":***@", 1)
+    query = "&".join(
+        "password=***" if part.startswith("password=") else part for part in url.query.split("&")
+    )
+    return urlunsplit(url._replace(netloc=netloc, query=query))
+
+
+@contextmanager
+def _connecting(dsn: str) -> Iterator[None]:
+    """Say why a connection could not be had, with the URL (password masked) and what to do.
+
+    Raises:
+        DatabaseUnavailable: the server cannot be reached, refuses the login, or has no such
+            database.
+    """
+    where = shown(dsn)
+    try:
+        yield
+    except (
+        asyncpg.InvalidPasswordError,
+        asyncpg.InvalidAuthorizationSpecificationError,
+    ) as exc:
+        raise DatabaseUnavailable(f"the database at {where} refused the login: {exc}") from exc
+    except asyncpg.InvalidCatalogNameError as exc:
+        raise DatabaseUnavailable(f"the database at {where}: {exc}") from exc
+    except (OSError, TimeoutError) as exc:
+        reason = exc.strerror or str(exc) or "timed out"
+        raise DatabaseUnavailable(f"cannot reach the database at {where}: {reason}") from exc
 
 
 class Record(Protocol):
@@ -98,7 +134,8 @@ async def open_pool(dsn: str, *, size: int) -> AsyncIterator[Pool]:
         command_timeout=COMMAND_TIMEOUT,
         timeout=CONNECT_TIMEOUT,
     )
-    await pool.__aenter__()
+    with _connecting(dsn):
+        await pool.__aenter__()
     try:
         yield pool
     finally:
@@ -128,8 +165,13 @@ async def acquire(pool: Pool) -> AsyncIterator[Connection]:
 @asynccontextmanager
 async def connect(dsn: str) -> AsyncIterator[Connection]:
     """One connection outside the pool (migrations, seeding, LISTEN)."""
-    async with triopg.connect(dsn, timeout=CONNECT_TIMEOUT) as conn:
+    with _connecting(dsn):
+        context = triopg.connect(dsn, timeout=CONNECT_TIMEOUT)
+        conn = await context.__aenter__()
+    try:
         yield conn
+    finally:
+        await context.__aexit__(None, None, None)
 
 
 T = TypeVar("T")

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from grpclib import GRPCError, Status
 from grpclib.server import Stream
 
+from .. import human
 from .wrapping import HandlerFunc, Wrapped
 
 if TYPE_CHECKING:
@@ -53,7 +54,8 @@ async def _recv_message(stream: Stream[Any, Any], max_bytes: int) -> Any:
         raise GRPCError(Status.UNIMPLEMENTED, "compressed requests are not supported")
     if length > max_bytes:
         raise GRPCError(
-            Status.RESOURCE_EXHAUSTED, f"request of {length} bytes exceeds the limit of {max_bytes}"
+            Status.RESOURCE_EXHAUSTED,
+            f"request of {human.size(length)} exceeds the limit of {human.size(max_bytes)}",
         )
     data = await h2_stream.recv_data(length)
     (message,) = await stream._dispatch.recv_message(stream._codec.decode(data, stream._recv_type))

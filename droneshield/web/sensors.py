@@ -41,8 +41,8 @@ class SensorQuery(ApiModel):
     cursor: str | SkipJsonSchema[None] = Field(
         None,
         description="`nextCursor` of the previous page: continue after it (an index range "
-        "scan, fast at any depth). With a cursor, `page` is only echoed back. A cursor "
-        "belongs to its sort and order.",
+        "scan, fast at any depth). Not with `page`: a cursor says where the page starts. A "
+        "cursor belongs to its sort and order.",
     )
     sort: db.Sort = Field(
         "serial",
@@ -227,6 +227,11 @@ async def list_sensors(query_args: SensorQuery) -> SensorPage:
     at any depth of the unfiltered listing by serial, and for the first and last pages of
     every other listing; middle pages cost more the deeper they are.
     """
+    if query_args.cursor is not None and "page" in query_args.model_fields_set:
+        raise Invalid(
+            "give cursor or page, not both: a cursor already says where the page starts",
+            code="invalid_parameter",
+        )
     flt = _filter(query_args)
     order = db.Order(query_args.sort, query_args.order == "desc")
     limit = min(query_args.limit, LIMIT_MAX)
