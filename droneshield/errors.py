@@ -51,6 +51,7 @@ class InvalidSensors(DroneshieldError):
 
     def __init__(self, message: str, rows: list[dict[str, object]], *, code: str | None = None):
         super().__init__(message, code=code, details={"rows": rows})
+        self.rows = rows
 
 
 class BadRelease(DroneshieldError):

@@ -246,7 +246,11 @@ async def test_bad_parameters_are_400(api, params, code):
 @pytest.mark.parametrize(
     ("params", "message"),
     [
-        ({"status": "OFFLINE"}, "status must be one of never, online, offline"),
+        ({"status": "OFFLINE"}, "status must be one of never, online, offline, retired"),
+        (
+            {"sort": "colour"},
+            "sort must be one of serial, status_changed_at, last_seen_at, version",
+        ),
         ({"limit": "1.5"}, "limit must be an integer"),
         ({"page": "0", "limit": "x"}, "page must be at least 1; limit must be an integer"),
         ({"page": "1000001"}, "page must be at most 1,000,000"),

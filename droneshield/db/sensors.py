@@ -20,7 +20,8 @@ from .pool import Connection, Record
 ANCHOR_EVERY: Final = 1000  # rows between page anchors (migration 0005)
 _ANCHOR_LOCK: Final = 0x616E63686F72  # advisory lock: one instance rebuilds the anchors
 
-Listed = Status | Literal["retired"]
+# One Literal, not `Status | Literal["retired"]`: validation names every choice at once.
+Listed = Literal["never", "online", "offline", "retired"]
 Sort = Literal["serial", "status_changed_at", "last_seen_at", "version"]
 SORTS: Final[tuple[Sort, ...]] = ("serial", "status_changed_at", "last_seen_at", "version")
 
@@ -98,9 +99,10 @@ class SensorFilter:
         else:
             conditions.append("retired_at IS NULL")
             if self.status is not None:
-                conditions.append(_STATUS_SQL[self.status])
-                if (sort, self.status) in _STATUS_KEY_RANGE:
-                    conditions.append(_STATUS_KEY_RANGE[sort, self.status])
+                status: Status = self.status
+                conditions.append(_STATUS_SQL[status])
+                if (sort, status) in _STATUS_KEY_RANGE:
+                    conditions.append(_STATUS_KEY_RANGE[sort, status])
         if self.version is not None:
             # Both: the equality on the version index's expression makes it an ordered range.
             value = param(self.version)

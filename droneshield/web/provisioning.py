@@ -4,8 +4,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterable, Sequence
-from typing import Final
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from typing import Final, TypeVar
 
 from pydantic import Field
 from quart import Blueprint, request
@@ -128,7 +128,10 @@ async def _one(specs: Sequence[Numbered]) -> AsyncIterator[Sequence[Numbered]]:
     yield specs
 
 
-def _documents_body(view):  # type: ignore[no-untyped-def]
+F = TypeVar("F", bound=Callable[..., object])
+
+
+def _documents_body(view: F) -> F:
     # OpenAPI only: the body is read by hand (JSON or CSV, bounded), not by quart-schema.
     setattr(view, QUART_SCHEMA_REQUEST_ATTRIBUTE, (NewSensors, DataSource.JSON))
     return view

@@ -336,6 +336,6 @@ async def get_sensor(serial: str, query_args: DetailQuery) -> SensorDetail:
         **Sensor.of(detail.listing).model_dump(),
         retired=detail.listing.retired,
         created_at=detail.created_at,
-        availability=Availability(last_24h=share(DAY), last_7d=share(WEEK)),
+        availability=Availability(last24h=share(DAY), last7d=share(WEEK)),
         events=[SensorEvent.of(e) for e in recent],
     )
