@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import re
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 from quart import Quart, Response, g, jsonify
 from quart_schema import RequestSchemaValidationError
@@ -81,6 +82,14 @@ def install(app: Quart) -> None:
                 response.headers[key] = value
         return response
 
+    @app.after_request
+    async def local_redirects(response: Response) -> Response:
+        # Routing redirects (RequestRedirect) skip the error handlers; they pass here.
+        location = response.headers.get("Location")
+        if location is not None and 300 <= response.status_code < 400:
+            response.headers["Location"] = _local(location)
+        return response
+
     @app.errorhandler(RequestSchemaValidationError)
     async def invalid_parameters(exc: RequestSchemaValidationError) -> Response:
         return error_response(400, "invalid_parameter", _validation_message(exc))
@@ -122,6 +131,15 @@ RULE_OF: Final[dict[str, str]] = {
 }
 # What pydantic adds to an error's location for the member of a union that failed.
 _UNION_MEMBER: Final = re.compile(r"^(none|str|int|float|bool|.*\[.*\])$")
+
+
+def _local(url: str) -> str:
+    """`url` without scheme and host. werkzeug builds a redirect (`/a//b` → `/a/b`) from the
+    request's Host header, so anyone could have the daemon answer with a Location on a host of
+    their choosing; a path keeps the client on the host it asked."""
+    parts = urlsplit(url)
+    path = "/" + parts.path.lstrip("/")  # never `//host`, which browsers read as a host
+    return path + (f"?{parts.query}" if parts.query else "")
 
 
 def _validation_message(exc: RequestSchemaValidationError) -> str:
