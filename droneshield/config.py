@@ -24,7 +24,8 @@ EVENT_RETENTION_DEFAULT: Final = 30 * 86400.0  # seconds (30 days)
 ACK_TIMEOUT_DEFAULT: Final = 10.0  # seconds a report may wait for its commit
 BATCH_MAX_DEFAULT: Final = 2000  # reports per group commit
 QUEUE_SIZE_DEFAULT: Final = 20000  # reports buffered before callers wait
-POOL_SIZE_DEFAULT: Final = 4  # connections
+WRITER_LANES_DEFAULT: Final = 2  # connections committing reports side by side
+POOL_SIZE_DEFAULT: Final = 4  # connections: the writer's lanes and everything else
 SHUTDOWN_GRACE_DEFAULT: Final = 3.0  # seconds to drain in-flight reports on shutdown
 MAX_UPLOAD_BYTES_DEFAULT: Final = 100 * 1024 * 1024  # bytes per file
 BODY_TIMEOUT_DEFAULT: Final = 300.0  # seconds a request body (an upload) may take to arrive
@@ -90,7 +91,14 @@ class Settings:
         default=QUEUE_SIZE_DEFAULT,
         metadata={"help": "reports buffered before callers wait (backpressure)"},
     )
-    pool_size: int = field(default=POOL_SIZE_DEFAULT, metadata={"help": "database connections"})
+    writer_lanes: int = field(
+        default=WRITER_LANES_DEFAULT,
+        metadata={"help": "writer lanes: connections committing reports side by side"},
+    )
+    pool_size: int = field(
+        default=POOL_SIZE_DEFAULT,
+        metadata={"help": "database connections (each writer lane keeps one; one more at least)"},
+    )
     shutdown_grace: float = field(
         default=SHUTDOWN_GRACE_DEFAULT,
         metadata={"help": "seconds to finish in-flight work on shutdown"},
@@ -211,6 +219,12 @@ class Settings:
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             check(f.name, getattr(self, f.name))
+        if self.pool_size < self.writer_lanes + 1:
+            # Expiry, the relay, fleet totals and HTTP requests share what the lanes leave.
+            raise ValueError(
+                f"pool_size must be at least writer_lanes + 1 = {self.writer_lanes + 1} "
+                "(each writer lane keeps a connection; presence, the relay and HTTP need one)"
+            )
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("tls_cert and tls_key must be given together")
         if self.grpc_client_ca is not None and self.tls_cert is None:
@@ -257,6 +271,7 @@ RULES: Final[dict[str, tuple[Callable[[Any], bool], str]]] = {
             "ack_timeout",
             "batch_max",
             "queue_size",
+            "writer_lanes",
             "max_upload_bytes",
             "workers",
             "grpc_max_message_bytes",

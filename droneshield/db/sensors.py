@@ -45,6 +45,7 @@ _STATUS_KEY_RANGE: Final[dict[tuple[Sort, Status], str]] = {
     ("last_seen_at", "never"): "seen_key = '-infinity'",
     ("last_seen_at", "offline"): "seen_key > '-infinity' AND seen_key < 'infinity'",
     ("status_changed_at", "never"): f"{_KEYS['status_changed_at'][0]} = '-infinity'",
+    ("version", "never"): f"{_KEYS['version'][0]} = ''",  # never reported: no stored version
 }
 
 
@@ -142,6 +143,15 @@ class Order:
 
     def reversed(self) -> Order:
         return replace(self, descending=not self.descending)
+
+
+async def plan_each(conn: Connection) -> None:
+    """Plan this transaction's statements for their actual arguments. asyncpg prepares every
+    statement, and after five runs PostgreSQL may keep a generic plan, blind to the value of a
+    search pattern or a site: one that scans the serial index in full when nothing matches
+    (measured ~200 ms at 100k sensors against 0.1 ms through the trigram index). Planning
+    costs a fraction of a millisecond."""
+    await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
 
 
 async def page(

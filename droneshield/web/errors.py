@@ -107,6 +107,15 @@ def install(app: Quart) -> None:
         return error_response(500, "internal", "internal server error")
 
 
+def _local(url: str) -> str:
+    """`url` without scheme and host. werkzeug builds a redirect (`/a//b` → `/a/b`) from the
+    request's Host header, so anyone could have the daemon answer with a Location on a host of
+    their choosing; a path keeps the client on the host it asked."""
+    parts = urlsplit(url)
+    path = "/" + parts.path.lstrip("/")  # never `//host`, which browsers read as a host
+    return path + (f"?{parts.query}" if parts.query else "")
+
+
 # pydantic's error types, as the rule they break in the API's words (the context fills them).
 RULE_OF: Final[dict[str, str]] = {
     "literal_error": "must be one of {choices}",
@@ -131,15 +140,6 @@ RULE_OF: Final[dict[str, str]] = {
 }
 # What pydantic adds to an error's location for the member of a union that failed.
 _UNION_MEMBER: Final = re.compile(r"^(none|str|int|float|bool|.*\[.*\])$")
-
-
-def _local(url: str) -> str:
-    """`url` without scheme and host. werkzeug builds a redirect (`/a//b` → `/a/b`) from the
-    request's Host header, so anyone could have the daemon answer with a Location on a host of
-    their choosing; a path keeps the client on the host it asked."""
-    parts = urlsplit(url)
-    path = "/" + parts.path.lstrip("/")  # never `//host`, which browsers read as a host
-    return path + (f"?{parts.query}" if parts.query else "")
 
 
 def _validation_message(exc: RequestSchemaValidationError) -> str:

@@ -15,7 +15,7 @@ from quart_schema.validation import QUART_SCHEMA_REQUEST_ATTRIBUTE, DataSource
 from ..db import provisioning as db
 from ..db import sensors as sensors_db
 from ..db.pool import acquire
-from ..domain import check_serial
+from ..domain import check_serial, echo
 from ..errors import Invalid, InvalidReport, NotFound, TooLarge, UnsupportedContent
 from ..provisioning import (
     LABEL_MAX,
@@ -30,7 +30,7 @@ from ..provisioning import (
 )
 from .auth import requires_key
 from .context import pool
-from .schema import ApiModel, errors
+from .schema import ApiModel, NoContent, errors, responds
 from .sensors import Sensor
 
 blueprint = Blueprint("provisioning", __name__)
@@ -170,7 +170,7 @@ def _serial(serial: str) -> str:
     try:
         return check_serial(serial)
     except InvalidReport:
-        raise NotFound(f"no sensor {serial[:40]!r}", code="sensor_not_found") from None
+        raise NotFound(f"no sensor {echo(serial)}", code="sensor_not_found") from None
 
 
 def _changes(body: bytes) -> dict[str, str | None]:
@@ -201,7 +201,7 @@ async def change_sensor(serial: str) -> Sensor:
     changes = _changes(await _body())
     async with acquire(pool()) as conn:
         if not await db.update(conn, _serial(serial), changes):
-            raise NotFound(f"no sensor {serial!r}", code="sensor_not_found")
+            raise NotFound(f"no sensor {echo(serial)}", code="sensor_not_found")
         detail = await sensors_db.get(conn, serial)
     assert detail is not None  # sensors are never deleted
     return Sensor.of(detail.listing)
@@ -209,6 +209,7 @@ async def change_sensor(serial: str) -> Sensor:
 
 @blueprint.delete("/sensors/<path:serial>")
 @requires_key
+@responds(204, NoContent)
 @errors(401, 404)
 async def retire_sensor(serial: str) -> tuple[str, int]:
     """Retire a sensor (204): it leaves listings, totals and live views (`status=retired`
@@ -217,5 +218,5 @@ async def retire_sensor(serial: str) -> tuple[str, int]:
     async with acquire(pool()) as conn:
         done = await db.retire(conn, _serial(serial))
     if done is None:
-        raise NotFound(f"no sensor {serial!r}", code="sensor_not_found")
+        raise NotFound(f"no sensor {echo(serial)}", code="sensor_not_found")
     return "", 204

@@ -9,9 +9,10 @@ import json
 from datetime import datetime, timedelta
 from typing import Final, Literal
 
+import orjson
 from pydantic import Field
 from pydantic.json_schema import SkipJsonSchema
-from quart import Blueprint
+from quart import Blueprint, Response, current_app
 from quart_schema import validate_querystring, validate_response
 
 from ..availability import DAY, WEEK, availability
@@ -20,7 +21,8 @@ from ..db.pool import Connection, acquire
 from ..domain import SERIAL_MAX, Status, canonical, check_serial, display, echo
 from ..errors import Invalid, InvalidReport, NotFound
 from .context import pool
-from .schema import ApiModel, errors
+from .messages import sensor_item
+from .schema import ApiModel, errors, responds
 
 blueprint = Blueprint("sensors", __name__)
 
@@ -216,11 +218,15 @@ def _filter(query: SensorQuery) -> db.SensorFilter:
     return db.SensorFilter(query.status, version, query.site or None, q)
 
 
+def _item(row: db.Listing) -> dict[str, object]:
+    return {**sensor_item(row.state), "site": row.site, "label": row.label}
+
+
 @blueprint.get("/sensors")
 @validate_querystring(SensorQuery)
-@validate_response(SensorPage)
+@responds(200, SensorPage)
 @errors(400)
-async def list_sensors(query_args: SensorQuery) -> SensorPage:
+async def list_sensors(query_args: SensorQuery) -> Response:
     """List sensors page by page, sorted, filtered and searched.
 
     Follow `nextCursor` for fast paging at any depth in every order. Page numbers are fast
@@ -240,6 +246,7 @@ async def list_sensors(query_args: SensorQuery) -> SensorPage:
     # One snapshot for the total and the page: the far half of a listing is located from the
     # total, which would otherwise drift between the two while statuses change.
     async with acquire(pool()) as conn, conn.transaction(isolation="repeatable_read"):
+        await db.plan_each(conn)
         total, exact = await db.total(conn, flt, cap=COUNT_CAP)
         # Nothing matches: skip the page query, which would otherwise scan the whole index.
         rows = (
@@ -257,15 +264,23 @@ async def list_sensors(query_args: SensorQuery) -> SensorPage:
         )
     more = len(rows) > limit
     rows = rows[:limit]
-    return SensorPage(
-        items=[Sensor.of(r) for r, _ in rows],
-        page=query_args.page,
-        limit=limit,
-        sort=order.sort,
-        order=query_args.order,
-        total=total,
-        total_exact=exact,
-        next_cursor=encode_cursor(order, rows[-1][1], rows[-1][0].state.serial) if more else None,
+    # Encoded straight from the rows (the document is SensorPage, as the schemathesis test
+    # checks): building and validating 50 pydantic models and encoding them cost more CPU per
+    # page than the rest of the request.
+    page = {
+        "items": [_item(r) for r, _ in rows],
+        "page": query_args.page,
+        "limit": limit,
+        "sort": order.sort,
+        "order": query_args.order,
+        "total": total,
+        "totalExact": exact,
+        "nextCursor": (
+            encode_cursor(order, rows[-1][1], rows[-1][0].state.serial) if more else None
+        ),
+    }
+    return current_app.response_class(
+        orjson.dumps(page, option=orjson.OPT_UTC_Z), content_type="application/json"
     )
 
 

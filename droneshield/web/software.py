@@ -25,7 +25,7 @@ from ..errors import NotFound
 from .auth import requires_key
 from .context import pool, settings
 from .ranges import Unsatisfiable, byte_range
-from .schema import ApiModel, Binary, errors, responds
+from .schema import ApiModel, Binary, NoContent, errors, responds
 
 blueprint = Blueprint("software", __name__)
 
@@ -159,6 +159,7 @@ async def list_unreleased() -> UnreleasedList:
 
 @blueprint.delete("/software/<version>")
 @requires_key
+@responds(204, NoContent)
 @errors(400, 401, 404, 409)
 async def delete_software(version: str) -> tuple[str, int]:
     """Remove a release no sensor runs (its row, then its file): 204. One that sensors run

@@ -36,7 +36,7 @@ async def run(bench: Bench) -> list[Result]:
     url = await bench.seeded(bench.fleet)
     seconds = QUICK_SECONDS if bench.quick else SECONDS
     rows, results = [], []
-    for connections, version in [*((c, "1.0.0") for c in CONNECTIONS), (1, UNRELEASED)]:
+    for connections, version in [*((c, "stored") for c in CONNECTIONS), (1, UNRELEASED)]:
         rate, latencies, hot = await run_client(
             __name__, url, bench.fleet, connections, BATCH_MAX_DEFAULT, seconds, version
         )
@@ -73,9 +73,16 @@ async def _connection(
     applied = 0
     try:
         while time.perf_counter() < until:
-            serials = sorted(seed.serial_for(n) for n in random.sample(range(1, fleet + 1), batch))
+            numbers = sorted(random.sample(range(1, fleet + 1), batch))
+            serials = [seed.serial_for(n) for n in numbers]
+            # Each sensor reports the version it stores (Bench.seeded: 1.10.0 on every third),
+            # unless the run is about an unreleased one.
+            versions = [
+                version if version == UNRELEASED else ("1.10.0" if n % 3 == 0 else "1.0.0")
+                for n in numbers
+            ]
             began = time.perf_counter()
-            await reports.apply_reports(conn, serials, [version] * batch)
+            await reports.apply_reports(conn, serials, versions)
             latencies.append(time.perf_counter() - began)
             applied += batch
     finally:
