@@ -79,9 +79,12 @@ class SensorState:
     status: Status
     last_seen_at: datetime | None
     status_changed_at: datetime | None
-    # The version the sensor just reported when it was not stored (never uploaded): known only
-    # to the daemon that committed the report, for its live views; None otherwise.
+    # Set only on a change fanned out live, never stored: the version the sensor reported when
+    # that version was never uploaded (so `version` could not take it), and whether this change
+    # only moved `last_seen_at` (a heartbeat: status and version as before).
     reported_version: str | None = None
+    heartbeat: bool = False
+    site: str | None = None  # where the sensor stands, for live views filtered by site
 
     @property
     def online(self) -> bool:
@@ -105,10 +108,13 @@ class Applied(NamedTuple):
     old_version: str | None
     reported_version: str | None
     version_known: bool
+    site: str | None = None  # carried to live views, which may be filtered by site
 
     def state(self) -> SensorState:
-        """The sensor after the commit: online, whatever it was, with the version it reported
-        when that version was not stored."""
+        """The sensor after the commit: online, whatever it was; with the version it reported
+        when that one was never uploaded, and flagged a heartbeat when nothing but
+        `last_seen_at` moved."""
+        unreleased = None if self.version_known else self.reported_version
         return SensorState(
             self.id,
             self.serial,
@@ -116,7 +122,9 @@ class Applied(NamedTuple):
             "online",
             self.last_seen_at,
             self.status_changed_at,
-            None if self.version_known else self.reported_version,
+            reported_version=unreleased,
+            heartbeat=self.was_online and self.version == self.old_version,
+            site=self.site,
         )
 
 

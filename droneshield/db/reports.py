@@ -36,7 +36,7 @@ WITH input AS (
     WHERE s.id = t.id
     RETURNING s.id, s.serial, s.version, s.last_seen_at, s.status_changed_at,
               t.was_online, t.was_never, t.old_version, t.reported_version,
-              t.known_version IS NOT NULL AS version_known
+              t.known_version IS NOT NULL AS version_known, s.site
 ), events AS (
     INSERT INTO sensor_event (sensor_id, at, kind, old, new)
     SELECT id, last_seen_at, 'online', CASE WHEN was_never THEN 'never' ELSE 'offline' END,
@@ -57,7 +57,7 @@ WITH input AS (
     SET reports = u.reports + excluded.reports, last_seen_at = excluded.last_seen_at
 )
 SELECT id, serial, version, last_seen_at, status_changed_at, was_online, was_never,
-       old_version, reported_version, version_known
+       old_version, reported_version, version_known, site
 FROM updated
 """
 
