@@ -238,7 +238,7 @@ async def test_a_key_the_server_refused_is_forgotten(
 ):
     running = await nursery.start(daemon.run, keyed_settings, database_url)
     with trio.fail_after(30):
-        page = await _open(browser, running.http_port)
+        page = await open_dashboard(browser, running.http_port)
         await page(lambda p: p.evaluate("localStorage.setItem('droneshield.apiKey', 'stale')"))
         await page(lambda p: p.locator("#file-input").set_input_files([_pdf("v3.0.0.pdf")]))
         await page(lambda p: expect(p.get_by_role("dialog")).to_be_visible())
