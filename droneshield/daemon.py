@@ -1,6 +1,6 @@
 """The daemon: one nursery that supervises everything. Read top to bottom, this is the
 architecture: pool → writer → presence → relay (changes to and from other daemons) →
-fleet totals → gRPC ingest → HTTP/WebSocket app.
+fleet totals → fleet history (a sample a minute) → gRPC ingest → HTTP/WebSocket app.
 
 Cancelling `run` (a signal, a test leaving its fixture) stops it all: servers stop accepting,
 reports in flight are committed or answered with an error, the pool closes last. A crash in any
@@ -20,9 +20,11 @@ import trio_asyncio
 
 from . import metrics
 from .config import Settings
+from .db.history import HistoryDb
 from .db.pool import open_pool
 from .db.presence import PresenceDb
 from .domain import Applied
+from .history import serve_history
 from .hub import Hub
 from .ingest import tls as grpc_tls
 from .ingest.bridge import Submitter, serve_grpc
@@ -87,6 +89,9 @@ async def run(
             metrics.WHEEL_SENSORS.set_function(lambda: len(tracker.wheel))
             await nursery.start(relay.serve)
             await nursery.start(serve_summary, pool, hub)
+            await nursery.start(
+                partial(serve_history, HistoryDb(pool), retention=settings.history_retention)
+            )
             grace = settings.shutdown_grace
             shared = settings.workers > 1  # the other workers listen on the same ports
             grpc_port = await nursery.start(
