@@ -52,14 +52,31 @@ def summarise(counts: Sequence[db.FleetCount]) -> dict[str, object]:
     }
 
 
+def by_version(counts: Sequence[db.FleetCount]) -> dict[str | None, int]:
+    """Sensors per canonical version (None: no stored version)."""
+    totals: dict[str | None, int] = {}
+    for c in counts:
+        totals[c.version] = totals.get(c.version, 0) + c.n
+    return totals
+
+
+async def counts(pool: Pool) -> list[db.FleetCount]:
+    """The maintained counters now, per (status, version).
+
+    Raises:
+        DatabaseUnavailable: no connection could be had.
+    """
+    async with acquire(pool) as conn:
+        return await db.fleet_counts(conn)
+
+
 async def read(pool: Pool) -> dict[str, object]:
     """The totals now.
 
     Raises:
         DatabaseUnavailable: no connection could be had.
     """
-    async with acquire(pool) as conn:
-        return summarise(await db.fleet_counts(conn))
+    return summarise(await counts(pool))
 
 
 async def serve_summary(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 
 import trio
 
@@ -128,3 +129,4 @@ async def test_access_log_is_json_with_the_request_id(api, caplog):
     assert by_id[generated]["status"] == 400
     assert by_id[generated]["query"] == "limit=x"
     assert by_id[generated]["route"] == "/sensors"
+    assert by_id[generated]["pid"] == os.getpid()
