@@ -8,6 +8,7 @@ import shutil
 import subprocess
 
 import pytest
+import yaml
 
 from .support.processes import ROOT
 
@@ -34,9 +35,12 @@ def compose() -> list[str]:
     return command
 
 
-def _config(compose: list[str], *flags: str) -> str:
+MONITORING = ("--profile", "monitoring")
+
+
+def _config(compose: list[str], *flags: str, profiles: tuple[str, ...] = ()) -> str:
     done = subprocess.run(
-        [*compose, "-f", str(ROOT / "docker-compose.yml"), "config", *flags],
+        [*compose, "-f", str(ROOT / "docker-compose.yml"), *profiles, "config", *flags],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -48,8 +52,27 @@ def _config(compose: list[str], *flags: str) -> str:
 
 def test_compose_file_is_valid_with_db_daemon_emitter_and_named_volumes(compose):
     _config(compose, "--quiet")
-    assert set(_config(compose, "--services").split()) == {"db", "daemon", "emitter"}
-    assert set(_config(compose, "--volumes").split()) == {"pgdata", "uploads"}
+    # docker-compose 1.x lists services of every profile; the v2 plugin only the active ones.
+    assert {"db", "daemon", "emitter"} <= set(_config(compose, "--services").split())
+    assert {"pgdata", "uploads"} <= set(_config(compose, "--volumes").split())
+
+
+def test_monitoring_profile_runs_prometheus_and_grafana_with_the_deploy_files(compose):
+    _config(compose, "--quiet", profiles=MONITORING)
+    services = set(_config(compose, "--services", profiles=MONITORING).split())
+    assert services == {"db", "daemon", "emitter", "prometheus", "grafana"}
+    config = yaml.safe_load(_config(compose, profiles=MONITORING))["services"]
+    for name in ("prometheus", "grafana"):
+        assert config[name]["profiles"] == ["monitoring"]
+        assert "profiles" not in config["daemon"]
+    mounts = {
+        str(v["source"] if isinstance(v, dict) else v.split(":")[0])
+        for name in ("prometheus", "grafana")
+        for v in config[name]["volumes"]
+    }
+    for folder in ("deploy/prometheus", "deploy/grafana/provisioning", "deploy/grafana/dashboards"):
+        assert str(ROOT / folder) in mounts, mounts
+        assert (ROOT / folder).is_dir()
 
 
 def test_compose_daemon_waits_for_a_healthy_db_and_migrates_before_serving(compose):
