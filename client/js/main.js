@@ -3,6 +3,7 @@
 
 import { refreshTimes } from "./format.js";
 import { Catalogue } from "./catalogue.js";
+import { History } from "./history.js";
 import { Live } from "./live.js";
 import { Summary } from "./summary.js";
 import { SensorTable } from "./table.js";
@@ -21,6 +22,12 @@ const summary = new Summary({
     never: byId("count-never"),
   },
   chart: byId("version-chart"),
+});
+
+const fleetHistory = new History({
+  chart: byId("history-chart"),
+  range: byId("history-range"),
+  now: byId("history-now"),
 });
 
 const catalogue = new Catalogue({ table: byId("catalogue") });
@@ -60,6 +67,7 @@ live = new Live({
   onSensors: (items) => table.update(items),
   onSummary: (totals) => {
     summary.render(totals);
+    fleetHistory.live(totals);
     table.setVersions(totals.versions.map((v) => v.version));
   },
   onResync: resync,
@@ -74,6 +82,7 @@ new Uploader({
 });
 
 live.start();
+fleetHistory.start();
 table.load();
 catalogue.load();
 setInterval(() => refreshTimes(), TICK);
