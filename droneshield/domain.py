@@ -60,6 +60,9 @@ class SensorState:
     status: Status
     last_seen_at: datetime | None
     status_changed_at: datetime | None
+    # The version the sensor just reported when it was not stored (never uploaded): known only
+    # to the daemon that committed the report, for its live views; None otherwise.
+    reported_version: str | None = None
 
     @property
     def online(self) -> bool:
@@ -85,9 +88,16 @@ class Applied(NamedTuple):
     version_known: bool
 
     def state(self) -> SensorState:
-        """The sensor after the commit: online, whatever it was."""
+        """The sensor after the commit: online, whatever it was, with the version it reported
+        when that version was not stored."""
         return SensorState(
-            self.id, self.serial, self.version, "online", self.last_seen_at, self.status_changed_at
+            self.id,
+            self.serial,
+            self.version,
+            "online",
+            self.last_seen_at,
+            self.status_changed_at,
+            None if self.version_known else self.reported_version,
         )
 
 

@@ -12,10 +12,11 @@ Three kinds, each correct whichever worker of `serve --workers N` answers the sc
   their owner (`observe`), written when scraped and every `LIVE_INTERVAL` (so another
   worker's scrape sees them at most that old), and summed over the live workers (the wheel
   per worker, labelled `pid`: how the kernel spreads the sensors' connections).
-- Fleet gauges (sensors by status and by version) describe the fleet, not a process: each
-  scrape reads them from the maintained `fleet_count` counters (O(versions), never a count of
-  rows) and renders them beside the rest (`fleet_gauges`), so every worker answers the same
-  fleet-wide numbers and nothing is summed twice.
+- Fleet gauges (sensors by status and by version, reports of versions never uploaded)
+  describe the fleet, not a process: each scrape reads them from the maintained counters
+  (`fleet_count`, `unreleased_version`: O(versions), never a count of rows) and renders
+  them beside the rest (`fleet_gauges`), so every worker answers the same fleet-wide numbers
+  and nothing is summed twice.
 
 A supervisor port serving the metrics would have needed its own HTTP server and a way to
 reach each worker; multiprocess mode is prometheus-client's own answer and keeps `/metrics`
@@ -28,6 +29,8 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Final, NoReturn
 
@@ -154,12 +157,24 @@ class _Families:
         return self._families
 
 
+@dataclass(frozen=True, slots=True)
+class UnreleasedVersion:
+    """A version sensors reported that was never uploaded, as the fleet gauges show it."""
+
+    version: str  # `v1.2.3`
+    reports: int
+    last_seen_at: datetime
+
+
 def fleet_gauges(
-    by_status: Mapping[str, int] | None, by_version: Mapping[str | None, int]
+    by_status: Mapping[str, int] | None,
+    by_version: Mapping[str | None, int],
+    unreleased: Sequence[UnreleasedVersion] = (),
 ) -> list[Metric]:
     """The fleet-wide gauges of one scrape: sensors per status and per version (`v1.2.3`,
-    `none`), and whether they could be read (`by_status` None: the database was unreachable,
-    so only `droneshield_fleet_readable 0` is given, not stale numbers)."""
+    `none`), reports of versions never uploaded, and whether they could be read (`by_status`
+    None: the database was unreachable, so only `droneshield_fleet_readable 0` is given, not
+    stale numbers)."""
     readable = GaugeMetricFamily(
         "droneshield_fleet_readable",
         "1 when this scrape read the fleet gauges from the database, 0 when it could not",
@@ -179,7 +194,20 @@ def fleet_gauges(
     )
     for version, n in by_version.items():
         versions.add_metric([display(version) if version else "none"], n)
-    return [readable, sensors, versions]
+    reports = GaugeMetricFamily(
+        "droneshield_unreleased_version_reports",
+        "Reports of a version never uploaded, fleet-wide (the version leaves once uploaded)",
+        labels=["version"],
+    )
+    last_seen = GaugeMetricFamily(
+        "droneshield_unreleased_version_last_seen_seconds",
+        "When a version never uploaded was last reported (Unix time)",
+        labels=["version"],
+    )
+    for u in unreleased:
+        reports.add_metric([u.version], u.reports)
+        last_seen.add_metric([u.version], u.last_seen_at.timestamp())
+    return [readable, sensors, versions, reports, last_seen]
 
 
 def exposition(fleet: Sequence[Metric]) -> bytes:

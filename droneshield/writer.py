@@ -3,8 +3,8 @@
 Reports arrive on a bounded trio memory channel (a full channel makes senders wait; nothing is
 dropped). The writer takes what has queued up, coalesces it to one row per sensor, and commits it
 with one statement (group commit): while one batch commits, the next accumulates. Every report is
-resolved exactly once: with its committed row, `UnknownSensor`, or `IngestUnavailable` when it
-could not be committed before its deadline.
+resolved exactly once: with its committed row, `UnknownSensor` (unknown or retired), or
+`IngestUnavailable` when it could not be committed before its deadline.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import trio
 
 from . import metrics
 from .db.pool import Connection, Pool, acquire, is_transient
-from .db.reports import apply_reports
+from .db.reports import apply_reports, retired
 from .domain import Applied
 from .errors import DroneshieldError, IngestUnavailable, UnknownSensor
 from .reports import SHUTTING_DOWN, TOO_LATE, Pending, version_problem
@@ -143,7 +143,7 @@ class Writer:
         try:
             while batch:
                 try:
-                    rows = await self._apply(batch)
+                    rows, gone = await self._apply(batch)
                 except Exception as exc:
                     if not is_transient(exc):
                         raise
@@ -154,7 +154,7 @@ class Writer:
                     await trio.sleep(min(delay, max(0.0, self._earliest(batch))))
                     delay = min(delay * 2, RETRY_MAX)
                     continue
-                self._deliver(batch, rows)
+                self._deliver(batch, rows, gone)
                 return
         except trio.Cancelled:
             _resolve_all(batch, IngestUnavailable(SHUTTING_DOWN))
@@ -163,7 +163,8 @@ class Writer:
             log.exception("batch of %d reports failed", len(batch))
             _resolve_all(batch, DroneshieldError("internal error while storing the report"))
 
-    async def _apply(self, batch: list[Pending]) -> list[Applied]:
+    async def _apply(self, batch: list[Pending]) -> tuple[list[Applied], set[str]]:
+        """The committed rows, and the serials of the batch that are retired."""
         # Shielded: a commit under way finishes (or times out at the reports' deadline) even
         # when the daemon is being cancelled, so an acknowledged report is a committed one.
         serials, versions = coalesce(batch)
@@ -171,7 +172,11 @@ class Writer:
         with trio.CancelScope(shield=True, deadline=deadline) as scope:
             started = trio.current_time()
             try:
-                rows = await apply_reports(await self._connection(), serials, versions)
+                conn = await self._connection()
+                rows = await apply_reports(conn, serials, versions)
+                # Rare (a report for a sensor that is not listed): worth a second query to
+                # tell the sensor why.
+                gone = await retired(conn, serials) if len(rows) < len(serials) else set()
             except BaseException:
                 # A failed or interrupted statement may leave the connection unusable: the
                 # pool checks (or replaces) it, and the next attempt takes another.
@@ -181,7 +186,7 @@ class Writer:
             self.statements += 1
             metrics.COMMIT_SECONDS.observe(trio.current_time() - started)
             metrics.BATCH_SIZE.observe(len(batch))
-            return rows
+            return rows, gone
         assert scope.cancelled_caught
         raise TimeoutError("commit did not finish before the reports' deadline")
 
@@ -214,11 +219,24 @@ class Writer:
             _resolve_all(expired, IngestUnavailable(reason))
         return alive
 
-    def _deliver(self, batch: Sequence[Pending], rows: Sequence[Applied]) -> None:
+    def _deliver(
+        self, batch: Sequence[Pending], rows: Sequence[Applied], retired: set[str]
+    ) -> None:
         by_serial = {r.serial: r for r in rows}
         for p in batch:
             row = by_serial.get(p.serial)
-            p.resolve(row if row is not None else UnknownSensor(f"unknown sensor {p.serial!r}"))
+            if row is not None:
+                p.resolve(row)
+            elif p.serial in retired:
+                p.resolve(
+                    UnknownSensor(
+                        f"sensor {p.serial!r} was retired; provision it again to accept "
+                        "its reports",
+                        code="sensor_retired",
+                    )
+                )
+            else:
+                p.resolve(UnknownSensor(f"unknown sensor {p.serial!r}"))
         _count_delivered(batch, by_serial)
         for sink in self._sinks:
             try:

@@ -153,6 +153,8 @@ async def test_items_have_the_documented_shape(running, api, db, sensors):
         "online",
         "lastSeenAt",
         "statusChangedAt",
+        "site",
+        "label",
     }
     assert second["status"] == "never"
     assert second["version"] is None
@@ -227,7 +229,9 @@ async def test_limit_is_capped(running, api, db):
         ({"version": "1.2"}, "invalid_version"),
         ({"cursor": "not a cursor!"}, "invalid_cursor"),
         ({"cursor": "AA"}, "invalid_cursor"),
-        ({"q": "DS-\u00e9"}, "invalid_prefix"),
+        ({"q": "DS-\u00e9"}, "invalid_parameter"),
+        ({"sort": "color"}, "invalid_parameter"),
+        ({"order": "up"}, "invalid_parameter"),
         ({"q": "x" * 129}, "invalid_parameter"),
     ],
 )

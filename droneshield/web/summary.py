@@ -17,6 +17,7 @@ from .. import summary as fleet
 from ..domain import display
 from .context import pool
 from .schema import ApiModel, errors
+from .software import UnreleasedItem
 
 blueprint = Blueprint("summary", __name__)
 
@@ -36,6 +37,9 @@ class Summary(StatusCounts):
     """Fleet totals; O(versions) to compute, whatever the fleet's size."""
 
     versions: list[VersionCounts] = Field(description="newest version first, null last")
+    unreleased: list[UnreleasedItem] = Field(
+        description="versions sensors report that were never uploaded, latest reported first"
+    )
 
 
 @blueprint.get("/summary")
