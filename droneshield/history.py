@@ -1,5 +1,5 @@
-"""Fleet history: a sampler writes the fleet's totals (by status and by version) once a minute
-into `fleet_history`, and prunes samples older than the retention in small batches.
+"""Fleet history: a sampler writes the fleet's totals (by status, by version and by site) once a
+minute into `fleet_history`, and prunes samples older than the retention in small batches.
 
 Every daemon (and every `--workers` worker) runs a sampler; the minute is the table's key and
 the database's clock picks it, so the fleet gets one row per minute however many run, and a
@@ -141,12 +141,13 @@ def _utc(at: datetime) -> datetime:
     return at.replace(tzinfo=UTC) if at.tzinfo is None else at
 
 
-async def read(pool: Pool, asked: Span) -> list[db.Sample]:
+async def read(pool: Pool, asked: Span, site: str | None = None) -> list[db.Sample]:
     """The last sample of each bucket of the span, oldest first (buckets without samples are
-    left out: the daemons were down, or the range is before the first sample).
+    left out: the daemons were down, or the range is before the first sample); with `site`,
+    that site's totals ('' for sensors without a site).
 
     Raises:
         DatabaseUnavailable: no connection could be had.
     """
     async with acquire(pool) as conn:
-        return await db.samples(conn, asked.start, asked.end, STEPS[asked.step])
+        return await db.samples(conn, asked.start, asked.end, STEPS[asked.step], site)

@@ -260,9 +260,9 @@ async def test_silent_sensor_turns_offline_on_screen(
 async def test_fleet_history_chart_draws_samples_and_grows_live(browser, running, sensors, db):
     # Samples 20, 90 and 150 minutes ago; the daemon's sampler wrote the current minute.
     await db.execute(
-        "INSERT INTO fleet_history (minute, online, offline, never, versions) "
+        "INSERT INTO fleet_history (minute, online, offline, never, versions, sites) "
         "SELECT date_bin('1 minute', now(), 'epoch'::timestamptz) - m * interval '1 minute', "
-        "m / 30, 1, 9 - m / 30, '{}'::jsonb FROM unnest(ARRAY[20, 90, 150]) AS m"
+        "m / 30, 1, 9 - m / 30, '{}', '{}' FROM unnest(ARRAY[20, 90, 150]) AS m"
     )
     chart = "#history-chart"
     with trio.fail_after(30):

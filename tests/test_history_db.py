@@ -19,13 +19,14 @@ T0 = datetime(2026, 11, 30, 10, 0, tzinfo=UTC)
 
 async def _insert(db, at: datetime, online: int, offline: int = 0, never: int = 0, **versions):  # type: ignore[no-untyped-def]
     await db.execute(
-        "INSERT INTO fleet_history (minute, online, offline, never, versions) "
-        "VALUES ($1, $2, $3, $4, $5::jsonb)",
+        "INSERT INTO fleet_history (minute, online, offline, never, versions, sites) "
+        "VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb)",
         at,
         online,
         offline,
         never,
         json.dumps(versions),
+        json.dumps({"north": [online // 2, offline, 0], "": [online - online // 2, 0, never]}),
     )
 
 
@@ -37,6 +38,7 @@ async def test_a_sample_writes_the_maintained_totals_once_per_minute(db, databas
         "WHERE serial <= 'DS-00000004'"
     )
     await db.execute("UPDATE sensor SET online = false WHERE serial = 'DS-00000004'")
+    await db.execute("UPDATE sensor SET site = 'north' WHERE serial >= 'DS-00000003'")
     with trio.fail_after(10):
         async with connect(database_url) as other:
             # Two daemons sampling the same minute at once: one row.
@@ -50,6 +52,7 @@ async def test_a_sample_writes_the_maintained_totals_once_per_minute(db, databas
     assert row["minute"] == minute
     assert (row["online"], row["offline"], row["never"]) == (3, 1, 6)
     assert json.loads(row["versions"]) == {"1.0.0": 2, "2.0.0": 2, "": 6}
+    assert json.loads(row["sites"]) == {"north": [1, 1, 6], "": [2, 0, 0]}
 
 
 async def test_pruning_deletes_only_old_samples_oldest_first_in_batches(db):
@@ -113,6 +116,23 @@ async def test_history_route_answers_points_in_buckets(api, db, sensors):
         "never": 2,
         "versions": {"v1.0.0": 50, "none": 3},
     }
+
+
+async def test_history_route_answers_one_sites_totals(api, db):
+    for minute in range(0, 60, 10):
+        await _insert(db, T0 + timedelta(minutes=minute), online=minute, offline=1, never=2)
+    span = {"from": "2026-11-30T10:00:00Z", "to": "2026-11-30T11:00:00Z", "step": "5m"}
+    with trio.fail_after(10):
+        north = (await api.get("/summary/history", params={**span, "site": "north"})).json()
+        unsited = (await api.get("/summary/history", params={**span, "site": ""})).json()
+        elsewhere = (await api.get("/summary/history", params={**span, "site": "south"})).json()
+    assert north["site"] == "north"
+    assert [(p["online"], p["offline"], p["never"]) for p in north["points"]] == [
+        (m // 2, 1, 0) for m in range(0, 60, 10)
+    ]
+    assert north["points"][0]["versions"] == {}
+    assert [p["never"] for p in unsited["points"]] == [2] * 6
+    assert [p["total"] for p in elsewhere["points"]] == [0] * 6
 
 
 async def test_the_daemon_samples_the_current_minute_as_it_starts(api, sensors):

@@ -23,7 +23,7 @@ async def _report(port: int, serial: str, version: str = "") -> None:
         await aio(stub.send_status, DeviceStatus(serial=serial, software_version=version))
 
 
-async def test_fleet_gauges_count_sensors_by_status_and_version(running, api, db, sensors):
+async def test_fleet_gauges_count_sensors_by_status_version_and_unreleased_version(running, api, db, sensors):
     await add_software(db, "1.0.0")
     with trio.fail_after(10):
         before = await scrape(api)
@@ -36,6 +36,9 @@ async def test_fleet_gauges_count_sensors_by_status_and_version(running, api, db
     assert value(got, "droneshield_sensors", status="never") == 7
     assert value(got, "droneshield_sensors_by_version", version="v1.0.0") == 2
     assert value(got, "droneshield_sensors_by_version", version="none") == 8
+    # 9.9.9 was never uploaded: its reports are counted fleet-wide by version.
+    assert value(got, "droneshield_unreleased_version_reports", version="v9.9.9") == 1
+    assert value(got, "droneshield_unreleased_version_last_seen_seconds", version="v9.9.9")
     assert delta(before, got, "droneshield_transitions_total", to="online") == 3
 
 

@@ -7,5 +7,6 @@ CREATE TABLE fleet_history (
     online   bigint NOT NULL,
     offline  bigint NOT NULL,
     never    bigint NOT NULL,
-    versions jsonb NOT NULL               -- {"1.2.3": sensors, "": sensors with no stored version}
+    versions jsonb NOT NULL,              -- {"1.2.3": sensors, "": sensors with no stored version}
+    sites    jsonb NOT NULL               -- {"north": [online, offline, never], "": no site}
 );

@@ -1,5 +1,5 @@
-"""Fleet history queries: one sample of the maintained totals per minute, pruning, and the
-samples of a time range in buckets of a step.
+"""Fleet history queries: one sample of the maintained totals (by status, version and site) per
+minute, pruning, and the samples of a time range in buckets of a step.
 
 A sample reads `fleet_count` (O(versions)) and writes it under the minute the database's
 `now()` falls in, in one statement: several daemons sampling the same minute write one row
@@ -22,14 +22,22 @@ _SAMPLE: Final = f"""
 WITH totals AS (
     SELECT status, version, sum(n) AS n FROM fleet_count GROUP BY status, version
 ), written AS (
-    INSERT INTO fleet_history (minute, online, offline, never, versions)
+    INSERT INTO fleet_history (minute, online, offline, never, versions, sites)
     SELECT date_bin('1 minute', now(), {_ORIGIN}),
            coalesce(sum(n) FILTER (WHERE status = 'online'), 0),
            coalesce(sum(n) FILTER (WHERE status = 'offline'), 0),
            coalesce(sum(n) FILTER (WHERE status = 'never'), 0),
            coalesce((SELECT jsonb_object_agg(version, n) FROM (
                SELECT version, sum(n) AS n FROM totals GROUP BY version HAVING sum(n) <> 0
-           ) AS per_version), '{{}}'::jsonb)
+           ) AS per_version), '{{}}'::jsonb),
+           coalesce((SELECT jsonb_object_agg(site, jsonb_build_array(online, offline, never))
+               FROM (
+                   SELECT site,
+                          coalesce(sum(n) FILTER (WHERE status = 'online'), 0) AS online,
+                          coalesce(sum(n) FILTER (WHERE status = 'offline'), 0) AS offline,
+                          coalesce(sum(n) FILTER (WHERE status = 'never'), 0) AS never
+                   FROM fleet_count GROUP BY site HAVING sum(n) <> 0
+               ) AS per_site), '{{}}'::jsonb)
     FROM totals
     ON CONFLICT (minute) DO NOTHING
     RETURNING minute
@@ -46,9 +54,18 @@ WHERE minute IN (
 )
 """
 
+# With a site ($4), a point is that site's totals (0 in a minute it had no sensors) and carries
+# no versions: samples keep versions fleet-wide only.
 _RANGE: Final = f"""
 SELECT DISTINCT ON (bucket)
-       date_bin($3::interval, minute, {_ORIGIN}) AS bucket, online, offline, never, versions
+       date_bin($3::interval, minute, {_ORIGIN}) AS bucket,
+       CASE WHEN $4::text IS NULL THEN online ELSE coalesce((sites -> $4 ->> 0)::bigint, 0) END
+           AS online,
+       CASE WHEN $4::text IS NULL THEN offline ELSE coalesce((sites -> $4 ->> 1)::bigint, 0) END
+           AS offline,
+       CASE WHEN $4::text IS NULL THEN never ELSE coalesce((sites -> $4 ->> 2)::bigint, 0) END
+           AS never,
+       CASE WHEN $4::text IS NULL THEN versions ELSE '{{}}'::jsonb END AS versions
 FROM fleet_history
 WHERE minute >= $1 AND minute < $2
 ORDER BY bucket, minute DESC
@@ -81,11 +98,12 @@ async def prune(conn: Connection, older_than: float, limit: int) -> int:
 
 
 async def samples(
-    conn: Connection, start: datetime, end: datetime, step: timedelta
+    conn: Connection, start: datetime, end: datetime, step: timedelta, site: str | None = None
 ) -> list[Sample]:
     """For each bucket of `step` (aligned to midnight UTC) holding samples in [start, end), the
-    last of them, stamped with the bucket's start; oldest first."""
-    rows = await conn.fetch(_RANGE, start, end, step)
+    last of them, stamped with the bucket's start; oldest first. With `site` ('' for sensors
+    without one), that site's totals, without versions."""
+    rows = await conn.fetch(_RANGE, start, end, step, site)
     return [
         Sample(r["bucket"], r["online"], r["offline"], r["never"], _versions(r["versions"]))
         for r in rows

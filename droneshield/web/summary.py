@@ -17,6 +17,7 @@ from .. import summary as fleet
 from ..domain import display
 from .context import pool
 from .schema import ApiModel, errors
+from .sensors import TEXT_MAX as SITE_MAX
 from .software import UnreleasedItem
 
 blueprint = Blueprint("summary", __name__)
@@ -60,6 +61,11 @@ class HistoryQuery(ApiModel):
         description=f"bucket size; default the finest that gives at most "
         f"{history.MAX_POINTS} points",
     )
+    site: str | SkipJsonSchema[None] = Field(
+        None,
+        max_length=SITE_MAX,
+        description="only this site's totals (empty: sensors without a site); no versions",
+    )
 
 
 class HistoryPoint(ApiModel):
@@ -69,7 +75,8 @@ class HistoryPoint(ApiModel):
     offline: int
     never: int
     versions: dict[str, int] = Field(
-        description="sensors per version (`v1.2.3`; `none`: no stored version)"
+        description="sensors per version (`v1.2.3`; `none`: no stored version); fleet-wide "
+        "only, empty with `site`"
     )
 
 
@@ -79,6 +86,7 @@ class History(ApiModel):
     from_: datetime = Field(alias="from")
     to: datetime
     step: str
+    site: str | None = Field(description="the site asked for; null: the whole fleet")
     points: list[HistoryPoint] = Field(
         description="oldest first; buckets without samples are left out"
     )
@@ -92,11 +100,12 @@ async def summary_history(query_args: HistoryQuery) -> History:
     """Fleet totals by status and version over a range, in buckets of `step`; 400 for a
     range that is empty or backwards, or that holds more than the maximum of points."""
     asked = history.span(query_args.from_, query_args.to, query_args.step, datetime.now(UTC))
-    samples = await history.read(pool(), asked)
+    samples = await history.read(pool(), asked, query_args.site)
     return History(
         from_=asked.start,
         to=asked.end,
         step=asked.step,
+        site=query_args.site,
         points=[
             HistoryPoint(
                 at=s.at,
