@@ -23,6 +23,8 @@ async def test_summary_counts_by_status_and_version(running, api, db, sensors):
                 await aio(stub.send_status, DeviceStatus(serial=serial, software_version=version))
         await db.execute("UPDATE sensor SET online = false WHERE serial = $1", sensors[1])
         body = (await api.get("/summary")).json()
+    [unreleased] = body.pop("unreleased")
+    assert (unreleased["version"], unreleased["reports"]) == ("v9.9.9", 1)
     assert body == {
         "total": 10,
         "online": 3,
@@ -81,6 +83,7 @@ async def test_openapi_describes_every_endpoint_and_its_errors(api):
         "/software/{version}",
         "/software/{version}/file",
         "/summary",
+        "/summary/history",
         "/healthz",
         "/readyz",
         "/metrics",
@@ -98,6 +101,9 @@ async def test_openapi_describes_every_endpoint_and_its_errors(api):
         "cursor",
         "status",
         "version",
+        "site",
+        "sort",
+        "order",
         "q",
     }
     assert docs.status_code == 200
