@@ -19,7 +19,7 @@ import trio
 from . import metrics
 from .db.pool import Connection, Pool, acquire, is_transient
 from .db.reports import apply_reports, retired
-from .domain import Applied
+from .domain import Applied, echo
 from .errors import DroneshieldError, IngestUnavailable, UnknownSensor
 from .reports import SHUTTING_DOWN, TOO_LATE, Pending, version_problem
 
@@ -230,13 +230,13 @@ class Writer:
             elif p.serial in retired:
                 p.resolve(
                     UnknownSensor(
-                        f"sensor {p.serial!r} was retired; provision it again to accept "
+                        f"sensor {echo(p.serial)} was retired; provision it again to accept "
                         "its reports",
                         code="sensor_retired",
                     )
                 )
             else:
-                p.resolve(UnknownSensor(f"unknown sensor {p.serial!r}"))
+                p.resolve(UnknownSensor(f"unknown sensor {echo(p.serial)}"))
         _count_delivered(batch, by_serial)
         for sink in self._sinks:
             try:

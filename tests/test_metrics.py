@@ -23,7 +23,9 @@ async def _report(port: int, serial: str, version: str = "") -> None:
         await aio(stub.send_status, DeviceStatus(serial=serial, software_version=version))
 
 
-async def test_fleet_gauges_count_sensors_by_status_version_and_unreleased_version(running, api, db, sensors):
+async def test_fleet_gauges_count_sensors_by_status_version_and_unreleased_version(
+    running, api, db, sensors
+):
     await add_software(db, "1.0.0")
     with trio.fail_after(10):
         before = await scrape(api)

@@ -17,7 +17,7 @@ from quart_schema import validate_querystring, validate_response
 from ..availability import DAY, WEEK, availability
 from ..db import sensors as db
 from ..db.pool import Connection, acquire
-from ..domain import SERIAL_MAX, Status, canonical, check_serial, display
+from ..domain import SERIAL_MAX, Status, canonical, check_serial, display, echo
 from ..errors import Invalid, InvalidReport, NotFound
 from .context import pool
 from .schema import ApiModel, errors
@@ -270,10 +270,10 @@ async def _sensor(conn: Connection, serial: str) -> db.Detail:
     try:
         check_serial(serial)
     except InvalidReport:
-        raise NotFound(f"no sensor {serial[:40]!r}", code="sensor_not_found") from None
+        raise NotFound(f"no sensor {echo(serial)}", code="sensor_not_found") from None
     detail = await db.get(conn, serial)
     if detail is None:
-        raise NotFound(f"no sensor {serial!r}", code="sensor_not_found")
+        raise NotFound(f"no sensor {echo(serial)}", code="sensor_not_found")
     return detail
 
 
