@@ -160,5 +160,8 @@ async def test_history_route_refuses_bad_ranges_and_steps_with_their_codes(api):
             assert response.status_code == 400, (code, response.text)
             assert response.json()["error"]["code"] == code
         garbled = await api.get("/summary/history", params={"from": "yesterday"})
+        unix = await api.get("/summary/history", params={"to": "0.5"})
     assert garbled.status_code == 400
     assert "from" in garbled.json()["error"]["message"]
+    assert unix.status_code == 400  # ISO 8601 only, as documented, not a Unix time
+    assert "ISO 8601" in unix.json()["error"]["message"]

@@ -30,7 +30,7 @@ from ..provisioning import (
 )
 from .auth import requires_key
 from .context import pool
-from .schema import ApiModel, errors
+from .schema import ApiModel, Binary, errors, responds
 from .sensors import Sensor
 
 blueprint = Blueprint("provisioning", __name__)
@@ -204,8 +204,15 @@ async def change_sensor(serial: str) -> Sensor:
     return Sensor.of(detail.listing)
 
 
+class Retired(Binary):
+    """The sensor is retired (or already was)."""
+
+    media_type = None
+
+
 @blueprint.delete("/sensors/<path:serial>")
 @requires_key
+@responds(204, Retired)
 @errors(401, 404)
 async def retire_sensor(serial: str) -> tuple[str, int]:
     """Retire a sensor (204): it leaves listings, totals and live views (`status=retired`

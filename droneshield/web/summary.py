@@ -4,10 +4,11 @@ same totals over time, from the samples `droneshield/history.py` takes once a mi
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Annotated, Final, Literal
 
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 from pydantic.json_schema import SkipJsonSchema
 from quart import Blueprint
 from quart_schema import validate_querystring, validate_response
@@ -51,11 +52,24 @@ async def summary() -> Summary:
     return Summary.model_validate(await fleet.read(pool()))
 
 
+_ISO_DATE: Final = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _iso_only(value: object) -> object:
+    # pydantic would read `to=0.5` as a Unix time; the document promises ISO 8601 only.
+    if isinstance(value, str) and not _ISO_DATE.match(value):
+        raise ValueError("must be an ISO 8601 date-time, e.g. 2026-12-01T10:00:00Z")
+    return value
+
+
+IsoDateTime = Annotated[datetime, BeforeValidator(_iso_only)]
+
+
 class HistoryQuery(ApiModel):
-    from_: datetime | SkipJsonSchema[None] = Field(
+    from_: IsoDateTime | SkipJsonSchema[None] = Field(
         None, alias="from", description="start (ISO 8601; no offset: UTC); default `to` - 24 h"
     )
-    to: datetime | SkipJsonSchema[None] = Field(None, description="end (exclusive); default now")
+    to: IsoDateTime | SkipJsonSchema[None] = Field(None, description="end (exclusive); default now")
     step: Literal["1m", "5m", "1h", "1d"] | SkipJsonSchema[None] = Field(
         None,
         description=f"bucket size; default the finest that gives at most "
