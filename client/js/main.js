@@ -4,6 +4,7 @@
 
 import { refreshTimes } from "./format.js";
 import { Catalogue } from "./catalogue.js";
+import { History } from "./history.js";
 import { Live } from "./live.js";
 import { Provisioner } from "./provision.js";
 import { Router, listHash } from "./router.js";
@@ -51,6 +52,13 @@ const summary = new Summary({
   },
   chart: byId("version-chart"),
 });
+
+const fleetHistory = new History({
+  chart: byId("history-chart"),
+  range: byId("history-range"),
+  now: byId("history-now"),
+});
+
 const catalogue = new Catalogue({ table: byId("catalogue") });
 const unreleased = new Unreleased({ list: byId("unreleased") });
 const sites = new Sites({ list: byId("sites"), options: byId("site-options") });
@@ -109,6 +117,7 @@ live = new Live({
   onSensors: (items) => (view === "sensor" ? sensorView.update(items) : table.update(items)),
   onSummary: (totals) => {
     summary.render(totals);
+    fleetHistory.live(totals);
     table.setVersions(totals.versions.map((v) => v.version));
     table.fleet(totals);
     if (totals.unreleased) unreleased.render(totals.unreleased);
@@ -141,6 +150,7 @@ new Provisioner({
 router = new Router(route);
 live.start();
 router.dispatch();
+fleetHistory.start();
 catalogue.load();
 unreleased.load();
 setInterval(() => refreshTimes(), TICK);
