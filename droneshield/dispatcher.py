@@ -19,9 +19,9 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Final, NoReturn
 
 import httpx
@@ -32,6 +32,7 @@ from .config import Settings
 from .db import webhooks as db
 from .db.pool import Connection, Pool, acquire, is_transient
 from .errors import DatabaseUnavailable
+from .periodic import every
 from .targets import AllowList, TargetRefused, parse, resolve
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,9 @@ class Dispatcher:
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._slots = trio.Semaphore(ENDPOINTS_MAX)
 
-    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> NoReturn:
+    async def serve(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> NoReturn:
         """Dispatch until cancelled.
 
         Transient database errors are logged and retried; other errors propagate.
@@ -81,9 +84,13 @@ class Dispatcher:
             httpx.AsyncClient(follow_redirects=False, trust_env=False) as client,
             trio.open_nursery() as nursery,
         ):
-            nursery.start_soon(_every, self.read_stats, STATS_INTERVAL)
-            nursery.start_soon(_every, self.check_fleet, FLEET_INTERVAL)
-            nursery.start_soon(_every, self.prune, PRUNE_INTERVAL)
+            nursery.start_soon(
+                partial(every, self.read_stats, 0, STATS_INTERVAL, transient=transient)
+            )
+            nursery.start_soon(
+                partial(every, self.check_fleet, 0, FLEET_INTERVAL, transient=transient)
+            )
+            nursery.start_soon(partial(every, self.prune, 0, PRUNE_INTERVAL, transient=transient))
             task_status.started()
             while True:
                 try:
@@ -115,8 +122,9 @@ class Dispatcher:
     async def _serve_endpoint(self, client: httpx.AsyncClient, claim: db.Claim) -> None:
         """Send the webhook's due events, a batch per POST, until none is left or a POST
         fails; then give the lease back."""
+        after = 0  # the last id this claim delivered: the next read starts past it
         try:
-            while await self._send_batch(client, claim):
+            while (after := await self._send_batch(client, claim, after)) > 0:
                 pass
         except Exception as exc:
             if not transient(exc):
@@ -131,28 +139,29 @@ class Dispatcher:
                 except Exception as exc:  # the lease lapses on its own
                     log.warning("webhook %d: lease not released (%r)", claim.id, exc)
 
-    async def _send_batch(self, client: httpx.AsyncClient, claim: db.Claim) -> bool:
-        """One POST of the oldest pending events; whether to go on with the next batch."""
+    async def _send_batch(self, client: httpx.AsyncClient, claim: db.Claim, after: int) -> int:
+        """One POST of the oldest pending events above `after`; the last id delivered, or 0 to
+        stop (nothing left, or the POST failed and the webhook backs off)."""
         async with acquire(self._pool) as conn:
-            events = await db.pending(conn, claim.id, webhooks.BATCH_MAX)
+            events = await db.pending(conn, claim.id, after, webhooks.BATCH_MAX)
         if not events:
-            return False
+            return 0
         if len(events) < webhooks.BATCH_MAX and events[0].age < webhooks.BATCH_WINDOW:
             # Let the events of the same moment (an expiry of many sensors) share this POST.
             await trio.sleep(webhooks.BATCH_WINDOW - events[0].age)
             async with acquire(self._pool) as conn:
-                events = await db.pending(conn, claim.id, webhooks.BATCH_MAX)
+                events = await db.pending(conn, claim.id, after, webhooks.BATCH_MAX)
         async with acquire(self._pool) as conn:
             if not await db.renew(conn, claim.id, self.owner, self._lease):
                 log.warning("webhook %d: lease lost; another daemon sends now", claim.id)
-                return False
+                return 0
         ids = [e.id for e in events]
         outcome = await self._post(client, claim, events)
         async with acquire(self._pool) as conn:
             if outcome.ok:
                 await db.delivered(conn, claim.id, ids)
                 metrics.WEBHOOK_DELIVERIES.labels("delivered").inc(len(ids))
-                return True
+                return ids[-1]
             final = not webhooks.retryable(outcome.status)
             failures = await self._failures(conn, claim.id)
             delay = webhooks.retry_delay(failures + 1, webhooks.jitter(), outcome.retry_after)
@@ -175,7 +184,7 @@ class Dispatcher:
             failed,
             delay,
         )
-        return False
+        return 0
 
     async def _failures(self, conn: Connection, webhook_id: int) -> int:
         found = await db.get(conn, webhook_id)
@@ -256,7 +265,7 @@ class Dispatcher:
                 pruned = await db.prune(conn, self._retention, PRUNE_BATCH)
             if pruned < PRUNE_BATCH:
                 return
-            await trio.sleep(0)
+            await trio.lowlevel.checkpoint()
 
 
 def transient(exc: BaseException) -> bool:
@@ -272,15 +281,3 @@ async def _read_some(response: httpx.Response) -> bytes:
         if len(kept) >= RESPONSE_READ_MAX:
             break
     return kept
-
-
-async def _every(job: Callable[[], Awaitable[object]], interval: float) -> NoReturn:
-    """Run `job` now and then every `interval` seconds; a database error waits for the next."""
-    while True:
-        try:
-            await job()
-        except Exception as exc:
-            if not transient(exc):
-                raise
-            log.warning("%s failed (%r); next run in %.0f s", job.__name__, exc, interval)
-        await trio.sleep(interval)

@@ -95,7 +95,9 @@ async def resolve(target: Target, allow: AllowList) -> list[IpAddress]:
             neither it nor the host is allowed.
     """
     try:
-        infos = await trio.socket.getaddrinfo(target.host, target.port, type=trio.socket.SOCK_STREAM)
+        infos = await trio.socket.getaddrinfo(
+            target.host, target.port, type=trio.socket.SOCK_STREAM
+        )
     except OSError as exc:
         raise TargetRefused(f"{target.host} does not resolve: {exc.strerror or exc}") from None
     addresses = list(dict.fromkeys(ipaddress.ip_address(i[4][0]) for i in infos))

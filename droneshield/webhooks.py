@@ -80,8 +80,8 @@ def retry_delay(failures: int, draw: float, retry_after: float | None = None) ->
     step), so endpoints that failed together do not retry together; a Retry-After the endpoint
     sent is honoured when it asks for longer (up to RETRY_AFTER_CAP).
     """
-    step = min(RETRY_CAP, RETRY_BASE * 2 ** min(failures - 1, 30))
-    delay = step / 2 + draw * step / 2
+    step = min(RETRY_CAP, RETRY_BASE * 2.0 ** min(failures - 1, 30))
+    delay: float = step / 2 + draw * step / 2
     if retry_after is not None:
         delay = max(delay, min(retry_after, RETRY_AFTER_CAP))
     return delay

@@ -30,7 +30,9 @@ async def test_alerts_panel_adds_shows_health_and_removes_a_webhook(
         await page(lambda p: p.get_by_role("button", name="Save and retry").click())
         row = "#webhooks tbody tr"
         await page(lambda p: expect(p.locator(row)).to_have_count(1))
-        await page(lambda p: expect(p.locator(row)).to_contain_text("sensor.offline, release.uploaded"))
+        await page(
+            lambda p: expect(p.locator(row)).to_contain_text("sensor.offline, release.uploaded")
+        )
         await page(lambda p: expect(p.locator(row)).to_contain_text("healthy"))
         # A test event meets a failing endpoint: the panel shows it retrying, with the error.
         await page(

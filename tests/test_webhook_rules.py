@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import itertools
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -52,7 +53,16 @@ def test_retry_after_parses_seconds_and_dates():
 
 @pytest.mark.parametrize(
     ("status", "retried"),
-    [(None, True), (500, True), (503, True), (429, True), (408, True), (400, False), (410, False), (301, False)],
+    [
+        (None, True),
+        (500, True),
+        (503, True),
+        (429, True),
+        (408, True),
+        (400, False),
+        (410, False),
+        (301, False),
+    ],
 )
 def test_what_is_retried(status, retried):
     assert webhooks.retryable(status) is retried
@@ -85,7 +95,7 @@ async def test_retry_schedule_on_a_mock_clock(autojump_clock):
 
     with trio.fail_after(300):
         await deliver_with_retries()
-    gaps = [round(b - a, 6) for a, b in zip(attempts, attempts[1:], strict=False)]
+    gaps = [round(b - a, 6) for a, b in itertools.pairwise(attempts)]
     assert gaps == [0.75, 1.5, 3.0, 6.0, 12.0, 24.0, 48.0, 96.0]
 
 

@@ -15,7 +15,8 @@ from droneshield.config import Settings
 from droneshield.db import seed
 
 from .support.grpc_clients import send_batch
-from .support.receivers import Receiver, Received, signed_correctly
+from .support.processes import eventually
+from .support.receivers import Received, Receiver, signed_correctly
 from .support.releases import pdf, upload
 
 SECRET = "s3cret-s3cret-s3cret"
@@ -31,15 +32,27 @@ def settings(settings: Settings) -> Settings:
     )
 
 
-async def receiver(nursery: trio.Nursery, answer: Callable[[Received], int | None] | None = None, **kw: Any) -> Receiver:
+async def receiver(
+    nursery: trio.Nursery, answer: Callable[[Received], int | None] | None = None, **kw: Any
+) -> Receiver:
     r = Receiver(**kw) if answer is None else Receiver(answer=answer, **kw)
     return await nursery.start(r.serve)
 
 
-async def subscribe(api: httpx.AsyncClient, url: str, events: list[str], **extra: Any) -> dict[str, Any]:
-    response = await api.post("/webhooks", json={"url": url, "events": events, "secret": SECRET, **extra})
+async def subscribe(
+    api: httpx.AsyncClient, url: str, events: list[str], **extra: Any
+) -> dict[str, Any]:
+    response = await api.post(
+        "/webhooks", json={"url": url, "events": events, "secret": SECRET, **extra}
+    )
     assert response.status_code == 201, response.text
     return dict(response.json())
+
+
+async def _delivery_is(api: httpx.AsyncClient, hook: int, status: str, attempts: int = 0) -> bool:
+    """Whether the webhook's latest event has this status (after at least `attempts`)."""
+    [latest, *_] = (await api.get(f"/webhooks/{hook}/deliveries")).json()["items"]
+    return latest["status"] == status and latest["attempts"] >= attempts
 
 
 def _code(response: httpx.Response) -> str:
@@ -49,7 +62,9 @@ def _code(response: httpx.Response) -> str:
 async def test_webhook_api_never_returns_the_secret(api, nursery):
     with trio.fail_after(10):
         r = await receiver(nursery)
-        created = await subscribe(api, r.url, ["sensor.offline", "sensor.online"], filter={"serials": ["DS-1"]})
+        created = await subscribe(
+            api, r.url, ["sensor.offline", "sensor.online"], filter={"serials": ["DS-1"]}
+        )
         assert created["events"] == ["sensor.offline", "sensor.online"]
         assert created["filter"] == {"site": None, "serials": ["DS-1"]}
         assert created["health"] == "ok"
@@ -81,7 +96,9 @@ async def test_webhook_api_never_returns_the_secret(api, nursery):
 )
 async def test_webhook_targets_and_events_are_checked(api, url, events, code):
     with trio.fail_after(10):
-        response = await api.post("/webhooks", json={"url": url, "events": events, "secret": SECRET})
+        response = await api.post(
+            "/webhooks", json={"url": url, "events": events, "secret": SECRET}
+        )
     assert response.status_code == 400, response.text
     assert _code(response) == code
     assert SECRET not in response.text
@@ -118,7 +135,8 @@ async def test_online_and_offline_are_delivered_signed_and_batched(api, running,
     for p in r.accepted:
         assert p.headers["x-droneshield-event-ids"] == ",".join(e["id"] for e in p.events)
     ids = [int(i) for i in r.event_ids()]
-    assert ids == sorted(ids) and len(set(ids)) == 100  # in order, each once
+    assert ids == sorted(ids)  # in order
+    assert len(set(ids)) == 100  # each once
 
 
 async def test_filters_and_event_kinds_choose_what_is_written(api, running, db, nursery):
@@ -176,10 +194,8 @@ async def test_a_failing_endpoint_is_retried_until_it_answers(api, running, db, 
         # Each attempt is the same event, with the same id.
         assert len({p.events[0]["id"] for p in r.posts}) == 1
         assert len(r.posts) == 4
+        await eventually(lambda: _delivery_is(api, hook["id"], "delivered"))
         [delivery] = (await api.get(f"/webhooks/{hook['id']}/deliveries")).json()["items"]
-        while delivery["status"] != "delivered":
-            await trio.sleep(0.05)
-            [delivery] = (await api.get(f"/webhooks/{hook['id']}/deliveries")).json()["items"]
     assert delivery["attempts"] == 4
     assert delivery["lastError"] is None
     metrics = (await api.get("/metrics")).text
@@ -196,8 +212,8 @@ async def test_a_hanging_endpoint_does_not_hold_up_another(api, running, db, nur
         await send_batch(running.grpc_port, [(seed.serial_for(1), "")])
         await healthy.wait_until(lambda r: len(r.accepted) == 1)
         await hanging.wait_until(lambda r: len(r.posts) >= 1)
-        while not (found := (await api.get(f"/webhooks/{stuck['id']}")).json())["failures"]:
-            await trio.sleep(0.05)
+        await eventually(lambda: _delivery_is(api, stuck["id"], "pending", attempts=1))
+        found = (await api.get(f"/webhooks/{stuck['id']}")).json()
     assert found["health"] == "retrying"
     assert "no answer" in found["lastError"]
     assert found["pending"] == 1
@@ -210,13 +226,16 @@ async def test_a_refusing_endpoint_fails_its_events_visibly(api, running, db, nu
         hook = await subscribe(api, r.url, ["sensor.online"])
         await send_batch(running.grpc_port, [(seed.serial_for(1), "")])
         await r.wait_until(lambda r: len(r.posts) == 1)
-        while (found := (await api.get(f"/webhooks/{hook['id']}")).json())["failed"] == 0:
-            await trio.sleep(0.05)
+        await eventually(lambda: _delivery_is(api, hook["id"], "failed"))
+        found = (await api.get(f"/webhooks/{hook['id']}")).json()
     assert found["health"] == "failing"
     [delivery] = (await api.get(f"/webhooks/{hook['id']}/deliveries")).json()["items"]
     assert delivery["status"] == "failed"
     assert delivery["lastError"].startswith("HTTP 410")
-    assert 'droneshield_webhook_deliveries_total{outcome="failed"} 1.0' in (await api.get("/metrics")).text
+    assert (
+        'droneshield_webhook_deliveries_total{outcome="failed"} 1.0'
+        in (await api.get("/metrics")).text
+    )
 
 
 async def test_test_event_is_delivered_and_outbox_gauges_exist(api, nursery):

@@ -53,3 +53,18 @@ CREATE FUNCTION webhook_sensor(serial text, version text, status text,
 RETURNS jsonb LANGUAGE sql IMMUTABLE PARALLEL SAFE
 RETURN jsonb_build_object('serial', serial, 'version', 'v' || version, 'status', status,
                           'lastSeenAt', last_seen_at, 'statusChangedAt', status_changed_at);
+
+-- The dispatcher's read: a webhook's next pending events after `after`, in id order. Always an
+-- ordered walk of outbox_pending that stops at `n`: right after a burst (100,000 events before
+-- autovacuum has analysed them) the planner would otherwise estimate a handful of rows and
+-- bitmap-scan and sort them all for every batch.
+CREATE FUNCTION outbox_due(webhook bigint, after bigint, n int)
+RETURNS TABLE (id bigint, type text, occurred_at timestamptz, body jsonb, age float8)
+LANGUAGE sql STABLE SET enable_bitmapscan = off SET enable_seqscan = off SET enable_sort = off
+AS $$
+    SELECT o.id, o.type, o.occurred_at, o.body, extract(epoch FROM now() - o.created_at)::float8
+    FROM outbox o
+    WHERE o.webhook_id = webhook AND o.state = 'pending' AND o.id > after
+    ORDER BY o.id
+    LIMIT n
+$$;

@@ -109,7 +109,9 @@ async def create(
 
 
 async def get(conn: Connection, webhook_id: int) -> Webhook | None:
-    row = await conn.fetchrow(f"SELECT {_WEBHOOK_COLUMNS} FROM webhook w WHERE w.id = $1", webhook_id)
+    row = await conn.fetchrow(
+        f"SELECT {_WEBHOOK_COLUMNS} FROM webhook w WHERE w.id = $1", webhook_id
+    )
     return None if row is None else Webhook(**dict(row.items()))  # type: ignore[attr-defined]
 
 
@@ -188,14 +190,9 @@ async def release(conn: Connection, webhook_id: int, owner: str) -> None:
     )
 
 
-async def pending(conn: Connection, webhook_id: int, limit: int) -> list[Event]:
-    """The webhook's oldest undelivered events, in id order."""
-    rows = await conn.fetch(
-        "SELECT id, type, occurred_at, body, extract(epoch FROM now() - created_at)::float8 "
-        "FROM outbox WHERE webhook_id = $1 AND state = 'pending' ORDER BY id LIMIT $2",
-        webhook_id,
-        limit,
-    )
+async def pending(conn: Connection, webhook_id: int, after: int, limit: int) -> list[Event]:
+    """The webhook's oldest undelivered events with ids above `after`, in id order."""
+    rows = await conn.fetch("SELECT * FROM outbox_due($1, $2, $3)", webhook_id, after, limit)
     return [Event(r[0], r[1], r[2], json.loads(r[3]), r[4]) for r in rows]
 
 

@@ -47,7 +47,7 @@ class WebhookIn(ApiModel):
         default=None,
         gt=0,
         le=1,
-        description="fleet.online_below fires when the online share drops under this (0–1)",
+        description="fleet.online_below fires when the online share drops under this (0 to 1)",
     )
 
     @field_validator("events")
@@ -144,7 +144,7 @@ async def create_webhook(data: WebhookIn) -> tuple[WebhookOut, int]:
             code="sites_unavailable",
         )
     if "fleet.online_below" in data.events and data.online_below is None:
-        raise Invalid("fleet.online_below needs onlineBelow (0–1)", code="threshold_missing")
+        raise Invalid("fleet.online_below needs onlineBelow (0 to 1)", code="threshold_missing")
     await resolve(parse(data.url), settings().webhook_targets)
     async with acquire(pool()) as conn:
         created = await db.create(

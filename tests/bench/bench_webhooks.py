@@ -46,19 +46,25 @@ SECRET: Final = "bench-secret-bench-secret"
 ALL_EVENTS: Final = ["sensor.offline", "sensor.online", "sensor.version_changed"]
 
 
-async def _report(grpc_port: int, first: int, count: int, groups: int, spread: float) -> dict[str, Any]:
+async def _report(
+    grpc_port: int, first: int, count: int, groups: int, spread: float
+) -> dict[str, Any]:
     """Load process: sensors first … first+count-1 report once, in `groups` spread over
     `spread` seconds (0: all at once, 4 batches in flight)."""
     serials = [seed.serial_for(n) for n in range(first, first + count)]
     async with grpclib_stub(grpc_port) as stub:
         if spread == 0:
-            batches = [[(s, "1.0.0") for s in serials[i : i + BATCH]] for i in range(0, count, BATCH)]
+            batches = [
+                [(s, "1.0.0") for s in serials[i : i + BATCH]] for i in range(0, count, BATCH)
+            ]
             await load.flood(stub, batches, 4)
         else:
             size = count // groups
             for g in range(groups):
                 began = trio.current_time()
-                await load.send_batch(stub, [(s, "1.0.0") for s in serials[g * size : (g + 1) * size]])
+                await load.send_batch(
+                    stub, [(s, "1.0.0") for s in serials[g * size : (g + 1) * size]]
+                )
                 await trio.sleep_until(began + spread / groups)
     return {"sent": count}
 
@@ -81,7 +87,9 @@ class _Timed(Receiver):
 
 async def _subscribe(http_port: int, url: str, events: list[str]) -> None:
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{http_port}", timeout=30) as api:
-        response = await api.post("/webhooks", json={"url": url, "events": events, "secret": SECRET})
+        response = await api.post(
+            "/webhooks", json={"url": url, "events": events, "secret": SECRET}
+        )
         response.raise_for_status()
 
 
@@ -96,7 +104,9 @@ async def _deadlines(url: str) -> dict[str, float]:
     return {r["id"]: r["due"] for r in rows}
 
 
-async def _offline_run(bench: Bench, count: int, groups: int, spread: float) -> tuple[_Timed, dict[str, float], float]:
+async def _offline_run(
+    bench: Bench, count: int, groups: int, spread: float
+) -> tuple[_Timed, dict[str, float], float]:
     async with bench.database() as url:
         async with connect(url) as conn:
             await seed.seed(conn, count)
@@ -125,7 +135,9 @@ async def _ingest(bench: Bench) -> tuple[Any, Any]:
         pid, port = daemon.pid, daemon.grpc_port
         async with connect(url) as conn:
             await conn.execute(reset)
-            without = await _measure("batch, no webhooks", pid, port, "batch", seconds, BATCH_IN_FLIGHT)
+            without = await _measure(
+                "batch, no webhooks", pid, port, "batch", seconds, BATCH_IN_FLIGHT
+            )
             await conn.execute(reset)
             dead = f"http://127.0.0.1:{free_port()}/down"
             await _subscribe(daemon.http_port, dead, ALL_EVENTS)

@@ -53,7 +53,9 @@ class Receiver:
         while not done(self):
             await self._changed.wait()
 
-    async def serve(self, *, task_status: trio.TaskStatus[Receiver] = trio.TASK_STATUS_IGNORED) -> None:
+    async def serve(
+        self, *, task_status: trio.TaskStatus[Receiver] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
         self.port = listeners[0].socket.getsockname()[1]
         task_status.started(self)
@@ -66,7 +68,9 @@ class Receiver:
                 request, body = await _read_request(conn, stream)
                 if request is None:
                     return
-                received = Received({k.decode().lower(): v.decode() for k, v in request.headers}, body)
+                received = Received(
+                    {k.decode().lower(): v.decode() for k, v in request.headers}, body
+                )
                 self.posts.append(received)
                 status = self.answer(received)
                 if 200 <= (status or 0) < 300:
@@ -86,7 +90,9 @@ class Receiver:
                 conn.start_next_cycle()
 
 
-async def _read_request(conn: h11.Connection, stream: trio.SocketStream) -> tuple[h11.Request | None, bytes]:
+async def _read_request(
+    conn: h11.Connection, stream: trio.SocketStream
+) -> tuple[h11.Request | None, bytes]:
     request = None
     body = b""
     while True:
