@@ -28,7 +28,7 @@ from tests.support.receivers import Received, Receiver
 from tests.support.releases import add_software
 
 from . import load
-from .bench_ingest import BATCH_IN_FLIGHT, QUICK_SECONDS, SECONDS, _measure
+from .bench_ingest import BATCH_IN_FLIGHT, SECONDS, _measure
 from .support import Bench, Result, percentiles, print_table, run_client
 
 LATENCY_SENSORS: Final = 2_000
@@ -41,6 +41,7 @@ BATCH: Final = 1_000  # reports per SendStatusBatch
 GOAL_P99: Final = 2000.0  # ms from deadline to receipt
 GOAL_BURST_SECONDS: Final = 30.0
 GOAL_POSTS: Final = 200
+INGEST_QUICK_SECONDS: Final = 4.0  # per run: two seconds is mostly noise on a busy machine
 WAIT_MAX: Final = 180.0  # seconds for every event to arrive
 SECRET: Final = "bench-secret-bench-secret"
 ALL_EVENTS: Final = ["sensor.offline", "sensor.online", "sensor.version_changed"]
@@ -93,15 +94,17 @@ async def _subscribe(http_port: int, url: str, events: list[str]) -> None:
         response.raise_for_status()
 
 
-async def _deadlines(url: str) -> dict[str, float]:
+async def _deadlines(url: str) -> tuple[dict[str, float], float]:
+    """Each offline event's deadline, and when the last event was written (Unix seconds)."""
     async with connect(url) as conn:
+        written = await conn.fetchval("SELECT extract(epoch FROM max(created_at)) FROM outbox")
         rows = await conn.fetch(
             "SELECT o.id::text AS id, extract(epoch FROM s.last_seen_at)::float8 + $1 AS due "
             "FROM outbox o JOIN sensor s ON s.serial = o.body #>> '{sensor,serial}' "
             "WHERE o.type = 'sensor.offline'",
             OFFLINE_AFTER,
         )
-    return {r["id"]: r["due"] for r in rows}
+    return {r["id"]: r["due"] for r in rows}, float(written)
 
 
 async def _offline_run(
@@ -118,35 +121,41 @@ async def _offline_run(
                 url, offline_after=OFFLINE_AFTER, webhook_allow_hosts="127.0.0.1"
             ) as daemon:
                 await _subscribe(daemon.http_port, receiver.url, ["sensor.offline"])
-                began = time.perf_counter()
                 await run_client(__name__, daemon.grpc_port, 1, count, groups, spread)
                 with trio.fail_after(WAIT_MAX):
                     await receiver.wait_until(lambda r: len(r.arrivals) >= count)
-                took = time.perf_counter() - began
             nursery.cancel_scope.cancel()
-        return receiver, await _deadlines(url), took
+        deadlines, written = await _deadlines(url)
+        return receiver, deadlines, written
 
 
-async def _ingest(bench: Bench) -> tuple[Any, Any]:
-    seconds = QUICK_SECONDS if bench.quick else SECONDS
+async def _ingest(bench: Bench) -> tuple[list[Any], list[Any]]:
+    """Batch ingest without webhooks and with a dead endpoint, alternated twice (a loaded
+    machine drifts; alternating spreads the drift over both)."""
+    seconds = INGEST_QUICK_SECONDS if bench.quick else SECONDS
     url = await bench.seeded(bench.fleet)
+    # Each run starts from the same fleet: 1 in 10 of the loaded sensors offline, so each run
+    # brings ~10,000 online (events for the webhook), the rest are plain heartbeats.
     reset = "UPDATE sensor SET online = id % 10 <> 0 WHERE id <= 100000 AND id % 100 <> 1"
+    without: list[Any] = []
+    down: list[Any] = []
     async with bench.daemon(url, offline_after=3600, webhook_allow_hosts="127.0.0.1") as daemon:
         pid, port = daemon.pid, daemon.grpc_port
         async with connect(url) as conn:
-            await conn.execute(reset)
-            without = await _measure(
-                "batch, no webhooks", pid, port, "batch", seconds, BATCH_IN_FLIGHT
-            )
-            await conn.execute(reset)
-            dead = f"http://127.0.0.1:{free_port()}/down"
-            await _subscribe(daemon.http_port, dead, ALL_EVENTS)
-            down = await _measure(
-                "batch, webhook endpoint down", pid, port, "batch", seconds, BATCH_IN_FLIGHT
-            )
-            queued = await conn.fetchval("SELECT count(*) FROM outbox")
-            await conn.execute("DELETE FROM webhook")
-    down.label += f" ({queued:,} events queued)"
+            for _ in range(2):
+                await conn.execute(reset)
+                without.append(
+                    await _measure("no webhooks", pid, port, "batch", seconds, BATCH_IN_FLIGHT)
+                )
+                await conn.execute(reset)
+                dead = f"http://127.0.0.1:{free_port()}/down"
+                await _subscribe(daemon.http_port, dead, ALL_EVENTS)
+                down.append(
+                    await _measure("endpoint down", pid, port, "batch", seconds, BATCH_IN_FLIGHT)
+                )
+                queued = await conn.fetchval("SELECT count(*) FROM outbox")
+                down[-1].label += f" ({queued:,} events queued)"
+                await conn.execute("DELETE FROM webhook")
     return without, down
 
 
@@ -155,11 +164,14 @@ async def run(bench: Bench) -> list[Result]:
     late = [receiver.arrivals[i] - due for i, due in deadlines.items()]
     p50, p95, p99 = percentiles(late)
     burst = bench.scaled(BURST, BURST_QUICK)
-    flood, flood_deadlines, _ = await _offline_run(bench, burst, 1, 0)
+    flood, flood_deadlines, last_written = await _offline_run(bench, burst, 1, 0)
     first_due = min(flood_deadlines.values())
-    all_in = max(flood.arrivals.values()) - first_due
+    last_in = max(flood.arrivals.values())
+    all_in = last_in - first_due
+    # Of that, the expiry writing the events, and delivery trailing the last one written.
+    expiry, trailing = last_written - first_due, last_in - last_written
     posts = len(flood.accepted)
-    without, down = await _ingest(bench)
+    withouts, downs = await _ingest(bench)
     print_table(
         "10. webhooks: offline → received, a fleet offline at once, ingest with an endpoint down",
         f"latency: {LATENCY_SENSORS:,} sensors in {LATENCY_GROUPS} groups over {SPREAD:g} s, "
@@ -169,11 +181,17 @@ async def run(bench: Bench) -> list[Result]:
         [
             ("deadline → received", len(late), len(receiver.accepted), p50, p95, p99, None, None),
             ("burst", len(flood.arrivals), posts, None, None, None, all_in, None),
-            (without.label, None, None, without.p50, without.p95, without.p99, None, without.rate),
-            (down.label, None, None, down.p50, down.p95, down.p99, None, down.rate),
+            *(
+                (m.label, None, None, m.p50, m.p95, m.p99, None, m.rate)
+                for pair in zip(withouts, downs, strict=True)
+                for m in pair
+            ),
         ],
     )
-    ratio = down.rate / without.rate
+    without_rate = sum(m.rate for m in withouts) / len(withouts)
+    down_rate = sum(m.rate for m in downs) / len(downs)
+    ratio = down_rate / without_rate
+    down = downs[-1]
     return [
         Result(
             "10. webhook offline latency",
@@ -192,17 +210,18 @@ async def run(bench: Bench) -> list[Result]:
             "events/s",
             goal=f"all within {GOAL_BURST_SECONDS:g} s in ≤ {GOAL_POSTS} POSTs",
             met=all_in <= GOAL_BURST_SECONDS and posts <= GOAL_POSTS,
-            note=f"all in {all_in:.1f} s after the first deadline, {posts} POSTs",
+            note=f"all in {all_in:.1f} s after the first deadline ({expiry:.1f} s expiring, "
+            f"delivered {trailing:.1f} s after the last was written), {posts} POSTs",
         ),
         Result(
             "10. ingest, webhook endpoint down",
-            down.rate,
+            down_rate,
             "reports/s",
             down.p50,
             down.p95,
             down.p99,
-            goal=f"≈ {without.rate:,.0f} (no webhooks)",
-            met=ratio >= 0.9 and not down.errors,
+            goal=f"≈ {without_rate:,.0f} (no webhooks)",
+            met=ratio >= 0.9 and not any(m.errors for m in downs),
             note=f"{ratio:.0%} of the rate without webhooks",
         ),
     ]
