@@ -1,4 +1,4 @@
-"""Workload 10, webhooks: how soon an offline sensor is announced, how a whole fleet going
+"""Workload 11, webhooks: how soon an offline sensor is announced, how a whole fleet going
 offline at once is delivered, and what a dead endpoint costs ingest.
 
 - latency: sensors report in small groups spread over a few seconds and fall silent; for each
@@ -173,7 +173,7 @@ async def run(bench: Bench) -> list[Result]:
     posts = len(flood.accepted)
     withouts, downs = await _ingest(bench)
     print_table(
-        "10. webhooks: offline → received, a fleet offline at once, ingest with an endpoint down",
+        "11. webhooks: offline → received, a fleet offline at once, ingest with an endpoint down",
         f"latency: {LATENCY_SENSORS:,} sensors in {LATENCY_GROUPS} groups over {SPREAD:g} s, "
         f"offline_after {OFFLINE_AFTER:g} s; burst: {burst:,} sensors offline at once; ingest: "
         "workload 3's batch load on the fleet database",
@@ -194,7 +194,7 @@ async def run(bench: Bench) -> list[Result]:
     down = downs[-1]
     return [
         Result(
-            "10. webhook offline latency",
+            "11. webhook offline latency",
             None,
             "",
             p50,
@@ -205,7 +205,7 @@ async def run(bench: Bench) -> list[Result]:
             note="sensor.offline deadline → receiver",
         ),
         Result(
-            f"10. webhooks, {burst:,} offline at once",
+            f"11. webhooks, {burst:,} offline at once",
             len(flood.arrivals) / all_in,
             "events/s",
             goal=f"all within {GOAL_BURST_SECONDS:g} s in ≤ {GOAL_POSTS} POSTs",
@@ -214,7 +214,7 @@ async def run(bench: Bench) -> list[Result]:
             f"delivered {trailing:.1f} s after the last was written), {posts} POSTs",
         ),
         Result(
-            "10. ingest, webhook endpoint down",
+            "11. ingest, webhook endpoint down",
             down_rate,
             "reports/s",
             down.p50,
