@@ -88,3 +88,29 @@ async def test_fleet_alert_fires_once_per_crossing(aio_loop, database_url, db, s
     assert fired == [0, 1, 1, 1, 1, 1, 1, 2]
     assert '"online": 17' in (await alerts())[0]
     assert '"threshold": 0.9' in (await alerts())[0]
+
+
+async def test_finished_events_are_pruned_in_small_batches(db):
+    hook = await db_webhooks.create(
+        db,
+        url="http://127.0.0.1:9/x",
+        events=["sensor.offline"],
+        secret=SECRET,
+        site=None,
+        serials=None,
+        online_below=None,
+    )
+    # 30 events: 10 pending, 10 delivered long ago, 10 failed long ago.
+    await db.execute(
+        "INSERT INTO outbox (webhook_id, type, occurred_at, body, state, done_at) "
+        "SELECT $1, 'sensor.offline', now(), '{}', "
+        "(ARRAY['pending', 'delivered', 'failed'])[g % 3 + 1], "
+        "CASE WHEN g % 3 = 0 THEN NULL ELSE now() - interval '8 days' END "
+        "FROM generate_series(1, 30) g",
+        hook.id,
+    )
+    with trio.fail_after(10):
+        week = 7 * 86400.0
+        assert [await db_webhooks.prune(db, week, 7) for _ in range(4)] == [7, 7, 6, 0]
+    assert await db.fetchval("SELECT count(*) FROM outbox WHERE state = 'pending'") == 10
+    assert await db.fetchval("SELECT count(*) FROM outbox") == 10

@@ -3,6 +3,7 @@ delivered to real receivers (signed, batched, retried, failed) by the daemon's d
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -59,7 +60,8 @@ def _code(response: httpx.Response) -> str:
     return str(response.json()["error"]["code"])
 
 
-async def test_webhook_api_never_returns_the_secret(api, nursery):
+async def test_webhook_api_never_returns_or_logs_the_secret(api, nursery, caplog):
+    caplog.set_level(logging.DEBUG)
     with trio.fail_after(10):
         r = await receiver(nursery)
         created = await subscribe(
@@ -78,6 +80,8 @@ async def test_webhook_api_never_returns_the_secret(api, nursery):
         assert missing.status_code == 404
         assert _code(missing) == "webhook_not_found"
         assert (await api.delete(f"/webhooks/{created['id']}")).status_code == 404
+    assert caplog.records  # the access log saw every request
+    assert SECRET not in caplog.text
 
 
 @pytest.mark.parametrize(
