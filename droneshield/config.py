@@ -36,6 +36,15 @@ SEND_TIMEOUT_DEFAULT: Final = 15.0  # seconds
 WORKERS_DEFAULT: Final = 1  # daemon processes sharing the ports
 GRPC_MAX_MESSAGE_BYTES_DEFAULT: Final = 4 * 1024 * 1024  # bytes, gRPC's own default
 GRPC_MAX_STREAMS_DEFAULT: Final = 100  # concurrent HTTP/2 streams per gRPC connection
+HTTP_KEEP_ALIVE_TIMEOUT_DEFAULT: Final = 5.0  # seconds an HTTP connection may wait for a request
+GRPC_MAX_CONNECTIONS_DEFAULT: Final = 10_000  # open gRPC connections (keep below `ulimit -n`)
+GRPC_BUDGET_WINDOW_DEFAULT: Final = 10.0  # seconds over which frame budgets are counted
+GRPC_MAX_RESETS_DEFAULT: Final = 200  # stream resets per connection per window
+GRPC_MAX_PINGS_DEFAULT: Final = 1000  # PING frames per connection per window
+GRPC_MAX_SETTINGS_DEFAULT: Final = 100  # SETTINGS frames per connection per window
+GRPC_IDLE_TIMEOUT_DEFAULT: Final = 300.0  # seconds a gRPC connection may have no call open
+GRPC_HANDSHAKE_TIMEOUT_DEFAULT: Final = 10.0  # seconds to complete the HTTP/2 preface
+GRPC_MAX_HEALTH_CALLS_DEFAULT: Final = 1000  # health calls (Watch streams) open at once
 MAX_UPLOAD_PARTS_DEFAULT: Final = 64  # multipart parts per upload request
 WS_MAX_MESSAGE_BYTES_DEFAULT: Final = 256 * 1024  # bytes per WebSocket client message
 WS_MAX_SERIALS_DEFAULT: Final = 1000  # sensors one WebSocket client may subscribe to
@@ -146,6 +155,42 @@ class Settings:
         default=GRPC_MAX_STREAMS_DEFAULT,
         metadata={"help": "concurrent calls (HTTP/2 streams) per gRPC connection"},
     )
+    http_keep_alive_timeout: float = field(
+        default=HTTP_KEEP_ALIVE_TIMEOUT_DEFAULT,
+        metadata={"help": "seconds an idle HTTP/1.1 connection is kept open for another request"},
+    )
+    grpc_max_connections: int = field(
+        default=GRPC_MAX_CONNECTIONS_DEFAULT,
+        metadata={"help": "gRPC connections open at once (further ones are closed at once)"},
+    )
+    grpc_budget_window: float = field(
+        default=GRPC_BUDGET_WINDOW_DEFAULT,
+        metadata={"help": "seconds over which a gRPC connection's frame budgets are counted"},
+    )
+    grpc_max_resets: int = field(
+        default=GRPC_MAX_RESETS_DEFAULT,
+        metadata={"help": "stream resets per gRPC connection per window (GOAWAY beyond)"},
+    )
+    grpc_max_pings: int = field(
+        default=GRPC_MAX_PINGS_DEFAULT,
+        metadata={"help": "PING frames per gRPC connection per window (GOAWAY beyond)"},
+    )
+    grpc_max_settings: int = field(
+        default=GRPC_MAX_SETTINGS_DEFAULT,
+        metadata={"help": "SETTINGS frames per gRPC connection per window (GOAWAY beyond)"},
+    )
+    grpc_idle_timeout: float = field(
+        default=GRPC_IDLE_TIMEOUT_DEFAULT,
+        metadata={"help": "seconds a gRPC connection may stay without an open call"},
+    )
+    grpc_handshake_timeout: float = field(
+        default=GRPC_HANDSHAKE_TIMEOUT_DEFAULT,
+        metadata={"help": "seconds a gRPC connection has to send its HTTP/2 preface"},
+    )
+    grpc_max_health_calls: int = field(
+        default=GRPC_MAX_HEALTH_CALLS_DEFAULT,
+        metadata={"help": "health calls (Watch streams) open at once (RESOURCE_EXHAUSTED beyond)"},
+    )
     max_upload_parts: int = field(
         default=MAX_UPLOAD_PARTS_DEFAULT,
         metadata={"help": "multipart parts (files and fields) per upload request"},
@@ -195,6 +240,15 @@ class Settings:
             "workers",
             "grpc_max_message_bytes",
             "grpc_max_streams",
+            "http_keep_alive_timeout",
+            "grpc_max_connections",
+            "grpc_budget_window",
+            "grpc_max_resets",
+            "grpc_max_pings",
+            "grpc_max_settings",
+            "grpc_idle_timeout",
+            "grpc_handshake_timeout",
+            "grpc_max_health_calls",
             "max_upload_parts",
             "ws_max_message_bytes",
             "ws_max_serials",

@@ -27,6 +27,7 @@ from .domain import Applied
 from .hub import Hub
 from .ingest import tls as grpc_tls
 from .ingest.bridge import Submitter, serve_grpc
+from .ingest.budgets import grpc_budgets
 from .presence import Tracker, serve_presence
 from .relay import Relay
 from .reports import Pending
@@ -102,7 +103,8 @@ async def run(
                     tls=grpc_tls.server_context(settings),
                     token=settings.grpc_token,
                     max_message_bytes=settings.grpc_max_message_bytes,
-                    max_streams=settings.grpc_max_streams,
+                    budgets=grpc_budgets(settings),
+                    max_health_calls=settings.grpc_max_health_calls,
                 )
             )
             http_port = await nursery.start(
@@ -116,6 +118,7 @@ async def run(
                     reuse_port=shared,
                     tls=settings.tls_files,
                     websocket_max_message=settings.ws_max_message_bytes,
+                    keep_alive_timeout=settings.http_keep_alive_timeout,
                 )
             )
             log.info("droneshield ready: gRPC :%d, HTTP :%d", grpc_port, http_port)

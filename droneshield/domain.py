@@ -28,6 +28,7 @@ Status = Literal["never", "online", "offline"]
 STATUSES: Final[tuple[Status, ...]] = ("never", "online", "offline")
 
 SERIAL_MAX: Final = 128  # characters
+ECHO_MAX: Final = 64  # characters of client input an answer or error repeats, then "…"
 _SERIAL: Final = re.compile(rf"[\x20-\x7e]{{1,{SERIAL_MAX}}}")
 
 
@@ -35,11 +36,28 @@ def check_serial(serial: str) -> str:
     """Raises:
     InvalidReport: empty, longer than 128, or not printable ASCII."""
     if not _SERIAL.fullmatch(serial):
-        shown = serial if len(serial) <= 40 else serial[:40] + "…"
         raise InvalidReport(
-            f"serial {shown!r} must be 1 to {SERIAL_MAX} printable ASCII characters"
+            f"serial {echo(serial)} must be 1 to {SERIAL_MAX} printable ASCII characters"
         )
     return serial
+
+
+def clip(value: str) -> str:
+    """`value` cut to its first ECHO_MAX characters, then "…".
+
+    Saying which value was wrong helps a client; repeating all of it lets anyone make the
+    daemon hold and send back megabytes per call (a 3 MB version string in every ack, kept for
+    as long as the client leaves its receive window closed). Every message built from client
+    input shows it through `echo` (quoted) or `clip`.
+    """
+    return value if len(value) <= ECHO_MAX else value[:ECHO_MAX] + "…"
+
+
+def echo(value: str) -> str:
+    """`value` quoted as Python's repr does, cut to its first ECHO_MAX characters."""
+    if len(value) <= ECHO_MAX:
+        return repr(value)
+    return repr(value[:ECHO_MAX]) + "…"
 
 
 def status_of(online: bool, last_seen_at: datetime | None) -> Status:
@@ -112,7 +130,9 @@ def canonical(raw: str) -> str:
     try:
         return str(semver.Version.parse(text))
     except (ValueError, TypeError):
-        raise InvalidVersion(f"{raw!r} is not a semantic version (expected e.g. v1.2.3)") from None
+        raise InvalidVersion(
+            f"{echo(raw)} is not a semantic version (expected e.g. v1.2.3)"
+        ) from None
 
 
 @overload
@@ -145,5 +165,5 @@ def from_filename(name: str) -> str:
     found = _IN_NAME.findall(stem)
     if len(found) != 1:
         what = "no semantic version" if not found else f"{len(found)} versions"
-        raise InvalidVersion(f"file name {name!r} carries {what}; expected one, e.g. v1.2.3")
+        raise InvalidVersion(f"file name {echo(name)} carries {what}; expected one, e.g. v1.2.3")
     return canonical(found[0])

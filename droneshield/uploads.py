@@ -28,6 +28,7 @@ from . import domain
 from .db import software
 from .db.pool import Pool, acquire
 from .db.software import Release
+from .domain import echo
 from .errors import (
     BadRelease,
     DroneshieldError,
@@ -67,11 +68,11 @@ def check_filename(raw: str) -> tuple[str, str]:
     name = raw.replace("\\", "/").rsplit("/", 1)[-1]
     if not name or len(name) > FILENAME_MAX or not name.isprintable():
         raise BadRelease(
-            f"file name {raw[:80]!r} must be 1 to {FILENAME_MAX} printable characters",
+            f"file name {echo(raw)} must be 1 to {FILENAME_MAX} printable characters",
             code="bad_file_name",
         )
     if not name.lower().endswith(".pdf"):
-        raise UnsupportedContent(f"{name!r} is not a .pdf file", code="not_a_pdf")
+        raise UnsupportedContent(f"{echo(name)} is not a .pdf file", code="not_a_pdf")
     try:
         version = domain.from_filename(name)
     except InvalidVersion as exc:
@@ -136,7 +137,9 @@ class StagedFile:
         UnsupportedContent: the content does not start with `%PDF-`.
         """
         if self.size + len(data) > self._max_bytes:
-            raise TooLarge(f"{self.name!r} exceeds {self._max_bytes} bytes", code="file_too_large")
+            raise TooLarge(
+                f"{echo(self.name)} exceeds {self._max_bytes} bytes", code="file_too_large"
+            )
         if len(self._head) < len(PDF_MAGIC):
             self._head += data[: len(PDF_MAGIC) - len(self._head)]
             if not PDF_MAGIC.startswith(self._head):
@@ -184,7 +187,7 @@ class StagedFile:
             log.warning("closing discarded %s failed: %r", self.path, exc)
 
     def _not_a_pdf(self) -> UnsupportedContent:
-        return UnsupportedContent(f"{self.name!r} does not start with %PDF-", code="not_a_pdf")
+        return UnsupportedContent(f"{echo(self.name)} does not start with %PDF-", code="not_a_pdf")
 
 
 class Upload:
@@ -290,7 +293,7 @@ def _check_digests(releases: Sequence[Release], expected: Sequence[str]) -> None
     for r, digest in zip(releases, expected, strict=True):
         if digest.strip().lower() != r.sha256:
             raise BadRelease(
-                f"{r.filename!r} has sha256 {r.sha256}, not {digest}", code="checksum_mismatch"
+                f"{echo(r.filename)} has sha256 {r.sha256}, not {digest}", code="checksum_mismatch"
             )
 
 

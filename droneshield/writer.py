@@ -19,7 +19,7 @@ import trio
 from . import metrics
 from .db.pool import Connection, Pool, acquire, is_transient
 from .db.reports import apply_reports
-from .domain import Applied
+from .domain import Applied, echo
 from .errors import DroneshieldError, IngestUnavailable, UnknownSensor
 from .reports import SHUTTING_DOWN, TOO_LATE, Pending, version_problem
 
@@ -218,7 +218,7 @@ class Writer:
         by_serial = {r.serial: r for r in rows}
         for p in batch:
             row = by_serial.get(p.serial)
-            p.resolve(row if row is not None else UnknownSensor(f"unknown sensor {p.serial!r}"))
+            p.resolve(row if row is not None else UnknownSensor(f"unknown sensor {echo(p.serial)}"))
         _count_delivered(batch, by_serial)
         for sink in self._sinks:
             try:

@@ -35,6 +35,7 @@ from droneshield.ingest.proto.status import (
 
 from .support.fuzz import examples
 from .support.grpc_clients import aio, grpclib_stub, send, send_batch
+from .support.h2_attacks import GRPC_HEADERS
 
 MAX_MESSAGE = 256 * 1024  # bytes: a 10,000-status batch fits, a few more KiB do not
 MAX_STREAMS = 4
@@ -272,17 +273,11 @@ async def test_server_announces_its_stream_limit_and_drops_a_client_that_exceeds
     with trio.fail_after(20):
         stream, conn, limit = await _h2_client(running.grpc_port)
         assert limit == MAX_STREAMS
-        headers = [
-            (":method", "POST"),
-            (":scheme", "http"),
-            (":path", SEND_STATUS),
-            (":authority", "127.0.0.1"),
-            ("content-type", "application/grpc"),
-            ("te", "trailers"),
-        ]
         # Written frame by frame: h2 would refuse to open more streams than the server allows.
         for stream_id in range(1, 2 * (MAX_STREAMS + 1), 2):
-            frame = HeadersFrame(stream_id, conn.encoder.encode(headers), flags=["END_HEADERS"])
+            frame = HeadersFrame(
+                stream_id, conn.encoder.encode(GRPC_HEADERS), flags=["END_HEADERS"]
+            )
             await stream.send_all(frame.serialize())
         while await stream.receive_some():  # the server ends the connection
             pass

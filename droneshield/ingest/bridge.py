@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-import weakref
 from collections.abc import Callable, Sequence
 from typing import Final, NoReturn
 
@@ -21,14 +20,13 @@ from google.protobuf import descriptor_pool
 from google.protobuf.descriptor_pb2 import FileDescriptorProto
 from grpclib.health.check import ServiceStatus
 from grpclib.health.service import Health
-from grpclib.protocol import H2Protocol
 from grpclib.reflection.service import ServerReflection
 from grpclib.server import Server
-from h2.settings import SettingCodes
 
 from ..errors import IngestUnavailable
 from ..reports import SHUTTING_DOWN, TOO_LATE, Outcome, Pending
 from .auth import token_required
+from .budgets import Budgets, Connections, GuardedProtocol, calls_limited
 from .codec import StrictCodec
 from .limits import size_limited
 from .proto.google_proto_descriptor_pool import default_google_proto_descriptor_pool
@@ -128,47 +126,19 @@ class Submitter:
         await self._idle.wait()
 
 
-class _TrackingServer(Server):
-    """grpclib's Server leaves accepted connections open on close (a ResourceWarning and a
-    client that waits for nothing); this one remembers them so shutdown can close them, and
-    limits the calls each may have open."""
+class _GuardedServer(Server):
+    """grpclib's Server with `budgets` on every connection; it also leaves accepted
+    connections open on close (a ResourceWarning and a client that waits for nothing), so this
+    one keeps them to close at shutdown."""
 
-    def __init__(self, *args: object, max_streams: int, **kwargs: object) -> None:
+    def __init__(self, *args: object, budgets: Budgets, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        # Weak: grpclib drops a connection's protocol once it is closed; so does this set.
-        self.protocols: weakref.WeakSet[asyncio.Protocol] = weakref.WeakSet()
-        self.max_streams = max_streams
+        self.budgets = budgets
+        self.connections = Connections(budgets.max_connections)
 
     def _protocol_factory(self):  # type: ignore[no-untyped-def]
-        # grpclib's factory registers the connection's handler; ours adds the stream limit.
-        protocol = _LimitedProtocol(super()._protocol_factory(), self.max_streams)
-        self.protocols.add(protocol)
-        return protocol
-
-    def close_connections(self) -> None:
-        # Closing the transport (not grpclib's Connection, which drops its reference while
-        # frames may still be in flight) lets grpclib see connection_lost and end its streams.
-        for protocol in list(self.protocols):
-            transport = getattr(getattr(protocol, "connection", None), "_transport", None)
-            if transport is not None:
-                transport.close()
-        self.protocols.clear()
-
-
-class _LimitedProtocol(H2Protocol):
-    """grpclib leaves h2's SETTINGS_MAX_CONCURRENT_STREAMS at h2's default; this announces
-    ours right after the connection preface. Clients that honour it (grpclib, grpcio) queue
-    further calls; h2 ends a connection that opens more streams than allowed."""
-
-    def __init__(self, plain: H2Protocol, max_streams: int) -> None:
-        super().__init__(plain.handler, plain.config, plain.h2_config)
-        self._max_streams = max_streams
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        h2 = self.connection._connection
-        h2.update_settings({SettingCodes.MAX_CONCURRENT_STREAMS: self._max_streams})
-        self.connection.flush()
+        # grpclib's factory registers the connection's handler; ours adds the budgets.
+        return GuardedProtocol(super()._protocol_factory(), self.budgets, self.connections)
 
 
 def _publish_descriptors() -> None:
@@ -193,7 +163,8 @@ async def serve_grpc(
     tls: ssl.SSLContext | None = None,
     token: str | None = None,
     max_message_bytes: int,
-    max_streams: int,
+    budgets: Budgets,
+    max_health_calls: int,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
     """Serve DeviceStatusService, grpc.health.v1 and server reflection until cancelled.
@@ -201,15 +172,16 @@ async def serve_grpc(
     `task_status.started()` reports the bound port (pass 0 to let the OS pick). With
     `reuse_port`, other processes may listen on the same port (SO_REUSEPORT). With `tls`, only
     TLS is spoken; with `token`, calls other than health checks must carry it (see `auth`).
-    A request over `max_message_bytes` gets RESOURCE_EXHAUSTED, a malformed one INVALID_ARGUMENT; a
-    connection may have `max_streams` calls open at once.
+    A request over `max_message_bytes` gets RESOURCE_EXHAUSTED, a malformed one INVALID_ARGUMENT;
+    each connection is held to `budgets`, and at most `max_health_calls` health calls (Watch
+    streams stay open) may be open at once.
 
     Cancellation: new reports get UNAVAILABLE, those in flight get up to `grace` seconds to be
     committed and answered, then remaining calls are cancelled and connections closed.
     """
     service = DeviceStatusService(submitter.submit)
     serving = ServiceStatus()
-    health = Health({service: [serving]})
+    health = calls_limited(Health({service: [serving]}), max_health_calls)
     _publish_descriptors()
     services = ServerReflection.extend([service, health])
     if token is not None:
@@ -217,7 +189,7 @@ async def serve_grpc(
         # and it says only SERVING or not.
         services = [s if s is health else token_required(s, token) for s in services]
     services = [size_limited(s, max_message_bytes) for s in services]
-    server = _TrackingServer(services, codec=StrictCodec(), max_streams=max_streams)
+    server = _GuardedServer(services, codec=StrictCodec(), budgets=budgets)
     await trio_asyncio.aio_as_trio(server.start)(host, port, reuse_port=reuse_port, ssl=tls)
     bound = server._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     serving.set(True)
@@ -233,4 +205,4 @@ async def serve_grpc(
             server.close()
             with trio.move_on_after(CLOSE_TIMEOUT):
                 await trio_asyncio.aio_as_trio(server.wait_closed)()
-            server.close_connections()
+            server.connections.close_all()

@@ -18,6 +18,9 @@ from typing import TYPE_CHECKING, Any
 from grpclib import GRPCError, Status
 from grpclib.server import Stream
 
+from .batch_count import check_batch_count
+from .service import BATCH_MAX
+from .wire import DeviceStatusBatch
 from .wrapping import HandlerFunc, Wrapped
 
 if TYPE_CHECKING:
@@ -42,11 +45,14 @@ def size_limited(service: IServable, max_bytes: int) -> Wrapped:
 async def _recv_message(stream: Stream[Any, Any], max_bytes: int) -> Any:
     """Raises:
     GRPCError: RESOURCE_EXHAUSTED for a message over `max_bytes` (nothing more is read),
-        UNIMPLEMENTED for a compressed one.
+        UNIMPLEMENTED for a compressed one, INVALID_ARGUMENT for a request that ends before
+        its message does or, on a method taking one message, carries none.
     """
     h2_stream = stream._stream
-    prefix = await h2_stream.recv_data(_PREFIX)
+    prefix = await _recv_exactly(stream, _PREFIX)
     if not prefix:
+        if stream._messages_received == 0 and not stream._cardinality.client_streaming:
+            raise GRPCError(Status.INVALID_ARGUMENT, "the request carries no message")
         return None
     length = int.from_bytes(prefix[1:_PREFIX], "big")
     if prefix[0]:
@@ -55,9 +61,26 @@ async def _recv_message(stream: Stream[Any, Any], max_bytes: int) -> Any:
         raise GRPCError(
             Status.RESOURCE_EXHAUSTED, f"request of {length} bytes exceeds the limit of {max_bytes}"
         )
-    data = await h2_stream.recv_data(length)
+    data = await _recv_exactly(stream, length)
+    if len(data) != length:
+        raise GRPCError(Status.INVALID_ARGUMENT, "the request ends inside a message")
+    if stream._recv_type is DeviceStatusBatch:
+        check_batch_count(data, BATCH_MAX)
     (message,) = await stream._dispatch.recv_message(stream._codec.decode(data, stream._recv_type))
     stream._messages_received += 1
     h2_stream.connection.messages_received += 1
     h2_stream.connection.last_message_received = time.monotonic()
     return message
+
+
+async def _recv_exactly(stream: Stream[Any, Any], size: int) -> bytes:
+    """`size` bytes of the request, or fewer at its end.
+
+    Raises:
+        GRPCError: INVALID_ARGUMENT when the request ends within them (grpclib's buffer says
+            so with an AssertionError, which it would answer UNKNOWN).
+    """
+    try:
+        return await stream._stream.recv_data(size)
+    except AssertionError:
+        raise GRPCError(Status.INVALID_ARGUMENT, "the request ends inside a message") from None

@@ -18,7 +18,9 @@ import trio
 from quart import Quart, Response, g, request
 
 from .. import metrics
+from ..domain import clip
 from ..logs import ACCESS_LOGGER
+from .labels import logged_query, method_label, route_label
 
 log = logging.getLogger(ACCESS_LOGGER)
 
@@ -32,6 +34,10 @@ def _request_id(incoming: str | None) -> str:
     return uuid.uuid4().hex
 
 
+def _clipped(value: str | None) -> str | None:
+    return None if value is None else clip(value)
+
+
 def install(app: Quart) -> None:
     @app.before_request
     async def start() -> None:
@@ -43,25 +49,25 @@ def install(app: Quart) -> None:
         request_id = g.get("request_id") or _request_id(None)
         response.headers[REQUEST_ID_HEADER] = request_id
         seconds = trio.current_time() - g.get("started", trio.current_time())
-        route = request.url_rule.rule if request.url_rule is not None else "unmatched"
-        metrics.HTTP_REQUESTS.labels(request.method, route, str(response.status_code)).observe(
-            seconds
-        )
+        route = route_label(request.url_rule.rule if request.url_rule is not None else None)
+        metrics.HTTP_REQUESTS.labels(
+            method_label(request.method), route, str(response.status_code)
+        ).observe(seconds)
         log.info(
             "%s",
             orjson.dumps(
                 {
                     "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
                     "requestId": request_id,
-                    "method": request.method,
-                    "path": request.path,
-                    "query": request.query_string.decode("latin-1"),
+                    "method": clip(request.method),
+                    "path": clip(request.path),
+                    "query": logged_query(request.query_string.decode("latin-1")),
                     "route": route,
                     "status": response.status_code,
                     "ms": round(seconds * 1000, 2),
                     "bytes": response.content_length,
                     "remote": request.remote_addr,
-                    "userAgent": request.headers.get("User-Agent"),
+                    "userAgent": _clipped(request.headers.get("User-Agent")),
                 }
             ).decode(),
         )

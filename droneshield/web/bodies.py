@@ -20,8 +20,9 @@ import trio
 from hypercorn.typing import ASGIReceiveCallable
 from quart.wrappers import Request
 from quart_trio import QuartTrio
-from quart_trio.asgi import TrioASGIHTTPConnection
 from quart_trio.wrappers.request import TrioBody, TrioRequest
+
+from .closing import ClosingHTTPConnection
 
 HIGH_WATER: Final = 1024 * 1024  # bytes of a body buffered before the reader waits
 
@@ -61,8 +62,9 @@ class BoundedRequest(TrioRequest):
     body_class = BoundedBody
 
 
-class BoundedHTTPConnection(TrioASGIHTTPConnection):
-    """quart-trio's connection, with a reader that waits for room in the body."""
+class BoundedHTTPConnection(ClosingHTTPConnection):
+    """quart-trio's connection, with a reader that waits for room in the body (and that lets
+    the connection close: `closing`)."""
 
     async def handle_messages(  # type: ignore[override]
         self, nursery: trio.Nursery, request: Request, receive: ASGIReceiveCallable
@@ -79,7 +81,7 @@ class BoundedHTTPConnection(TrioASGIHTTPConnection):
                     body.set_complete()
             elif message["type"] == "http.disconnect":
                 break
-        nursery.cancel_scope.cancel()
+        self.client_gone(nursery)
 
 
 def install(app: QuartTrio) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from typing import Final
+from urllib.parse import urlsplit
 
 from quart import Quart, Response, g, jsonify
 from quart_schema import RequestSchemaValidationError
@@ -73,6 +74,14 @@ def install(app: Quart) -> None:
                 response.headers[key] = value
         return response
 
+    @app.after_request
+    async def local_redirects(response: Response) -> Response:
+        # Routing redirects (RequestRedirect) skip the error handlers; they pass here.
+        location = response.headers.get("Location")
+        if location is not None and 300 <= response.status_code < 400:
+            response.headers["Location"] = _local(location)
+        return response
+
     @app.errorhandler(RequestSchemaValidationError)
     async def invalid_parameters(exc: RequestSchemaValidationError) -> Response:
         return error_response(400, "invalid_parameter", _validation_message(exc))
@@ -93,6 +102,15 @@ def install(app: Quart) -> None:
     async def unexpected(exc: Exception) -> Response:
         log.exception("unhandled error (request %s)", g.get("request_id"))
         return error_response(500, "internal", "internal server error")
+
+
+def _local(url: str) -> str:
+    """`url` without scheme and host. werkzeug builds a redirect (`/a//b` → `/a/b`) from the
+    request's Host header, so anyone could have the daemon answer with a Location on a host of
+    their choosing; a path keeps the client on the host it asked."""
+    parts = urlsplit(url)
+    path = "/" + parts.path.lstrip("/")  # never `//host`, which browsers read as a host
+    return path + (f"?{parts.query}" if parts.query else "")
 
 
 def _validation_message(exc: RequestSchemaValidationError) -> str:

@@ -18,7 +18,7 @@ from typing import Any, Final
 import orjson
 
 from ..config import WS_MAX_SERIALS_DEFAULT
-from ..domain import STATUSES, SensorState, canonical, check_serial, display
+from ..domain import STATUSES, SensorState, canonical, check_serial, display, echo
 from ..errors import Invalid, InvalidReport, InvalidVersion
 from ..hub import Match
 
@@ -124,7 +124,7 @@ def parse(data: str | bytes, *, max_serials: int = WS_MAX_SERIALS_DEFAULT) -> Cl
     if kind == "subscribe":
         return _subscribe(message, max_serials)
     raise ProtocolError(
-        "unknown_type", f"unknown message type {kind!r}; expected 'subscribe' or 'pong'"
+        "unknown_type", f"unknown message type {echo(str(kind))}; expected 'subscribe' or 'pong'"
     )
 
 

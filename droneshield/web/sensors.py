@@ -14,7 +14,7 @@ from quart_schema import validate_querystring, validate_response
 
 from ..db import sensors as db
 from ..db.pool import acquire
-from ..domain import SERIAL_MAX, SensorState, Status, canonical, check_serial, display
+from ..domain import SERIAL_MAX, SensorState, Status, canonical, check_serial, display, echo
 from ..errors import Invalid, InvalidReport, NotFound
 from .context import pool
 from .schema import ApiModel, errors
@@ -185,11 +185,11 @@ async def get_sensor(serial: str, query_args: EventsQuery) -> SensorDetail:
     try:
         check_serial(serial)
     except InvalidReport:
-        raise NotFound(f"no sensor {serial[:40]!r}", code="sensor_not_found") from None
+        raise NotFound(f"no sensor {echo(serial)}", code="sensor_not_found") from None
     async with acquire(pool()) as conn:
         row = await db.get(conn, serial)
         if row is None:
-            raise NotFound(f"no sensor {serial!r}", code="sensor_not_found")
+            raise NotFound(f"no sensor {echo(serial)}", code="sensor_not_found")
         events = await db.recent_events(conn, row.id, query_args.events)
     return SensorDetail(
         **Sensor.of(row).model_dump(),

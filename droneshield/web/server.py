@@ -12,6 +12,7 @@ from hypercorn.config import Config, Sockets
 from hypercorn.trio import serve
 from quart_trio import QuartTrio
 
+from ..config import HTTP_KEEP_ALIVE_TIMEOUT_DEFAULT as KEEP_ALIVE_TIMEOUT_DEFAULT
 from ..ports import shared_socket
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ async def serve_http(
     reuse_port: bool = False,
     tls: tuple[Path, Path] | None = None,
     websocket_max_message: int | None = None,
+    keep_alive_timeout: float = KEEP_ALIVE_TIMEOUT_DEFAULT,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
     """Serve HTTP and WebSocket until cancelled; `started()` reports the bound port.
@@ -68,12 +70,15 @@ async def serve_http(
     A client that stopped reading can hold shutdown up to `send_timeout` seconds. A WebSocket
     message longer than `websocket_max_message` closes its connection with 1009, as soon as
     that much has arrived (hypercorn's own limit, so it is never buffered whole).
-    With `reuse_port`, other processes may listen on the same port (SO_REUSEPORT).
+    With `reuse_port`, other processes may listen on the same port (SO_REUSEPORT). A connection
+    with no request for `keep_alive_timeout` seconds is closed (see `closing` for why that
+    needed a fix).
     """
     config = _Config()
     config.send_timeout = send_timeout
     config.bind = [_shared_bind(host, port) if reuse_port else f"{host}:{port}"]
     config.graceful_timeout = grace
+    config.keep_alive_timeout = keep_alive_timeout
     config.accesslog = None  # the app logs requests itself, with request ids
     # A logger, not hypercorn's default stderr handler, so its lines pass the secret masking.
     config.errorlog = logging.getLogger("hypercorn.error")

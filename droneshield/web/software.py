@@ -12,8 +12,9 @@ from urllib.parse import quote
 import trio
 from pydantic import Field
 from quart import Blueprint, Response, request, send_file
-from quart.wrappers.response import FileBody
 from quart_schema import validate_response
+from quart_trio.wrappers.response import TrioFileBody
+from werkzeug.exceptions import RequestedRangeNotSatisfiable
 
 from ..db import sensors as sensors_db
 from ..db import software as db
@@ -22,6 +23,7 @@ from ..db.software import Release
 from ..domain import canonical, display, sort_key
 from ..errors import NotFound
 from .context import pool, settings
+from .ranges import Unsatisfiable, byte_range
 from .schema import ApiModel, Binary, errors, responds
 
 blueprint = Blueprint("software", __name__)
@@ -147,10 +149,33 @@ async def get_software_file(version: str) -> Response:
     if stored.name != release.path or not await trio.Path(path).is_file():
         raise NotFound(f"the file of v{release.version} is missing", code="file_missing")
     response = await send_file(path, mimetype=PdfFile.media_type, add_etags=False)
-    if isinstance(response.response, FileBody):
+    if isinstance(response.response, TrioFileBody):
         response.response.buffer_size = READ_CHUNK
     response.headers["Content-Disposition"] = content_disposition(release.filename)
     response.set_etag(release.sha256)
-    return await response.make_conditional(
-        request, accept_ranges=True, complete_length=release.size_bytes
-    )
+    response = await response.make_conditional(request)  # 304 and 412; ranges are ours
+    if response.status_code == 200 and isinstance(response.response, TrioFileBody):
+        await _apply_range(response, response.response, release.sha256)
+    return response
+
+
+async def _apply_range(response: Response, body: TrioFileBody, etag: str) -> None:
+    """Make `response` (the whole file, `body`) the part the request's `Range` asks for.
+
+    Raises:
+        RequestedRangeNotSatisfiable: 416 when the range selects no byte of the file.
+    """
+    response.headers["Accept-Ranges"] = "bytes"
+    if_range = request.headers.get("If-Range")
+    if if_range is not None and if_range != f'"{etag}"':
+        return  # the client's copy is another version: it gets the whole file
+    try:
+        wanted = byte_range(request.headers.get("Range"), body.size)
+    except Unsatisfiable:
+        raise RequestedRangeNotSatisfiable(body.size) from None
+    if wanted is None:
+        return
+    await body.make_conditional(wanted.start, wanted.stop)
+    response.status_code = 206
+    response.content_length = wanted.length
+    response.headers["Content-Range"] = wanted.content_range(body.size)

@@ -18,7 +18,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from .. import metrics, uploads
 from ..config import Settings
-from ..domain import display
+from ..domain import display, echo
 from ..errors import BadRelease, DroneshieldError, Invalid, TimedOut, TooLarge, UnsupportedContent
 from .auth import requires_key
 from .context import pool, settings
@@ -79,12 +79,12 @@ class _Form:
     async def on_start(self, part: PartStart) -> None:
         if part.name in FILE_FIELDS:
             if part.filename is None:
-                raise BadRelease(f"part {part.name!r} has no filename", code="bad_file_name")
+                raise BadRelease(f"part {echo(part.name)} has no filename", code="bad_file_name")
             if part.filename:  # a browser's empty file input sends filename=""
                 self._file = await self._upload.begin_file(part.filename)
         elif part.filename is not None:
             raise Invalid(
-                f"files go in `file` or `files`, not {part.name!r}", code="unexpected_field"
+                f"files go in `file` or `files`, not {echo(part.name)}", code="unexpected_field"
             )
         elif part.name == DIGEST_FIELD:
             self._field = bytearray()

@@ -34,6 +34,7 @@ WORKLOADS = (
     "bench_startup",
     "bench_idle",
     "bench_wheel",
+    "bench_hostile",
     "bench_webhooks",
 )
 RESULTS = Path(__file__).parent / "results" / "latest.json"
