@@ -1,14 +1,18 @@
 """docker-compose.yml and the Dockerfile: valid, and shaped as documented. Building needs a
-Docker engine, which CI does not have; `docker compose config` needs only the CLI."""
+Docker engine, which CI does not have; `docker compose config` needs only the CLI (`.ci/run`
+installs Debian's docker-compose where it can). The `haproxy` profile's balancer is checked
+with the real HAProxy binary against the environment Compose gives it."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
 
 import pytest
 
+from .support.balancer import CONFIG, HAPROXY
 from .support.processes import ROOT
 
 COMPOSE_TIMEOUT = 60  # seconds
@@ -34,9 +38,10 @@ def compose() -> list[str]:
     return command
 
 
-def _config(compose: list[str], *flags: str) -> str:
+def _config(compose: list[str], *flags: str, profile: str | None = None) -> str:
+    profiles = ["--profile", profile] if profile else []
     done = subprocess.run(
-        [*compose, "-f", str(ROOT / "docker-compose.yml"), "config", *flags],
+        [*compose, *profiles, "-f", str(ROOT / "docker-compose.yml"), "config", *flags],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -48,8 +53,54 @@ def _config(compose: list[str], *flags: str) -> str:
 
 def test_compose_file_is_valid_with_db_daemon_emitter_and_named_volumes(compose):
     _config(compose, "--quiet")
-    assert set(_config(compose, "--services").split()) == {"db", "daemon", "emitter"}
+    # docker-compose 1.x lists every service here; the plugin only those of active profiles.
+    assert {"db", "daemon", "emitter"} <= set(_config(compose, "--services").split())
     assert set(_config(compose, "--volumes").split()) == {"pgdata", "uploads"}
+
+
+def _service(config: str, name: str) -> str:
+    found = re.search(rf"^  {name}:\n((?:    .*\n|  - .*\n)+)", config, re.MULTILINE)
+    assert found, f"no service {name!r} in:\n{config}"
+    return found.group(1)
+
+
+def test_haproxy_profile_balances_two_daemon_replicas_with_the_shipped_config(compose):
+    config = _config(compose, profile="haproxy")
+    assert {"daemon", "daemon-2", "haproxy"} <= set(
+        _config(compose, "--services", profile="haproxy").split()
+    )
+    replica = _service(config, "daemon-2")
+    assert "droneshield migrate && droneshield seed && exec droneshield serve" in replica
+    assert "DRONESHIELD_HOST: 0.0.0.0" in replica
+    balancer = _service(config, "haproxy")
+    assert f"{CONFIG}:/usr/local/etc/haproxy/haproxy.cfg:ro" in balancer
+    assert "image: haproxy:2.6" in balancer
+    # On this machine's loopback (short form: docker-compose 1.x; long form: docker compose v2).
+    assert re.search(
+        r"127\.0\.0\.1:50052:50051|host_ip: 127\.0\.0\.1(\s+\w+: \S+)*\s+published: \W?50052",
+        balancer,
+    )
+    environment = dict(
+        (name, value.strip("'"))
+        for name, value in re.findall(r"^      (DRONESHIELD_\w+): (.*)$", balancer, re.MULTILINE)
+    )
+    # Compose provides every variable the configuration uses, and they name the replicas.
+    used = set(re.findall(r"\$\{(\w+)\}", CONFIG.read_text()))
+    assert used == set(environment)
+    assert environment["DRONESHIELD_DAEMON_1"] == "daemon:50051"
+    assert environment["DRONESHIELD_DAEMON_2"] == "daemon-2:50051"
+    if HAPROXY is None:
+        pytest.skip("haproxy is not installed: the configuration itself is not checked")
+    # The replicas' names resolve only inside Compose's network; `init-addr` lets HAProxy
+    # accept them unresolved, as it must when it starts before them.
+    checked = subprocess.run(
+        [HAPROXY, "-c", "-f", str(CONFIG)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **environment},
+        timeout=COMPOSE_TIMEOUT,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
 def test_compose_daemon_waits_for_a_healthy_db_and_migrates_before_serving(compose):
@@ -72,3 +123,20 @@ def test_image_is_multi_stage_built_with_uv_and_runs_unprivileged():
     assert 'ENTRYPOINT ["droneshield"]' in dockerfile
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {".git", ".venv", ".data"} <= set(ignored)
+
+
+def test_compose_publishes_on_loopback_and_allows_keyless_only_there(compose):
+    config = _config(compose)
+    assert "127.0.0.1:8000:8000" in config
+    assert "127.0.0.1:50051:50051" in config
+    entry = re.search(r"case .*?esac;", config, re.DOTALL)
+    assert entry is not None
+    script = (
+        entry.group(0).replace("$$", "$").replace("\n", " ") + ' echo "$DRONESHIELD_ALLOW_INSECURE"'
+    )
+    for publish, allowed in (("127.0.0.1", "1"), ("0.0.0.0", "")):
+        env = {"DRONESHIELD_PUBLISH_HOST": publish, "DRONESHIELD_ALLOW_INSECURE": ""}
+        done = subprocess.run(
+            ["sh", "-c", script], env=env, capture_output=True, text=True, check=True
+        )
+        assert done.stdout.strip() == allowed

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 from datetime import datetime
-from typing import Final, Literal
+from typing import Final
 
 from pydantic import Field
 from pydantic.json_schema import SkipJsonSchema
@@ -14,7 +14,16 @@ from quart_schema import validate_querystring, validate_response
 
 from ..db import sensors as db
 from ..db.pool import acquire
-from ..domain import SERIAL_MAX, SensorState, Status, canonical, check_serial, display, echo
+from ..domain import (
+    SERIAL_MAX,
+    EventKind,
+    SensorState,
+    Status,
+    canonical,
+    check_serial,
+    display,
+    echo,
+)
 from ..errors import Invalid, InvalidReport, NotFound
 from .context import pool
 from .schema import ApiModel, errors
@@ -37,7 +46,7 @@ class SensorQuery(ApiModel):
     cursor: str | SkipJsonSchema[None] = Field(
         None,
         description="`nextCursor` of the previous page: continue after it (an index range "
-        "scan, fast at any depth). With a cursor, `page` is only echoed back.",
+        "scan, fast at any depth). Not with `page`: a cursor says where the page starts.",
     )
     status: Status | SkipJsonSchema[None] = None
     version: str | SkipJsonSchema[None] = Field(
@@ -89,7 +98,7 @@ class SensorPage(ApiModel):
 
 class SensorEvent(ApiModel):
     at: datetime
-    kind: Literal["online", "offline", "version"]
+    kind: EventKind
     old: str | None
     new: str | None
 
@@ -143,6 +152,11 @@ async def list_sensors(query_args: SensorQuery) -> SensorPage:
     status or version filter; the middle pages of a filtered listing cost more the deeper
     they are.
     """
+    if query_args.cursor is not None and "page" in query_args.model_fields_set:
+        raise Invalid(
+            "give cursor or page, not both: a cursor already says where the page starts",
+            code="invalid_parameter",
+        )
     flt = _filter(query_args)
     limit = min(query_args.limit, LIMIT_MAX)
     after = None if query_args.cursor is None else decode_cursor(query_args.cursor)
@@ -196,7 +210,7 @@ async def get_sensor(serial: str, query_args: EventsQuery) -> SensorDetail:
         events=[
             SensorEvent(
                 at=e.at,
-                kind=e.kind,  # type: ignore[arg-type]
+                kind=e.kind,
                 old=display(e.old) if e.kind == "version" else e.old,
                 new=display(e.new) if e.kind == "version" else e.new,
             )
