@@ -1,7 +1,7 @@
 """The daemon: one nursery that supervises everything. Read top to bottom, this is the
 architecture: pool → writer → presence → relay (changes to and from other daemons) →
-live metrics → fleet totals → fleet history (a sample a minute) → gRPC ingest → HTTP/WebSocket
-app.
+live metrics → fleet totals → fleet history (a sample a minute) → webhook dispatcher → gRPC
+ingest → HTTP/WebSocket app.
 
 Cancelling `run` (a signal, a test leaving its fixture) stops it all: servers stop accepting,
 reports in flight are committed or answered with an error, the pool closes last. A crash in any
@@ -24,6 +24,7 @@ from .config import Settings
 from .db.history import HistoryDb
 from .db.pool import open_pool
 from .db.presence import PresenceDb
+from .dispatcher import Dispatcher
 from .domain import Applied
 from .history import serve_history
 from .hub import Hub
@@ -97,6 +98,7 @@ async def run(
             await nursery.start(
                 partial(serve_history, HistoryDb(pool), retention=settings.history_retention)
             )
+            await nursery.start(Dispatcher(pool, settings).serve)
             grace = settings.shutdown_grace
             shared = settings.workers > 1  # the other workers listen on the same ports
             with naming("gRPC", settings.host, settings.grpc_port):

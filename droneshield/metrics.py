@@ -104,6 +104,22 @@ HTTP_REQUESTS: Final = Histogram(
     ["method", "route", "status"],
     buckets=HTTP_BUCKETS,
 )
+WEBHOOK_DELIVERIES: Final = Counter(
+    "droneshield_webhook_deliveries",
+    "Webhook events by outcome of the POST that carried them: delivered, retried (the POST "
+    "failed and will be tried again) or failed (given up)",
+    ["outcome"],
+)
+OUTBOX_DEPTH: Final = Gauge(
+    "droneshield_outbox_depth",
+    "Webhook events not delivered yet, all webhooks and daemons (read from the database)",
+    multiprocess_mode="livemostrecent",  # every worker reads the same fleet-wide figure
+)
+OUTBOX_OLDEST_AGE: Final = Gauge(
+    "droneshield_outbox_oldest_age_seconds",
+    "Age of the oldest webhook event not delivered yet (0 when none)",
+    multiprocess_mode="livemostrecent",
+)
 WORKER: Final = Gauge(
     "droneshield_worker_info",
     "The live workers of `serve --workers N` (1 each)",

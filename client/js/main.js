@@ -1,7 +1,8 @@
 // Wires the views together: the address picks the view (the fleet list or a sensor's page), the
-// live connection feeds whichever is shown, uploads refresh the catalogue, and a reconnect or a
-// resync reloads what is on screen.
+// live connection feeds whichever is shown, uploads refresh the catalogue, the Alerts panel keeps
+// to itself, and a reconnect or a resync reloads what is on screen.
 
+import { Alerts } from "./alerts.js";
 import { refreshTimes } from "./format.js";
 import { Catalogue } from "./catalogue.js";
 import { History } from "./history.js";
@@ -148,6 +149,13 @@ new Provisioner({
 });
 
 router = new Router(route);
+new Alerts({
+  form: byId("webhook-form"),
+  table: byId("webhooks"),
+  message: byId("webhook-message"),
+  dialog: byId("api-key-dialog"),
+}).start();
+
 live.start();
 router.dispatch();
 fleetHistory.start();

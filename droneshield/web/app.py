@@ -24,6 +24,7 @@ from . import (
     software,
     summary,
     uploads,
+    webhooks,
 )
 
 
@@ -55,6 +56,7 @@ def create_app(settings: Settings, pool: Pool, *, hub: Hub | None = None) -> Qua
         software,
         uploads,
         summary,
+        webhooks,
         metrics,
         live,
         dashboard,
