@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from .targets import AllowList
+
 HTTP_PORT_DEFAULT: Final = 8000
 GRPC_PORT_DEFAULT: Final = 50051
 HOST_DEFAULT: Final = "127.0.0.1"
@@ -47,6 +49,9 @@ GRPC_MAX_HEALTH_CALLS_DEFAULT: Final = 1000  # health calls (Watch streams) open
 MAX_UPLOAD_PARTS_DEFAULT: Final = 64  # multipart parts per upload request
 WS_MAX_MESSAGE_BYTES_DEFAULT: Final = 256 * 1024  # bytes per WebSocket client message
 WS_MAX_SERIALS_DEFAULT: Final = 1000  # sensors one WebSocket client may subscribe to
+WEBHOOK_RETRY_FOR_DEFAULT: Final = 86400.0  # seconds an event is retried before it is failed
+WEBHOOK_TIMEOUT_DEFAULT: Final = 10.0  # seconds one webhook POST may take
+WEBHOOK_RETENTION_DEFAULT: Final = 7 * 86400.0  # seconds delivered/failed outbox rows are kept
 
 
 @dataclass(frozen=True)
@@ -206,6 +211,25 @@ class Settings:
         default=WS_MAX_SERIALS_DEFAULT,
         metadata={"help": "sensors one WebSocket client may subscribe to by serial"},
     )
+    webhook_allow_hosts: str | None = field(
+        default=None,
+        metadata={
+            "help": "comma-separated hosts or CIDRs webhooks may target although internal "
+            "(loopback, private, link-local are refused otherwise)"
+        },
+    )
+    webhook_retry_for: float = field(
+        default=WEBHOOK_RETRY_FOR_DEFAULT,
+        metadata={"help": "seconds a webhook event is retried before it is marked failed"},
+    )
+    webhook_timeout: float = field(
+        default=WEBHOOK_TIMEOUT_DEFAULT,
+        metadata={"help": "seconds one webhook POST may take before it counts as failed"},
+    )
+    webhook_retention: float = field(
+        default=WEBHOOK_RETENTION_DEFAULT,
+        metadata={"help": "seconds delivered and failed webhook events are kept"},
+    )
 
     def __post_init__(self) -> None:
         for name in ("http_port", "grpc_port"):
@@ -237,6 +261,9 @@ class Settings:
             "max_upload_parts",
             "ws_max_message_bytes",
             "ws_max_serials",
+            "webhook_retry_for",
+            "webhook_timeout",
+            "webhook_retention",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
@@ -252,6 +279,7 @@ class Settings:
             raise ValueError("tls_cert and tls_key must be given together")
         if self.grpc_client_ca is not None and self.tls_cert is None:
             raise ValueError("grpc_client_ca needs tls_cert and tls_key (mTLS is over TLS)")
+        AllowList.parse(self.webhook_allow_hosts)  # raises ValueError on a malformed entry
 
     @property
     def upload_dir(self) -> Path:
@@ -268,6 +296,10 @@ class Settings:
         if self.tls_cert is None or self.tls_key is None:
             return None
         return self.tls_cert, self.tls_key
+
+    @property
+    def webhook_targets(self) -> AllowList:
+        return AllowList.parse(self.webhook_allow_hosts)
 
     @property
     def embedded_db_dir(self) -> Path:

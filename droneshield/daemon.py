@@ -1,6 +1,6 @@
 """The daemon: one nursery that supervises everything. Read top to bottom, this is the
 architecture: pool → writer → presence → relay (changes to and from other daemons) →
-fleet totals → gRPC ingest → HTTP/WebSocket app.
+fleet totals → webhook dispatcher → gRPC ingest → HTTP/WebSocket app.
 
 Cancelling `run` (a signal, a test leaving its fixture) stops it all: servers stop accepting,
 reports in flight are committed or answered with an error, the pool closes last. A crash in any
@@ -22,6 +22,7 @@ from . import metrics
 from .config import Settings
 from .db.pool import open_pool
 from .db.presence import PresenceDb
+from .dispatcher import Dispatcher
 from .domain import Applied
 from .hub import Hub
 from .ingest import tls as grpc_tls
@@ -89,6 +90,7 @@ async def run(
             metrics.WHEEL_SENSORS.set_function(lambda: len(tracker.wheel))
             await nursery.start(relay.serve)
             await nursery.start(serve_summary, pool, hub)
+            await nursery.start(Dispatcher(pool, settings).serve)
             grace = settings.shutdown_grace
             shared = settings.workers > 1  # the other workers listen on the same ports
             grpc_port = await nursery.start(

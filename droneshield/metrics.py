@@ -55,6 +55,20 @@ HTTP_REQUESTS: Final = Histogram(
     ["method", "route", "status"],
     buckets=HTTP_BUCKETS,
 )
+WEBHOOK_DELIVERIES: Final = Counter(
+    "droneshield_webhook_deliveries",
+    "Webhook events by outcome of the POST that carried them: delivered, retried (the POST "
+    "failed and will be tried again) or failed (given up)",
+    ["outcome"],
+)
+OUTBOX_DEPTH: Final = Gauge(
+    "droneshield_outbox_depth",
+    "Webhook events not delivered yet, all webhooks and daemons (read from the database)",
+)
+OUTBOX_OLDEST_AGE: Final = Gauge(
+    "droneshield_outbox_oldest_age_seconds",
+    "Age of the oldest webhook event not delivered yet (0 when none)",
+)
 WORKER: Final = Info(
     "droneshield_worker",
     "The worker process that answered this scrape (`serve --workers N` share one port)",

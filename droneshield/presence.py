@@ -25,7 +25,7 @@ old `sensor_event` rows are pruned in small batches.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Final, NoReturn, Protocol
 
 import trio
@@ -35,6 +35,7 @@ from .db.pool import is_transient
 from .db.presence import Expiry
 from .domain import Applied
 from .hub import Hub
+from .periodic import every
 from .wheel import TimingWheel
 
 log = logging.getLogger(__name__)
@@ -173,8 +174,8 @@ async def serve_presence(
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_expire_forever, tracker)
         # Recovery has just armed what is overdue, so the first sweep can wait a whole interval.
-        nursery.start_soon(_every, tracker.sweep, tracker.sweep_interval, tracker.sweep_interval)
-        nursery.start_soon(_every, tracker.prune, 0.0, PRUNE_INTERVAL)
+        nursery.start_soon(every, tracker.sweep, tracker.sweep_interval, tracker.sweep_interval)
+        nursery.start_soon(every, tracker.prune, 0.0, PRUNE_INTERVAL)
         task_status.started(tracker)
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -189,17 +190,3 @@ async def _expire_forever(tracker: Tracker) -> NoReturn:
                 raise
             log.warning("expiry failed (%r); retrying in %.0f s", exc, FAILURE_PAUSE)
             await trio.sleep(FAILURE_PAUSE)
-
-
-async def _every(job: Callable[[], Awaitable[object]], first: float, interval: float) -> NoReturn:
-    """Run `job` after `first` seconds, then every `interval`; a database error waits for the
-    next run."""
-    await trio.sleep(first)
-    while True:
-        try:
-            await job()
-        except Exception as exc:
-            if not is_transient(exc):
-                raise
-            log.warning("%s failed (%r); next run in %.0f s", job.__name__, exc, interval)
-        await trio.sleep(interval)

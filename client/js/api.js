@@ -77,3 +77,22 @@ export function uploadFile(file, onProgress) {
     xhr.send(form);
   });
 }
+
+// A JSON write (POST, DELETE) with the API key; resolves to {status, body}, status 0 when the
+// server could not be reached.
+export async function sendJSON(method, path, body) {
+  const headers = { Accept: "application/json" };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  const key = apiKey();
+  if (key) headers.Authorization = `Bearer ${key}`;
+  try {
+    const response = await fetch(path, {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    return { status: response.status, body: await response.json().catch(() => null) };
+  } catch {
+    return { status: 0, body: null };
+  }
+}

@@ -1,6 +1,7 @@
 // Wires the views together: the live connection feeds the table and the summary; uploads
-// refresh the catalogue; a reconnect or a resync reloads what is on screen.
+// refresh the catalogue; the Alerts panel keeps to itself; a reconnect or a resync reloads what is on screen.
 
+import { Alerts } from "./alerts.js";
 import { refreshTimes } from "./format.js";
 import { Catalogue } from "./catalogue.js";
 import { Live } from "./live.js";
@@ -72,6 +73,13 @@ new Uploader({
   dialog: byId("api-key-dialog"),
   onUploaded: () => catalogue.load(),
 });
+
+new Alerts({
+  form: byId("webhook-form"),
+  table: byId("webhooks"),
+  message: byId("webhook-message"),
+  dialog: byId("api-key-dialog"),
+}).start();
 
 live.start();
 table.load();

@@ -32,6 +32,17 @@ WITH locked AS (
 ), events AS (
     INSERT INTO sensor_event (sensor_id, at, kind, old, new)
     SELECT id, status_changed_at, 'offline', 'online', 'offline' FROM updated
+), outbox AS (
+    -- Webhooks (db/webhooks.py): committed with the expiry; skipped whole without webhooks.
+    INSERT INTO outbox (webhook_id, type, occurred_at, body)
+    SELECT w.id, 'sensor.offline', u.status_changed_at,
+           jsonb_build_object('sensor', webhook_sensor(u.serial, u.version, 'offline',
+                              u.last_seen_at, u.status_changed_at))
+    FROM updated u
+    JOIN webhook w ON 'sensor.offline' = ANY (w.events)
+                  AND (w.serials IS NULL OR u.serial = ANY (w.serials))
+    WHERE EXISTS (SELECT FROM webhook)
+    ORDER BY w.id, u.id
 )
 SELECT id, serial, version, last_seen_at, status_changed_at, NULL::float8 AS age FROM updated
 UNION ALL

@@ -44,6 +44,44 @@ WITH input AS (
     UNION ALL
     SELECT id, last_seen_at, 'version', old_version, version
     FROM updated WHERE version IS DISTINCT FROM old_version
+), unreleased AS (
+    -- Webhooks (db/webhooks.py): the first report of a version never uploaded, recorded only
+    -- while some webhook asks for it.
+    INSERT INTO webhook_unreleased_seen (version, first_reported_at)
+    SELECT reported_version, max(last_seen_at) FROM updated
+    WHERE NOT version_known AND reported_version IS NOT NULL
+      AND EXISTS (SELECT FROM webhook WHERE 'version.unreleased_reported' = ANY (events))
+    GROUP BY reported_version
+    ON CONFLICT (version) DO NOTHING
+    RETURNING version, first_reported_at
+), outbox AS (
+    -- Webhooks: one outbox row per (webhook, event), committed with the change it announces.
+    -- The EXISTS is a one-time filter: without webhooks the branch is skipped whole.
+    INSERT INTO outbox (webhook_id, type, occurred_at, body)
+    SELECT w.id, e.type, e.at, e.body
+    FROM (
+        SELECT 'sensor.online' AS type, serial, last_seen_at AS at,
+               jsonb_build_object('sensor', webhook_sensor(serial, version, 'online',
+                                  last_seen_at, status_changed_at)) AS body
+        FROM updated WHERE NOT was_online
+        UNION ALL
+        SELECT 'sensor.version_changed', serial, last_seen_at,
+               jsonb_build_object('sensor', webhook_sensor(serial, version, 'online',
+                                  last_seen_at, status_changed_at),
+                                  'previousVersion', 'v' || old_version)
+        FROM updated WHERE version IS DISTINCT FROM old_version
+        UNION ALL
+        SELECT 'version.unreleased_reported', u.serial, n.first_reported_at,
+               jsonb_build_object('version', 'v' || n.version,
+                                  'sensor', webhook_sensor(u.serial, u.version, 'online',
+                                  u.last_seen_at, u.status_changed_at))
+        FROM unreleased n
+        JOIN LATERAL (SELECT * FROM updated WHERE reported_version = n.version
+                      ORDER BY serial LIMIT 1) u ON true
+    ) e
+    JOIN webhook w ON e.type = ANY (w.events) AND (w.serials IS NULL OR e.serial = ANY (w.serials))
+    WHERE EXISTS (SELECT FROM webhook)
+    ORDER BY w.id, e.at
 )
 SELECT id, serial, version, last_seen_at, status_changed_at, was_online, was_never,
        old_version, reported_version, version_known

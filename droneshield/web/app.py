@@ -22,6 +22,7 @@ from . import (
     software,
     summary,
     uploads,
+    webhooks,
 )
 
 
@@ -46,7 +47,7 @@ def create_app(settings: Settings, pool: Pool, *, hub: Hub | None = None) -> Qua
     openapi.install(app)
     access.install(app)
     app.register_blueprint(health.blueprint)
-    for module in (sensors, software, uploads, summary, metrics, live, dashboard):
+    for module in (sensors, software, uploads, summary, webhooks, metrics, live, dashboard):
         app.register_blueprint(module.blueprint)
 
     @app.before_serving

@@ -91,6 +91,11 @@ def install(app: Quart) -> None:
     async def invalid_parameters(exc: RequestSchemaValidationError) -> Response:
         return error_response(400, "invalid_parameter", _validation_message(exc))
 
+    @app.errorhandler(UnicodeDecodeError)
+    async def undecodable_body(exc: UnicodeDecodeError) -> Response:
+        # Quart decodes a JSON body as UTF-8 before parsing it, and lets this escape.
+        return error_response(400, "invalid_body", "the request body is not UTF-8 JSON")
+
     @app.errorhandler(DroneshieldError)
     async def droneshield_error(exc: DroneshieldError) -> Response:
         status = status_of(exc)
