@@ -41,6 +41,11 @@ class Period:
         }
 
 
+def _finite(value: float) -> float | None:
+    """JSON has no NaN or infinity: unknown and open-ended are null."""
+    return value if math.isfinite(value) else None
+
+
 def _ms(seconds: float) -> float | None:
     return None if math.isnan(seconds) else round(seconds * 1000, 2)
 
@@ -128,7 +133,7 @@ class AckRecord:
             "at": now,
             "offered": self.offered,
             "acked": self.acked,
-            "gaps": [[s, a, b, None if math.isinf(c) else c, ok] for s, a, b, c, ok in self.gaps],
+            "gaps": [[s, a, _finite(b), _finite(c), ok] for s, a, b, c, ok in self.gaps],
             "last_acked": last,
             "uncertain": sorted(self.uncertain),
         }
