@@ -4,6 +4,7 @@ database's size, and the writer's group commits from the daemon's /metrics."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,22 +27,13 @@ def tree(pid: int) -> list[int]:
     return pids
 
 
-def _cpu(pids: list[int]) -> float:
+def _sum(pids: list[int], figure: Callable[[int], float]) -> float:
+    """`figure` summed over `pids`, skipping processes that ended since they were listed."""
     total = 0.0
     for pid in pids:
         try:
-            total += cpu_seconds(pid)
-        except OSError:  # a backend that ended since it was listed
-            pass
-    return total
-
-
-def _rss_mb(pids: list[int]) -> float:
-    total = 0.0
-    for pid in pids:
-        try:
-            total += rss_mb(pid)
-        except (OSError, AssertionError):  # a worker that ended since it was listed
+            total += figure(pid)
+        except (OSError, AssertionError):  # /proc/<pid> gone, or no VmRSS in a zombie
             pass
     return total
 
@@ -84,9 +76,9 @@ async def sample(at: float, daemon_pid: int, http_port: int, database_url: str) 
     daemon = tree(daemon_pid)
     return Sample(
         at,
-        _cpu(daemon),
-        _rss_mb(daemon),
-        _cpu(backends),
+        _sum(daemon, cpu_seconds),
+        _sum(daemon, rss_mb),
+        _sum(backends, cpu_seconds),
         _pss_mb(backends),
         db_bytes / 2**20,
         await _commits(http_port),
