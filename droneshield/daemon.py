@@ -28,6 +28,7 @@ from .hub import Hub
 from .ingest import tls as grpc_tls
 from .ingest.bridge import Submitter, serve_grpc
 from .ingest.budgets import grpc_budgets
+from .ports import naming
 from .presence import Tracker, serve_presence
 from .relay import Relay
 from .reports import Pending
@@ -60,7 +61,7 @@ async def run(
     """Run the daemon until cancelled.
 
     Raises:
-        Whatever a component fails with (for example OSError when a port is taken); the other
+        Whatever a component fails with (for example PortInUse); the other
         components are cancelled and cleaned up first.
     """
     async with trio_asyncio.open_loop(), open_pool(database_url, size=settings.pool_size) as pool:
@@ -93,35 +94,37 @@ async def run(
             await nursery.start(Dispatcher(pool, settings).serve)
             grace = settings.shutdown_grace
             shared = settings.workers > 1  # the other workers listen on the same ports
-            grpc_port = await nursery.start(
-                partial(
-                    serve_grpc,
-                    submitter,
-                    settings.host,
-                    settings.grpc_port,
-                    grace=grace,
-                    reuse_port=shared,
-                    tls=grpc_tls.server_context(settings),
-                    token=settings.grpc_token,
-                    max_message_bytes=settings.grpc_max_message_bytes,
-                    budgets=grpc_budgets(settings),
-                    max_health_calls=settings.grpc_max_health_calls,
+            with naming("gRPC", settings.host, settings.grpc_port):
+                grpc_port = await nursery.start(
+                    partial(
+                        serve_grpc,
+                        submitter,
+                        settings.host,
+                        settings.grpc_port,
+                        grace=grace,
+                        reuse_port=shared,
+                        tls=grpc_tls.server_context(settings),
+                        token=settings.grpc_token,
+                        max_message_bytes=settings.grpc_max_message_bytes,
+                        budgets=grpc_budgets(settings),
+                        max_health_calls=settings.grpc_max_health_calls,
+                    )
                 )
-            )
-            http_port = await nursery.start(
-                partial(
-                    serve_http,
-                    app,
-                    settings.host,
-                    settings.http_port,
-                    grace=grace,
-                    send_timeout=settings.send_timeout,
-                    reuse_port=shared,
-                    tls=settings.tls_files,
-                    websocket_max_message=settings.ws_max_message_bytes,
-                    keep_alive_timeout=settings.http_keep_alive_timeout,
+            with naming("HTTP", settings.host, settings.http_port):
+                http_port = await nursery.start(
+                    partial(
+                        serve_http,
+                        app,
+                        settings.host,
+                        settings.http_port,
+                        grace=grace,
+                        send_timeout=settings.send_timeout,
+                        reuse_port=shared,
+                        tls=settings.tls_files,
+                        websocket_max_message=settings.ws_max_message_bytes,
+                        keep_alive_timeout=settings.http_keep_alive_timeout,
+                    )
                 )
-            )
             log.info("droneshield ready: gRPC :%d, HTTP :%d", grpc_port, http_port)
             task_status.started(Running(grpc_port, http_port, writer, hub, tracker, relay))
             await trio.sleep_forever()

@@ -32,7 +32,7 @@ from . import daemon, metrics
 from .children import STOP_SLACK, child_env, run_process
 from .config import Settings
 from .errors import DroneshieldError
-from .ports import shared_socket
+from .ports import naming, shared_socket
 
 log = logging.getLogger(__name__)
 
@@ -161,10 +161,12 @@ def _hold_port(held: ExitStack, host: str, port: int, what: str) -> int:
     the other; and a port picked here stays the group's while a worker restarts.
 
     Raises:
-        PortUnavailable: the port cannot be shared (taken, or no SO_REUSEPORT here).
+        PortInUse: another program listens there.
+        PortUnavailable: the port cannot be shared (no SO_REUSEPORT here, another user's).
     """
     try:
-        sock = held.enter_context(shared_socket(host, port))
+        with naming(what, host, port):
+            sock = held.enter_context(shared_socket(host, port))
     except OSError as exc:
         raise PortUnavailable(f"{what} port {host}:{port} cannot be shared: {exc}") from None
     return int(sock.getsockname()[1])
@@ -186,7 +188,8 @@ async def supervise(
 
     Raises:
         WorkersFailed: a worker kept failing (the others are stopped first).
-        PortUnavailable: a port is taken by another program.
+        PortInUse: a port is taken by another program.
+        PortUnavailable: a port cannot be shared.
     """
     with ExitStack() as held:
         grpc_port = _hold_port(held, settings.host, settings.grpc_port, "gRPC")

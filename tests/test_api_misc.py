@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 
 import trio
 
@@ -101,6 +102,18 @@ async def test_openapi_describes_every_endpoint_and_its_errors(api):
     }
     assert docs.status_code == 200
     assert "swagger-ui" in docs.text
+
+
+async def test_docs_load_their_scripts_from_this_server_not_a_cdn(api):
+    with trio.fail_after(10):
+        pages = [(await api.get(path)).text for path in ("/docs", "/redocs")]
+        assets = re.findall(r'(?:src|href)="([^"]+)"', "".join(pages))
+        loaded = [await api.get(asset) for asset in assets]
+        unknown = await api.get("/docs/assets/..%2Fpyproject.toml")
+    assert assets, pages
+    assert all(asset.startswith("/docs/assets/") for asset in assets), assets
+    assert all(r.status_code == 200 and len(r.content) > 1000 for r in loaded)
+    assert unknown.status_code == 404
 
 
 async def test_unknown_routes_and_methods_answer_json_errors(api):

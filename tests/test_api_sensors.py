@@ -239,6 +239,32 @@ async def test_bad_parameters_are_400(api, params, code):
     assert response.json()["error"]["message"]
 
 
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"status": "OFFLINE"}, "status must be one of never, online, offline"),
+        ({"limit": "1.5"}, "limit must be an integer"),
+        ({"page": "0", "limit": "x"}, "page must be at least 1; limit must be an integer"),
+        ({"page": "1000001"}, "page must be at most 1,000,000"),
+        ({"q": "x" * 129}, "q must be at most 128 characters"),
+    ],
+)
+async def test_bad_parameters_are_explained_in_the_api_words(api, params, message):
+    with trio.fail_after(10):
+        response = await api.get("/sensors", params=params)
+    assert response.json()["error"] == {"code": "invalid_parameter", "message": message}
+
+
+async def test_cursor_and_page_together_are_refused(api, db):
+    await seed.seed(db, 3)
+    with trio.fail_after(10):
+        first = (await api.get("/sensors", params={"limit": 1})).json()
+        both = await api.get("/sensors", params={"cursor": first["nextCursor"], "page": 2})
+    assert both.status_code == 400
+    assert both.json()["error"]["code"] == "invalid_parameter"
+    assert "cursor or page, not both" in both.json()["error"]["message"]
+
+
 async def test_sensor_detail_has_recent_events_newest_first(running, api, db, sensors):
     await add_software(db, "1.2.3")
     with trio.fail_after(10):

@@ -54,6 +54,9 @@ async def test_page_shows_seeded_sensors_and_fleet_totals(dashboard, sensors):
         await dashboard(lambda p: expect(p.locator("#sensor-table tbody tr")).to_have_count(10))
         await dashboard(lambda p: expect(p.locator("#count-total")).to_have_text("10"))
         await dashboard(lambda p: expect(p.locator("#count-never")).to_have_text("10"))
+        await dashboard(
+            lambda p: expect(p.locator("dl.counts")).not_to_have_attribute("aria-busy", "true")
+        )
         first = await dashboard(lambda p: _row(p, sensors[0]).inner_text())
         await dashboard.screenshot("dashboard.png")
     assert "never seen" in first
@@ -255,3 +258,49 @@ async def test_silent_sensor_turns_offline_on_screen(
         await page(lambda p: expect(p.locator("#count-offline")).to_have_text("1"))
         await page.screenshot("offline.png")
         await page.close()
+
+
+async def test_a_key_the_server_refused_is_forgotten(
+    browser, aio_loop, database_url, keyed_settings, nursery
+):
+    running = await nursery.start(daemon.run, keyed_settings, database_url)
+    with trio.fail_after(30):
+        page = await _open(browser, running.http_port)
+        await page(lambda p: p.evaluate("localStorage.setItem('droneshield.apiKey', 'stale')"))
+        await page(lambda p: p.locator("#file-input").set_input_files([_pdf("v3.0.0.pdf")]))
+        await page(lambda p: expect(p.get_by_role("dialog")).to_be_visible())
+        stored = await page(lambda p: p.evaluate("localStorage.getItem('droneshield.apiKey')"))
+        await page.close()
+    assert stored is None
+
+
+async def test_version_chart_leaves_room_for_a_million_sensors(dashboard):
+    # The chart as /summary would make it at 1M sensors on one version (seeding a million here
+    # would take the test's whole budget): every total must end inside the drawing.
+    script = """async () => {
+        const { Summary } = await import("/client/js/summary.js");
+        const row = { version: "v10.20.30", total: 1000000, online: 999999, offline: 1, never: 0 };
+        const svg = new Summary({ counts: {}, chart: null }).draw([{ ...row, label: row.version }]);
+        document.body.append(svg);
+        const width = svg.viewBox.baseVal.width;
+        const right = Math.max(...[...svg.querySelectorAll("text")].map((t) => {
+            const box = t.getBBox();
+            return box.x + box.width;
+        }));
+        const value = svg.querySelector("text.value").textContent;
+        svg.remove();
+        return { width, right, value };
+    }"""
+    with trio.fail_after(20):
+        drawn = await dashboard(lambda p: p.evaluate(script))
+    assert drawn["value"] == "1,000,000"
+    assert drawn["right"] <= drawn["width"], drawn
+
+
+async def test_first_paint_says_it_is_loading_and_the_totals_replace_it(running, sensors):
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{running.http_port}") as api:
+        with trio.fail_after(10):
+            page = (await api.get("/")).text
+    assert 'class="counts" aria-busy="true"' in page
+    assert "Loading the fleet" in page
+    assert "\u2013</dd>" not in page  # no dashes standing for numbers

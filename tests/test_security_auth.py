@@ -54,10 +54,14 @@ async def test_every_write_route_refuses_requests_without_the_key(api_with, sett
             # (an int placeholder needs a number for the route to match at all).
             path = re.sub(r"<int:\w+>", "1", rule)
             path = path.replace("<", "").replace(">", "").replace("path:", "")
-            for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": API_KEY}):
+            for headers, code in (
+                ({}, "missing_api_key"),
+                ({"Authorization": "Bearer wrong"}, "invalid_api_key"),
+                ({"Authorization": API_KEY}, "missing_api_key"),
+            ):
                 response = await api.request(method, path, headers=headers, content=b"x")
                 assert response.status_code == 401, (method, rule, headers)
-                assert response.json()["error"]["code"] == "unauthorized"
+                assert response.json()["error"]["code"] == code
 
 
 async def test_report_without_the_token_is_unauthenticated_and_not_committed(guarded, db, sensors):

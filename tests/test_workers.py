@@ -171,7 +171,7 @@ async def test_a_worker_that_keeps_failing_to_start_makes_serve_give_up_and_fail
     assert gave_up is not None, serve.output()
     starts = [line for line in serve.lines if f"workers: {gave_up[1]} started" in line]
     assert len(starts) == int(gave_up[2]) == Restarts().limit
-    assert serve.lines[-1].startswith("droneshield serve failed: WorkersFailed(")
+    assert serve.lines[-1].startswith("droneshield: worker 1 exited with code 1; it failed ")
 
 
 async def test_a_port_another_program_holds_fails_at_once_without_starting_workers(
@@ -185,7 +185,7 @@ async def test_a_port_another_program_holds_fails_at_once_without_starting_worke
         with trio.fail_after(START_TIMEOUT):
             async with spawn(SERVE, env=env) as serve:
                 assert await serve.exited() == 1
-    assert f"HTTP port 127.0.0.1:{http_port} cannot be shared" in serve.output()
+    assert f"HTTP port 127.0.0.1:{http_port} is in use" in serve.output()
     assert not any("worker 1 started" in line for line in serve.lines)
 
 

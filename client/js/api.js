@@ -30,6 +30,10 @@ export function apiKey() {
   return localStorage.getItem(KEY_STORAGE);
 }
 
+export function forgetApiKey() {
+  localStorage.removeItem(KEY_STORAGE);
+}
+
 // Ask for the key in a modal dialog; resolves to the key, or null when cancelled.
 export function askApiKey(dialog) {
   const form = dialog.querySelector("form");
@@ -69,6 +73,8 @@ export function uploadFile(file, onProgress) {
       } catch {
         // not JSON: reported by status below
       }
+      // A key the server refused is forgotten, so the next upload asks for the right one.
+      if (xhr.status === 401 && body?.error?.code === "invalid_api_key") forgetApiKey();
       resolve({ status: xhr.status, body });
     });
     xhr.addEventListener("error", () => resolve({ status: 0, body: null }));

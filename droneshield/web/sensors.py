@@ -46,7 +46,7 @@ class SensorQuery(ApiModel):
     cursor: str | SkipJsonSchema[None] = Field(
         None,
         description="`nextCursor` of the previous page: continue after it (an index range "
-        "scan, fast at any depth). With a cursor, `page` is only echoed back.",
+        "scan, fast at any depth). Not with `page`: a cursor says where the page starts.",
     )
     status: Status | SkipJsonSchema[None] = None
     version: str | SkipJsonSchema[None] = Field(
@@ -152,6 +152,11 @@ async def list_sensors(query_args: SensorQuery) -> SensorPage:
     status or version filter; the middle pages of a filtered listing cost more the deeper
     they are.
     """
+    if query_args.cursor is not None and "page" in query_args.model_fields_set:
+        raise Invalid(
+            "give cursor or page, not both: a cursor already says where the page starts",
+            code="invalid_parameter",
+        )
     flt = _filter(query_args)
     limit = min(query_args.limit, LIMIT_MAX)
     after = None if query_args.cursor is None else decode_cursor(query_args.cursor)
