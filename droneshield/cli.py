@@ -41,6 +41,7 @@ COMMANDS: Final = {
         "migrate, seed, then run the daemon and the emitter together (Ctrl-C stops all)",
         ALL,
     ),
+    "sensors": ("provision sensors: `sensors import FILE.csv|-` (all rows or none)", DATABASE),
 }
 # Some settings read better under a command's own name.
 ALIASES: Final = {("seed", "seed_count"): "count"}
@@ -115,6 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
                 metavar="-- EMITTER_ARGS",
                 help="after --: extra flags for `python -m emitter fleet` (e.g. -- --churn 0.3)",
             )
+        if name == "sensors":
+            from . import sensor_import
+
+            sensor_import.add_arguments(sub)
         if name == "serve":
             sub.add_argument(
                 "--supervisor-fd",
@@ -232,6 +237,10 @@ def run(args: argparse.Namespace, settings: Settings) -> None:
         _migrate(url)
     elif args.command == "seed":
         _seed(url, settings.seed_count)
+    elif args.command == "sensors":
+        from . import sensor_import
+
+        sensor_import.run(url, args.file)
     elif args.command == "dev":
         from . import devrun
 

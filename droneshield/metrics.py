@@ -8,6 +8,8 @@ waits for, and never slows, the code it observes.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import datetime
 from typing import Final
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, Info
@@ -74,7 +76,27 @@ WORKER: Final = Info(
     "The worker process that answered this scrape (`serve --workers N` share one port)",
 )
 
+UNRELEASED_REPORTS: Final = Gauge(
+    "droneshield_unreleased_version_reports",
+    "Reports of a version never uploaded (fleet-wide, read from the database when scraped)",
+    ["version"],
+)
+UNRELEASED_LAST_SEEN: Final = Gauge(
+    "droneshield_unreleased_version_last_seen_seconds",
+    "When a version never uploaded was last reported (Unix time)",
+    ["version"],
+)
+
 CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
+
+
+def set_unreleased(found: Sequence[tuple[str, int, datetime]]) -> None:
+    """Replace the unreleased-version gauges with (version, reports, last seen) as read."""
+    for gauge in (UNRELEASED_REPORTS, UNRELEASED_LAST_SEEN):
+        gauge.clear()
+    for version, reports, last_seen in found:
+        UNRELEASED_REPORTS.labels(version).set(reports)
+        UNRELEASED_LAST_SEEN.labels(version).set(last_seen.timestamp())
 
 
 def exposition() -> bytes:

@@ -14,6 +14,7 @@ from typing import Final, NoReturn
 import trio
 
 from .db import sensors as db
+from .db import software
 from .db.pool import Pool, acquire, is_transient
 from .domain import STATUSES, display, sort_key
 from .hub import Hub
@@ -59,13 +60,23 @@ def summarise(counts: Sequence[db.FleetCount]) -> dict[str, object]:
 
 
 async def read(pool: Pool) -> dict[str, object]:
-    """The totals now.
+    """The totals now, with the versions reported and never uploaded (`unreleased`).
 
     Raises:
         DatabaseUnavailable: no connection could be had.
     """
     async with acquire(pool) as conn:
-        return summarise(await db.fleet_counts(conn))
+        totals = summarise(await db.fleet_counts(conn))
+        totals["unreleased"] = [
+            {
+                "version": display(u.version),
+                "reports": u.reports,
+                "firstSeenAt": u.first_seen_at,
+                "lastSeenAt": u.last_seen_at,
+            }
+            for u in await software.unreleased(conn)
+        ]
+    return totals
 
 
 async def serve_summary(

@@ -23,6 +23,8 @@ async def test_summary_counts_by_status_and_version(running, api, db, sensors):
                 await aio(stub.send_status, DeviceStatus(serial=serial, software_version=version))
         await db.execute("UPDATE sensor SET online = false WHERE serial = $1", sensors[1])
         body = (await api.get("/summary")).json()
+    [unreleased] = body.pop("unreleased")
+    assert (unreleased["version"], unreleased["reports"]) == ("v9.9.9", 1)
     assert body == {
         "total": 10,
         "online": 3,
@@ -76,6 +78,9 @@ async def test_openapi_describes_every_endpoint_and_its_errors(api):
     assert set(paths) >= {
         "/sensors",
         "/sensors/{serial}",
+        "/sensors/{serial}/events",
+        "/sites",
+        "/software/unreleased",
         "/upload",
         "/software",
         "/software/{version}",
@@ -99,7 +104,13 @@ async def test_openapi_describes_every_endpoint_and_its_errors(api):
         "status",
         "version",
         "q",
+        "sort",
+        "order",
+        "site",
     }
+    assert set(paths["/sensors"]["post"]["responses"]) >= {"200", "201", "409", "413", "422"}
+    assert set(paths["/sensors/{serial}"]["delete"]["responses"]) >= {"204", "401", "404"}
+    assert set(paths["/software/{version}"]["delete"]["responses"]) >= {"204", "409"}
     assert docs.status_code == 200
     assert "swagger-ui" in docs.text
 

@@ -153,6 +153,8 @@ async def test_items_have_the_documented_shape(running, api, db, sensors):
         "online",
         "lastSeenAt",
         "statusChangedAt",
+        "site",
+        "label",
     }
     assert second["status"] == "never"
     assert second["version"] is None
@@ -227,7 +229,9 @@ async def test_limit_is_capped(running, api, db):
         ({"version": "1.2"}, "invalid_version"),
         ({"cursor": "not a cursor!"}, "invalid_cursor"),
         ({"cursor": "AA"}, "invalid_cursor"),
-        ({"q": "DS-\u00e9"}, "invalid_prefix"),
+        ({"q": "DS-\u00e9"}, "invalid_parameter"),
+        ({"sort": "color"}, "invalid_parameter"),
+        ({"order": "up"}, "invalid_parameter"),
         ({"q": "x" * 129}, "invalid_parameter"),
     ],
 )
@@ -242,7 +246,11 @@ async def test_bad_parameters_are_400(api, params, code):
 @pytest.mark.parametrize(
     ("params", "message"),
     [
-        ({"status": "OFFLINE"}, "status must be one of never, online, offline"),
+        ({"status": "OFFLINE"}, "status must be one of never, online, offline, retired"),
+        (
+            {"sort": "colour"},
+            "sort must be one of serial, status_changed_at, last_seen_at, version",
+        ),
         ({"limit": "1.5"}, "limit must be an integer"),
         ({"page": "0", "limit": "x"}, "page must be at least 1; limit must be an integer"),
         ({"page": "1000001"}, "page must be at most 1,000,000"),

@@ -1,4 +1,4 @@
-// The HTTP API: JSON reads, and uploads with progress and the API key.
+// The HTTP API: JSON reads, writes and uploads with progress and the API key.
 
 const KEY_STORAGE = "droneshield.apiKey";
 
@@ -52,6 +52,23 @@ export function askApiKey(dialog) {
     dialog.showModal();
     input.focus();
   });
+}
+
+// A write with a text body (and the API key when one is kept). Resolves to {ok, status, body};
+// network failures resolve with status 0.
+export async function sendText(method, path, text, type) {
+  const headers = { Accept: "application/json", "Content-Type": type };
+  const key = apiKey();
+  if (key) headers.Authorization = `Bearer ${key}`;
+  let response;
+  try {
+    response = await fetch(path, { method, headers, body: text });
+  } catch {
+    return { ok: false, status: 0, body: null };
+  }
+  const body = await response.json().catch(() => null);
+  if (response.status === 401 && body?.error?.code === "invalid_api_key") forgetApiKey();
+  return { ok: response.ok, status: response.status, body };
 }
 
 // POST one file to /upload with XMLHttpRequest, for its upload progress events.

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
 
-from ..errors import Conflict
+from ..errors import Conflict, InUse, NotFound
 from .pool import Connection
 
 _COLUMNS: Final = "version, filename, path, size_bytes, sha256, uploaded_at"
@@ -112,3 +112,52 @@ async def unregister(conn: Connection, releases: Sequence[Release]) -> None:
         [r.version for r in releases],
         [r.sha256 for r in releases],
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Unreleased:
+    """A version sensors reported that was never uploaded: an aggregate, not per sensor."""
+
+    version: str  # canonical
+    reports: int
+    first_seen_at: datetime
+    last_seen_at: datetime
+
+
+async def unreleased(conn: Connection) -> list[Unreleased]:
+    """Versions reported and never uploaded, most recently reported first."""
+    rows = await conn.fetch(
+        "SELECT version, reports, first_seen_at, last_seen_at FROM unreleased_version "
+        "ORDER BY last_seen_at DESC, version"
+    )
+    return [Unreleased(*r) for r in rows]
+
+
+async def remove(conn: Connection, version: str) -> str:
+    """Delete the release of `version` if no sensor's stored version is it; its stored path.
+
+    The release row is locked first: the batch statement's foreign-key check takes a share
+    lock on it when it stores that version, so no report can store it between the check and
+    the delete.
+
+    Raises:
+        NotFound: no such release.
+        InUse: sensors (retired ones included) run it; says how many.
+    """
+    async with conn.transaction():
+        path = await conn.fetchval(
+            "SELECT path FROM software WHERE version = $1 FOR UPDATE", version
+        )
+        if path is None:
+            raise NotFound(f"v{version} was never uploaded", code="software_not_found")
+        running = await conn.fetchval("SELECT count(*) FROM sensor WHERE version = $1", version)
+        if running:
+            raise InUse(
+                f"v{version} is the stored version of {running} sensors; it can be removed "
+                "once none runs it",
+                code="release_in_use",
+                details={"sensors": running},
+            )
+        await conn.execute("DELETE FROM software WHERE version = $1", version)
+    stored: str = path
+    return stored

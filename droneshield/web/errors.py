@@ -17,6 +17,7 @@ from ..errors import (
     Conflict,
     DroneshieldError,
     Invalid,
+    InvalidSensors,
     NotFound,
     StorageFull,
     TimedOut,
@@ -39,6 +40,7 @@ STATUS_OF: Final[dict[type[DroneshieldError], int]] = {
     TooLarge: 413,
     UnsupportedContent: 415,
     BadRelease: 422,
+    InvalidSensors: 422,
     Unavailable: 503,
     StorageFull: 507,
 }
@@ -64,8 +66,12 @@ class ClosesConnection(HTTPException):
         return [*super().get_headers(environ, scope), ("Connection", "close")]
 
 
-def error_response(status: int, code: str, message: str) -> Response:
-    response = jsonify({"error": {"code": code, "message": message}})
+def error_response(
+    status: int, code: str, message: str, details: dict[str, object] | None = None
+) -> Response:
+    """The error body; `details` (per-row errors of a provisioning request, a count) beside
+    code and message when given."""
+    response = jsonify({"error": {**(details or {}), "code": code, "message": message}})
     response.status_code = status
     return response
 
@@ -103,7 +109,7 @@ def install(app: Quart) -> None:
         status = status_of(exc)
         if status == 500:
             log.error("request %s failed: %r", g.get("request_id"), exc)
-        return error_response(status, exc.code, exc.message)
+        return error_response(status, exc.code, exc.message, exc.details)
 
     @app.errorhandler(Exception)
     async def unexpected(exc: Exception) -> Response:

@@ -10,6 +10,7 @@ from quart_schema import validate_response
 from .. import summary as fleet
 from .context import pool
 from .schema import ApiModel, errors
+from .software import UnreleasedItem
 
 blueprint = Blueprint("summary", __name__)
 
@@ -29,6 +30,9 @@ class Summary(StatusCounts):
     """Fleet totals; O(versions) to compute, whatever the fleet's size."""
 
     versions: list[VersionCounts] = Field(description="newest version first, null last")
+    unreleased: list[UnreleasedItem] = Field(
+        description="versions sensors report that were never uploaded, latest reported first"
+    )
 
 
 @blueprint.get("/summary")
