@@ -81,7 +81,7 @@ async def _main(options: Options, find_max: bool, url: str) -> None:
         )
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="just soak", description=__doc__)
     defaults = Options()
     parser.add_argument("--sensors", type=int, default=defaults.sensors)
@@ -100,7 +100,11 @@ def main() -> None:
         help=f"double the fleet from {FIND_MAX_FIRST:,} up to --sensors with "
         f"{FIND_MAX_MINUTES:g}-minute runs until one fails",
     )
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     options = Options(
         sensors=args.sensors,
         interval=args.interval,
@@ -115,4 +119,5 @@ def main() -> None:
         trio.run(_main, options, args.find_max, url)
 
 
-main()
+if __name__ == "__main__":
+    main()
