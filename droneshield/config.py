@@ -23,6 +23,7 @@ OFFLINE_AFTER_DEFAULT: Final = 30.0  # seconds
 WHEEL_RESOLUTION_DEFAULT: Final = 0.25  # seconds: offline at most this much after offline_after
 SWEEP_INTERVAL_DEFAULT: Final = 60.0  # seconds
 EVENT_RETENTION_DEFAULT: Final = 30 * 86400.0  # seconds (30 days)
+HISTORY_RETENTION_DEFAULT: Final = 30 * 86400.0  # seconds (30 days) of fleet_history samples
 ACK_TIMEOUT_DEFAULT: Final = 10.0  # seconds a report may wait for its commit
 BATCH_MAX_DEFAULT: Final = 2000  # reports per group commit
 QUEUE_SIZE_DEFAULT: Final = 20000  # reports buffered before callers wait
@@ -86,6 +87,10 @@ class Settings:
     event_retention: float = field(
         default=EVENT_RETENTION_DEFAULT,
         metadata={"help": "seconds sensor_event rows are kept"},
+    )
+    history_retention: float = field(
+        default=HISTORY_RETENTION_DEFAULT,
+        metadata={"help": "seconds fleet history samples (one a minute) are kept"},
     )
     ack_timeout: float = field(
         default=ACK_TIMEOUT_DEFAULT,
@@ -297,6 +302,7 @@ RULES: Final[dict[str, tuple[Callable[[Any], bool], str]]] = {
             "wheel_resolution",
             "sweep_interval",
             "event_retention",
+            "history_retention",
             "ack_timeout",
             "batch_max",
             "queue_size",

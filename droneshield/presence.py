@@ -30,6 +30,7 @@ from typing import Final, NoReturn, Protocol
 
 import trio
 
+from . import metrics
 from .config import Settings
 from .db.pool import is_transient
 from .db.presence import Expiry
@@ -120,6 +121,8 @@ class Tracker:
         """One conditional update for `ids`; publishes those that went offline."""
         expiry = await self._store.expire(ids, self.offline_after)
         self.statements += 1
+        if expiry.offline:
+            metrics.TRANSITIONS.labels("offline").inc(len(expiry.offline))
         # Due within a resolution by the database's clock: only the clocks' rates disagreed.
         lagging = self.offline_after - self.wheel.resolution
         self._arm_aged([(i, age) for i, age in expiry.still_online if age >= lagging])

@@ -24,6 +24,7 @@ import sys
 from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Final, NoReturn
 
 import trio
@@ -108,10 +109,12 @@ async def _run_worker(
                 said = await link.recv(len(READY))
             if said is None:
                 nursery.cancel_scope.cancel()
-                return f"did not start serving within {READY_TIMEOUT:.0f} s"
-            if said:
+            elif said:
                 ready(process.pid)
             # `link` stays open until the worker exits: closing it would stop the worker.
+        metrics.worker_exited(Path(env[metrics.MULTIPROC_ENV]), process.pid)
+        if said is None:
+            return f"did not start serving within {READY_TIMEOUT:.0f} s"
         return f"exited with code {process.returncode}"
 
 
@@ -196,6 +199,8 @@ async def supervise(
         http_port = _hold_port(held, settings.host, settings.http_port, "HTTP")
         ports = settings.replace(grpc_port=grpc_port, http_port=http_port)
         env = child_env(ports, database_url, base_env)
+        # The workers' metric files: every worker's /metrics sums them (see metrics.py).
+        env[metrics.MULTIPROC_ENV] = str(held.enter_context(metrics.shared_directory()))
         stop_after = settings.shutdown_grace + STOP_SLACK
         async with trio.open_nursery() as nursery:
             for index in range(1, settings.workers + 1):
@@ -218,7 +223,7 @@ async def serve_as_worker(settings: Settings, database_url: str, supervisor_fd: 
     Raises:
         What `daemon.run` raises.
     """
-    metrics.WORKER.info({"pid": str(os.getpid())})
+    metrics.WORKER.labels(str(os.getpid())).set(1)
     with trio.socket.from_stdlib_socket(socket.socket(fileno=supervisor_fd)) as link:
         async with trio.open_nursery() as nursery:
             await nursery.start(daemon.run, settings, database_url)

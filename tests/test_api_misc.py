@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 
 import trio
@@ -86,6 +87,7 @@ async def test_openapi_describes_every_endpoint_and_its_errors(api):
         "/software/{version}",
         "/software/{version}/file",
         "/summary",
+        "/summary/history",
         "/healthz",
         "/readyz",
         "/metrics",
@@ -103,10 +105,10 @@ async def test_openapi_describes_every_endpoint_and_its_errors(api):
         "cursor",
         "status",
         "version",
-        "q",
+        "site",
         "sort",
         "order",
-        "site",
+        "q",
     }
     assert set(paths["/sensors"]["post"]["responses"]) >= {"200", "201", "409", "413", "422"}
     assert set(paths["/sensors/{serial}"]["delete"]["responses"]) >= {"204", "401", "404"}
@@ -152,3 +154,4 @@ async def test_access_log_is_json_with_the_request_id(api, caplog):
     assert by_id[generated]["status"] == 400
     assert by_id[generated]["query"] == "limit=x"
     assert by_id[generated]["route"] == "/sensors"
+    assert by_id[generated]["pid"] == os.getpid()

@@ -11,6 +11,7 @@ import shutil
 import subprocess
 
 import pytest
+import yaml
 
 from .support.balancer import CONFIG, HAPROXY
 from .support.processes import ROOT
@@ -55,7 +56,25 @@ def test_compose_file_is_valid_with_db_daemon_emitter_and_named_volumes(compose)
     _config(compose, "--quiet")
     # docker-compose 1.x lists every service here; the plugin only those of active profiles.
     assert {"db", "daemon", "emitter"} <= set(_config(compose, "--services").split())
-    assert set(_config(compose, "--volumes").split()) == {"pgdata", "uploads"}
+    assert {"pgdata", "uploads"} <= set(_config(compose, "--volumes").split())
+
+
+def test_monitoring_profile_runs_prometheus_and_grafana_with_the_deploy_files(compose):
+    _config(compose, "--quiet", profile="monitoring")
+    services = set(_config(compose, "--services", profile="monitoring").split())
+    assert {"db", "daemon", "emitter", "prometheus", "grafana"} <= services
+    config = yaml.safe_load(_config(compose, profile="monitoring"))["services"]
+    for name in ("prometheus", "grafana"):
+        assert config[name]["profiles"] == ["monitoring"]
+        assert "profiles" not in config["daemon"]
+    mounts = {
+        str(v["source"] if isinstance(v, dict) else v.split(":")[0])
+        for name in ("prometheus", "grafana")
+        for v in config[name]["volumes"]
+    }
+    for folder in ("deploy/prometheus", "deploy/grafana/provisioning", "deploy/grafana/dashboards"):
+        assert str(ROOT / folder) in mounts, mounts
+        assert (ROOT / folder).is_dir()
 
 
 def _service(config: str, name: str) -> str:

@@ -277,3 +277,32 @@ async def test_first_paint_says_it_is_loading_and_the_totals_replace_it(running,
     assert 'class="counts" aria-busy="true"' in page
     assert "Loading the fleet" in page
     assert "\u2013</dd>" not in page  # no dashes standing for numbers
+
+
+async def test_fleet_history_chart_draws_samples_and_grows_live(browser, running, sensors, db):
+    # Samples 20, 90 and 150 minutes ago; the daemon's sampler wrote the current minute.
+    await db.execute(
+        "INSERT INTO fleet_history (minute, online, offline, never, versions, sites) "
+        "SELECT date_bin('1 minute', now(), 'epoch'::timestamptz) - m * interval '1 minute', "
+        "m / 30, 1, 9 - m / 30, '{}', '{}' FROM unnest(ARRAY[20, 90, 150]) AS m"
+    )
+    chart = "#history-chart"
+    with trio.fail_after(30):
+        page = await open_dashboard(browser, running.http_port)
+        try:
+            await page(lambda p: expect(p.locator(chart)).to_have_attribute("data-samples", "4"))
+            await page(lambda p: expect(p.locator(f"{chart} path.line")).to_have_count(3))
+            await page(lambda p: expect(p.locator("#history-now")).to_contain_text("0 online"))
+            await _report(running.grpc_port, sensors[0])
+            # The live totals become the chart's newest point, without a reload.
+            await page(lambda p: expect(p.locator("#history-now")).to_contain_text("1 online"))
+            await page(
+                lambda p: expect(p.locator(f"{chart} path.online")).to_have_attribute(
+                    "data-last", "1"
+                )
+            )
+            await page.screenshot("history.png")
+            await page(lambda p: p.get_by_label("Range", exact=True).select_option("1h"))
+            await page(lambda p: expect(p.locator(chart)).to_have_attribute("data-samples", "2"))
+        finally:
+            await page.close()

@@ -346,6 +346,7 @@ async def test_summary_arrives_on_connect_and_follows_the_fleet(running, db, sen
             await aio(stub.send_status, DeviceStatus(serial=sensors[0], software_version="1.0.0"))
             second = await client.next("summary")
     assert (first["total"], first["never"], first["online"]) == (10, 10, 0)
+    assert second.pop("unreleased") == []  # every version reported was uploaded
     assert second == {
         "type": "summary",
         "total": 10,

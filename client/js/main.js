@@ -1,10 +1,11 @@
 // Wires the views together: the address picks the view (the fleet list or a sensor's page), the
-// live connection feeds whichever is shown, uploads refresh the catalogue, the Alerts panel
-// keeps to itself, and a reconnect or a resync reloads what is on screen.
+// live connection feeds whichever is shown, uploads refresh the catalogue, the Alerts panel keeps
+// to itself, and a reconnect or a resync reloads what is on screen.
 
 import { Alerts } from "./alerts.js";
 import { refreshTimes } from "./format.js";
 import { Catalogue } from "./catalogue.js";
+import { History } from "./history.js";
 import { Live } from "./live.js";
 import { Provisioner } from "./provision.js";
 import { Router, listHash } from "./router.js";
@@ -52,6 +53,13 @@ const summary = new Summary({
   },
   chart: byId("version-chart"),
 });
+
+const fleetHistory = new History({
+  chart: byId("history-chart"),
+  range: byId("history-range"),
+  now: byId("history-now"),
+});
+
 const catalogue = new Catalogue({ table: byId("catalogue") });
 const unreleased = new Unreleased({ list: byId("unreleased") });
 const sites = new Sites({ list: byId("sites"), options: byId("site-options") });
@@ -110,6 +118,7 @@ live = new Live({
   onSensors: (items) => (view === "sensor" ? sensorView.update(items) : table.update(items)),
   onSummary: (totals) => {
     summary.render(totals);
+    fleetHistory.live(totals);
     table.setVersions(totals.versions.map((v) => v.version));
     table.fleet(totals);
     if (totals.unreleased) unreleased.render(totals.unreleased);
@@ -129,13 +138,6 @@ new Uploader({
   },
 });
 
-new Alerts({
-  form: byId("webhook-form"),
-  table: byId("webhooks"),
-  message: byId("webhook-message"),
-  dialog: byId("api-key-dialog"),
-}).start();
-
 new Provisioner({
   form: byId("provision-form"),
   result: byId("provision-result"),
@@ -147,8 +149,16 @@ new Provisioner({
 });
 
 router = new Router(route);
+new Alerts({
+  form: byId("webhook-form"),
+  table: byId("webhooks"),
+  message: byId("webhook-message"),
+  dialog: byId("api-key-dialog"),
+}).start();
+
 live.start();
 router.dispatch();
+fleetHistory.start();
 catalogue.load();
 unreleased.load();
 setInterval(() => refreshTimes(), TICK);

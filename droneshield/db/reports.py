@@ -45,7 +45,7 @@ WITH input AS (
     UNION ALL
     SELECT id, last_seen_at, 'version', old_version, version
     FROM updated WHERE version IS DISTINCT FROM old_version
-), unreleased_tally AS (
+), unreleased AS (
     -- One row per distinct never-uploaded version of the batch, in key order (concurrent
     -- writers lock these rows in the same order, after all their sensor rows: unreferenced
     -- data-modifying CTEs run once the main query has read `updated`).
@@ -55,7 +55,7 @@ WITH input AS (
     GROUP BY reported_version ORDER BY reported_version
     ON CONFLICT (version) DO UPDATE
     SET reports = u.reports + excluded.reports, last_seen_at = excluded.last_seen_at
-), unreleased AS (
+), first_unreleased AS (
     -- Webhooks (db/webhooks.py): the first report of a version never uploaded, recorded only
     -- while some webhook asks for it.
     INSERT INTO webhook_unreleased_seen (version, first_reported_at)
@@ -86,7 +86,7 @@ WITH input AS (
                jsonb_build_object('version', 'v' || n.version,
                                   'sensor', webhook_sensor(u.serial, u.version, 'online',
                                   u.last_seen_at, u.status_changed_at))
-        FROM unreleased n
+        FROM first_unreleased n
         JOIN LATERAL (SELECT * FROM updated WHERE reported_version = n.version
                       ORDER BY serial LIMIT 1) u ON true
     ) e
