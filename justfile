@@ -46,3 +46,7 @@ proto:
 # benchmarks against their goals: one summary table, also as JSON; `--quick`, or workload names
 bench *args:
     uv run python -m tests.bench {{args}}
+
+# the whole product at fleet scale: `--sensors N --interval S --minutes M --workers W`, `--find-max`
+soak *args:
+    uv run python -m tests.soak {{args}}

@@ -1,4 +1,4 @@
-"""`python -m emitter compat | fleet | load | demo-uploads`."""
+"""`python -m emitter compat | fleet | gateways | load | demo-uploads`."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import logging
 import os
 import random
 import signal
+import ssl
 import sys
 from collections.abc import Mapping, Sequence
 from functools import partial
@@ -19,6 +20,7 @@ from .backoff import BASE_DEFAULT, CAP_DEFAULT, Backoff
 from .compat import run_compat
 from .demo_uploads import upload, write
 from .fleet import run_fleet
+from .gateway import run_gateways
 from .link import TIMEOUT_DEFAULT, Link, client_tls
 from .load import run_load
 from .schedule import FleetShape
@@ -87,6 +89,35 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--key-file", type=Path, help="private key of --cert-file (PEM)")
 
 
+def _shape(parser: argparse.ArgumentParser, shape: FleetShape) -> None:
+    parser.add_argument("--interval", type=float, default=shape.interval, help="heartbeat, s")
+    parser.add_argument("--jitter", type=float, default=shape.jitter, help="± interval fraction")
+    parser.add_argument(
+        "--churn", type=float, default=shape.churn, help="share silent at any moment"
+    )
+    parser.add_argument(
+        "--silence", type=float, default=shape.silence, help="mean silent spell, seconds"
+    )
+    parser.add_argument("--never", type=float, default=shape.never, help="share that never reports")
+    parser.add_argument(
+        "--upgrade-every",
+        type=float,
+        default=shape.upgrade_every,
+        help="mean seconds between upgrades of one sensor (0: never)",
+    )
+
+
+def _fleet_shape(args: argparse.Namespace) -> FleetShape:
+    return FleetShape(
+        interval=args.interval,
+        jitter=args.jitter,
+        churn=args.churn,
+        silence=args.silence,
+        never=args.never,
+        upgrade_every=args.upgrade_every,
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m emitter",
@@ -107,23 +138,25 @@ def build_parser() -> argparse.ArgumentParser:
         "fleet", help="every sensor heartbeats; churn, silent sensors, upgrades"
     )
     _common(fleet)
-    fleet.add_argument("--interval", type=float, default=shape.interval, help="heartbeat, s")
-    fleet.add_argument("--jitter", type=float, default=shape.jitter, help="± interval fraction")
-    fleet.add_argument(
-        "--churn", type=float, default=shape.churn, help="share silent at any moment"
-    )
-    fleet.add_argument(
-        "--silence", type=float, default=shape.silence, help="mean silent spell, seconds"
-    )
-    fleet.add_argument("--never", type=float, default=shape.never, help="share that never reports")
-    fleet.add_argument(
-        "--upgrade-every",
-        type=float,
-        default=shape.upgrade_every,
-        help="mean seconds between upgrades of one sensor (0: never)",
-    )
+    _shape(fleet, shape)
     fleet.add_argument("--concurrency", type=int, default=64, help="calls in flight at most")
     fleet.add_argument("--report-every", type=float, default=30.0, help="census period, s")
+
+    gateways = modes.add_parser(
+        "gateways", help="the fleet through G gateways batching heartbeats; records acks"
+    )
+    _common(gateways)
+    _shape(gateways, shape)
+    gateways.add_argument("--gateways", type=int, default=100, help="gateways (connections)")
+    gateways.add_argument("--flush", type=float, default=1.0, help="seconds between sends")
+    gateways.add_argument("--batch-max", type=int, default=1000, help="reports per call")
+    gateways.add_argument("--period", type=float, default=60.0, help="seconds per record line")
+    gateways.add_argument(
+        "--gap-min", type=float, default=5.0, help="record silences at least this long, s"
+    )
+    gateways.add_argument(
+        "--record", type=Path, required=True, help="append the JSON-lines record here"
+    )
 
     load = modes.add_parser("load", help="N sensors at a target rate; prints rate and latency")
     _common(load)
@@ -179,22 +212,16 @@ async def _emit(args: argparse.Namespace) -> None:
         if args.mode == "compat":
             await run_compat(link, serials, interval=args.interval, rng=rng)
         elif args.mode == "fleet":
-            shape = FleetShape(
-                interval=args.interval,
-                jitter=args.jitter,
-                churn=args.churn,
-                silence=args.silence,
-                never=args.never,
-                upgrade_every=args.upgrade_every,
-            )
             await run_fleet(
                 link,
                 serials,
-                shape,
+                _fleet_shape(args),
                 concurrency=args.concurrency,
                 report_every=args.report_every,
                 rng=rng,
             )
+        elif args.mode == "gateways":
+            await _gateways(args, link, backoff, tls, serials, rng)
         else:
             await run_load(
                 link,
@@ -208,6 +235,43 @@ async def _emit(args: argparse.Namespace) -> None:
             )
     finally:
         link.close()
+
+
+async def _gateways(
+    args: argparse.Namespace,
+    first: Link,
+    backoff: Backoff,
+    tls: ssl.SSLContext | None,
+    serials: list[str],
+    rng: random.Random,
+) -> None:
+    """Gateway mode: `first` is gateway 0's connection, the others get their own."""
+    links = [first] + [
+        Link(
+            args.target,
+            Backoff(rng, base=args.backoff_base, cap=args.backoff_max),
+            timeout=args.timeout,
+            tls=tls,
+            token=args.token,
+        )
+        for _ in range(args.gateways - 1)
+    ]
+    try:
+        with args.record.open("a") as out:
+            await run_gateways(
+                links,
+                serials,
+                _fleet_shape(args),
+                flush=args.flush,
+                batch_max=args.batch_max,
+                period=args.period,
+                gap_min=args.gap_min,
+                record_to=out,
+                rng=rng,
+            )
+    finally:
+        for link in links[1:]:
+            link.close()
 
 
 async def _until_stopped(args: argparse.Namespace) -> None:

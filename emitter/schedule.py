@@ -142,3 +142,30 @@ class Pacer:
         at = max(self.next_at, now)
         self.next_at = at + self.period
         return at
+
+
+def partition(serials: Sequence[str], gateways: int) -> list[list[str]]:
+    """Each gateway's share of the fleet: sensor i belongs to gateway i mod `gateways`, so every
+    share is within one sensor of the others and a gateway's sensors are spread over the
+    fleet's id range (as sites are), not one contiguous block.
+
+    Raises:
+        ValueError: fewer than one gateway.
+    """
+    if gateways < 1:
+        raise ValueError("gateways must be at least 1")
+    return [list(serials[g::gateways]) for g in range(gateways)]
+
+
+def chunks(reports: Sequence[tuple[str, str]], size: int) -> list[list[tuple[str, str]]]:
+    """`reports` cut into batch calls of at most `size`, in order."""
+    if size < 1:
+        raise ValueError("batch size must be at least 1")
+    return [list(reports[i : i + size]) for i in range(0, len(reports), size)]
+
+
+def gateway_phase(index: int, gateways: int, flush: float) -> float:
+    """When (seconds into each flush period) gateway `index` sends: spread evenly, so G
+    gateways flushing every `flush` s make G calls per period at steady intervals, not one
+    burst of G."""
+    return flush * index / gateways

@@ -98,6 +98,28 @@ async def test_ten_thousand_staggered_sensors_expire_in_order_one_statement_per_
     assert [len(ids) for ids in store.expire_calls] == [1000] * 10
 
 
+async def test_a_slow_database_does_not_leave_the_expiry_further_behind_each_tick(
+    autojump_clock, nursery, presence_settings
+):
+    """Statements slower than a resolution take every tick due by then: lateness stays bounded
+    by the statement time, instead of growing by (statement - resolution) per tick."""
+    count, delay = 100, 2.5 * RESOLUTION
+    store = MemoryPresenceStore(count)
+    store.expire_delay = delay
+    tracker = await _start(nursery, store, presence_settings)
+    reported = {}
+    with trio.fail_after(300):
+        for i in range(1, count + 1):  # one report every 0.2 s: deadlines in 20 ticks
+            await trio.sleep_until(i / 5)
+            reported[i] = await _report(tracker, store, i)
+        await trio.sleep_until(20.0 + OFFLINE_AFTER + RESOLUTION + 3 * delay)
+    offline = {sensor: t for sensor, kind, t in store.events if kind == "offline"}
+    assert sorted(offline) == list(range(1, count + 1))
+    worst = max(offline[s] - reported[s] - OFFLINE_AFTER for s in offline)
+    assert worst <= RESOLUTION + 2 * delay
+    assert tracker.statements < 20
+
+
 async def test_recovery_expires_overdue_sensors_at_start_and_recent_ones_at_their_deadline(
     autojump_clock, nursery, presence_settings
 ):

@@ -18,6 +18,7 @@ import pytest
 from droneshield import cli
 from emitter import cli as emitter_cli
 
+from .soak.__main__ import build_parser as _soak_parser
 from .support.processes import ROOT
 
 README = (ROOT / "README.md").read_text()
@@ -84,6 +85,8 @@ def check(argv: list[str]) -> None:
     elif argv[:3] == ["python", "-m", "tests.bench"]:
         for name in argv[3:]:
             assert name == "--quick" or any(name in w for w in WORKLOADS), name
+    elif argv[:3] == ["python", "-m", "tests.soak"]:
+        _parses(_soak_parser(), argv[3:])
     elif argv[0] != "pytest":  # `just test ARGS`: pytest's own
         raise AssertionError(f"no check for {argv}")
 

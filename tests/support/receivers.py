@@ -33,13 +33,15 @@ def signed_correctly(secret: str, r: Received) -> bool:
 @dataclass
 class Receiver:
     """`answer(received) -> status | None` decides each reply: None hangs, -1 closes the
-    connection without a reply. Accepted POSTs (2xx) are in `accepted`, all of them in `posts`."""
+    connection without a reply. Accepted POSTs (2xx) are in `accepted`, all of them in `posts`,
+    unless `keep` is False (a long run: `answer` sees every POST, nothing is kept)."""
 
     answer: Callable[[Received], int | None] = lambda r: 200
     headers: dict[str, str] = field(default_factory=dict)
     posts: list[Received] = field(default_factory=list)
     accepted: list[Received] = field(default_factory=list)
     port: int = 0
+    keep: bool = True
     _changed: trio.Event = field(default_factory=trio.Event)
 
     @property
@@ -71,10 +73,11 @@ class Receiver:
                 received = Received(
                     {k.decode().lower(): v.decode() for k, v in request.headers}, body
                 )
-                self.posts.append(received)
                 status = self.answer(received)
-                if 200 <= (status or 0) < 300:
-                    self.accepted.append(received)
+                if self.keep:
+                    self.posts.append(received)
+                    if 200 <= (status or 0) < 300:
+                        self.accepted.append(received)
                 self._changed.set()
                 self._changed = trio.Event()
                 if status is None:

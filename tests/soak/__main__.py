@@ -1,0 +1,123 @@
+"""`python -m tests.soak` (`just soak`): the whole product at fleet scale on this machine, or with
+`--find-max` the largest fleet that passes, searched with shorter runs.
+
+PostgreSQL is DATABASE_URL's server when set, else an embedded one started for the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import trio
+import trio_asyncio
+from rich.table import Table
+
+from tests.bench.support import console
+from tests.support.pg_admin import server
+
+from .run import Options, run
+
+FIND_MAX_MINUTES = 3.0
+FIND_MAX_FIRST = 10_000
+
+
+def _table(report: dict[str, Any]) -> Table:
+    table = Table(title="pass criteria")
+    for column in ("criterion", "measured", "goal", "met"):
+        table.add_column(column)
+    for c in report["criteria"]:
+        met = {True: "yes", False: "NO", None: "n/a"}[c["met"]]
+        table.add_row(c["criterion"], c["measured"], c["goal"], met)
+    return table
+
+
+def _print(report: dict[str, Any]) -> None:
+    console.print(_table(report))
+    v = report["verification"]
+    console.print(
+        f"verification {'ok' if v['ok'] else 'FAILED'}: {v['sampled']} sensors sampled, "
+        f"{v['lost']} acknowledged reports lost; {v['expected_offline']} silences past the "
+        f"timeout, {v['missed']} not alerted; {v['offline_events']} offline events "
+        f"({v['duplicate_events']} duplicates dropped), {v['invented']} invented; "
+        f"{v['uncertain_sensors']} sensors with a failed report left out; "
+        f"{v['bad_signatures']} bad signatures"
+    )
+    for key in ("missed_examples", "invented_examples", "examples"):
+        if v[key]:
+            console.print(f"  {key}: {v[key]}")
+    if report["exhausted"]:
+        console.print(f"ran out first: {report['exhausted']}")
+    console.print(f"written to {report['options']['out']}/soak.json and soak.svg")
+
+
+async def _main(options: Options, find_max: bool, url: str) -> None:
+    async with trio_asyncio.open_loop():
+        if not find_max:
+            _print(await run(options, url))
+            return
+        best = None
+        size = FIND_MAX_FIRST
+        while size <= options.sensors:
+            console.rule(f"find-max: {size:,} sensors, {FIND_MAX_MINUTES:g} min")
+            trial = Options(
+                sensors=size,
+                interval=options.interval,
+                minutes=min(options.minutes, FIND_MAX_MINUTES),
+                workers=options.workers,
+                period=options.period,
+                clients=options.clients,
+                out=options.out / f"find-max-{size}",
+            )
+            report = await run(trial, url)
+            _print(report)
+            if not (report["passed"] and report["verification"]["ok"]):
+                break
+            best = size
+            size *= 2
+        console.print(
+            f"largest fleet that passes: {best:,} sensors" if best else "no fleet size passed"
+        )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="just soak", description=__doc__)
+    defaults = Options()
+    parser.add_argument("--sensors", type=int, default=defaults.sensors)
+    parser.add_argument("--interval", type=float, default=defaults.interval, help="heartbeat, s")
+    parser.add_argument("--minutes", type=float, default=defaults.minutes)
+    parser.add_argument("--workers", type=int, default=defaults.workers, help="daemon workers")
+    parser.add_argument("--period", type=float, default=defaults.period, help="s per line")
+    parser.add_argument("--clients", type=int, default=defaults.clients, help="WebSocket clients")
+    parser.add_argument(
+        "--upload-every", type=float, default=defaults.upload_every, help="s between uploads"
+    )
+    parser.add_argument("--out", type=Path, default=defaults.out, help="JSON and SVG go here")
+    parser.add_argument(
+        "--find-max",
+        action="store_true",
+        help=f"double the fleet from {FIND_MAX_FIRST:,} up to --sensors with "
+        f"{FIND_MAX_MINUTES:g}-minute runs until one fails",
+    )
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
+    options = Options(
+        sensors=args.sensors,
+        interval=args.interval,
+        minutes=args.minutes,
+        workers=args.workers,
+        period=args.period,
+        clients=args.clients,
+        upload_every=args.upload_every,
+        out=args.out,
+    )
+    with server("droneshield-soak-pg-") as url:
+        trio.run(_main, options, args.find_max, url)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,398 @@
+"""One soak run: PostgreSQL (DATABASE_URL's server or an embedded one) with a fresh migrated and
+seeded database, then each in its own process: the daemon, the emitter in gateway mode, the
+WebSocket watchers and the webhook receiver; a release upload every few minutes from here.
+Every period one line (and a progress bar on a terminal); at the end the verification, the pass
+table, JSON and an SVG chart."""
+
+from __future__ import annotations
+
+import json
+import random
+import secrets
+import sys
+import time
+from collections import Counter
+from contextlib import AsyncExitStack
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import httpx
+import trio
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+from droneshield.db import seed
+from droneshield.db.pool import connect
+from emitter.demo_uploads import file_name, release_pdf
+from emitter.versions import RELEASED
+from tests.bench.support import Bench, DaemonProcess, console
+from tests.support.processes import Spawned, eventually, spawn
+from tests.support.releases import upload
+
+from . import figures, probes, verify
+
+SLACK: Final = 2.0  # seconds of tolerance on the offline timeout when judging silences
+DRAIN_MIN: Final = 2.0  # seconds after the emitter stops before the outbox is looked at
+DRAIN_MAX: Final = 60.0  # seconds the webhook's undelivered events may take to arrive
+API_KEY: Final = "soak-" + secrets.token_hex(8)
+SECRET: Final = secrets.token_hex(16)
+EVENTS: Final = ["sensor.offline", "sensor.online"]
+START_TIMEOUT: Final = 120.0  # seconds for a watcher to be up
+
+
+@dataclass(frozen=True)
+class Options:
+    sensors: int = 1_000_000
+    interval: float = 60.0  # heartbeat, seconds
+    minutes: float = 60.0
+    workers: int = 1
+    period: float = 60.0  # seconds per printed line
+    clients: int = 20
+    upload_every: float = 180.0  # seconds between release uploads
+    out: Path = Path("soak-results")
+    seed: int = 1
+
+    @property
+    def offline_after(self) -> float:
+        """The timeout: one and a half heartbeats (jitter is ± 10 %)."""
+        return self.interval * 1.5
+
+    @property
+    def gateways(self) -> int:
+        """A gateway per 10,000 sensors, 1 to 100."""
+        return max(1, min(100, self.sensors // 10_000))
+
+
+@dataclass
+class _Tail:
+    """New JSON lines of a file a child appends to."""
+
+    path: Path
+    offset: int = 0
+    pending: bytes = b""
+
+    def read(self) -> list[dict[str, Any]]:
+        if not self.path.exists():
+            return []
+        with self.path.open("rb") as f:
+            f.seek(self.offset)
+            data = self.pending + f.read()
+            self.offset = f.tell()
+        *complete, self.pending = data.split(b"\n")
+        return [json.loads(line) for line in complete if line]
+
+
+@dataclass
+class _Seen:
+    """Everything read from the children so far."""
+
+    offline: list[dict[str, Any]] = field(default_factory=list)
+    online: int = 0
+    bad_signatures: int = 0
+    posts: int = 0
+    final: dict[str, Any] | None = None
+    offline_late: list[float] = field(default_factory=list)
+    ws: list[float] = field(default_factory=list)
+    hook: list[float] = field(default_factory=list)
+    tails: dict[str, _Tail] = field(default_factory=dict)
+
+
+async def run(options: Options, server_url: str) -> dict[str, Any]:
+    """The soak against `server_url`'s PostgreSQL; returns the report (also written to
+    `options.out`)."""
+    options.out.mkdir(parents=True, exist_ok=True)
+    files = {name: options.out / f"{name}.jsonl" for name in ("emitter", "ws", "hooks")}
+    for path in files.values():
+        path.unlink(missing_ok=True)
+    bench = Bench(quick=False, server_url=server_url)
+    try:
+        async with bench.database() as url:
+            async with connect(url) as conn:
+                await seed.seed(conn, options.sensors)
+                await conn.execute("VACUUM ANALYZE sensor")
+            async with bench.daemon(
+                url,
+                offline_after=options.offline_after,
+                workers=options.workers,
+                api_key=API_KEY,
+                webhook_allow_hosts="127.0.0.1",
+            ) as daemon:
+                return await _soak(options, url, daemon, files)
+    finally:
+        await trio.to_thread.run_sync(bench.drop_all)
+
+
+async def _soak(
+    options: Options, url: str, daemon: DaemonProcess, files: dict[str, Path]
+) -> dict[str, Any]:
+    base = f"http://127.0.0.1:{daemon.http_port}"
+    python = sys.executable
+    async with (
+        AsyncExitStack() as stack,
+        httpx.AsyncClient(
+            base_url=base, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=30
+        ) as api,
+    ):
+        hooks = await stack.enter_async_context(
+            spawn([python, "-m", "tests.soak.watchers", "hooks", str(files["hooks"]), SECRET])
+        )
+        port = await _started(hooks, "port ")
+        response = await api.post(
+            "/webhooks",
+            json={
+                "url": f"http://127.0.0.1:{port.split()[-1]}/hook",
+                "events": EVENTS,
+                "secret": SECRET,
+            },
+        )
+        response.raise_for_status()
+        hook_id = response.json()["id"]
+        for version in RELEASED:  # the fleet's versions; 4.0.0 is never uploaded
+            await _upload(api, version)
+        ws = await stack.enter_async_context(
+            spawn(
+                [
+                    python,
+                    "-m",
+                    "tests.soak.watchers",
+                    "ws",
+                    str(daemon.http_port),
+                    str(options.clients),
+                    str(options.sensors),
+                    str(files["ws"]),
+                ]
+            )
+        )
+        await _started(ws, "watching")
+        seconds = options.minutes * 60
+        emitter = await stack.enter_async_context(
+            spawn(
+                [
+                    python,
+                    "-m",
+                    "emitter",
+                    "gateways",
+                    "--target",
+                    f"127.0.0.1:{daemon.grpc_port}",
+                    "--database-url",
+                    url,
+                    "--seed",
+                    str(options.seed),
+                    "--duration",
+                    str(seconds),
+                    "--interval",
+                    str(options.interval),
+                    "--silence",
+                    str(options.offline_after * 3),
+                    "--churn",
+                    "0.05",
+                    "--never",
+                    "0.02",
+                    "--upgrade-every",
+                    str(options.interval * 30),
+                    "--gateways",
+                    str(options.gateways),
+                    "--period",
+                    str(options.period),
+                    "--gap-min",
+                    str(options.offline_after - SLACK),
+                    "--record",
+                    str(files["emitter"]),
+                    "--log-level",
+                    "WARNING",
+                ]
+            )
+        )
+        rows, seen = await _watch(options, url, daemon, emitter, files)
+        await _drain(api, hook_id)
+        _consume(options, files, seen, {}, final_only=True)
+    return await _report(options, url, rows, seen)
+
+
+async def _drain(api: httpx.AsyncClient, hook_id: int) -> None:
+    """Wait until the webhook has nothing pending (events committed before the emitter stopped
+    are delivered), at most DRAIN_MAX: what has not arrived by then counts as missed."""
+    await trio.sleep(DRAIN_MIN)
+
+    async def delivered() -> bool:
+        return not (await api.get(f"/webhooks/{hook_id}")).json()["pending"]
+
+    with trio.move_on_after(DRAIN_MAX):
+        await eventually(delivered)
+    await trio.sleep(0.5)  # the receiver writes a POST's lines before it answers
+
+
+async def _started(child: Spawned, text: str) -> str:
+    with trio.fail_after(START_TIMEOUT):
+        return await child.wait_for(text)
+
+
+async def _upload(api: httpx.AsyncClient, version: str) -> None:
+    response = await upload(api, [(file_name(version), release_pdf(version))])
+    if response.status_code not in (200, 201, 409):
+        raise RuntimeError(f"upload of {version}: {response.status_code} {response.text}")
+
+
+def _consume(
+    options: Options,
+    files: dict[str, Path],
+    seen: _Seen,
+    window: dict[str, Any],
+    *,
+    final_only: bool = False,
+) -> None:
+    """Read the children's new lines into `seen` (whole run) and `window` (this period)."""
+    if not seen.tails:
+        seen.tails = {name: _Tail(path) for name, path in files.items()}
+    tails = seen.tails
+    for line in tails["emitter"].read():
+        if line["kind"] == "final":
+            seen.final = line
+        elif not final_only:
+            window.setdefault("periods", []).append(line)
+    for line in tails["ws"].read():
+        seen.ws += line["latencies"]
+        window.setdefault("ws", []).extend(line["latencies"])
+    for line in tails["hooks"].read():
+        if line.get("kind") == "post":
+            seen.posts += 1
+            window["posts"] = window.get("posts", 0) + 1
+        elif line.get("kind") == "bad_signature":
+            seen.bad_signatures += 1
+        elif line["type"] == "sensor.offline":
+            seen.offline.append(line)
+            late = line["occurredAt"] - (line["lastSeenAt"] + options.offline_after)
+            hook = line["received"] - line["occurredAt"]
+            for target in (seen.offline_late, window.setdefault("late", [])):
+                target.append(late)
+            for target in (seen.hook, window.setdefault("hook", [])):
+                target.append(hook)
+        else:
+            seen.online += 1
+            seen.hook.append(line["received"] - line["occurredAt"])
+            window.setdefault("hook", []).append(line["received"] - line["occurredAt"])
+
+
+async def _watch(
+    options: Options,
+    url: str,
+    daemon: DaemonProcess,
+    emitter: Spawned,
+    files: dict[str, Path],
+) -> tuple[list[dict[str, Any]], _Seen]:
+    """Until the emitter exits: a row every period, an upload every `upload_every` s."""
+    seen = _Seen()
+    rows: list[dict[str, Any]] = []
+    began = time.time()
+    before = await probes.sample(began, daemon.pid, daemon.http_port, url)
+    window: dict[str, Any] = {}
+    next_upload = began + options.upload_every
+    uploads = 0
+    progress = Progress(
+        TextColumn("soak"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    )
+    async with httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{daemon.http_port}",
+        headers={"Authorization": f"Bearer {API_KEY}"},
+        timeout=30,
+    ) as api:
+        with progress:
+            task = progress.add_task("soak", total=options.minutes * 60)
+            while emitter.process.returncode is None:
+                await trio.sleep(1.0)
+                now = time.time()
+                progress.update(task, completed=min(now - began, options.minutes * 60))
+                if now >= next_upload:
+                    uploads += 1
+                    await _upload(api, f"5.0.{uploads}")
+                    next_upload += options.upload_every
+                _consume(options, files, seen, window)
+                if window.get("periods"):  # a row per emitter period, as its line arrives
+                    before = await _row(url, daemon, window, rows, before, began)
+                    window = {}
+    if await emitter.exited() != 0:
+        raise RuntimeError(f"the emitter failed:\n{emitter.output()}")
+    _consume(options, files, seen, window)
+    await _row(url, daemon, window, rows, before, began)
+    return rows, seen
+
+
+async def _row(
+    url: str,
+    daemon: DaemonProcess,
+    window: dict[str, Any],
+    rows: list[dict[str, Any]],
+    before: probes.Sample,
+    began: float,
+) -> probes.Sample:
+    """Print and keep the row of `window` (what was read since the last row)."""
+    after = await probes.sample(time.time(), daemon.pid, daemon.http_port, url)
+    periods = window.get("periods", [])
+    errors: Counter[str] = Counter()
+    for period in periods:
+        errors.update(period["errors"])
+    w = figures.Window(
+        seconds=sum(p["seconds"] for p in periods) or (after.at - before.at),
+        offered=sum(p["offered"] for p in periods),
+        acked=sum(p["acked"] for p in periods),
+        ack_p50=max((p["ack_p50_ms"] or 0 for p in periods), default=None),
+        ack_p99=max((p["ack_p99_ms"] or 0 for p in periods), default=None),
+        errors=errors,
+        offline_late=window.get("late", []),
+        ws=window.get("ws", []),
+        hook=window.get("hook", []),
+        posts=window.get("posts", 0),
+        before=before,
+        after=after,
+    )
+    row = w.row(after.at - began)
+    rows.append(row)
+    console.print(figures.line(row))
+    return after
+
+
+async def _report(
+    options: Options, url: str, rows: list[dict[str, Any]], seen: _Seen
+) -> dict[str, Any]:
+    final = seen.final
+    if final is None:
+        raise RuntimeError("the emitter wrote no final record")
+    offline, duplicates = verify.dedupe([e for e in seen.offline if e["occurredAt"] <= final["at"]])
+    lost = await verify.lost(url, final["last_acked"], random.Random(options.seed))
+    silences = verify.silences(final, offline, options.offline_after, SLACK, final["at"])
+    table = figures.criteria(
+        final["offered"], final["acked"], lost["lost"], seen.offline_late, seen.ws, seen.hook, rows
+    )
+    verified = silences["missed"] == 0 and silences["invented"] == 0 and lost["lost"] == 0
+    report = {
+        "options": {**asdict(options), "out": str(options.out)},
+        "offline_after": options.offline_after,
+        "gateways": options.gateways,
+        "offered": final["offered"],
+        "acked": final["acked"],
+        "rows": rows,
+        "criteria": table,
+        "passed": all(c["met"] is not False for c in table),
+        "verification": {
+            **lost,
+            **silences,
+            "duplicate_events": duplicates,
+            "online_events": seen.online,
+            "bad_signatures": seen.bad_signatures,
+            "posts": seen.posts,
+            "ok": verified and seen.bad_signatures == 0,
+        },
+        "exhausted": figures.exhausted(rows, options.workers),
+    }
+    title = (
+        f"soak: {options.sensors:,} sensors every {options.interval:g} s, "
+        f"{options.minutes:g} min, {options.workers} worker(s)"
+    )
+    (options.out / "soak.json").write_text(json.dumps(report, indent=2, default=str))
+    (options.out / "soak.svg").write_text(figures.svg(rows, title))
+    return report
