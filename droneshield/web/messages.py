@@ -64,6 +64,13 @@ def sensor_item(change: SensorState) -> dict[str, Any]:
         "online": change.status == "online",
         "lastSeenAt": change.last_seen_at,
         "statusChangedAt": change.status_changed_at,
+    }
+
+
+def live_item(change: SensorState) -> dict[str, Any]:
+    """A changed sensor as `/ws` sends it: as listed, plus what only a live change knows."""
+    return {
+        **sensor_item(change),
         "reportedVersion": display(change.reported_version),
         "heartbeat": change.heartbeat,
     }
@@ -88,7 +95,7 @@ def sensors(changes: Sequence[SensorState]) -> list[str]:
     """`sensor` messages for a flush, at most SENSORS_PER_MESSAGE sensors each."""
     step = SENSORS_PER_MESSAGE
     return [
-        encode({"type": "sensor", "sensors": [sensor_item(c) for c in changes[i : i + step]]})
+        encode({"type": "sensor", "sensors": [live_item(c) for c in changes[i : i + step]]})
         for i in range(0, len(changes), step)
     ]
 
