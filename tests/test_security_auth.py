@@ -52,8 +52,8 @@ async def test_every_write_route_refuses_requests_without_the_key(api_with, sett
         for method, rule in routes:
             # Placeholders stand for any value: the key is checked before the arguments are
             # (an int placeholder needs a number for the route to match at all).
-            path = re.sub(r"<int:\w+>", "1", rule)
-            path = path.replace("<", "").replace(">", "").replace("path:", "")
+            path = re.sub(r"<int(\([^)]*\))?:\w+>", "1", rule)
+            path = re.sub(r"<(\w+:)?(\w+)>", r"\2", path)
             for headers, code in (
                 ({}, "missing_api_key"),
                 ({"Authorization": "Bearer wrong"}, "invalid_api_key"),

@@ -26,6 +26,7 @@ from . import (
     uploads,
     webhooks,
 )
+from .converters import CONVERTERS
 
 
 def create_app(settings: Settings, pool: Pool, *, hub: Hub | None = None) -> QuartTrio:
@@ -37,6 +38,7 @@ def create_app(settings: Settings, pool: Pool, *, hub: Hub | None = None) -> Qua
     if settings.data_dir.resolve().is_relative_to(CLIENT_DIR.resolve()):
         raise ValueError(f"data_dir must not be inside {CLIENT_DIR} (it is served)")
     app = QuartTrio("droneshield")
+    app.url_map.converters.update(CONVERTERS)
     app.config["DRONESHIELD_SETTINGS"] = settings
     app.config["DRONESHIELD_POOL"] = pool
     app.config["DRONESHIELD_HUB"] = hub if hub is not None else Hub()

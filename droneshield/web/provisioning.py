@@ -192,7 +192,7 @@ def _changes(body: bytes) -> dict[str, str | None]:
     return {name: getattr(checked, name) for name in document}
 
 
-@blueprint.patch("/sensors/<path:serial>")
+@blueprint.patch("/sensors/<serial:serial>")
 @requires_key
 @validate_response(Sensor)
 @errors(400, 401, 404, 413)
@@ -207,7 +207,7 @@ async def change_sensor(serial: str) -> Sensor:
     return Sensor.of(detail.listing)
 
 
-@blueprint.delete("/sensors/<path:serial>")
+@blueprint.delete("/sensors/<serial:serial>")
 @requires_key
 @responds(204, NoContent)
 @errors(401, 404)

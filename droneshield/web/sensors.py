@@ -326,7 +326,7 @@ async def sensor_events(serial: str, query_args: EventsQuery) -> EventPage:
     )
 
 
-@blueprint.get("/sensors/<path:serial>")
+@blueprint.get("/sensors/<serial:serial>")
 @validate_querystring(DetailQuery)
 @validate_response(SensorDetail)
 @errors(400, 404)

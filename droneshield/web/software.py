@@ -157,7 +157,7 @@ async def list_unreleased() -> UnreleasedList:
     return UnreleasedList(items=[UnreleasedItem.of(u) for u in found])
 
 
-@blueprint.delete("/software/<version>")
+@blueprint.delete("/software/<version:version>")
 @requires_key
 @responds(204, NoContent)
 @errors(400, 401, 404, 409)
@@ -173,7 +173,7 @@ async def delete_software(version: str) -> tuple[str, int]:
     return "", 204
 
 
-@blueprint.get("/software/<version>")
+@blueprint.get("/software/<version:version>")
 @validate_response(SoftwareItem)
 @errors(400, 404)
 async def get_software(version: str) -> SoftwareItem:
@@ -184,7 +184,7 @@ async def get_software(version: str) -> SoftwareItem:
     return _item(release, _usage(counts))
 
 
-@blueprint.get("/software/<version>/file")
+@blueprint.get("/software/<version:version>/file")
 @responds(200, PdfFile)
 @responds(206, PdfFile)
 @responds(304, NotModified)

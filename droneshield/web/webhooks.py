@@ -24,6 +24,8 @@ from .context import pool, settings
 from .schema import ApiModel, errors
 
 blueprint = Blueprint("webhooks", __name__)
+# A webhook id is a bigint: larger numbers name no webhook (404), never a database error.
+ONE: Final = "/webhooks/<int(max=9223372036854775807):webhook_id>"
 
 BODY_MAX: Final = 64 * 1024  # bytes of a webhook's JSON description
 DELIVERIES_LIMIT_MAX: Final = 500
@@ -174,7 +176,7 @@ async def list_webhooks() -> WebhookList:
         return WebhookList(items=[_out(w) for w in await db.list_all(conn)])
 
 
-@blueprint.get("/webhooks/<int:webhook_id>")
+@blueprint.get(ONE)
 @validate_response(WebhookOut)
 @errors(404)
 async def get_webhook(webhook_id: int) -> WebhookOut:
@@ -185,7 +187,7 @@ async def get_webhook(webhook_id: int) -> WebhookOut:
     return _out(found)
 
 
-@blueprint.delete("/webhooks/<int:webhook_id>")
+@blueprint.delete(ONE)
 @requires_key
 @errors(401, 404)
 async def delete_webhook(webhook_id: int) -> tuple[str, int]:
@@ -196,7 +198,7 @@ async def delete_webhook(webhook_id: int) -> tuple[str, int]:
     return "", 204
 
 
-@blueprint.get("/webhooks/<int:webhook_id>/deliveries")
+@blueprint.get(ONE + "/deliveries")
 @validate_querystring(DeliveriesQuery)
 @validate_response(DeliveryList)
 @errors(400, 404)
@@ -222,7 +224,7 @@ async def list_deliveries(webhook_id: int, query_args: DeliveriesQuery) -> Deliv
     )
 
 
-@blueprint.post("/webhooks/<int:webhook_id>/test")
+@blueprint.post(ONE + "/test")
 @requires_key
 @validate_response(TestQueued, 202)
 @errors(401, 404)
