@@ -139,7 +139,7 @@ class Settings:
     )
     grpc_token: str | None = field(
         default=None,
-        metadata={"help": "bearer token gRPC reports must carry; unset: reports open"},
+        metadata={"help": "bearer token reports must carry (gRPC and POST /reports); unset: open"},
     )
     tls_cert: Path | None = field(
         default=None,

@@ -81,7 +81,7 @@ async def run(
         )
         submitter = Submitter(send, ack_timeout=settings.ack_timeout)
         relay = Relay(hub, pool, database_url)
-        app = create_app(settings, pool, hub=hub)
+        app = create_app(settings, pool, hub=hub, submit=submitter.submit_from_trio)
         async with trio.open_nursery() as nursery:
             await nursery.start(writer.run)
             tracker = await nursery.start(serve_presence, PresenceDb(pool), hub, settings)

@@ -43,14 +43,22 @@ def _write_routes(settings) -> list[tuple[str, str]]:  # type: ignore[no-untyped
 
 
 async def test_every_write_route_refuses_requests_without_the_key(api_with, settings):
+    """Every write needs the API key, but reports, which need the gRPC token (a device's one
+    credential); each refuses the other's."""
     routes = _write_routes(settings)
     assert ("POST", "/upload") in routes
     with trio.fail_after(20):
-        api = await api_with(settings.replace(api_key=API_KEY))
+        api = await api_with(settings.replace(api_key=API_KEY, grpc_token=TOKEN))
         for method, rule in routes:
             # Placeholders stand for any value: the key is checked before the arguments are.
             path = rule.replace("<", "").replace(">", "").replace("path:", "")
-            for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": API_KEY}):
+            other = API_KEY if (method, rule) == ("POST", "/reports") else TOKEN
+            for headers in (
+                {},
+                {"Authorization": "Bearer wrong"},
+                {"Authorization": API_KEY},
+                {"Authorization": f"Bearer {other}"},
+            ):
                 response = await api.request(method, path, headers=headers, content=b"x")
                 assert response.status_code == 401, (method, rule, headers)
                 assert response.json()["error"]["code"] == "unauthorized"

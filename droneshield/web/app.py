@@ -7,6 +7,7 @@ from quart_trio import QuartTrio
 from ..config import Settings
 from ..db.pool import Pool
 from ..hub import Hub
+from ..ingest.service import Submit
 from ..resources import CLIENT_DIR
 from ..uploads import prepare_dirs
 from . import (
@@ -18,6 +19,7 @@ from . import (
     live,
     metrics,
     openapi,
+    reports,
     sensors,
     software,
     summary,
@@ -25,8 +27,11 @@ from . import (
 )
 
 
-def create_app(settings: Settings, pool: Pool, *, hub: Hub | None = None) -> QuartTrio:
-    """The app; `hub` feeds `/ws` (a fresh, unfed one when not given, for HTTP-only tests).
+def create_app(
+    settings: Settings, pool: Pool, *, hub: Hub | None = None, submit: Submit | None = None
+) -> QuartTrio:
+    """The app; `hub` feeds `/ws` (a fresh, unfed one when not given, for HTTP-only tests),
+    `submit` takes `POST /reports` to the writer (without it they are answered 503).
 
     Raises:
         ValueError: the data directory is inside the dashboard's, which is served as is.
@@ -37,6 +42,7 @@ def create_app(settings: Settings, pool: Pool, *, hub: Hub | None = None) -> Qua
     app.config["DRONESHIELD_SETTINGS"] = settings
     app.config["DRONESHIELD_POOL"] = pool
     app.config["DRONESHIELD_HUB"] = hub if hub is not None else Hub()
+    app.config["DRONESHIELD_SUBMIT"] = submit
     # Uploads are limited per file while streaming; this bounds a whole request
     # (Quart's own defaults, 16 MB and 60 s, would refuse a large release).
     app.config["MAX_CONTENT_LENGTH"] = uploads.max_request_bytes(settings)
@@ -46,7 +52,7 @@ def create_app(settings: Settings, pool: Pool, *, hub: Hub | None = None) -> Qua
     openapi.install(app)
     access.install(app)
     app.register_blueprint(health.blueprint)
-    for module in (sensors, software, uploads, summary, metrics, live, dashboard):
+    for module in (sensors, software, uploads, reports, summary, metrics, live, dashboard):
         app.register_blueprint(module.blueprint)
 
     @app.before_serving

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 from quart import Quart, Response, g, jsonify
 from quart_schema import RequestSchemaValidationError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from ..errors import (
     BadRelease,
@@ -56,6 +56,12 @@ class ClosesConnection(HTTPException):
 
     def get_headers(self, *args, **kwargs):  # type: ignore[no-untyped-def]
         return [*super().get_headers(*args, **kwargs), ("Connection", "close")]
+
+
+class AnnouncedTooLarge(ClosesConnection, RequestEntityTooLarge):
+    """A body whose Content-Length is over the limit, refused before it is read."""
+
+    name = "Request Too Large"  # the error code: `request_too_large`, as when streaming
 
 
 def error_response(status: int, code: str, message: str) -> Response:
