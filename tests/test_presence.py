@@ -106,7 +106,7 @@ async def test_recovery_expires_overdue_sensors_at_start_and_recent_ones_at_thei
     store.set_online(1, last_seen=1000.0 - 3600)  # went silent while the daemon was down
     store.set_online(2, last_seen=1000.0 - 10)
     store.set_online(3, last_seen=1000.0 - 29.5)
-    tracker = await _start(nursery, store, presence_settings)
+    await _start(nursery, store, presence_settings)
     with trio.fail_after(100):
         await trio.sleep_until(1000.0 + OFFLINE_AFTER + RESOLUTION)
     # Recovery runs beside expiry: the overdue sensor goes at the tick after it is read.
