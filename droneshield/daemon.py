@@ -1,6 +1,6 @@
 """The daemon: one nursery that supervises everything. Read top to bottom, this is the
 architecture: pool → writer → presence → relay (changes to and from other daemons) →
-fleet totals → gRPC ingest → HTTP/WebSocket app.
+fleet totals → page anchors → gRPC ingest → HTTP/WebSocket app.
 
 Cancelling `run` (a signal, a test leaving its fixture) stops it all: servers stop accepting,
 reports in flight are committed or answered with an error, the pool closes last. A crash in any
@@ -19,6 +19,7 @@ import trio
 import trio_asyncio
 
 from . import metrics
+from .anchors import serve_anchors
 from .config import Settings
 from .db.pool import open_pool
 from .db.presence import PresenceDb
@@ -89,6 +90,7 @@ async def run(
             metrics.WHEEL_SENSORS.set_function(lambda: len(tracker.wheel))
             await nursery.start(relay.serve)
             await nursery.start(serve_summary, pool, hub)
+            await nursery.start(serve_anchors, pool)
             grace = settings.shutdown_grace
             shared = settings.workers > 1  # the other workers listen on the same ports
             grpc_port = await nursery.start(
