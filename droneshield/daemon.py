@@ -18,7 +18,7 @@ from typing import NoReturn
 import trio
 import trio_asyncio
 
-from . import metrics
+from . import collector, metrics
 from .anchors import serve_anchors
 from .config import Settings
 from .db.pool import open_pool
@@ -123,6 +123,13 @@ async def run(
                 )
             )
             log.info("droneshield ready: gRPC :%d, HTTP :%d", grpc_port, http_port)
+            collector.tune(settings.gc_young_threshold)
+            collector.settle(settings.gc_young_threshold)
             task_status.started(Running(grpc_port, http_port, writer, hub, tracker, relay))
-            await trio.sleep_forever()
+            try:
+                await tracker.recovered.wait()  # the wheel is the largest long-lived structure
+                collector.settle(settings.gc_young_threshold)
+                await trio.sleep_forever()
+            finally:
+                collector.release()
     raise AssertionError("unreachable")  # pragma: no cover
