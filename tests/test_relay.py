@@ -89,7 +89,7 @@ async def test_lost_listen_connection_is_re_established_and_clients_resync(runni
             await client.subscribe([sensors[0]])
             killed = await db.fetchval(
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                "WHERE query LIKE 'LISTEN %'"
+                "WHERE query LIKE 'LISTEN %' AND datname = current_database()"
             )
             await client.next("resync")
             payloads = encode("another-daemon", [_marker(sensors[0])])

@@ -55,6 +55,7 @@ class _Answers:
             self.outcomes[index] = outcome
             self._missing -= 1
             if self._missing == 0:
+                # Every slot is filled once none is missing; no None is left.
                 self._wake(self.outcomes)  # type: ignore[arg-type]
 
         return resolve
@@ -163,11 +164,12 @@ class _GuardedServer(Server):
     one keeps them to close at shutdown."""
 
     def __init__(self, *args: object, budgets: Budgets, **kwargs: object) -> None:
+        # grpclib's Server types each keyword; they are passed on as given.
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.budgets = budgets
         self.connections = Connections(budgets.max_connections)
 
-    def _protocol_factory(self):  # type: ignore[no-untyped-def]
+    def _protocol_factory(self):  # type: ignore[no-untyped-def]  # grpclib's, unannotated
         # grpclib's factory registers the connection's handler; ours adds the budgets.
         return GuardedProtocol(super()._protocol_factory(), self.budgets, self.connections)
 
@@ -222,6 +224,7 @@ async def serve_grpc(
     services = [size_limited(s, max_message_bytes) for s in services]
     server = _GuardedServer(services, codec=StrictCodec(), budgets=budgets)
     await trio_asyncio.aio_as_trio(server.start)(host, port, reuse_port=reuse_port, ssl=tls)
+    # grpclib types its asyncio server as Optional; `start` has just set it.
     bound = server._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     serving.set(True)
     log.info("gRPC listening on %s:%d (%s)", host, bound, "TLS" if tls else "plaintext")

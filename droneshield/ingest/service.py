@@ -98,8 +98,9 @@ async def submit_batch(submit: Submit, reports: Sequence[tuple[str, str]]) -> Ba
         except InvalidReport as exc:
             rejected.append(Rejection(index=index, code=_status(exc).name, reason=exc.message))
     outcomes = await submit([c for _, c in checked]) if checked else []
-    if checked and all(isinstance(o, IngestUnavailable) for o in outcomes):
-        raise outcomes[0]  # type: ignore[misc]
+    unavailable = [o for o in outcomes if isinstance(o, IngestUnavailable)]
+    if checked and len(unavailable) == len(outcomes):
+        raise unavailable[0]
     accepted = 0
     for (index, (_, version, note)), outcome in zip(checked, outcomes, strict=True):
         if isinstance(outcome, Applied):
