@@ -26,6 +26,8 @@ MIDDLE_THRESHOLD: Final = 10  # young collections per middle one (Python's defau
 OLD_THRESHOLD: Final = 100  # middle collections per full one (10): the full pass is the long one
 
 _started: list[float] = []
+# Resolved once: `labels()` takes a lock and allocates; the callback only adds to floats.
+_PAUSES: Final = [metrics.GC_PAUSE_SECONDS.labels(str(generation)) for generation in range(3)]
 
 
 def _observe(phase: str, info: dict[str, Any]) -> None:
@@ -33,7 +35,7 @@ def _observe(phase: str, info: dict[str, Any]) -> None:
         _started.append(time.perf_counter())
     elif _started:
         pause = time.perf_counter() - _started.pop()
-        metrics.GC_PAUSE_SECONDS.labels(str(info["generation"])).observe(pause)
+        _PAUSES[info["generation"]].observe(pause)
 
 
 def tune(young_threshold: int) -> None:
