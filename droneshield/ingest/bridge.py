@@ -115,7 +115,10 @@ class Submitter:
         try:
             for pending in self._pending(reports, answers):
                 try:
-                    await self._send_by_deadline(pending)
+                    try:
+                        self._send.send_nowait(pending)  # no checkpoint per report
+                    except trio.WouldBlock:
+                        await self._send_by_deadline(pending)
                 except (trio.ClosedResourceError, trio.BrokenResourceError):
                     pending.resolve(IngestUnavailable(SHUTTING_DOWN))
             await done.wait()
