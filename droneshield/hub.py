@@ -30,7 +30,8 @@ class Subscription:
     """One subscriber's view: which sensors it watches and their latest unsent states.
 
     `serials` None watches every sensor, narrowed by `match` when given (a filter such as
-    "status is offline").
+    "status is offline"). With both, it watches `serials` and also every sensor `match`
+    accepts (a page on screen, and the sensors that enter its filter).
     """
 
     def __init__(
@@ -183,7 +184,8 @@ class Hub:
         max_pending: int = MAX_PENDING_DEFAULT,
         match: Match | None = None,
     ) -> Iterator[Subscription]:
-        """Watch `serials` (None: every sensor `match` accepts, or all) until the block exits."""
+        """Watch `serials` and every sensor `match` accepts (serials None and no match: every
+        sensor) until the block exits."""
         sub = Subscription(serials, max_pending, match)
         self._subscriptions.add(sub)
         self._attach(sub)
@@ -203,7 +205,7 @@ class Hub:
         sub.match = match
         if sub.serials is not None:
             for key, change in list(sub._pending.items()):
-                if change.serial not in sub.serials:
+                if change.serial not in sub.serials and not (match and match(change)):
                     del sub._pending[key]
         self._attach(sub)
 
@@ -218,10 +220,9 @@ class Hub:
             self._outboxes.discard(box)
 
     def _attach(self, sub: Subscription) -> None:
-        if sub.serials is None:
+        if sub.serials is None or sub.match is not None:
             self._everything.add(sub)
-            return
-        for serial in sub.serials:
+        for serial in sub.serials or ():
             self._by_serial.setdefault(serial, set()).add(sub)
 
     def _detach(self, sub: Subscription) -> None:

@@ -48,6 +48,9 @@ def _row(change: SensorState) -> bytes:
             change.status,
             change.last_seen_at,
             change.status_changed_at,
+            change.reported_version,
+            change.heartbeat,
+            change.site,
         ]
     )
 
@@ -57,8 +60,8 @@ def _when(text: str | None) -> datetime | None:
 
 
 def encode(instance: str, changes: Sequence[SensorState]) -> list[str]:
-    """Payloads `{"i": instance, "c": [[id, serial, version, status, lastSeen, changed], …]}`,
-    each under PAYLOAD_MAX bytes."""
+    """Payloads `{"i": instance, "c": [[id, serial, version, status, lastSeen, changed,
+    reportedVersion, heartbeat, site], …]}`, each under PAYLOAD_MAX bytes."""
     head = b'{"i":' + orjson.dumps(instance) + b',"c":['
     payloads: list[str] = []
     rows: list[bytes] = []
@@ -92,7 +95,15 @@ def decode(payload: str, wanted: Callable[[str], bool]) -> list[SensorState] | N
         if message.get("resync"):
             return None
         return [
-            SensorState(row[0], row[1], row[2], row[3], _when(row[4]), _when(row[5]))
+            SensorState(
+                row[0],
+                row[1],
+                row[2],
+                row[3],
+                _when(row[4]),
+                _when(row[5]),
+                *row[6:9],  # absent in payloads of a daemon that predates them
+            )
             for row in message["c"]
             if wanted(row[1])
         ]

@@ -101,7 +101,8 @@ async def test_reports_need_the_grpc_token_when_one_is_set(api_with, settings, d
             headers={"Authorization": "Bearer s3cret-token"},
         )
     assert refused.status_code == wrong.status_code == 401
-    assert refused.json()["error"]["code"] == "unauthorized"
+    assert refused.json()["error"]["code"] == "missing_report_token"
+    assert wrong.json()["error"]["code"] == "invalid_report_token"
     assert taken.status_code == 200
     assert taken.json()["accepted"] == 1
 

@@ -19,11 +19,14 @@ from . import (
     live,
     metrics,
     openapi,
+    provisioning,
     reports,
     sensors,
+    sites,
     software,
     summary,
     uploads,
+    webhooks,
 )
 
 
@@ -52,7 +55,19 @@ def create_app(
     openapi.install(app)
     access.install(app)
     app.register_blueprint(health.blueprint)
-    for module in (sensors, software, uploads, reports, summary, metrics, live, dashboard):
+    for module in (
+        sensors,
+        provisioning,
+        sites,
+        software,
+        uploads,
+        reports,
+        summary,
+        webhooks,
+        metrics,
+        live,
+        dashboard,
+    ):
         app.register_blueprint(module.blueprint)
 
     @app.before_serving

@@ -36,6 +36,7 @@ WORKLOADS = (
     "bench_wheel",
     "bench_haproxy",
     "bench_hostile",
+    "bench_webhooks",
 )
 RESULTS = Path(__file__).parent / "results" / "latest.json"
 
