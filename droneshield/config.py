@@ -20,6 +20,7 @@ HTTP_PORT_DEFAULT: Final = 8000
 GRPC_PORT_DEFAULT: Final = 50051
 HOST_DEFAULT: Final = "127.0.0.1"
 OFFLINE_AFTER_DEFAULT: Final = 30.0  # seconds
+YOUNG_THRESHOLD_DEFAULT: Final = 10_000  # allocations between young collections (Python: 700)
 WHEEL_RESOLUTION_DEFAULT: Final = 0.25  # seconds: offline at most this much after offline_after
 SWEEP_INTERVAL_DEFAULT: Final = 60.0  # seconds
 EVENT_RETENTION_DEFAULT: Final = 30 * 86400.0  # seconds (30 days)
@@ -127,6 +128,13 @@ class Settings:
         default=SEED_COUNT_DEFAULT, metadata={"help": "sensors `seed` and `just dev` ensure exist"}
     )
     log_level: str = field(default="INFO", metadata={"help": "logging level"})
+    gc_young_threshold: int = field(
+        default=YOUNG_THRESHOLD_DEFAULT,
+        metadata={
+            "help": "allocations between young garbage collections, with start-up's objects "
+            "frozen out of full collections; 0: Python's defaults, nothing frozen"
+        },
+    )
     ws_ping_interval: float = field(
         default=WS_PING_INTERVAL_DEFAULT,
         metadata={"help": "seconds between keep-alive pings to each WebSocket client"},
@@ -150,7 +158,7 @@ class Settings:
     )
     grpc_token: str | None = field(
         default=None,
-        metadata={"help": "bearer token gRPC reports must carry; unset: reports open"},
+        metadata={"help": "bearer token reports must carry (gRPC and POST /reports); unset: open"},
     )
     tls_cert: Path | None = field(
         default=None,

@@ -1,7 +1,7 @@
 """The daemon: one nursery that supervises everything. Read top to bottom, this is the
 architecture: pool → writer → presence → relay (changes to and from other daemons) →
-live metrics → fleet totals → fleet history (a sample a minute) → webhook dispatcher → gRPC
-ingest → HTTP/WebSocket app.
+live metrics → fleet totals → page anchors → fleet history (a sample a minute) → webhook
+dispatcher → gRPC ingest → HTTP/WebSocket app.
 
 Cancelling `run` (a signal, a test leaving its fixture) stops it all: servers stop accepting,
 reports in flight are committed or answered with an error, the pool closes last. A crash in any
@@ -19,7 +19,8 @@ from typing import NoReturn
 import trio
 import trio_asyncio
 
-from . import metrics
+from . import collector, metrics
+from .anchors import serve_anchors
 from .config import Settings
 from .db.history import HistoryDb
 from .db.pool import open_pool
@@ -86,7 +87,7 @@ async def run(
         )
         submitter = Submitter(send, ack_timeout=settings.ack_timeout)
         relay = Relay(hub, pool, database_url)
-        app = create_app(settings, pool, hub=hub)
+        app = create_app(settings, pool, hub=hub, submit=submitter.submit_from_trio)
         async with trio.open_nursery() as nursery:
             await nursery.start(writer.run)
             tracker = await nursery.start(serve_presence, PresenceDb(pool), hub, settings)
@@ -95,6 +96,7 @@ async def run(
             await nursery.start(metrics.serve_live_gauges)
             await nursery.start(relay.serve)
             await nursery.start(serve_summary, pool, hub)
+            await nursery.start(serve_anchors, pool)
             await nursery.start(
                 partial(serve_history, HistoryDb(pool), retention=settings.history_retention)
             )
@@ -133,6 +135,13 @@ async def run(
                     )
                 )
             log.info("droneshield ready: gRPC :%d, HTTP :%d", grpc_port, http_port)
+            collector.tune(settings.gc_young_threshold)
+            collector.settle(settings.gc_young_threshold)
             task_status.started(Running(grpc_port, http_port, writer, hub, tracker, relay))
-            await trio.sleep_forever()
+            try:
+                await tracker.recovered.wait()  # the wheel is the largest long-lived structure
+                collector.settle(settings.gc_young_threshold)
+                await trio.sleep_forever()
+            finally:
+                collector.release()
     raise AssertionError("unreachable")  # pragma: no cover

@@ -74,6 +74,12 @@ COMMIT_SECONDS: Final = Histogram(
     "Time to commit one batch of reports",
     buckets=COMMIT_BUCKETS,
 )
+GC_PAUSE_SECONDS: Final = Histogram(
+    "droneshield_gc_pause_seconds",
+    "Time the garbage collector held the process, per pass, by generation",
+    ["generation"],
+    buckets=COMMIT_BUCKETS,
+)
 WHEEL_SENSORS: Final = Gauge(
     "droneshield_wheel_sensors",
     "Online sensors whose offline deadline the presence wheel holds (per worker: pid)",

@@ -17,8 +17,9 @@ it: this instance's sink re-armed it already, or another instance did (if that i
 safety sweep catches it). Only when the database says the sensor is due within one `resolution`
 (the clocks ran at slightly different rates) is it re-armed here.
 
-Start-up recovery rebuilds the wheel from the online sensors, a page at a time; those overdue
-go offline at the first tick. A periodic safety sweep marks offline what no instance tracks, and
+Start-up recovery rebuilds the wheel from the online sensors, a page at a time, after the daemon
+is ready (it never delays /readyz), while expiry runs; those overdue go offline at the next
+tick. A periodic safety sweep marks offline what no instance tracks, and
 old `sensor_event` rows are pruned in small batches.
 """
 
@@ -82,6 +83,7 @@ class Tracker:
         self.event_retention = event_retention
         self.wheel = TimingWheel(resolution, offline_after, trio.current_time())
         self.statements = 0  # expiry statements run (the wheel's and the sweep's), for tests
+        self.recovered = trio.Event()  # set once start-up recovery has armed every online sensor
 
     def track(self, rows: Sequence[Applied]) -> None:
         """Writer sink: each committed report re-arms its sensor. O(rows), never blocks."""
@@ -162,7 +164,8 @@ async def serve_presence(
     task_status: trio.TaskStatus[Tracker] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
     """Recover the wheel, then expire, sweep and prune until cancelled. Starts (hands over the
-    tracker, whose `track` the caller registers as a writer sink) once the wheel is rebuilt.
+    tracker, whose `track` the caller registers as a writer sink) at once; the wheel is rebuilt
+    in the background while expiry runs (`Tracker.recovered` is set when it is done).
 
     Transient database errors (`pool.is_transient`) are logged and retried (expiry after
     `FAILURE_PAUSE`, sweep and pruning at their next run); other errors propagate.
@@ -177,14 +180,32 @@ async def serve_presence(
         sweep_interval=settings.sweep_interval,
         event_retention=settings.event_retention,
     )
-    await tracker.recover()
     async with trio.open_nursery() as nursery:
+        # Started before the wheel is rebuilt, so the daemon answers /readyz at once (a million
+        # online sensors take seconds to read): recovery only ever moves a deadline later
+        # (`TimingWheel.arm`), and reports committed meanwhile arm theirs through the sink.
+        nursery.start_soon(_recover, tracker)
         nursery.start_soon(_expire_forever, tracker)
         # Recovery has just armed what is overdue, so the first sweep can wait a whole interval.
         nursery.start_soon(every, tracker.sweep, tracker.sweep_interval, tracker.sweep_interval)
         nursery.start_soon(every, tracker.prune, 0.0, PRUNE_INTERVAL)
         task_status.started(tracker)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _recover(tracker: Tracker) -> None:
+    """Rebuild the wheel while expiry already runs. A transient database error waits
+    FAILURE_PAUSE and starts it again (arming twice is harmless)."""
+    while True:
+        try:
+            await tracker.recover()
+            tracker.recovered.set()
+            return
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            log.warning("presence recovery failed (%r); retrying in %.0f s", exc, FAILURE_PAUSE)
+            await trio.sleep(FAILURE_PAUSE)
 
 
 async def _expire_forever(tracker: Tracker) -> NoReturn:

@@ -11,6 +11,7 @@ from droneshield.db import seed
 from droneshield.ingest.proto.status import DeviceStatus, DeviceStatusBatch
 
 from .support.grpc_clients import aio, grpclib_stub
+from .support.processes import eventually
 from .support.releases import add_software
 
 
@@ -115,6 +116,32 @@ async def test_deep_page_numbers_are_exact_as_the_fleet_grows_and_shrinks(api, d
         )
         everyone = sorted([*everyone[:2500], *everyone[2501:], "A-second"])
         await check()
+
+
+async def test_page_anchors_are_rebuilt_in_the_background_not_by_a_request(api, db):
+    """Provisioning makes the anchors stale; the daemon's anchor task rebuilds them with no
+    request asking, and a deep page asked meanwhile is exact (it skips rows instead)."""
+    _FRESH = (
+        "SELECT coalesce((SELECT set_version FROM sensor_anchor_basis) = "
+        "(SELECT n FROM sensor_set_version), false)"
+    )
+    await seed.seed(db, 2500)
+    everyone = sorted(seed.serial_for(n) for n in range(1, 2501))
+    with trio.fail_after(30):
+        # The rebuild's lock held: nothing can rebuild, the request must still answer, exactly.
+        async with db.transaction():
+            await db.execute("SELECT pg_advisory_xact_lock($1)", 0x616E63686F72)
+            items, _ = await _page_serials(api, 21)
+            assert items == everyone[2000:2100]
+            assert not await db.fetchval(_FRESH)
+
+        async def fresh() -> bool:
+            return bool(await db.fetchval(_FRESH))
+
+        await eventually(fresh)
+        assert await db.fetchval("SELECT count(*) FROM sensor_anchor") == 3
+        items, _ = await _page_serials(api, 21)
+    assert items == everyone[2000:2100]
 
 
 async def test_last_pages_of_a_filtered_listing_are_exact(api, db):

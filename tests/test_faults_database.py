@@ -4,16 +4,19 @@ afterwards every acknowledged report is in the database."""
 
 from __future__ import annotations
 
+import gc
 import logging
 from pathlib import Path
 
 import httpx
 import trio
+import trio.testing
+import trio_asyncio
 
 from droneshield import daemon
 from droneshield.config import Settings
 from droneshield.db import migrate, seed
-from droneshield.db.pool import connect
+from droneshield.db.pool import acquire, connect, open_pool
 from droneshield.reports import TOO_LATE
 
 from .support.flow import Flow, stored
@@ -118,3 +121,21 @@ async def test_postgres_restart_turns_readiness_red_then_green_and_loses_no_ack(
     # Told while its commit was retried, or when it outwaited its deadline in the queue.
     assert flow.messages["UNAVAILABLE"] in {"the database is unavailable; retry", TOO_LATE}
     assert flow.acked <= held
+
+
+async def test_a_lost_connection_in_a_future_nobody_awaits_does_not_stop_the_loop(
+    database_url, caplog
+):
+    # What asyncpg leaves behind when a connect is cancelled while PostgreSQL restarts: its SSL
+    # probe's future, failed by connection_lost() after its caller gave up. trio-asyncio's
+    # default handler re-raised it into the loop's nursery, which took the daemon down.
+    with trio.fail_after(10):
+        async with trio_asyncio.open_loop() as loop, open_pool(database_url, size=1) as pool:
+            orphan = loop.create_future()
+            orphan.set_exception(ConnectionError("unexpected connection_lost() call"))
+            del orphan
+            gc.collect()
+            await trio.testing.wait_all_tasks_blocked()
+            async with acquire(pool) as conn:
+                assert await conn.fetchval("SELECT 1") == 1
+    assert "unexpected connection_lost() call" in caplog.text

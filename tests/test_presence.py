@@ -128,16 +128,48 @@ async def test_recovery_expires_overdue_sensors_at_start_and_recent_ones_at_thei
     store.set_online(1, last_seen=1000.0 - 3600)  # went silent while the daemon was down
     store.set_online(2, last_seen=1000.0 - 10)
     store.set_online(3, last_seen=1000.0 - 29.5)
-    tracker = await _start(nursery, store, presence_settings)
-    assert len(tracker.wheel) == 3
+    await _start(nursery, store, presence_settings)
     with trio.fail_after(100):
         await trio.sleep_until(1000.0 + OFFLINE_AFTER + RESOLUTION)
-    assert store.offline_times(1) == [1000.0]
+    # Recovery runs beside expiry: the overdue sensor goes at the tick after it is read.
+    assert store.offline_times(1) in ([1000.0], [1000.0 + RESOLUTION])
     assert store.offline_times(3) == [1001.0]
     assert store.offline_times(2) == [1020.0]
     assert store.rows[4].last_seen is None  # never reported, and left so
     assert not store.rows[4].online
     assert store.offline_times(4) == []
+
+
+class _SlowRecoveryStore(MemoryPresenceStore):
+    """Recovery's read waits until the test lets it go: a million online sensors."""
+
+    def __init__(self, count: int) -> None:
+        super().__init__(count)
+        self.release = trio.Event()
+
+    async def online_page(self, after: int, limit: int) -> list[tuple[int, float]]:
+        await self.release.wait()
+        return await super().online_page(after, limit)
+
+
+async def test_presence_starts_before_recovery_and_recovery_never_moves_a_deadline_earlier(
+    autojump_clock, nursery, presence_settings
+):
+    store = _SlowRecoveryStore(3)
+    await trio.sleep_until(1000.0)
+    store.set_online(1, last_seen=1000.0 - 25)  # recovery's view: due at 1005
+    store.set_online(2, last_seen=1000.0 - 3600)  # overdue: offline as soon as it is recovered
+    with trio.fail_after(1):
+        tracker = await _start(nursery, store, presence_settings)  # not waiting for recovery
+    assert not tracker.recovered.is_set()
+    reported = await _report(tracker, store, 1)  # committed while recovery still reads
+    await trio.sleep(10.0)
+    store.release.set()
+    with trio.fail_after(100):
+        await tracker.recovered.wait()
+        await trio.sleep_until(reported + OFFLINE_AFTER + RESOLUTION)
+    assert store.offline_times(2) == [1010.0 + RESOLUTION]  # the next tick
+    assert store.offline_times(1) == [reported + OFFLINE_AFTER]
 
 
 async def test_recovery_reads_the_online_sensors_a_page_at_a_time(autojump_clock):
@@ -186,6 +218,7 @@ async def test_safety_sweep_marks_offline_what_no_instance_tracks(
 ):
     store = MemoryPresenceStore(2)
     tracker = await _start(nursery, store, presence_settings)
+    await tracker.recovered.wait()
     store.set_online(1, last_seen=-100.0)  # its instance died; this one never saw it
     with trio.fail_after(200):
         await trio.sleep_until(SWEEP_INTERVAL - 0.01)

@@ -45,19 +45,24 @@ def _write_routes(settings) -> list[tuple[str, str]]:  # type: ignore[no-untyped
 
 
 async def test_every_write_route_refuses_requests_without_the_key(api_with, settings):
+    """Every write needs the API key, but reports, which need the gRPC token (a device's one
+    credential); each refuses the other's."""
     routes = _write_routes(settings)
     assert ("POST", "/upload") in routes
     with trio.fail_after(20):
-        api = await api_with(settings.replace(api_key=API_KEY))
+        api = await api_with(settings.replace(api_key=API_KEY, grpc_token=TOKEN))
         for method, rule in routes:
             # Placeholders stand for any value: the key is checked before the arguments are
             # (an int placeholder needs a number for the route to match at all).
             path = re.sub(r"<int(\([^)]*\))?:\w+>", "1", rule)
             path = re.sub(r"<(\w+:)?(\w+)>", r"\2", path)
+            reports = (method, rule) == ("POST", "/reports")
+            kind, other = ("report_token", API_KEY) if reports else ("api_key", TOKEN)
             for headers, code in (
-                ({}, "missing_api_key"),
-                ({"Authorization": "Bearer wrong"}, "invalid_api_key"),
-                ({"Authorization": API_KEY}, "missing_api_key"),
+                ({}, f"missing_{kind}"),
+                ({"Authorization": "Bearer wrong"}, f"invalid_{kind}"),
+                ({"Authorization": API_KEY}, f"missing_{kind}"),
+                ({"Authorization": f"Bearer {other}"}, f"invalid_{kind}"),
             ):
                 response = await api.request(method, path, headers=headers, content=b"x")
                 assert response.status_code == 401, (method, rule, headers)

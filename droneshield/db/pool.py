@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
@@ -36,6 +37,22 @@ def is_transient(exc: BaseException) -> bool:
         return True
     state = getattr(exc, "sqlstate", None) or ""
     return isinstance(exc, asyncpg.PostgresError) and state.startswith(_TRANSIENT_SQLSTATES)
+
+
+def _lost_connections_are_transient(
+    loop: asyncio.AbstractEventLoop, context: dict[str, Any]
+) -> None:
+    """The loop's exception handler. trio-asyncio's default re-raises into the loop's nursery
+    whatever asyncio reports (e.g. "Future exception was never retrieved"), so an asyncpg future
+    nobody awaits any more would crash the daemon: asyncpg's SSL probe leaves one holding
+    `ConnectionError('unexpected connection_lost() call')` when a connect is cancelled or times
+    out while the server restarts. A transient error there is logged; its connection is gone and
+    whoever wanted one has already been told. Anything else still crashes, as it should."""
+    exc = context.get("exception")
+    if exc is not None and is_transient(exc):
+        log.warning("asyncio: %s (%r)", context.get("message", "unhandled error"), exc)
+        return
+    loop.default_exception_handler(context)
 
 
 def shown(dsn: str) -> str:
@@ -129,6 +146,7 @@ async def open_pool(dsn: str, *, size: int) -> AsyncIterator[Pool]:
     Cancellation: closing is shielded and bounded, so a cancelled daemon still closes its
     connections instead of leaving them to the server's timeout.
     """
+    trio_asyncio.current_loop.get().set_exception_handler(_lost_connections_are_transient)
     pool = triopg.create_pool(
         dsn,
         min_size=1,

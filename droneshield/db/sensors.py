@@ -250,19 +250,30 @@ ON CONFLICT (only_row) DO UPDATE SET set_version = excluded.set_version
 
 
 async def _anchor(conn: Connection, offset: int) -> tuple[int, str] | None:
-    """The last anchor at or before `offset`, after rebuilding stale anchors (rare: sensors
-    were provisioned, retired or removed). None while another connection rebuilds them."""
+    """The last anchor at or before `offset`; None while the anchors are stale (sensors were
+    provisioned, retired or removed; `rebuild_anchors` runs in the background, never in a
+    request)."""
     row = await conn.fetchrow(_ANCHOR_AT, offset)
     assert row is not None  # one row, whatever the tables hold (FROM (SELECT 1))
-    if not row["fresh"]:
-        async with conn.transaction():
-            if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", _ANCHOR_LOCK):
-                return None
-            await conn.execute("DELETE FROM sensor_anchor")
-            await conn.execute(_REBUILD_ANCHORS, ANCHOR_EVERY)
-        row = await conn.fetchrow(_ANCHOR_AT, offset)
-        assert row is not None
-    return None if row["position"] is None else (row["position"], row["serial"])
+    if not row["fresh"] or row["position"] is None:
+        return None
+    return row["position"], row["serial"]
+
+
+async def rebuild_anchors(conn: Connection) -> bool:
+    """Rebuild the page anchors if they are stale; whether this call rebuilt them (False:
+    fresh, or another connection holds the rebuild's lock). A full ordered scan: ~1 s at a
+    million sensors, so a background task's job."""
+    row = await conn.fetchrow(_ANCHOR_AT, 0)
+    assert row is not None
+    if row["fresh"]:
+        return False
+    async with conn.transaction():
+        if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", _ANCHOR_LOCK):
+            return False
+        await conn.execute("DELETE FROM sensor_anchor")
+        await conn.execute(_REBUILD_ANCHORS, ANCHOR_EVERY)
+    return True
 
 
 async def total(conn: Connection, flt: SensorFilter, *, cap: int) -> tuple[int, bool]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Final, NoReturn
 
 import trio
@@ -39,14 +39,14 @@ STATUS_PROTO: Final = "status.proto"
 
 
 class _Answers:
-    """Collects the outcomes of one RPC's reports and wakes its handler once, when the last
-    arrives: one asyncio future per call, not per report (a 1,000-report batch would otherwise
-    cost 1,000 future callbacks on the asyncio side)."""
+    """Collects the outcomes of one call's reports and wakes its handler once, when the last
+    arrives: one wake-up per call, not per report (a 1,000-report batch would otherwise cost
+    1,000 future callbacks on the asyncio side)."""
 
-    __slots__ = ("_future", "_missing", "outcomes")
+    __slots__ = ("_missing", "_wake", "outcomes")
 
-    def __init__(self, future: asyncio.Future[list[Outcome]], count: int) -> None:
-        self._future = future
+    def __init__(self, wake: Callable[[list[Outcome]], None], count: int) -> None:
+        self._wake = wake
         self._missing = count
         self.outcomes: list[Outcome | None] = [None] * count
 
@@ -54,12 +54,20 @@ class _Answers:
         def resolve(outcome: Outcome) -> None:
             self.outcomes[index] = outcome
             self._missing -= 1
-            # The handler may be gone (client deadline, disconnect): its future is cancelled.
-            if self._missing == 0 and not self._future.done():
+            if self._missing == 0:
                 # Every slot is filled once none is missing; no None is left.
-                self._future.set_result(self.outcomes)  # type: ignore[arg-type]
+                self._wake(self.outcomes)  # type: ignore[arg-type]
 
         return resolve
+
+
+def _wake_future(future: asyncio.Future[list[Outcome]]) -> Callable[[list[Outcome]], None]:
+    def wake(outcomes: list[Outcome]) -> None:
+        # The handler may be gone (client deadline, disconnect): its future is cancelled.
+        if not future.done():
+            future.set_result(outcomes)
+
+    return wake
 
 
 class Submitter:
@@ -74,19 +82,18 @@ class Submitter:
         self._closed = False
 
     async def submit(self, reports: Sequence[Checked]) -> list[Outcome]:
-        """asyncio side. Resolves once every report is committed or failed."""
+        """asyncio side (grpclib's handlers). Resolves once every report is committed or
+        failed."""
         if self._closed:
             return [IngestUnavailable(SHUTTING_DOWN)] * len(reports)
         future: asyncio.Future[list[Outcome]] = asyncio.get_running_loop().create_future()
-        answers = _Answers(future, len(reports))
-        deadline = trio.current_time() + self._ack_timeout
+        answers = _Answers(_wake_future(future), len(reports))
         self._enter()
         try:
             send_nowait = self._send.send_nowait
             # One loop in this coroutine, not one awaited helper per report: a coroutine per
             # report was a sixth of the batch path's CPU.
-            for index, (serial, version, note) in enumerate(reports):
-                pending = Pending(serial, version, note, deadline, answers.resolver(index))
+            for pending in self._pending(reports, answers):
                 try:
                     send_nowait(pending)
                 except trio.WouldBlock:
@@ -96,6 +103,33 @@ class Submitter:
             return await future
         finally:
             self._leave()
+
+    async def submit_from_trio(self, reports: Sequence[Checked]) -> list[Outcome]:
+        """trio side (the HTTP edge's `POST /reports`): the same as `submit`, on the same
+        queue, deadline and writer; no crossing."""
+        if self._closed or not reports:
+            return [IngestUnavailable(SHUTTING_DOWN)] * len(reports)
+        done = trio.Event()
+        answers = _Answers(lambda _: done.set(), len(reports))
+        self._enter()
+        try:
+            for pending in self._pending(reports, answers):
+                try:
+                    try:
+                        self._send.send_nowait(pending)  # no checkpoint per report
+                    except trio.WouldBlock:
+                        await self._send_by_deadline(pending)
+                except (trio.ClosedResourceError, trio.BrokenResourceError):
+                    pending.resolve(IngestUnavailable(SHUTTING_DOWN))
+            await done.wait()
+            return answers.outcomes  # type: ignore[return-value]
+        finally:
+            self._leave()
+
+    def _pending(self, reports: Sequence[Checked], answers: _Answers) -> Iterator[Pending]:
+        deadline = trio.current_time() + self._ack_timeout
+        for index, (serial, version, note) in enumerate(reports):
+            yield Pending(serial, version, note, deadline, answers.resolver(index))
 
     async def _wait_for_room(self, pending: Pending) -> None:
         try:

@@ -68,34 +68,49 @@ class DeviceStatusService(DeviceStatusServiceBase):
         return StatusAck(message=ack_message(version, note, outcome))
 
     async def send_status_batch(self, message: DeviceStatusBatch) -> BatchAck:
-        """Good reports are committed; the rest are listed in `rejected` by index. A report
-        committed without its version is counted as accepted and also listed, with code
-        VERSION_NOT_STORED, so gateways learn which sensors run unknown software."""
+        """Good reports are committed; the rest are listed in `rejected` by index (`settle`)."""
         if len(message.statuses) > BATCH_MAX:
             raise GRPCError(Status.INVALID_ARGUMENT, f"at most {BATCH_MAX} statuses per batch")
-        rejected: list[Rejection] = []
-        checked: list[tuple[int, Checked]] = []
-        for index, status in enumerate(message.statuses):
-            try:
-                checked.append((index, _check(status)))
-            except InvalidReport as exc:
-                rejected.append(Rejection(index=index, code=_status(exc).name, reason=exc.message))
-        outcomes = await self._submit([c for _, c in checked]) if checked else []
-        unavailable = [o for o in outcomes if isinstance(o, IngestUnavailable)]
-        if checked and len(unavailable) == len(outcomes):
-            raise GRPCError(Status.UNAVAILABLE, unavailable[0].message)
-        accepted = 0
-        for (index, (_, version, note)), outcome in zip(checked, outcomes, strict=True):
-            if isinstance(outcome, Applied):
-                accepted += 1
-                problem = version_problem(version, note, outcome)
-                if problem is not None:
-                    rejected.append(
-                        Rejection(index=index, code="VERSION_NOT_STORED", reason=problem)
-                    )
-            else:
-                rejected.append(
-                    Rejection(index=index, code=_status(outcome).name, reason=outcome.message)
-                )
-        rejected.sort(key=lambda r: r.index)
-        return BatchAck(accepted=accepted, rejected=rejected)
+        try:
+            return await submit_batch(
+                self._submit, [(s.serial, s.software_version) for s in message.statuses]
+            )
+        except IngestUnavailable as exc:
+            raise GRPCError(_status(exc), exc.message) from None
+
+
+async def submit_batch(submit: Submit, reports: Sequence[tuple[str, str]]) -> BatchAck:
+    """Validate `(serial, software version)` pairs, commit the good ones through `submit`, and
+    say what became of each, by index: the outcome of a batch whichever edge it came by (gRPC's
+    `SendStatusBatch`, HTTP's `POST /reports`). A report committed without its version is
+    counted as accepted and also listed, with code VERSION_NOT_STORED, so gateways learn which
+    sensors run unknown software.
+
+    Raises:
+        IngestUnavailable: no report could be committed (database down past the deadline,
+            shutting down): the whole call is to be retried.
+    """
+    rejected: list[Rejection] = []
+    checked: list[tuple[int, Checked]] = []
+    for index, (serial, raw_version) in enumerate(reports):
+        try:
+            checked.append((index, (check_serial(serial), *check_version(raw_version))))
+        except InvalidReport as exc:
+            rejected.append(Rejection(index=index, code=_status(exc).name, reason=exc.message))
+    outcomes = await submit([c for _, c in checked]) if checked else []
+    unavailable = [o for o in outcomes if isinstance(o, IngestUnavailable)]
+    if checked and len(unavailable) == len(outcomes):
+        raise unavailable[0]
+    accepted = 0
+    for (index, (_, version, note)), outcome in zip(checked, outcomes, strict=True):
+        if isinstance(outcome, Applied):
+            accepted += 1
+            problem = version_problem(version, note, outcome)
+            if problem is not None:
+                rejected.append(Rejection(index=index, code="VERSION_NOT_STORED", reason=problem))
+        else:
+            rejected.append(
+                Rejection(index=index, code=_status(outcome).name, reason=outcome.message)
+            )
+    rejected.sort(key=lambda r: r.index)
+    return BatchAck(accepted=accepted, rejected=rejected)

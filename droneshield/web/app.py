@@ -7,6 +7,7 @@ from quart_trio import QuartTrio
 from ..config import Settings
 from ..db.pool import Pool
 from ..hub import Hub
+from ..ingest.service import Submit
 from ..resources import CLIENT_DIR
 from ..uploads import prepare_dirs
 from . import (
@@ -19,6 +20,7 @@ from . import (
     metrics,
     openapi,
     provisioning,
+    reports,
     sensors,
     sites,
     software,
@@ -29,8 +31,11 @@ from . import (
 from .converters import CONVERTERS
 
 
-def create_app(settings: Settings, pool: Pool, *, hub: Hub | None = None) -> QuartTrio:
-    """The app; `hub` feeds `/ws` (a fresh, unfed one when not given, for HTTP-only tests).
+def create_app(
+    settings: Settings, pool: Pool, *, hub: Hub | None = None, submit: Submit | None = None
+) -> QuartTrio:
+    """The app; `hub` feeds `/ws` (a fresh, unfed one when not given, for HTTP-only tests),
+    `submit` takes `POST /reports` to the writer (without it they are answered 503).
 
     Raises:
         ValueError: the data directory is inside the dashboard's, which is served as is.
@@ -42,6 +47,7 @@ def create_app(settings: Settings, pool: Pool, *, hub: Hub | None = None) -> Qua
     app.config["DRONESHIELD_SETTINGS"] = settings
     app.config["DRONESHIELD_POOL"] = pool
     app.config["DRONESHIELD_HUB"] = hub if hub is not None else Hub()
+    app.config["DRONESHIELD_SUBMIT"] = submit
     # Uploads are limited per file while streaming; this bounds a whole request
     # (Quart's own defaults, 16 MB and 60 s, would refuse a large release).
     app.config["MAX_CONTENT_LENGTH"] = uploads.max_request_bytes(settings)
@@ -57,6 +63,7 @@ def create_app(settings: Settings, pool: Pool, *, hub: Hub | None = None) -> Qua
         sites,
         software,
         uploads,
+        reports,
         summary,
         webhooks,
         metrics,

@@ -1,4 +1,5 @@
-"""What a request handler reaches through the app: the daemon's settings and database pool."""
+"""What a request handler reaches through the app: the daemon's settings, database pool and
+report ingest."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ from quart import current_app
 
 from ..config import Settings
 from ..db.pool import Pool
+from ..errors import IngestUnavailable
+from ..ingest.service import Submit
 
 
 def settings() -> Settings:
@@ -15,4 +18,12 @@ def settings() -> Settings:
 
 def pool() -> Pool:
     found: Pool = current_app.config["DRONESHIELD_POOL"]
+    return found
+
+
+def submit() -> Submit:
+    """Hands validated reports to the writer (the daemon's; absent in HTTP-only apps)."""
+    found: Submit | None = current_app.config.get("DRONESHIELD_SUBMIT")
+    if found is None:
+        raise IngestUnavailable("report ingest is not running in this process")
     return found

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 from quart import Quart, Response, g, jsonify
 from quart_schema import RequestSchemaValidationError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from ..errors import (
     BadRelease,
@@ -64,6 +64,12 @@ class ClosesConnection(HTTPException):
         self, environ: WSGIEnvironment | None = None, scope: dict[str, Any] | None = None
     ) -> list[tuple[str, str]]:
         return [*super().get_headers(environ, scope), ("Connection", "close")]
+
+
+class AnnouncedTooLarge(ClosesConnection, RequestEntityTooLarge):
+    """A body whose Content-Length is over the limit, refused before it is read."""
+
+    name = "Request Too Large"  # the error code: `request_too_large`, as when streaming
 
 
 def error_response(

@@ -14,7 +14,6 @@ from pydantic import Field
 from quart import Blueprint, request
 from quart_schema import DataSource, validate_response
 from quart_schema.validation import QUART_SCHEMA_REQUEST_ATTRIBUTE
-from werkzeug.exceptions import RequestEntityTooLarge
 
 from .. import human, metrics, uploads
 from ..config import Settings
@@ -22,7 +21,7 @@ from ..domain import display, echo
 from ..errors import BadRelease, DroneshieldError, Invalid, TimedOut, TooLarge, UnsupportedContent
 from .auth import requires_key
 from .context import pool, settings
-from .errors import ClosesConnection
+from .errors import AnnouncedTooLarge
 from .multipart import MultipartReader, PartData, PartEnd, PartStart
 from .schema import ApiModel, F, errors
 
@@ -134,19 +133,13 @@ async def _receive(form: _Form, boundary: str, s: Settings) -> None:
     reader.close()
 
 
-class _AnnouncedTooLarge(ClosesConnection, RequestEntityTooLarge):
-    """A body whose Content-Length is over the limit, refused before it is read."""
-
-    name = "Request Too Large"  # the error code: `request_too_large`, as when streaming
-
-
 def _check_announced_length(limit: int) -> None:
     """Raises:
-    _AnnouncedTooLarge(413): the client says the body is longer than `limit`.
+    AnnouncedTooLarge(413): the client says the body is longer than `limit`.
     """
     if (request.content_length or 0) > limit:
         metrics.UPLOADS.labels("request_too_large").inc()
-        raise _AnnouncedTooLarge(f"the body exceeds {human.size(limit)}")
+        raise AnnouncedTooLarge(f"the body exceeds {human.size(limit)}")
 
 
 def _boundary() -> str:

@@ -15,10 +15,12 @@ import tempfile
 import time
 from pathlib import Path
 
+import trio
+
 from droneshield.db import seed
 from droneshield.db.pool import connect
 
-from .support import Bench, Result, print_table
+from .support import READY_TIMEOUT, Bench, Result, print_table
 
 SEED_GOAL_FLEET = 1_000_000  # the seeding goal is set for a million sensors
 HELP_GOAL = 0.5  # seconds for `droneshield --help`
@@ -69,8 +71,13 @@ async def run(bench: Bench) -> list[Result]:
     url = await bench.seeded(fleet)
     async with connect(url) as conn:
         online = await conn.fetchval("SELECT count(*) FROM sensor WHERE online")
-    async with bench.daemon(url) as daemon:
-        ready, rss = daemon.ready_after, daemon.rss_mb()
+    async with bench.daemon(url, log_level="INFO") as daemon:
+        ready = daemon.ready_after
+        waited = time.perf_counter()
+        with trio.fail_after(READY_TIMEOUT):  # recovery runs after the daemon is ready
+            await daemon.spawned.wait_for("presence recovered")
+        recovered = ready + time.perf_counter() - waited  # at most: the line may be older
+        rss = daemon.rss_mb()
     helping = help_seconds()
     print_table(
         "8. seeding and start-up",
@@ -81,7 +88,8 @@ async def run(bench: Bench) -> list[Result]:
         [
             ("seed", seeding, fleet / seeding, None),
             ("sensors import (CSV)", importing, fleet / importing, None),
-            ("start-up to ready", ready, None, rss),
+            ("start-up to ready", ready, None, None),
+            ("start-up to wheel recovered", recovered, online / recovered, rss),
             ("droneshield --help", helping, None, None),
         ],
     )
@@ -105,7 +113,8 @@ async def run(bench: Bench) -> list[Result]:
             online / ready,
             "recovered/s",
             rss_mb=rss,
-            goal=f"ready in {ready:.1f} s",
+            goal=f"ready in {ready:.1f} s (< 2 s at 1M), wheel in {recovered:.1f} s",
+            met=ready < 2.0 if online >= 0.9 * SEED_GOAL_FLEET else None,
         ),
         Result(
             "8. droneshield --help",
