@@ -61,7 +61,9 @@ def taken_port() -> Iterator[int]:
 def _user(url: str, user: str, password: str | None = None) -> str:
     parts = urlsplit(url)
     login = user if password is None else f"{user}:{password}"
-    return urlunsplit(parts._replace(netloc=f"{login}@{parts.hostname}:{parts.port or 5432}"))
+    # The embedded server is reached by its socket directory (`?host=…`): no host in the netloc.
+    where = f"{parts.hostname}:{parts.port or 5432}" if parts.hostname else ""
+    return urlunsplit(parts._replace(netloc=f"{login}@{where}"))
 
 
 @pytest.mark.parametrize(
