@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import trio
 
-from droneshield.db import history
+from droneshield.db import history, seed
 from droneshield.db.pool import connect
 
 from .support.releases import add_software
@@ -135,7 +135,11 @@ async def test_history_route_answers_one_sites_totals(api, db):
     assert [p["total"] for p in elsewhere["points"]] == [0] * 6
 
 
-async def test_the_daemon_samples_the_current_minute_as_it_starts(api, sensors):
+async def test_the_daemon_samples_the_current_minute_as_it_starts(db, api_with, settings):
+    # Seeded before the daemon starts (fixtures are set up concurrently): its first sample,
+    # taken as it starts, must see the ten sensors.
+    await seed.seed(db, 10)
+    api = await api_with(settings)
     with trio.fail_after(10):
         body = (await api.get("/summary/history")).json()
     assert body["step"] == "1m"
