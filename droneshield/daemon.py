@@ -28,7 +28,7 @@ from .ingest import tls as grpc_tls
 from .ingest.bridge import Submitter, serve_grpc
 from .ingest.budgets import grpc_budgets
 from .presence import Tracker, serve_presence
-from .relay import Relay
+from .relay import Relay, open_bus
 from .reports import Pending
 from .summary import serve_summary
 from .web.app import create_app
@@ -79,12 +79,13 @@ async def run(
             sinks=[publish_committed],
         )
         submitter = Submitter(send, ack_timeout=settings.ack_timeout)
-        relay = Relay(hub, pool, database_url)
+        relay = Relay(hub, open_bus(settings.relay_url, pool, database_url))
         app = create_app(settings, pool, hub=hub)
         async with trio.open_nursery() as nursery:
             await nursery.start(writer.run)
             tracker = await nursery.start(serve_presence, PresenceDb(pool), hub, settings)
             writer.add_sink(tracker.track)
+            writer.add_sink(relay.committed)
             metrics.WHEEL_SENSORS.set_function(lambda: len(tracker.wheel))
             await nursery.start(relay.serve)
             await nursery.start(serve_summary, pool, hub)

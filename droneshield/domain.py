@@ -102,6 +102,12 @@ class Applied(NamedTuple):
     reported_version: str | None
     version_known: bool
 
+    @property
+    def transition(self) -> bool:
+        """Whether the report changed what a sensor is (came online, or a new version stored),
+        as opposed to a heartbeat that only moved `last_seen_at`."""
+        return not self.was_online or self.version != self.old_version
+
     def state(self) -> SensorState:
         """The sensor after the commit: online, whatever it was."""
         return SensorState(
