@@ -40,6 +40,16 @@ WEBSOCKET_CLIENTS: Final = Gauge(
     "droneshield_websocket_clients",
     "Subscribers to live sensor changes (WebSocket clients)",
 )
+RELAY_CHANGES: Final = Counter(
+    "droneshield_relay_changes",
+    "Sensor changes through the relay: sent to peers, received from peers (and used), or kept "
+    "(heartbeats no peer's clients watch)",
+    ["direction"],
+)
+RELAY_GAPS: Final = Counter(
+    "droneshield_relay_gaps",
+    "Times changes were lost on the relay and this daemon's clients were told to resync",
+)
 UPLOADS: Final = Counter(
     "droneshield_upload_files",
     "Release files received, by outcome (created, unchanged, or the rejection code)",

@@ -26,6 +26,7 @@ from typing import Any, Final, NoReturn
 import orjson
 import trio
 
+from . import metrics
 from .bus import Bus, Message
 from .bus.jetstream import JetStreamBus
 from .bus.notify import NotifyBus
@@ -44,6 +45,9 @@ INTEREST_TTL: Final = 3 * INTEREST_REFRESH  # seconds a peer's interest lasts un
 RETRY_FIRST: Final = 0.1  # seconds
 RETRY_MAX: Final = 5.0  # seconds
 
+_SENT: Final = metrics.RELAY_CHANGES.labels("sent")
+_RECEIVED: Final = metrics.RELAY_CHANGES.labels("received")
+_KEPT: Final = metrics.RELAY_CHANGES.labels("kept")
 _ROW_ERRORS: Final = (ValueError, TypeError, IndexError, KeyError, AttributeError)
 
 
@@ -194,6 +198,7 @@ class Relay:
             else:
                 kept += 1
         self.heartbeats_kept += kept
+        _KEPT.inc(kept)
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run until cancelled; `started()` once the bus receives and changes are collected.
@@ -240,6 +245,7 @@ class Relay:
                     delay = min(delay * 2, RETRY_MAX)
                     continue
                 self.sent += backlog_changes
+                _SENT.inc(backlog_changes)
                 backlog, backlog_changes, owe_resync = [], 0, False
                 delay = RETRY_FIRST
 
@@ -305,6 +311,7 @@ class Relay:
     def _gap(self) -> None:
         """Messages were lost on the way here: our clients reload, and we ask the peers for
         their interest again (their announcements may be among what was lost)."""
+        metrics.RELAY_GAPS.inc()
         self._hub.resync_all()
         self._must_ask = True
         self._announce_now.set()
@@ -318,6 +325,7 @@ class Relay:
             if "c" in message:
                 changes = _changes(message, self._hub.wants)
                 self.received += len(changes)
+                _RECEIVED.inc(len(changes))
                 self._hub.publish_remote(changes)
             elif "w" in message:
                 generation, part, parts, everything = message["w"]
@@ -333,6 +341,7 @@ class Relay:
             elif message.get("ask"):
                 self._announce_now.set()
             elif message.get("resync"):
+                metrics.RELAY_GAPS.inc()
                 self._hub.resync_all()
         except (*_ROW_ERRORS, ValueError):
             log.exception("ignoring a relay message")

@@ -204,7 +204,11 @@ async def _publish_all(js: JetStreamContext, messages: Sequence[Message]) -> Non
         )
         for shard, payload in messages
     ]
-    await asyncio.wait_for(asyncio.gather(*acks), ACK_TIMEOUT)
+    gathered = asyncio.gather(*acks)
+    # Cancelled or timed out, the gathering future still finishes with an exception later;
+    # fetch it, so asyncio does not log it as never retrieved.
+    gathered.add_done_callback(lambda future: future.cancelled() or future.exception())
+    await asyncio.wait_for(gathered, ACK_TIMEOUT)
 
 
 async def _subscribe(

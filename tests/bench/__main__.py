@@ -35,6 +35,7 @@ WORKLOADS = (
     "bench_idle",
     "bench_wheel",
     "bench_hostile",
+    "bench_relay",
 )
 RESULTS = Path(__file__).parent / "results" / "latest.json"
 

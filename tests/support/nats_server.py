@@ -4,18 +4,19 @@ test may kill and restart without disturbing anyone else's server on 127.0.0.1:4
 from __future__ import annotations
 
 import shutil
+import subprocess
 import tempfile
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Final
 
 import trio
 
-from .processes import Spawned, free_port, spawn
+from .processes import free_port, listening
 
 NATS_SERVER: Final = shutil.which("nats-server") or "/usr/sbin/nats-server"
-READY_LINE: Final = "Server is ready"
+POLL: Final = 0.02  # seconds between two looks at whether the server listens
 
 
 def missing() -> str | None:
@@ -27,14 +28,19 @@ def missing() -> str | None:
 
 class NatsServer:
     """One nats-server on a fixed port and store: `kill` (SIGKILL, as a crash) and `start`
-    again keep both, so the stream survives as it would on a real host."""
+    again keep both, so the stream survives as it would on a real host. The caller bounds the
+    time of each call."""
 
-    def __init__(self, store: Path, stack: AsyncExitStack) -> None:
+    def __init__(self, store: Path) -> None:
         self.port = free_port()
         self.url = f"nats://127.0.0.1:{self.port}"
         self._store = store
-        self._stack = stack
-        self._spawned: Spawned | None = None
+        self._process: trio.Process | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self._process is not None
+        return self._process.pid
 
     async def start(self) -> None:
         argv = [
@@ -47,21 +53,30 @@ class NatsServer:
             "-sd",
             str(self._store),
         ]
-        self._spawned = await self._stack.enter_async_context(spawn(argv))
-        await self._spawned.wait_for(READY_LINE)
+        argv += ["-l", str(self._store / "nats-server.log")]
+        self._process = await trio.lowlevel.open_process(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        while not listening(self.port):
+            if self._process.returncode is not None:
+                raise RuntimeError(f"nats-server exited with {self._process.returncode}")
+            await trio.sleep(POLL)
 
     async def kill(self) -> None:
-        assert self._spawned is not None
-        self._spawned.process.kill()
-        await self._spawned.exited()
+        if self._process is not None and self._process.returncode is None:
+            self._process.kill()
+            with trio.CancelScope(shield=True):
+                await self._process.wait()
 
 
 @asynccontextmanager
 async def private_nats() -> AsyncIterator[NatsServer]:
-    """A started private server, stopped on leaving (the caller bounds the time)."""
+    """A started private server, killed on leaving."""
     with tempfile.TemporaryDirectory(prefix="droneshield-nats-") as store:
-        async with AsyncExitStack() as stack:
-            server = NatsServer(Path(store), stack)
+        server = NatsServer(Path(store))
+        try:
             with trio.fail_after(10):
                 await server.start()
             yield server
+        finally:
+            await server.kill()
