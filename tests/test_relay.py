@@ -150,19 +150,28 @@ async def _report(port: int, serial: str) -> None:
         await aio(stub.send_status, DeviceStatus(serial=serial, software_version=""))
 
 
+async def watched_from_afar(a, b, serial: str, reports: int) -> list[str]:
+    """Send `reports` reports of `serial` to daemon `a` while a client of `b` watches it; the
+    `lastSeenAt` of each change the client receives."""
+    async with open_live(b.http_port) as client:
+        await client.subscribe([serial])
+        await _peer_watches(a.relay, serial)
+        seen = []
+        for _ in range(reports):
+            await _report(a.grpc_port, serial)
+            message = await client.next("sensor")
+            assert [item["serial"] for item in message["sensors"]] == [serial]
+            seen.append(message["sensors"][0]["lastSeenAt"])
+    return seen
+
+
 async def test_heartbeats_reach_a_client_on_another_daemon_that_watches_the_sensor(
     aio_loop, database_url, settings, sensors, nursery
 ):
     with trio.fail_after(15):
         a = await nursery.start(daemon.run, settings, database_url)
         b = await nursery.start(daemon.run, settings, database_url)
-        async with open_live(b.http_port) as client:
-            await client.subscribe([sensors[0]])
-            await _peer_watches(a.relay, sensors[0])
-            seen = []
-            for _ in range(3):  # online, then two heartbeats
-                await _report(a.grpc_port, sensors[0])
-                seen.append((await client.next("sensor"))["sensors"][0]["lastSeenAt"])
+        seen = await watched_from_afar(a, b, sensors[0], 3)  # online, then two heartbeats
     assert len(set(seen)) == 3
     assert a.relay.heartbeats_kept == 0
     assert b.relay.received == 3

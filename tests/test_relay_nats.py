@@ -13,7 +13,7 @@ from droneshield.config import Settings
 
 from .support.live_client import open_live
 from .support.nats_server import NatsServer, missing, private_nats
-from .test_relay import _peer_watches, _report
+from .test_relay import _peer_watches, _report, watched_from_afar
 
 pytestmark = pytest.mark.skipif(missing() is not None, reason=missing() or "")
 
@@ -35,13 +35,8 @@ async def test_report_on_one_daemon_reaches_a_watching_client_of_another_over_na
     with trio.fail_after(15):
         a = await nursery.start(daemon.run, nats_settings, database_url)
         b = await nursery.start(daemon.run, nats_settings, database_url)
-        async with open_live(b.http_port) as client:
-            await client.subscribe([sensors[0]])
-            await _peer_watches(a.relay, sensors[0])
-            for _ in range(2):  # online, then a heartbeat
-                await _report(a.grpc_port, sensors[0])
-                message = await client.next("sensor")
-    assert message["sensors"][0]["serial"] == sensors[0]
+        seen = await watched_from_afar(a, b, sensors[0], 2)  # online, then a heartbeat
+    assert len(set(seen)) == 2
     assert b.relay.received == 2
     assert a.relay.own_skipped > 0  # the stream gives a daemon its own messages back
 
