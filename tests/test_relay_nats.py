@@ -15,11 +15,12 @@ from .support.live_client import open_live
 from .support.nats_server import NatsServer, missing, private_nats
 from .test_relay import _peer_watches, _report, watched_from_afar
 
-pytestmark = pytest.mark.skipif(missing() is not None, reason=missing() or "")
-
 
 @pytest.fixture
 async def nats_server() -> AsyncIterator[NatsServer]:
+    reason = missing()
+    if reason is not None:
+        pytest.skip(reason)
     async with private_nats() as server:
         yield server
 

@@ -3,7 +3,6 @@ test may kill and restart without disturbing anyone else's server on 127.0.0.1:4
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import tempfile
 from collections.abc import AsyncIterator
@@ -13,17 +12,17 @@ from typing import Final
 
 import trio
 
+from .apt import ensure_package
 from .processes import free_port, listening
 
-NATS_SERVER: Final = shutil.which("nats-server") or "/usr/sbin/nats-server"
+NATS_SERVER: Final = Path("/usr/sbin/nats-server")
 POLL: Final = 0.02  # seconds between two looks at whether the server listens
 
 
 def missing() -> str | None:
-    """Why no private nats-server can run here, or None."""
-    if not Path(NATS_SERVER).is_file():
-        return f"no nats-server binary ({NATS_SERVER}); install Debian's nats-server"
-    return None
+    """Why no private nats-server can run here (Debian's, installed with apt when missing),
+    or None."""
+    return ensure_package("nats-server", NATS_SERVER)
 
 
 class NatsServer:
