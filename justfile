@@ -18,10 +18,11 @@ emit *args:
 test *args:
     uv run pytest {{args}}
 
-# lint and format check
+# lint, format check and type check (mypy, strict on droneshield/)
 lint:
     uv run ruff check .
     uv run ruff format --check .
+    uv run mypy
 
 # format the code
 fmt:

@@ -23,7 +23,8 @@ EVENT_RETENTION_DEFAULT: Final = 30 * 86400.0  # seconds (30 days)
 ACK_TIMEOUT_DEFAULT: Final = 10.0  # seconds a report may wait for its commit
 BATCH_MAX_DEFAULT: Final = 2000  # reports per group commit
 QUEUE_SIZE_DEFAULT: Final = 20000  # reports buffered before callers wait
-POOL_SIZE_DEFAULT: Final = 4  # connections
+WRITER_LANES_DEFAULT: Final = 2  # connections committing reports side by side
+POOL_SIZE_DEFAULT: Final = 4  # connections: the writer's lanes and everything else
 SHUTDOWN_GRACE_DEFAULT: Final = 3.0  # seconds to drain in-flight reports on shutdown
 MAX_UPLOAD_BYTES_DEFAULT: Final = 100 * 1024 * 1024  # bytes per file
 BODY_TIMEOUT_DEFAULT: Final = 300.0  # seconds a request body (an upload) may take to arrive
@@ -89,7 +90,14 @@ class Settings:
         default=QUEUE_SIZE_DEFAULT,
         metadata={"help": "reports buffered before callers wait (backpressure)"},
     )
-    pool_size: int = field(default=POOL_SIZE_DEFAULT, metadata={"help": "database connections"})
+    writer_lanes: int = field(
+        default=WRITER_LANES_DEFAULT,
+        metadata={"help": "writer lanes: connections committing reports side by side"},
+    )
+    pool_size: int = field(
+        default=POOL_SIZE_DEFAULT,
+        metadata={"help": "database connections (each writer lane keeps one; one more at least)"},
+    )
     shutdown_grace: float = field(
         default=SHUTDOWN_GRACE_DEFAULT,
         metadata={"help": "seconds to finish in-flight work on shutdown"},
@@ -218,6 +226,7 @@ class Settings:
             "ack_timeout",
             "batch_max",
             "queue_size",
+            "writer_lanes",
             "pool_size",
             "max_upload_bytes",
             "workers",
@@ -238,8 +247,12 @@ class Settings:
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
-        if self.pool_size < 2:
-            raise ValueError("pool_size must be at least 2 (the writer keeps one connection)")
+        if self.pool_size < self.writer_lanes + 1:
+            # Expiry, the relay, fleet totals and HTTP requests share what the lanes leave.
+            raise ValueError(
+                f"pool_size must be at least writer_lanes + 1 = {self.writer_lanes + 1} "
+                "(each writer lane keeps a connection; presence, the relay and HTTP need one)"
+            )
         if self.shutdown_grace < 0 or self.seed_count < 0:
             raise ValueError("shutdown_grace and seed_count cannot be negative")
         if (self.tls_cert is None) != (self.tls_key is None):

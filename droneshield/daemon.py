@@ -74,6 +74,7 @@ async def run(
         writer = Writer(
             pool,
             receive,
+            lanes=settings.writer_lanes,
             batch_max=settings.batch_max,
             shutdown_grace=settings.shutdown_grace,
             sinks=[publish_committed],

@@ -26,6 +26,7 @@ from .errors import InvalidReport, InvalidVersion
 
 Status = Literal["never", "online", "offline"]
 STATUSES: Final[tuple[Status, ...]] = ("never", "online", "offline")
+EventKind = Literal["online", "offline", "version"]  # a sensor's recorded transitions
 
 SERIAL_MAX: Final = 128  # characters
 ECHO_MAX: Final = 64  # characters of client input an answer or error repeats, then "…"

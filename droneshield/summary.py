@@ -32,8 +32,14 @@ def by_status(counts: Sequence[db.FleetCount]) -> dict[str, int]:
 
 
 def _status_counts(counts: Sequence[db.FleetCount]) -> dict[str, int]:
+    # In the order GET /summary's model has always given them (the WebSocket message too).
     totals = by_status(counts)
-    return {"total": sum(totals.values()), **totals}
+    return {
+        "total": sum(totals.values()),
+        "online": totals["online"],
+        "offline": totals["offline"],
+        "never": totals["never"],
+    }
 
 
 def summarise(counts: Sequence[db.FleetCount]) -> dict[str, object]:
@@ -48,7 +54,7 @@ def summarise(counts: Sequence[db.FleetCount]) -> dict[str, object]:
         ordered.append(None)
     return {
         **_status_counts(counts),
-        "versions": [{"version": display(v), **_status_counts(by_version[v])} for v in ordered],
+        "versions": [{**_status_counts(by_version[v]), "version": display(v)} for v in ordered],
     }
 
 

@@ -1,15 +1,20 @@
-"""The batching writer: the only task that writes sensor reports.
+"""The batching writer: the only code that writes sensor reports.
 
 Reports arrive on a bounded trio memory channel (a full channel makes senders wait; nothing is
-dropped). The writer takes what has queued up, coalesces it to one row per sensor, and commits it
-with one statement (group commit): while one batch commits, the next accumulates. Every report is
-resolved exactly once: with its committed row, `UnknownSensor`, or `IngestUnavailable` when it
-could not be committed before its deadline.
+dropped). The writer hands each report to one of K lanes, chosen by a hash of its serial; each
+lane is a task holding its own pooled connection, takes what has queued up for it, coalesces it
+to one row per sensor, and commits it with one statement (group commit): while one batch
+commits, the next accumulates. Lanes commit side by side, so one daemon is not held to one
+connection's limit; a sensor always lands in the same lane, so its reports keep their order and
+two lanes never lock the same row. Every report is resolved exactly once: with its committed
+row, `UnknownSensor`, or `IngestUnavailable` when it could not be committed before its deadline.
+A call whose reports span lanes is answered when the last of them is (the bridge counts them).
 """
 
 from __future__ import annotations
 
 import logging
+import zlib
 from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 from typing import Final
@@ -68,68 +73,75 @@ def _count_delivered(batch: Sequence[Pending], by_serial: dict[str, Applied]) ->
             metrics.REPORTS.labels(outcome).inc(n)
 
 
-class Writer:
+def lane_of(serial: str, lanes: int) -> int:
+    """The lane that commits `serial`'s reports: the same for the life of the process (and
+    across processes: CRC-32, not the salted `hash`), so a sensor's reports stay in order."""
+    return zlib.crc32(serial.encode()) % lanes
+
+
+def _take(receive: trio.MemoryReceiveChannel[Pending], first: Pending, most: int) -> list[Pending]:
+    """`first` and whatever else is queued, up to `most` reports, without waiting."""
+    batch = [first]
+    while len(batch) < most:
+        try:
+            batch.append(receive.receive_nowait())
+        except (trio.WouldBlock, trio.EndOfChannel):
+            break
+    return batch
+
+
+def _drain(receive: trio.MemoryReceiveChannel[Pending]) -> list[Pending]:
+    """Everything still queued, without waiting."""
+    left = []
+    while True:
+        try:
+            left.append(receive.receive_nowait())
+        except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+            return left
+
+
+class _Lane:
+    """One lane: a task that commits the reports of its share of the serials, on a pooled
+    connection it keeps between batches."""
+
     def __init__(
-        self,
-        pool: Pool,
-        receive: trio.MemoryReceiveChannel[Pending],
-        *,
-        batch_max: int,
-        shutdown_grace: float,
-        sinks: Sequence[Sink] = (),
+        self, pool: Pool, *, batch_max: int, shutdown_grace: float, sinks: list[Sink]
     ) -> None:
         self._pool = pool
-        self._receive = receive
         self._batch_max = batch_max
         self._shutdown_grace = shutdown_grace
-        self._sinks = list(sinks)
+        self._sinks = sinks  # the writer's list: a sink added later reaches every lane
         self._held: AsyncExitStack | None = None  # releases the connection kept between batches
         self._conn: Connection | None = None
-        self.statements = 0  # batches committed, for tests and metrics
+        self.statements = 0
 
-    def add_sink(self, sink: Sink) -> None:
-        self._sinks.append(sink)
+    async def run(self, *, task_status: trio.TaskStatus[trio.MemorySendChannel[Pending]]) -> None:
+        """Commit batches from this lane's channel (handed to the writer through `started`)
+        until it is closed.
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Commit batches until the channel is closed (then flush what is queued and return).
-
-        Cancellation: what is queued is still committed, shielded, for up to `shutdown_grace`
-        seconds; whatever is left is answered `IngestUnavailable`. Nothing is left unresolved.
+        Cancellation: the lane keeps committing what the writer hands over for up to
+        `shutdown_grace` seconds (shielded) or until the writer closes the channel; whatever is
+        left is answered `IngestUnavailable`.
         """
-        task_status.started()
+        # Room for one batch while another commits: the writer waits on a full lane, so the
+        # daemon's queue, not the lanes, holds the backlog (and applies backpressure).
+        send, receive = trio.open_memory_channel[Pending](self._batch_max)
+        task_status.started(send)
         try:
-            async for first in self._receive:
-                await self._commit(self._take(first))
+            async for first in receive:
+                await self._commit(_take(receive, first, self._batch_max))
         finally:
             with trio.CancelScope(shield=True):
-                await self._flush()
+                await self._flush(receive)
                 await self._release()
 
-    def _take(self, first: Pending) -> list[Pending]:
-        batch = [first]
-        while len(batch) < self._batch_max:
-            try:
-                batch.append(self._receive.receive_nowait())
-            except (trio.WouldBlock, trio.EndOfChannel):
-                break
-        return batch
-
-    async def _flush(self) -> None:
+    async def _flush(self, receive: trio.MemoryReceiveChannel[Pending]) -> None:
         with trio.move_on_after(self._shutdown_grace):
-            while True:
-                try:
-                    first = self._receive.receive_nowait()
-                except (trio.WouldBlock, trio.EndOfChannel):
-                    break
-                await self._commit(self._take(first))
-        leftover = []
-        while True:
-            try:
-                leftover.append(self._receive.receive_nowait())
-            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
-                break
-        # Senders still waiting for room now get BrokenResourceError and answer UNAVAILABLE.
-        self._receive.close()
+            async for first in receive:
+                await self._commit(_take(receive, first, self._batch_max))
+        leftover = _drain(receive)
+        # The writer, still handing over, now gets BrokenResourceError and answers the rest.
+        receive.close()
         _resolve_all(leftover, IngestUnavailable(SHUTTING_DOWN))
 
     async def _commit(self, batch: list[Pending]) -> None:
@@ -225,3 +237,95 @@ class Writer:
                 sink(rows)
             except Exception:
                 log.exception("sink %r failed on a batch of %d", sink, len(rows))
+
+
+class Writer:
+    """Routes reports from the daemon's queue to `lanes` lanes by serial hash."""
+
+    def __init__(
+        self,
+        pool: Pool,
+        receive: trio.MemoryReceiveChannel[Pending],
+        *,
+        lanes: int,
+        batch_max: int,
+        shutdown_grace: float,
+        sinks: Sequence[Sink] = (),
+    ) -> None:
+        self._receive = receive
+        self._batch_max = batch_max
+        self._shutdown_grace = shutdown_grace
+        self._sinks = list(sinks)
+        self._lanes = [
+            _Lane(pool, batch_max=batch_max, shutdown_grace=shutdown_grace, sinks=self._sinks)
+            for _ in range(lanes)
+        ]
+
+    @property
+    def statements(self) -> int:
+        """Batches committed by all lanes, for tests and metrics."""
+        return sum(lane.statements for lane in self._lanes)
+
+    def add_sink(self, sink: Sink) -> None:
+        self._sinks.append(sink)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Start the lanes, then hand them reports until the queue is closed (then let them
+        commit what they hold, and return).
+
+        Cancellation: for up to `shutdown_grace` seconds (shielded) queued reports are still
+        handed over and committed; whatever is left is answered `IngestUnavailable`. Nothing is
+        left unresolved.
+        """
+        async with trio.open_nursery() as nursery:
+            sends = [await nursery.start(lane.run) for lane in self._lanes]
+            task_status.started()
+            await self._route(sends)
+
+    async def _route(self, lanes: list[trio.MemorySendChannel[Pending]]) -> None:
+        carried: list[Pending] = []  # taken from the queue, not yet in a lane
+        try:
+            async for first in self._receive:
+                carried = _take(self._receive, first, self._batch_max)
+                if not await self._hand_over(carried, lanes):
+                    break  # a lane has stopped (it crashed): the rest is answered below
+        finally:
+            with trio.CancelScope(shield=True):
+                with trio.move_on_after(self._shutdown_grace):
+                    while await self._hand_over(carried, lanes):
+                        try:
+                            first = self._receive.receive_nowait()
+                        except (trio.WouldBlock, trio.EndOfChannel):
+                            break
+                        carried = _take(self._receive, first, self._batch_max)
+                for send in lanes:
+                    send.close()  # each lane commits what it holds, then returns
+                leftover = carried + _drain(self._receive)
+                # Senders still waiting for room now get BrokenResourceError: UNAVAILABLE.
+                self._receive.close()
+                _resolve_all(leftover, IngestUnavailable(SHUTTING_DOWN))
+
+    @staticmethod
+    async def _hand_over(
+        reports: list[Pending], lanes: list[trio.MemorySendChannel[Pending]]
+    ) -> bool:
+        """Put each report in its lane, waiting while a lane is full; True when all are in.
+
+        Reports a lane took are removed from `reports`, so when this is interrupted (cancelled,
+        or a lane that stopped at the end of its grace) `reports` holds exactly those no lane
+        has."""
+        count = len(lanes)
+        handed = 0
+        try:
+            for report in reports:
+                lane = lanes[lane_of(report.serial, count)]
+                try:
+                    lane.send_nowait(report)
+                except trio.WouldBlock:
+                    await lane.send(report)
+                handed += 1
+        except trio.BrokenResourceError:
+            return False
+        finally:
+            del reports[:handed]
+        return True

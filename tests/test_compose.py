@@ -1,14 +1,18 @@
 """docker-compose.yml and the Dockerfile: valid, and shaped as documented. Building needs a
-Docker engine, which CI does not have; `docker compose config` needs only the CLI."""
+Docker engine, which CI does not have; `docker compose config` needs only the CLI (`.ci/run`
+installs Debian's docker-compose where it can). The `haproxy` profile's balancer is checked
+with the real HAProxy binary against the environment Compose gives it."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
 
 import pytest
 
+from .support.balancer import CONFIG, HAPROXY
 from .support.processes import ROOT
 
 COMPOSE_TIMEOUT = 60  # seconds
@@ -34,9 +38,10 @@ def compose() -> list[str]:
     return command
 
 
-def _config(compose: list[str], *flags: str) -> str:
+def _config(compose: list[str], *flags: str, profile: str | None = None) -> str:
+    profiles = ["--profile", profile] if profile else []
     done = subprocess.run(
-        [*compose, "-f", str(ROOT / "docker-compose.yml"), "config", *flags],
+        [*compose, *profiles, "-f", str(ROOT / "docker-compose.yml"), "config", *flags],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -48,8 +53,50 @@ def _config(compose: list[str], *flags: str) -> str:
 
 def test_compose_file_is_valid_with_db_daemon_emitter_and_named_volumes(compose):
     _config(compose, "--quiet")
-    assert set(_config(compose, "--services").split()) == {"db", "daemon", "emitter"}
+    # docker-compose 1.x lists every service here; the plugin only those of active profiles.
+    assert {"db", "daemon", "emitter"} <= set(_config(compose, "--services").split())
     assert set(_config(compose, "--volumes").split()) == {"pgdata", "uploads"}
+
+
+def _service(config: str, name: str) -> str:
+    found = re.search(rf"^  {name}:\n((?:    .*\n|  - .*\n)+)", config, re.MULTILINE)
+    assert found, f"no service {name!r} in:\n{config}"
+    return found.group(1)
+
+
+def test_haproxy_profile_balances_two_daemon_replicas_with_the_shipped_config(compose):
+    config = _config(compose, profile="haproxy")
+    assert {"daemon", "daemon-2", "haproxy"} <= set(
+        _config(compose, "--services", profile="haproxy").split()
+    )
+    replica = _service(config, "daemon-2")
+    assert "droneshield migrate && droneshield seed && exec droneshield serve" in replica
+    assert "DRONESHIELD_HOST: 0.0.0.0" in replica
+    balancer = _service(config, "haproxy")
+    assert f"{CONFIG}:/usr/local/etc/haproxy/haproxy.cfg:ro" in balancer
+    assert "image: haproxy:2.6" in balancer
+    assert re.search(r"published: 50052\s+target: 50051", balancer)
+    environment = dict(
+        (name, value.strip("'"))
+        for name, value in re.findall(r"^      (DRONESHIELD_\w+): (.*)$", balancer, re.MULTILINE)
+    )
+    # Compose provides every variable the configuration uses, and they name the replicas.
+    used = set(re.findall(r"\$\{(\w+)\}", CONFIG.read_text()))
+    assert used == set(environment)
+    assert environment["DRONESHIELD_DAEMON_1"] == "daemon:50051"
+    assert environment["DRONESHIELD_DAEMON_2"] == "daemon-2:50051"
+    if HAPROXY is None:
+        pytest.skip("haproxy is not installed: the configuration itself is not checked")
+    # The replicas' names resolve only inside Compose's network; `init-addr` lets HAProxy
+    # accept them unresolved, as it must when it starts before them.
+    checked = subprocess.run(
+        [HAPROXY, "-c", "-f", str(CONFIG)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **environment},
+        timeout=COMPOSE_TIMEOUT,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
 def test_compose_daemon_waits_for_a_healthy_db_and_migrates_before_serving(compose):

@@ -22,8 +22,15 @@ control messages; the payload)."""
 
 
 class Bus(Protocol):
-    payload_max: int  # bytes per message
-    shards: int  # subjects changes are spread over (1: a single channel)
+    @property
+    def payload_max(self) -> int:
+        """Bytes per message."""
+        ...
+
+    @property
+    def shards(self) -> int:
+        """Subjects changes are spread over (1: a single channel)."""
+        ...
 
     async def publish(self, messages: Sequence[Message]) -> None:
         """Send `messages`, in order, to every daemon on the bus (ourselves included).

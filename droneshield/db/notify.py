@@ -15,8 +15,7 @@ import asyncpg
 import trio
 import trio_asyncio
 
-from ..errors import DatabaseUnavailable
-from .pool import CLOSE_TIMEOUT, CONNECT_TIMEOUT, Connection
+from .pool import CLOSE_TIMEOUT, CONNECT_TIMEOUT, Connection, connecting
 
 CHECK_TIMEOUT: Final = 5.0  # seconds a liveness check of the LISTEN connection may take
 
@@ -76,10 +75,8 @@ async def open_listener(dsn: str, channel: str, *, buffer: int) -> AsyncIterator
 
     Cancellation: the connection is closed, shielded and within CLOSE_TIMEOUT, else aborted.
     """
-    try:
+    with connecting():
         raw = await trio_asyncio.aio_as_trio(asyncpg.connect)(dsn, timeout=CONNECT_TIMEOUT)
-    except Exception as exc:
-        raise DatabaseUnavailable(f"cannot connect to the database: {exc}") from exc
     try:
         listener = Listener(raw, buffer)
         raw.add_termination_listener(listener._on_terminate)

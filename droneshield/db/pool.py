@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from typing import Any, Final, Protocol, TypeVar
 
 import asyncpg
@@ -98,7 +98,8 @@ async def open_pool(dsn: str, *, size: int) -> AsyncIterator[Pool]:
         command_timeout=COMMAND_TIMEOUT,
         timeout=CONNECT_TIMEOUT,
     )
-    await pool.__aenter__()
+    with connecting():
+        await pool.__aenter__()
     try:
         yield pool
     finally:
@@ -109,27 +110,44 @@ async def open_pool(dsn: str, *, size: int) -> AsyncIterator[Pool]:
             pool.terminate()
 
 
-@asynccontextmanager
-async def acquire(pool: Pool) -> AsyncIterator[Connection]:
-    """A pooled connection. Failing to get one raises DatabaseUnavailable, whatever the reason
-    the server gave, so callers can tell "cannot reach it" from "the statement failed".
+@contextmanager
+def connecting() -> Iterator[None]:
+    """Around getting a connection (pooled or not): any failure becomes DatabaseUnavailable,
+    whatever the reason the server gave, so callers can tell "cannot reach it" from "the
+    statement failed", and "database unavailable" means one thing everywhere.
     """
-    context = pool.acquire()
     try:
-        conn = await context.__aenter__()
+        yield
     except Exception as exc:
         raise DatabaseUnavailable(f"cannot connect to the database: {exc}") from exc
+
+
+@asynccontextmanager
+async def _entered(
+    context: AbstractAsyncContextManager[Connection],
+) -> AsyncIterator[Connection]:
+    with connecting():
+        conn = await context.__aenter__()
     try:
         yield conn
     finally:
         await context.__aexit__(None, None, None)
 
 
-@asynccontextmanager
-async def connect(dsn: str) -> AsyncIterator[Connection]:
-    """One connection outside the pool (migrations, seeding, LISTEN)."""
-    async with triopg.connect(dsn, timeout=CONNECT_TIMEOUT) as conn:
-        yield conn
+def acquire(pool: Pool) -> AbstractAsyncContextManager[Connection]:
+    """A pooled connection: how every query of the daemon reaches the database.
+
+    Raises (on entering): DatabaseUnavailable when no connection can be had.
+    """
+    return _entered(pool.acquire())
+
+
+def connect(dsn: str) -> AbstractAsyncContextManager[Connection]:
+    """One connection outside the pool (migrations, seeding).
+
+    Raises (on entering): DatabaseUnavailable when no connection can be had.
+    """
+    return _entered(triopg.connect(dsn, timeout=CONNECT_TIMEOUT))
 
 
 T = TypeVar("T")

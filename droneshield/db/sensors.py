@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Final
 
-from ..domain import SensorState, Status, status_of
+from ..domain import EventKind, SensorState, Status, status_of
 from .pool import Connection, Record
 
 # Serials are printable ASCII (0x20-0x7e), so every serial that starts with a prefix sorts
@@ -31,7 +31,7 @@ _STATUS_SQL: Final[dict[Status, str]] = {
 @dataclass(frozen=True, slots=True)
 class EventRow:
     at: datetime
-    kind: str
+    kind: EventKind
     old: str | None
     new: str | None
 

@@ -56,6 +56,7 @@ class _Answers:
             self._missing -= 1
             # The handler may be gone (client deadline, disconnect): its future is cancelled.
             if self._missing == 0 and not self._future.done():
+                # Every slot is filled once none is missing; no None is left.
                 self._future.set_result(self.outcomes)  # type: ignore[arg-type]
 
         return resolve
@@ -132,11 +133,12 @@ class _GuardedServer(Server):
     one keeps them to close at shutdown."""
 
     def __init__(self, *args: object, budgets: Budgets, **kwargs: object) -> None:
+        # grpclib's Server types each keyword; they are passed on as given.
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.budgets = budgets
         self.connections = Connections(budgets.max_connections)
 
-    def _protocol_factory(self):  # type: ignore[no-untyped-def]
+    def _protocol_factory(self):  # type: ignore[no-untyped-def]  # grpclib's, unannotated
         # grpclib's factory registers the connection's handler; ours adds the budgets.
         return GuardedProtocol(super()._protocol_factory(), self.budgets, self.connections)
 
@@ -191,6 +193,7 @@ async def serve_grpc(
     services = [size_limited(s, max_message_bytes) for s in services]
     server = _GuardedServer(services, codec=StrictCodec(), budgets=budgets)
     await trio_asyncio.aio_as_trio(server.start)(host, port, reuse_port=reuse_port, ssl=tls)
+    # grpclib types its asyncio server as Optional; `start` has just set it.
     bound = server._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     serving.set(True)
     log.info("gRPC listening on %s:%d (%s)", host, bound, "TLS" if tls else "plaintext")

@@ -34,6 +34,7 @@ def size_limited(service: IServable, max_bytes: int) -> Wrapped:
 
     def limit(func: HandlerFunc) -> HandlerFunc:
         async def limited(stream: Stream[Any, Any]) -> None:
+            # grpclib has no hook before it reads a message: the stream's reader is replaced.
             stream.recv_message = partial(_recv_message, stream, max_bytes)  # type: ignore[method-assign]
             await func(stream)
 

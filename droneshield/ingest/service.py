@@ -81,8 +81,9 @@ class DeviceStatusService(DeviceStatusServiceBase):
             except InvalidReport as exc:
                 rejected.append(Rejection(index=index, code=_status(exc).name, reason=exc.message))
         outcomes = await self._submit([c for _, c in checked]) if checked else []
-        if checked and all(isinstance(o, IngestUnavailable) for o in outcomes):
-            raise GRPCError(Status.UNAVAILABLE, outcomes[0].message)  # type: ignore[union-attr]
+        unavailable = [o for o in outcomes if isinstance(o, IngestUnavailable)]
+        if checked and len(unavailable) == len(outcomes):
+            raise GRPCError(Status.UNAVAILABLE, unavailable[0].message)
         accepted = 0
         for (index, (_, version, note)), outcome in zip(checked, outcomes, strict=True):
             if isinstance(outcome, Applied):

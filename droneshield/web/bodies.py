@@ -66,6 +66,8 @@ class BoundedHTTPConnection(ClosingHTTPConnection):
     """quart-trio's connection, with a reader that waits for room in the body (and that lets
     the connection close: `closing`)."""
 
+    # quart-trio's own handle_messages breaks its base's signature (it adds the nursery, and
+    # ignores the error too); this one keeps quart-trio's.
     async def handle_messages(  # type: ignore[override]
         self, nursery: trio.Nursery, request: Request, receive: ASGIReceiveCallable
     ) -> None:

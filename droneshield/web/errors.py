@@ -4,7 +4,7 @@ where domain errors (errors.py) become HTTP statuses."""
 from __future__ import annotations
 
 import logging
-from typing import Final
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
 
 from quart import Quart, Response, g, jsonify
@@ -23,6 +23,9 @@ from ..errors import (
     Unavailable,
     UnsupportedContent,
 )
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIEnvironment
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +57,10 @@ class ClosesConnection(HTTPException):
     the client stops sending instead of meeting a reset, or, reusing the connection, having its
     next request read as this body with both sides waiting (Chromium did)."""
 
-    def get_headers(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-        return [*super().get_headers(*args, **kwargs), ("Connection", "close")]
+    def get_headers(
+        self, environ: WSGIEnvironment | None = None, scope: dict[str, Any] | None = None
+    ) -> list[tuple[str, str]]:
+        return [*super().get_headers(environ, scope), ("Connection", "close")]
 
 
 def error_response(status: int, code: str, message: str) -> Response:

@@ -46,6 +46,7 @@ async def ws() -> None:
     config = current_app.config
     await websocket.accept()
     client = LiveClient(
+        # The proxied object itself; werkzeug types the proxy as its target, without this.
         websocket._get_current_object(),  # type: ignore[attr-defined]
         config["DRONESHIELD_HUB"],
         config["DRONESHIELD_SETTINGS"],

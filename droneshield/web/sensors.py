@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 from datetime import datetime
-from typing import Final, Literal
+from typing import Final
 
 from pydantic import Field
 from pydantic.json_schema import SkipJsonSchema
@@ -14,7 +14,16 @@ from quart_schema import validate_querystring, validate_response
 
 from ..db import sensors as db
 from ..db.pool import acquire
-from ..domain import SERIAL_MAX, SensorState, Status, canonical, check_serial, display, echo
+from ..domain import (
+    SERIAL_MAX,
+    EventKind,
+    SensorState,
+    Status,
+    canonical,
+    check_serial,
+    display,
+    echo,
+)
 from ..errors import Invalid, InvalidReport, NotFound
 from .context import pool
 from .schema import ApiModel, errors
@@ -89,7 +98,7 @@ class SensorPage(ApiModel):
 
 class SensorEvent(ApiModel):
     at: datetime
-    kind: Literal["online", "offline", "version"]
+    kind: EventKind
     old: str | None
     new: str | None
 
@@ -196,7 +205,7 @@ async def get_sensor(serial: str, query_args: EventsQuery) -> SensorDetail:
         events=[
             SensorEvent(
                 at=e.at,
-                kind=e.kind,  # type: ignore[arg-type]
+                kind=e.kind,
                 old=display(e.old) if e.kind == "version" else e.old,
                 new=display(e.new) if e.kind == "version" else e.new,
             )

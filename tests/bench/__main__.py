@@ -34,6 +34,7 @@ WORKLOADS = (
     "bench_startup",
     "bench_idle",
     "bench_wheel",
+    "bench_haproxy",
     "bench_hostile",
     "bench_relay",
 )

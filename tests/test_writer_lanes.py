@@ -1,0 +1,181 @@
+"""Writer lanes: reports split by a hash of the serial over lanes that commit side by side on
+connections of their own. A sensor's reports keep their order, a lane that fails fails only its
+own reports, shutdown drains every lane, and a report is acknowledged only once its lane has
+committed it (real PostgreSQL)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+import trio
+
+from droneshield import daemon
+from droneshield.config import Settings
+from droneshield.db import seed
+from droneshield.db.pool import connect, open_pool
+from droneshield.db.reports import Applied
+from droneshield.reports import Outcome, Pending
+from droneshield.writer import Writer, lane_of
+
+from .support.grpc_clients import send_batch
+from .support.releases import add_software
+
+LANES = 3
+ACK_TIMEOUT = 10.0  # seconds
+
+
+class Lanes:
+    """A writer with LANES lanes on its own pool and queue, and every report's outcomes."""
+
+    def __init__(self, send: trio.MemorySendChannel[Pending], writer: Writer) -> None:
+        self.send = send
+        self.writer = writer
+        self.outcomes: dict[int, list[Outcome]] = defaultdict(list)  # report number → outcomes
+        self.resolved = trio.Event()  # set (and renewed) whenever a report is resolved
+        self.stopped = trio.Event()
+        self._scope = trio.CancelScope()
+        self._count = 0
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        with self._scope:
+            await self.writer.run(task_status=task_status)
+        self.stopped.set()
+
+    async def stop(self) -> None:
+        """Cancel the writer, as the daemon's shutdown does, and wait until it has returned."""
+        self._scope.cancel()
+        await self.stopped.wait()
+
+    def report(self, serial: str, version: str | None = None) -> Pending:
+        number = self._count
+        self._count += 1
+
+        def resolve(outcome: Outcome) -> None:
+            self.outcomes[number].append(outcome)
+            self.resolved.set()
+            self.resolved = trio.Event()
+
+        return Pending(serial, version, None, trio.current_time() + ACK_TIMEOUT, resolve)
+
+    async def until(self, done: Callable[[], bool]) -> None:
+        while not done():
+            await self.resolved.wait()
+
+
+@pytest.fixture
+async def lanes(aio_loop, database_url) -> AsyncIterator[Lanes]:  # type: ignore[no-untyped-def]
+    async with open_pool(database_url, size=LANES + 1) as pool, trio.open_nursery() as nursery:
+        send, receive = trio.open_memory_channel[Pending](10_000)
+        # Small batches: many commits per lane, so order across commits is what is tested.
+        writer = Writer(pool, receive, lanes=LANES, batch_max=7, shutdown_grace=5.0)
+        running = Lanes(send, writer)
+        await nursery.start(running.run)
+        yield running
+        await running.stop()
+
+
+def _spread(count: int, lanes: int) -> list[str]:
+    """The first `count` sensors' serials, checked to reach every lane."""
+    serials = [seed.serial_for(n) for n in range(1, count + 1)]
+    assert {lane_of(s, lanes) for s in serials} == set(range(lanes)), "pick other sensors"
+    return serials
+
+
+async def test_each_sensors_reports_commit_in_order_across_lanes(lanes, db, sensors):
+    serials = _spread(10, LANES)
+    versions = [f"1.0.{i}" for i in range(40)]
+    await add_software(db, *versions)
+    with trio.fail_after(30):
+        # Interleaved: every sensor's versions in order, the sensors' reports mixed.
+        for version in versions:
+            for serial in serials:
+                await lanes.send.send(lanes.report(serial, version))
+        await lanes.until(lambda: len(lanes.outcomes) == len(versions) * len(serials))
+    assert lanes.writer.statements > LANES  # several commits in every lane
+    rows = await db.fetch(
+        "SELECT s.serial, e.new FROM sensor_event e JOIN sensor s ON s.id = e.sensor_id "
+        "WHERE e.kind = 'version' ORDER BY e.id"
+    )
+    history: dict[str, list[int]] = defaultdict(list)
+    for row in rows:
+        history[row["serial"]].append(int(row["new"].rsplit(".", 1)[1]))
+    for serial in serials:
+        # Coalescing may skip versions; it never reorders them, and the last one wins.
+        assert history[serial] == sorted(history[serial]), serial
+        assert history[serial][-1] == 39
+    current = await db.fetch("SELECT version FROM sensor WHERE serial = ANY($1)", serials)
+    assert {r["version"] for r in current} == {"1.0.39"}
+
+
+async def test_shutdown_commits_what_every_lane_holds(lanes, db):
+    await seed.seed(db, 600)
+    serials = _spread(600, LANES)
+    with trio.fail_after(30):
+        for serial in serials:
+            lanes.send.send_nowait(lanes.report(serial))
+        # Cancelled before the writer routed a single report: the shutdown path routes them.
+        await lanes.stop()
+    assert len(lanes.outcomes) == len(serials)
+    assert all(len(o) == 1 and isinstance(o[0], Applied) for o in lanes.outcomes.values())
+    online = {r["serial"] for r in await db.fetch("SELECT serial FROM sensor WHERE online")}
+    assert online == set(serials)
+
+
+async def test_a_report_is_acked_only_once_its_lane_committed(lanes, db, database_url, sensors):
+    blocked = sensors[0]
+    free = next(s for s in sensors if lane_of(s, LANES) != lane_of(blocked, LANES))
+    with trio.fail_after(30):
+        async with connect(database_url) as locker, locker.transaction():
+            # Another transaction holds the row: the blocked sensor's lane cannot commit.
+            await locker.execute("SELECT 1 FROM sensor WHERE serial = $1 FOR UPDATE", blocked)
+            await lanes.send.send(lanes.report(blocked))
+            await lanes.send.send(lanes.report(free))
+            # The other lane commits and acks meanwhile: lanes do not wait for each other.
+            await lanes.until(lambda: 1 in lanes.outcomes)
+            assert 0 not in lanes.outcomes
+            assert await db.fetchval("SELECT online FROM sensor WHERE serial = $1", free)
+        # The lock is gone with the transaction: the blocked lane commits, then acks.
+        await lanes.until(lambda: 0 in lanes.outcomes)
+    [outcome] = lanes.outcomes[0]
+    assert isinstance(outcome, Applied)
+    assert await db.fetchval("SELECT online FROM sensor WHERE serial = $1", blocked)
+
+
+async def test_a_lane_whose_commit_fails_fails_only_its_reports(
+    aio_loop, database_url, settings, nursery, db, sensors
+):
+    lanes = 4
+    running = await nursery.start(
+        daemon.run, settings.replace(writer_lanes=lanes, pool_size=lanes + 1), database_url
+    )
+    poisoned = sensors[2]
+    same_lane = [s for s in sensors if lane_of(s, lanes) == lane_of(poisoned, lanes)]
+    other_lanes = [s for s in sensors if s not in same_lane]
+    assert len(same_lane) > 1, "pick other sensors"
+    assert other_lanes, "pick other sensors"
+    # A statement that is simply wrong (not a lost connection) for the poisoned sensor's rows.
+    await db.execute(
+        f"""
+        CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NEW.serial = '{poisoned}' THEN RAISE EXCEPTION 'poisoned row'; END IF;
+            RETURN NEW;
+        END $$;
+        CREATE TRIGGER poison BEFORE UPDATE ON sensor FOR EACH ROW EXECUTE FUNCTION poison();
+        """
+    )
+    with trio.fail_after(30):
+        ack = await send_batch(running.grpc_port, [(s, "") for s in sensors])
+    failed = {sensors[r.index] for r in ack.rejected if r.code == "INTERNAL"}
+    assert failed == set(same_lane)
+    assert ack.accepted == len(other_lanes)
+    online = {r["serial"] for r in await db.fetch("SELECT serial FROM sensor WHERE online")}
+    assert online == set(other_lanes)
+
+
+def test_the_pool_must_hold_a_connection_per_lane_and_one_more():
+    with pytest.raises(ValueError, match=r"pool_size must be at least writer_lanes \+ 1 = 5"):
+        Settings(writer_lanes=4, pool_size=4)
+    assert Settings(writer_lanes=4, pool_size=5).pool_size == 5
