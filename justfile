@@ -2,17 +2,20 @@
 
 set dotenv-load := false
 
+# Recipes that take flags start with `@`: just does not echo them, so a secret given as a flag
+# (`--api-key`, `--token`) is not printed. Prefer the environment for secrets all the same.
+
 # run everything (database, migrations, seed, daemon, emitter); `-- FLAGS` go to the emitter
 dev *args:
-    uv run droneshield dev {{args}}
+    @exec uv run droneshield dev {{args}}
 
-# upload small release PDFs for the emitter's versions to a running daemon (--url, --out DIR)
+# upload small release PDFs to a running daemon (that of `just dev` unless --url; --out DIR)
 demo-uploads *args:
-    uv run python -m emitter demo-uploads {{args}}
+    @uv run python -m emitter demo-uploads {{args}}
 
-# the sensor simulator against a running daemon: `just emit compat|fleet|load [flags]`
+# the sensor simulator against a running daemon (`just dev`'s unless told): `just emit compat|fleet|load`
 emit *args:
-    uv run python -m emitter {{args}}
+    @uv run python -m emitter {{args}}
 
 # the whole test suite (real PostgreSQL: DATABASE_URL's, else an embedded one)
 test *args:

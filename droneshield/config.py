@@ -7,11 +7,14 @@ build a daemon with any combination without touching os.environ.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
+
+from .targets import AllowList
 
 HTTP_PORT_DEFAULT: Final = 8000
 GRPC_PORT_DEFAULT: Final = 50051
@@ -20,6 +23,7 @@ OFFLINE_AFTER_DEFAULT: Final = 30.0  # seconds
 WHEEL_RESOLUTION_DEFAULT: Final = 0.25  # seconds: offline at most this much after offline_after
 SWEEP_INTERVAL_DEFAULT: Final = 60.0  # seconds
 EVENT_RETENTION_DEFAULT: Final = 30 * 86400.0  # seconds (30 days)
+HISTORY_RETENTION_DEFAULT: Final = 30 * 86400.0  # seconds (30 days) of fleet_history samples
 ACK_TIMEOUT_DEFAULT: Final = 10.0  # seconds a report may wait for its commit
 BATCH_MAX_DEFAULT: Final = 2000  # reports per group commit
 QUEUE_SIZE_DEFAULT: Final = 20000  # reports buffered before callers wait
@@ -47,6 +51,9 @@ GRPC_MAX_HEALTH_CALLS_DEFAULT: Final = 1000  # health calls (Watch streams) open
 MAX_UPLOAD_PARTS_DEFAULT: Final = 64  # multipart parts per upload request
 WS_MAX_MESSAGE_BYTES_DEFAULT: Final = 256 * 1024  # bytes per WebSocket client message
 WS_MAX_SERIALS_DEFAULT: Final = 1000  # sensors one WebSocket client may subscribe to
+WEBHOOK_RETRY_FOR_DEFAULT: Final = 86400.0  # seconds an event is retried before it is failed
+WEBHOOK_TIMEOUT_DEFAULT: Final = 10.0  # seconds one webhook POST may take
+WEBHOOK_RETENTION_DEFAULT: Final = 7 * 86400.0  # seconds delivered/failed outbox rows are kept
 
 
 @dataclass(frozen=True)
@@ -81,6 +88,10 @@ class Settings:
         default=EVENT_RETENTION_DEFAULT,
         metadata={"help": "seconds sensor_event rows are kept"},
     )
+    history_retention: float = field(
+        default=HISTORY_RETENTION_DEFAULT,
+        metadata={"help": "seconds fleet history samples (one a minute) are kept"},
+    )
     ack_timeout: float = field(
         default=ACK_TIMEOUT_DEFAULT,
         metadata={"help": "seconds a report waits for its commit before UNAVAILABLE"},
@@ -113,7 +124,7 @@ class Settings:
         default=None, metadata={"help": "bearer key required for writes; unset: writes open"}
     )
     seed_count: int = field(
-        default=SEED_COUNT_DEFAULT, metadata={"help": "sensors `just dev` seeds"}
+        default=SEED_COUNT_DEFAULT, metadata={"help": "sensors `seed` and `just dev` ensure exist"}
     )
     log_level: str = field(default="INFO", metadata={"help": "logging level"})
     ws_ping_interval: float = field(
@@ -213,54 +224,50 @@ class Settings:
         default=WS_MAX_SERIALS_DEFAULT,
         metadata={"help": "sensors one WebSocket client may subscribe to by serial"},
     )
+    webhook_allow_hosts: str | None = field(
+        default=None,
+        metadata={
+            "help": "comma-separated hosts or CIDRs webhooks may target although internal "
+            "(loopback, private, link-local are refused otherwise)"
+        },
+    )
+    webhook_retry_for: float = field(
+        default=WEBHOOK_RETRY_FOR_DEFAULT,
+        metadata={"help": "seconds a webhook event is retried before it is marked failed"},
+    )
+    webhook_timeout: float = field(
+        default=WEBHOOK_TIMEOUT_DEFAULT,
+        metadata={"help": "seconds one webhook POST may take before it counts as failed"},
+    )
+    webhook_retention: float = field(
+        default=WEBHOOK_RETENTION_DEFAULT,
+        metadata={"help": "seconds delivered and failed webhook events are kept"},
+    )
+
+    allow_insecure: bool = field(
+        default=False,
+        metadata={
+            "help": "serve beyond loopback without api_key and grpc_token (anyone on the "
+            "network may upload and report); unset: such a start is refused"
+        },
+    )
 
     def __post_init__(self) -> None:
-        for name in ("http_port", "grpc_port"):
-            if not 0 <= getattr(self, name) <= 65535:
-                raise ValueError(f"{name} must be a port number (0 picks a free one)")
-        for name in (
-            "offline_after",
-            "wheel_resolution",
-            "sweep_interval",
-            "event_retention",
-            "ack_timeout",
-            "batch_max",
-            "queue_size",
-            "writer_lanes",
-            "pool_size",
-            "max_upload_bytes",
-            "workers",
-            "grpc_max_message_bytes",
-            "grpc_max_streams",
-            "http_keep_alive_timeout",
-            "grpc_max_connections",
-            "grpc_budget_window",
-            "grpc_max_resets",
-            "grpc_max_pings",
-            "grpc_max_settings",
-            "grpc_idle_timeout",
-            "grpc_handshake_timeout",
-            "grpc_max_health_calls",
-            "max_upload_parts",
-            "ws_max_message_bytes",
-            "ws_max_serials",
-        ):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive")
+        for f in dataclasses.fields(self):
+            check(f.name, getattr(self, f.name))
         if self.pool_size < self.writer_lanes + 1:
             # Expiry, the relay, fleet totals and HTTP requests share what the lanes leave.
             raise ValueError(
                 f"pool_size must be at least writer_lanes + 1 = {self.writer_lanes + 1} "
                 "(each writer lane keeps a connection; presence, the relay and HTTP need one)"
             )
-        if self.shutdown_grace < 0 or self.seed_count < 0:
-            raise ValueError("shutdown_grace and seed_count cannot be negative")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("tls_cert and tls_key must be given together")
         if self.relay_url is not None and not self.relay_url.startswith(("nats://", "tls://")):
             raise ValueError("relay_url must be a nats:// (or tls://) URL of a NATS server")
         if self.grpc_client_ca is not None and self.tls_cert is None:
             raise ValueError("grpc_client_ca needs tls_cert and tls_key (mTLS is over TLS)")
+        AllowList.parse(self.webhook_allow_hosts)  # raises ValueError on a malformed entry
 
     @property
     def upload_dir(self) -> Path:
@@ -279,6 +286,10 @@ class Settings:
         return self.tls_cert, self.tls_key
 
     @property
+    def webhook_targets(self) -> AllowList:
+        return AllowList.parse(self.webhook_allow_hosts)
+
+    @property
     def embedded_db_dir(self) -> Path:
         return self.data_dir / "pg"
 
@@ -286,14 +297,105 @@ class Settings:
         return dataclasses.replace(self, **changes)
 
 
+LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_PORT: Final = (lambda v: 0 <= v <= 65535, "must be a port number, 0 to 65535 (0 picks a free one)")
+_POSITIVE: Final = (lambda v: v > 0, "must be positive")
+_NOT_NEGATIVE: Final = (lambda v: v >= 0, "must be 0 or more")
+# The rule of each setting that has one, as the parser and Settings both state it.
+RULES: Final[dict[str, tuple[Callable[[Any], bool], str]]] = {
+    "http_port": _PORT,
+    "grpc_port": _PORT,
+    **dict.fromkeys(
+        (
+            "offline_after",
+            "wheel_resolution",
+            "sweep_interval",
+            "event_retention",
+            "history_retention",
+            "ack_timeout",
+            "batch_max",
+            "queue_size",
+            "writer_lanes",
+            "max_upload_bytes",
+            "workers",
+            "grpc_max_message_bytes",
+            "grpc_max_streams",
+            "http_keep_alive_timeout",
+            "grpc_max_connections",
+            "grpc_budget_window",
+            "grpc_max_resets",
+            "grpc_max_pings",
+            "grpc_max_settings",
+            "grpc_idle_timeout",
+            "grpc_handshake_timeout",
+            "grpc_max_health_calls",
+            "max_upload_parts",
+            "ws_max_message_bytes",
+            "ws_max_serials",
+            "webhook_retry_for",
+            "webhook_timeout",
+            "webhook_retention",
+        ),
+        _POSITIVE,
+    ),
+    "pool_size": (lambda v: v >= 2, "must be at least 2 (the writer keeps one connection)"),
+    "shutdown_grace": _NOT_NEGATIVE,
+    "seed_count": _NOT_NEGATIVE,
+    "log_level": (
+        lambda v: v.upper() in LOG_LEVELS,
+        f"must be one of {', '.join(level.lower() for level in LOG_LEVELS)}",
+    ),
+}
+
+
+def check(name: str, value: Any) -> None:
+    """Raises: ValueError `<name> must be …` when `value` breaks the setting's rule."""
+    rule = RULES.get(name)
+    if rule is not None and value is not None and not rule[0](value):
+        raise ValueError(f"{name} {rule[1]}")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether only this machine can reach a server bound to `host`."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name that may resolve anywhere, or "" (all addresses)
+
+
+def open_to_network(settings: Settings) -> list[str]:
+    """What anyone on the network could do if the daemon started as set (empty: nothing):
+    writes without `api_key`, reports without `grpc_token`, once bound beyond loopback."""
+    if is_loopback(settings.host) or settings.allow_insecure:
+        return []
+    return [
+        *(["upload releases (no DRONESHIELD_API_KEY)"] if settings.api_key is None else []),
+        *(["report over gRPC (no DRONESHIELD_GRPC_TOKEN)"] if settings.grpc_token is None else []),
+    ]
+
+
 def env_name(f: dataclasses.Field[Any]) -> str:
     return str(f.metadata.get("env", f"DRONESHIELD_{f.name.upper()}"))
 
 
-def _convert(f: dataclasses.Field[Any], raw: str) -> Any:
+TRUE: Final = ("1", "true", "yes", "on")
+FALSE: Final = ("0", "false", "no", "off", "")
+
+
+def convert(f: dataclasses.Field[Any], raw: str) -> Any:
+    """`raw` (a flag's or a variable's text) as the field's type.
+
+    Raises: ValueError when it does not parse.
+    """
     kind = f.type if isinstance(f.type, str) else f.type.__name__
     if not raw and "None" in kind:
         return None  # an empty variable unsets an optional setting (not Path("."))
+    if kind.startswith("bool"):
+        if raw.lower() not in TRUE + FALSE:
+            raise ValueError(raw)
+        return raw.lower() in TRUE
     if kind.startswith("int"):
         return int(raw)
     if kind.startswith("float"):
@@ -303,8 +405,9 @@ def _convert(f: dataclasses.Field[Any], raw: str) -> Any:
     return raw
 
 
-def from_mapping(values: Mapping[str, str | None], env: Mapping[str, str]) -> Settings:
-    """Build settings with precedence flag > env var > default.
+def from_mapping(values: Mapping[str, Any], env: Mapping[str, str]) -> Settings:
+    """Build settings with precedence flag > env var > default. Flags the parser has already
+    converted (anything not a string) are taken as they are.
 
     Raises:
         ValueError: a value does not parse as its field's type (the message names the setting).
@@ -316,10 +419,17 @@ def from_mapping(values: Mapping[str, str | None], env: Mapping[str, str]) -> Se
             raw = env.get(env_name(f))
         if raw is None:
             continue
+        if not isinstance(raw, str):
+            kwargs[f.name] = raw
+            continue
         try:
-            kwargs[f.name] = _convert(f, raw)
+            kwargs[f.name] = convert(f, raw)
         except ValueError:
             raise ValueError(f"{env_name(f)}={raw!r} is not a valid {f.type}") from None
+        try:
+            check(f.name, kwargs[f.name])
+        except ValueError as exc:
+            raise ValueError(f"{env_name(f)}={raw!r}: {exc}") from None
     return Settings(**kwargs)
 
 

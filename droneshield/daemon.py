@@ -1,6 +1,7 @@
 """The daemon: one nursery that supervises everything. Read top to bottom, this is the
 architecture: pool → writer → presence → relay (changes to and from other daemons) →
-fleet totals → gRPC ingest → HTTP/WebSocket app.
+live metrics → fleet totals → fleet history (a sample a minute) → webhook dispatcher → gRPC
+ingest → HTTP/WebSocket app.
 
 Cancelling `run` (a signal, a test leaving its fixture) stops it all: servers stop accepting,
 reports in flight are committed or answered with an error, the pool closes last. A crash in any
@@ -20,13 +21,17 @@ import trio_asyncio
 
 from . import metrics
 from .config import Settings
+from .db.history import HistoryDb
 from .db.pool import open_pool
 from .db.presence import PresenceDb
+from .dispatcher import Dispatcher
 from .domain import Applied
+from .history import serve_history
 from .hub import Hub
 from .ingest import tls as grpc_tls
 from .ingest.bridge import Submitter, serve_grpc
 from .ingest.budgets import grpc_budgets
+from .ports import naming
 from .presence import Tracker, serve_presence
 from .relay import Relay, open_bus
 from .reports import Pending
@@ -59,13 +64,13 @@ async def run(
     """Run the daemon until cancelled.
 
     Raises:
-        Whatever a component fails with (for example OSError when a port is taken); the other
+        Whatever a component fails with (for example PortInUse); the other
         components are cancelled and cleaned up first.
     """
     async with trio_asyncio.open_loop(), open_pool(database_url, size=settings.pool_size) as pool:
         send, receive = trio.open_memory_channel[Pending](settings.queue_size)
         hub = Hub()
-        metrics.WEBSOCKET_CLIENTS.set_function(lambda: hub.subscribers)
+        metrics.observe(metrics.WEBSOCKET_CLIENTS, lambda: hub.subscribers)
 
         def publish_committed(rows: Sequence[Applied]) -> None:
             # Every committed report is a change (at least of last_seen_at).
@@ -77,7 +82,7 @@ async def run(
             lanes=settings.writer_lanes,
             batch_max=settings.batch_max,
             shutdown_grace=settings.shutdown_grace,
-            sinks=[publish_committed],
+            sinks=[publish_committed, metrics.count_transitions],
         )
         submitter = Submitter(send, ack_timeout=settings.ack_timeout)
         relay = Relay(hub, open_bus(settings.relay_url, pool, database_url))
@@ -86,41 +91,47 @@ async def run(
             await nursery.start(writer.run)
             tracker = await nursery.start(serve_presence, PresenceDb(pool), hub, settings)
             writer.add_sink(tracker.track)
-            writer.add_sink(relay.committed)
-            metrics.WHEEL_SENSORS.set_function(lambda: len(tracker.wheel))
+            metrics.observe(metrics.WHEEL_SENSORS, lambda: len(tracker.wheel))
+            await nursery.start(metrics.serve_live_gauges)
             await nursery.start(relay.serve)
             await nursery.start(serve_summary, pool, hub)
+            await nursery.start(
+                partial(serve_history, HistoryDb(pool), retention=settings.history_retention)
+            )
+            await nursery.start(Dispatcher(pool, settings).serve)
             grace = settings.shutdown_grace
             shared = settings.workers > 1  # the other workers listen on the same ports
-            grpc_port = await nursery.start(
-                partial(
-                    serve_grpc,
-                    submitter,
-                    settings.host,
-                    settings.grpc_port,
-                    grace=grace,
-                    reuse_port=shared,
-                    tls=grpc_tls.server_context(settings),
-                    token=settings.grpc_token,
-                    max_message_bytes=settings.grpc_max_message_bytes,
-                    budgets=grpc_budgets(settings),
-                    max_health_calls=settings.grpc_max_health_calls,
+            with naming("gRPC", settings.host, settings.grpc_port):
+                grpc_port = await nursery.start(
+                    partial(
+                        serve_grpc,
+                        submitter,
+                        settings.host,
+                        settings.grpc_port,
+                        grace=grace,
+                        reuse_port=shared,
+                        tls=grpc_tls.server_context(settings),
+                        token=settings.grpc_token,
+                        max_message_bytes=settings.grpc_max_message_bytes,
+                        budgets=grpc_budgets(settings),
+                        max_health_calls=settings.grpc_max_health_calls,
+                    )
                 )
-            )
-            http_port = await nursery.start(
-                partial(
-                    serve_http,
-                    app,
-                    settings.host,
-                    settings.http_port,
-                    grace=grace,
-                    send_timeout=settings.send_timeout,
-                    reuse_port=shared,
-                    tls=settings.tls_files,
-                    websocket_max_message=settings.ws_max_message_bytes,
-                    keep_alive_timeout=settings.http_keep_alive_timeout,
+            with naming("HTTP", settings.host, settings.http_port):
+                http_port = await nursery.start(
+                    partial(
+                        serve_http,
+                        app,
+                        settings.host,
+                        settings.http_port,
+                        grace=grace,
+                        send_timeout=settings.send_timeout,
+                        reuse_port=shared,
+                        tls=settings.tls_files,
+                        websocket_max_message=settings.ws_max_message_bytes,
+                        keep_alive_timeout=settings.http_keep_alive_timeout,
+                    )
                 )
-            )
             log.info("droneshield ready: gRPC :%d, HTTP :%d", grpc_port, http_port)
             task_status.started(Running(grpc_port, http_port, writer, hub, tracker, relay))
             await trio.sleep_forever()

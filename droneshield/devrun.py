@@ -10,8 +10,8 @@ supervisor, which stops them in order and within a bound: SIGTERM, then SIGKILL.
 
 from __future__ import annotations
 
-import argparse
 import logging
+import os
 import signal
 import sys
 from collections.abc import Mapping, Sequence
@@ -21,11 +21,14 @@ from typing import Final
 import httpx
 import trio
 
+from . import runfile
 from .children import STOP_SLACK, child_env, run_process, serve_child
 from .config import Settings
 from .db import migrate, seed
 from .db.pool import on_connection
 from .errors import DroneshieldError
+from .ports import ensure_free
+from .runfile import DevRun
 from .signals import run_until_signalled
 
 log = logging.getLogger(__name__)
@@ -41,30 +44,20 @@ class NotReady(DroneshieldError):
     code = "not_ready"
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """`droneshield dev`'s own flags, beside the settings."""
-    parser.add_argument(
-        "--demo-uploads",
-        action="store_true",
-        help="upload small release PDFs for the emitter's versions once the daemon is ready",
-    )
-    parser.add_argument(
-        "emitter_args",
-        nargs=argparse.REMAINDER,
-        metavar="-- EMITTER_ARGS",
-        help="after --: extra flags for `python -m emitter fleet` (e.g. -- --churn 0.3)",
-    )
-
-
 def main(
-    settings: Settings, database_url: str, base_env: Mapping[str, str], args: argparse.Namespace
+    settings: Settings,
+    database_url: str,
+    base_env: Mapping[str, str],
+    emitter_args: Sequence[str] = (),
+    demo_uploads: bool = False,
 ) -> None:
-    """The CLI's entry: run `dev` with the flags `add_arguments` defined. Blocking.
+    """The CLI's entry: run `dev` (`emitter_args` may start with `--`), and say it stopped
+    once a signal stopped it. Blocking.
 
     Raises:
         What `dev` raises.
     """
-    extra = list(args.emitter_args)
+    extra = list(emitter_args)
     emitter_args = extra[1:] if extra[:1] == ["--"] else extra
     try:
         trio.run(
@@ -74,13 +67,14 @@ def main(
                 database_url,
                 base_env,
                 emitter_args=emitter_args,
-                demo_uploads=args.demo_uploads,
+                demo_uploads=demo_uploads,
             )
         )
     finally:
         # An embedded database is stopped by an atexit hook after this returns; a duplicate
         # Ctrl-C arriving late (forwarded by `uv run` or `just`) must not interrupt that.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+    print("droneshield dev: stopped", flush=True)
 
 
 def local_host(host: str) -> str:
@@ -139,9 +133,14 @@ async def dev(
     Raises:
         ChildExited: the daemon or the emitter stopped on its own (the other is stopped first).
         NotReady: the daemon did not become ready within READY_TIMEOUT.
+        PortInUse: the HTTP or gRPC port is taken.
     """
     env = child_env(settings, database_url, base_env)
     shutdown = _Shutdown()
+
+    # Once, clearly, before the daemon child would fail on it after migrating and seeding.
+    ensure_free("HTTP", settings.host, settings.http_port)
+    ensure_free("gRPC", settings.host, settings.grpc_port)
 
     async def work() -> None:
         with shutdown.scope:
@@ -175,19 +174,19 @@ async def _supervise(
             "(Ctrl-C stops everything)",
             flush=True,
         )
-        if demo_uploads:
-            await _upload_demo_releases(python, base_url, env, stop_after)
-        emitter = [
-            *(python, "-m", "emitter", "fleet", "--target", f"{host}:{settings.grpc_port}"),
-            *emitter_args,
-        ]
-        async with trio.open_nursery() as emitters:
-            await emitters.start(
-                partial(serve_child, "emitter", emitter, env, stop_after=stop_after)
-            )
-            shutdown.running = True
-            await shutdown.requested.wait()
-            emitters.cancel_scope.cancel()
+        grpc_target = f"{host}:{settings.grpc_port}"
+        run = DevRun(os.getpid(), env["DATABASE_URL"], base_url, grpc_target)
+        with runfile.published(settings.data_dir, run):
+            if demo_uploads:
+                await _upload_demo_releases(python, base_url, env, stop_after)
+            emitter = [python, "-m", "emitter", "fleet", "--target", grpc_target, *emitter_args]
+            async with trio.open_nursery() as emitters:
+                await emitters.start(
+                    partial(serve_child, "emitter", emitter, env, stop_after=stop_after)
+                )
+                shutdown.running = True
+                await shutdown.requested.wait()
+                emitters.cancel_scope.cancel()
         daemons.cancel_scope.cancel()
 
 

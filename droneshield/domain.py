@@ -26,7 +26,7 @@ from .errors import InvalidReport, InvalidVersion
 
 Status = Literal["never", "online", "offline"]
 STATUSES: Final[tuple[Status, ...]] = ("never", "online", "offline")
-EventKind = Literal["online", "offline", "version"]  # a sensor's recorded transitions
+EventKind = Literal["online", "offline", "version", "retired", "restored"]  # recorded transitions
 
 SERIAL_MAX: Final = 128  # characters
 ECHO_MAX: Final = 64  # characters of client input an answer or error repeats, then "…"
@@ -79,6 +79,12 @@ class SensorState:
     status: Status
     last_seen_at: datetime | None
     status_changed_at: datetime | None
+    # Set only on a change fanned out live, never stored: the version the sensor reported when
+    # that version was never uploaded (so `version` could not take it), and whether this change
+    # only moved `last_seen_at` (a heartbeat: status and version as before).
+    reported_version: str | None = None
+    heartbeat: bool = False
+    site: str | None = None  # where the sensor stands, for live views filtered by site
 
     @property
     def online(self) -> bool:
@@ -102,17 +108,23 @@ class Applied(NamedTuple):
     old_version: str | None
     reported_version: str | None
     version_known: bool
-
-    @property
-    def transition(self) -> bool:
-        """Whether the report changed what a sensor is (came online, or a new version stored),
-        as opposed to a heartbeat that only moved `last_seen_at`."""
-        return not self.was_online or self.version != self.old_version
+    site: str | None = None  # carried to live views, which may be filtered by site
 
     def state(self) -> SensorState:
-        """The sensor after the commit: online, whatever it was."""
+        """The sensor after the commit: online, whatever it was; with the version it reported
+        when that one was never uploaded, and flagged a heartbeat when nothing but
+        `last_seen_at` moved."""
+        unreleased = None if self.version_known else self.reported_version
         return SensorState(
-            self.id, self.serial, self.version, "online", self.last_seen_at, self.status_changed_at
+            self.id,
+            self.serial,
+            self.version,
+            "online",
+            self.last_seen_at,
+            self.status_changed_at,
+            reported_version=unreleased,
+            heartbeat=self.was_online and self.version == self.old_version,
+            site=self.site,
         )
 
 

@@ -15,9 +15,14 @@ class DroneshieldError(Exception):
 
     code = "internal"
 
-    def __init__(self, message: str, *, code: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, code: str | None = None, details: dict[str, object] | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
+        # Machine-readable facts beside the message (per-row errors, a count), carried into
+        # the error body as they are.
+        self.details = details or {}
         if code is not None:
             self.code = code
 
@@ -36,6 +41,17 @@ class InvalidVersion(Invalid):
     """Not a semver 2.0.0 version (a leading v/V is allowed)."""
 
     code = "invalid_version"
+
+
+class InvalidSensors(DroneshieldError):
+    """Sensors to provision of which some rows break a rule (a bad serial, a serial twice):
+    none of them is stored. `rows` says which and why: `{"index", "code", "message"}`."""
+
+    code = "invalid_sensors"
+
+    def __init__(self, message: str, rows: list[dict[str, object]], *, code: str | None = None):
+        super().__init__(message, code=code, details={"rows": rows})
+        self.rows = rows
 
 
 class BadRelease(DroneshieldError):
@@ -77,6 +93,17 @@ class Conflict(DroneshieldError):
     """Contradicts what is stored (a version already stored with other content)."""
 
     code = "conflict"
+
+
+class SensorsConflict(Conflict, InvalidSensors):
+    """Sensors to provision that exist with another site or label (change those with PATCH):
+    none of the request is stored."""
+
+    code = "sensors_conflict"
+
+
+class InUse(Conflict):
+    """Cannot be removed while something depends on it (a release sensors run)."""
 
 
 class Unavailable(DroneshieldError):

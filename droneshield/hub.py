@@ -30,7 +30,8 @@ class Subscription:
     """One subscriber's view: which sensors it watches and their latest unsent states.
 
     `serials` None watches every sensor, narrowed by `match` when given (a filter such as
-    "status is offline").
+    "status is offline"). With both, it watches `serials` and also every sensor `match`
+    accepts (a page on screen, and the sensors that enter its filter).
     """
 
     def __init__(
@@ -155,8 +156,13 @@ class Hub:
 
     def interest(self) -> tuple[bool, Collection[str]]:
         """(whether some subscription watches every sensor, the serials watched one by one):
-        what the relay announces to the other daemons. The collection is live; copy it."""
-        return bool(self._everything), self._by_serial.keys()
+        what the relay announces to the other daemons. The collection is live; copy it.
+
+        A subscription with serials and a filter counts by its serials: its filter admits
+        transitions only (`web/messages.py`), and transitions are always relayed. One with a
+        filter and no serials takes heartbeats of any sensor its filter admits: everything."""
+        everything = any(sub.serials is None for sub in self._everything)
+        return everything, self._by_serial.keys()
 
     def publish(self, changes: Iterable[SensorState]) -> None:
         """Offer changes made by this daemon to subscriptions and to the outboxes whose
@@ -196,7 +202,8 @@ class Hub:
         max_pending: int = MAX_PENDING_DEFAULT,
         match: Match | None = None,
     ) -> Iterator[Subscription]:
-        """Watch `serials` (None: every sensor `match` accepts, or all) until the block exits."""
+        """Watch `serials` and every sensor `match` accepts (serials None and no match: every
+        sensor) until the block exits."""
         sub = Subscription(serials, max_pending, match)
         self._subscriptions.add(sub)
         self._attach(sub)
@@ -216,7 +223,7 @@ class Hub:
         sub.match = match
         if sub.serials is not None:
             for key, change in list(sub._pending.items()):
-                if change.serial not in sub.serials:
+                if change.serial not in sub.serials and not (match and match(change)):
                     del sub._pending[key]
         self._attach(sub)
 
@@ -235,10 +242,9 @@ class Hub:
 
     def _attach(self, sub: Subscription) -> None:
         self.interest_version += 1
-        if sub.serials is None:
+        if sub.serials is None or sub.match is not None:
             self._everything.add(sub)
-            return
-        for serial in sub.serials:
+        for serial in sub.serials or ():
             self._by_serial.setdefault(serial, set()).add(sub)
 
     def _detach(self, sub: Subscription) -> None:

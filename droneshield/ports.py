@@ -2,7 +2,60 @@
 
 from __future__ import annotations
 
+import errno
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from .errors import DroneshieldError
+
+
+class PortInUse(DroneshieldError):
+    """Another program (or another droneshield) listens on a port this one must bind."""
+
+    code = "port_in_use"
+
+    def __init__(self, what: str, host: str, port: int) -> None:
+        shown = f"[{host}]" if ":" in host else host
+        super().__init__(f"{what} port {shown}:{port} is in use")
+
+
+def _address_in_use(exc: BaseException) -> bool:
+    """Whether `exc` (or what it groups) is EADDRINUSE, however a server library wrapped it."""
+    if isinstance(exc, BaseExceptionGroup):
+        return any(_address_in_use(e) for e in exc.exceptions)
+    return isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE
+
+
+@contextmanager
+def naming(what: str, host: str, port: int) -> Iterator[None]:
+    """Bind `what` (`HTTP`, `gRPC`) in the block; a taken port becomes a PortInUse that says
+    which server and which address, instead of a bare `[Errno 98]`.
+
+    Raises:
+        PortInUse: the block failed because the address is in use.
+    """
+    try:
+        yield
+    except BaseException as exc:
+        if _address_in_use(exc):
+            raise PortInUse(what, host, port) from exc
+        raise
+
+
+def ensure_free(what: str, host: str, port: int) -> None:
+    """Check now, by binding and letting go, that `what` can listen on `host:port` (0 always
+    can): a supervisor says so once, before it starts children that would each fail.
+
+    Raises:
+        PortInUse: someone listens there.
+    """
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with naming(what, host, port), socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
 
 
 def shared_socket(host: str, port: int) -> socket.socket:

@@ -25,16 +25,18 @@ old `sensor_event` rows are pruned in small batches.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Final, NoReturn, Protocol
 
 import trio
 
+from . import metrics
 from .config import Settings
 from .db.pool import is_transient
 from .db.presence import Expiry
 from .domain import Applied
 from .hub import Hub
+from .periodic import every
 from .wheel import TimingWheel
 
 log = logging.getLogger(__name__)
@@ -115,6 +117,8 @@ class Tracker:
         """One conditional update for `ids`; publishes those that went offline."""
         expiry = await self._store.expire(ids, self.offline_after)
         self.statements += 1
+        if expiry.offline:
+            metrics.TRANSITIONS.labels("offline").inc(len(expiry.offline))
         # Due within a resolution by the database's clock: only the clocks' rates disagreed.
         lagging = self.offline_after - self.wheel.resolution
         self._arm_aged([(i, age) for i, age in expiry.still_online if age >= lagging])
@@ -173,8 +177,8 @@ async def serve_presence(
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_expire_forever, tracker)
         # Recovery has just armed what is overdue, so the first sweep can wait a whole interval.
-        nursery.start_soon(_every, tracker.sweep, tracker.sweep_interval, tracker.sweep_interval)
-        nursery.start_soon(_every, tracker.prune, 0.0, PRUNE_INTERVAL)
+        nursery.start_soon(every, tracker.sweep, tracker.sweep_interval, tracker.sweep_interval)
+        nursery.start_soon(every, tracker.prune, 0.0, PRUNE_INTERVAL)
         task_status.started(tracker)
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -189,17 +193,3 @@ async def _expire_forever(tracker: Tracker) -> NoReturn:
                 raise
             log.warning("expiry failed (%r); retrying in %.0f s", exc, FAILURE_PAUSE)
             await trio.sleep(FAILURE_PAUSE)
-
-
-async def _every(job: Callable[[], Awaitable[object]], first: float, interval: float) -> NoReturn:
-    """Run `job` after `first` seconds, then every `interval`; a database error waits for the
-    next run."""
-    await trio.sleep(first)
-    while True:
-        try:
-            await job()
-        except Exception as exc:
-            if not is_transient(exc):
-                raise
-            log.warning("%s failed (%r); next run in %.0f s", job.__name__, exc, interval)
-        await trio.sleep(interval)

@@ -31,9 +31,9 @@ from .bus import Bus, Message
 from .bus.jetstream import JetStreamBus
 from .bus.notify import NotifyBus
 from .db.pool import Pool
-from .domain import Applied, SensorState
+from .domain import SensorState
 from .errors import RelayUnavailable
-from .hub import Hub, Subscription
+from .hub import Hub
 from .interest import PeerInterest
 
 log = logging.getLogger(__name__)
@@ -72,6 +72,9 @@ def _row(change: SensorState) -> bytes:
             change.status,
             change.last_seen_at,
             change.status_changed_at,
+            change.reported_version,
+            change.heartbeat,
+            change.site,
         ]
     )
 
@@ -101,8 +104,8 @@ def _head(instance: str) -> bytes:
 
 
 def encode(instance: str, changes: Sequence[SensorState], payload_max: int) -> list[str]:
-    """Payloads `{"i": instance, "c": [[id, serial, version, status, lastSeen, changed], …]}`,
-    each under `payload_max` bytes."""
+    """Payloads `{"i": instance, "c": [[id, serial, version, status, lastSeen, changed,
+    reportedVersion, heartbeat, site], …]}`, each under `payload_max` bytes."""
     head = _head(instance) + b',"c":['
     return [p.decode() for p in _pack(head, map(_row, changes), payload_max)]
 
@@ -145,7 +148,15 @@ def _load(payload: str) -> dict[str, Any]:
 def _changes(message: dict[str, Any], wanted: Callable[[str], bool]) -> list[SensorState]:
     try:
         return [
-            SensorState(row[0], row[1], row[2], row[3], _when(row[4]), _when(row[5]))
+            SensorState(
+                row[0],
+                row[1],
+                row[2],
+                row[3],
+                _when(row[4]),
+                _when(row[5]),
+                *row[6:9],  # absent in payloads of a daemon that predates them
+            )
             for row in message["c"]
             if wanted(row[1])
         ]
@@ -175,7 +186,6 @@ class Relay:
         self._hub = hub
         self._bus = bus
         self._own_prefix = _head(self.instance).decode()
-        self._box: Subscription | None = None  # the outbox, while `serve` runs
         self._announce_now = trio.Event()  # a peer asked, or we must ask (after a gap)
         self._must_ask = True  # at start we know no peer's interest
         # Counters, for tests and metrics.
@@ -184,21 +194,14 @@ class Relay:
         self.received = 0  # peers' changes published into the hub
         self.own_skipped = 0  # own messages that came back and were ignored
 
-    def committed(self, rows: Sequence[Applied]) -> None:
-        """Writer sink: queue for the peers each transition, and each heartbeat a peer's clients
-        watch. Never blocks."""
-        box = self._box
-        if box is None:
-            return
-        wants = self.peers.wants
-        kept = 0
-        for row in rows:
-            if row.transition or wants(row.serial):
-                box.offer(row.state())
-            else:
-                kept += 1
-        self.heartbeats_kept += kept
-        _KEPT.inc(kept)
+    def _relayed(self, change: SensorState) -> bool:
+        """Outbox filter: every transition, and each heartbeat a peer's clients watch (the
+        others are counted as kept). Called once per change this daemon publishes."""
+        if not change.heartbeat or self.peers.wants(change.serial):
+            return True
+        self.heartbeats_kept += 1
+        _KEPT.inc()
+        return False
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run until cancelled; `started()` once the bus receives and changes are collected.
@@ -213,15 +216,13 @@ class Relay:
             task_status.started()
 
     async def _forward(self, *, task_status: trio.TaskStatus[None]) -> NoReturn:
-        # The writer's rows come through `committed`, which tells heartbeats from transitions;
-        # the hub brings what else this daemon publishes (the presence tracker's expiries),
-        # which is never an online state.
+        # The hub brings what this daemon publishes: the writer's committed reports (flagged
+        # `heartbeat` when they only moved `last_seen_at`) and the presence tracker's expiries.
         backlog: list[Message] = []
         backlog_changes = 0
         owe_resync = False
         delay = RETRY_FIRST
-        with self._hub.outbox(max_pending=OUTBOX_MAX, match=_offline) as box:
-            self._box = box
+        with self._hub.outbox(max_pending=OUTBOX_MAX, match=self._relayed) as box:
             task_status.started()
             while True:
                 if not backlog and not owe_resync:
@@ -345,7 +346,3 @@ class Relay:
                 self._hub.resync_all()
         except (*_ROW_ERRORS, ValueError):
             log.exception("ignoring a relay message")
-
-
-def _offline(change: SensorState) -> bool:
-    return not change.online

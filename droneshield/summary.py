@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Final, NoReturn
 
 import trio
 
 from .db import sensors as db
+from .db import software
 from .db.pool import Pool, acquire, is_transient
 from .domain import STATUSES, display, sort_key
 from .hub import Hub
@@ -58,14 +60,52 @@ def summarise(counts: Sequence[db.FleetCount]) -> dict[str, object]:
     }
 
 
-async def read(pool: Pool) -> dict[str, object]:
-    """The totals now.
+def by_version(counts: Sequence[db.FleetCount]) -> dict[str | None, int]:
+    """Sensors per canonical version (None: no stored version)."""
+    totals: dict[str | None, int] = {}
+    for c in counts:
+        totals[c.version] = totals.get(c.version, 0) + c.n
+    return totals
+
+
+@dataclass(frozen=True, slots=True)
+class Fleet:
+    """The maintained counters per (status, version), and the versions reported and never
+    uploaded, read together."""
+
+    counts: list[db.FleetCount]
+    unreleased: list[software.Unreleased]
+
+
+async def fleet(pool: Pool) -> Fleet:
+    """The counters and the unreleased versions now: O(versions x sites), whatever the
+    fleet's size.
 
     Raises:
         DatabaseUnavailable: no connection could be had.
     """
     async with acquire(pool) as conn:
-        return summarise(await db.fleet_counts(conn))
+        return Fleet(await db.fleet_counts(conn), await software.unreleased(conn))
+
+
+async def read(pool: Pool) -> dict[str, object]:
+    """The totals now, with the versions reported and never uploaded (`unreleased`).
+
+    Raises:
+        DatabaseUnavailable: no connection could be had.
+    """
+    found = await fleet(pool)
+    totals = summarise(found.counts)
+    totals["unreleased"] = [
+        {
+            "version": display(u.version),
+            "reports": u.reports,
+            "firstSeenAt": u.first_seen_at,
+            "lastSeenAt": u.last_seen_at,
+        }
+        for u in found.unreleased
+    ]
+    return totals
 
 
 async def serve_summary(

@@ -24,7 +24,7 @@ from typing import BinaryIO, Final, Literal
 
 import trio
 
-from . import domain
+from . import domain, human
 from .db import software
 from .db.pool import Pool, acquire
 from .db.software import Release
@@ -138,7 +138,7 @@ class StagedFile:
         """
         if self.size + len(data) > self._max_bytes:
             raise TooLarge(
-                f"{echo(self.name)} exceeds {self._max_bytes} bytes", code="file_too_large"
+                f"{echo(self.name)} exceeds {human.size(self._max_bytes)}", code="file_too_large"
             )
         if len(self._head) < len(PDF_MAGIC):
             self._head += data[: len(PDF_MAGIC) - len(self._head)]

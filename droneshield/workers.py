@@ -24,6 +24,7 @@ import sys
 from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Final, NoReturn
 
 import trio
@@ -32,7 +33,7 @@ from . import daemon, metrics
 from .children import STOP_SLACK, child_env, run_process
 from .config import Settings
 from .errors import DroneshieldError
-from .ports import shared_socket
+from .ports import naming, shared_socket
 
 log = logging.getLogger(__name__)
 
@@ -108,10 +109,12 @@ async def _run_worker(
                 said = await link.recv(len(READY))
             if said is None:
                 nursery.cancel_scope.cancel()
-                return f"did not start serving within {READY_TIMEOUT:.0f} s"
-            if said:
+            elif said:
                 ready(process.pid)
             # `link` stays open until the worker exits: closing it would stop the worker.
+        metrics.worker_exited(Path(env[metrics.MULTIPROC_ENV]), process.pid)
+        if said is None:
+            return f"did not start serving within {READY_TIMEOUT:.0f} s"
         return f"exited with code {process.returncode}"
 
 
@@ -161,10 +164,12 @@ def _hold_port(held: ExitStack, host: str, port: int, what: str) -> int:
     the other; and a port picked here stays the group's while a worker restarts.
 
     Raises:
-        PortUnavailable: the port cannot be shared (taken, or no SO_REUSEPORT here).
+        PortInUse: another program listens there.
+        PortUnavailable: the port cannot be shared (no SO_REUSEPORT here, another user's).
     """
     try:
-        sock = held.enter_context(shared_socket(host, port))
+        with naming(what, host, port):
+            sock = held.enter_context(shared_socket(host, port))
     except OSError as exc:
         raise PortUnavailable(f"{what} port {host}:{port} cannot be shared: {exc}") from None
     return int(sock.getsockname()[1])
@@ -186,13 +191,16 @@ async def supervise(
 
     Raises:
         WorkersFailed: a worker kept failing (the others are stopped first).
-        PortUnavailable: a port is taken by another program.
+        PortInUse: a port is taken by another program.
+        PortUnavailable: a port cannot be shared.
     """
     with ExitStack() as held:
         grpc_port = _hold_port(held, settings.host, settings.grpc_port, "gRPC")
         http_port = _hold_port(held, settings.host, settings.http_port, "HTTP")
         ports = settings.replace(grpc_port=grpc_port, http_port=http_port)
         env = child_env(ports, database_url, base_env)
+        # The workers' metric files: every worker's /metrics sums them (see metrics.py).
+        env[metrics.MULTIPROC_ENV] = str(held.enter_context(metrics.shared_directory()))
         stop_after = settings.shutdown_grace + STOP_SLACK
         async with trio.open_nursery() as nursery:
             for index in range(1, settings.workers + 1):
@@ -215,7 +223,7 @@ async def serve_as_worker(settings: Settings, database_url: str, supervisor_fd: 
     Raises:
         What `daemon.run` raises.
     """
-    metrics.WORKER.info({"pid": str(os.getpid())})
+    metrics.WORKER.labels(str(os.getpid())).set(1)
     with trio.socket.from_stdlib_socket(socket.socket(fileno=supervisor_fd)) as link:
         async with trio.open_nursery() as nursery:
             await nursery.start(daemon.run, settings, database_url)

@@ -7,8 +7,9 @@ to one row per sensor, and commits it with one statement (group commit): while o
 commits, the next accumulates. Lanes commit side by side, so one daemon is not held to one
 connection's limit; a sensor always lands in the same lane, so its reports keep their order and
 two lanes never lock the same row. Every report is resolved exactly once: with its committed
-row, `UnknownSensor`, or `IngestUnavailable` when it could not be committed before its deadline.
-A call whose reports span lanes is answered when the last of them is (the bridge counts them).
+row, `UnknownSensor` (unknown or retired), or `IngestUnavailable` when it could not be committed
+before its deadline. A call whose reports span lanes is answered when the last of them is (the
+bridge counts them).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import trio
 
 from . import metrics
 from .db.pool import Connection, Pool, acquire, is_transient
-from .db.reports import apply_reports
+from .db.reports import apply_reports, retired
 from .domain import Applied, echo
 from .errors import DroneshieldError, IngestUnavailable, UnknownSensor
 from .reports import SHUTTING_DOWN, TOO_LATE, Pending, version_problem
@@ -155,7 +156,7 @@ class _Lane:
         try:
             while batch:
                 try:
-                    rows = await self._apply(batch)
+                    rows, gone = await self._apply(batch)
                 except Exception as exc:
                     if not is_transient(exc):
                         raise
@@ -166,7 +167,7 @@ class _Lane:
                     await trio.sleep(min(delay, max(0.0, self._earliest(batch))))
                     delay = min(delay * 2, RETRY_MAX)
                     continue
-                self._deliver(batch, rows)
+                self._deliver(batch, rows, gone)
                 return
         except trio.Cancelled:
             _resolve_all(batch, IngestUnavailable(SHUTTING_DOWN))
@@ -175,7 +176,8 @@ class _Lane:
             log.exception("batch of %d reports failed", len(batch))
             _resolve_all(batch, DroneshieldError("internal error while storing the report"))
 
-    async def _apply(self, batch: list[Pending]) -> list[Applied]:
+    async def _apply(self, batch: list[Pending]) -> tuple[list[Applied], set[str]]:
+        """The committed rows, and the serials of the batch that are retired."""
         # Shielded: a commit under way finishes (or times out at the reports' deadline) even
         # when the daemon is being cancelled, so an acknowledged report is a committed one.
         serials, versions = coalesce(batch)
@@ -183,7 +185,11 @@ class _Lane:
         with trio.CancelScope(shield=True, deadline=deadline) as scope:
             started = trio.current_time()
             try:
-                rows = await apply_reports(await self._connection(), serials, versions)
+                conn = await self._connection()
+                rows = await apply_reports(conn, serials, versions)
+                # Rare (a report for a sensor that is not listed): worth a second query to
+                # tell the sensor why.
+                gone = await retired(conn, serials) if len(rows) < len(serials) else set()
             except BaseException:
                 # A failed or interrupted statement may leave the connection unusable: the
                 # pool checks (or replaces) it, and the next attempt takes another.
@@ -193,7 +199,7 @@ class _Lane:
             self.statements += 1
             metrics.COMMIT_SECONDS.observe(trio.current_time() - started)
             metrics.BATCH_SIZE.observe(len(batch))
-            return rows
+            return rows, gone
         assert scope.cancelled_caught
         raise TimeoutError("commit did not finish before the reports' deadline")
 
@@ -226,11 +232,24 @@ class _Lane:
             _resolve_all(expired, IngestUnavailable(reason))
         return alive
 
-    def _deliver(self, batch: Sequence[Pending], rows: Sequence[Applied]) -> None:
+    def _deliver(
+        self, batch: Sequence[Pending], rows: Sequence[Applied], retired: set[str]
+    ) -> None:
         by_serial = {r.serial: r for r in rows}
         for p in batch:
             row = by_serial.get(p.serial)
-            p.resolve(row if row is not None else UnknownSensor(f"unknown sensor {echo(p.serial)}"))
+            if row is not None:
+                p.resolve(row)
+            elif p.serial in retired:
+                p.resolve(
+                    UnknownSensor(
+                        f"sensor {echo(p.serial)} was retired; provision it again to accept "
+                        "its reports",
+                        code="sensor_retired",
+                    )
+                )
+            else:
+                p.resolve(UnknownSensor(f"unknown sensor {echo(p.serial)}"))
         _count_delivered(batch, by_serial)
         for sink in self._sinks:
             try:

@@ -9,8 +9,11 @@ import os
 import random
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from functools import partial
 from pathlib import Path
+
+from droneshield import runfile
 
 from .backoff import BASE_DEFAULT, CAP_DEFAULT, Backoff
 from .compat import run_compat
@@ -27,12 +30,36 @@ TARGET_DEFAULT = "127.0.0.1:50051"
 URL_DEFAULT = "http://127.0.0.1:8000"
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Each flag's default after its help, unless it has none or the help says it already."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default not in (None, False, argparse.SUPPRESS) and "default" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
+def _find_dev(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(os.environ.get("DRONESHIELD_DATA_DIR", ".data")),
+        help="where a running `droneshield dev` (`just dev`) left its addresses (env "
+        "DRONESHIELD_DATA_DIR)",
+    )
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--target", default=TARGET_DEFAULT, help="daemon gRPC HOST:PORT")
+    _find_dev(parser)
+    parser.add_argument(
+        "--target",
+        help=f"daemon gRPC HOST:PORT (default: a running `just dev`'s, else {TARGET_DEFAULT})",
+    )
     parser.add_argument(
         "--database-url",
-        default=os.environ.get("DATABASE_URL"),
-        help="read serials from this database's sensor table (default: env DATABASE_URL)",
+        help="read serials from this database's sensor table (default: env DATABASE_URL, "
+        "else a running `just dev`'s)",
     )
     parser.add_argument(
         "--serials-file", type=Path, help="read serials from this file instead, one per line"
@@ -50,11 +77,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
         "--backoff-max", type=float, default=CAP_DEFAULT, help="longest backoff pause, seconds"
     )
     parser.add_argument("--log-level", default="INFO", help="logging level")
-    parser.add_argument(
-        "--token",
-        default=os.environ.get("DRONESHIELD_GRPC_TOKEN"),
-        help="gRPC bearer token (default: env DRONESHIELD_GRPC_TOKEN)",
-    )
+    parser.add_argument("--token", help="gRPC bearer token (default: env DRONESHIELD_GRPC_TOKEN)")
     parser.add_argument(
         "--ca-file",
         type=Path,
@@ -68,8 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m emitter",
         description="Simulate drone-detection sensors reporting to droneshield over gRPC.",
+        formatter_class=_HelpFormatter,
     )
     modes = parser.add_subparsers(dest="mode", required=True, metavar="MODE")
+    modes.add_parser = partial(modes.add_parser, formatter_class=_HelpFormatter)  # type: ignore[method-assign]
 
     compat = modes.add_parser(
         "compat", help="like the original simulator: one random sensor per interval"
@@ -114,11 +139,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo = modes.add_parser(
         "demo-uploads", help="upload small release PDFs for the versions the emitter sends"
     )
-    demo.add_argument("--url", default=URL_DEFAULT, help="daemon HTTP base URL")
+    _find_dev(demo)
+    demo.add_argument(
+        "--url",
+        help=f"daemon HTTP base URL (default: a running `just dev`'s, else {URL_DEFAULT})",
+    )
     demo.add_argument(
         "--api-key",
-        default=os.environ.get("DRONESHIELD_API_KEY"),
-        help="bearer key (default: env DRONESHIELD_API_KEY)",
+        help="bearer key (default: env DRONESHIELD_API_KEY; prefer it: a flag shows in `ps`)",
     )
     demo.add_argument("--out", type=Path, help="write the PDFs here instead of uploading")
     demo.add_argument(
@@ -134,7 +162,10 @@ async def _serials(args: argparse.Namespace, backoff: Backoff) -> list[str]:
     if args.serials_file is not None:
         return from_file(args.serials_file)[: args.limit]
     if not args.database_url:
-        raise SystemExit("emitter: give --database-url (or DATABASE_URL) or --serials-file")
+        raise SystemExit(
+            "emitter: no sensors to send as: start `just dev`, or give --database-url (or "
+            "DATABASE_URL) or --serials-file"
+        )
     return await wait_for_serials(args.database_url, args.limit, backoff)
 
 
@@ -203,8 +234,22 @@ async def _until_stopped(args: argparse.Namespace) -> None:
         log.info("stopped: %s", reasons[0])
 
 
+def resolve(args: argparse.Namespace, env: Mapping[str, str]) -> argparse.Namespace:
+    """Fill what no flag gave: secrets from the environment, addresses from the environment,
+    else from a running `droneshield dev`, else the defaults of a local daemon."""
+    dev = runfile.find(args.data_dir)
+    if args.mode == "demo-uploads":
+        args.api_key = args.api_key or env.get("DRONESHIELD_API_KEY")
+        args.url = args.url or (dev.http_url if dev else URL_DEFAULT)
+        return args
+    args.token = args.token or env.get("DRONESHIELD_GRPC_TOKEN")
+    args.database_url = args.database_url or env.get("DATABASE_URL") or (dev and dev.database_url)
+    args.target = args.target or (dev.grpc_target if dev else TARGET_DEFAULT)
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = resolve(build_parser().parse_args(argv), os.environ)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import re
 
 import trio
 
@@ -22,6 +24,8 @@ async def test_summary_counts_by_status_and_version(running, api, db, sensors):
                 await aio(stub.send_status, DeviceStatus(serial=serial, software_version=version))
         await db.execute("UPDATE sensor SET online = false WHERE serial = $1", sensors[1])
         body = (await api.get("/summary")).json()
+    [unreleased] = body.pop("unreleased")
+    assert (unreleased["version"], unreleased["reports"]) == ("v9.9.9", 1)
     assert body == {
         "total": 10,
         "online": 3,
@@ -75,11 +79,15 @@ async def test_openapi_describes_every_endpoint_and_its_errors(api):
     assert set(paths) >= {
         "/sensors",
         "/sensors/{serial}",
+        "/sensors/{serial}/events",
+        "/sites",
+        "/software/unreleased",
         "/upload",
         "/software",
         "/software/{version}",
         "/software/{version}/file",
         "/summary",
+        "/summary/history",
         "/healthz",
         "/readyz",
         "/metrics",
@@ -97,10 +105,28 @@ async def test_openapi_describes_every_endpoint_and_its_errors(api):
         "cursor",
         "status",
         "version",
+        "site",
+        "sort",
+        "order",
         "q",
     }
+    assert set(paths["/sensors"]["post"]["responses"]) >= {"200", "201", "409", "413", "422"}
+    assert set(paths["/sensors/{serial}"]["delete"]["responses"]) >= {"204", "401", "404"}
+    assert set(paths["/software/{version}"]["delete"]["responses"]) >= {"204", "409"}
     assert docs.status_code == 200
     assert "swagger-ui" in docs.text
+
+
+async def test_docs_load_their_scripts_from_this_server_not_a_cdn(api):
+    with trio.fail_after(10):
+        pages = [(await api.get(path)).text for path in ("/docs", "/redocs")]
+        assets = re.findall(r'(?:src|href)="([^"]+)"', "".join(pages))
+        loaded = [await api.get(asset) for asset in assets]
+        unknown = await api.get("/docs/assets/..%2Fpyproject.toml")
+    assert assets, pages
+    assert all(asset.startswith("/docs/assets/") for asset in assets), assets
+    assert all(r.status_code == 200 and len(r.content) > 1000 for r in loaded)
+    assert unknown.status_code == 404
 
 
 async def test_unknown_routes_and_methods_answer_json_errors(api):
@@ -128,3 +154,4 @@ async def test_access_log_is_json_with_the_request_id(api, caplog):
     assert by_id[generated]["status"] == 400
     assert by_id[generated]["query"] == "limit=x"
     assert by_id[generated]["route"] == "/sensors"
+    assert by_id[generated]["pid"] == os.getpid()

@@ -1,5 +1,6 @@
 """schemathesis against the running daemon's /openapi.json: generated requests, valid and not,
-must never get a 5xx nor a response the document does not describe."""
+must never get a 5xx nor a response the document does not describe. The daemon has an API key,
+as the document says writes need one (a request without it must be refused)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import trio
 
+from droneshield.config import Settings
 from droneshield.ingest.proto.status import DeviceStatus
 
 from .support.grpc_clients import aio, grpclib_stub
@@ -28,6 +31,12 @@ CHECKS = ",".join(
     ]
 )
 BUDGET = 30  # seconds for schemathesis' own run
+API_KEY = "schemathesis-key"
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    return settings.replace(api_key=API_KEY)
 
 
 async def test_schemathesis_finds_no_server_errors_or_schema_violations(
@@ -35,6 +44,7 @@ async def test_schemathesis_finds_no_server_errors_or_schema_violations(
 ):
     with trio.fail_after(BUDGET + 30):
         # Something in every table, so that responses have content to check.
+        api.headers["Authorization"] = f"Bearer {API_KEY}"
         await upload(api, [("v1.0.0.pdf", pdf())])
         async with grpclib_stub(running.grpc_port) as stub:
             await aio(stub.send_status, DeviceStatus(serial=sensors[0], software_version="1.0.0"))
@@ -45,6 +55,8 @@ async def test_schemathesis_finds_no_server_errors_or_schema_violations(
                 f"http://127.0.0.1:{running.http_port}/openapi.json",
                 "--checks",
                 CHECKS,
+                "--header",
+                f"Authorization: Bearer {API_KEY}",
                 "--phases",
                 "examples,coverage,fuzzing",
                 "--max-examples",

@@ -153,6 +153,8 @@ async def test_items_have_the_documented_shape(running, api, db, sensors):
         "online",
         "lastSeenAt",
         "statusChangedAt",
+        "site",
+        "label",
     }
     assert second["status"] == "never"
     assert second["version"] is None
@@ -227,7 +229,9 @@ async def test_limit_is_capped(running, api, db):
         ({"version": "1.2"}, "invalid_version"),
         ({"cursor": "not a cursor!"}, "invalid_cursor"),
         ({"cursor": "AA"}, "invalid_cursor"),
-        ({"q": "DS-\u00e9"}, "invalid_prefix"),
+        ({"q": "DS-\u00e9"}, "invalid_parameter"),
+        ({"sort": "color"}, "invalid_parameter"),
+        ({"order": "up"}, "invalid_parameter"),
         ({"q": "x" * 129}, "invalid_parameter"),
     ],
 )
@@ -237,6 +241,36 @@ async def test_bad_parameters_are_400(api, params, code):
     assert response.status_code == 400
     assert response.json()["error"]["code"] == code
     assert response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"status": "OFFLINE"}, "status must be one of never, online, offline, retired"),
+        (
+            {"sort": "colour"},
+            "sort must be one of serial, status_changed_at, last_seen_at, version",
+        ),
+        ({"limit": "1.5"}, "limit must be an integer"),
+        ({"page": "0", "limit": "x"}, "page must be at least 1; limit must be an integer"),
+        ({"page": "1000001"}, "page must be at most 1,000,000"),
+        ({"q": "x" * 129}, "q must be at most 128 characters"),
+    ],
+)
+async def test_bad_parameters_are_explained_in_the_api_words(api, params, message):
+    with trio.fail_after(10):
+        response = await api.get("/sensors", params=params)
+    assert response.json()["error"] == {"code": "invalid_parameter", "message": message}
+
+
+async def test_cursor_and_page_together_are_refused(api, db):
+    await seed.seed(db, 3)
+    with trio.fail_after(10):
+        first = (await api.get("/sensors", params={"limit": 1})).json()
+        both = await api.get("/sensors", params={"cursor": first["nextCursor"], "page": 2})
+    assert both.status_code == 400
+    assert both.json()["error"]["code"] == "invalid_parameter"
+    assert "cursor or page, not both" in both.json()["error"]["message"]
 
 
 async def test_sensor_detail_has_recent_events_newest_first(running, api, db, sensors):

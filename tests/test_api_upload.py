@@ -125,6 +125,7 @@ async def test_file_over_the_limit_is_413_and_leaves_nothing(api_with, settings,
     assert fits.status_code == 201
     assert too_big.status_code == 413
     assert _code(too_big) == "file_too_large"
+    assert too_big.json()["error"]["message"] == "'v2.0.0.pdf' exceeds 64 KiB"
     assert far_too_big.status_code == 413
     assert [v for v, _ in await _rows(db)] == ["1.0.0"]
     assert files_under(small_uploads.data_dir) == [small_uploads.upload_dir / "1.0.0.pdf"]
@@ -237,9 +238,13 @@ async def test_writes_need_the_bearer_key_when_one_is_set(api_with, settings, db
             api, [("v1.0.0.pdf", pdf())], headers={"Authorization": "Bearer s3cret"}
         )
         read = await api.get("/software")
-    for refused in (anonymous, wrong, basic):
+    for refused, code in (
+        (anonymous, "missing_api_key"),
+        (wrong, "invalid_api_key"),
+        (basic, "missing_api_key"),
+    ):
         assert refused.status_code == 401
-        assert _code(refused) == "unauthorized"
+        assert _code(refused) == code
         assert refused.headers["WWW-Authenticate"].lower().startswith("bearer")
     assert right.status_code == 201
     assert read.status_code == 200

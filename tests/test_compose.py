@@ -11,6 +11,7 @@ import shutil
 import subprocess
 
 import pytest
+import yaml
 
 from .support.balancer import CONFIG, HAPROXY
 from .support.processes import ROOT
@@ -55,7 +56,25 @@ def test_compose_file_is_valid_with_db_daemon_emitter_and_named_volumes(compose)
     _config(compose, "--quiet")
     # docker-compose 1.x lists every service here; the plugin only those of active profiles.
     assert {"db", "daemon", "emitter"} <= set(_config(compose, "--services").split())
-    assert set(_config(compose, "--volumes").split()) == {"pgdata", "uploads"}
+    assert {"pgdata", "uploads"} <= set(_config(compose, "--volumes").split())
+
+
+def test_monitoring_profile_runs_prometheus_and_grafana_with_the_deploy_files(compose):
+    _config(compose, "--quiet", profile="monitoring")
+    services = set(_config(compose, "--services", profile="monitoring").split())
+    assert {"db", "daemon", "emitter", "prometheus", "grafana"} <= services
+    config = yaml.safe_load(_config(compose, profile="monitoring"))["services"]
+    for name in ("prometheus", "grafana"):
+        assert config[name]["profiles"] == ["monitoring"]
+        assert "profiles" not in config["daemon"]
+    mounts = {
+        str(v["source"] if isinstance(v, dict) else v.split(":")[0])
+        for name in ("prometheus", "grafana")
+        for v in config[name]["volumes"]
+    }
+    for folder in ("deploy/prometheus", "deploy/grafana/provisioning", "deploy/grafana/dashboards"):
+        assert str(ROOT / folder) in mounts, mounts
+        assert (ROOT / folder).is_dir()
 
 
 def _service(config: str, name: str) -> str:
@@ -75,7 +94,11 @@ def test_haproxy_profile_balances_two_daemon_replicas_with_the_shipped_config(co
     balancer = _service(config, "haproxy")
     assert f"{CONFIG}:/usr/local/etc/haproxy/haproxy.cfg:ro" in balancer
     assert "image: haproxy:2.6" in balancer
-    assert re.search(r"published: 50052\s+target: 50051", balancer)
+    # On this machine's loopback (short form: docker-compose 1.x; long form: docker compose v2).
+    assert re.search(
+        r"127\.0\.0\.1:50052:50051|host_ip: 127\.0\.0\.1(\s+\w+: \S+)*\s+published: \W?50052",
+        balancer,
+    )
     environment = dict(
         (name, value.strip("'"))
         for name, value in re.findall(r"^      (DRONESHIELD_\w+): (.*)$", balancer, re.MULTILINE)
@@ -119,3 +142,20 @@ def test_image_is_multi_stage_built_with_uv_and_runs_unprivileged():
     assert 'ENTRYPOINT ["droneshield"]' in dockerfile
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {".git", ".venv", ".data"} <= set(ignored)
+
+
+def test_compose_publishes_on_loopback_and_allows_keyless_only_there(compose):
+    config = _config(compose)
+    assert "127.0.0.1:8000:8000" in config
+    assert "127.0.0.1:50051:50051" in config
+    entry = re.search(r"case .*?esac;", config, re.DOTALL)
+    assert entry is not None
+    script = (
+        entry.group(0).replace("$$", "$").replace("\n", " ") + ' echo "$DRONESHIELD_ALLOW_INSECURE"'
+    )
+    for publish, allowed in (("127.0.0.1", "1"), ("0.0.0.0", "")):
+        env = {"DRONESHIELD_PUBLISH_HOST": publish, "DRONESHIELD_ALLOW_INSECURE": ""}
+        done = subprocess.run(
+            ["sh", "-c", script], env=env, capture_output=True, text=True, check=True
+        )
+        assert done.stdout.strip() == allowed

@@ -3,7 +3,6 @@ daemon. Screenshots of the main views land in test-artifacts/."""
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator
 
 import httpx
@@ -13,40 +12,20 @@ from playwright.sync_api import expect
 
 from droneshield import daemon
 from droneshield.db import seed
-from droneshield.ingest.proto.status import DeviceStatus
 
-from .support.browser import BrowserThread, Page, open_page
-from .support.grpc_clients import aio, grpclib_stub
+from .support.browser import Page
+from .support.dashboard import LIVE_WITHIN, open_dashboard
+from .support.dashboard import report as _report
+from .support.dashboard import row as _row
+from .support.processes import free_port
 from .support.releases import add_software
-
-LIVE_WITHIN = 1_000  # ms: a report shows on screen within this, without a reload
-
-
-def _row(p, serial: str):  # type: ignore[no-untyped-def]
-    return p.locator(f'tr[data-serial="{serial}"]')
-
-
-async def _open(browser: BrowserThread, port: int, **size: int) -> Page:
-    page = await open_page(browser, f"http://127.0.0.1:{port}", **size)
-    await page(lambda p: p.goto("/"))
-    # Live, and the sensors on screen subscribed: the table has rendered its first page (which
-    # subscribes to them) and the server has confirmed every subscription sent.
-    await page(lambda p: expect(p.locator("#page-info")).to_contain_text("sensors"))
-    await page(lambda p: expect(p.locator("#connection")).to_have_text("Live"))
-    await page(lambda p: expect(p.locator("#connection")).to_have_attribute("data-pending", "0"))
-    return page
 
 
 @pytest.fixture
 async def dashboard(browser, running, sensors) -> AsyncIterator[Page]:
-    page = await _open(browser, running.http_port)
+    page = await open_dashboard(browser, running.http_port)
     yield page
     await page.close()
-
-
-async def _report(port: int, serial: str, version: str = "") -> None:
-    async with grpclib_stub(port) as stub:
-        await aio(stub.send_status, DeviceStatus(serial=serial, software_version=version))
 
 
 async def test_page_shows_seeded_sensors_and_fleet_totals(dashboard, sensors):
@@ -54,6 +33,9 @@ async def test_page_shows_seeded_sensors_and_fleet_totals(dashboard, sensors):
         await dashboard(lambda p: expect(p.locator("#sensor-table tbody tr")).to_have_count(10))
         await dashboard(lambda p: expect(p.locator("#count-total")).to_have_text("10"))
         await dashboard(lambda p: expect(p.locator("#count-never")).to_have_text("10"))
+        await dashboard(
+            lambda p: expect(p.locator("dl.counts")).not_to_have_attribute("aria-busy", "true")
+        )
         first = await dashboard(lambda p: _row(p, sensors[0]).inner_text())
         await dashboard.screenshot("dashboard.png")
     assert "never seen" in first
@@ -93,7 +75,7 @@ async def test_paging_and_filters(dashboard, running, db):
 
         await dashboard(next_by_keyboard)
         await dashboard(lambda p: expect(p.locator(rows).first).to_contain_text("DS-00000051"))
-        await dashboard(lambda p: p.get_by_role("button", name="Last").click())
+        await dashboard(lambda p: p.get_by_role("button", name="Last", exact=True).click())
         await dashboard(lambda p: expect(p.locator(rows)).to_have_count(20))
         await dashboard(lambda p: expect(p.get_by_role("button", name="Next")).to_be_disabled())
         await dashboard(lambda p: p.get_by_role("button", name="First").click())
@@ -110,7 +92,7 @@ async def test_paging_and_filters(dashboard, running, db):
 
         await dashboard(lambda p: p.get_by_label("Version", exact=True).select_option(""))
         await dashboard(lambda p: p.get_by_label("Status", exact=True).select_option(""))
-        await dashboard(lambda p: p.get_by_label("Serial", exact=True).fill("DS-0000011"))
+        await dashboard(lambda p: p.get_by_label("Serial or label", exact=True).fill("DS-0000011"))
         await dashboard(lambda p: expect(p.locator(rows)).to_have_count(10))
         url = await dashboard(lambda p: p.url)
     assert "q=DS-0000011" in url  # the view is in the URL, so it survives a reload
@@ -160,7 +142,7 @@ async def test_upload_asks_for_the_api_key_and_remembers_it(
 ):
     running = await nursery.start(daemon.run, keyed_settings, database_url)
     with trio.fail_after(30):
-        page = await _open(browser, running.http_port)
+        page = await open_dashboard(browser, running.http_port)
         await page(lambda p: p.locator("#file-input").set_input_files([_pdf("v3.0.0.pdf")]))
         await page(lambda p: expect(p.get_by_role("dialog")).to_be_visible())
         await page(lambda p: p.get_by_label("API key", exact=True).fill("s3cret"))
@@ -188,7 +170,7 @@ async def test_refused_upload_tells_the_browser_not_to_reuse_the_connection(
 
 async def test_phone_width_has_no_sideways_scrolling(browser, running, sensors):
     with trio.fail_after(20):
-        page = await _open(browser, running.http_port, width=390, height=844)
+        page = await open_dashboard(browser, running.http_port, width=390, height=844)
         await page(lambda p: expect(p.locator("#sensor-table tbody tr")).to_have_count(10))
         wide = await page(
             lambda p: p.evaluate("document.documentElement.scrollWidth > window.innerWidth")
@@ -198,21 +180,15 @@ async def test_phone_width_has_no_sideways_scrolling(browser, running, sensors):
     assert not wide
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 async def test_reconnects_and_resyncs_after_the_server_restarts(
     browser, aio_loop, database_url, settings, db, sensors
 ):
-    fixed = settings.replace(http_port=_free_port())
+    fixed = settings.replace(http_port=free_port())
     banner = "#connection"
     with trio.fail_after(60):
         async with trio.open_nursery() as first:
             await first.start(daemon.run, fixed, database_url)
-            page = await _open(browser, fixed.http_port)
+            page = await open_dashboard(browser, fixed.http_port)
             first.cancel_scope.cancel()
         await page(lambda p: expect(p.locator(banner)).to_contain_text("Reconnecting"))
         await page.screenshot("reconnecting.png")
@@ -239,7 +215,7 @@ async def test_silent_sensor_turns_offline_on_screen(
     running = await nursery.start(daemon.run, quick, database_url)
     badge = "online"
     with trio.fail_after(30):
-        page = await _open(browser, running.http_port)
+        page = await open_dashboard(browser, running.http_port)
         await _report(running.grpc_port, sensors[0])
         await page(
             lambda p: expect(_row(p, sensors[0]).locator(".badge")).to_have_text(
@@ -255,3 +231,78 @@ async def test_silent_sensor_turns_offline_on_screen(
         await page(lambda p: expect(p.locator("#count-offline")).to_have_text("1"))
         await page.screenshot("offline.png")
         await page.close()
+
+
+async def test_a_key_the_server_refused_is_forgotten(
+    browser, aio_loop, database_url, keyed_settings, nursery
+):
+    running = await nursery.start(daemon.run, keyed_settings, database_url)
+    with trio.fail_after(30):
+        page = await open_dashboard(browser, running.http_port)
+        await page(lambda p: p.evaluate("localStorage.setItem('droneshield.apiKey', 'stale')"))
+        await page(lambda p: p.locator("#file-input").set_input_files([_pdf("v3.0.0.pdf")]))
+        await page(lambda p: expect(p.get_by_role("dialog")).to_be_visible())
+        stored = await page(lambda p: p.evaluate("localStorage.getItem('droneshield.apiKey')"))
+        await page.close()
+    assert stored is None
+
+
+async def test_version_chart_leaves_room_for_a_million_sensors(dashboard):
+    # The chart as /summary would make it at 1M sensors on one version (seeding a million here
+    # would take the test's whole budget): every total must end inside the drawing.
+    script = """async () => {
+        const { Summary } = await import("/client/js/summary.js");
+        const row = { version: "v10.20.30", total: 1000000, online: 999999, offline: 1, never: 0 };
+        const svg = new Summary({ counts: {}, chart: null }).draw([{ ...row, label: row.version }]);
+        document.body.append(svg);
+        const width = svg.viewBox.baseVal.width;
+        const right = Math.max(...[...svg.querySelectorAll("text")].map((t) => {
+            const box = t.getBBox();
+            return box.x + box.width;
+        }));
+        const value = svg.querySelector("text.value").textContent;
+        svg.remove();
+        return { width, right, value };
+    }"""
+    with trio.fail_after(20):
+        drawn = await dashboard(lambda p: p.evaluate(script))
+    assert drawn["value"] == "1,000,000"
+    assert drawn["right"] <= drawn["width"], drawn
+
+
+async def test_first_paint_says_it_is_loading_and_the_totals_replace_it(running, sensors):
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{running.http_port}") as api:
+        with trio.fail_after(10):
+            page = (await api.get("/")).text
+    assert 'class="counts" aria-busy="true"' in page
+    assert "Loading the fleet" in page
+    assert "\u2013</dd>" not in page  # no dashes standing for numbers
+
+
+async def test_fleet_history_chart_draws_samples_and_grows_live(browser, running, sensors, db):
+    # Samples 20, 90 and 150 minutes ago; the daemon's sampler wrote the current minute.
+    await db.execute(
+        "INSERT INTO fleet_history (minute, online, offline, never, versions, sites) "
+        "SELECT date_bin('1 minute', now(), 'epoch'::timestamptz) - m * interval '1 minute', "
+        "m / 30, 1, 9 - m / 30, '{}', '{}' FROM unnest(ARRAY[20, 90, 150]) AS m"
+    )
+    chart = "#history-chart"
+    with trio.fail_after(30):
+        page = await open_dashboard(browser, running.http_port)
+        try:
+            await page(lambda p: expect(p.locator(chart)).to_have_attribute("data-samples", "4"))
+            await page(lambda p: expect(p.locator(f"{chart} path.line")).to_have_count(3))
+            await page(lambda p: expect(p.locator("#history-now")).to_contain_text("0 online"))
+            await _report(running.grpc_port, sensors[0])
+            # The live totals become the chart's newest point, without a reload.
+            await page(lambda p: expect(p.locator("#history-now")).to_contain_text("1 online"))
+            await page(
+                lambda p: expect(p.locator(f"{chart} path.online")).to_have_attribute(
+                    "data-last", "1"
+                )
+            )
+            await page.screenshot("history.png")
+            await page(lambda p: p.get_by_label("Range", exact=True).select_option("1h"))
+            await page(lambda p: expect(p.locator(chart)).to_have_attribute("data-samples", "2"))
+        finally:
+            await page.close()

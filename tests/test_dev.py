@@ -14,10 +14,12 @@ from pathlib import Path
 import httpx
 import pytest
 import trio
+import trio_asyncio
 
-from droneshield import config
+from droneshield import config, runfile
 from droneshield.children import child_env, serve_child
 from droneshield.config import Settings
+from droneshield.db.pool import connect
 from droneshield.devrun import local_host
 from emitter.versions import RELEASED
 
@@ -85,6 +87,48 @@ async def test_dev_runs_daemon_and_emitter_and_sigint_leaves_nothing_running(
     assert emitter_stopped < _line_index(dev.lines, "droneshield.signals: SIGTERM received")
     assert not listening(http_port)
     assert not listening(int(env["DRONESHIELD_GRPC_PORT"]))
+    # Quietly: no line per call the stopping emitter gave up on; one last line.
+    assert not [line for line in dev.lines if "Request was cancelled" in line]
+    assert dev.lines[-1] == "droneshield dev: stopped"
+    assert not (tmp_path / runfile.NAME).exists()
+
+
+async def test_emit_and_demo_uploads_find_a_running_dev_by_themselves(database_url, tmp_path):
+    env, http_port = _env(tmp_path, database_url)
+    # As in a second terminal: no DATABASE_URL, no --target, no --url; only where dev keeps data.
+    alone = {k: v for k, v in env.items() if k not in ("DATABASE_URL",) and "PORT" not in k}
+    with trio.fail_after(90):
+        async with spawn([*DEV, *FAST_FLEET], env=env) as dev:
+            await dev.wait_for("emitter started")
+            published = runfile.find(tmp_path)
+            assert published is not None
+            assert published.http_url == f"http://127.0.0.1:{http_port}"
+            assert (tmp_path / runfile.NAME).stat().st_mode & 0o077 == 0
+            emit = await trio.run_process(
+                [sys.executable, "-m", "emitter", "compat", "--interval", "0.2", "--duration", "8"],
+                env=alone,
+                capture_stdout=True,
+                capture_stderr=True,
+            )
+            uploads = await trio.run_process(
+                [sys.executable, "-m", "emitter", "demo-uploads"],
+                env=alone,
+                capture_stdout=True,
+                capture_stderr=True,
+            )
+            assert await dev.stop() == 0
+    answers = [line for line in emit.stderr.decode().splitlines() if " → " in line]
+    assert answers, emit.stderr.decode()  # dev's daemon answered: it found the address
+    assert all("UNAVAILABLE" not in line for line in answers)
+    assert uploads.returncode == 0, uploads.stderr.decode()
+    await _assert_releases_stored(database_url)
+
+
+async def _assert_releases_stored(database_url: str) -> None:
+    """The demo releases were stored in dev's database (the daemon is gone; ask PostgreSQL)."""
+    async with trio_asyncio.open_loop(), connect(database_url) as conn:
+        versions = await conn.fetch("SELECT version FROM software ORDER BY version")
+    assert [r["version"] for r in versions] == sorted(RELEASED)
 
 
 def _line_index(lines: list[str], text: str) -> int:

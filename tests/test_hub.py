@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -54,6 +55,34 @@ def test_match_narrows_a_subscription_to_everything():
     with hub.subscribe(None, match=lambda c: c.status == "offline") as sub:
         hub.publish([change(1), change(2, "offline")])
         assert sub.take() == [change(2, "offline")]
+
+
+def test_serials_and_match_watch_a_page_and_what_enters_its_filter():
+    hub = Hub()
+    offline = lambda c: c.status == "offline"  # noqa: E731
+    with hub.subscribe(["S-1"], match=offline) as sub:
+        hub.publish([change(1), change(2), change(3, "offline")])
+        assert sub.take() == [change(1), change(3, "offline")]
+        hub.publish([change(3, "offline"), change(1)])
+        hub.resubscribe(sub, ["S-4"], match=offline)  # keeps what still enters the filter
+        hub.publish([change(4)])
+        assert sub.take() == [change(3, "offline"), change(4)]
+        hub.resubscribe(sub, ["S-4"])  # the filter dropped: the page only
+        hub.publish([change(5, "offline")])
+        assert sub.take() == []
+
+
+def test_page_subscription_with_a_filter_ignores_heartbeats_of_other_sensors():
+    parsed = messages.parse(
+        messages.encode({"type": "subscribe", "serials": ["S-1"], "filter": {"site": "north"}})
+    )
+    assert isinstance(parsed, Subscribe)
+    assert parsed.serials == {"S-1"}
+    assert parsed.match is not None
+    north = replace(change(2), site="north")
+    assert parsed.match(north)
+    assert not parsed.match(replace(north, heartbeat=True))
+    assert not parsed.match(replace(change(3), site="south"))
 
 
 def test_outbox_collects_local_changes_but_not_remote_ones():
@@ -130,6 +159,8 @@ def test_parse_accepts_or_refuses_with_a_protocol_error_never_a_crash(data):
         ({"status": "offline"}, {2, 3}),
         ({"version": "v2.0.0"}, {3}),
         ({"q": "S-1"}, {1}),
+        ({"q": "s-"}, {1, 2, 3}),  # any case, anywhere
+        ({"q": "-3"}, {3}),
     ],
 )
 def test_filter_subscription_matches_like_the_sensor_list(where, accepted):
@@ -150,6 +181,11 @@ def test_interest_is_what_subscriptions_watch_and_changes_are_counted():
         hub.resubscribe(second, None, match=lambda change: change.online)
         assert hub.interest()[0] is True  # a filter may match any sensor's heartbeat
         assert hub.interest_version > version
+        # A live view (serials and a filter): its filter admits transitions only, which are
+        # always relayed, so it needs the heartbeats of its serials alone.
+        hub.resubscribe(second, ["DS-3"], match=lambda change: change.online)
+        assert hub.interest()[0] is False
+        assert set(hub.interest()[1]) == {"DS-1", "DS-2", "DS-3"}
     assert hub.interest() == (False, set())
     with hub.outbox():
         assert hub.interest() == (False, set())  # the relay's own outbox watches nothing

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import tracemalloc
 from collections.abc import Iterable
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -68,7 +69,76 @@ async def test_report_reaches_subscribed_client_as_the_api_shows_sensors(running
         "online": True,
         "lastSeenAt": row["last_seen_at"].isoformat(),
         "statusChangedAt": row["status_changed_at"].isoformat(),
+        "reportedVersion": None,
+        "heartbeat": False,
     }
+
+
+async def test_unreleased_version_reaches_the_live_row_marked_and_heartbeats_are_flagged(
+    running, db, sensors
+):
+    await add_software(db, "1.2.3")
+    with trio.fail_after(10):
+        async with open_live(running.http_port) as client, grpclib_stub(running.grpc_port) as stub:
+            await client.subscribe([sensors[0]])
+            items = []
+            for version in ("v1.2.3", "v4.0.0", "v4.0.0"):
+                report = DeviceStatus(serial=sensors[0], software_version=version)
+                await aio(stub.send_status, report)
+                items.append((await client.next("sensor"))["sensors"][0])
+    # The stored version stays the uploaded one; the one reported rides along, marked.
+    assert [(i["version"], i["reportedVersion"], i["heartbeat"]) for i in items] == [
+        ("v1.2.3", None, False),
+        ("v1.2.3", "v4.0.0", True),
+        ("v1.2.3", "v4.0.0", True),
+    ]
+
+
+async def test_site_filter_follows_reports_and_expiries_of_that_site(
+    aio_loop, database_url, settings, db, sensors, nursery
+):
+    quick = settings.replace(offline_after=1.0, wheel_resolution=0.1)
+    running = await nursery.start(daemon.run, quick, database_url)
+    await db.execute("UPDATE sensor SET site = 'north' WHERE serial = ANY($1)", sensors[:2])
+    with trio.fail_after(15):
+        async with open_live(running.http_port) as client, grpclib_stub(running.grpc_port) as stub:
+            await client.subscribe(where={"site": "north", "status": "offline"})
+            for serial in (sensors[0], sensors[5]):  # north, and a sensor of no site
+                await aio(stub.send_status, DeviceStatus(serial=serial, software_version=""))
+            [gone] = (await client.next("sensor"))["sensors"]  # by the expiry, a second later
+    assert (gone["serial"], gone["status"]) == (sensors[0], "offline")
+
+
+async def test_page_subscription_also_gets_sensors_entering_its_filter_not_their_heartbeats(
+    running,
+):
+    with trio.fail_after(10):
+        async with open_live(running.http_port) as client:
+            await client.send(
+                {"type": "subscribe", "serials": ["T-000001"], "filter": {"status": "offline"}}
+            )
+            await client.next("subscribed")
+            running.hub.publish(
+                [
+                    replace(change(1), heartbeat=True),  # on screen: every change
+                    change(2, status="offline"),  # enters the filter
+                    change(3, status="online"),  # does not match
+                    replace(change(4, status="offline"), heartbeat=True),  # was there already
+                ]
+            )
+            running.hub.publish([change(5, status="offline")])
+            items = await _collect_until(client, "T-000005")
+    assert sorted(i["serial"] for i in items) == ["T-000001", "T-000002", "T-000005"]
+
+
+async def test_filter_subscription_by_site_and_case_insensitive_text(running):
+    north = [replace(change(n, serial=s), site="north") for n, s in ((1, "ab-X9"), (2, "cd-x9"))]
+    with trio.fail_after(10):
+        async with open_live(running.http_port) as client:
+            await client.subscribe(where={"site": "north", "q": "X9"})
+            running.hub.publish([replace(change(3, serial="ef-x9"), site="south"), *north])
+            items = await _collect_until(client, "cd-x9")
+    assert [i["serial"] for i in items] == ["ab-X9", "cd-x9"]
 
 
 async def test_client_gets_only_the_sensors_it_subscribed_to(running):
@@ -238,7 +308,7 @@ async def test_malformed_messages_get_an_error_and_keep_the_connection(running):
         '{"type": "subscribe", "serials": "T-1"}',
         '{"type": "subscribe", "serials": [1]}',
         '{"type": "subscribe", "serials": [""]}',
-        '{"type": "subscribe", "serials": ["T"], "filter": {}}',
+        '{"type": "subscribe", "serials": ["T"], "filter": {"site": 5}}',
         '{"type": "subscribe", "filter": {"status": "asleep"}}',
         '{"type": "subscribe", "filter": {"version": "latest"}}',
         '{"type": "subscribe", "filter": {"q": 5}}',
@@ -286,6 +356,7 @@ async def test_summary_arrives_on_connect_and_follows_the_fleet(running, db, sen
             {"version": "v1.0.0", "total": 1, "never": 0, "online": 1, "offline": 0},
             {"version": None, "total": 9, "never": 9, "online": 0, "offline": 0},
         ],
+        "unreleased": [],
     }
 
 

@@ -22,14 +22,18 @@ from .support.live_client import open_live
 
 serials = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), min_size=1, max_size=128)
 moments = st.none() | st.datetimes(timezones=st.just(UTC))
+versions = st.none() | st.from_regex(r"\d{1,3}\.\d{1,3}\.\d{1,3}(-rc\.\d)?", fullmatch=True)
 changes = st.builds(
     SensorState,
     id=st.integers(1, 2**62),
     serial=serials,
-    version=st.none() | st.from_regex(r"\d{1,3}\.\d{1,3}\.\d{1,3}(-rc\.\d)?", fullmatch=True),
+    version=versions,
     status=st.sampled_from(["never", "online", "offline"]),
     last_seen_at=moments,
     status_changed_at=moments,
+    reported_version=versions,
+    heartbeat=st.booleans(),
+    site=st.none() | st.text(max_size=20),
 )
 
 
@@ -46,6 +50,13 @@ def test_only_wanted_serials_are_decoded(batch):
     wanted = {c.serial for c in batch[::2]}
     decoded = [c for p in encode("a", batch, PAYLOAD_MAX) for c in decode(p, wanted.__contains__)]
     assert decoded == [c for c in batch if c.serial in wanted]
+
+
+def test_payloads_of_a_daemon_that_predates_reported_versions_still_decode():
+    old = '{"i": "a", "c": [[7, "S-7", "1.0.0", "online", null, null]]}'
+    assert decode(old, lambda serial: True) == [
+        SensorState(7, "S-7", "1.0.0", "online", None, None)
+    ]
 
 
 def test_resync_payload_asks_for_a_resync():
@@ -93,6 +104,7 @@ async def test_lost_listen_connection_is_re_established_and_clients_resync(runni
             await client.subscribe([sensors[0]])
             killed = await db.fetchval(
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                # This test's database only: other daemons may share the server.
                 "WHERE query LIKE 'LISTEN %' AND datname = current_database()"
             )
             await client.next("resync")

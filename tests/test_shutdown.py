@@ -129,5 +129,8 @@ async def test_serve_fails_with_a_clear_message_when_a_port_is_taken(database_ur
             proc.kill()
             proc.wait()
     assert proc.returncode == 1
-    assert b"droneshield serve failed: OSError" in err
-    assert b"address already in use" in err.lower()
+    assert (
+        err.strip().splitlines()[-1]
+        == f"droneshield: HTTP port 127.0.0.1:{port} is in use".encode()
+    )
+    assert b"Traceback" not in err

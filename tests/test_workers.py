@@ -16,7 +16,6 @@ from pathlib import Path
 import httpx
 import pytest
 import trio
-from prometheus_client.parser import text_string_to_metric_families
 
 from droneshield.db import seed
 from droneshield.workers import Restarts
@@ -24,6 +23,7 @@ from droneshield.workers import Restarts
 from .support.grpc_clients import send
 from .support.live_client import open_live
 from .support.processes import Spawned, eventually, free_port, listening, running, spawn
+from .support.scrapes import Samples, scrape, total, value
 
 SERVE = (sys.executable, "-m", "droneshield", "serve")
 READY = re.compile(r"droneshield ready: (\d+) workers, gRPC :(\d+), HTTP :(\d+)")
@@ -71,18 +71,28 @@ async def _serving(data_dir: Path, database_url: str) -> AsyncIterator[Group]:
         yield Group(serve, int(ready[2]), int(ready[3]), pids)
 
 
-async def _reports_by_pid(http_port: int, workers: int) -> dict[int, float]:
-    """Reports each worker committed, from its /metrics: every new connection lands on a worker
-    the kernel picks, so scrape over new ones until each worker has answered."""
-    found: dict[int, float] = {}
-    while len(found) < workers:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{http_port}") as client:
-            text = (await client.get("/metrics")).text
-        families = {f.name: f for f in text_string_to_metric_families(text)}
-        [info] = families["droneshield_worker_info"].samples
-        reports = families["droneshield_reports"].samples
-        found[int(info.labels["pid"])] = sum(s.value for s in reports if s.name.endswith("_total"))
+ACCESS_PID = re.compile(r'"pid":(\d+)')
+
+
+async def _scrape_each_worker(group: Group) -> dict[int, Samples]:
+    """/metrics as each worker answers it: every new connection lands on a worker the kernel
+    picks, so scrape over new ones until each has answered; which one did, its access log line
+    (found by the request id) says."""
+    found: dict[int, Samples] = {}
+    while len(found) < len(group.workers):
+        request_id = f"scrape-{len(group.serve.lines)}-{len(found)}"
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{group.http_port}") as client:
+            got = await scrape(client, **{"X-Request-ID": request_id})
+        line = await group.serve.wait_for(request_id)
+        answered = ACCESS_PID.search(line)
+        assert answered is not None, line
+        found[int(answered[1])] = got
     return found
+
+
+async def scrape_any(group: Group) -> Samples:
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{group.http_port}") as client:
+        return await scrape(client)
 
 
 async def _provision(db: object, count: int) -> list[str]:
@@ -116,7 +126,13 @@ async def test_two_workers_share_ports_store_reports_relay_changes_and_stop_with
                 while seen != set(serials):
                     message = await client.next("sensor")
                     seen |= {s["serial"] for s in message["sensors"] if s["online"]}
-            by_pid = await _reports_by_pid(group.http_port, len(group.workers))
+
+            async def wheels_published() -> bool:
+                # Each worker writes its live gauges every second (metrics.LIVE_INTERVAL).
+                return total(await scrape_any(group), "droneshield_wheel_sensors") == len(serials)
+
+            await eventually(wheels_published)
+            by_pid = await _scrape_each_worker(group)
             # Without their supervisor (SIGKILLed, so it stops no one), the workers stop by
             # themselves rather than keep the ports.
             group.serve.process.kill()
@@ -127,10 +143,25 @@ async def test_two_workers_share_ports_store_reports_relay_changes_and_stop_with
             await eventually(all_stopped)
     assert not listening(group.grpc_port)
     assert not listening(group.http_port)
+    pids = {str(pid) for pid in group.workers.values()}
     assert set(by_pid) == set(group.workers.values())
-    # Both handled reports, so the client (on one of them) saw changes the other committed.
-    assert all(count > 0 for count in by_pid.values()), by_pid
-    assert sum(by_pid.values()) == len(serials)
+    for got in by_pid.values():
+        # Whichever worker answers: process counters summed over both, fleet gauges fleet-wide.
+        assert total(got, "droneshield_reports_total") == len(serials)
+        assert value(got, "droneshield_transitions_total", to="online") == len(serials)
+        assert value(got, "droneshield_sensors", status="online") == len(serials)
+        assert {labels for name, labels in got if name == "droneshield_worker_info"} == {
+            (("pid", pid),) for pid in pids
+        }
+        wheels = {
+            dict(labels)["pid"]: v
+            for (name, labels), v in got.items()
+            if name == "droneshield_wheel_sensors"
+        }
+        # Both committed reports (the wheel holds the sensors each one committed), so the
+        # client (on one of them) saw changes the other committed.
+        assert set(wheels) == pids
+        assert all(n > 0 for n in wheels.values()), wheels
     assert await _online(db) == len(serials)
 
 
@@ -171,7 +202,7 @@ async def test_a_worker_that_keeps_failing_to_start_makes_serve_give_up_and_fail
     assert gave_up is not None, serve.output()
     starts = [line for line in serve.lines if f"workers: {gave_up[1]} started" in line]
     assert len(starts) == int(gave_up[2]) == Restarts().limit
-    assert serve.lines[-1].startswith("droneshield serve failed: WorkersFailed(")
+    assert serve.lines[-1].startswith("droneshield: worker 1 exited with code 1; it failed ")
 
 
 async def test_a_port_another_program_holds_fails_at_once_without_starting_workers(
@@ -185,7 +216,7 @@ async def test_a_port_another_program_holds_fails_at_once_without_starting_worke
         with trio.fail_after(START_TIMEOUT):
             async with spawn(SERVE, env=env) as serve:
                 assert await serve.exited() == 1
-    assert f"HTTP port 127.0.0.1:{http_port} cannot be shared" in serve.output()
+    assert f"HTTP port 127.0.0.1:{http_port} is in use" in serve.output()
     assert not any("worker 1 started" in line for line in serve.lines)
 
 

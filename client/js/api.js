@@ -1,4 +1,4 @@
-// The HTTP API: JSON reads, and uploads with progress and the API key.
+// The HTTP API: JSON reads, writes and uploads with progress and the API key.
 
 const KEY_STORAGE = "droneshield.apiKey";
 
@@ -30,6 +30,10 @@ export function apiKey() {
   return localStorage.getItem(KEY_STORAGE);
 }
 
+export function forgetApiKey() {
+  localStorage.removeItem(KEY_STORAGE);
+}
+
 // Ask for the key in a modal dialog; resolves to the key, or null when cancelled.
 export function askApiKey(dialog) {
   const form = dialog.querySelector("form");
@@ -48,6 +52,23 @@ export function askApiKey(dialog) {
     dialog.showModal();
     input.focus();
   });
+}
+
+// A write with a text body (and the API key when one is kept). Resolves to {ok, status, body};
+// network failures resolve with status 0.
+export async function sendText(method, path, text, type) {
+  const headers = { Accept: "application/json", "Content-Type": type };
+  const key = apiKey();
+  if (key) headers.Authorization = `Bearer ${key}`;
+  let response;
+  try {
+    response = await fetch(path, { method, headers, body: text });
+  } catch {
+    return { ok: false, status: 0, body: null };
+  }
+  const body = await response.json().catch(() => null);
+  if (response.status === 401 && body?.error?.code === "invalid_api_key") forgetApiKey();
+  return { ok: response.ok, status: response.status, body };
 }
 
 // POST one file to /upload with XMLHttpRequest, for its upload progress events.
@@ -69,6 +90,8 @@ export function uploadFile(file, onProgress) {
       } catch {
         // not JSON: reported by status below
       }
+      // A key the server refused is forgotten, so the next upload asks for the right one.
+      if (xhr.status === 401 && body?.error?.code === "invalid_api_key") forgetApiKey();
       resolve({ status: xhr.status, body });
     });
     xhr.addEventListener("error", () => resolve({ status: 0, body: null }));
@@ -76,4 +99,23 @@ export function uploadFile(file, onProgress) {
     form.append("file", file, file.name);
     xhr.send(form);
   });
+}
+
+// A JSON write (POST, DELETE) with the API key; resolves to {status, body}, status 0 when the
+// server could not be reached.
+export async function sendJSON(method, path, body) {
+  const headers = { Accept: "application/json" };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  const key = apiKey();
+  if (key) headers.Authorization = `Bearer ${key}`;
+  try {
+    const response = await fetch(path, {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    return { status: response.status, body: await response.json().catch(() => null) };
+  } catch {
+    return { status: 0, body: null };
+  }
 }

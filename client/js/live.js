@@ -1,7 +1,9 @@
-// The live connection (/ws): subscribes to the sensors on screen, reconnects with exponential
-// backoff, and asks the page to resynchronise after a reconnect or when the server says so.
+// The live connection (/ws): subscribes to the sensors on screen (and the filter they were
+// chosen by), reconnects with exponential backoff, and asks the page to resynchronise after a
+// reconnect or when the server says so. While disconnected, what is on screen is marked stale
+// with the time it was last known to be current ("as of 14:02:11").
 
-import { syncClock } from "./format.js";
+import { serverNow, syncClock } from "./format.js";
 
 const BACKOFF_FIRST = 500; // ms
 const BACKOFF_MAX = 15000; // ms
@@ -12,6 +14,8 @@ export class Live {
     this.banner = banner;
     this.handlers = { onSensors, onSummary, onResync };
     this.serials = [];
+    this.filter = null;
+    this.heardAt = null; // server time of the last message: what is on screen is as of then
     this.socket = null;
     this.delay = BACKOFF_FIRST;
     this.connectedBefore = false;
@@ -27,15 +31,19 @@ export class Live {
     window.addEventListener("online", () => this.retryNow());
   }
 
-  subscribe(serials) {
+  // The sensors on screen; with a filter, also the sensors that enter it.
+  subscribe(serials, filter = null) {
     this.serials = serials;
+    this.filter = filter;
     this.sendSubscribe();
   }
 
   // Subscriptions sent and not yet confirmed: the banner's data-pending, so that whoever needs
   // to know (a test, a script) can tell when changes to the sensors on screen are flowing.
   sendSubscribe() {
-    if (this.send({ type: "subscribe", serials: this.serials })) this.setPending(this.pending + 1);
+    const message = { type: "subscribe", serials: this.serials };
+    if (this.filter) message.filter = this.filter;
+    if (this.send(message)) this.setPending(this.pending + 1);
   }
 
   setPending(count) {
@@ -66,6 +74,7 @@ export class Live {
 
   receive(data) {
     this.feedWatchdog();
+    this.heardAt = serverNow();
     let message;
     try {
       message = JSON.parse(data);
@@ -130,6 +139,15 @@ export class Live {
       reconnecting: seconds ? `Reconnecting… (next try in ${seconds} s)` : "Reconnecting…",
     }[state];
     this.banner.dataset.state = state;
-    this.banner.textContent = text;
+    const stale = state !== "live" && this.heardAt != null;
+    const asOf = stale ? `as of ${new Date(this.heardAt).toLocaleTimeString()}` : "";
+    this.banner.textContent = stale ? `${text} · showing data ${asOf}` : text;
+    // Everything on screen is as old as the last message: say so where the numbers are.
+    if (stale) document.body.dataset.stale = asOf;
+    else delete document.body.dataset.stale;
+    for (const note of document.querySelectorAll(".as-of")) {
+      note.textContent = stale ? ` · ${asOf}` : "";
+      note.hidden = !stale;
+    }
   }
 }

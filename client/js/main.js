@@ -1,17 +1,48 @@
-// Wires the views together: the live connection feeds the table and the summary; uploads
-// refresh the catalogue; a reconnect or a resync reloads what is on screen.
+// Wires the views together: the address picks the view (the fleet list or a sensor's page), the
+// live connection feeds whichever is shown, uploads refresh the catalogue, the Alerts panel keeps
+// to itself, and a reconnect or a resync reloads what is on screen.
 
+import { Alerts } from "./alerts.js";
 import { refreshTimes } from "./format.js";
 import { Catalogue } from "./catalogue.js";
+import { History } from "./history.js";
 import { Live } from "./live.js";
+import { Provisioner } from "./provision.js";
+import { Router, listHash } from "./router.js";
+import { SensorView } from "./sensor.js";
+import { Sites } from "./sites.js";
 import { Summary } from "./summary.js";
 import { SensorTable } from "./table.js";
+import { Unreleased } from "./unreleased.js";
 import { Uploader } from "./upload.js";
 
 const TICK = 1000; // ms between refreshes of the "12 s ago" texts
 const RESYNC_QUIET = 1000; // ms: resync requests closer together than this are merged
+const SIDE_QUIET = 5000; // ms: the sites reload at most this often
 
 const byId = (id) => document.getElementById(id);
+
+// `work` at once, then at most once per `quiet` ms however often it is asked for.
+function throttled(work, quiet) {
+  let blocked = false;
+  let again = false;
+  const run = () => {
+    if (blocked) {
+      again = true;
+      return;
+    }
+    work();
+    blocked = true;
+    setTimeout(() => {
+      blocked = false;
+      if (again) {
+        again = false;
+        run();
+      }
+    }, quiet);
+  };
+  return run;
+}
 
 const summary = new Summary({
   counts: {
@@ -23,44 +54,75 @@ const summary = new Summary({
   chart: byId("version-chart"),
 });
 
+const fleetHistory = new History({
+  chart: byId("history-chart"),
+  range: byId("history-range"),
+  now: byId("history-now"),
+});
+
 const catalogue = new Catalogue({ table: byId("catalogue") });
+const unreleased = new Unreleased({ list: byId("unreleased") });
+const sites = new Sites({ list: byId("sites"), options: byId("site-options") });
 
 let live;
+let router;
+let view = null; // "list" or "sensor"
+
 const table = new SensorTable({
   table: byId("sensor-table"),
   form: byId("filters"),
   pager: document.querySelector(".pager"),
   pageInfo: byId("page-info"),
   caption: byId("sensor-caption"),
-  onPage: (serials) => live.subscribe(serials),
+  notice: byId("sensor-notice"),
+  navigate: (params, { replace }) => {
+    if (!replace) return router.navigate(listHash(params));
+    router.remember(listHash(params));
+    table.show(params);
+  },
+  onPage: (serials, filter) => {
+    if (view === "list") live.subscribe(serials, filter);
+  },
 });
 
-// Reload at once, then at most once per RESYNC_QUIET however often the server asks.
-let resyncBlocked = false;
-let resyncAgain = false;
-function resync() {
-  if (resyncBlocked) {
-    resyncAgain = true;
+const sensorView = new SensorView({
+  section: byId("sensor-view"),
+  onShow: (serial) => live.subscribe([serial]),
+});
+byId("sensor-older").addEventListener("click", () => sensorView.older());
+
+function route(where) {
+  view = where.view;
+  byId("fleet").hidden = view !== "list";
+  byId("sensor-view").hidden = view !== "sensor";
+  if (view === "sensor") {
+    sensorView.show(where.serial);
+    byId("sensor-heading").focus(); // keyboard and screen reader users land on the new view
     return;
   }
-  table.load();
-  catalogue.load();
-  resyncBlocked = true;
-  setTimeout(() => {
-    resyncBlocked = false;
-    if (resyncAgain) {
-      resyncAgain = false;
-      resync();
-    }
-  }, RESYNC_QUIET);
+  byId("sensor-back").href = location.hash || "#/";
+  table.show(where.params);
 }
+
+const reloadSites = throttled(() => sites.load(), SIDE_QUIET);
+
+const resync = throttled(() => {
+  if (view === "sensor") sensorView.show(sensorView.serial);
+  else table.load();
+  catalogue.load();
+  reloadSites();
+}, RESYNC_QUIET);
 
 live = new Live({
   banner: byId("connection"),
-  onSensors: (items) => table.update(items),
+  onSensors: (items) => (view === "sensor" ? sensorView.update(items) : table.update(items)),
   onSummary: (totals) => {
     summary.render(totals);
+    fleetHistory.live(totals);
     table.setVersions(totals.versions.map((v) => v.version));
+    table.fleet(totals);
+    if (totals.unreleased) unreleased.render(totals.unreleased);
+    reloadSites();
   },
   onResync: resync,
 });
@@ -70,10 +132,33 @@ new Uploader({
   input: byId("file-input"),
   list: byId("uploads"),
   dialog: byId("api-key-dialog"),
-  onUploaded: () => catalogue.load(),
+  onUploaded: () => {
+    catalogue.load();
+    unreleased.load();
+  },
 });
 
+new Provisioner({
+  form: byId("provision-form"),
+  result: byId("provision-result"),
+  dialog: byId("api-key-dialog"),
+  onAdded: () => {
+    resync();
+    sites.load(); // new sites at once, whatever the throttle
+  },
+});
+
+router = new Router(route);
+new Alerts({
+  form: byId("webhook-form"),
+  table: byId("webhooks"),
+  message: byId("webhook-message"),
+  dialog: byId("api-key-dialog"),
+}).start();
+
 live.start();
-table.load();
+router.dispatch();
+fleetHistory.start();
 catalogue.load();
+unreleased.load();
 setInterval(() => refreshTimes(), TICK);

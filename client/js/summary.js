@@ -30,6 +30,7 @@ export class Summary {
   }
 
   render(totals) {
+    this.counts.total.closest("dl")?.removeAttribute("aria-busy");
     this.counts.total.textContent = count(totals.total);
     for (const status of STATUSES) {
       this.counts[status].textContent = count(totals[status]);
@@ -42,7 +43,10 @@ export class Summary {
     const rowHeight = 26;
     const labelWidth = 96;
     const width = 380;
-    const barSpace = width - labelWidth - 56;
+    // Room for the widest total after its bar (12px digits are at most ~7.5px wide), so
+    // "1,000,000" is never clipped by the edge of the drawing.
+    const valueWidth = 10 + 7.5 * Math.max(...rows.map((r) => count(r.total).length));
+    const barSpace = width - labelWidth - valueWidth;
     const most = Math.max(...rows.map((r) => r.total), 1);
     const height = rows.length * rowHeight + 28;
     const described = rows.map((r) => `${r.label}: ${r.total} (${r.online} online)`).join("; ");

@@ -1,14 +1,24 @@
-// The sensor table: one page of GET /sensors, filters and paging kept in the URL, rows updated
-// live from the WebSocket and highlighted briefly when they change.
+// The sensor list: one page of GET /sensors with its filters, sort and page in the address.
+// Live changes update rows in place; a row flashes only when its status or version changes
+// (a heartbeat moves "last seen" quietly). A row that stops matching the filter, or whose sort
+// key moved, is marked and leaves at the next refresh; sensors that enter the filter are
+// counted ("3 new — show"). A refresh comes by itself within REFRESH while anything is marked
+// or the fleet totals moved under a filter they cannot count (site, text).
 
 import { getJSON } from "./api.js";
 import { count, h, relativeTime } from "./format.js";
+import { sensorHash } from "./router.js";
+import { remember, versionCell, withReported } from "./versions.js";
 
-const DEFAULTS = { page: 1, limit: 50, status: "", version: "", q: "" };
+const DEFAULTS = { page: 1, limit: 50, status: "", version: "", site: "", q: "", sort: "serial", order: "asc" };
 const SEARCH_DELAY = 250; // ms of typing quiet before the search runs
+const REFRESH = 10000; // ms: a page with marked rows, new sensors or a stale total reloads
+const COLUMNS = 5;
+// Sort keys a live change can move (last seen moves with every heartbeat: the page simply
+// reorders at its next refresh, nothing is marked for it).
+const LIVE_KEYS = { status_changed_at: "statusChangedAt", version: "version" };
 
-function readHash() {
-  const params = new URLSearchParams(location.hash.slice(1));
+function stateOf(params) {
   const state = { ...DEFAULTS };
   for (const key of Object.keys(DEFAULTS)) {
     if (params.has(key)) state[key] = params.get(key);
@@ -18,13 +28,12 @@ function readHash() {
   return state;
 }
 
-function writeHash(state) {
+function paramsOf(state) {
   const params = new URLSearchParams();
   for (const [key, value] of Object.entries(state)) {
     if (value !== DEFAULTS[key] && value !== "") params.set(key, value);
   }
-  const hash = params.toString();
-  history.replaceState(null, "", hash ? `#${hash}` : location.pathname);
+  return params;
 }
 
 function badge(status) {
@@ -33,34 +42,40 @@ function badge(status) {
 }
 
 export class SensorTable {
-  constructor({ table, form, pager, pageInfo, caption, onPage }) {
+  constructor({ table, form, pager, pageInfo, caption, notice, navigate, onPage }) {
+    this.table = table;
     this.body = table.tBodies[0];
     this.form = form;
     this.pager = pager;
     this.pageInfo = pageInfo;
     this.caption = caption;
-    this.onPage = onPage; // called with the serials now on screen
-    this.state = readHash();
+    this.notice = notice;
+    this.navigate = navigate; // (params, {replace}) → the address, which shows the page
+    this.onPage = onPage; // called with the serials on screen and the live filter
+    this.state = { ...DEFAULTS };
     this.lastPage = 1;
-    this.rows = new Map(); // serial → <tr>
+    this.total = null;
+    this.totalExact = true;
+    this.rows = new Map(); // serial → {tr, item}
+    this.entered = new Set(); // serials that entered the filter since the page loaded
+    this.marked = 0;
     this.loading = null;
+    this.refreshTimer = null;
     this.bind();
   }
 
   bind() {
     const { elements } = this.form;
-    for (const name of ["status", "version", "limit"]) {
-      elements[name].value = String(this.state[name]);
-    }
-    elements.q.value = this.state.q;
     this.form.addEventListener("change", (event) => {
-      if (event.target.name !== "q") this.filter();
+      if (event.target.name !== "q" && event.target.name !== "site") this.filter();
     });
     let typing;
-    elements.q.addEventListener("input", () => {
-      clearTimeout(typing);
-      typing = setTimeout(() => this.filter(), SEARCH_DELAY);
-    });
+    for (const name of ["q", "site"]) {
+      elements[name].addEventListener("input", () => {
+        clearTimeout(typing);
+        typing = setTimeout(() => this.filter({ replace: true }), SEARCH_DELAY);
+      });
+    }
     this.form.addEventListener("submit", (event) => {
       event.preventDefault();
       this.filter();
@@ -69,18 +84,50 @@ export class SensorTable {
       const go = event.target.closest("button")?.dataset.go;
       if (go) this.go(go);
     });
+    this.table.tHead.addEventListener("click", (event) => {
+      const key = event.target.closest("button[data-sort]")?.dataset.sort;
+      if (key) this.sortBy(key);
+    });
+    this.body.addEventListener("click", (event) => {
+      const tr = event.target.closest("tr[data-serial]");
+      if (tr && !event.target.closest("a")) location.assign(sensorHash(tr.dataset.serial));
+    });
+    this.body.addEventListener("keydown", (event) => {
+      const tr = event.target.closest("tr[data-serial]");
+      if (tr && event.key === "Enter") location.assign(sensorHash(tr.dataset.serial));
+    });
+    this.notice.addEventListener("click", (event) => {
+      if (event.target.closest("button")) this.load();
+    });
   }
 
-  filter() {
+  // The list as the address says (a deep link, Back/Forward, an edited address).
+  show(params) {
+    this.state = stateOf(params);
     const { elements } = this.form;
-    Object.assign(this.state, {
-      q: elements.q.value.trim(),
-      status: elements.status.value,
-      version: elements.version.value,
-      limit: parseInt(elements.limit.value, 10),
-      page: 1,
-    });
+    for (const name of ["status", "version", "limit", "q", "site"]) {
+      elements[name].value = String(this.state[name]);
+    }
     this.load();
+  }
+
+  change(changes, { replace = false } = {}) {
+    this.navigate(paramsOf({ ...this.state, ...changes }), { replace });
+  }
+
+  filter({ replace = false } = {}) {
+    const { elements } = this.form;
+    this.change(
+      {
+        q: elements.q.value.trim(),
+        site: elements.site.value.trim(),
+        status: elements.status.value,
+        version: elements.version.value,
+        limit: parseInt(elements.limit.value, 10),
+        page: 1,
+      },
+      { replace },
+    );
   }
 
   go(where) {
@@ -90,8 +137,14 @@ export class SensorTable {
       next: this.state.page + 1,
       last: this.lastPage,
     }[where];
-    this.state.page = Math.min(Math.max(1, page), this.lastPage);
-    this.load();
+    this.change({ page: Math.min(Math.max(1, page), this.lastPage) });
+  }
+
+  // A header clicked: sort by it, or turn the order round when it already sorts.
+  sortBy(key) {
+    const again = this.state.sort === key;
+    const order = again ? (this.state.order === "asc" ? "desc" : "asc") : key === "serial" ? "asc" : "desc";
+    this.change({ sort: key, order, page: 1 });
   }
 
   // Versions offered by the filter (from the fleet summary), keeping the current choice.
@@ -109,9 +162,21 @@ export class SensorTable {
     select.value = current;
   }
 
-  // Reload the current page (after paging, filtering, a reconnect or a resync).
+  // The filter the server applies to live changes, so sensors entering it are announced; none
+  // when nothing narrows the list (every transition in the fleet would be "new").
+  liveFilter() {
+    const { status, version, site, q, sort } = this.state;
+    const where = Object.fromEntries(
+      Object.entries({ status, version, site, q }).filter(([, value]) => value !== ""),
+    );
+    const narrowed = Object.keys(where).length > 0 || sort === "status_changed_at";
+    return narrowed ? where : null;
+  }
+
+  // Reload the current page (after a change of view, a reconnect, a resync or a refresh).
   async load() {
-    writeHash(this.state);
+    clearTimeout(this.refreshTimer);
+    this.refreshTimer = null;
     const request = (this.loading = getJSON("/sensors", this.state));
     let page;
     try {
@@ -126,59 +191,150 @@ export class SensorTable {
 
   render(page) {
     const { items, total, limit, totalExact } = page;
-    this.lastPage = Math.max(1, Math.ceil(total / limit));
     this.state.page = page.page ?? this.state.page;
+    this.total = total;
+    this.totalExact = totalExact !== false;
+    this.lastPage = Math.max(1, Math.ceil(total / limit));
     this.rows.clear();
-    const rows = items.map((item) => this.row(item));
+    this.entered.clear();
+    this.marked = 0;
+    const rows = items.map((item) => this.row(withReported(item)));
     if (!rows.length) {
-      rows.push(h("tr", { class: "empty" }, h("td", { colspan: 5 }, "No sensors match.")));
+      rows.push(h("tr", { class: "empty" }, h("td", { colspan: COLUMNS }, "No sensors match.")));
     }
     this.body.replaceChildren(...rows);
-    const about = totalExact === false ? "at least " : "";
-    const text = `Page ${count(this.state.page)} of ${about}${count(this.lastPage)} · ${about}${count(total)} sensors`;
+    this.showTotal();
+    this.showHeaders();
+    this.showNotice();
+    this.onPage(
+      items.map((item) => item.serial),
+      this.liveFilter(),
+    );
+  }
+
+  showTotal() {
+    const about = this.totalExact ? "" : "at least ";
+    const text = `Page ${count(this.state.page)} of ${about}${count(this.lastPage)} · ${about}${count(this.total)} sensors`;
     this.pageInfo.textContent = text;
     this.caption.textContent = `Sensors, ${text}`;
     for (const button of this.pager.querySelectorAll("button")) {
       const back = button.dataset.go === "first" || button.dataset.go === "prev";
       button.disabled = back ? this.state.page <= 1 : this.state.page >= this.lastPage;
     }
-    this.onPage(items.map((item) => item.serial));
+  }
+
+  showHeaders() {
+    for (const th of this.table.tHead.querySelectorAll("th[data-key]")) {
+      const sorted = th.dataset.key === this.state.sort;
+      if (sorted) th.setAttribute("aria-sort", this.state.order === "asc" ? "ascending" : "descending");
+      else th.removeAttribute("aria-sort");
+    }
+  }
+
+  // Fleet totals changed: where the page's total is one of them, it follows at once, so the
+  // two never disagree; under other filters (site, text) the page is recounted at a refresh.
+  fleet(totals) {
+    const { status, version } = this.state;
+    if (this.total == null || status === "retired") return;
+    if (this.state.q || this.state.site) {
+      this.scheduleRefresh();
+      return;
+    }
+    const from = version ? totals.versions.find((v) => v.version === version) ?? { total: 0 } : totals;
+    const total = status ? from[status] ?? 0 : from.total;
+    if (total === this.total) return;
+    this.total = total;
+    this.totalExact = true;
+    this.lastPage = Math.max(1, Math.ceil(total / this.state.limit));
+    this.showTotal();
   }
 
   row(item) {
-    const tr = h("tr", { dataset: { serial: item.serial } });
+    const tr = h("tr", { tabindex: 0, dataset: { serial: item.serial } });
     this.fill(tr, item);
-    this.rows.set(item.serial, tr);
+    this.rows.set(item.serial, { tr, item });
     return tr;
   }
 
   fill(tr, item) {
     tr.replaceChildren(
-      h("th", { scope: "row", "data-label": "Serial" }, item.serial),
+      h("th", { scope: "row", "data-label": "Serial" }, h("a", { href: sensorHash(item.serial) }, item.serial)),
       h("td", { "data-label": "Status" }, badge(item.status)),
-      h("td", { "data-label": "Version" }, item.version ?? "—"),
+      h("td", { "data-label": "Version" }, versionCell(item)),
       h("td", { "data-label": "Last seen" }, relativeTime(item.lastSeenAt)),
       h("td", { "data-label": "Status changed" }, relativeTime(item.statusChangedAt)),
     );
     tr.dataset.status = item.status;
   }
 
-  // Live changes for sensors on screen: update in place and flash the row.
+  // Live changes: rows on screen are updated; other sensors are ones entering the filter.
   update(items) {
     for (const item of items) {
-      const tr = this.rows.get(item.serial);
-      if (!tr) continue;
-      this.fill(tr, item);
-      tr.classList.remove("flash");
-      void tr.offsetWidth; // restart the animation
-      tr.classList.add("flash");
+      remember(item);
+      const shown = this.rows.get(item.serial);
+      if (shown) this.updateRow(shown, item);
+      else if (this.liveFilter() && this.matches(item)) this.entered.add(item.serial);
     }
+    this.showNotice();
+  }
+
+  updateRow(shown, item) {
+    const { tr, item: before } = shown;
+    const noticed =
+      before.status !== item.status ||
+      before.version !== item.version ||
+      (before.reportedVersion ?? null) !== (item.reportedVersion ?? null);
+    shown.item = item;
+    if (!noticed) {
+      // A heartbeat: "last seen" only, no flash.
+      tr.querySelector('[data-label="Last seen"]').replaceChildren(relativeTime(item.lastSeenAt));
+      return;
+    }
+    this.fill(tr, item);
+    tr.classList.remove("flash");
+    void tr.offsetWidth; // restart the animation
+    tr.classList.add("flash");
+    const why = !this.matches(item) ? "no longer matches" : this.moved(before, item) ? "moved" : null;
+    if (why && !tr.dataset.leaving) this.marked += 1;
+    if (why) {
+      tr.dataset.leaving = why;
+      tr.lastElementChild.append(h("span", { class: "leaving" }, ` · ${why}, leaves at the next refresh`));
+    }
+  }
+
+  // The filters a live change can break (site, serial and label do not change live).
+  matches(item) {
+    const { status, version } = this.state;
+    return (!status || item.status === status) && (!version || item.version === version);
+  }
+
+  moved(before, item) {
+    const key = LIVE_KEYS[this.state.sort];
+    return key !== undefined && before[key] !== item[key];
+  }
+
+  showNotice() {
+    const parts = [];
+    if (this.entered.size) parts.push(`${count(this.entered.size)} new`);
+    if (this.marked) parts.push(`${count(this.marked)} leaving`);
+    if (!parts.length) {
+      this.notice.replaceChildren();
+      this.notice.hidden = true;
+      return;
+    }
+    this.notice.hidden = false;
+    this.notice.replaceChildren(`${parts.join(" · ")} — `, h("button", { type: "button", class: "link" }, "show"));
+    this.scheduleRefresh();
+  }
+
+  scheduleRefresh() {
+    if (!this.refreshTimer) this.refreshTimer = setTimeout(() => this.load(), REFRESH);
   }
 
   showError(error) {
     this.rows.clear();
     const message = `Could not load sensors: ${error.message}`;
-    this.body.replaceChildren(h("tr", { class: "error" }, h("td", { colspan: 5, role: "alert" }, message)));
+    this.body.replaceChildren(h("tr", { class: "error" }, h("td", { colspan: COLUMNS, role: "alert" }, message)));
     this.pageInfo.textContent = "";
   }
 }

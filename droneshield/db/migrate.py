@@ -4,9 +4,12 @@ advisory lock so several daemons starting together apply each file exactly once.
 from __future__ import annotations
 
 import logging
+from functools import partial
 from pathlib import Path
 from typing import Final
 
+from ..errors import DroneshieldError
+from ..progress import Steps
 from ..resources import MIGRATIONS_DIR
 from .pool import Connection, on_connection
 
@@ -44,16 +47,38 @@ async def pending(conn: Connection, directory: Path = MIGRATIONS_DIR) -> list[in
     return [n for n, _ in migration_files(directory) if n not in applied]
 
 
-async def migrate(conn: Connection, directory: Path = MIGRATIONS_DIR) -> list[str]:
-    """Apply what is missing, each file in its own transaction. Returns the names applied."""
+class NotMigrated(DroneshieldError):
+    """The database lacks migrations this code needs (a command other than `serve` or
+    `migrate` ran first)."""
+
+    code = "not_migrated"
+
+
+async def require_migrated(conn: Connection, directory: Path = MIGRATIONS_DIR) -> None:
+    """Raises: NotMigrated, saying what to run, when a migration is not applied yet."""
+    if missing := await pending(conn, directory):
+        raise NotMigrated(
+            f"the database is not migrated ({len(missing)} of {len(migration_files(directory))}"
+            " migrations pending): run droneshield migrate"
+        )
+
+
+async def migrate(
+    conn: Connection, directory: Path = MIGRATIONS_DIR, steps: Steps | None = None
+) -> list[str]:
+    """Apply what is missing, each file in its own transaction. Returns the names applied.
+
+    `steps` learns how many files are pending (once the lock is held) and advances per file.
+    """
     applied_now = []
     await conn.execute("SELECT pg_advisory_lock($1)", ADVISORY_LOCK_KEY)
     try:
         await conn.execute(_CREATE_LEDGER)
         done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migration")}
-        for number, path in migration_files(directory):
-            if number in done:
-                continue
+        todo = [(n, path) for n, path in migration_files(directory) if n not in done]
+        if steps:
+            steps.total = len(todo)
+        for number, path in todo:
             async with conn.transaction():
                 await conn.execute(path.read_text())
                 await conn.execute(
@@ -63,18 +88,20 @@ async def migrate(conn: Connection, directory: Path = MIGRATIONS_DIR) -> list[st
                 )
             log.info("applied migration %s", path.name)
             applied_now.append(path.name)
+            if steps:
+                steps.advance()
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", ADVISORY_LOCK_KEY)
     return applied_now
 
 
-async def migrate_database(dsn: str) -> list[str]:
+async def migrate_database(dsn: str, steps: Steps | None = None) -> list[str]:
     """What `droneshield migrate` and `serve` do first: apply what is missing, and say so.
 
     `serve` migrates at start whatever its worker count (a supervisor once, before its workers
     start): the code that serves needs the schema it was written for, and the advisory lock
     makes daemons starting together apply each file once.
     """
-    applied = await on_connection(dsn, migrate)
+    applied = await on_connection(dsn, partial(migrate, steps=steps))
     log.info("migrations applied: %s", applied or "none needed")
     return applied

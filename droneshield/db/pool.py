@@ -6,6 +6,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from typing import Any, Final, Protocol, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import trio
@@ -35,6 +36,43 @@ def is_transient(exc: BaseException) -> bool:
         return True
     state = getattr(exc, "sqlstate", None) or ""
     return isinstance(exc, asyncpg.PostgresError) and state.startswith(_TRANSIENT_SQLSTATES)
+
+
+def shown(dsn: str) -> str:
+    """`dsn` fit to print: its password (in the user part or a query parameter) masked."""
+    url = urlsplit(dsn)
+    netloc = url.netloc
+    if url.password is not None:
+        netloc = netloc.replace(f":{url.password}@", ":***@", 1)
+    query = "&".join(
+        "password=***" if part.startswith("password=") else part for part in url.query.split("&")
+    )
+    return urlunsplit(url._replace(netloc=netloc, query=query))
+
+
+@contextmanager
+def connecting(dsn: str | None = None) -> Iterator[None]:
+    """Around getting a connection (pooled or not): any failure becomes DatabaseUnavailable,
+    whatever the reason the server gave, so callers can tell "cannot reach it" from "the
+    statement failed", and "database unavailable" means one thing everywhere. With `dsn`, the
+    message names it (password masked) and says why in a person's words: unreachable, login
+    refused, no such database.
+    """
+    where = f"the database at {shown(dsn)}" if dsn else "the database"
+    try:
+        yield
+    except (
+        asyncpg.InvalidPasswordError,
+        asyncpg.InvalidAuthorizationSpecificationError,
+    ) as exc:
+        raise DatabaseUnavailable(f"{where} refused the login: {exc}") from exc
+    except asyncpg.InvalidCatalogNameError as exc:
+        raise DatabaseUnavailable(f"{where}: {exc}") from exc
+    except (OSError, TimeoutError) as exc:
+        reason = exc.strerror or str(exc) or "timed out"
+        raise DatabaseUnavailable(f"cannot reach {where}: {reason}") from exc
+    except Exception as exc:
+        raise DatabaseUnavailable(f"cannot connect to {where}: {exc}") from exc
 
 
 class Record(Protocol):
@@ -98,7 +136,7 @@ async def open_pool(dsn: str, *, size: int) -> AsyncIterator[Pool]:
         command_timeout=COMMAND_TIMEOUT,
         timeout=CONNECT_TIMEOUT,
     )
-    with connecting():
+    with connecting(dsn):
         await pool.__aenter__()
     try:
         yield pool
@@ -110,23 +148,11 @@ async def open_pool(dsn: str, *, size: int) -> AsyncIterator[Pool]:
             pool.terminate()
 
 
-@contextmanager
-def connecting() -> Iterator[None]:
-    """Around getting a connection (pooled or not): any failure becomes DatabaseUnavailable,
-    whatever the reason the server gave, so callers can tell "cannot reach it" from "the
-    statement failed", and "database unavailable" means one thing everywhere.
-    """
-    try:
-        yield
-    except Exception as exc:
-        raise DatabaseUnavailable(f"cannot connect to the database: {exc}") from exc
-
-
 @asynccontextmanager
 async def _entered(
-    context: AbstractAsyncContextManager[Connection],
+    context: AbstractAsyncContextManager[Connection], dsn: str | None = None
 ) -> AsyncIterator[Connection]:
-    with connecting():
+    with connecting(dsn):
         conn = await context.__aenter__()
     try:
         yield conn
@@ -147,7 +173,7 @@ def connect(dsn: str) -> AbstractAsyncContextManager[Connection]:
 
     Raises (on entering): DatabaseUnavailable when no connection can be had.
     """
-    return _entered(triopg.connect(dsn, timeout=CONNECT_TIMEOUT))
+    return _entered(triopg.connect(dsn, timeout=CONNECT_TIMEOUT), dsn)
 
 
 T = TypeVar("T")

@@ -28,14 +28,26 @@ WITH locked AS (
     SET online = false, status_changed_at = now()
     FROM locked
     WHERE s.id = locked.id AND locked.due
-    RETURNING s.id, s.serial, s.version, s.last_seen_at, s.status_changed_at
+    RETURNING s.id, s.serial, s.version, s.last_seen_at, s.status_changed_at, s.site
 ), events AS (
     INSERT INTO sensor_event (sensor_id, at, kind, old, new)
     SELECT id, status_changed_at, 'offline', 'online', 'offline' FROM updated
+), outbox AS (
+    -- Webhooks (db/webhooks.py): committed with the expiry; skipped whole without webhooks.
+    INSERT INTO outbox (webhook_id, type, occurred_at, body)
+    SELECT w.id, 'sensor.offline', u.status_changed_at,
+           jsonb_build_object('sensor', webhook_sensor(u.serial, u.version, 'offline',
+                              u.last_seen_at, u.status_changed_at))
+    FROM updated u
+    JOIN webhook w ON 'sensor.offline' = ANY (w.events)
+                  AND (w.serials IS NULL OR u.serial = ANY (w.serials))
+    WHERE EXISTS (SELECT FROM webhook)
+    ORDER BY w.id, u.id
 )
-SELECT id, serial, version, last_seen_at, status_changed_at, NULL::float8 AS age FROM updated
+SELECT id, serial, version, last_seen_at, status_changed_at, site, NULL::float8 AS age
+FROM updated
 UNION ALL
-SELECT id, NULL, NULL, NULL, NULL, extract(epoch FROM now() - last_seen_at)::float8
+SELECT id, NULL, NULL, NULL, NULL, NULL, extract(epoch FROM now() - last_seen_at)::float8
 FROM locked
 WHERE NOT due
 """
@@ -97,6 +109,7 @@ async def expire(conn: Connection, ids: Sequence[int], offline_after: float) -> 
                     "offline",
                     r["last_seen_at"],
                     r["status_changed_at"],
+                    site=r["site"],
                 )
             )
         else:

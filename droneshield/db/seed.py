@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Final
 
+from ..progress import Steps
 from .pool import Connection
 
 SERIAL_PREFIX: Final = "DS-"
@@ -15,8 +16,12 @@ def serial_for(number: int) -> str:
     return f"{SERIAL_PREFIX}{number:08d}"
 
 
-async def seed(conn: Connection, count: int) -> int:
-    """Ensure sensors DS-00000001 … DS-<count> exist. Returns how many were created."""
+async def seed(conn: Connection, count: int, steps: Steps | None = None) -> int:
+    """Ensure sensors DS-00000001 … DS-<count> exist. Returns how many were created.
+
+    One transaction, in chunks (COPY into a temporary table, then insert what is missing), so
+    `steps` advances as it goes and nothing is half-seeded if it is interrupted.
+    """
     created = 0
     async with conn.transaction():
         await conn.execute("CREATE TEMP TABLE seed_serial (serial text) ON COMMIT DROP")
@@ -25,9 +30,12 @@ async def seed(conn: Connection, count: int) -> int:
             await conn.copy_records_to_table(
                 "seed_serial", records=[(serial_for(n),) for n in range(start, stop)]
             )
-        status = await conn.execute(
-            "INSERT INTO sensor (serial) SELECT serial FROM seed_serial ORDER BY serial "
-            "ON CONFLICT (serial) DO NOTHING"
-        )
-        created = int(status.rsplit(" ", 1)[-1])
+            status = await conn.execute(
+                "INSERT INTO sensor (serial) SELECT serial FROM seed_serial ORDER BY serial "
+                "ON CONFLICT (serial) DO NOTHING"
+            )
+            await conn.execute("TRUNCATE seed_serial")
+            created += int(status.rsplit(" ", 1)[-1])
+            if steps:
+                steps.advance(stop - start)
     return created

@@ -12,10 +12,28 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
 
-from ..errors import Conflict
+from ..errors import Conflict, InUse, NotFound
 from .pool import Connection
 
 _COLUMNS: Final = "version, filename, path, size_bytes, sha256, uploaded_at"
+
+# The `release.uploaded` webhook events (db/webhooks.py) are written by the same statement.
+_INSERT: Final = """
+WITH stored AS (
+    INSERT INTO software (version, filename, path, size_bytes, sha256)
+    VALUES ($1, $2, $3, $4, $5) ON CONFLICT (version) DO NOTHING
+    RETURNING version, filename, size_bytes, sha256, uploaded_at
+), outbox AS (
+    INSERT INTO outbox (webhook_id, type, occurred_at, body)
+    SELECT w.id, 'release.uploaded', s.uploaded_at,
+           jsonb_build_object('release', jsonb_build_object(
+               'version', 'v' || s.version, 'filename', s.filename,
+               'sizeBytes', s.size_bytes, 'sha256', s.sha256, 'uploadedAt', s.uploaded_at,
+               'fileUrl', '/software/v' || s.version || '/file'))
+    FROM stored s JOIN webhook w ON 'release.uploaded' = ANY (w.events)
+)
+SELECT true FROM stored
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,8 +78,7 @@ async def register(conn: Connection, releases: Sequence[Release]) -> list[bool]:
         for version in sorted(unique):
             r = unique[version]
             inserted = await conn.fetchval(
-                "INSERT INTO software (version, filename, path, size_bytes, sha256) "
-                "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (version) DO NOTHING RETURNING true",
+                _INSERT,
                 r.version,
                 r.filename,
                 r.path,
@@ -84,10 +101,63 @@ async def register(conn: Connection, releases: Sequence[Release]) -> list[bool]:
 
 
 async def unregister(conn: Connection, releases: Sequence[Release]) -> None:
-    """Undo `register` for releases it created (their files could not be put in place)."""
+    """Undo `register` for releases it created (their files could not be put in place),
+    with the announcements of them not sent yet."""
     await conn.execute(
-        "DELETE FROM software AS s USING unnest($1::text[], $2::text[]) AS t(version, sha256) "
-        "WHERE s.version = t.version AND s.sha256 = t.sha256",
+        "WITH gone AS (DELETE FROM software AS s"
+        " USING unnest($1::text[], $2::text[]) AS t(version, sha256)"
+        " WHERE s.version = t.version AND s.sha256 = t.sha256 RETURNING s.version)"
+        " DELETE FROM outbox o USING gone WHERE o.state = 'pending'"
+        " AND o.type = 'release.uploaded' AND o.body #>> '{release,version}' = 'v' || gone.version",
         [r.version for r in releases],
         [r.sha256 for r in releases],
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Unreleased:
+    """A version sensors reported that was never uploaded: an aggregate, not per sensor."""
+
+    version: str  # canonical
+    reports: int
+    first_seen_at: datetime
+    last_seen_at: datetime
+
+
+async def unreleased(conn: Connection) -> list[Unreleased]:
+    """Versions reported and never uploaded, most recently reported first."""
+    rows = await conn.fetch(
+        "SELECT version, reports, first_seen_at, last_seen_at FROM unreleased_version "
+        "ORDER BY last_seen_at DESC, version"
+    )
+    return [Unreleased(*r) for r in rows]
+
+
+async def remove(conn: Connection, version: str) -> str:
+    """Delete the release of `version` if no sensor's stored version is it; its stored path.
+
+    The release row is locked first: the batch statement's foreign-key check takes a share
+    lock on it when it stores that version, so no report can store it between the check and
+    the delete.
+
+    Raises:
+        NotFound: no such release.
+        InUse: sensors (retired ones included) run it; says how many.
+    """
+    async with conn.transaction():
+        path = await conn.fetchval(
+            "SELECT path FROM software WHERE version = $1 FOR UPDATE", version
+        )
+        if path is None:
+            raise NotFound(f"v{version} was never uploaded", code="software_not_found")
+        running = await conn.fetchval("SELECT count(*) FROM sensor WHERE version = $1", version)
+        if running:
+            raise InUse(
+                f"v{version} is the stored version of {running} sensors; it can be removed "
+                "once none runs it",
+                code="release_in_use",
+                details={"sensors": running},
+            )
+        await conn.execute("DELETE FROM software WHERE version = $1", version)
+    stored: str = path
+    return stored

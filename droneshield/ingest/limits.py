@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from grpclib import GRPCError, Status
 from grpclib.server import Stream
 
+from .. import human
 from .batch_count import check_batch_count
 from .service import BATCH_MAX
 from .wire import DeviceStatusBatch
@@ -60,7 +61,8 @@ async def _recv_message(stream: Stream[Any, Any], max_bytes: int) -> Any:
         raise GRPCError(Status.UNIMPLEMENTED, "compressed requests are not supported")
     if length > max_bytes:
         raise GRPCError(
-            Status.RESOURCE_EXHAUSTED, f"request of {length} bytes exceeds the limit of {max_bytes}"
+            Status.RESOURCE_EXHAUSTED,
+            f"request of {human.size(length)} exceeds the limit of {human.size(max_bytes)}",
         )
     data = await _recv_exactly(stream, length)
     if len(data) != length:

@@ -8,6 +8,7 @@ line, one JSON object per request on the `droneshield.access` logger (set up in 
 from __future__ import annotations
 
 import logging
+import os
 import re
 import uuid
 from datetime import UTC, datetime
@@ -68,6 +69,8 @@ def install(app: Quart) -> None:
                     "bytes": response.content_length,
                     "remote": request.remote_addr,
                     "userAgent": _clipped(request.headers.get("User-Agent")),
+                    # Access lines are printed bare: under --workers this says whose it is.
+                    "pid": os.getpid(),
                 }
             ).decode(),
         )

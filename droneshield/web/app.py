@@ -18,10 +18,13 @@ from . import (
     live,
     metrics,
     openapi,
+    provisioning,
     sensors,
+    sites,
     software,
     summary,
     uploads,
+    webhooks,
 )
 
 
@@ -46,7 +49,18 @@ def create_app(settings: Settings, pool: Pool, *, hub: Hub | None = None) -> Qua
     openapi.install(app)
     access.install(app)
     app.register_blueprint(health.blueprint)
-    for module in (sensors, software, uploads, summary, metrics, live, dashboard):
+    for module in (
+        sensors,
+        provisioning,
+        sites,
+        software,
+        uploads,
+        summary,
+        webhooks,
+        metrics,
+        live,
+        dashboard,
+    ):
         app.register_blueprint(module.blueprint)
 
     @app.before_serving

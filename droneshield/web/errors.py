@@ -4,6 +4,7 @@ where domain errors (errors.py) become HTTP statuses."""
 from __future__ import annotations
 
 import logging
+import re
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
 
@@ -16,6 +17,7 @@ from ..errors import (
     Conflict,
     DroneshieldError,
     Invalid,
+    InvalidSensors,
     NotFound,
     StorageFull,
     TimedOut,
@@ -38,6 +40,7 @@ STATUS_OF: Final[dict[type[DroneshieldError], int]] = {
     TooLarge: 413,
     UnsupportedContent: 415,
     BadRelease: 422,
+    InvalidSensors: 422,
     Unavailable: 503,
     StorageFull: 507,
 }
@@ -63,8 +66,12 @@ class ClosesConnection(HTTPException):
         return [*super().get_headers(environ, scope), ("Connection", "close")]
 
 
-def error_response(status: int, code: str, message: str) -> Response:
-    response = jsonify({"error": {"code": code, "message": message}})
+def error_response(
+    status: int, code: str, message: str, details: dict[str, object] | None = None
+) -> Response:
+    """The error body; `details` (per-row errors of a provisioning request, a count) beside
+    code and message when given."""
+    response = jsonify({"error": {**(details or {}), "code": code, "message": message}})
     response.status_code = status
     return response
 
@@ -72,7 +79,8 @@ def error_response(status: int, code: str, message: str) -> Response:
 def install(app: Quart) -> None:
     @app.errorhandler(HTTPException)
     async def http_error(exc: HTTPException) -> Response:
-        code = (exc.name or "error").lower().replace(" ", "_")
+        # An exception may name its code (`code_name`); else the status's name says it.
+        code = getattr(exc, "code_name", None) or (exc.name or "error").lower().replace(" ", "_")
         response = error_response(exc.code or 500, code, exc.description or exc.name)
         for key, value in exc.get_headers():
             if key.lower() not in ("content-type", "content-length"):
@@ -91,12 +99,17 @@ def install(app: Quart) -> None:
     async def invalid_parameters(exc: RequestSchemaValidationError) -> Response:
         return error_response(400, "invalid_parameter", _validation_message(exc))
 
+    @app.errorhandler(UnicodeDecodeError)
+    async def undecodable_body(exc: UnicodeDecodeError) -> Response:
+        # Quart decodes a JSON body as UTF-8 before parsing it, and lets this escape.
+        return error_response(400, "invalid_body", "the request body is not UTF-8 JSON")
+
     @app.errorhandler(DroneshieldError)
     async def droneshield_error(exc: DroneshieldError) -> Response:
         status = status_of(exc)
         if status == 500:
             log.error("request %s failed: %r", g.get("request_id"), exc)
-        return error_response(status, exc.code, exc.message)
+        return error_response(status, exc.code, exc.message, exc.details)
 
     @app.errorhandler(Exception)
     async def unexpected(exc: Exception) -> Response:
@@ -113,11 +126,60 @@ def _local(url: str) -> str:
     return path + (f"?{parts.query}" if parts.query else "")
 
 
+# pydantic's error types, as the rule they break in the API's words (the context fills them).
+RULE_OF: Final[dict[str, str]] = {
+    "literal_error": "must be one of {choices}",
+    "enum": "must be one of {choices}",
+    "int_parsing": "must be an integer",
+    "int_type": "must be an integer",
+    "int_from_float": "must be an integer",
+    "float_parsing": "must be a number",
+    "float_type": "must be a number",
+    "bool_parsing": "must be true or false",
+    "string_type": "must be text",
+    "greater_than_equal": "must be at least {ge:,}",
+    "greater_than": "must be more than {gt:,}",
+    "less_than_equal": "must be at most {le:,}",
+    "less_than": "must be less than {lt:,}",
+    "string_too_long": "must be at most {max_length:,} characters",
+    "string_too_short": "must be at least {min_length:,} characters",
+    # A query parameter is checked as a sequence before as a string: its items are characters.
+    "too_long": "must be at most {max_length:,} characters",
+    "missing": "is required",
+    "extra_forbidden": "is not a parameter of this endpoint",
+}
+# What pydantic adds to an error's location for the member of a union that failed.
+_UNION_MEMBER: Final = re.compile(r"^(none|str|int|float|bool|.*\[.*\])$")
+
+
 def _validation_message(exc: RequestSchemaValidationError) -> str:
-    """pydantic's errors as one line: `limit: Input should be a valid integer`."""
+    """Validation errors in the API's words, one clause per parameter:
+    `status must be one of never, online, offline; limit must be an integer`."""
     details = getattr(exc.validation_error, "errors", None)
     if not callable(details):
         return str(exc.validation_error)
     return "; ".join(
-        f"{'.'.join(str(p) for p in e['loc']) or 'query'}: {e['msg']}" for e in details()
+        validation_clause(name, errors) for name, errors in _by_parameter(details()).items()
     )
+
+
+def _by_parameter(details: list[Any]) -> dict[str, list[Any]]:
+    grouped: dict[str, list[Any]] = {}
+    for error in details:
+        first, *rest = error["loc"] or ("query",)
+        path = [str(first), *(str(p) for p in rest if not _UNION_MEMBER.match(str(p)))]
+        grouped.setdefault(".".join(path), []).append(error)
+    return grouped
+
+
+def validation_clause(name: str, errors: list[Any]) -> str:
+    """One parameter's errors as one rule. For a union (`Status | None`), "should be None" is
+    pydantic trying the other member: the member that says what is allowed speaks."""
+    telling = [e for e in errors if e["type"] != "none_required"] or errors
+    error = telling[0]
+    context = dict(error.get("ctx") or {})
+    context["choices"] = ", ".join(re.findall(r"'([^']*)'", str(context.get("expected", ""))))
+    rule = RULE_OF.get(error["type"])
+    if rule is None:
+        return f"{name}: {error['msg']}"
+    return f"{name} {rule.format(**context)}"

@@ -4,8 +4,14 @@ checking what clients send. Pure functions, so hypothesis can throw anything at 
 Server → client: `hello`, `subscribed` (a subscription is in force), `sensor` (changed sensors),
 `summary` (fleet totals), `resync` (reload what you show: changes were dropped), `ping` (answer
 `pong`), `error` (your last message was refused; the connection stays open).
-Client → server: `subscribe` with `serials` (the sensors on screen) or a `filter` (`status`,
-`version`, `q` = serial prefix, as `GET /sensors` takes them), and `pong`.
+Client → server: `subscribe` with `serials` (the sensors on screen), a `filter` (`status`,
+`version`, `site`, `q`, as `GET /sensors` takes them: every change of every sensor that
+matches), or both (every change of the sensors on screen, and the status or version changes
+that bring other sensors into the filter, so a page can announce them); and `pong`.
+
+A `sensor` item is a sensor as `GET /sensors` lists it plus `reportedVersion` (the version it
+reports when that one was never uploaded, so not stored; else null) and `heartbeat` (true when
+only `lastSeenAt` moved).
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ class ProtocolError(Invalid):
 
 @dataclass(frozen=True, slots=True)
 class Subscribe:
-    """Watch these serials, or (serials None) every sensor the filter accepts."""
+    """Watch these serials and every sensor `match` accepts (see `Hub.subscribe`)."""
 
     serials: frozenset[str] | None
     match: Match | None = None
@@ -58,6 +64,8 @@ def sensor_item(change: SensorState) -> dict[str, Any]:
         "online": change.status == "online",
         "lastSeenAt": change.last_seen_at,
         "statusChangedAt": change.status_changed_at,
+        "reportedVersion": display(change.reported_version),
+        "heartbeat": change.heartbeat,
     }
 
 
@@ -130,11 +138,24 @@ def parse(data: str | bytes, *, max_serials: int = WS_MAX_SERIALS_DEFAULT) -> Cl
 
 def _subscribe(message: dict[str, Any], max_serials: int) -> Subscribe:
     serials, where = message.get("serials"), message.get("filter")
-    if (serials is None) == (where is None):
-        raise ProtocolError("invalid_subscribe", "subscribe takes either 'serials' or 'filter'")
-    if serials is not None:
+    if serials is None and where is None:
+        raise ProtocolError("invalid_subscribe", "subscribe takes 'serials', 'filter' or both")
+    if where is None:
         return Subscribe(_serials(serials, max_serials))
-    return Subscribe(None, _filter(where))
+    match = _filter(where)
+    if serials is None:
+        return Subscribe(None, match)
+    return Subscribe(_serials(serials, max_serials), _entering(match))
+
+
+def _entering(match: Match) -> Match:
+    """`match`, for transitions only: heartbeats never bring a sensor into a filter (status and
+    version are unchanged), and a page's own rows come through its serials."""
+
+    def entering(change: SensorState) -> bool:
+        return not change.heartbeat and match(change)
+
+    return entering
 
 
 def _serials(serials: object, max_serials: int) -> frozenset[str]:
@@ -149,16 +170,20 @@ def _serials(serials: object, max_serials: int) -> frozenset[str]:
 
 
 def _filter(where: object) -> Match:
-    """A predicate for the filter `{status?, version?, q?}`; `{}` accepts every sensor."""
-    if not isinstance(where, dict) or not set(where) <= {"status", "version", "q"}:
+    """A predicate for the filter `{status?, version?, site?, q?}`; `{}` accepts every sensor.
+    `q` matches anywhere in the serial, ignoring case, as `GET /sensors` does (a change does
+    not carry the label, so a `q` that matches only a label never matches live)."""
+    if not isinstance(where, dict) or not set(where) <= {"status", "version", "site", "q"}:
         raise ProtocolError(
-            "invalid_subscribe", "'filter' must be an object with status, version and/or q"
+            "invalid_subscribe", "'filter' must be an object with status, version, site and/or q"
         )
-    status, version, prefix = where.get("status"), where.get("version"), where.get("q")
+    status, version, site = where.get("status"), where.get("version"), where.get("site")
+    text = where.get("q")
     if status is not None and status not in STATUSES:
         raise ProtocolError("invalid_subscribe", f"status must be one of {', '.join(STATUSES)}")
-    if not all(isinstance(v, str | None) for v in (version, prefix)):
-        raise ProtocolError("invalid_subscribe", "'version' and 'q' must be strings")
+    if not all(isinstance(v, str | None) for v in (version, site, text)):
+        raise ProtocolError("invalid_subscribe", "'version', 'site' and 'q' must be strings")
+    needle = text.casefold() if text else None
     if version is not None:
         try:
             version = canonical(version)
@@ -169,7 +194,8 @@ def _filter(where: object) -> Match:
         return (
             (status is None or change.status == status)
             and (version is None or change.version == version)
-            and (not prefix or change.serial.startswith(prefix))
+            and (site is None or change.site == site)
+            and (needle is None or needle in change.serial.casefold())
         )
 
     return match

@@ -38,6 +38,12 @@ class Binary:
     media_type: ClassVar[str | None] = "application/octet-stream"
 
 
+class NoContent(Binary):
+    """Done; nothing to say (204)."""
+
+    media_type = None
+
+
 def responds(status: int, model: type) -> Callable[[F], F]:
     """Document a response without validating it (quart-schema's `validate_response` would
     reject a streamed file, and errors are raised, not returned)."""

@@ -1,41 +1,38 @@
-"""`GET /sensors` (pages, keyset cursors, filters) and `GET /sensors/{serial}`."""
+"""`GET /sensors` (pages, keyset cursors, sorts, filters, search), `GET /sensors/{serial}`
+(with availability) and `GET /sensors/{serial}/events` (its history, newest first)."""
 
 from __future__ import annotations
 
 import base64
 import binascii
-from datetime import datetime
-from typing import Final
+import json
+from datetime import datetime, timedelta
+from typing import Final, Literal
 
+import orjson
 from pydantic import Field
 from pydantic.json_schema import SkipJsonSchema
-from quart import Blueprint
+from quart import Blueprint, Response, current_app
 from quart_schema import validate_querystring, validate_response
 
+from ..availability import DAY, WEEK, availability
 from ..db import sensors as db
-from ..db.pool import acquire
-from ..domain import (
-    SERIAL_MAX,
-    EventKind,
-    SensorState,
-    Status,
-    canonical,
-    check_serial,
-    display,
-    echo,
-)
+from ..db.pool import Connection, acquire
+from ..domain import SERIAL_MAX, EventKind, Status, canonical, check_serial, display, echo
 from ..errors import Invalid, InvalidReport, NotFound
 from .context import pool
-from .schema import ApiModel, errors
+from .messages import sensor_item
+from .schema import ApiModel, errors, responds
 
 blueprint = Blueprint("sensors", __name__)
 
 LIMIT_DEFAULT: Final = 50
 LIMIT_MAX: Final = 500  # larger limits are capped to this
 PAGE_MAX: Final = 1_000_000
-COUNT_CAP: Final = 10_000  # sensors a prefix search examines to count its matches
-EVENTS_DEFAULT: Final = 20
-EVENTS_MAX: Final = 200
+COUNT_CAP: Final = 10_000  # matches a search counts before its total becomes a lower bound
+EVENTS_DEFAULT: Final = 50
+EVENTS_MAX: Final = 500
+TEXT_MAX: Final = 256  # characters of a site, label or search
 
 
 class SensorQuery(ApiModel):
@@ -46,14 +43,28 @@ class SensorQuery(ApiModel):
     cursor: str | SkipJsonSchema[None] = Field(
         None,
         description="`nextCursor` of the previous page: continue after it (an index range "
-        "scan, fast at any depth). With a cursor, `page` is only echoed back.",
+        "scan, fast at any depth). Not with `page`: a cursor says where the page starts. A "
+        "cursor belongs to its sort and order.",
     )
-    status: Status | SkipJsonSchema[None] = None
+    sort: db.Sort = Field(
+        "serial",
+        description="`serial` (byte order), `status_changed_at`, `last_seen_at` (online "
+        "sensors first as one group in serial order, since all reported within "
+        "offline_after; then silent ones by their last report; never-seen ones last, in "
+        "descending order) or `version` (semver precedence)",
+    )
+    order: Literal["asc", "desc"] = "asc"
+    status: db.Listed | SkipJsonSchema[None] = Field(
+        None, description="`retired` lists the retired sensors (and only they)"
+    )
     version: str | SkipJsonSchema[None] = Field(
         None, description="only sensors running this version (`v1.2.3` or `1.2.3`)"
     )
+    site: str | SkipJsonSchema[None] = Field(None, max_length=TEXT_MAX, description="one site")
     q: str | SkipJsonSchema[None] = Field(
-        None, max_length=SERIAL_MAX, description="only serials that start with this prefix"
+        None,
+        max_length=SERIAL_MAX,
+        description="case-insensitive substring of the serial or the label",
     )
 
 
@@ -65,100 +76,177 @@ class Sensor(ApiModel):
     online: bool
     last_seen_at: datetime | None
     status_changed_at: datetime | None
+    site: str | None
+    label: str | None
 
     @classmethod
-    def of(cls, row: SensorState) -> Sensor:
+    def of(cls, row: db.Listing) -> Sensor:
+        state = row.state
         return cls(
-            id=row.id,
-            serial=row.serial,
-            version=display(row.version),
-            status=row.status,
-            online=row.online,
-            last_seen_at=row.last_seen_at,
-            status_changed_at=row.status_changed_at,
+            id=state.id,
+            serial=state.serial,
+            version=display(state.version),
+            status=state.status,
+            online=state.online,
+            last_seen_at=state.last_seen_at,
+            status_changed_at=state.status_changed_at,
+            site=row.site,
+            label=row.label,
         )
 
 
 class SensorPage(ApiModel):
-    """One page of sensors in serial byte order."""
+    """One page of sensors in the requested order (ties by serial)."""
 
     items: list[Sensor]
     page: int
     limit: int = Field(description="the limit applied (after capping)")
+    sort: db.Sort
+    order: Literal["asc", "desc"]
     total: int = Field(
-        description="sensors matching the filters, from maintained counters; with `q`, "
-        f"counted among at most {COUNT_CAP} sensors of the prefix (see `totalExact`)"
+        description="sensors matching the filters, from maintained counters; with `q` or "
+        f"`status=retired`, counted up to {COUNT_CAP} (see `totalExact`)"
     )
     total_exact: bool = Field(
-        description=f"false: the prefix covers more than {COUNT_CAP} sensors and `total` is "
-        "a lower bound"
+        description=f"false: more than {COUNT_CAP} sensors match and `total` is a lower "
+        "bound (shown as more than 10,000)"
     )
     next_cursor: str | None = Field(description="pass as `cursor` for the next page; null: last")
 
 
 class SensorEvent(ApiModel):
+    id: int
     at: datetime
     kind: EventKind
     old: str | None
     new: str | None
 
+    @classmethod
+    def of(cls, e: db.EventRow) -> SensorEvent:
+        old, new = (display(e.old), display(e.new)) if e.kind == "version" else (e.old, e.new)
+        return cls(id=e.id, at=e.at, kind=e.kind, old=old, new=new)
+
+
+class Availability(ApiModel):
+    """Share of time online (0 to 1) from the sensor's events; null: provisioned too recently
+    to say. Time before the sensor was provisioned does not count."""
+
+    last_24h: float | None = Field(alias="last24h")
+    last_7d: float | None = Field(alias="last7d")
+
 
 class SensorDetail(Sensor):
-    """One sensor and its latest transitions, newest first."""
+    """One sensor, its availability, and its latest transitions, newest first."""
 
+    retired: bool
+    created_at: datetime
+    availability: Availability
     events: list[SensorEvent]
 
 
+class DetailQuery(ApiModel):
+    events: int = Field(20, ge=0, le=EVENTS_MAX, description="how many recent events")
+
+
 class EventsQuery(ApiModel):
-    events: int = Field(EVENTS_DEFAULT, ge=1, le=EVENTS_MAX, description="how many events")
+    cursor: str | SkipJsonSchema[None] = Field(
+        None, description="`nextCursor` of the previous page"
+    )
+    limit: int = Field(EVENTS_DEFAULT, ge=1, le=EVENTS_MAX)
 
 
-def encode_cursor(serial: str) -> str:
-    return base64.urlsafe_b64encode(serial.encode()).decode().rstrip("=")
+class EventPage(ApiModel):
+    """A sensor's transitions, newest first (online, offline, version, retired, restored)."""
+
+    items: list[SensorEvent]
+    next_cursor: str | None
 
 
-def decode_cursor(cursor: str) -> str:
+def _b64(value: object) -> str:
+    return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+
+
+def _unb64(cursor: str) -> object:
     """Raises:
-    Invalid: not a cursor this API gave out.
-    """
+    Invalid: not a cursor this API gave out."""
     try:
-        serial = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
-        return check_serial(serial)
-    except (binascii.Error, ValueError, InvalidReport):
+        return json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (binascii.Error, ValueError):
         raise Invalid("cursor is not one this API returned", code="invalid_cursor") from None
+
+
+def encode_cursor(order: db.Order, key: str, serial: str) -> str:
+    return _b64([order.sort, order.descending, key, serial])
+
+
+def decode_cursor(cursor: str, order: db.Order) -> db.Cursor:
+    """Raises:
+    Invalid: not a cursor this API gave out, or one of another sort or order.
+    """
+    value = _unb64(cursor)
+    match value:
+        case [str(sort), bool(descending), str(key), str(serial)]:
+            try:
+                check_serial(serial)
+            except InvalidReport:
+                pass
+            else:
+                if (sort, descending) == (order.sort, order.descending):
+                    return db.Cursor(key, serial)
+                raise Invalid(
+                    "cursor belongs to another sort or order; start again without it",
+                    code="invalid_cursor",
+                )
+    raise Invalid("cursor is not one this API returned", code="invalid_cursor")
+
+
+def _printable(text: str, name: str) -> str:
+    """Raises:
+    Invalid: control characters or non-ASCII (serials are printable ASCII)."""
+    if not (text.isascii() and text.isprintable()):
+        raise Invalid(f"{name} must be printable ASCII", code="invalid_parameter")
+    return text
 
 
 def _filter(query: SensorQuery) -> db.SensorFilter:
     """Raises:
     InvalidVersion: a malformed version.
-    Invalid: a malformed prefix.
+    Invalid: a malformed search.
     """
     version = canonical(query.version) if query.version else None
-    prefix = query.q or None
-    if prefix is not None and not (prefix.isascii() and prefix.isprintable()):
-        raise Invalid("q must be printable ASCII, as serials are", code="invalid_prefix")
-    return db.SensorFilter(query.status, version, prefix)
+    q = _printable(query.q, "q") if query.q else None
+    return db.SensorFilter(query.status, version, query.site or None, q)
+
+
+def _item(row: db.Listing) -> dict[str, object]:
+    return {**sensor_item(row.state), "site": row.site, "label": row.label}
 
 
 @blueprint.get("/sensors")
 @validate_querystring(SensorQuery)
-@validate_response(SensorPage)
+@responds(200, SensorPage)
 @errors(400)
-async def list_sensors(query_args: SensorQuery) -> SensorPage:
-    """List sensors page by page, optionally filtered.
+async def list_sensors(query_args: SensorQuery) -> Response:
+    """List sensors page by page, sorted, filtered and searched.
 
-    Pages are in serial byte order. Follow `nextCursor` for fast paging at any depth. Page
-    numbers are fast at any depth without filters, and for the first and last pages with a
-    status or version filter; the middle pages of a filtered listing cost more the deeper
-    they are.
+    Follow `nextCursor` for fast paging at any depth in every order. Page numbers are fast
+    at any depth of the unfiltered listing by serial, and for the first and last pages of
+    every other listing; middle pages cost more the deeper they are.
     """
+    if query_args.cursor is not None and "page" in query_args.model_fields_set:
+        raise Invalid(
+            "give cursor or page, not both: a cursor already says where the page starts",
+            code="invalid_parameter",
+        )
     flt = _filter(query_args)
+    order = db.Order(query_args.sort, query_args.order == "desc")
     limit = min(query_args.limit, LIMIT_MAX)
-    after = None if query_args.cursor is None else decode_cursor(query_args.cursor)
+    after = None if query_args.cursor is None else decode_cursor(query_args.cursor, order)
     offset = 0 if after is not None else (query_args.page - 1) * limit
-    # One snapshot for the total and the page: the far half of a filtered listing is located
-    # from the total, which would otherwise drift between the two while statuses change.
+    # One snapshot for the total and the page: the far half of a listing is located from the
+    # total, which would otherwise drift between the two while statuses change.
     async with acquire(pool()) as conn, conn.transaction(isolation="repeatable_read"):
+        await db.plan_each(conn)
         total, exact = await db.total(conn, flt, cap=COUNT_CAP)
         # Nothing matches: skip the page query, which would otherwise scan the whole index.
         rows = (
@@ -167,6 +255,7 @@ async def list_sensors(query_args: SensorQuery) -> SensorPage:
             else await db.page(
                 conn,
                 flt,
+                order,
                 after=after,
                 offset=offset,
                 limit=limit + 1,
@@ -175,40 +264,93 @@ async def list_sensors(query_args: SensorQuery) -> SensorPage:
         )
     more = len(rows) > limit
     rows = rows[:limit]
-    return SensorPage(
-        items=[Sensor.of(r) for r in rows],
-        page=query_args.page,
-        limit=limit,
-        total=total,
-        total_exact=exact,
-        next_cursor=encode_cursor(rows[-1].serial) if more else None,
+    # Encoded straight from the rows (the document is SensorPage, as the schemathesis test
+    # checks): building and validating 50 pydantic models and encoding them cost more CPU per
+    # page than the rest of the request.
+    page = {
+        "items": [_item(r) for r, _ in rows],
+        "page": query_args.page,
+        "limit": limit,
+        "sort": order.sort,
+        "order": query_args.order,
+        "total": total,
+        "totalExact": exact,
+        "nextCursor": (
+            encode_cursor(order, rows[-1][1], rows[-1][0].state.serial) if more else None
+        ),
+    }
+    return current_app.response_class(
+        orjson.dumps(page, option=orjson.OPT_UTC_Z), content_type="application/json"
     )
 
 
-@blueprint.get("/sensors/<path:serial>")
-@validate_querystring(EventsQuery)
-@validate_response(SensorDetail)
-@errors(400, 404)
-async def get_sensor(serial: str, query_args: EventsQuery) -> SensorDetail:
-    """One sensor with its recent events (online/offline/version transitions)."""
+async def _sensor(conn: Connection, serial: str) -> db.Detail:
+    """Raises:
+    NotFound: no such sensor (retired ones are found)."""
     try:
         check_serial(serial)
     except InvalidReport:
         raise NotFound(f"no sensor {echo(serial)}", code="sensor_not_found") from None
+    detail = await db.get(conn, serial)
+    if detail is None:
+        raise NotFound(f"no sensor {echo(serial)}", code="sensor_not_found")
+    return detail
+
+
+@blueprint.get("/sensors/<path:serial>/events")
+@validate_querystring(EventsQuery)
+@validate_response(EventPage)
+@errors(400, 404)
+async def sensor_events(serial: str, query_args: EventsQuery) -> EventPage:
+    """A sensor's whole retained history, newest first, a keyset page at a time."""
+    before = None
+    if query_args.cursor is not None:
+        match _unb64(query_args.cursor):
+            case [str(at), int(event_id)]:
+                try:
+                    before = (datetime.fromisoformat(at), event_id)
+                except ValueError:
+                    pass
+        if before is None:
+            raise Invalid("cursor is not one this API returned", code="invalid_cursor")
     async with acquire(pool()) as conn:
-        row = await db.get(conn, serial)
-        if row is None:
-            raise NotFound(f"no sensor {echo(serial)}", code="sensor_not_found")
-        events = await db.recent_events(conn, row.id, query_args.events)
+        detail = await _sensor(conn, serial)
+        rows = await db.events(
+            conn, detail.listing.state.id, before=before, limit=query_args.limit + 1
+        )
+    more = len(rows) > query_args.limit
+    rows = rows[: query_args.limit]
+    return EventPage(
+        items=[SensorEvent.of(e) for e in rows],
+        next_cursor=_b64([rows[-1].at.isoformat(), rows[-1].id]) if more else None,
+    )
+
+
+@blueprint.get("/sensors/<path:serial>")
+@validate_querystring(DetailQuery)
+@validate_response(SensorDetail)
+@errors(400, 404)
+async def get_sensor(serial: str, query_args: DetailQuery) -> SensorDetail:
+    """One sensor (retired ones too) with its availability and its latest events."""
+    async with acquire(pool()) as conn:
+        detail = await _sensor(conn, serial)
+        state = detail.listing.state
+        recent = await db.events(conn, state.id, before=None, limit=query_args.events)
+        now, history = await db.status_events_since(conn, state.id, WEEK.total_seconds())
+
+    def share(window: timedelta) -> float | None:
+        return availability(
+            history,
+            online_now=state.online,
+            provisioned_at=detail.created_at,
+            now=now,
+            window=window,
+        )
+
     return SensorDetail(
-        **Sensor.of(row).model_dump(),
-        events=[
-            SensorEvent(
-                at=e.at,
-                kind=e.kind,
-                old=display(e.old) if e.kind == "version" else e.old,
-                new=display(e.new) if e.kind == "version" else e.new,
-            )
-            for e in events
-        ],
+        **Sensor.of(detail.listing).model_dump(),
+        retired=detail.listing.retired,
+        created_at=detail.created_at,
+        availability=Availability(last24h=share(DAY), last7d=share(WEEK)),
+        events=[SensorEvent.of(e) for e in recent],
     )

@@ -22,9 +22,10 @@ from ..db.pool import acquire
 from ..db.software import Release
 from ..domain import canonical, display, sort_key
 from ..errors import NotFound
+from .auth import requires_key
 from .context import pool, settings
 from .ranges import Unsatisfiable, byte_range
-from .schema import ApiModel, Binary, errors, responds
+from .schema import ApiModel, Binary, NoContent, errors, responds
 
 blueprint = Blueprint("software", __name__)
 
@@ -46,6 +47,29 @@ class SoftwareList(ApiModel):
     """Every uploaded release, newest version first (semver precedence)."""
 
     items: list[SoftwareItem]
+
+
+class UnreleasedItem(ApiModel):
+    version: str = Field(description="shown as `v1.2.3`")
+    reports: int = Field(description="reports that carried it (every heartbeat counts)")
+    first_seen_at: datetime
+    last_seen_at: datetime
+
+    @classmethod
+    def of(cls, u: db.Unreleased) -> UnreleasedItem:
+        return cls(
+            version=display(u.version),
+            reports=u.reports,
+            first_seen_at=u.first_seen_at,
+            last_seen_at=u.last_seen_at,
+        )
+
+
+class UnreleasedList(ApiModel):
+    """Versions sensors report that were never uploaded (so no sensor stores them), most
+    recently reported first. An aggregate per version: which sensors run one is not kept."""
+
+    items: list[UnreleasedItem]
 
 
 class PdfFile(Binary):
@@ -121,6 +145,32 @@ async def list_software() -> SoftwareList:
     releases.sort(key=lambda r: sort_key(r.version), reverse=True)
     usage = _usage(counts)
     return SoftwareList(items=[_item(r, usage) for r in releases])
+
+
+@blueprint.get("/software/unreleased")
+@validate_response(UnreleasedList)
+@errors()
+async def list_unreleased() -> UnreleasedList:
+    """Versions reported by sensors and never uploaded, with how often and since when."""
+    async with acquire(pool()) as conn:
+        found = await db.unreleased(conn)
+    return UnreleasedList(items=[UnreleasedItem.of(u) for u in found])
+
+
+@blueprint.delete("/software/<version>")
+@requires_key
+@responds(204, NoContent)
+@errors(400, 401, 404, 409)
+async def delete_software(version: str) -> tuple[str, int]:
+    """Remove a release no sensor runs (its row, then its file): 204. One that sensors run
+    (retired ones included) is refused with 409 `release_in_use` and their number
+    (`sensors`)."""
+    async with acquire(pool()) as conn:
+        path = await db.remove(conn, canonical(version))
+    stored = PurePath(path)
+    if stored.name == path:  # never follow a path out of the upload directory
+        await trio.Path(settings().upload_dir / stored.name).unlink(missing_ok=True)
+    return "", 204
 
 
 @blueprint.get("/software/<version>")

@@ -16,7 +16,7 @@ from quart_schema import DataSource, validate_response
 from quart_schema.validation import QUART_SCHEMA_REQUEST_ATTRIBUTE
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from .. import metrics, uploads
+from .. import human, metrics, uploads
 from ..config import Settings
 from ..domain import display, echo
 from ..errors import BadRelease, DroneshieldError, Invalid, TimedOut, TooLarge, UnsupportedContent
@@ -123,7 +123,7 @@ async def _receive(form: _Form, boundary: str, s: Settings) -> None:
     async for chunk in request.body:
         received += len(chunk)
         if received > limit:
-            raise TooLarge(f"the body exceeds {limit} bytes", code="request_too_large")
+            raise TooLarge(f"the body exceeds {human.size(limit)}", code="request_too_large")
         for event in reader.feed(chunk):
             if isinstance(event, PartData):
                 await form.on_data(event.data)
@@ -146,7 +146,7 @@ def _check_announced_length(limit: int) -> None:
     """
     if (request.content_length or 0) > limit:
         metrics.UPLOADS.labels("request_too_large").inc()
-        raise _AnnouncedTooLarge(f"the body exceeds {limit} bytes")
+        raise _AnnouncedTooLarge(f"the body exceeds {human.size(limit)}")
 
 
 def _boundary() -> str:

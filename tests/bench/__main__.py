@@ -36,6 +36,7 @@ WORKLOADS = (
     "bench_wheel",
     "bench_haproxy",
     "bench_hostile",
+    "bench_webhooks",
     "bench_relay",
 )
 RESULTS = Path(__file__).parent / "results" / "latest.json"

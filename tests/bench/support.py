@@ -147,21 +147,27 @@ class Bench:
 
     async def seeded(self, count: int) -> str:
         """A migrated database with `count` sensors in the state of a fleet that has run for a
-        while: release 1.0.0 uploaded, sensors reporting it, 1 in 10 offline and 1 in 100
-        never heard from. Shared by the workloads that need that many (seeding a million takes
-        seconds; once is enough). Workloads may change sensors' state, never the set."""
+        while: releases 1.0.0 and 1.10.0 uploaded, sensors reporting them, 1 in 10 offline and
+        1 in 100 never heard from, spread over 200 sites. Shared by the workloads that need
+        that many (seeding a million takes seconds; once is enough). Workloads may change
+        sensors' state, never the set."""
         if count not in self._seeded:
             _, url = await self._create(str(count))
             async with connect(url) as conn:
                 await seed.seed(conn, count)
                 await conn.execute(
                     "INSERT INTO software (version, filename, path, size_bytes, sha256) "
-                    "VALUES ('1.0.0', 'v1.0.0.pdf', 'v1.0.0.pdf', 1, repeat('0', 64))"
+                    "SELECT v, v || '.pdf', v || '.pdf', 1, repeat('0', 64) "
+                    "FROM unnest(ARRAY['1.0.0', '1.10.0']) AS v"
                 )
                 await conn.execute(
-                    "UPDATE sensor SET online = id % 10 <> 0, version = '1.0.0', "
-                    "last_seen_at = now() - (id % 20) * interval '1 second', "
-                    "status_changed_at = now() - interval '1 hour' WHERE id % 100 <> 1"
+                    "UPDATE sensor SET site = 'site-' || lpad((id % 200)::text, 3, '0'), "
+                    "online = id % 10 <> 0, "
+                    "version = CASE WHEN id % 3 = 0 THEN '1.10.0' ELSE '1.0.0' END, "
+                    "last_seen_at = now() - (id % 20) * interval '1 second' "
+                    "- (id % 10 = 0)::int * (id % 7200) * interval '1 second', "
+                    "status_changed_at = now() - (id % 3600) * interval '1 second' "
+                    "WHERE id % 100 <> 1"
                 )
                 await conn.execute("VACUUM ANALYZE sensor")
             self._seeded[count] = url

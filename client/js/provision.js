@@ -1,0 +1,47 @@
+// Adding sensors by pasting CSV (`serial,site,label`) into POST /sensors: all or nothing, so a
+// refusal lists the rows to fix and nothing was added. Asks for the API key like uploads do.
+
+import { askApiKey, errorFrom, sendText } from "./api.js";
+import { h } from "./format.js";
+
+export class Provisioner {
+  constructor({ form, result, dialog, onAdded }) {
+    this.form = form;
+    this.result = result;
+    this.dialog = dialog;
+    this.onAdded = onAdded;
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      this.send();
+    });
+  }
+
+  async send() {
+    const csv = this.form.elements.csv.value.trim();
+    if (!csv) return;
+    const post = () => sendText("POST", "/sensors", `${csv}\n`, "text/csv");
+    let response = await post();
+    if (response.status === 401 && (await askApiKey(this.dialog))) response = await post();
+    if (response.ok) {
+      const { created, existing } = response.body;
+      this.show("ok", `${created} added, ${existing} already there.`);
+      this.form.reset();
+      this.onAdded();
+      return;
+    }
+    const error = response.status
+      ? errorFrom(response.status, response.body, `HTTP ${response.status}`)
+      : { message: "network error; is the server up?" };
+    const rows = response.body?.error?.rows ?? [];
+    this.show(
+      "failed",
+      `${error.message} Nothing was added.`,
+      rows.length ? h("ul", {}, ...rows.map((row) => h("li", {}, `data row ${row.index + 1}: ${row.message}`))) : null,
+    );
+  }
+
+  show(kind, text, details = null) {
+    this.result.className = `provision-result ${kind}`;
+    this.result.replaceChildren(h("p", { role: kind === "failed" ? "alert" : "status" }, text), details ?? "");
+  }
+}

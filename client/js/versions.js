@@ -1,0 +1,31 @@
+// Versions as sensors report them. A version nobody uploaded is never stored on the sensor, but
+// while the daemon's live messages carry it (`reportedVersion`), every view shows it, marked as
+// not stored; remembered here per serial so a reload of the list keeps showing it.
+
+import { h } from "./format.js";
+
+const reported = new Map(); // serial → version reported and not stored
+
+// Note what a live change says about the version its sensor reports.
+export function remember(item) {
+  if (item.reportedVersion) reported.set(item.serial, item.reportedVersion);
+  else if (item.status === "online" && item.reportedVersion === null) reported.delete(item.serial);
+}
+
+// `item` (from the API, which knows only stored versions) with the reported one, if known.
+export function withReported(item) {
+  const version = reported.get(item.serial);
+  return version ? { ...item, reportedVersion: version } : item;
+}
+
+export function versionCell(item) {
+  if (!item.reportedVersion) return item.version ?? "—";
+  const stored = item.version ? `stored: ${item.version}` : "nothing stored";
+  return h(
+    "span",
+    { class: "unstored", title: `${item.reportedVersion} was never uploaded, so it is not stored (${stored})` },
+    item.reportedVersion,
+    " ",
+    h("span", { class: "tag" }, "not stored"),
+  );
+}

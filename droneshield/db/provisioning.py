@@ -1,0 +1,143 @@
+"""Provisioning, changing and retiring sensors: the `sensor` table's writes by operators.
+
+Sensors to provision are copied (COPY, the fast path of `seed`) into a temporary table and
+applied in one transaction: rows that repeat a serial or contradict a stored sensor refuse the
+whole call, and whatever it stores becomes visible at once. A retired sensor provisioned again
+is restored with its history; an existing identical one is counted as existing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from ..errors import SensorsConflict
+from ..provisioning import ERRORS_SHOWN, Numbered, Rows
+from .pool import Connection
+
+CHUNK: Final = 50_000  # rows per COPY, to keep client memory flat at millions
+
+_DUPLICATES: Final = f"""
+SELECT i.idx, i.serial, d.first
+FROM (SELECT serial, min(idx) AS first FROM incoming GROUP BY serial HAVING count(*) > 1) d
+JOIN incoming i ON i.serial = d.serial AND i.idx <> d.first
+ORDER BY i.idx LIMIT {ERRORS_SHOWN + 1}
+"""
+
+_CONFLICTS: Final = f"""
+SELECT i.idx, i.serial, s.site, s.label
+FROM incoming i JOIN sensor s ON s.serial = i.serial
+WHERE s.retired_at IS NULL AND (s.site IS DISTINCT FROM i.site OR s.label IS DISTINCT FROM i.label)
+ORDER BY i.idx LIMIT {ERRORS_SHOWN + 1}
+"""
+
+_RESTORE: Final = """
+WITH restored AS (
+    UPDATE sensor s SET retired_at = NULL, site = i.site, label = i.label
+    FROM incoming i
+    WHERE s.serial = i.serial AND s.retired_at IS NOT NULL
+    RETURNING s.id
+)
+INSERT INTO sensor_event (sensor_id, kind, old, new)
+SELECT id, 'restored', 'retired', NULL FROM restored ORDER BY id
+"""
+
+_INSERT: Final = """
+INSERT INTO sensor (serial, site, label)
+SELECT serial, site, label FROM incoming ORDER BY serial
+ON CONFLICT (serial) DO NOTHING
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Provisioned:
+    created: int  # new sensors, and retired ones restored
+    existing: int  # already provisioned exactly so
+
+
+def _count(status: str) -> int:
+    return int(status.rsplit(" ", 1)[-1])
+
+
+async def provision(
+    conn: Connection, specs: AsyncIterable[Sequence[Numbered]], rows: Rows
+) -> Provisioned:
+    """Store the sensors of `specs` (chunks, in row order) all or none.
+
+    `rows` collected the errors of reading them; they are checked once every chunk is read,
+    with the duplicates and conflicts found here, so one refusal lists them all.
+
+    Raises:
+        InvalidSensors: a row was broken or repeats a serial; nothing is stored.
+        SensorsConflict: a row names a sensor stored with another site or label.
+    """
+    async with conn.transaction():
+        await conn.execute(
+            'CREATE TEMP TABLE incoming (idx int, serial text COLLATE "C", site text, '
+            "label text) ON COMMIT DROP"
+        )
+        valid = 0
+        async for chunk in specs:
+            await conn.copy_records_to_table(
+                "incoming", records=[(i, s.serial, s.site, s.label) for i, s in chunk]
+            )
+            valid += len(chunk)
+        for r in await conn.fetch(_DUPLICATES):
+            rows.add(
+                r["idx"],
+                "duplicate_serial",
+                f"serial {r['serial']!r} is already given in row {r['first']}",
+            )
+        rows.check()
+        conflicts = await conn.fetch(_CONFLICTS)
+        if conflicts:
+            raise SensorsConflict(
+                f"{len(conflicts) if len(conflicts) <= ERRORS_SHOWN else 'more than 100'} "
+                "sensors exist with another site or label; change them with "
+                "PATCH /sensors/{serial}; nothing was stored",
+                [
+                    {
+                        "index": r["idx"],
+                        "code": "sensor_exists",
+                        "message": f"{r['serial']!r} exists with site {r['site']!r} and "
+                        f"label {r['label']!r}",
+                    }
+                    for r in conflicts[:ERRORS_SHOWN]
+                ],
+            )
+        restored = _count(await conn.execute(_RESTORE))
+        inserted = _count(await conn.execute(_INSERT))
+    return Provisioned(restored + inserted, valid - restored - inserted)
+
+
+async def update(conn: Connection, serial: str, changes: dict[str, str | None]) -> bool:
+    """Set `site` and/or `label` (None clears) of a sensor; False if there is no such sensor."""
+    assert changes
+    assert set(changes) <= {"site", "label"}
+    columns = sorted(changes)
+    assignments = ", ".join(f"{c} = ${i + 2}" for i, c in enumerate(columns))
+    status = await conn.execute(
+        f"UPDATE sensor SET {assignments} WHERE serial = $1", serial, *(changes[c] for c in columns)
+    )
+    return _count(status) == 1
+
+
+_RETIRE: Final = """
+WITH retired AS (
+    UPDATE sensor SET retired_at = now(), online = false
+    WHERE serial = $1 AND retired_at IS NULL
+    RETURNING id
+)
+INSERT INTO sensor_event (sensor_id, kind, old, new)
+SELECT id, 'retired', NULL, 'retired' FROM retired
+"""
+
+
+async def retire(conn: Connection, serial: str) -> bool | None:
+    """Retire a sensor: it leaves listings and totals, its reports are refused, its history
+    stays. True if retired now, False if it already was, None if there is no such sensor."""
+    if _count(await conn.execute(_RETIRE, serial)) == 1:
+        return True
+    exists = await conn.fetchval("SELECT true FROM sensor WHERE serial = $1", serial)
+    return False if exists else None

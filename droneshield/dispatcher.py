@@ -1,0 +1,283 @@
+"""The webhook dispatcher: sends what the outbox holds, batched per endpoint, signed, retried.
+
+Each daemon runs one. It leases webhooks that have events due (db/webhooks.py: `FOR UPDATE
+SKIP LOCKED`, a lease renewed before every POST), so several daemons share the endpoints and an
+endpoint gets its events from one daemon at a time, in id order, up to BATCH_MAX per POST. A
+failed POST leaves its events pending and backs the endpoint off (webhooks.retry_delay); events
+older than `webhook_retry_for` are then `failed`. Delivery is at least once: a daemon killed
+after a POST and before recording it has its lease expire, and the next holder sends the same
+events again, with the same ids.
+
+A slow or dead endpoint holds only its own task (and at most one POST's events in memory); the
+outbox in PostgreSQL is the buffer, so ingest and expiry never wait for delivery.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import partial
+from typing import Final, NoReturn
+
+import httpx
+import trio
+
+from . import metrics, webhooks
+from .config import Settings
+from .db import webhooks as db
+from .db.pool import Connection, Pool, acquire, is_transient
+from .errors import DatabaseUnavailable
+from .periodic import every
+from .targets import AllowList, TargetRefused, parse, resolve
+
+log = logging.getLogger(__name__)
+
+POLL_INTERVAL: Final = 0.2  # seconds between looks for due events when idle
+ENDPOINTS_MAX: Final = 16  # endpoints one daemon sends to at once
+STATS_INTERVAL: Final = 5.0  # seconds between reads of the outbox gauges
+FLEET_INTERVAL: Final = 10.0  # seconds between checks of the fleet's online share
+PRUNE_INTERVAL: Final = 60.0  # seconds between pruning runs
+PRUNE_BATCH: Final = 5000  # rows per pruning statement (short locks, small WAL bursts)
+FAILURE_PAUSE: Final = 1.0  # seconds after a database error before looking again
+ERROR_TEXT_MAX: Final = 300  # characters of an endpoint's answer kept as the last error
+RESPONSE_READ_MAX: Final = 4096  # bytes of an endpoint's answer read (the rest is dropped)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one POST went: `status` None when no answer came."""
+
+    ok: bool
+    status: int | None
+    error: str | None = None
+    retry_after: float | None = None
+
+
+class Dispatcher:
+    def __init__(self, pool: Pool, settings: Settings) -> None:
+        self._pool = pool
+        self._allow: AllowList = settings.webhook_targets
+        self._timeout = settings.webhook_timeout
+        self._retry_for = settings.webhook_retry_for
+        self._retention = settings.webhook_retention
+        # A lease outlives the longest POST, so it cannot lapse while its holder is sending.
+        self._lease = 2 * settings.webhook_timeout + 5.0
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._slots = trio.Semaphore(ENDPOINTS_MAX)
+
+    async def serve(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> NoReturn:
+        """Dispatch until cancelled.
+
+        Transient database errors are logged and retried; other errors propagate.
+
+        Cancellation: a POST in flight is abandoned; its events stay pending and the lease
+        lapses, so they are sent again (at least once).
+        """
+        async with (
+            httpx.AsyncClient(follow_redirects=False, trust_env=False) as client,
+            trio.open_nursery() as nursery,
+        ):
+            nursery.start_soon(
+                partial(every, self.read_stats, 0, STATS_INTERVAL, transient=transient)
+            )
+            nursery.start_soon(
+                partial(every, self.check_fleet, 0, FLEET_INTERVAL, transient=transient)
+            )
+            nursery.start_soon(partial(every, self.prune, 0, PRUNE_INTERVAL, transient=transient))
+            task_status.started()
+            while True:
+                try:
+                    claim = await self._claim()
+                except Exception as exc:
+                    if not transient(exc):
+                        raise
+                    log.warning("webhook claim failed (%r)", exc)
+                    await trio.sleep(FAILURE_PAUSE)
+                    continue
+                if claim is None:
+                    await trio.sleep(POLL_INTERVAL)
+                    continue
+                nursery.start_soon(self._serve_endpoint, client, claim)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _claim(self) -> db.Claim | None:
+        await self._slots.acquire()
+        try:
+            async with acquire(self._pool) as conn:
+                claim = await db.claim(conn, self.owner, self._lease)
+        except BaseException:
+            self._slots.release()
+            raise
+        if claim is None:
+            self._slots.release()
+        return claim
+
+    async def _serve_endpoint(self, client: httpx.AsyncClient, claim: db.Claim) -> None:
+        """Send the webhook's due events, a batch per POST, until none is left or a POST
+        fails; then give the lease back."""
+        after = 0  # the last id this claim delivered: the next read starts past it
+        try:
+            while (after := await self._send_batch(client, claim, after)) > 0:
+                pass
+        except Exception as exc:
+            if not transient(exc):
+                raise
+            log.warning("webhook %d: database error (%r); retried later", claim.id, exc)
+        finally:
+            self._slots.release()
+            with trio.CancelScope(shield=True), trio.move_on_after(self._timeout):
+                try:
+                    async with acquire(self._pool) as conn:
+                        await db.release(conn, claim.id, self.owner)
+                except Exception as exc:  # the lease lapses on its own
+                    log.warning("webhook %d: lease not released (%r)", claim.id, exc)
+
+    async def _send_batch(self, client: httpx.AsyncClient, claim: db.Claim, after: int) -> int:
+        """One POST of the oldest pending events above `after`; the last id delivered, or 0 to
+        stop (nothing left, or the POST failed and the webhook backs off)."""
+        async with acquire(self._pool) as conn:
+            events = await db.pending(conn, claim.id, after, webhooks.BATCH_MAX)
+        if not events:
+            return 0
+        if len(events) < webhooks.BATCH_MAX and events[0].age < webhooks.BATCH_WINDOW:
+            # Let the events of the same moment (an expiry of many sensors) share this POST.
+            await trio.sleep(webhooks.BATCH_WINDOW - events[0].age)
+            async with acquire(self._pool) as conn:
+                events = await db.pending(conn, claim.id, after, webhooks.BATCH_MAX)
+        async with acquire(self._pool) as conn:
+            if not await db.renew(conn, claim.id, self.owner, self._lease):
+                log.warning("webhook %d: lease lost; another daemon sends now", claim.id)
+                return 0
+        ids = [e.id for e in events]
+        outcome = await self._post(client, claim, events)
+        async with acquire(self._pool) as conn:
+            if outcome.ok:
+                await db.delivered(conn, claim.id, ids)
+                metrics.WEBHOOK_DELIVERIES.labels("delivered").inc(len(ids))
+                return ids[-1]
+            final = not webhooks.retryable(outcome.status)
+            failures = await self._failures(conn, claim.id)
+            delay = webhooks.retry_delay(failures + 1, webhooks.jitter(), outcome.retry_after)
+            failed = await db.attempt_failed(
+                conn,
+                claim.id,
+                ids,
+                error=outcome.error or f"HTTP {outcome.status}",
+                retry_in=delay,
+                final=final,
+                retry_for=self._retry_for,
+            )
+        metrics.WEBHOOK_DELIVERIES.labels("failed").inc(failed)
+        metrics.WEBHOOK_DELIVERIES.labels("retried").inc(len(ids) - failed)
+        log.warning(
+            "webhook %d: POST of %d events failed (%s); %d given up, retry in %.1f s",
+            claim.id,
+            len(ids),
+            outcome.error or f"HTTP {outcome.status}",
+            failed,
+            delay,
+        )
+        return 0
+
+    async def _failures(self, conn: Connection, webhook_id: int) -> int:
+        found = await db.get(conn, webhook_id)
+        return 0 if found is None else found.failures
+
+    async def _post(
+        self, client: httpx.AsyncClient, claim: db.Claim, events: list[db.Event]
+    ) -> Outcome:
+        payload = webhooks.body([(e.id, e.type, e.occurred_at, e.body) for e in events])
+        headers = webhooks.headers(claim.secret, time.time(), [e.id for e in events], payload)
+        try:
+            request = await self._pinned_request(client, claim.url, payload, headers)
+        except TargetRefused as exc:
+            return Outcome(False, 403, exc.message)  # final: refused targets are not retried
+        with trio.move_on_after(self._timeout):
+            try:
+                response = await client.send(request, stream=True)
+                try:
+                    answer = await _read_some(response)
+                finally:
+                    await response.aclose()
+            except httpx.HTTPError as exc:
+                return Outcome(False, None, f"{type(exc).__name__}: {exc}"[:ERROR_TEXT_MAX])
+            if response.is_success:
+                return Outcome(True, response.status_code)
+            retry_after = webhooks.parse_retry_after(
+                response.headers.get("Retry-After"), datetime.now(UTC)
+            )
+            text = f"HTTP {response.status_code}: {answer.decode(errors='replace')}"
+            return Outcome(False, response.status_code, text[:ERROR_TEXT_MAX], retry_after)
+        return Outcome(False, None, f"no answer within {self._timeout:g} s")
+
+    async def _pinned_request(
+        self, client: httpx.AsyncClient, url: str, payload: bytes, headers: dict[str, str]
+    ) -> httpx.Request:
+        """A request to the address just checked (not to whatever the name resolves to when
+        httpx connects), with the URL's host as Host and TLS server name.
+
+        Raises:
+            TargetRefused: the URL's host now resolves to a refused address.
+        """
+        target = parse(url)
+        address = (await resolve(target, self._allow))[0]
+        original = httpx.URL(url)
+        pinned = original.copy_with(host=str(address))
+        host = target.host if target.port in (80, 443) else f"{target.host}:{target.port}"
+        return client.build_request(
+            "POST",
+            pinned,
+            content=payload,
+            headers={**headers, "Host": host},
+            extensions={"sni_hostname": target.host},
+            timeout=self._timeout,
+        )
+
+    async def read_stats(self) -> None:
+        async with acquire(self._pool) as conn:
+            depth, oldest = await db.outbox_stats(conn)
+        metrics.OUTBOX_DEPTH.set(depth)
+        metrics.OUTBOX_OLDEST_AGE.set(oldest)
+
+    async def check_fleet(self) -> None:
+        """Fire `fleet.online_below` for the watches whose threshold the fleet just crossed."""
+        async with acquire(self._pool) as conn, conn.transaction():
+            watches = await db.lock_fleet_watches(conn)
+            if not watches:
+                return
+            online, total = await db.fleet_online(conn)
+            for w in watches:
+                below, fires = webhooks.fleet_alert(w.below, online, total, w.online_below)
+                if below != w.below:
+                    fire = (online, total, w.online_below) if fires else None
+                    await db.set_below(conn, w.id, below, fire)
+
+    async def prune(self) -> None:
+        while True:
+            async with acquire(self._pool) as conn:
+                pruned = await db.prune(conn, self._retention, PRUNE_BATCH)
+            if pruned < PRUNE_BATCH:
+                return
+            await trio.lowlevel.checkpoint()
+
+
+def transient(exc: BaseException) -> bool:
+    """A database error after which the same work may succeed later."""
+    return isinstance(exc, DatabaseUnavailable) or is_transient(exc)
+
+
+async def _read_some(response: httpx.Response) -> bytes:
+    """The start of an answer: enough for an error message, bounded whatever is sent."""
+    kept = b""
+    async for chunk in response.aiter_raw():
+        kept += chunk[: RESPONSE_READ_MAX - len(kept)]
+        if len(kept) >= RESPONSE_READ_MAX:
+            break
+    return kept

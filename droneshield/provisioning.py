@@ -1,0 +1,171 @@
+"""Provisioning sensors: the rules a row must meet (serial, site, label), reading them from JSON
+or CSV, and reporting every broken row at once. Pure code: `db/provisioning.py` stores what
+passes, in one transaction, so a request is stored whole or not at all.
+
+A serial is 1-128 printable ASCII characters (domain.py). A site (up to 128 bytes) and a label
+(up to 256 bytes) are optional printable text; empty means none.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Final
+
+from .domain import check_serial
+from .errors import InvalidReport, InvalidSensors
+
+REQUEST_MAX: Final = 10_000  # sensors per HTTP request; bigger imports use the CLI
+ERRORS_SHOWN: Final = 100  # row errors listed in one refusal (the message counts them all)
+SITE_MAX: Final = 128  # bytes (UTF-8)
+LABEL_MAX: Final = 256  # bytes (UTF-8)
+CSV_COLUMNS: Final = ("serial", "site", "label")
+
+
+@dataclass(frozen=True, slots=True)
+class SensorSpec:
+    serial: str
+    site: str | None = None
+    label: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RowError:
+    index: int  # 0-based: the position in the JSON list, the data row in a CSV (header not counted)
+    code: str
+    message: str
+
+    def as_json(self) -> dict[str, object]:
+        return {"index": self.index, "code": self.code, "message": self.message}
+
+
+class Rows:
+    """Collects row errors while rows are read; `check()` refuses them all at once."""
+
+    def __init__(self) -> None:
+        self.errors: list[RowError] = []
+        self.count = 0
+
+    def add(self, index: int, code: str, message: str) -> None:
+        self.errors.append(RowError(index, code, message))
+
+    def check(self) -> None:
+        """Raises:
+        InvalidSensors: any row was broken; lists the first ERRORS_SHOWN."""
+        if not self.errors:
+            return
+        self.errors.sort(key=lambda e: e.index)
+        n = len(self.errors)
+        raise InvalidSensors(
+            f"{n} of {self.count} rows are invalid; nothing was stored"
+            + (f" (the first {ERRORS_SHOWN} are listed)" if n > ERRORS_SHOWN else ""),
+            [e.as_json() for e in self.errors[:ERRORS_SHOWN]],
+        )
+
+
+def _text(value: object, name: str, limit: int) -> str | None:
+    """Raises:
+    ValueError: not text, too long, or with control characters."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"{name} must be a string")
+    if len(value.encode()) > limit:
+        raise ValueError(f"{name} is longer than {limit} bytes")
+    if not value.isprintable():
+        raise ValueError(f"{name} must be printable text (no control characters)")
+    return value
+
+
+Numbered = tuple[int, SensorSpec]  # a row's index in its request, and what it asks for
+
+
+def spec(index: int, serial: object, site: object, label: object, rows: Rows) -> Numbered | None:
+    """The row, or None after noting in `rows` what is wrong with it."""
+    if not isinstance(serial, str):
+        rows.add(index, "invalid_serial", "serial is required and must be a string")
+        return None
+    try:
+        check_serial(serial)
+    except InvalidReport as exc:
+        rows.add(index, "invalid_serial", exc.message)
+        return None
+    try:
+        return index, SensorSpec(
+            serial, _text(site, "site", SITE_MAX), _text(label, "label", LABEL_MAX)
+        )
+    except ValueError as exc:
+        rows.add(index, "invalid_field", str(exc))
+        return None
+
+
+def from_json(items: Iterable[object], rows: Rows) -> Iterator[Numbered]:
+    """Sensors of a JSON list of `{"serial", "site", "label"}` objects."""
+    for index, item in enumerate(items):
+        rows.count += 1
+        if not isinstance(item, dict):
+            rows.add(index, "invalid_row", "each sensor must be an object with a serial")
+            continue
+        unknown = set(item) - set(CSV_COLUMNS)
+        if unknown:
+            rows.add(index, "invalid_row", f"unknown fields: {', '.join(sorted(unknown))}")
+            continue
+        found = spec(index, item.get("serial"), item.get("site"), item.get("label"), rows)
+        if found is not None:
+            yield found
+
+
+class CsvHeaderError(Exception):
+    """The CSV's header is missing or names other columns."""
+
+
+def from_csv(lines: Iterable[str], rows: Rows) -> Iterator[Numbered]:
+    """Sensors of CSV lines: a header `serial[,site][,label]` (any order), then one row each.
+
+    Raises:
+        CsvHeaderError: the header is missing, lacks `serial` or names unknown columns.
+    """
+    reader = csv.reader(lines, strict=True)
+    try:
+        header = [h.strip().lower() for h in next(reader)]
+    except StopIteration:
+        raise CsvHeaderError("the CSV is empty; its first line must be serial,site,label") from None
+    if (
+        "serial" not in header
+        or not set(header) <= set(CSV_COLUMNS)
+        or len(set(header)) < len(header)
+    ):
+        raise CsvHeaderError(
+            f"CSV header {','.join(header)!r} must name serial and optionally site and label, "
+            "once each"
+        )
+    where = {name: header.index(name) for name in header}
+    index = -1
+    while True:
+        index += 1
+        try:
+            record = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            rows.count += 1
+            rows.add(index, "invalid_csv", f"line {reader.line_num}: {exc}")
+            continue
+        rows.count += 1
+        if len(record) != len(header):
+            rows.add(
+                index,
+                "invalid_row",
+                f"line {reader.line_num}: {len(record)} fields, the header has {len(header)}",
+            )
+            continue
+        found = spec(
+            index,
+            record[where["serial"]],
+            record[where["site"]] if "site" in where else None,
+            record[where["label"]] if "label" in where else None,
+            rows,
+        )
+        if found is not None:
+            yield found

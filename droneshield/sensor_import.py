@@ -1,0 +1,117 @@
+"""`droneshield sensors import FILE.csv|-`: provision many sensors from a CSV file (or stdin).
+
+The same rules as `POST /sensors` (provisioning.py), without its 10,000-row limit: the rows
+stream through the CSV reader in chunks, each chunk is copied into the database with COPY, and
+the whole file is applied in one transaction, so a file with one broken row stores nothing and
+lists what is wrong (the first 100 rows). A bar shows progress on a terminal; otherwise one
+summary line is printed (progress.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import AsyncIterator, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO, Final
+
+from .errors import Invalid, InvalidSensors
+from .provisioning import CsvHeaderError, Numbered, Rows, from_csv
+
+if TYPE_CHECKING:  # rich is imported only when the command runs (the CLI starts fast)
+    from .progress import Steps
+
+CHUNK: Final = 50_000  # rows per COPY
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    imports = actions.add_parser(
+        "import",
+        help="provision sensors from a CSV file, all or none",
+        description="Provision sensors from a CSV file with the header serial,site,label "
+        "(site and label optional): all rows or none, idempotent (sensors already "
+        "provisioned exactly so are counted as existing; retired ones come back).",
+    )
+    imports.add_argument("file", metavar="FILE", help="a CSV file, or - for standard input")
+
+
+def _lines(stream: BinaryIO) -> Iterator[str]:
+    """The file's lines as text.
+
+    Raises:
+        Invalid: a line that is not UTF-8 (named by its number).
+    """
+    for number, raw in enumerate(stream, start=1):
+        try:
+            yield raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise Invalid(
+                f"line {number} is not UTF-8 (byte {exc.start} of the line); nothing was stored",
+                code="invalid_encoding",
+            ) from None
+
+
+async def _chunks(specs: Iterator[Numbered], steps: Steps) -> AsyncIterator[Sequence[Numbered]]:
+    chunk: list[Numbered] = []
+    for numbered in specs:
+        chunk.append(numbered)
+        if len(chunk) == CHUNK:
+            yield chunk
+            steps.advance(len(chunk))
+            chunk = []
+    if chunk:
+        yield chunk
+        steps.advance(len(chunk))
+
+
+def _data_rows(path: Path) -> int:
+    """Lines of a file after its header: the bar's total (quoted newlines make it an estimate)."""
+    lines = 0
+    with path.open("rb") as f:
+        while block := f.read(1 << 20):
+            lines += block.count(b"\n")
+    return max(lines - 1, 0)
+
+
+def run(url: str, file: str) -> None:
+    """Import `file` (`-`: stdin).
+
+    Raises:
+        Invalid: unreadable CSV (encoding, header). InvalidSensors, SensorsConflict: broken
+            rows (printed to stderr, the first 100). OSError: the file cannot be read.
+    """
+    import trio
+
+    from . import progress
+    from .db import migrate
+    from .db import provisioning as db
+    from .db.pool import Connection, on_connection
+
+    source = sys.stdin.buffer if file == "-" else Path(file).open("rb")
+    total = None if file == "-" else _data_rows(Path(file))
+
+    async def work(conn: Connection, steps: Steps) -> db.Provisioned:
+        await migrate.require_migrated(conn)
+        rows = Rows()
+        try:
+            specs = from_csv(_lines(source), rows)
+            return await db.provision(conn, _chunks(specs, steps), rows)
+        except CsvHeaderError as exc:
+            raise Invalid(str(exc), code="invalid_csv") from None
+
+    try:
+        with progress.track("importing", done="imported", unit="sensor", total=total) as steps:
+            done = trio.run(on_connection, url, lambda conn: work(conn, steps))
+            steps.note = f"{done.created:,} new, {done.existing:,} existing"
+    except Exception as exc:
+        root: BaseException = exc
+        while isinstance(root, BaseExceptionGroup):  # trio-asyncio's loop wraps what it raises
+            root = root.exceptions[0]
+        if isinstance(root, InvalidSensors):
+            for row in root.rows:
+                print(f"row {row['index']}: {row['code']}: {row['message']}", file=sys.stderr)
+        raise
+    finally:
+        if source is not sys.stdin.buffer:
+            source.close()

@@ -1,0 +1,235 @@
+"""`/webhooks`: subscriptions to fleet events, their delivery health and recent deliveries.
+
+Writes need the API key. A secret is write-only: it signs every POST and is never returned or
+logged. Targets are checked against db-independent rules (targets.py) when created and again
+before every delivery.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Final
+
+from pydantic import Field, field_validator
+from quart import Blueprint, request
+from quart_schema import validate_querystring, validate_request, validate_response
+
+from ..db import webhooks as db
+from ..db.pool import acquire
+from ..errors import Invalid, NotFound, TooLarge
+from ..targets import parse, resolve
+from ..webhooks import EVENTS, TEST_EVENT
+from .auth import requires_key
+from .context import pool, settings
+from .schema import ApiModel, errors
+
+blueprint = Blueprint("webhooks", __name__)
+
+BODY_MAX: Final = 64 * 1024  # bytes of a webhook's JSON description
+DELIVERIES_LIMIT_MAX: Final = 500
+
+
+class WebhookFilter(ApiModel):
+    site: str | None = Field(default=None, description="only this site's sensors")
+    serials: list[str] | None = Field(
+        default=None, min_length=1, max_length=10000, description="only these sensors"
+    )
+
+
+class WebhookIn(ApiModel):
+    url: str = Field(max_length=2048, description="http(s) URL receiving signed POSTs")
+    events: list[str] = Field(min_length=1, description=f"any of {', '.join(EVENTS)}")
+    secret: str = Field(
+        min_length=16, max_length=256, description="HMAC key of X-Droneshield-Signature"
+    )
+    filter: WebhookFilter = Field(default_factory=WebhookFilter)
+    online_below: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description="fleet.online_below fires when the online share drops under this (0 to 1)",
+    )
+
+    @field_validator("events")
+    @classmethod
+    def known_events(cls, events: list[str]) -> list[str]:
+        unknown = sorted(set(events) - set(EVENTS))
+        if unknown:
+            raise ValueError(f"unknown events {unknown}; known: {list(EVENTS)}")
+        return sorted(set(events), key=EVENTS.index)
+
+
+class WebhookOut(ApiModel):
+    """A webhook (never its secret) with its delivery health."""
+
+    id: int
+    url: str
+    events: list[str]
+    filter: WebhookFilter
+    online_below: float | None
+    created_at: datetime
+    health: str = Field(description="ok | retrying | failing (events given up recently)")
+    pending: int = Field(description="events not delivered yet")
+    oldest_pending_at: datetime | None
+    failed: int = Field(description="events given up after retries (kept for retention)")
+    failures: int = Field(description="consecutive failed POSTs")
+    last_error: str | None
+    last_delivered_at: datetime | None
+    next_attempt_at: datetime | None = Field(description="set while backing off")
+
+
+class WebhookList(ApiModel):
+    items: list[WebhookOut]
+
+
+class DeliveryOut(ApiModel):
+    event_id: str
+    type: str
+    occurred_at: datetime
+    status: str = Field(description="pending | delivered | failed")
+    attempts: int
+    last_error: str | None
+    done_at: datetime | None
+
+
+class DeliveryList(ApiModel):
+    """The webhook's most recent events, newest first."""
+
+    items: list[DeliveryOut]
+
+
+class DeliveriesQuery(ApiModel):
+    limit: int = Field(default=100, ge=1, le=DELIVERIES_LIMIT_MAX)
+
+
+class TestQueued(ApiModel):
+    event_id: str = Field(description=f"a `{TEST_EVENT}` event, delivered like any other")
+
+
+def _out(w: db.Webhook) -> WebhookOut:
+    health = "failing" if w.failed else "retrying" if w.failures else "ok"
+    return WebhookOut(
+        id=w.id,
+        url=w.url,
+        events=w.events,
+        filter=WebhookFilter(site=w.site, serials=w.serials),
+        online_below=w.online_below,
+        created_at=w.created_at,
+        health=health,
+        pending=w.pending,
+        oldest_pending_at=w.oldest_pending_at,
+        failed=w.failed,
+        failures=w.failures,
+        last_error=w.last_error,
+        last_delivered_at=w.last_delivered_at,
+        next_attempt_at=w.next_attempt_at if w.failures else None,
+    )
+
+
+def _not_found(webhook_id: int) -> NotFound:
+    return NotFound(f"no webhook {webhook_id}", code="webhook_not_found")
+
+
+@blueprint.post("/webhooks")
+@requires_key
+@validate_request(WebhookIn)
+@validate_response(WebhookOut, 201)
+@errors(400, 401, 413)
+async def create_webhook(data: WebhookIn) -> tuple[WebhookOut, int]:
+    """Subscribe a URL to events. Its host must resolve to public addresses only (unless
+    allowed by `DRONESHIELD_WEBHOOK_ALLOW_HOSTS`)."""
+    if data.filter.site is not None:
+        raise Invalid(
+            "sites are not provisioned on this server; filter by serials",
+            code="sites_unavailable",
+        )
+    if "fleet.online_below" in data.events and data.online_below is None:
+        raise Invalid("fleet.online_below needs onlineBelow (0 to 1)", code="threshold_missing")
+    await resolve(parse(data.url), settings().webhook_targets)
+    async with acquire(pool()) as conn:
+        created = await db.create(
+            conn,
+            url=data.url,
+            events=data.events,
+            secret=data.secret,
+            site=data.filter.site,
+            serials=data.filter.serials,
+            online_below=data.online_below,
+        )
+    return _out(created), 201
+
+
+@blueprint.before_request
+async def bounded_body() -> None:
+    if request.content_length is not None and request.content_length > BODY_MAX:
+        raise TooLarge(f"a webhook's description is limited to {BODY_MAX} bytes")
+
+
+@blueprint.get("/webhooks")
+@validate_response(WebhookList)
+@errors()
+async def list_webhooks() -> WebhookList:
+    """Every webhook with its delivery health."""
+    async with acquire(pool()) as conn:
+        return WebhookList(items=[_out(w) for w in await db.list_all(conn)])
+
+
+@blueprint.get("/webhooks/<int:webhook_id>")
+@validate_response(WebhookOut)
+@errors(404)
+async def get_webhook(webhook_id: int) -> WebhookOut:
+    async with acquire(pool()) as conn:
+        found = await db.get(conn, webhook_id)
+    if found is None:
+        raise _not_found(webhook_id)
+    return _out(found)
+
+
+@blueprint.delete("/webhooks/<int:webhook_id>")
+@requires_key
+@errors(401, 404)
+async def delete_webhook(webhook_id: int) -> tuple[str, int]:
+    """Remove a webhook; its undelivered events are dropped with it."""
+    async with acquire(pool()) as conn:
+        if not await db.delete(conn, webhook_id):
+            raise _not_found(webhook_id)
+    return "", 204
+
+
+@blueprint.get("/webhooks/<int:webhook_id>/deliveries")
+@validate_querystring(DeliveriesQuery)
+@validate_response(DeliveryList)
+@errors(400, 404)
+async def list_deliveries(webhook_id: int, query_args: DeliveriesQuery) -> DeliveryList:
+    """Recent events of this webhook: status, attempts, last error."""
+    async with acquire(pool()) as conn:
+        if await db.get(conn, webhook_id) is None:
+            raise _not_found(webhook_id)
+        rows = await db.deliveries(conn, webhook_id, query_args.limit)
+    return DeliveryList(
+        items=[
+            DeliveryOut(
+                event_id=str(d.id),
+                type=d.type,
+                occurred_at=d.occurred_at,
+                status=d.state,
+                attempts=d.attempts,
+                last_error=d.last_error,
+                done_at=d.done_at,
+            )
+            for d in rows
+        ]
+    )
+
+
+@blueprint.post("/webhooks/<int:webhook_id>/test")
+@requires_key
+@validate_response(TestQueued, 202)
+@errors(401, 404)
+async def test_webhook(webhook_id: int) -> tuple[TestQueued, int]:
+    """Queue a test event for this webhook (delivered, signed and retried like any other)."""
+    async with acquire(pool()) as conn:
+        event_id = await db.enqueue_test(conn, webhook_id)
+    if event_id is None:
+        raise _not_found(webhook_id)
+    return TestQueued(event_id=str(event_id)), 202

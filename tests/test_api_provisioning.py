@@ -1,0 +1,184 @@
+"""Provisioning, changing and retiring sensors over real HTTP (and gRPC for their reports)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import trio
+from grpclib import GRPCError, Status
+
+from .support.grpc_clients import send, send_batch
+
+CSV = {"Content-Type": "text/csv"}
+
+
+async def _count(db) -> int:  # type: ignore[no-untyped-def]
+    return int(await db.fetchval("SELECT count(*) FROM sensor"))
+
+
+async def test_json_provisioning_is_idempotent(api, db):
+    sensors = [
+        {"serial": "0b5f3c9e-5c1a-4b7e-9d5e-000000000001", "site": "North gate", "label": "Mast"},
+        {"serial": "ACME SN 42", "site": "North gate"},
+        {"serial": "x"},
+    ]
+    with trio.fail_after(10):
+        first = await api.post("/sensors", json={"sensors": sensors})
+        again = await api.post("/sensors", json={"sensors": sensors})
+        more = await api.post("/sensors", json={"sensors": [*sensors, {"serial": "y"}]})
+        listing = (await api.get("/sensors", params={"site": "North gate"})).json()
+    assert (first.status_code, first.json()) == (201, {"created": 3, "existing": 0})
+    assert (again.status_code, again.json()) == (200, {"created": 0, "existing": 3})
+    assert (more.status_code, more.json()) == (201, {"created": 1, "existing": 3})
+    assert [(i["serial"], i["site"], i["label"]) for i in listing["items"]] == [
+        ("0b5f3c9e-5c1a-4b7e-9d5e-000000000001", "North gate", "Mast"),
+        ("ACME SN 42", "North gate", None),
+    ]
+    assert listing["total"] == 2
+
+
+async def test_csv_provisioning_reads_optional_columns_in_any_order(api, db):
+    body = "label,serial\nroof,AB-1\n,AB-2\n"
+    with trio.fail_after(10):
+        response = await api.post("/sensors", content=body.encode(), headers=CSV)
+        items = (await api.get("/sensors")).json()["items"]
+    assert (response.status_code, response.json()) == (201, {"created": 2, "existing": 0})
+    assert [(i["serial"], i["site"], i["label"]) for i in items] == [
+        ("AB-1", None, "roof"),
+        ("AB-2", None, None),
+    ]
+
+
+def _csv(lines: list[str]) -> bytes:
+    return ("\n".join(lines) + "\n").encode()
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "status", "code", "rows"),
+    [
+        pytest.param(
+            _csv(["serial,site", "OK-1,a", "bad\tserial,b", "OK-2,c,extra"]),
+            CSV,
+            422,
+            "invalid_sensors",
+            [(1, "invalid_serial"), (2, "invalid_row")],
+            id="csv-broken-rows",
+        ),
+        pytest.param(
+            b"serial\nOK-1\nOK-\xff\n", CSV, 400, "invalid_encoding", None, id="bad-encoding"
+        ),
+        pytest.param(b"name\nOK-1\n", CSV, 400, "invalid_csv", None, id="csv-bad-header"),
+        pytest.param(
+            json.dumps({"sensors": [{"serial": "D-1"}, {"serial": "D-2"}, {"serial": "D-1"}]}),
+            {"Content-Type": "application/json"},
+            422,
+            "invalid_sensors",
+            [(2, "duplicate_serial")],
+            id="duplicate-serial",
+        ),
+        pytest.param(
+            _csv(["serial", *(f"N-{n}" for n in range(10_001))]),
+            CSV,
+            413,
+            "too_many_sensors",
+            None,
+            id="10001-sensors",
+        ),
+        pytest.param(
+            json.dumps({"sensors": [{"serial": "J-1", "site": 5}, "J-2", {"serial": ""}]}),
+            {"Content-Type": "application/json"},
+            422,
+            "invalid_sensors",
+            [(0, "invalid_field"), (1, "invalid_row"), (2, "invalid_serial")],
+            id="json-bad-rows",
+        ),
+        pytest.param(b"{", {"Content-Type": "application/json"}, 400, "invalid_json", None),
+        pytest.param(b"serial\nA\n", {"Content-Type": "text/plain"}, 415, None, None),
+    ],
+)
+async def test_bad_input_is_a_clear_4xx_and_stores_nothing(
+    api, db, body, headers, status, code, rows
+):
+    with trio.fail_after(20):
+        response = await api.post("/sensors", content=body, headers=headers)
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["message"]
+    if code is not None:
+        assert error["code"] == code
+    if rows is not None:
+        assert [(r["index"], r["code"]) for r in error["rows"]] == rows
+        assert all(r["message"] for r in error["rows"])
+    assert await _count(db) == 0
+
+
+async def test_a_sensor_stored_otherwise_is_a_conflict_and_nothing_is_stored(api, db):
+    with trio.fail_after(10):
+        await api.post("/sensors", json={"sensors": [{"serial": "C-1", "site": "a"}]})
+        response = await api.post(
+            "/sensors", json={"sensors": [{"serial": "C-2"}, {"serial": "C-1", "site": "b"}]}
+        )
+    assert response.status_code == 409
+    error = response.json()["error"]
+    assert error["code"] == "sensors_conflict"
+    assert [(r["index"], r["code"]) for r in error["rows"]] == [(1, "sensor_exists")]
+    assert await _count(db) == 1
+
+
+async def test_patch_changes_site_and_label_and_site_totals_follow(api, db):
+    with trio.fail_after(10):
+        await api.post("/sensors", json={"sensors": [{"serial": "P-1", "site": "a"}]})
+        changed = await api.patch("/sensors/P-1", json={"site": "b", "label": "new"})
+        cleared = await api.patch("/sensors/P-1", json={"label": None})
+        sites = (await api.get("/sites")).json()["items"]
+        missing = await api.patch("/sensors/P-404", json={"site": "b"})
+        bad = await api.patch("/sensors/P-1", json={"colour": "red"})
+    assert changed.status_code == 200
+    assert (changed.json()["site"], changed.json()["label"]) == ("b", "new")
+    assert (cleared.json()["site"], cleared.json()["label"]) == ("b", None)
+    assert sites == [
+        {"site": "b", "total": 1, "online": 0, "offline": 0, "never": 1, "covered": False}
+    ]
+    assert missing.status_code == 404
+    assert bad.status_code == 400
+
+
+async def test_retired_sensor_leaves_listings_and_totals_and_comes_back_with_history(
+    running, api, db
+):
+    with trio.fail_after(20):
+        await api.post(
+            "/sensors", json={"sensors": [{"serial": "R-1", "site": "s"}, {"serial": "R-2"}]}
+        )
+        await send(running.grpc_port, "R-1", "v1.0.0")
+        assert (await api.delete("/sensors/R-1")).status_code == 204
+        assert (await api.delete("/sensors/R-1")).status_code == 204  # already retired
+        assert (await api.delete("/sensors/R-404")).status_code == 404
+        listed = (await api.get("/sensors")).json()
+        retired = (await api.get("/sensors", params={"status": "retired"})).json()
+        summary = (await api.get("/summary")).json()
+        sites = (await api.get("/sites")).json()["items"]
+        with pytest.raises(GRPCError) as refused:
+            await send(running.grpc_port, "R-1", "v1.0.0")
+        batch = await send_batch(running.grpc_port, [("R-1", "v1.0.0"), ("R-2", "v1.0.0")])
+        detail = (await api.get("/sensors/R-1")).json()
+        back = await api.post("/sensors", json={"sensors": [{"serial": "R-1", "site": "s"}]})
+        after = (await api.get("/sensors/R-1")).json()
+    assert [i["serial"] for i in listed["items"]] == ["R-2"]
+    assert listed["total"] == 1
+    assert [i["serial"] for i in retired["items"]] == ["R-1"]
+    assert (summary["total"], summary["online"]) == (1, 0)
+    assert [s["site"] for s in sites] == [None]
+    assert refused.value.status is Status.NOT_FOUND
+    assert "retired" in (refused.value.message or "")
+    assert batch.accepted == 1
+    assert [(r.index, r.code) for r in batch.rejected] == [
+        (0, "NOT_FOUND"),
+        (1, "VERSION_NOT_STORED"),
+    ]
+    assert detail["retired"] is True
+    assert (back.status_code, back.json()) == (201, {"created": 1, "existing": 0})
+    assert after["retired"] is False
+    assert [e["kind"] for e in after["events"]] == ["restored", "retired", "online"]
+    assert after["status"] == "offline"

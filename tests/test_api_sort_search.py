@@ -1,0 +1,185 @@
+"""Sorting, searching and a sensor's own history over real HTTP, against orders computed here."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import trio
+
+from droneshield.availability import availability
+from droneshield.db.sensors import EventRow
+
+from .support.grpc_clients import send_batch
+from .support.releases import add_software
+
+
+async def _walk(api, params: dict[str, object]) -> list[dict[str, object]]:  # type: ignore[no-untyped-def]
+    items: list[dict[str, object]] = []
+    cursor = None
+    while True:
+        response = await api.get(
+            "/sensors", params={"limit": 3, **params, **({"cursor": cursor} if cursor else {})}
+        )
+        assert response.status_code == 200, response.text
+        body = response.json()
+        items += body["items"]
+        cursor = body["nextCursor"]
+        if cursor is None:
+            return items
+
+
+@pytest.fixture
+async def fleet(running, api, db):  # type: ignore[no-untyped-def]
+    """12 sensors: online on several versions, offline at several times, never seen."""
+    serials = [f"F-{n:02d}" for n in range(12)]
+    await api.post(
+        "/sensors",
+        json={"sensors": [{"serial": s, "label": f"Label {s.lower()}"} for s in serials]},
+    )
+    await add_software(db, "1.2.0", "1.10.0", "2.0.0-rc.1", "2.0.0")
+    versions = ["1.10.0", "1.2.0", "2.0.0", "2.0.0-rc.1", "1.2.0", "1.10.0", "2.0.0", "1.2.0"]
+    await send_batch(running.grpc_port, list(zip(serials[:8], versions, strict=True)))
+    # Four go silent at distinct times (last seen and status change both set by hand).
+    base = datetime(2026, 1, 1, tzinfo=UTC)
+    for n, serial in enumerate(serials[4:8]):
+        await db.execute(
+            "UPDATE sensor SET online = false, last_seen_at = $2, status_changed_at = $3 "
+            "WHERE serial = $1",
+            serial,
+            base + timedelta(hours=7 - n * 2),
+            base + timedelta(hours=n),
+        )
+    return serials
+
+
+@pytest.mark.parametrize("order", ["asc", "desc"])
+@pytest.mark.parametrize("sort", ["serial", "status_changed_at", "last_seen_at", "version"])
+@pytest.mark.parametrize("status", [None, "online", "offline", "never"])
+async def test_every_sort_pages_in_its_order_with_cursors(api, db, fleet, sort, order, status):
+    with trio.fail_after(20):
+        params = {"sort": sort, "order": order, **({"status": status} if status else {})}
+        walked = await _walk(api, params)
+        expected = await db.fetch(
+            "SELECT serial FROM sensor WHERE ($1::text IS NULL OR sensor_status(online, "
+            "last_seen_at) = $1) ORDER BY "
+            + {
+                "serial": "serial",
+                "status_changed_at": "coalesce(status_changed_at, '-infinity')",
+                "last_seen_at": "CASE WHEN online THEN 'infinity' "
+                "ELSE coalesce(last_seen_at, '-infinity') END",
+                "version": "coalesce(version_sort_key(version), '')",
+            }[sort]
+            + (" DESC, serial DESC" if order == "desc" else ", serial"),
+            status,
+        )
+    assert [i["serial"] for i in walked] == [r["serial"] for r in expected]
+
+
+async def test_version_sort_follows_semver_precedence(api, fleet):
+    with trio.fail_after(10):
+        walked = await _walk(api, {"sort": "version", "status": "online"})
+    assert [i["version"] for i in walked] == ["v1.2.0", "v1.10.0", "v2.0.0-rc.1", "v2.0.0"]
+
+
+async def test_last_seen_sort_puts_online_first_then_the_most_recently_silent(api, fleet):
+    with trio.fail_after(10):
+        walked = await _walk(api, {"sort": "last_seen_at", "order": "desc"})
+    assert [i["status"] for i in walked[:4]] == ["online"] * 4
+    assert [i["serial"] for i in walked[4:8]] == ["F-04", "F-05", "F-06", "F-07"]
+    assert {i["status"] for i in walked[8:]} == {"never"}
+
+
+async def test_cursor_of_another_sort_is_refused(api, fleet):
+    with trio.fail_after(10):
+        first = (await api.get("/sensors", params={"limit": 2, "sort": "version"})).json()
+        response = await api.get("/sensors", params={"cursor": first["nextCursor"]})
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_cursor"
+
+
+@pytest.mark.parametrize(
+    ("q", "expected"),
+    [
+        ("f-0", [f"F-0{n}" for n in range(10)]),
+        ("1", ["F-01", "F-10", "F-11"]),
+        ("LABEL F-11", ["F-11"]),
+        ("%", []),
+        ("_", []),
+        ("nothing", []),
+    ],
+)
+async def test_q_matches_anywhere_in_serial_or_label_whatever_the_case(api, fleet, q, expected):
+    with trio.fail_after(10):
+        body = (await api.get("/sensors", params={"q": q, "limit": 50})).json()
+    assert [i["serial"] for i in body["items"]] == expected
+    assert (body["total"], body["totalExact"]) == (len(expected), True)
+
+
+async def test_events_page_the_whole_history_newest_first(running, api, db, fleet):
+    with trio.fail_after(20):
+        await db.execute(
+            "INSERT INTO sensor_event (sensor_id, at, kind, old, new) "
+            "SELECT id, now() - make_interval(mins => n), 'offline', 'online', 'offline' "
+            "FROM sensor, generate_series(1, 6) AS n WHERE serial = 'F-00'"
+        )
+        pages = []
+        cursor = None
+        while True:
+            params = {"limit": 3, **({"cursor": cursor} if cursor else {})}
+            body = (await api.get("/sensors/F-00/events", params=params)).json()
+            pages.append(body["items"])
+            cursor = body["nextCursor"]
+            if cursor is None:
+                break
+        bad = await api.get("/sensors/F-00/events", params={"cursor": "xyz"})
+        missing = await api.get("/sensors/NOPE/events")
+    events = [e for page in pages for e in page]
+    assert len(events) == 8  # online and version at the report, six offline
+    assert [e["at"] for e in events] == sorted((e["at"] for e in events), reverse=True)
+    assert len({e["id"] for e in events}) == 8
+    assert bad.status_code == 400
+    assert missing.status_code == 404
+
+
+async def test_detail_has_availability(api, db, fleet):
+    with trio.fail_after(10):
+        # Provisioned two hours ago, online for the last hour.
+        await db.execute(
+            "UPDATE sensor SET created_at = now() - interval '2 hours' WHERE serial = 'F-00'"
+        )
+        await db.execute(
+            "UPDATE sensor_event SET at = now() - interval '1 hour' FROM sensor "
+            "WHERE sensor.id = sensor_id AND serial = 'F-00' AND kind = 'online'"
+        )
+        online = (await api.get("/sensors/F-00")).json()
+        never = (await api.get("/sensors/F-11")).json()
+    assert online["availability"]["last24h"] == pytest.approx(0.5, abs=0.01)
+    assert online["availability"]["last7d"] == pytest.approx(0.5, abs=0.01)
+    assert never["availability"]["last7d"] == 0.0
+
+
+def _event(at: datetime, old: str, new: str) -> EventRow:
+    return EventRow(0, at, "online" if new == "online" else "offline", old, new)
+
+
+def test_availability_counts_online_time_in_the_window_since_provisioning():
+    now = datetime(2026, 1, 8, tzinfo=UTC)
+    week = timedelta(days=7)
+    events = [
+        _event(now - timedelta(hours=30), "never", "online"),
+        _event(now - timedelta(hours=12), "online", "offline"),
+        _event(now - timedelta(hours=6), "offline", "online"),
+    ]
+    long_ago = now - timedelta(days=30)
+
+    def share(window: timedelta, provisioned: datetime = long_ago) -> float | None:
+        return availability(
+            events, online_now=True, provisioned_at=provisioned, now=now, window=window
+        )
+
+    assert share(timedelta(days=1)) == pytest.approx(18 / 24)
+    assert share(week) == pytest.approx(24 / (7 * 24))
+    assert share(week, now - timedelta(hours=48)) == pytest.approx(24 / 48)
+    assert share(week, now) is None
+    assert availability([], online_now=True, provisioned_at=long_ago, now=now, window=week) == 1

@@ -1,0 +1,52 @@
+"""The dashboard's Alerts panel in a real browser: add a webhook (asking for the API key), see
+its delivery health, remove it."""
+
+from __future__ import annotations
+
+import trio
+from playwright.sync_api import expect
+
+from droneshield import daemon
+
+from .support.browser import open_page
+from .support.receivers import Receiver
+
+
+async def test_alerts_panel_adds_shows_health_and_removes_a_webhook(
+    browser, aio_loop, database_url, settings, nursery
+):
+    keyed = settings.replace(api_key="s3cret", webhook_allow_hosts="127.0.0.1")
+    running = await nursery.start(daemon.run, keyed, database_url)
+    receiver = await nursery.start(Receiver(answer=lambda _: 503).serve)
+    with trio.fail_after(40):
+        page = await open_page(browser, f"http://127.0.0.1:{running.http_port}")
+        await page(lambda p: p.goto("/#alerts"))
+        await page(lambda p: p.get_by_label("Webhook URL").fill(receiver.url))
+        await page(lambda p: p.get_by_label("Secret (signs each POST)").fill("0123456789abcdef"))
+        await page(lambda p: p.get_by_label("release uploaded").check())
+        await page(lambda p: p.get_by_role("button", name="Add webhook").click())
+        await page(lambda p: expect(p.get_by_role("dialog")).to_be_visible())
+        await page(lambda p: p.get_by_label("API key", exact=True).fill("s3cret"))
+        await page(lambda p: p.get_by_role("button", name="Save and retry").click())
+        row = "#webhooks tbody tr"
+        await page(lambda p: expect(p.locator(row)).to_have_count(1))
+        await page(
+            lambda p: expect(p.locator(row)).to_contain_text("sensor.offline, release.uploaded")
+        )
+        await page(lambda p: expect(p.locator(row)).to_contain_text("healthy"))
+        # A test event meets a failing endpoint: the panel shows it retrying, with the error.
+        await page(
+            lambda p: p.evaluate(
+                "fetch('/webhooks/' + document.querySelector('#webhooks tbody tr').dataset.id"
+                " + '/test', {method: 'POST', headers: {Authorization: 'Bearer s3cret'}})"
+            )
+        )
+        await receiver.wait_until(lambda r: len(r.posts) >= 1)
+        await page(lambda p: p.reload())
+        await page(lambda p: expect(p.locator(row)).to_contain_text("retrying", timeout=10_000))
+        await page(lambda p: expect(p.locator(row)).to_contain_text("HTTP 503"))
+        await page.screenshot("alerts.png")
+        await page(lambda p: p.get_by_role("button", name=f"Remove webhook {receiver.url}").click())
+        await page(lambda p: expect(p.locator(row)).to_have_count(0))
+        await page(lambda p: expect(p.locator("#webhook-message")).to_contain_text("removed"))
+        await page.close()

@@ -1,0 +1,231 @@
+"""The dashboard's views in Chromium against the running daemon: a sensor's own page and its
+live timeline, the address as the view (Back, Forward, an edited address), sorting by a column
+header, live rows that stay true on a filtered page, and the stale banner when the daemon stops.
+Screenshots land in test-artifacts/."""
+
+from __future__ import annotations
+
+import re
+
+import trio
+from playwright.sync_api import expect
+
+from droneshield import daemon
+
+from .support.dashboard import LIVE_WITHIN, live, open_dashboard, report, row
+from .support.processes import free_port
+from .support.releases import add_software
+
+SENSOR_READY = ("#sensor-facts", "Status")
+TIMELINE = "#sensor-timeline li[data-kind]"
+
+
+async def test_a_row_opens_its_sensor_and_back_returns_to_the_list(browser, running, db, sensors):
+    await add_software(db, "1.0.0")
+    await report(running.grpc_port, sensors[2], "v1.0.0")
+    with trio.fail_after(40):
+        page = await open_dashboard(browser, running.http_port, "/#/?status=online")
+        await page(lambda p: row(p, sensors[2]).locator("td").first.click())
+        await page(lambda p: expect(p.locator("#sensor-title")).to_have_text(sensors[2]))
+        await page(lambda p: expect(p.locator("#sensor-status")).to_have_text("online"))
+        link = page.page.get_by_role("link", name="Download v1.0.0")
+        href = await page(lambda p: link.get_attribute("href"))
+        first_report = page.page.locator(TIMELINE).filter(has_text="online (first report)")
+        await page(lambda p: expect(first_report).to_have_count(1))
+        opened = await page(lambda p: p.url)
+        await page.screenshot("sensor.png")
+
+        await page(lambda p: p.go_back())
+        await page(lambda p: expect(row(p, sensors[2])).to_be_visible())
+        await page(lambda p: expect(p.locator("#sensor-view")).to_be_hidden())
+        listed = await page(lambda p: p.url)
+        await page(lambda p: p.go_forward())
+        await page(lambda p: expect(p.locator("#sensor-title")).to_have_text(sensors[2]))
+        await page(lambda p: p.go_back())
+
+        def open_by_keyboard(p):  # type: ignore[no-untyped-def]
+            row(p, sensors[2]).focus()
+            p.keyboard.press("Enter")
+
+        await page(open_by_keyboard)
+        await page(lambda p: expect(p.locator("#sensor-status")).to_have_text("online"))
+        await page.close()
+    assert opened.endswith(f"/#/sensors/{sensors[2]}")
+    assert listed.endswith("/#/?status=online")
+    assert href == "/software/v1.0.0/file"
+
+
+async def test_a_sensor_page_grows_its_timeline_live(browser, running, db, sensors):
+    await add_software(db, "2.0.0")
+    with trio.fail_after(30):
+        page = await open_dashboard(
+            browser, running.http_port, f"/#/sensors/{sensors[3]}", ready=SENSOR_READY
+        )
+        await page(lambda p: expect(p.locator("#sensor-status")).to_have_text("never seen"))
+        await report(running.grpc_port, sensors[3])
+        await page(
+            lambda p: expect(p.locator(TIMELINE).first).to_have_text(
+                re.compile(r"online \(first report\)$"), timeout=LIVE_WITHIN
+            )
+        )
+        await report(running.grpc_port, sensors[3], "v2.0.0")
+        await page(
+            lambda p: expect(p.locator(TIMELINE).first).to_contain_text(
+                "version none → v2.0.0", timeout=LIVE_WITHIN
+            )
+        )
+        await page(lambda p: expect(p.locator(TIMELINE)).to_have_count(2))
+        await page(lambda p: expect(p.locator("#sensor-status")).to_have_text("online"))
+        await page.screenshot("sensor-timeline.png")
+        await page.close()
+
+
+async def test_a_column_header_sorts_and_the_sort_is_in_the_address(browser, running, sensors):
+    await report(running.grpc_port, sensors[4])  # the one sensor ever seen
+    header = 'th[data-key="last_seen_at"]'
+    with trio.fail_after(30):
+        page = await open_dashboard(browser, running.http_port)
+        await page(
+            lambda p: expect(p.locator('th[data-key="serial"]')).to_have_attribute(
+                "aria-sort", "ascending"
+            )
+        )
+        await page(lambda p: p.get_by_role("button", name="Last seen").click())
+        await page(lambda p: expect(p.locator(header)).to_have_attribute("aria-sort", "descending"))
+        rows = page.page.locator("#sensor-table tbody tr")
+        await page(lambda p: expect(rows.first).to_have_attribute("data-serial", sensors[4]))
+        sorted_url = await page(lambda p: p.url)
+        await page.screenshot("sorted.png")
+        await page(lambda p: p.get_by_role("button", name="Last seen").click())
+        await page(lambda p: expect(p.locator(header)).to_have_attribute("aria-sort", "ascending"))
+        await page(lambda p: expect(rows.last).to_have_attribute("data-serial", sensors[4]))
+        await page(lambda p: p.go_back())
+        await page(lambda p: expect(p.locator(header)).to_have_attribute("aria-sort", "descending"))
+        await page(lambda p: expect(rows.first).to_have_attribute("data-serial", sensors[4]))
+        await page.close()
+    assert sorted_url.endswith("#/?sort=last_seen_at&order=desc")
+
+
+async def test_rows_leave_a_filtered_page_and_new_matches_are_announced(browser, running, sensors):
+    rows = "#sensor-table tbody tr[data-serial]"
+    with trio.fail_after(40):
+        page = await open_dashboard(browser, running.http_port, "/#/?status=never")
+        await page(lambda p: expect(p.locator(rows)).to_have_count(10))
+        await report(running.grpc_port, sensors[0])
+        leaving = page.page.locator(f"{rows}[data-leaving]")
+        await page(lambda p: expect(leaving).to_have_count(1, timeout=LIVE_WITHIN))
+        await page(lambda p: expect(leaving).to_contain_text("no longer matches"))
+        await page(lambda p: expect(p.locator("#sensor-notice")).to_contain_text("1 leaving"))
+        await page.screenshot("leaving.png")
+        await page(lambda p: p.locator("#sensor-notice").get_by_role("button").click())
+        await page(lambda p: expect(p.locator(rows)).to_have_count(9))
+        await page(lambda p: expect(row(p, sensors[0])).to_have_count(0))
+
+        # The address edited by hand: the online sensors, then two more come online.
+        await page(lambda p: p.goto("/#/?status=online"))
+        await page(lambda p: expect(p.locator(rows)).to_have_count(1))
+        await live(page)
+        await report(running.grpc_port, sensors[5])
+        await report(running.grpc_port, sensors[6])
+        notice = page.page.locator("#sensor-notice")
+        await page(lambda p: expect(notice).to_have_text("2 new — show", timeout=LIVE_WITHIN))
+        # The page's total follows the fleet's at once; the rows come with the refresh.
+        await page(lambda p: expect(p.locator("#page-info")).to_contain_text("3 sensors"))
+        await page(lambda p: expect(p.locator(rows)).to_have_count(1))
+        await page.screenshot("entering.png")
+        await page(lambda p: notice.get_by_role("button", name="show").click())
+        await page(lambda p: expect(p.locator(rows)).to_have_count(3))
+        await page(lambda p: expect(notice).to_be_hidden())
+        await page.close()
+
+
+async def test_heartbeats_do_not_flash_and_unreleased_versions_show_as_not_stored(
+    browser, running, db, sensors
+):
+    await add_software(db, "1.0.0")
+    await report(running.grpc_port, sensors[0], "v1.0.0")
+    with trio.fail_after(30):
+        page = await open_dashboard(browser, running.http_port)
+        await report(running.grpc_port, sensors[0], "v1.0.0")
+        seen = await db.fetchval("SELECT last_seen_at FROM sensor WHERE serial = $1", sensors[0])
+        last_seen = row(page.page, sensors[0]).locator('[data-label="Last seen"] time')
+        await page(
+            lambda p: expect(last_seen).to_have_attribute(
+                "datetime", seen.isoformat(), timeout=LIVE_WITHIN
+            )
+        )
+        await page(lambda p: expect(row(p, sensors[0])).not_to_have_class(re.compile("flash")))
+
+        await report(running.grpc_port, sensors[0], "v4.0.0")
+        version = row(page.page, sensors[0]).locator('[data-label="Version"]')
+        await page(lambda p: expect(version).to_have_text("v4.0.0 not stored", timeout=LIVE_WITHIN))
+        await page(lambda p: expect(row(p, sensors[0])).to_have_class(re.compile("flash")))
+        stored = await db.fetchval("SELECT version FROM sensor WHERE serial = $1", sensors[0])
+        await page.screenshot("not-stored.png")
+        await page.close()
+    assert stored == "1.0.0"
+
+
+async def test_counts_and_rows_are_marked_stale_when_the_daemon_stops(
+    browser, aio_loop, database_url, settings, sensors
+):
+    fixed = settings.replace(http_port=free_port())
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(daemon.run, fixed, database_url)
+            page = await open_dashboard(browser, fixed.http_port)
+            await page(
+                lambda p: expect(p.locator("body")).not_to_have_attribute(
+                    "data-stale", re.compile("")
+                )
+            )
+            nursery.cancel_scope.cancel()
+        as_of = re.compile(r"as of \d{2}:\d{2}:\d{2}")
+        await page(lambda p: expect(p.locator("#connection")).to_contain_text(as_of))
+        await page(lambda p: expect(p.locator("body")).to_have_attribute("data-stale", as_of))
+        await page(lambda p: expect(p.locator("#summary .as-of")).to_be_visible())
+        await page(lambda p: expect(p.locator("#sensors .as-of")).to_contain_text(as_of))
+        await page.screenshot("stale.png")
+        await page.close()
+
+
+async def test_an_operator_adds_sensors_by_csv_and_sees_their_site_uncovered(
+    browser, running, sensors
+):
+    result = "#provision-result"
+    with trio.fail_after(30):
+        page = await open_dashboard(browser, running.http_port)
+        await page(lambda p: p.get_by_text("Add sensors").first.click())
+        csv = page.page.get_by_label("CSV with a header")
+        await page(lambda p: csv.fill("serial,site,label\nSN-1,north-gate,mast\nbad\u00e9,x,y"))
+        await page(lambda p: p.get_by_role("button", name="Add sensors").click())
+        await page(lambda p: expect(p.locator(result)).to_contain_text("Nothing was added"))
+        await page(lambda p: expect(p.locator(result)).to_contain_text("data row 2"))
+        await page(lambda p: csv.fill("serial,site,label\nSN-1,north-gate,mast\nSN-2,north-gate,"))
+        await page(lambda p: p.get_by_role("button", name="Add sensors").click())
+        await page(lambda p: expect(p.locator(result)).to_have_text("2 added, 0 already there."))
+        site = page.page.locator('#sites li[data-site="north-gate"]')
+        await page(lambda p: expect(site).to_contain_text("not covered"))
+        await page(lambda p: expect(p.locator("#count-total")).to_have_text("12"))
+        await page.screenshot("provisioned.png")
+        await page(lambda p: site.get_by_role("link").click())
+        rows = page.page.locator("#sensor-table tbody tr[data-serial]")
+        await page(lambda p: expect(rows).to_have_count(2))
+        url = await page(lambda p: p.url)
+        await page.close()
+    assert url.endswith("#/?site=north-gate")
+
+
+async def test_the_software_panel_shows_versions_reported_but_never_uploaded(
+    browser, running, sensors
+):
+    await report(running.grpc_port, sensors[0], "v4.0.0")
+    with trio.fail_after(30):
+        page = await open_dashboard(browser, running.http_port)
+        unreleased = page.page.locator('#unreleased li[data-version="v4.0.0"]')
+        await page(
+            lambda p: expect(unreleased).to_contain_text(
+                re.compile(r"v4\.0\.0 reported by sensors since \d{2}:\d{2}, not uploaded")
+            )
+        )
+        await page.close()

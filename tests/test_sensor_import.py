@@ -1,0 +1,64 @@
+"""`droneshield sensors import` as a person runs it: a process reading a file or stdin."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import trio
+
+CLI = (sys.executable, "-m", "droneshield", "sensors", "import")
+
+
+async def _import(
+    database_url: str, *args: str, stdin: bytes = b""
+) -> subprocess.CompletedProcess[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DRONESHIELD_")}
+    with trio.fail_after(60):
+        return await trio.run_process(
+            [*CLI, *args],
+            env={**env, "DATABASE_URL": database_url},
+            stdin=stdin,
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+
+
+async def test_import_is_idempotent_and_reads_stdin(db, database_url, tmp_path: Path):
+    path = tmp_path / "fleet.csv"
+    path.write_text(
+        "serial,site,label\n" + "".join(f"IM-{n:05d},site-{n % 3},\n" for n in range(1000))
+    )
+    first = await _import(database_url, str(path))
+    again = await _import(database_url, "-", stdin=path.read_bytes())
+    assert first.returncode == 0, first.stderr
+    assert first.stderr.decode().strip().splitlines()[-1].startswith("imported 1,000 sensors in ")
+    assert "(1,000 new, 0 existing)" in first.stderr.decode()
+    assert "(0 new, 1,000 existing)" in again.stderr.decode()
+    sites = await db.fetch("SELECT site, sum(n) AS n FROM fleet_count GROUP BY site ORDER BY site")
+    assert [(r["site"], r["n"]) for r in sites] == [
+        ("site-0", 334),
+        ("site-1", 333),
+        ("site-2", 333),
+    ]
+
+
+async def test_a_broken_file_stores_nothing_and_says_which_rows(db, database_url, tmp_path: Path):
+    path = tmp_path / "broken.csv"
+    path.write_bytes(b"serial\nOK-1\nbad\x01serial\nOK-1\n")
+    done = await _import(database_url, str(path))
+    encoding = await _import(database_url, "-", stdin=b"serial\nOK-\xff\n")
+    assert done.returncode == 1
+    lines = done.stderr.decode().strip().splitlines()
+    assert lines == [
+        "row 1: invalid_serial: serial 'bad\\x01serial' must be 1 to 128 printable ASCII "
+        "characters",
+        "row 2: duplicate_serial: serial 'OK-1' is already given in row 0",
+        "droneshield: 2 of 3 rows are invalid; nothing was stored",
+    ]
+    assert encoding.returncode == 1
+    assert "line 2 is not UTF-8" in encoding.stderr.decode()
+    assert await db.fetchval("SELECT count(*) FROM sensor") == 0
