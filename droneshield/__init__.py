@@ -8,9 +8,9 @@ Where a change belongs:
   (signatures, retry schedule, fleet alert). `targets.py` says where a webhook may send.
 - `errors.py`: the domain's errors, by kind and stable code, never a transport's status.
 - `X.py`: a behaviour (`reports.py`, `writer.py`, `presence.py`, `hub.py`, `relay.py`,
-  `summary.py`, `uploads.py`, `dispatcher.py` for webhooks, …). `db/X.py` holds its SQL
-  (named for its table or concern: `db/reports.py`, `db/presence.py`, `db/software.py` for
-  uploads, `db/notify.py` for the relay, `db/webhooks.py` for webhooks and their outbox),
+  `interest.py`, `summary.py`, `uploads.py`, `dispatcher.py` for webhooks, …). `db/X.py` holds
+  its SQL (named for its table or concern: `db/reports.py`, `db/presence.py`, `db/software.py`
+  for uploads, `db/notify.py` for the relay, `db/webhooks.py` for webhooks and their outbox),
   `web/X.py` its HTTP routes (`web/uploads.py`, `web/summary.py`, …), `ingest/` the gRPC
   edge. Each edge maps domain errors to its statuses in one table (`web/errors.py`,
   `ingest/service.py`).
@@ -21,5 +21,7 @@ Where a change belongs:
   `signals.py` how a process stops, `db/migrate.py` the migrations a start applies,
   `workers.py` and `children.py` child processes, `devrun.py` `droneshield dev`.
 - asyncio-only libraries cross into trio in one module each: `ingest/bridge.py` (grpclib),
-  `db/pool.py` and `db/notify.py` (asyncpg).
+  `db/pool.py` and `db/notify.py` (asyncpg), `bus/jetstream.py` (nats-py).
+- `bus/`: the relay's transports behind one interface (`bus.Bus`): `bus/notify.py`
+  (PostgreSQL NOTIFY), `bus/jetstream.py` (NATS JetStream).
 """

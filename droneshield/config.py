@@ -152,6 +152,13 @@ class Settings:
             "before its connection is dropped (TCP_USER_TIMEOUT)"
         },
     )
+    relay_url: str | None = field(
+        default=None,
+        metadata={
+            "help": "nats://host:port of a NATS JetStream server that relays changes between "
+            "daemons; unset: PostgreSQL NOTIFY"
+        },
+    )
     workers: int = field(
         default=WORKERS_DEFAULT,
         metadata={"help": "daemon processes sharing the gRPC and HTTP ports (SO_REUSEPORT)"},
@@ -264,6 +271,8 @@ class Settings:
             )
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("tls_cert and tls_key must be given together")
+        if self.relay_url is not None and not self.relay_url.startswith(("nats://", "tls://")):
+            raise ValueError("relay_url must be a nats:// (or tls://) URL of a NATS server")
         if self.grpc_client_ca is not None and self.tls_cert is None:
             raise ValueError("grpc_client_ca needs tls_cert and tls_key (mTLS is over TLS)")
         AllowList.parse(self.webhook_allow_hosts)  # raises ValueError on a malformed entry

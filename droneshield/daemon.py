@@ -34,7 +34,7 @@ from .ingest.bridge import Submitter, serve_grpc
 from .ingest.budgets import grpc_budgets
 from .ports import naming
 from .presence import Tracker, serve_presence
-from .relay import Relay
+from .relay import Relay, open_bus
 from .reports import Pending
 from .summary import serve_summary
 from .web.app import create_app
@@ -86,7 +86,7 @@ async def run(
             sinks=[publish_committed, metrics.count_transitions],
         )
         submitter = Submitter(send, ack_timeout=settings.ack_timeout)
-        relay = Relay(hub, pool, database_url)
+        relay = Relay(hub, open_bus(settings.relay_url, pool, database_url))
         app = create_app(settings, pool, hub=hub, submit=submitter.submit_from_trio)
         async with trio.open_nursery() as nursery:
             await nursery.start(writer.run)

@@ -124,6 +124,13 @@ class DatabaseUnavailable(Unavailable, ConnectionError):
     code = "database_unavailable"
 
 
+class RelayUnavailable(Unavailable):
+    """The relay's bus (NATS, the NOTIFY connection) cannot take messages now; sending them
+    again later is harmless."""
+
+    code = "relay_unavailable"
+
+
 class StorageFull(DroneshieldError):
     """No space left to store release files (or a quota or file size limit reached)."""
 

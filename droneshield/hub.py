@@ -12,7 +12,7 @@ outboxes so nothing is echoed back.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Final, Generic, TypeVar
 
@@ -48,6 +48,10 @@ class Subscription:
     def pending(self) -> int:
         """Sensors waiting to be taken (never more than `max_pending`)."""
         return len(self._pending)
+
+    def offer(self, change: SensorState) -> None:
+        """Hold `change` as the sensor's latest state (an outbox filled by its owner)."""
+        self._offer(change)
 
     def _offer(self, change: SensorState) -> None:
         if self.overflowed:
@@ -131,6 +135,8 @@ class Hub:
         self._everything: set[Subscription] = set()
         self._outboxes: set[Subscription] = set()
         self._subscriptions: set[Subscription] = set()
+        # Bumped whenever what the subscriptions watch may have changed (see `interest`).
+        self.interest_version = 0
         # Fleet totals (the `summary` message), kept current by `summary.serve_summary`.
         self.summary: Latest[dict[str, object]] = Latest()
 
@@ -148,12 +154,24 @@ class Hub:
         relay, which decodes only what someone here watches)."""
         return bool(self._everything) or serial in self._by_serial
 
+    def interest(self) -> tuple[bool, Collection[str]]:
+        """(whether some subscription watches every sensor, the serials watched one by one):
+        what the relay announces to the other daemons. The collection is live; copy it.
+
+        A subscription with serials and a filter counts by its serials: its filter admits
+        transitions only (`web/messages.py`), and transitions are always relayed. One with a
+        filter and no serials takes heartbeats of any sensor its filter admits: everything."""
+        everything = any(sub.serials is None for sub in self._everything)
+        return everything, self._by_serial.keys()
+
     def publish(self, changes: Iterable[SensorState]) -> None:
-        """Offer changes made by this daemon to subscriptions and outboxes. Never blocks."""
+        """Offer changes made by this daemon to subscriptions and to the outboxes whose
+        `match` accepts them. Never blocks."""
         outboxes = self._outboxes
         for change in self._deliver(changes):
             for box in outboxes:
-                box._offer(change)
+                if box.match is None or box.match(change):
+                    box._offer(change)
 
     def publish_remote(self, changes: Iterable[SensorState]) -> None:
         """Offer changes another daemon made (they are not forwarded again). Never blocks."""
@@ -210,9 +228,12 @@ class Hub:
         self._attach(sub)
 
     @contextmanager
-    def outbox(self, *, max_pending: int = MAX_PENDING_DEFAULT) -> Iterator[Subscription]:
-        """Collect every change this daemon publishes (not remote ones) until the block exits."""
-        box = Subscription(None, max_pending)
+    def outbox(
+        self, *, max_pending: int = MAX_PENDING_DEFAULT, match: Match | None = None
+    ) -> Iterator[Subscription]:
+        """Collect the changes this daemon publishes (not remote ones) that `match` accepts
+        (all when None) until the block exits."""
+        box = Subscription(None, max_pending, match)
         self._outboxes.add(box)
         try:
             yield box
@@ -220,12 +241,14 @@ class Hub:
             self._outboxes.discard(box)
 
     def _attach(self, sub: Subscription) -> None:
+        self.interest_version += 1
         if sub.serials is None or sub.match is not None:
             self._everything.add(sub)
         for serial in sub.serials or ():
             self._by_serial.setdefault(serial, set()).add(sub)
 
     def _detach(self, sub: Subscription) -> None:
+        self.interest_version += 1
         self._everything.discard(sub)
         for serial in sub.serials or ():
             group = self._by_serial.get(serial)

@@ -95,6 +95,16 @@ TRANSITIONS: Final = Counter(
     "Sensors that went online (from never or offline) or offline, as committed",
     ["to"],
 )
+RELAY_CHANGES: Final = Counter(
+    "droneshield_relay_changes",
+    "Sensor changes through the relay: sent to peers, received from peers (and used), or kept "
+    "(heartbeats no peer's clients watch)",
+    ["direction"],
+)
+RELAY_GAPS: Final = Counter(
+    "droneshield_relay_gaps",
+    "Times changes were lost on the relay and this daemon's clients were told to resync",
+)
 UPLOADS: Final = Counter(
     "droneshield_upload_files",
     "Release files received, by outcome (created, unchanged, or the rejection code)",

@@ -1,42 +1,66 @@
-"""Cross-instance fan-out: changes this daemon commits reach the other daemons' hubs, theirs
-reach ours, through PostgreSQL NOTIFY/LISTEN on one channel.
+"""Cross-instance fan-out: the changes this daemon commits reach the other daemons' hubs, theirs
+reach ours, over a bus (`bus/`: PostgreSQL NOTIFY by default, NATS JetStream for many hosts).
 
-Outgoing changes gather in a hub outbox (latest state per sensor) for GATHER_INTERVAL and leave
-packed many to a payload and up to PAYLOADS_PER_STATEMENT payloads to a statement. Each payload
-names its instance, so a daemon skips its own. Whenever changes may have been lost (an outbox
-or listen buffer overflowed, a NOTIFY failed, the LISTEN connection was re-established) the
-affected hubs are told to resync, and their clients reload from the database.
+Only what a peer needs is sent. Transitions (a sensor came online, went offline, got a new
+version) always go; a heartbeat (a report that only moved `last_seen_at`) goes only when some
+other daemon's WebSocket clients watch that sensor, which each daemon announces on the bus
+(`interest.py`). At a million sensors on a 10 s heartbeat that is the difference between
+100k messages a second and the ~1k transitions plus what is on someone's screen.
+
+Outgoing changes gather in an outbox (latest state per sensor) for GATHER_INTERVAL and leave
+packed many to a message. Each message names its instance, so a daemon skips its own. Messages
+the bus could not take are kept (bounded) and sent again; whenever changes may have been lost
+for good (the outbox overflowed, the bus reported a gap) the affected hubs resync, and their
+clients reload from the database.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Sequence
+import zlib
+from collections.abc import Callable, Collection, Iterable, Sequence
 from datetime import datetime
-from typing import Final, NoReturn
+from typing import Any, Final, NoReturn
 
 import orjson
 import trio
 
-from .db.notify import Listener, notify_all, open_listener
-from .db.pool import Pool, acquire, is_transient
+from . import metrics
+from .bus import Bus, Message
+from .bus.jetstream import JetStreamBus
+from .bus.notify import NotifyBus
+from .db.pool import Pool
 from .domain import SensorState
+from .errors import RelayUnavailable
 from .hub import Hub
+from .interest import PeerInterest
 
 log = logging.getLogger(__name__)
 
-CHANNEL: Final = "droneshield_sensor"
-PAYLOAD_MAX: Final = 7_900  # bytes; PostgreSQL refuses NOTIFY payloads of 8,000 bytes or more
-PAYLOADS_PER_STATEMENT: Final = 100  # measured: ~57k notifications/s at this size
 GATHER_INTERVAL: Final = 0.05  # seconds local changes gather before they are sent
 OUTBOX_MAX: Final = 20_000  # changed sensors waiting to be sent (~6 MB) before peers resync
-LISTEN_BUFFER: Final = 1_000  # payloads (≤ 8 kB each) received, not yet handled, before a resync
-CHECK_INTERVAL: Final = 5.0  # seconds of silence before the LISTEN connection is checked
+INTEREST_REFRESH: Final = 5.0  # seconds between two announcements of an unchanged interest
+INTEREST_TTL: Final = 3 * INTEREST_REFRESH  # seconds a peer's interest lasts unless refreshed
 RETRY_FIRST: Final = 0.1  # seconds
 RETRY_MAX: Final = 5.0  # seconds
 
-_ROW_ERRORS: Final = (ValueError, TypeError, IndexError, KeyError)
+_SENT: Final = metrics.RELAY_CHANGES.labels("sent")
+_RECEIVED: Final = metrics.RELAY_CHANGES.labels("received")
+_KEPT: Final = metrics.RELAY_CHANGES.labels("kept")
+_ROW_ERRORS: Final = (ValueError, TypeError, IndexError, KeyError, AttributeError)
+
+
+def open_bus(relay_url: str | None, pool: Pool, database_url: str) -> Bus:
+    """The bus `relay_url` names (`nats://…`), else NOTIFY on the database."""
+    if relay_url is None:
+        return NotifyBus(pool, database_url)
+    return JetStreamBus(relay_url)
+
+
+def shard_of(serial: str, shards: int) -> int:
+    """Which of `shards` parts of the serial space `serial` falls in (stable across hosts)."""
+    return zlib.crc32(serial.encode()) % shards
 
 
 def _row(change: SensorState) -> bytes:
@@ -59,23 +83,46 @@ def _when(text: str | None) -> datetime | None:
     return None if text is None else datetime.fromisoformat(text)
 
 
-def encode(instance: str, changes: Sequence[SensorState]) -> list[str]:
-    """Payloads `{"i": instance, "c": [[id, serial, version, status, lastSeen, changed,
-    reportedVersion, heartbeat, site], …]}`, each under PAYLOAD_MAX bytes."""
-    head = b'{"i":' + orjson.dumps(instance) + b',"c":['
-    payloads: list[str] = []
+def _pack(head: bytes, items: Iterable[bytes], payload_max: int) -> list[bytes]:
+    """`head` + `[item, …]}` per payload, as many items to a payload as fit in payload_max."""
+    payloads: list[bytes] = []
     rows: list[bytes] = []
     size = len(head) + 2
-    for change in changes:
-        row = _row(change)
-        if rows and size + len(row) + 1 > PAYLOAD_MAX:
-            payloads.append((head + b",".join(rows) + b"]}").decode())
+    for item in items:
+        if rows and size + len(item) + 1 > payload_max:
+            payloads.append(head + b",".join(rows) + b"]}")
             rows, size = [], len(head) + 2
-        rows.append(row)
-        size += len(row) + 1
+        rows.append(item)
+        size += len(item) + 1
     if rows:
-        payloads.append((head + b",".join(rows) + b"]}").decode())
+        payloads.append(head + b",".join(rows) + b"]}")
     return payloads
+
+
+def _head(instance: str) -> bytes:
+    return b'{"i":' + orjson.dumps(instance)
+
+
+def encode(instance: str, changes: Sequence[SensorState], payload_max: int) -> list[str]:
+    """Payloads `{"i": instance, "c": [[id, serial, version, status, lastSeen, changed,
+    reportedVersion, heartbeat, site], …]}`, each under `payload_max` bytes."""
+    head = _head(instance) + b',"c":['
+    return [p.decode() for p in _pack(head, map(_row, changes), payload_max)]
+
+
+def encode_interest(
+    instance: str, generation: int, everything: bool, serials: Collection[str], payload_max: int
+) -> list[str]:
+    """Announcement `generation` of what `instance`'s clients watch, in numbered parts
+    `{"i": instance, "w": [generation, part, parts, everything], "s": [serial, …]}`."""
+    chunks = _pack(b"", map(orjson.dumps, serials), payload_max - 100) or [b"]}"]
+    head = _head(instance) + b',"w":['
+    return [
+        (
+            head + f'{generation},{n},{len(chunks)},{int(everything)}],"s":['.encode() + chunk
+        ).decode()
+        for n, chunk in enumerate(chunks)
+    ]
 
 
 def resync_payload(instance: str) -> str:
@@ -83,17 +130,23 @@ def resync_payload(instance: str) -> str:
     return orjson.dumps({"i": instance, "resync": True}).decode()
 
 
-def decode(payload: str, wanted: Callable[[str], bool]) -> list[SensorState] | None:
-    """The changes of a payload whose serial is `wanted` (others are not even built); None
-    when the payload asks for a resync.
+def ask_payload(instance: str) -> str:
+    """Asks peers to announce their interest now (`instance` is new, or lost track)."""
+    return orjson.dumps({"i": instance, "ask": True}).decode()
 
-    Raises:
-        ValueError: not a payload this module wrote.
-    """
+
+def _load(payload: str) -> dict[str, Any]:
     try:
         message = orjson.loads(payload)
-        if message.get("resync"):
-            return None
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"malformed relay message: {exc!r}") from None
+    if not isinstance(message, dict):
+        raise ValueError("malformed relay message: not an object")
+    return message
+
+
+def _changes(message: dict[str, Any], wanted: Callable[[str], bool]) -> list[SensorState]:
+    try:
         return [
             SensorState(
                 row[0],
@@ -107,116 +160,189 @@ def decode(payload: str, wanted: Callable[[str], bool]) -> list[SensorState] | N
             for row in message["c"]
             if wanted(row[1])
         ]
-    except (*_ROW_ERRORS, AttributeError, orjson.JSONDecodeError) as exc:
-        raise ValueError(f"malformed {CHANNEL} payload: {exc!r}") from None
+    except _ROW_ERRORS as exc:
+        raise ValueError(f"malformed relay message: {exc!r}") from None
+
+
+def decode(payload: str, wanted: Callable[[str], bool]) -> list[SensorState] | None:
+    """The changes of a payload whose serial is `wanted` (others are not even built); None
+    when the payload asks for a resync.
+
+    Raises:
+        ValueError: not a change payload this module wrote.
+    """
+    message = _load(payload)
+    if message.get("resync"):
+        return None
+    return _changes(message, wanted)
 
 
 class Relay:
     """Forwards this daemon's changes to its peers and theirs into the hub."""
 
-    def __init__(self, hub: Hub, pool: Pool, database_url: str) -> None:
+    def __init__(self, hub: Hub, bus: Bus) -> None:
         self.instance = uuid.uuid4().hex[:16]
+        self.peers = PeerInterest(INTEREST_TTL)
         self._hub = hub
-        self._pool = pool
-        self._dsn = database_url
-        self._own_prefix = '{"i":' + orjson.dumps(self.instance).decode()
+        self._bus = bus
+        self._own_prefix = _head(self.instance).decode()
+        self._announce_now = trio.Event()  # a peer asked, or we must ask (after a gap)
+        self._must_ask = True  # at start we know no peer's interest
         # Counters, for tests and metrics.
         self.sent = 0  # changes sent to peers
+        self.heartbeats_kept = 0  # heartbeats not sent: no peer watches their sensor
         self.received = 0  # peers' changes published into the hub
-        self.own_skipped = 0  # own payloads that came back and were ignored
+        self.own_skipped = 0  # own messages that came back and were ignored
+
+    def _relayed(self, change: SensorState) -> bool:
+        """Outbox filter: every transition, and each heartbeat a peer's clients watch (the
+        others are counted as kept). Called once per change this daemon publishes."""
+        if not change.heartbeat or self.peers.wants(change.serial):
+            return True
+        self.heartbeats_kept += 1
+        _KEPT.inc()
+        return False
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Run until cancelled; `started()` once changes are collected and LISTEN is active.
+        """Run until cancelled; `started()` once the bus receives and changes are collected.
 
         Raises:
-            OSError, asyncpg errors: the first LISTEN connection could not be made (later
-            failures are retried with backoff).
+            Whatever the bus's first connection fails with (later failures are retried).
         """
         async with trio.open_nursery() as nursery:
+            await nursery.start(self._bus.serve, self._handle, self._gap)
             await nursery.start(self._forward)
-            await nursery.start(self._listen)
+            await nursery.start(self._announce)
             task_status.started()
 
     async def _forward(self, *, task_status: trio.TaskStatus[None]) -> NoReturn:
+        # The hub brings what this daemon publishes: the writer's committed reports (flagged
+        # `heartbeat` when they only moved `last_seen_at`) and the presence tracker's expiries.
+        backlog: list[Message] = []
+        backlog_changes = 0
         owe_resync = False
         delay = RETRY_FIRST
-        with self._hub.outbox(max_pending=OUTBOX_MAX) as box:
+        with self._hub.outbox(max_pending=OUTBOX_MAX, match=self._relayed) as box:
             task_status.started()
             while True:
-                if not owe_resync:
+                if not backlog and not owe_resync:
                     await box.wait()
                 await trio.sleep(GATHER_INTERVAL)
                 owe_resync |= box.overflowed
                 changes = box.take()
-                payloads = encode(self.instance, changes)
+                backlog += self._messages(changes)
+                backlog_changes += len(changes)
+                if backlog_changes > OUTBOX_MAX:
+                    backlog, backlog_changes, owe_resync = [], 0, True
                 if owe_resync:
-                    payloads.append(resync_payload(self.instance))
+                    backlog.append((None, resync_payload(self.instance)))
                 try:
-                    await self._notify(payloads)
-                except Exception as exc:
-                    if not is_transient(exc):
-                        raise
-                    log.warning(
-                        "relaying %d changes failed (%r); peers will resync", len(changes), exc
-                    )
-                    owe_resync = True
+                    await self._bus.publish(backlog)
+                except RelayUnavailable as exc:
+                    if owe_resync:
+                        backlog.pop()
+                    log.warning("relaying %d changes failed (%s); retrying", backlog_changes, exc)
                     await trio.sleep(delay)
                     delay = min(delay * 2, RETRY_MAX)
                     continue
-                owe_resync = False
+                self.sent += backlog_changes
+                _SENT.inc(backlog_changes)
+                backlog, backlog_changes, owe_resync = [], 0, False
                 delay = RETRY_FIRST
-                self.sent += len(changes)
 
-    async def _notify(self, payloads: list[str]) -> None:
-        step = PAYLOADS_PER_STATEMENT
-        async with acquire(self._pool) as conn:
-            for i in range(0, len(payloads), step):
-                await notify_all(conn, CHANNEL, payloads[i : i + step])
+    def _messages(self, changes: list[SensorState]) -> list[Message]:
+        bus = self._bus
+        if bus.shards == 1:
+            return [(0, p) for p in encode(self.instance, changes, bus.payload_max)]
+        by_shard: dict[int, list[SensorState]] = {}
+        for change in changes:
+            by_shard.setdefault(shard_of(change.serial, bus.shards), []).append(change)
+        return [
+            (shard, p)
+            for shard, group in by_shard.items()
+            for p in encode(self.instance, group, bus.payload_max)
+        ]
 
-    async def _listen(self, *, task_status: trio.TaskStatus[None]) -> NoReturn:
-        started = False
+    async def _announce(self, *, task_status: trio.TaskStatus[None]) -> NoReturn:
+        """Announce what our clients watch: at once when it changes or a peer asks, else every
+        INTEREST_REFRESH; and let peers' interests lapse."""
+        generation = 0
+        announced = -1
+        due = trio.current_time()
         delay = RETRY_FIRST
+        task_status.started()
         while True:
+            # Polled: the hub's subscriptions change in WebSocket handlers that know nothing
+            # of the relay, and a look at a counter every GATHER_INTERVAL costs nothing.
+            with trio.move_on_at(due):
+                while self._hub.interest_version == announced:
+                    with trio.move_on_after(GATHER_INTERVAL):
+                        await self._announce_now.wait()
+                    if self._announce_now.is_set():
+                        break
+            self._announce_now = trio.Event()
+            now = trio.current_time()
+            self.peers.expire(now)
+            version = self._hub.interest_version
+            everything, serials = self._hub.interest()
+            messages: list[Message] = [
+                (None, p)
+                for p in encode_interest(
+                    self.instance, generation, everything, list(serials), self._bus.payload_max
+                )
+            ]
+            asking = self._must_ask
+            if asking:
+                messages.append((None, ask_payload(self.instance)))
             try:
-                async with open_listener(self._dsn, CHANNEL, buffer=LISTEN_BUFFER) as listener:
-                    if started:
-                        self._hub.resync_all()  # notifications sent while we were away are lost
-                        log.info("LISTEN %s re-established", CHANNEL)
-                    else:
-                        started = True
-                        task_status.started()
-                    delay = RETRY_FIRST
-                    await self._consume(listener)
-            except Exception as exc:
-                if not started or not is_transient(exc):
-                    raise
-                log.warning("LISTEN %s lost (%r); reconnecting in %.1f s", CHANNEL, exc, delay)
-            await trio.sleep(delay)
-            delay = min(delay * 2, RETRY_MAX)
-
-    async def _consume(self, listener: Listener) -> NoReturn:
-        while True:
-            with trio.move_on_after(CHECK_INTERVAL) as quiet:
-                payload = await listener.receive()
-            if quiet.cancelled_caught:
-                await listener.check()
+                await self._bus.publish(messages)
+            except RelayUnavailable as exc:
+                log.warning("announcing interest failed (%s); retrying", exc)
+                due = trio.current_time() + delay
+                delay = min(delay * 2, RETRY_MAX)
                 continue
-            if listener.overflowed:
-                listener.overflowed = False
-                self._hub.resync_all()
-            self._handle(payload)
+            delay = RETRY_FIRST
+            generation += 1
+            announced = version
+            if asking:
+                self._must_ask = False
+            due = now + INTEREST_REFRESH
+            await trio.sleep(GATHER_INTERVAL)  # a burst of (re)subscriptions: one announcement
+
+    def _gap(self) -> None:
+        """Messages were lost on the way here: our clients reload, and we ask the peers for
+        their interest again (their announcements may be among what was lost)."""
+        metrics.RELAY_GAPS.inc()
+        self._hub.resync_all()
+        self._must_ask = True
+        self._announce_now.set()
 
     def _handle(self, payload: str) -> None:
         if payload.startswith(self._own_prefix):
             self.own_skipped += 1
             return
         try:
-            changes = decode(payload, self._hub.wants)
-        except ValueError:
-            log.exception("ignoring a notification on %s", CHANNEL)
-            return
-        if changes is None:
-            self._hub.resync_all()
-            return
-        self.received += len(changes)
-        self._hub.publish_remote(changes)
+            message = _load(payload)
+            if "c" in message:
+                changes = _changes(message, self._hub.wants)
+                self.received += len(changes)
+                _RECEIVED.inc(len(changes))
+                self._hub.publish_remote(changes)
+            elif "w" in message:
+                generation, part, parts, everything = message["w"]
+                self.peers.update(
+                    str(message["i"]),
+                    int(generation),
+                    int(part),
+                    int(parts),
+                    bool(everything),
+                    [s for s in message["s"] if isinstance(s, str)],
+                    trio.current_time(),
+                )
+            elif message.get("ask"):
+                self._announce_now.set()
+            elif message.get("resync"):
+                metrics.RELAY_GAPS.inc()
+                self._hub.resync_all()
+        except (*_ROW_ERRORS, ValueError):
+            log.exception("ignoring a relay message")

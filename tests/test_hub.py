@@ -169,3 +169,23 @@ def test_filter_subscription_matches_like_the_sensor_list(where, accepted):
     assert parsed.match is not None
     pool = [change(1), change(2, "offline"), change(3, "offline", "2.0.0")]
     assert {c.id for c in pool if parsed.match(c)} == accepted
+
+
+def test_interest_is_what_subscriptions_watch_and_changes_are_counted():
+    hub = Hub()
+    assert hub.interest() == (False, set())
+    version = hub.interest_version
+    with hub.subscribe(["DS-1", "DS-2"]), hub.subscribe(["DS-2"]) as second:
+        assert hub.interest()[0] is False
+        assert set(hub.interest()[1]) == {"DS-1", "DS-2"}
+        hub.resubscribe(second, None, match=lambda change: change.online)
+        assert hub.interest()[0] is True  # a filter may match any sensor's heartbeat
+        assert hub.interest_version > version
+        # A live view (serials and a filter): its filter admits transitions only, which are
+        # always relayed, so it needs the heartbeats of its serials alone.
+        hub.resubscribe(second, ["DS-3"], match=lambda change: change.online)
+        assert hub.interest()[0] is False
+        assert set(hub.interest()[1]) == {"DS-1", "DS-2", "DS-3"}
+    assert hub.interest() == (False, set())
+    with hub.outbox():
+        assert hub.interest() == (False, set())  # the relay's own outbox watches nothing

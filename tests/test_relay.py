@@ -1,17 +1,21 @@
-"""Cross-instance fan-out: two daemons on one database, NOTIFY/LISTEN between them."""
+"""Cross-instance fan-out: daemons on one database, over NOTIFY/LISTEN or NATS JetStream, and
+only what the peers' clients need."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import orjson
 import trio
 from hypothesis import given
 from hypothesis import strategies as st
 
 from droneshield import daemon
+from droneshield.bus.notify import PAYLOAD_MAX
 from droneshield.domain import SensorState
 from droneshield.ingest.proto.status import DeviceStatus
-from droneshield.relay import PAYLOAD_MAX, decode, encode, resync_payload
+from droneshield.interest import PeerInterest
+from droneshield.relay import decode, encode, encode_interest, resync_payload
 
 from .support.grpc_clients import aio, grpclib_stub
 from .support.live_client import open_live
@@ -35,7 +39,7 @@ changes = st.builds(
 
 @given(st.lists(changes, max_size=300))
 def test_payloads_round_trip_and_fit_notify(batch):
-    payloads = encode("instance-a", batch)
+    payloads = encode("instance-a", batch, PAYLOAD_MAX)
     assert all(len(p.encode()) < PAYLOAD_MAX for p in payloads)
     decoded = [c for p in payloads for c in decode(p, lambda serial: True)]
     assert decoded == batch
@@ -44,7 +48,7 @@ def test_payloads_round_trip_and_fit_notify(batch):
 @given(st.lists(changes, max_size=50))
 def test_only_wanted_serials_are_decoded(batch):
     wanted = {c.serial for c in batch[::2]}
-    decoded = [c for p in encode("a", batch) for c in decode(p, wanted.__contains__)]
+    decoded = [c for p in encode("a", batch, PAYLOAD_MAX) for c in decode(p, wanted.__contains__)]
     assert decoded == [c for c in batch if c.serial in wanted]
 
 
@@ -104,8 +108,102 @@ async def test_lost_listen_connection_is_re_established_and_clients_resync(runni
                 "WHERE query LIKE 'LISTEN %' AND datname = current_database()"
             )
             await client.next("resync")
-            payloads = encode("another-daemon", [_marker(sensors[0])])
+            payloads = encode("another-daemon", [_marker(sensors[0])], PAYLOAD_MAX)
             await db.execute("SELECT pg_notify('droneshield_sensor', $1)", payloads[0])
             message = await client.next("sensor")
     assert killed == 1
     assert message["sensors"][0]["version"] == "v9.9.9"
+
+
+@given(st.lists(serials, max_size=400, unique=True), st.booleans())
+def test_interest_announcements_fit_and_assemble_into_the_peers_interest(watched, everything):
+    parts = encode_interest("peer", 7, everything, watched, PAYLOAD_MAX)
+    assert all(len(p.encode()) < PAYLOAD_MAX for p in parts)
+    interest = PeerInterest(ttl=15.0)
+    for part in reversed(parts):  # parts may arrive in any order; only all of them count
+        message = orjson.loads(part)
+        assert not interest.wants(watched[0]) if watched and not everything else True
+        interest.update("peer", *message["w"][:3], bool(message["w"][3]), message["s"], 0.0)
+    assert interest.everything == everything
+    assert all(interest.wants(serial) for serial in watched)
+    assert interest.wants("DS-not-watched") == everything
+
+
+def test_a_peers_interest_lapses_unless_refreshed():
+    interest = PeerInterest(ttl=15.0)
+    interest.update("a", 0, 0, 1, False, ["DS-1"], now=100.0)
+    interest.update("b", 0, 0, 1, False, ["DS-2"], now=100.0)
+    interest.expire(now=110.0)
+    interest.update("a", 1, 0, 1, False, ["DS-1"], now=110.0)  # a refreshes, b has died
+    interest.expire(now=115.0)
+    assert (interest.wants("DS-1"), interest.wants("DS-2"), interest.peers) == (True, False, 1)
+    interest.expire(now=125.0)
+    assert not interest.wants("DS-1")
+
+
+def test_a_newer_announcement_replaces_an_older_one_and_stale_parts_are_ignored():
+    interest = PeerInterest(ttl=15.0)
+    interest.update("a", 3, 0, 1, False, ["DS-1"], now=0.0)
+    interest.update("a", 4, 0, 2, False, ["DS-2"], now=1.0)  # half of a new one: not yet
+    interest.update("a", 3, 0, 1, True, [], now=1.0)  # a late part of an old one
+    assert (interest.wants("DS-1"), interest.wants("DS-2")) == (True, False)
+    interest.update("a", 4, 1, 2, False, ["DS-3"], now=1.0)
+    assert [interest.wants(s) for s in ("DS-1", "DS-2", "DS-3")] == [False, True, True]
+
+
+async def _peer_watches(relay, serial: str) -> None:
+    # Polled, bounded by the caller's fail_after: the announcement arrives over the bus.
+    while not relay.peers.wants(serial):  # noqa: ASYNC110
+        await trio.sleep(0.01)
+
+
+async def _report(port: int, serial: str) -> None:
+    async with grpclib_stub(port) as stub:
+        await aio(stub.send_status, DeviceStatus(serial=serial, software_version=""))
+
+
+async def watched_from_afar(a, b, serial: str, reports: int) -> list[str]:
+    """Send `reports` reports of `serial` to daemon `a` while a client of `b` watches it; the
+    `lastSeenAt` of each change the client receives."""
+    async with open_live(b.http_port) as client:
+        await client.subscribe([serial])
+        await _peer_watches(a.relay, serial)
+        seen = []
+        for _ in range(reports):
+            await _report(a.grpc_port, serial)
+            message = await client.next("sensor")
+            assert [item["serial"] for item in message["sensors"]] == [serial]
+            seen.append(message["sensors"][0]["lastSeenAt"])
+    return seen
+
+
+async def test_heartbeats_reach_a_client_on_another_daemon_that_watches_the_sensor(
+    aio_loop, database_url, settings, sensors, nursery
+):
+    with trio.fail_after(15):
+        a = await nursery.start(daemon.run, settings, database_url)
+        b = await nursery.start(daemon.run, settings, database_url)
+        seen = await watched_from_afar(a, b, sensors[0], 3)  # online, then two heartbeats
+    assert len(set(seen)) == 3
+    assert a.relay.heartbeats_kept == 0
+    assert b.relay.received == 3
+
+
+async def test_heartbeats_no_peer_watches_stay_home_but_transitions_go(
+    aio_loop, database_url, settings, sensors, nursery
+):
+    with trio.fail_after(15):
+        a = await nursery.start(daemon.run, settings, database_url)
+        b = await nursery.start(daemon.run, settings, database_url)
+        async with open_live(b.http_port) as client:
+            await client.subscribe([])  # a client watching nothing
+            await _report(a.grpc_port, sensors[0])  # came online: a transition
+            await _report(a.grpc_port, sensors[0])  # a heartbeat nobody watches
+            await _report(a.grpc_port, sensors[1])  # came online
+            while a.relay.sent < 2:  # noqa: ASYNC110
+                await trio.sleep(0.01)
+            await trio.sleep(0.2)  # what would be sent late is sent within GATHER_INTERVAL
+    assert a.relay.heartbeats_kept == 1
+    assert a.relay.sent == 2
+    assert b.relay.peers.peers == 1  # B knows A's (empty) interest, and A B's
+    assert a.relay.peers.peers == 1

@@ -37,6 +37,7 @@ WORKLOADS = (
     "bench_haproxy",
     "bench_hostile",
     "bench_webhooks",
+    "bench_relay",
 )
 RESULTS = Path(__file__).parent / "results" / "latest.json"
 

@@ -17,8 +17,6 @@ from __future__ import annotations
 import asyncio
 import os
 import queue
-import shutil
-import subprocess
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -27,6 +25,8 @@ from typing import Any, Final, TypeVar
 
 import trio
 
+from .apt import ensure_package
+
 CHROMIUM: Final = Path("/usr/bin/chromium")
 CHROMIUM_ARGS: Final = [
     "--no-sandbox",
@@ -34,7 +34,6 @@ CHROMIUM_ARGS: Final = [
     "--disable-background-networking",
     "--disable-component-update",
 ]
-APT_TIMEOUT: Final = 900  # seconds for apt-get to install chromium
 STEP_TIMEOUT: Final = 5_000  # ms Playwright waits in one step (locators, navigation)
 ARTIFACTS: Final = Path(__file__).resolve().parents[2] / "test-artifacts"
 
@@ -43,27 +42,7 @@ T = TypeVar("T")
 
 def ensure_chromium() -> str | None:
     """Install Debian's chromium if it is missing. Returns why it cannot be had, or None."""
-    if CHROMIUM.exists():
-        return None
-    if shutil.which("apt-get") is None:
-        return "chromium is not installed and there is no apt-get to install it"
-    apt = ["apt-get"]
-    if os.geteuid() != 0:
-        if shutil.which("sudo") is None:
-            return "chromium is not installed and installing it needs root (no sudo)"
-        apt = ["sudo", "-n", "apt-get"]
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-
-    def apt_get(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*apt, *args], env=env, capture_output=True, text=True, timeout=APT_TIMEOUT
-        )
-
-    apt_get("update")  # a stale or empty package list is the usual reason install fails
-    done = apt_get("install", "-y", "--no-install-recommends", "chromium")
-    if done.returncode:
-        return f"apt-get install chromium failed: {done.stderr.strip()[-500:]}"
-    return None if CHROMIUM.exists() else "apt-get ran but /usr/bin/chromium is still missing"
+    return ensure_package("chromium", CHROMIUM)
 
 
 class BrowserThread:

@@ -1,0 +1,81 @@
+"""A private nats-server (JetStream on, its own port and store in a temporary directory) that a
+test may kill and restart without disturbing anyone else's server on 127.0.0.1:4222."""
+
+from __future__ import annotations
+
+import subprocess
+import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Final
+
+import trio
+
+from .apt import ensure_package
+from .processes import free_port, listening
+
+NATS_SERVER: Final = Path("/usr/sbin/nats-server")
+POLL: Final = 0.02  # seconds between two looks at whether the server listens
+
+
+def missing() -> str | None:
+    """Why no private nats-server can run here (Debian's, installed with apt when missing),
+    or None."""
+    return ensure_package("nats-server", NATS_SERVER)
+
+
+class NatsServer:
+    """One nats-server on a fixed port and store: `kill` (SIGKILL, as a crash) and `start`
+    again keep both, so the stream survives as it would on a real host. The caller bounds the
+    time of each call."""
+
+    def __init__(self, store: Path) -> None:
+        self.port = free_port()
+        self.url = f"nats://127.0.0.1:{self.port}"
+        self._store = store
+        self._process: trio.Process | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self._process is not None
+        return self._process.pid
+
+    async def start(self) -> None:
+        argv = [
+            NATS_SERVER,
+            "-a",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-js",
+            "-sd",
+            str(self._store),
+        ]
+        argv += ["-l", str(self._store / "nats-server.log")]
+        self._process = await trio.lowlevel.open_process(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        while not listening(self.port):
+            if self._process.returncode is not None:
+                raise RuntimeError(f"nats-server exited with {self._process.returncode}")
+            await trio.sleep(POLL)
+
+    async def kill(self) -> None:
+        if self._process is not None and self._process.returncode is None:
+            self._process.kill()
+            with trio.CancelScope(shield=True):
+                await self._process.wait()
+
+
+@asynccontextmanager
+async def private_nats() -> AsyncIterator[NatsServer]:
+    """A started private server, killed on leaving."""
+    with tempfile.TemporaryDirectory(prefix="droneshield-nats-") as store:
+        server = NatsServer(Path(store))
+        try:
+            with trio.fail_after(10):
+                await server.start()
+            yield server
+        finally:
+            await server.kill()
