@@ -4,13 +4,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from typing import Final, TypeVar
+from collections.abc import AsyncIterator, Iterable, Sequence
+from typing import Final
 
 from pydantic import Field
 from quart import Blueprint, request
-from quart_schema import validate_response
-from quart_schema.validation import QUART_SCHEMA_REQUEST_ATTRIBUTE, DataSource
+from quart_schema import DataSource, validate_response
 
 from ..db import provisioning as db
 from ..db import sensors as sensors_db
@@ -30,7 +29,7 @@ from ..provisioning import (
 )
 from .auth import requires_key
 from .context import pool
-from .schema import ApiModel, NoContent, errors, responds
+from .schema import ApiModel, NoContent, errors, reads_body, responds
 from .sensors import Sensor
 
 blueprint = Blueprint("provisioning", __name__)
@@ -128,21 +127,12 @@ async def _one(specs: Sequence[Numbered]) -> AsyncIterator[Sequence[Numbered]]:
     yield specs
 
 
-F = TypeVar("F", bound=Callable[..., object])
-
-
-def _documents_body(view: F) -> F:
-    # OpenAPI only: the body is read by hand (JSON or CSV, bounded), not by quart-schema.
-    setattr(view, QUART_SCHEMA_REQUEST_ATTRIBUTE, (NewSensors, DataSource.JSON))
-    return view
-
-
 @blueprint.post("/sensors")
 @requires_key
 @validate_response(ProvisionResult, 201)
 @validate_response(ProvisionResult, 200)
 @errors(400, 401, 409, 413, 415, 422)
-@_documents_body
+@reads_body(NewSensors, DataSource.JSON)  # or text/csv
 async def provision() -> tuple[ProvisionResult, int]:
     """Provision sensors, all or none: JSON `{"sensors": [{"serial", "site", "label"}]}` or
     CSV (`Content-Type: text/csv`, header `serial,site,label`; site and label optional).

@@ -9,7 +9,11 @@ from typing import ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
-from quart_schema.validation import QUART_SCHEMA_RESPONSE_ATTRIBUTE
+from quart_schema import DataSource
+from quart_schema.validation import (
+    QUART_SCHEMA_REQUEST_ATTRIBUTE,
+    QUART_SCHEMA_RESPONSE_ATTRIBUTE,
+)
 
 F = TypeVar("F", bound=Callable[..., object])
 
@@ -52,6 +56,17 @@ def responds(status: int, model: type) -> Callable[[F], F]:
         documented = getattr(view, QUART_SCHEMA_RESPONSE_ATTRIBUTE, {})
         documented[status] = (model, None)
         setattr(view, QUART_SCHEMA_RESPONSE_ATTRIBUTE, documented)
+        return view
+
+    return decorate
+
+
+def reads_body(model: type, source: DataSource) -> Callable[[F], F]:
+    """Document a request body the view reads by hand (bounded, streamed), for OpenAPI only:
+    quart-schema's `validate_request` would read the whole body first."""
+
+    def decorate(view: F) -> F:
+        setattr(view, QUART_SCHEMA_REQUEST_ATTRIBUTE, (model, source))
         return view
 
     return decorate

@@ -13,7 +13,6 @@ import trio
 from pydantic import Field
 from quart import Blueprint, request
 from quart_schema import DataSource, validate_response
-from quart_schema.validation import QUART_SCHEMA_REQUEST_ATTRIBUTE
 
 from .. import human, metrics, uploads
 from ..config import Settings
@@ -23,7 +22,7 @@ from .auth import requires_key
 from .context import pool, settings
 from .errors import AnnouncedTooLarge
 from .multipart import MultipartReader, PartData, PartEnd, PartStart
-from .schema import ApiModel, F, errors
+from .schema import ApiModel, errors, reads_body
 
 blueprint = Blueprint("upload", __name__)
 
@@ -152,19 +151,12 @@ def _boundary() -> str:
     return boundary
 
 
-def _documents_form(view: F) -> F:
-    # Describes the body for OpenAPI only: quart-schema's validate_request would spool the
-    # whole body through `request.files`, which is what this endpoint exists to avoid.
-    setattr(view, QUART_SCHEMA_REQUEST_ATTRIBUTE, (UploadForm, DataSource.FORM_MULTIPART))
-    return view
-
-
 @blueprint.post("/upload")
 @requires_key
 @validate_response(UploadResult, 201)
 @validate_response(UploadResult, 200)
 @errors(400, 401, 408, 409, 413, 415, 422, 503, 507)
-@_documents_form
+@reads_body(UploadForm, DataSource.FORM_MULTIPART)
 async def upload() -> tuple[UploadResult, int]:
     """Upload one or more release PDFs (all are stored, or none).
 
