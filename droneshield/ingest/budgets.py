@@ -10,12 +10,14 @@ The budgets follow what Go's net/http2, nginx and h2o shipped: frames a client m
 closed, so a flood costs the attacker a new TCP and HTTP/2 handshake every few hundred frames. A
 reset stream no longer counts against h2's SETTINGS_MAX_CONCURRENT_STREAMS, but its handler runs
 until grpclib has cancelled it, and thousands of HEADERS+RST_STREAM pairs fit in one read: a client
-with twice `max_streams` handlers running is sent away, as nginx does (a client that honours the
-limit has at most `max_streams`, plus the few whose answers it has read while the daemon is still
-releasing them). A connection that never completes its HTTP/2 preface, or has no call open for
-`idle_timeout`, is closed; the server holds at most `max_connections` at once. The defaults are far
-above what a real fleet's clients send (grpclib and grpcio send a handful of SETTINGS and no
-unsolicited PINGs unless keepalive is configured; a reset is a cancelled call).
+with `max_streams` reset calls whose handlers are still being cancelled is sent away, as nginx
+does. Calls that ended normally are not counted: a client that honours the limit opens its next
+call as soon as it reads an answer, while the handler that sent it may still be releasing its
+stream (on a busy loop, for a while), and it must not be sent away for that. A connection that
+never completes its HTTP/2 preface, or has no call open for `idle_timeout`, is closed; the server
+holds at most `max_connections` at once. The defaults are far above what a real fleet's clients
+send (grpclib and grpcio send a handful of SETTINGS and no unsolicited PINGs unless keepalive is
+configured; a reset is a cancelled call).
 
 Time is the event loop's: inside trio-asyncio, asyncio's `loop.time()` is trio's clock.
 """
@@ -54,7 +56,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FEED_SLICE: Final = 16 * 1024  # bytes handed to h2 at a time
-OVERRUN: Final = 2  # times max_streams of calls still running before a client is sent away
 MIN_DEADLINE: Final = 0.001  # seconds: a shorter grpc-timeout has passed before a handler runs
 WARNING_INTERVAL: Final = 60.0  # seconds between warnings about closed connections
 
@@ -171,6 +172,7 @@ class GuardedProtocol(H2Protocol):
         self._pings = Allowance(budgets.max_pings, budgets.window)
         self._settings = Allowance(budgets.max_settings, budgets.window)
         self._preface_seen = False
+        self._cancelling: set[int] = set()  # calls the client reset, handlers not yet ended
         self._last_call = 0.0
         self._timer: asyncio.TimerHandle | None = None
         self._transport: asyncio.Transport | None = None
@@ -215,14 +217,28 @@ class GuardedProtocol(H2Protocol):
                 self._goaway(ErrorCodes.ENHANCE_YOUR_CALM, spent)
                 return False
             if isinstance(event, RequestReceived):
-                if len(self.processor.streams) >= OVERRUN * self._budgets.max_streams:
-                    self._goaway(ErrorCodes.ENHANCE_YOUR_CALM, "streams over the limit")
+                if self._resets_outrun_handlers():
+                    self._goaway(ErrorCodes.ENHANCE_YOUR_CALM, "streams reset faster than they end")
                     return False
                 if event.stream_id in reset or self._refused(event):
                     continue
+            elif (
+                isinstance(event, StreamReset)
+                and event.remote_reset
+                and event.stream_id in self.processor.streams
+            ):
+                self._cancelling.add(event.stream_id)
             self.processor.process(event)
         self.connection.flush()
         return not self.connection.is_closing()
+
+    def _resets_outrun_handlers(self) -> bool:
+        """Whether `max_streams` reset calls still have handlers running (h2 already bounds the
+        calls that are open)."""
+        if len(self._cancelling) < self._budgets.max_streams:
+            return False
+        self._cancelling.intersection_update(self.processor.streams)
+        return len(self._cancelling) >= self._budgets.max_streams
 
     def connection_lost(self, exc: BaseException | None) -> None:
         if self._timer is not None:

@@ -3,6 +3,7 @@ and can answer 500 for a while, hang, close the connection, or check signatures.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -64,6 +65,12 @@ class Receiver:
         await trio.serve_listeners(self._handle, listeners)
 
     async def _handle(self, stream: trio.SocketStream) -> None:
+        # A sender killed mid-request resets its connection: a receiver drops that request,
+        # as a real one does, and the sender's retry brings it again.
+        with contextlib.suppress(trio.BrokenResourceError):
+            await self._converse(stream)
+
+    async def _converse(self, stream: trio.SocketStream) -> None:
         conn = h11.Connection(h11.SERVER)
         async with stream:
             while True:
