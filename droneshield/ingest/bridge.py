@@ -23,10 +23,11 @@ from grpclib.health.service import Health
 from grpclib.reflection.service import ServerReflection
 from grpclib.server import Server
 
+from ..admission import Admission, Limits
 from ..errors import IngestUnavailable
 from ..reports import SHUTTING_DOWN, TOO_LATE, Outcome, Pending
 from .auth import token_required
-from .budgets import Budgets, Connections, GuardedProtocol, calls_limited
+from .budgets import Budgets, Connections, Gate, GuardedProtocol, calls_limited
 from .codec import StrictCodec
 from .limits import size_limited
 from .proto.google_proto_descriptor_pool import default_google_proto_descriptor_pool
@@ -162,19 +163,23 @@ class Submitter:
 
 
 class _GuardedServer(Server):
-    """grpclib's Server with `budgets` on every connection; it also leaves accepted
-    connections open on close (a ResourceWarning and a client that waits for nothing), so this
-    one keeps them to close at shutdown."""
+    """grpclib's Server with `limits` on the connections it serves and `budgets` on each; it
+    also leaves accepted connections open on close (a ResourceWarning and a client that waits
+    for nothing), so this one keeps them to close at shutdown."""
 
-    def __init__(self, *args: object, budgets: Budgets, **kwargs: object) -> None:
+    def __init__(self, *args: object, budgets: Budgets, limits: Limits, **kwargs: object) -> None:
         # grpclib's Server types each keyword; they are passed on as given.
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.budgets = budgets
-        self.connections = Connections(budgets.max_connections)
+        self.connections = Connections(Admission(limits, "gRPC"))
 
     def _protocol_factory(self):  # type: ignore[no-untyped-def]  # grpclib's, unannotated
+        return Gate(self.connections.admission, self._serve)
+
+    def _serve(self, address: str) -> GuardedProtocol:
         # grpclib's factory registers the connection's handler; ours adds the budgets.
-        return GuardedProtocol(super()._protocol_factory(), self.budgets, self.connections)
+        plain = super()._protocol_factory()
+        return GuardedProtocol(plain, self.budgets, self.connections, address)
 
 
 def _publish_descriptors() -> None:
@@ -200,6 +205,7 @@ async def serve_grpc(
     token: str | None = None,
     max_message_bytes: int,
     budgets: Budgets,
+    limits: Limits,
     max_health_calls: int,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
@@ -209,8 +215,8 @@ async def serve_grpc(
     `reuse_port`, other processes may listen on the same port (SO_REUSEPORT). With `tls`, only
     TLS is spoken; with `token`, calls other than health checks must carry it (see `auth`).
     A request over `max_message_bytes` gets RESOURCE_EXHAUSTED, a malformed one INVALID_ARGUMENT;
-    each connection is held to `budgets`, and at most `max_health_calls` health calls (Watch
-    streams stay open) may be open at once.
+    connections are admitted within `limits`, each is held to `budgets`, and at most
+    `max_health_calls` health calls (Watch streams stay open) may be open at once.
 
     Cancellation: new reports get UNAVAILABLE, those in flight get up to `grace` seconds to be
     committed and answered, then remaining calls are cancelled and connections closed.
@@ -225,7 +231,7 @@ async def serve_grpc(
         # and it says only SERVING or not.
         services = [s if s is health else token_required(s, token) for s in services]
     services = [size_limited(s, max_message_bytes) for s in services]
-    server = _GuardedServer(services, codec=StrictCodec(), budgets=budgets)
+    server = _GuardedServer(services, codec=StrictCodec(), budgets=budgets, limits=limits)
     await trio_asyncio.aio_as_trio(server.start)(host, port, reuse_port=reuse_port, ssl=tls)
     # grpclib types its asyncio server as Optional; `start` has just set it.
     bound = server._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
