@@ -57,7 +57,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FEED_SLICE: Final = 16 * 1024  # bytes handed to h2 at a time
+FEED_SLICE: Final = 4 * 1024  # bytes handed to h2 at a time
 MIN_DEADLINE: Final = 0.001  # seconds: a shorter grpc-timeout has passed before a handler runs
 
 

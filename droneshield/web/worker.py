@@ -1,7 +1,8 @@
 """hypercorn's trio worker (`hypercorn.trio.serve`), composed here from hypercorn's own parts so
-that its listeners can be wrapped (`listener.AdmittingListener`): hypercorn builds them inside
-its worker and offers no hook. Everything else is hypercorn's: the app's lifespan, one
-`TCPServer` per connection, the shutdown trigger and the graceful timeout.
+that its listeners can be wrapped (`listener.AdmittingListener`) and each connection's stream
+too (`expect.gated`): hypercorn builds them inside its worker and offers no hook. Everything
+else is hypercorn's: the app's lifespan, one `TCPServer` per connection, the shutdown trigger
+and the graceful timeout.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from hypercorn.typing import ConnectionState, Framework, LifespanState
 from hypercorn.utils import ShutdownError, raise_shutdown, repr_socket_addr, wrap_app
 
 from ..admission import Admission
+from .expect import gated
 from .listener import AdmittingListener, closing
 
 
@@ -54,9 +56,15 @@ async def serve(
         listeners.append(listener)
         bind = repr_socket_addr(sock.family, sock.getsockname())
         binds.append(f"{'https' if secure else 'http'}://{bind}")
-    handler = closing(
-        partial(TCPServer, wrapped, config, context, ConnectionState(lifespan_state.copy()))
+    connection = partial(
+        TCPServer, wrapped, config, context, ConnectionState(lifespan_state.copy())
     )
+
+    async def serve_one(stream: trio.abc.Stream) -> None:
+        # hypercorn annotates an SSLStream, and tells TLS from plaintext by what the stream has.
+        await connection(gated(stream))  # type: ignore[arg-type]
+
+    handler = closing(serve_one)
 
     async with trio.open_nursery() as lifespan_nursery:
         await lifespan_nursery.start(lifespan.handle_lifespan)
