@@ -38,8 +38,7 @@ from .relay import Relay, open_bus
 from .reports import Pending
 from .summary import serve_summary
 from .web.app import create_app
-from .web.listener import http_limits
-from .web.server import serve_http
+from .web.server import http_limits, serve_http
 from .writer import Writer
 
 log = logging.getLogger(__name__)

@@ -10,6 +10,7 @@ import signal
 
 import pytest
 import trio
+import trio.testing
 import trio_asyncio
 from grpclib import GRPCError, Status
 from grpclib.client import Channel
@@ -91,6 +92,7 @@ async def test_connections_beyond_the_cap_are_closed_and_freed_ones_are_reused(r
         assert refused.goaway is None  # closed before a word of HTTP/2
         for client in held:
             await client.aclose()
+        await trio.testing.wait_all_tasks_blocked()  # the daemon has seen them go
         await assert_still_serving(running.grpc_port, sensors[0])
 
 

@@ -19,7 +19,8 @@ defaults are far above what a real fleet's clients send (grpclib and grpcio send
 SETTINGS and no unsolicited PINGs unless keepalive is configured; a reset is a cancelled call).
 
 Which connections are served at all (caps per port and per address, a connection rate, a pause
-for an address that broke a budget) is `admission`'s, asked by `Gate` before HTTP/2 starts.
+for an address that broke a budget) is `admission`'s, asked as trio accepts them (`listeners`),
+before asyncio and HTTP/2 see them.
 
 Time is the event loop's: inside trio-asyncio, asyncio's `loop.time()` is trio's clock.
 """
@@ -47,7 +48,7 @@ from h2.events import (
 from h2.exceptions import ProtocolError
 from h2.settings import SettingCodes
 
-from ..admission import Admission, Limits, address_key
+from ..admission import Admission, Limits
 from .wrapping import HandlerFunc, Wrapped
 
 if TYPE_CHECKING:
@@ -132,21 +133,15 @@ def deadline_problem(headers: Iterable[tuple[str, str]]) -> tuple[Status, str] |
 
 
 class Gate(asyncio.Protocol):
-    """What asyncio starts for each accepted connection: asks `admission` about the client's
-    address before anything of HTTP/2 exists (no handler, no parser), closes a refused
-    connection at once without reading it, and hands an admitted one to `serve`'s protocol."""
+    """What asyncio starts for a connection `listeners` admitted: `serve`'s protocol (grpclib's,
+    with the budgets) is made once the connection is, after its TLS handshake, so a failed
+    handshake leaves no grpclib handler behind."""
 
-    def __init__(self, admission: Admission, serve: Callable[[str], GuardedProtocol]) -> None:
-        self._admission = admission
+    def __init__(self, serve: Callable[[], GuardedProtocol]) -> None:
         self._serve = serve
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        peer = transport.get_extra_info("peername")
-        address = address_key(peer[0]) if isinstance(peer, tuple) else str(peer)
-        if not self._admission.admit(address, asyncio.get_running_loop().time()):
-            cast(asyncio.Transport, transport).abort()
-            return
-        protocol = self._serve(address)
+        protocol = self._serve()
         transport.set_protocol(protocol)
         protocol.connection_made(transport)
 

@@ -18,7 +18,7 @@ from typing import Final
 
 import trio
 
-from .listener import AdmittedStream
+from ..listeners import AdmittedStream
 
 CONTINUE: Final = b"HTTP/1.1 100 "  # how h11 starts an interim 100 answer
 

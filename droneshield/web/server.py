@@ -16,10 +16,20 @@ from ..config import (
     CONNECTION_RATE_PER_ADDRESS_DEFAULT,
     HTTP_MAX_CONNECTIONS_DEFAULT,
     MAX_CONNECTIONS_PER_ADDRESS_DEFAULT,
+    Settings,
 )
 from ..config import HTTP_KEEP_ALIVE_TIMEOUT_DEFAULT as KEEP_ALIVE_TIMEOUT_DEFAULT
 from ..ports import shared_socket
 from .worker import serve
+
+
+def http_limits(settings: Settings) -> Limits:
+    return Limits(
+        max_connections=settings.http_max_connections,
+        per_address=settings.http_max_connections_per_address,
+        rate=settings.http_connection_rate_per_address,
+    )
+
 
 DEFAULT_LIMITS: Final = Limits(
     max_connections=HTTP_MAX_CONNECTIONS_DEFAULT,

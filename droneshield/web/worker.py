@@ -1,5 +1,5 @@
 """hypercorn's trio worker (`hypercorn.trio.serve`), composed here from hypercorn's own parts so
-that its listeners can be wrapped (`listener.AdmittingListener`) and each connection's stream
+that its listeners can be wrapped (`listeners.AdmittingListener`) and each connection's stream
 too (`expect.gated`): hypercorn builds them inside its worker and offers no hook. Everything
 else is hypercorn's: the app's lifespan, one `TCPServer` per connection, the shutdown trigger
 and the graceful timeout.
@@ -20,25 +20,15 @@ from hypercorn.typing import ConnectionState, Framework, LifespanState
 from hypercorn.utils import ShutdownError, raise_shutdown, repr_socket_addr, wrap_app
 
 from ..admission import Admission
+from ..listeners import AdmittingListener
 from .expect import gated
-from .listener import AdmittingListener, closing
 
 
-async def serve(
-    app: Framework,
-    config: Config,
-    admission: Admission,
-    *,
-    shutdown_trigger: Callable[[], Awaitable[object]],
-    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """As `hypercorn.trio.serve` (one worker, TCP sockets from `config`), admitting connections
-    through `admission`; `started()` reports the bound addresses."""
-    config.set_statsd_logger_class(StatsdLogger)
-    wrapped = wrap_app(app, config.wsgi_max_body_size, None)
-    lifespan_state: LifespanState = {}
-    lifespan = Lifespan(wrapped, config, lifespan_state)
-    context = WorkerContext(None)
+def _listeners(
+    config: Config, admission: Admission
+) -> tuple[list[trio.abc.Listener[trio.abc.Stream]], list[str]]:
+    """hypercorn's listeners for `config`'s sockets, admitting through `admission`; and the
+    addresses they are bound to."""
     sockets = config.create_sockets()
     ssl_context = config.create_ssl_context()
     listeners: list[trio.abc.Listener[trio.abc.Stream]] = []
@@ -56,19 +46,40 @@ async def serve(
         listeners.append(listener)
         bind = repr_socket_addr(sock.family, sock.getsockname())
         binds.append(f"{'https' if secure else 'http'}://{bind}")
+    return listeners, binds
+
+
+async def serve(
+    app: Framework,
+    config: Config,
+    admission: Admission,
+    *,
+    shutdown_trigger: Callable[[], Awaitable[object]],
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """As `hypercorn.trio.serve` (one worker, TCP sockets from `config`), admitting connections
+    through `admission`; `started()` reports the bound addresses."""
+    config.set_statsd_logger_class(StatsdLogger)
+    wrapped = wrap_app(app, config.wsgi_max_body_size, None)
+    lifespan_state: LifespanState = {}
+    lifespan = Lifespan(wrapped, config, lifespan_state)
+    context = WorkerContext(None)
     connection = partial(
         TCPServer, wrapped, config, context, ConnectionState(lifespan_state.copy())
     )
 
-    async def serve_one(stream: trio.abc.Stream) -> None:
-        # hypercorn annotates an SSLStream, and tells TLS from plaintext by what the stream has.
-        await connection(gated(stream))  # type: ignore[arg-type]
-
-    handler = closing(serve_one)
+    async def handler(stream: trio.abc.Stream) -> None:
+        try:
+            # hypercorn annotates an SSLStream, and tells TLS from plaintext by what it has.
+            await connection(gated(stream))  # type: ignore[arg-type]
+        finally:
+            # hypercorn leaves a connection open when its TLS handshake fails.
+            await getattr(stream, "transport_stream", stream).aclose()
 
     async with trio.open_nursery() as lifespan_nursery:
         await lifespan_nursery.start(lifespan.handle_lifespan)
         await lifespan.wait_for_startup()
+        listeners, binds = _listeners(config, admission)  # after startup, as hypercorn does
         async with trio.open_nursery() as server_nursery:
             task_status.started(binds)
             try:

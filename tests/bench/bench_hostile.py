@@ -224,8 +224,9 @@ async def run(bench: Bench) -> list[Result]:
     print_table(
         "10. hostile: attacks from another process, normal clients beside",
         f"each attack {seconds:g} s from {ATTACKERS} connections at {ATTACKER} "
-        f"({IDLE_CONNECTIONS:,} for the idle ones), default budgets; probes: /healthz and SendStatus {PROBE_RATE:g}/s "
-        f"each; RSS after = {SETTLE:g} s after the attack; SIGTERM afterwards: {stopped:.1f} s",
+        f"({IDLE_CONNECTIONS:,} for the idle ones), default budgets; probes: /healthz and "
+        f"SendStatus {PROBE_RATE:g}/s each; RSS after = {SETTLE:g} s after the attack; "
+        f"SIGTERM afterwards: {stopped:.1f} s",
         [
             "attack",
             "RSS MB before",

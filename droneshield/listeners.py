@@ -1,29 +1,20 @@
-"""The HTTP port's listener, with `admission`'s caps applied as connections are accepted.
+"""Both ports' listeners, with `admission`'s limits applied as connections are accepted.
 
-hypercorn has no hook for a connection cap; its trio worker serves whatever its listeners
-accept. This listener wraps trio's: a refused connection is closed as soon as it is accepted,
-before a TLS handshake, a byte of HTTP or a task (the cheapest a server can make it), and an
-admitted one is released when its socket is closed.
+A trio listener wrapped around the socket's: a refused connection is closed as soon as it is
+accepted, before a TLS handshake, a byte of HTTP or a task, the cheapest a server can make it
+(and one at a time: accepting yields between connections, so a flood of them cannot hold up
+the event loop the way asyncio's accept loop does, which takes up to a backlog's worth at
+once). An admitted connection gives its slot back when its socket is closed, or, handed over
+to asyncio for gRPC, when grpclib's protocol for it has lost it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import socket
 
 import trio
 
-from ..admission import Admission, Limits, address_key
-from ..config import Settings
-
-Handler = Callable[[trio.abc.Stream], Awaitable[object]]
-
-
-def http_limits(settings: Settings) -> Limits:
-    return Limits(
-        max_connections=settings.http_max_connections,
-        per_address=settings.http_max_connections_per_address,
-        rate=settings.http_connection_rate_per_address,
-    )
+from .admission import Admission, address_key
 
 
 class AdmittedStream(trio.abc.HalfCloseableStream):
@@ -34,7 +25,13 @@ class AdmittedStream(trio.abc.HalfCloseableStream):
     def __init__(self, inner: trio.SocketStream, admission: Admission, address: str) -> None:
         self._inner = inner
         self._admission = admission
-        self._address: str | None = address
+        self.address = address  # as admission counts it
+        self._holds_slot = True
+
+    def hand_over(self) -> socket.socket:
+        """The connection's socket, for asyncio to serve; its slot is the taker's to release."""
+        self._holds_slot = False
+        return socket.socket(fileno=self._inner.socket.detach())
 
     @property
     def socket(self) -> trio.socket.SocketType:
@@ -53,24 +50,10 @@ class AdmittedStream(trio.abc.HalfCloseableStream):
         await self._inner.send_eof()
 
     async def aclose(self) -> None:
-        if self._address is not None:
-            self._admission.release(self._address)
-            self._address = None
+        if self._holds_slot:
+            self._holds_slot = False
+            self._admission.release(self.address)
         await self._inner.aclose()
-
-
-def closing(handler: Handler) -> Handler:
-    """`handler`, closing its connection when it returns (hypercorn leaves it open when a TLS
-    handshake fails)."""
-
-    async def handle(stream: trio.abc.Stream) -> None:
-        try:
-            await handler(stream)
-        finally:
-            # Under TLS, hypercorn is handed an SSLStream over the accepted stream.
-            await getattr(stream, "transport_stream", stream).aclose()
-
-    return handle
 
 
 class AdmittingListener(trio.abc.Listener[AdmittedStream]):
@@ -91,6 +74,10 @@ class AdmittingListener(trio.abc.Listener[AdmittedStream]):
             if self._admission.admit(address, trio.current_time()):
                 return AdmittedStream(stream, self._admission, address)
             stream.socket.close()
+
+    @property
+    def socket(self) -> trio.socket.SocketType:
+        return self._inner.socket
 
     async def aclose(self) -> None:
         await self._inner.aclose()
