@@ -247,16 +247,18 @@ class Dispatcher:
         metrics.OUTBOX_OLDEST_AGE.set(oldest)
 
     async def check_fleet(self) -> None:
-        """Fire `fleet.online_below` for the watches whose threshold the fleet just crossed."""
+        """Fire `fleet.online_below` for the watches whose threshold the fleet (or, for a
+        webhook filtered by site, that site) just crossed."""
         async with acquire(self._pool) as conn, conn.transaction():
             watches = await db.lock_fleet_watches(conn)
             if not watches:
                 return
-            online, total = await db.fleet_online(conn)
+            by_site = await db.online_by_site(conn)
             for w in watches:
+                online, total = webhooks.online_share(by_site, w.site)
                 below, fires = webhooks.fleet_alert(w.below, online, total, w.online_below)
                 if below != w.below:
-                    fire = (online, total, w.online_below) if fires else None
+                    fire = db.FleetShare(online, total, w.online_below, w.site) if fires else None
                     await db.set_below(conn, w.id, below, fire)
 
     async def prune(self) -> None:
