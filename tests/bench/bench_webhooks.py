@@ -195,7 +195,7 @@ async def _wave_and_burst(bench: Bench, count: int) -> _Burst:
             await _written(url, "sensor.offline"),
         )
     due = last_report + BURST_OFFLINE_AFTER
-    late = [(receiver.arrivals[i] - at) * 1000 for i, (at, _) in online.items()]
+    late = [receiver.arrivals[i] - at for i, (at, _) in online.items()]
     return _Burst(
         wave_posts=wave_posts,
         wave_trailing=max(receiver.arrivals[i] for i in online) - acked,
