@@ -52,7 +52,7 @@ GRPC_BUDGET_PENALTY_DEFAULT: Final = 10.0  # seconds an address is refused after
 HTTP_MAX_CONNECTIONS_DEFAULT: Final = 10_000  # open HTTP connections (keep below `ulimit -n`)
 # Per client address (a NAT or a gateway is one): open at once, and new ones per second.
 MAX_CONNECTIONS_PER_ADDRESS_DEFAULT: Final = 1000
-CONNECTION_RATE_PER_ADDRESS_DEFAULT: Final = 100
+CONNECTION_RATE_PER_ADDRESS_DEFAULT: Final = 200
 GRPC_MAX_HEALTH_CALLS_DEFAULT: Final = 1000  # health calls (Watch streams) open at once
 MAX_UPLOAD_PARTS_DEFAULT: Final = 64  # multipart parts per upload request
 WS_MAX_MESSAGE_BYTES_DEFAULT: Final = 256 * 1024  # bytes per WebSocket client message
