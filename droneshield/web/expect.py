@@ -3,12 +3,12 @@
 
 hypercorn's h11 protocol writes `100 Continue` as soon as it has parsed a request head that asks
 for it, before the app has run: a client with no or a wrong API key was invited to send its
-upload, then refused with 401. Here the interim answer is held back at the connection's stream
-(hypercorn writes it as one chunk, `HTTP/1.1 100 …`) until the app lets the request go on
-(`proceed`, once its credentials are checked); if the final answer comes first, the 100 is
-dropped (RFC 9110 §10.1.1: a server may answer with a final status instead), so a refused client
-never sends its body. The gate reaches the app through a context variable set in the
-connection's task: hypercorn spawns the app's tasks from there, and they inherit it.
+upload, then refused with 401. Here the interim answer is held back at the connection's
+stream (hypercorn writes it as one chunk, `HTTP/1.1 100 \r\n…\r\n\r\n`) until the app lets
+the request go on (`proceed`, once its credentials are checked); if the final answer comes
+first, the 100 is dropped (RFC 9110 §10.1.1: a server may answer with a final status instead),
+so a refused client never sends its body. The gate reaches the app through a context variable
+set in the connection's task: hypercorn spawns the app's tasks from there, and they inherit it.
 """
 
 from __future__ import annotations
@@ -20,7 +20,9 @@ import trio
 
 from ..listeners import AdmittedStream
 
-CONTINUE: Final = b"HTTP/1.1 100 "  # how h11 starts an interim 100 answer
+CONTINUE: Final = b"HTTP/1.1 100 \r\n"  # how h11 starts an interim 100 answer
+HEAD_END: Final = b"\r\n\r\n"
+HEAD_MAX: Final = 1024  # bytes: h11's 100 carries hypercorn's two headers (date, server)
 
 _current: ContextVar[ContinueGate | None] = ContextVar("continue_gate", default=None)
 
@@ -36,7 +38,7 @@ class ContinueGate:
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         async with self._lock:
-            if not self._allowed and bytes(data[: len(CONTINUE)]) == CONTINUE:
+            if not self._allowed and _is_continue(data):
                 self._held = bytes(data)
                 return
             self._held = None  # the final answer: a held 100 is dropped
@@ -54,6 +56,13 @@ class ContinueGate:
     def install(self) -> None:
         """Make this the gate of the tasks the current one spawns (the connection's app)."""
         _current.set(self)
+
+
+def _is_continue(data: bytes | bytearray | memoryview) -> bool:
+    """Whether `data` is a whole interim 100 head as h11 writes it (a body chunk of the same
+    bytes, served by a range request, would be held too: only its own requester's loss)."""
+    chunk = bytes(data[: HEAD_MAX + 1])
+    return len(chunk) <= HEAD_MAX and chunk.startswith(CONTINUE) and chunk.endswith(HEAD_END)
 
 
 async def proceed() -> None:
