@@ -39,7 +39,6 @@ from .service import Checked, DeviceStatusService
 log = logging.getLogger(__name__)
 
 CLOSE_TIMEOUT: Final = 2.0  # seconds for grpclib to finish cancelled handlers
-LISTEN_BACKLOG: Final = 100  # connections the kernel queues before they are accepted
 STATUS_PROTO: Final = "status.proto"
 
 
@@ -218,10 +217,12 @@ class _GuardedServer(Server):
 
 
 async def _listen(host: str, port: int, reuse_port: bool) -> list[trio.SocketListener]:
+    """The port's listening sockets; with `reuse_port`, one that other processes (`--workers`)
+    listen on too."""
     if not reuse_port:
         return await trio.open_tcp_listeners(port, host=host)
     sock = trio.socket.from_stdlib_socket(shared_socket(host, port))
-    sock.listen(LISTEN_BACKLOG)
+    sock.listen(socket.SOMAXCONN)  # as trio's own listeners
     return [trio.SocketListener(sock)]
 
 
