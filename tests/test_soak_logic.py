@@ -112,10 +112,21 @@ def _final(gaps, uncertain=()):
 def test_every_long_silence_needs_an_offline_event_from_its_last_report():
     gaps = [["a", 100.0, 100.2, 120.0, True], ["b", 100.0, 100.2, 104.0, True]]
     offline = [{"serial": "a", "lastSeenAt": 100.1}]
-    result = verify.silences(_final(gaps), offline, 10.0, 2.0, 200.0)
+    result = verify.silences(_final(gaps), offline, 10.0, 2.0, 200.0, 0.0)
     assert (result["expected_offline"], result["missed"], result["invented"]) == (1, 0, 0)
-    result = verify.silences(_final(gaps), [], 10.0, 2.0, 200.0)
+    result = verify.silences(_final(gaps), [], 10.0, 2.0, 200.0, 0.0)
     assert result["missed"] == 1
+
+
+def test_only_silences_timing_out_once_the_webhook_is_registered_are_expected():
+    """Registered when the warm-up ends, the webhook gets no event decided before: a silence
+    from 100 s times out at 110 s."""
+    gaps = [["a", 100.0, 100.2, 130.0, True], ["b", 105.0, 105.1, 130.0, True]]
+    offline = [{"serial": "b", "lastSeenAt": 105.05}]
+    result = verify.silences(_final(gaps), offline, 10.0, 2.0, 200.0, 112.0)
+    assert (result["expected_offline"], result["missed"], result["invented"]) == (1, 0, 0)
+    result = verify.silences(_final(gaps), [], 10.0, 2.0, 200.0, None)
+    assert result["expected_offline"] == 0  # the run ended before it was registered
 
 
 def test_an_offline_event_without_a_silence_behind_it_is_invented():
@@ -125,14 +136,14 @@ def test_an_offline_event_without_a_silence_behind_it_is_invented():
         {"serial": "a", "lastSeenAt": 150.0},  # a was reporting then
         {"serial": "z", "lastSeenAt": 100.0},  # never silent
     ]
-    result = verify.silences(_final(gaps), offline, 10.0, 2.0, 200.0)
+    result = verify.silences(_final(gaps), offline, 10.0, 2.0, 200.0, 0.0)
     assert result["invented"] == 2
 
 
 def test_sensors_with_a_failed_report_are_left_out_of_the_silence_checks():
     gaps = [["a", 100.0, None, 120.0, False]]
     offline = [{"serial": "a", "lastSeenAt": 130.0}]
-    result = verify.silences(_final(gaps, ["a"]), offline, 10.0, 2.0, 200.0)
+    result = verify.silences(_final(gaps, ["a"]), offline, 10.0, 2.0, 200.0, 0.0)
     assert (result["missed"], result["invented"], result["uncertain_sensors"]) == (0, 0, 1)
 
 

@@ -175,17 +175,9 @@ async def _soak(
                 files["ws"],
             )
         )
-        port = await _started(hooks, "port ")
-        response = await api.post(
-            "/webhooks",
-            json={
-                "url": f"http://127.0.0.1:{port.split()[-1]}/hook",
-                "events": EVENTS,
-                "secret": SECRET,
-            },
-        )
-        response.raise_for_status()
-        hook_id = response.json()["id"]
+        webhook = _Webhook(api, hooks)
+        if not options.warmup_periods:
+            await webhook.register()
         for version in RELEASED:  # the fleet's versions; 4.0.0 is never uploaded
             await _upload(api, version)
         # The emitter starts up while the watchers connect: both are in time for the warm-up.
@@ -224,13 +216,41 @@ async def _soak(
             )
         )
         await _started(ws, "watching")
-        rows, seen = await _watch(options, url, daemon, emitter, files)
-        await _drain(api, hook_id)
+        rows, seen = await _watch(options, url, daemon, emitter, files, webhook)
+        if webhook.id is not None:
+            await _drain(api, webhook.id)
         _consume(options, files, seen, {}, final_only=True)
         async with trio.open_nursery() as nursery:  # together: each is a Python shutdown
             for child in (ws, hooks, daemon.spawned):
                 nursery.start_soon(child.stop)
-    return await _report(options, url, rows, seen)
+    return await _report(options, url, rows, seen, webhook.since)
+
+
+@dataclass
+class _Webhook:
+    """The receiver's subscription. With a warm-up it is registered when the warm-up ends: the
+    outbox holds events for the webhooks that exist when they commit, so the start-up wave
+    (every sensor's first report is a `sensor.online`) is never queued for it, and its lateness
+    is the steady state's, not a backlog's."""
+
+    api: httpx.AsyncClient
+    receiver: Spawned
+    id: int | None = None
+    since: float | None = None  # wall clock once registered: later events reach the receiver
+
+    async def register(self) -> None:
+        port = await _started(self.receiver, "port ")
+        response = await self.api.post(
+            "/webhooks",
+            json={
+                "url": f"http://127.0.0.1:{port.split()[-1]}/hook",
+                "events": EVENTS,
+                "secret": SECRET,
+            },
+        )
+        response.raise_for_status()
+        self.id = response.json()["id"]
+        self.since = time.time()
 
 
 async def _drain(api: httpx.AsyncClient, hook_id: int) -> None:
@@ -308,8 +328,10 @@ async def _watch(
     daemon: DaemonProcess,
     emitter: Spawned,
     files: dict[str, Path],
+    webhook: _Webhook,
 ) -> tuple[list[dict[str, Any]], _Seen]:
-    """Until the emitter exits: a row every period, an upload every `upload_every` s."""
+    """Until the emitter exits: a row every period, an upload every `upload_every` s, the
+    webhook registered once the warm-up is over."""
     seen = _Seen(figures.Phase(options.warmup_periods))
     rows: list[dict[str, Any]] = []
     began = seen.began
@@ -325,25 +347,22 @@ async def _watch(
         console=console,
         transient=True,
     )
-    async with httpx.AsyncClient(
-        base_url=f"http://127.0.0.1:{daemon.http_port}",
-        headers={"Authorization": f"Bearer {API_KEY}"},
-        timeout=30,
-    ) as api:
-        with progress:
-            task = progress.add_task("soak", total=options.seconds)
-            while emitter.process.returncode is None:
-                await trio.sleep(1.0)
-                now = time.time()
-                progress.update(task, completed=min(now - began, options.seconds))
-                if now >= next_upload:
-                    uploads += 1
-                    await _upload(api, f"5.0.{uploads}")
-                    next_upload += options.upload_every
-                _consume(options, files, seen, window)
-                if window.get("periods"):  # a row per emitter period, as its line arrives
-                    before = await _row(url, daemon, window, rows, before, seen)
-                    window = {}
+    with progress:
+        task = progress.add_task("soak", total=options.seconds)
+        while emitter.process.returncode is None:
+            await trio.sleep(1.0)
+            now = time.time()
+            progress.update(task, completed=min(now - began, options.seconds))
+            if now >= next_upload:
+                uploads += 1
+                await _upload(webhook.api, f"5.0.{uploads}")
+                next_upload += options.upload_every
+            _consume(options, files, seen, window)
+            if webhook.id is None and seen.phase.since is not None:
+                await webhook.register()
+            if window.get("periods"):  # a row per emitter period, as its line arrives
+                before = await _row(url, daemon, window, rows, before, seen)
+                window = {}
     if await emitter.exited() != 0:
         raise RuntimeError(f"the emitter failed:\n{emitter.output()}")
     _consume(options, files, seen, window)
@@ -386,14 +405,20 @@ async def _row(
 
 
 async def _report(
-    options: Options, url: str, rows: list[dict[str, Any]], seen: _Seen
+    options: Options,
+    url: str,
+    rows: list[dict[str, Any]],
+    seen: _Seen,
+    watched_from: float | None,
 ) -> dict[str, Any]:
     final = seen.final
     if final is None:
         raise RuntimeError("the emitter wrote no final record")
     offline, duplicates = verify.dedupe([e for e in seen.offline if e["occurredAt"] <= final["at"]])
     lost = await verify.lost(url, final["last_acked"], random.Random(options.seed))
-    silences = verify.silences(final, offline, options.offline_after, SLACK, final["at"])
+    silences = verify.silences(
+        final, offline, options.offline_after, SLACK, final["at"], watched_from
+    )
     since = seen.phase.since
     steady_from = None if since is None else round((since - seen.began) / 60, 2)
     table = figures.criteria(
