@@ -69,7 +69,7 @@ def test_record_counts_offered_and_acknowledged_and_notes_the_last_ack():
     out = io.StringIO()
     record.rotate(2.0, out)
     period = json.loads(out.getvalue())
-    assert (period["offered"], period["acked"]) == (2, 1)
+    assert (period["offered"], period["acked"], period["failed"]) == (2, 1, 1)
     assert record.acked_sent[0] == 1.0
     assert record.acked_at[0] == 1.2
     assert record.uncertain == {"b"}
@@ -98,6 +98,7 @@ def test_a_failed_call_makes_its_sensors_uncertain_and_its_silence_unexpected():
     record = _record()
     record.sending(["c"], 1.0)
     record.answered(["c"], 1.0, 16.0, failed=set(), code="DEADLINE_EXCEEDED")
+    assert record.period.failed == 1
     out = io.StringIO()
     record.final(30.0, out)
     final = json.loads(out.getvalue())

@@ -68,21 +68,31 @@ async def _main(options: Options, find_max: bool, url: str) -> None:
         best = None
         size = FIND_MAX_FIRST
         while size <= options.sensors:
-            console.rule(f"find-max: {size:,} sensors, {FIND_MAX_MINUTES:g} min")
             trial = replace(
                 options,
                 sensors=size,
                 minutes=min(options.minutes, FIND_MAX_MINUTES),
                 out=options.out / f"find-max-{size}",
             )
+            console.rule(
+                f"find-max: {size:,} sensors, {trial.warmup_periods * trial.period:g} s warm-up "
+                f"and {trial.minutes:g} min"
+            )
             report = await run(trial, url)
             _print(report)
             if not (report["passed"] and report["verification"]["ok"]):
-                break
+                console.print(
+                    f"largest fleet that passes: {best:,} sensors"
+                    if best
+                    else "no fleet size passed"
+                )
+                return
             best = size
             size *= 2
         console.print(
-            f"largest fleet that passes: {best:,} sensors" if best else "no fleet size passed"
+            f"every fleet tried passed, up to {best:,} sensors: raise --sensors"
+            if best
+            else f"no fleet tried: --sensors is below {FIND_MAX_FIRST:,}"
         )
 
 
@@ -109,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--find-max",
         action="store_true",
         help=f"double the fleet from {FIND_MAX_FIRST:,} up to --sensors with "
-        f"{FIND_MAX_MINUTES:g}-minute runs until one fails",
+        f"{FIND_MAX_MINUTES:g}-minute runs (each after its warm-up) until one fails",
     )
     return parser
 

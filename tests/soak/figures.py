@@ -156,7 +156,9 @@ def criteria(
     steady_from: float,
 ) -> list[dict[str, Any]]:
     """The pass table: (criterion, measured, goal, met). `met` None: not measurable in this run.
-    The counts and samples are the steady state's; `steady_from` is its first minute."""
+    The counts and samples are the steady state's; `steady_from` is its first minute. `acked`
+    is what was offered less what failed: the acknowledgements of one period's reports arrive in
+    part in the next one, which in a short run would skew a share of the counts by period."""
     share = acked / offered if offered else math.nan
     growth = rss_growth(rows, steady_from)
     table = [

@@ -109,7 +109,7 @@ class _Seen:
     posts: int = 0
     final: dict[str, Any] | None = None
     offered: int = 0
-    acked: int = 0
+    failed: int = 0
     offline_late: list[tuple[float, float]] = field(default_factory=list)
     ws: list[tuple[float, float]] = field(default_factory=list)
     hook: list[tuple[float, float]] = field(default_factory=list)
@@ -298,7 +298,7 @@ def _consume(
                 window["warm"] = True
             else:
                 seen.offered += line["offered"]
-                seen.acked += line["acked"]
+                seen.failed += line["failed"]
     for line in tails["ws"].read():
         seen.ws += [(line["at"], late) for late in line["latencies"]]
         window.setdefault("ws", []).extend(line["latencies"])
@@ -423,7 +423,7 @@ async def _report(
     steady_from = None if since is None else round((since - seen.began) / 60, 2)
     table = figures.criteria(
         seen.offered,
-        seen.acked,
+        seen.offered - seen.failed,
         lost["lost"],
         figures.steady(seen.offline_late, since),
         figures.steady(seen.ws, since),
@@ -442,7 +442,7 @@ async def _report(
             "warmup_s": options.warmup_periods * options.period,
             "from_minute": steady_from,
             "offered": seen.offered,
-            "acked": seen.acked,
+            "failed": seen.failed,
         },
         "rows": rows,
         "criteria": table,
