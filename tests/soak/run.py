@@ -2,7 +2,8 @@
 seeded database, then each in its own process: the daemon, the emitter in gateway mode, the
 WebSocket watchers and the webhook receiver; a release upload every few minutes from here.
 Every period one line (and a progress bar on a terminal); at the end the verification, the pass
-table, JSON and an SVG chart."""
+table, JSON and an SVG chart. The emitter first runs a warm-up that the pass table leaves out (see
+`figures`), and the webhook is registered when it ends (see `_Webhook`)."""
 
 from __future__ import annotations
 
