@@ -28,7 +28,6 @@ import trio
 
 from . import metrics
 from .bus import Bus, Message
-from .bus.jetstream import JetStreamBus
 from .bus.notify import NotifyBus
 from .db.pool import Pool
 from .domain import SensorState
@@ -52,9 +51,12 @@ _ROW_ERRORS: Final = (ValueError, TypeError, IndexError, KeyError, AttributeErro
 
 
 def open_bus(relay_url: str | None, pool: Pool, database_url: str) -> Bus:
-    """The bus `relay_url` names (`nats://…`), else NOTIFY on the database."""
+    """The bus `relay_url` names (`nats://…`), else NOTIFY on the database. nats-py is imported
+    only by a daemon that uses it (it is ~60 ms of start-up)."""
     if relay_url is None:
         return NotifyBus(pool, database_url)
+    from .bus.jetstream import JetStreamBus
+
     return JetStreamBus(relay_url)
 
 
