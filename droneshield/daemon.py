@@ -86,7 +86,8 @@ async def run(
             sinks=[publish_committed, metrics.count_transitions],
         )
         submitter = Submitter(send, ack_timeout=settings.ack_timeout)
-        relay = Relay(hub, open_bus(settings.relay_url, pool, database_url))
+        bus = open_bus(settings.relay_url, settings.relay_stream, pool, database_url)
+        relay = Relay(hub, bus)
         app = create_app(settings, pool, hub=hub, submit=submitter.submit_from_trio)
         async with trio.open_nursery() as nursery:
             await nursery.start(writer.run)

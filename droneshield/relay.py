@@ -50,14 +50,15 @@ _KEPT: Final = metrics.RELAY_CHANGES.labels("kept")
 _ROW_ERRORS: Final = (ValueError, TypeError, IndexError, KeyError, AttributeError)
 
 
-def open_bus(relay_url: str | None, pool: Pool, database_url: str) -> Bus:
-    """The bus `relay_url` names (`nats://…`), else NOTIFY on the database. nats-py is imported
-    only by a daemon that uses it (it is ~60 ms of start-up)."""
+def open_bus(relay_url: str | None, relay_stream: str | None, pool: Pool, database_url: str) -> Bus:
+    """The bus `relay_url` names (`nats://…`, on stream `relay_stream`, by default the
+    database's), else NOTIFY on the database. nats-py is imported only by a daemon that uses it
+    (it is ~60 ms of start-up)."""
     if relay_url is None:
         return NotifyBus(pool, database_url)
-    from .bus.jetstream import JetStreamBus
+    from .bus.jetstream import JetStreamBus, default_stream
 
-    return JetStreamBus(relay_url)
+    return JetStreamBus(relay_url, relay_stream or default_stream(database_url))
 
 
 def shard_of(serial: str, shards: int) -> int:

@@ -9,7 +9,9 @@ import pytest
 import trio
 
 from droneshield import daemon
+from droneshield.bus.jetstream import Names, default_stream
 from droneshield.config import Settings
+from droneshield.relay import open_bus
 
 from .support.live_client import open_live
 from .support.nats_server import NatsServer, missing, private_nats
@@ -66,3 +68,25 @@ async def test_a_daemon_replays_what_it_missed_while_nats_was_down_instead_of_re
     assert got == set(sensors[1:3])
     assert b.relay._bus.replays >= 1
     assert b.relay._bus.gaps == 0
+
+
+@pytest.mark.parametrize(
+    ("database_url", "stream"),
+    [
+        ("postgresql://fleet@db:5432/fleet-a", "DRONESHIELD_RELAY_fleet-a"),
+        ("postgresql://fleet@db/prod.eu?sslmode=require", "DRONESHIELD_RELAY_prod_eu"),
+        ("postgresql://postgres:@/?host=/run/pg&dbname=site7", "DRONESHIELD_RELAY_site7"),
+    ],
+)
+def test_each_database_relays_on_a_stream_of_its_own_by_default(database_url, stream):
+    assert default_stream(database_url) == stream
+    bus = open_bus("nats://127.0.0.1:4222", None, None, database_url)  # type: ignore[arg-type]
+    assert bus.names == Names(stream)
+    named = open_bus("nats://127.0.0.1:4222", "EU_1", None, database_url)  # type: ignore[arg-type]
+    assert (named.names.stream, named.names.shard(3)) == ("EU_1", "droneshield.EU_1.sensor.3")
+
+
+@pytest.mark.parametrize("name", ["", "a.b", "a b", "x>", "*", "n" * 65])
+def test_a_stream_name_nats_would_refuse_is_refused_at_start(name):
+    with pytest.raises(ValueError, match="relay_stream must be 1 to 64 letters"):
+        Settings(relay_stream=name)

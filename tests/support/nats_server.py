@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Final
@@ -30,10 +30,11 @@ class NatsServer:
     again keep both, so the stream survives as it would on a real host. The caller bounds the
     time of each call."""
 
-    def __init__(self, store: Path) -> None:
+    def __init__(self, store: Path, flags: Sequence[str] = ()) -> None:
         self.port = free_port()
         self.url = f"nats://127.0.0.1:{self.port}"
         self._store = store
+        self._flags = list(flags)
         self._process: trio.Process | None = None
 
     @property
@@ -52,7 +53,7 @@ class NatsServer:
             "-sd",
             str(self._store),
         ]
-        argv += ["-l", str(self._store / "nats-server.log")]
+        argv += ["-l", str(self._store / "nats-server.log"), *self._flags]
         self._process = await trio.lowlevel.open_process(
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
@@ -69,10 +70,11 @@ class NatsServer:
 
 
 @asynccontextmanager
-async def private_nats() -> AsyncIterator[NatsServer]:
-    """A started private server, killed on leaving."""
+async def private_nats(*flags: str) -> AsyncIterator[NatsServer]:
+    """A started private server (given nats-server's `flags` too: `--user`, `--pass`), killed
+    on leaving."""
     with tempfile.TemporaryDirectory(prefix="droneshield-nats-") as store:
-        server = NatsServer(Path(store))
+        server = NatsServer(Path(store), flags)
         try:
             with trio.fail_after(10):
                 await server.start()
