@@ -191,11 +191,23 @@ class Relay:
         self._own_prefix = _head(self.instance).decode()
         self._announce_now = trio.Event()  # a peer asked, or we must ask (after a gap)
         self._must_ask = True  # at start we know no peer's interest
-        # Counters, for tests and metrics.
+        # Counters, for tests and metrics; `wait_for` watches them (and `peers`) change.
         self.sent = 0  # changes sent to peers
         self.heartbeats_kept = 0  # heartbeats not sent: no peer watches their sensor
         self.received = 0  # peers' changes published into the hub
         self.own_skipped = 0  # own messages that came back and were ignored
+        self._progress = trio.Event()
+
+    async def wait_for(self, condition: Callable[[], bool]) -> None:
+        """Return once `condition()` holds, looking again after each message the relay sends
+        or handles (what it counts and what peers announce change only then). The caller
+        bounds the wait."""
+        while not condition():
+            await self._progress.wait()
+
+    def _progressed(self) -> None:
+        self._progress.set()
+        self._progress = trio.Event()
 
     def _relayed(self, change: SensorState) -> bool:
         """Outbox filter: every transition, and each heartbeat a peer's clients watch (the
@@ -252,6 +264,7 @@ class Relay:
                 _SENT.inc(backlog_changes)
                 backlog, backlog_changes, owe_resync = [], 0, False
                 delay = RETRY_FIRST
+                self._progressed()
 
     def _messages(self, changes: list[SensorState]) -> list[Message]:
         bus = self._bus
@@ -321,6 +334,12 @@ class Relay:
         self._announce_now.set()
 
     def _handle(self, payload: str) -> None:
+        try:
+            self._apply(payload)
+        finally:
+            self._progressed()
+
+    def _apply(self, payload: str) -> None:
         if payload.startswith(self._own_prefix):
             self.own_skipped += 1
             return

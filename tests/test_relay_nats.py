@@ -8,14 +8,13 @@ from collections.abc import AsyncIterator
 import pytest
 import trio
 
-from droneshield import daemon
 from droneshield.bus.jetstream import Names, default_stream
 from droneshield.config import Settings
 from droneshield.relay import open_bus
 
 from .support.live_client import open_live
 from .support.nats_server import NatsServer, missing, private_nats
-from .test_relay import _peer_watches, _report, watched_from_afar
+from .support.relay_peers import peer_watches, report, watched_from_afar
 
 
 @pytest.fixture
@@ -28,16 +27,14 @@ async def nats_server() -> AsyncIterator[NatsServer]:
 
 
 @pytest.fixture
-def nats_settings(settings: Settings, nats_server: NatsServer) -> Settings:
+def relay_settings(settings: Settings, nats_server: NatsServer) -> Settings:
+    """`peers` relay over the private server."""
     return settings.replace(relay_url=nats_server.url)
 
 
-async def test_report_on_one_daemon_reaches_a_watching_client_of_another_over_nats(
-    aio_loop, database_url, nats_settings, sensors, nursery
-):
+async def test_report_on_one_daemon_reaches_a_watching_client_of_another_over_nats(peers, sensors):
+    a, b = peers
     with trio.fail_after(15):
-        a = await nursery.start(daemon.run, nats_settings, database_url)
-        b = await nursery.start(daemon.run, nats_settings, database_url)
         seen = await watched_from_afar(a, b, sensors[0], 2)  # online, then a heartbeat
     assert len(set(seen)) == 2
     assert b.relay.received == 2
@@ -45,19 +42,18 @@ async def test_report_on_one_daemon_reaches_a_watching_client_of_another_over_na
 
 
 async def test_a_daemon_replays_what_it_missed_while_nats_was_down_instead_of_resyncing(
-    aio_loop, database_url, nats_settings, nats_server, sensors, nursery
+    peers, nats_server, sensors
 ):
+    a, b = peers
     with trio.fail_after(20):
-        a = await nursery.start(daemon.run, nats_settings, database_url)
-        b = await nursery.start(daemon.run, nats_settings, database_url)
         async with open_live(b.http_port) as client:
             await client.subscribe(sensors[:3])
-            await _peer_watches(a.relay, sensors[0])
-            await _report(a.grpc_port, sensors[0])
+            await peer_watches(a.relay, sensors[0])
+            await report(a.grpc_port, sensors[0])
             await client.next("sensor")
             await nats_server.kill()
-            await _report(a.grpc_port, sensors[1])  # committed while the relay is away
-            await _report(a.grpc_port, sensors[2])
+            await report(a.grpc_port, sensors[1])  # committed while the relay is away
+            await report(a.grpc_port, sensors[2])
             await nats_server.start()
             got: set[str] = set()
             while len(got) < 2:
