@@ -209,6 +209,16 @@ class Relay:
         self._progress.set()
         self._progress = trio.Event()
 
+    def wants(self, serial: str) -> bool:
+        """Whether a peer's clients watch `serial` (its heartbeats are relayed)."""
+        return self.peers.wants(serial)
+
+    def kept(self, heartbeats: int) -> None:
+        """Count heartbeats left home before they reached the outbox (no client anywhere
+        watches their sensors, so no change was even built for them)."""
+        self.heartbeats_kept += heartbeats
+        _KEPT.inc(heartbeats)
+
     def _relayed(self, change: SensorState) -> bool:
         """Outbox filter: every transition, and each heartbeat a peer's clients watch (the
         others are counted as kept). Called once per change this daemon publishes."""
