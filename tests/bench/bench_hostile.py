@@ -193,7 +193,7 @@ async def _one(daemon: Any, name: str, serial: str, seconds: float) -> tuple[lis
     ]
     met = growth < RSS_GOAL and health < P99_GOAL and report < P99_GOAL and not any(failed.values())
     result = Result(
-        f"10. hostile: {name}",
+        f"12. hostile: {name}",
         p99=max(health, report),
         rss_mb=probes["peak"],
         goal=f"RSS +<{RSS_GOAL:g} MB, p99 <{P99_GOAL:g} ms",
@@ -222,7 +222,7 @@ async def run(bench: Bench) -> list[Result]:
             await daemon.spawned.exited()
             stopped = trio.current_time() - began
     print_table(
-        "10. hostile: attacks from another process, normal clients beside",
+        "12. hostile: attacks from another process, normal clients beside",
         f"each attack {seconds:g} s from {ATTACKERS} connections at {ATTACKER} "
         f"({IDLE_CONNECTIONS:,} for the idle ones), default budgets; probes: /healthz and "
         f"SendStatus {PROBE_RATE:g}/s each; RSS after = {SETTLE:g} s after the attack; "
@@ -241,7 +241,7 @@ async def run(bench: Bench) -> list[Result]:
     )
     results.append(
         Result(
-            "10. hostile: SIGTERM after the attacks",
+            "12. hostile: SIGTERM after the attacks",
             rate=stopped,
             unit="s",
             goal=f"< {SIGTERM_GOAL:g} s",
