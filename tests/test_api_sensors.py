@@ -260,6 +260,8 @@ async def test_limit_is_capped(running, api, db):
         ({"sort": "color"}, "invalid_parameter"),
         ({"order": "up"}, "invalid_parameter"),
         ({"q": "x" * 129}, "invalid_parameter"),
+        ({"site": "north\x00"}, "invalid_parameter"),
+        ({"site": "north\nyard"}, "invalid_parameter"),
     ],
 )
 async def test_bad_parameters_are_400(api, params, code):

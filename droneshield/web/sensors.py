@@ -20,6 +20,7 @@ from ..db import sensors as db
 from ..db.pool import Connection, acquire
 from ..domain import SERIAL_MAX, EventKind, Status, canonical, check_serial, display, echo
 from ..errors import Invalid, InvalidReport, NotFound
+from ..provisioning import check_site
 from .context import pool
 from .messages import sensor_item
 from .schema import ApiModel, errors, responds
@@ -211,11 +212,20 @@ def _printable(text: str, name: str) -> str:
 def _filter(query: SensorQuery) -> db.SensorFilter:
     """Raises:
     InvalidVersion: a malformed version.
-    Invalid: a malformed search.
+    Invalid: a malformed search or site.
     """
     version = canonical(query.version) if query.version else None
     q = _printable(query.q, "q") if query.q else None
-    return db.SensorFilter(query.status, version, query.site or None, q)
+    return db.SensorFilter(query.status, version, _site(query.site) if query.site else None, q)
+
+
+def _site(site: str) -> str:
+    """Raises:
+    Invalid: a name no site can have (control characters, a NUL PostgreSQL refuses)."""
+    try:
+        return check_site(site)
+    except ValueError as exc:
+        raise Invalid(str(exc), code="invalid_parameter") from None
 
 
 def _item(row: db.Listing) -> dict[str, object]:
