@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Final, Literal
 
-from ..domain import EventKind, SensorState, Status, status_of
+from ..domain import Edit, EventKind, SensorState, Status, status_of
 from .pool import Connection, Record
 
 ANCHOR_EVERY: Final = 1000  # rows between page anchors (migration 0005)
@@ -25,7 +25,20 @@ Listed = Literal["never", "online", "offline", "retired"]
 Sort = Literal["serial", "status_changed_at", "last_seen_at", "version"]
 SORTS: Final[tuple[Sort, ...]] = ("serial", "status_changed_at", "last_seen_at", "version")
 
-_COLUMNS: Final = "id, serial, version, online, last_seen_at, status_changed_at, site, label"
+_COLUMN_NAMES: Final = (
+    "id", "serial", "version", "online", "last_seen_at", "status_changed_at", "site", "label"
+)  # fmt: skip
+_COLUMNS: Final = ", ".join(_COLUMN_NAMES)
+
+
+def edited_columns(table: str = "") -> str:
+    """What an operator's write returns of each sensor it changed (`edited` reads it); with
+    `table`, its columns qualified (a statement joining another table)."""
+    prefix = f"{table}." if table else ""
+    return ", ".join(f"{prefix}{c}" for c in (*_COLUMN_NAMES, "retired_at IS NOT NULL AS retired"))
+
+
+EDITED: Final = edited_columns()
 _STATUS_SQL: Final[dict[Status, str]] = {
     "never": "NOT online AND last_seen_at IS NULL",  # the same thing; lets the index serve it
     "online": "online",
@@ -134,6 +147,12 @@ def _listing(row: Record) -> Listing:
         row["site"],
         row["label"],
     )
+
+
+def edited(row: Record) -> SensorState:
+    """A sensor an operator's write changed (a row of `EDITED`), as live views get it: with
+    its label and whether it is retired."""
+    return replace(_listing(row).state, site=row["site"], edit=Edit(row["label"], row["retired"]))
 
 
 @dataclass(frozen=True, slots=True)

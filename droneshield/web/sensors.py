@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Final, Literal
 
@@ -20,7 +21,7 @@ from ..db import sensors as db
 from ..db.pool import Connection, acquire
 from ..domain import SERIAL_MAX, EventKind, Status, canonical, check_serial, display, echo
 from ..errors import Invalid, InvalidReport, NotFound
-from .context import pool
+from .context import hub, pool
 from .messages import sensor_item
 from .schema import ApiModel, errors, responds
 
@@ -78,6 +79,10 @@ class Sensor(ApiModel):
     status_changed_at: datetime | None
     site: str | None
     label: str | None
+    reported_version: str | None = Field(
+        description="the version the sensor last reported when that one was never uploaded "
+        "(so it is not stored), while this daemon knows it; else null"
+    )
 
     @classmethod
     def of(cls, row: db.Listing) -> Sensor:
@@ -92,6 +97,7 @@ class Sensor(ApiModel):
             status_changed_at=state.status_changed_at,
             site=row.site,
             label=row.label,
+            reported_version=display(hub().reported_version(state.id)),
         )
 
 
@@ -218,8 +224,14 @@ def _filter(query: SensorQuery) -> db.SensorFilter:
     return db.SensorFilter(query.status, version, query.site or None, q)
 
 
-def _item(row: db.Listing) -> dict[str, object]:
-    return {**sensor_item(row.state), "site": row.site, "label": row.label}
+def _item(row: db.Listing, reported: Callable[[int], str | None]) -> dict[str, object]:
+    state = row.state
+    return {
+        **sensor_item(state),
+        "site": row.site,
+        "label": row.label,
+        "reportedVersion": display(reported(state.id)),
+    }
 
 
 @blueprint.get("/sensors")
@@ -268,7 +280,7 @@ async def list_sensors(query_args: SensorQuery) -> Response:
     # checks): building and validating 50 pydantic models and encoding them cost more CPU per
     # page than the rest of the request.
     page = {
-        "items": [_item(r) for r, _ in rows],
+        "items": [_item(r, hub().reported_version) for r, _ in rows],
         "page": query_args.page,
         "limit": limit,
         "sort": order.sort,
