@@ -18,6 +18,7 @@ from ..domain import Edit, EventKind, SensorState, Status, status_of
 from .pool import Connection, Record
 
 ANCHOR_EVERY: Final = 1000  # rows between page anchors (migration 0005)
+GRAM: Final = 3  # characters of a search trigram (migration 0013)
 _ANCHOR_LOCK: Final = 0x616E63686F72  # advisory lock: one instance rebuilds the anchors
 
 # One Literal, not `Status | Literal["retired"]`: validation names every choice at once.
@@ -99,8 +100,11 @@ class SensorFilter:
     site: str | None = None
     q: str | None = None  # substring of serial or label, any case; non-empty
 
-    def where(self, first_param: int = 1, sort: Sort = "serial") -> tuple[list[str], list[object]]:
-        """SQL conditions and their arguments, numbered from `$first_param`."""
+    def where(
+        self, first_param: int = 1, sort: Sort = "serial", *, grams: bool = False
+    ) -> tuple[list[str], list[object]]:
+        """SQL conditions and their arguments, numbered from `$first_param`; with `grams`, a
+        search of 3 characters or more also asks the trigram index of migration 0013."""
         conditions: list[str] = []
         args: list[object] = []
 
@@ -125,9 +129,23 @@ class SensorFilter:
         if self.site is not None:
             conditions.append(f"site = {param(self.site)}")
         if self.q is not None:
+            if grams and len(self.q) >= GRAM:
+                conditions.append(f"sensor_grams(serial, label) @> {param(trigrams(self.q))}")
             pattern = param(f"%{_escape_like(self.q)}%")
             conditions.append(f"(serial ILIKE {pattern} OR label ILIKE {pattern})")
         return conditions, args
+
+
+def trigrams(text: str) -> list[str]:
+    """The lower-case trigrams of `text` (printable ASCII, as searches are), as
+    `sensor_grams` (migration 0013) makes them of serials and labels."""
+    low = text.lower()
+    return sorted({low[i : i + GRAM] for i in range(len(low) - GRAM + 1)})
+
+
+async def has_grams(conn: Connection) -> bool:
+    """Whether searches are served by migration 0013's trigram index (pg_trgm is absent)."""
+    return bool(await conn.fetchval("SELECT to_regclass('sensor_grams') IS NOT NULL"))
 
 
 def _escape_like(text: str) -> str:
@@ -182,6 +200,7 @@ async def page(
     offset: int,
     limit: int,
     total: int | None = None,
+    grams: bool = False,
 ) -> list[tuple[Listing, str]]:
     """Up to `limit` sensors in `order` (ties by serial), each with its sort key as text (for
     the next cursor): those after `after`, skipping `offset` more.
@@ -189,7 +208,7 @@ async def page(
     Cursor pages cost O(limit). Deep offsets are shortened: the unfiltered listing by serial
     starts from the nearest page anchor (< ANCHOR_EVERY rows to skip); a listing whose exact
     `total` is known reads its far half backwards (the last page is as cheap as the first),
-    so only the middle of a listing costs O(offset).
+    so only the middle of a listing costs O(offset). `grams`: see `SensorFilter.where`.
     """
     if after is None and offset >= ANCHOR_EVERY:
         if flt == SensorFilter() and order == Order():
@@ -197,17 +216,17 @@ async def page(
             if anchor is not None:
                 position, serial = anchor
                 return await _select(
-                    conn, flt, order, Cursor(serial, serial), offset - position, limit, True
+                    conn, flt, order, Cursor(serial, serial), offset - position, limit, True, grams
                 )
         elif total is not None and offset > total - offset:
             end = min(offset + limit, total)
             if end <= offset:
                 return []
             rows = await _select(
-                conn, flt, order.reversed(), None, total - end, end - offset, False
+                conn, flt, order.reversed(), None, total - end, end - offset, False, grams
             )
             return rows[::-1]
-    return await _select(conn, flt, order, after, offset, limit, False)
+    return await _select(conn, flt, order, after, offset, limit, False, grams)
 
 
 async def _select(
@@ -218,9 +237,10 @@ async def _select(
     offset: int,
     limit: int,
     inclusive: bool,
+    grams: bool,
 ) -> list[tuple[Listing, str]]:
     key, key_type = _KEYS[order.sort]
-    conditions, args = flt.where(sort=order.sort)
+    conditions, args = flt.where(sort=order.sort, grams=grams)
     direction = "DESC" if order.descending else ""
     if after is not None:
         compare = ("<" if order.descending else ">") + ("=" if inclusive else "")
@@ -295,7 +315,9 @@ async def rebuild_anchors(conn: Connection) -> bool:
     return True
 
 
-async def total(conn: Connection, flt: SensorFilter, *, cap: int) -> tuple[int, bool]:
+async def total(
+    conn: Connection, flt: SensorFilter, *, cap: int, grams: bool = False
+) -> tuple[int, bool]:
     """(how many sensors match, whether that number is exact).
 
     Status, version and site filters are counted from `fleet_count`: exact, O(1). A search
@@ -312,7 +334,7 @@ async def total(conn: Connection, flt: SensorFilter, *, cap: int) -> tuple[int, 
             flt.site,
         )
         return int(n), True
-    conditions, args = flt.where()
+    conditions, args = flt.where(grams=grams)
     args.append(cap + 1)
     n = await conn.fetchval(
         f"SELECT count(*) FROM (SELECT 1 FROM sensor WHERE {' AND '.join(conditions)} "

@@ -259,7 +259,8 @@ async def list_sensors(query_args: SensorQuery) -> Response:
     # total, which would otherwise drift between the two while statuses change.
     async with acquire(pool()) as conn, conn.transaction(isolation="repeatable_read"):
         await db.plan_each(conn)
-        total, exact = await db.total(conn, flt, cap=COUNT_CAP)
+        grams = await _has_grams(conn) if flt.q is not None else False
+        total, exact = await db.total(conn, flt, cap=COUNT_CAP, grams=grams)
         # Nothing matches: skip the page query, which would otherwise scan the whole index.
         rows = (
             []
@@ -272,6 +273,7 @@ async def list_sensors(query_args: SensorQuery) -> Response:
                 offset=offset,
                 limit=limit + 1,
                 total=total if exact else None,
+                grams=grams,
             )
         )
     more = len(rows) > limit
@@ -294,6 +296,16 @@ async def list_sensors(query_args: SensorQuery) -> Response:
     return current_app.response_class(
         orjson.dumps(page, option=orjson.OPT_UTC_Z), content_type="application/json"
     )
+
+
+async def _has_grams(conn: Connection) -> bool:
+    """Whether this database searches through migration 0013's trigram index (no pg_trgm):
+    asked once per process, since migrations run before the daemon serves."""
+    config = current_app.config
+    if "DRONESHIELD_SEARCH_GRAMS" not in config:
+        config["DRONESHIELD_SEARCH_GRAMS"] = await db.has_grams(conn)
+    found: bool = config["DRONESHIELD_SEARCH_GRAMS"]
+    return found
 
 
 async def _sensor(conn: Connection, serial: str) -> db.Detail:
