@@ -166,8 +166,9 @@ class Hub:
             if len(self._versions) >= REPORTED_MAX:
                 self._versions.clear()
             reported[change.id] = self._versions.setdefault(version, version)
-        elif change.status == "online" or change.retired:
-            # A report of a stored (or malformed) version; an expiry says nothing of versions.
+        elif change.retired or (change.status == "online" and change.edit is None):
+            # A report of a stored (or malformed) version. Expiries and operators' edits say
+            # nothing of versions.
             reported.pop(change.id, None)
 
     @property

@@ -198,6 +198,7 @@ def test_reported_versions_are_remembered_until_a_stored_one_or_retirement_bound
     unstored = [replace(change(n), reported_version="4.0.0") for n in (1, 2, 3)]
     hub.publish(unstored[:2])
     hub.publish_remote([change(2, status="offline")])  # an expiry says nothing of versions
+    hub.publish([replace(change(1), edit=Edit("Mast 1"))])  # nor does a new label
     assert [hub.reported_version(n) for n in (1, 2)] == ["4.0.0", "4.0.0"]
     hub.publish([unstored[2]])  # one too many: the oldest is forgotten
     assert [hub.reported_version(n) for n in (1, 2, 3)] == [None, "4.0.0", "4.0.0"]
