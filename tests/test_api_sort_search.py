@@ -13,7 +13,9 @@ from droneshield.db.sensors import EventRow, SensorFilter, trigrams
 from .support.grpc_clients import send_batch
 from .support.releases import add_software
 
-GRAMS_INDEX = "CREATE INDEX sensor_grams ON sensor USING gin (sensor_grams(serial, label))"
+GRAMS_INDEX = (
+    "CREATE INDEX IF NOT EXISTS sensor_grams ON sensor USING gin (sensor_grams(serial, label))"
+)
 
 
 async def _walk(api, params: dict[str, object]) -> list[dict[str, object]]:  # type: ignore[no-untyped-def]
