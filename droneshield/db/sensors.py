@@ -54,6 +54,10 @@ _KEYS: Final[dict[Sort, tuple[str, str]]] = {
 }
 # What a status implies for a sort key: lets the key's index skip the other statuses' range
 # (offline sensors sorted by last seen would otherwise be found behind every online one).
+# `seen_key`'s three ranges are exactly the three statuses, so sorted by last seen the range
+# alone stands for the status: with both, the planner multiplied their selectivities as if
+# independent, expected a handful of never-seen rows and sorted all of them (~30 ms at 200k
+# sensors instead of 0.3 ms).
 _STATUS_KEY_RANGE: Final[dict[tuple[Sort, Status], str]] = {
     ("last_seen_at", "online"): "seen_key = 'infinity'",
     ("last_seen_at", "never"): "seen_key = '-infinity'",
@@ -118,7 +122,8 @@ class SensorFilter:
             conditions.append("retired_at IS NULL")
             if self.status is not None:
                 status: Status = self.status
-                conditions.append(_STATUS_SQL[status])
+                if sort != "last_seen_at":
+                    conditions.append(_STATUS_SQL[status])
                 if (sort, status) in _STATUS_KEY_RANGE:
                     conditions.append(_STATUS_KEY_RANGE[sort, status])
         if self.version is not None:
