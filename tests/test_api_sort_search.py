@@ -8,7 +8,7 @@ import pytest
 import trio
 
 from droneshield.availability import availability
-from droneshield.db.sensors import EventRow, SensorFilter, trigrams
+from droneshield.db.sensors import EventRow, SensorFilter, grams_narrow, trigrams
 
 from .support.grpc_clients import send_batch
 from .support.releases import add_software
@@ -204,3 +204,15 @@ async def test_a_search_can_use_the_own_trigram_index(db, sensors):
         )
     assert "sensor_grams" in "\n".join(r[0] for r in plan)
     assert trigrams("S-0%9") == ["-0%", "0%9", "s-0"]
+
+
+async def test_the_own_trigram_index_is_asked_only_when_it_narrows_the_search(db, sensors):
+    await db.execute(GRAMS_INDEX)
+    unknown = await grams_narrow(db, "ds-")  # no statistics yet: assume it narrows
+    await db.execute("ANALYZE sensor")
+    assert (unknown, await grams_narrow(db, "ds-"), await grams_narrow(db, "zz9")) == (
+        True,
+        False,  # every sensor holds it: scanning finds a page at once
+        True,
+    )
+    assert await grams_narrow(db, "ds") is False  # too short to have a trigram

@@ -19,6 +19,7 @@ from .pool import Connection, Record
 
 ANCHOR_EVERY: Final = 1000  # rows between page anchors (migration 0005)
 GRAM: Final = 3  # characters of a search trigram (migration 0013)
+GRAMS_DENSE: Final = 0.1  # share of sensors past which a trigram no longer narrows a search
 _ANCHOR_LOCK: Final = 0x616E63686F72  # advisory lock: one instance rebuilds the anchors
 
 # One Literal, not `Status | Literal["retired"]`: validation names every choice at once.
@@ -151,6 +152,28 @@ def trigrams(text: str) -> list[str]:
 async def has_grams(conn: Connection) -> bool:
     """Whether searches are served by migration 0013's trigram index (pg_trgm is absent)."""
     return bool(await conn.fetchval("SELECT to_regclass('sensor_grams') IS NOT NULL"))
+
+
+# The share of sensors holding a search's rarest trigram, from the trigram index's statistics
+# (its most common elements; a trigram not among them is rarer than all of them: 0).
+_GRAM_SHARE: Final = """
+SELECT coalesce(min(coalesce(f.freq, 0)), 0) FROM unnest($1::text[]) AS g(gram)
+LEFT JOIN LATERAL (
+    SELECT e.freq FROM pg_stats s,
+        unnest(s.most_common_elems::text::text[], s.most_common_elem_freqs) AS e(elem, freq)
+    WHERE s.schemaname = current_schema() AND s.tablename = 'sensor_grams' AND e.elem = g.gram
+) f ON true
+"""
+
+
+async def grams_narrow(conn: Connection, q: str) -> bool:
+    """Whether the trigram index narrows a search for `q` enough to be worth asking: its
+    rarest trigram is held by fewer than GRAMS_DENSE of the sensors. A search that matches
+    more finds its page and its count's cap quickly by scanning in the page's order, and
+    there the index would only cost: `sensor_grams` evaluated on every row read (~10 us)."""
+    if len(q) < GRAM:
+        return False
+    return float(await conn.fetchval(_GRAM_SHARE, trigrams(q))) < GRAMS_DENSE
 
 
 def _escape_like(text: str) -> str:
