@@ -17,9 +17,11 @@ demo-uploads *args:
 emit *args:
     @uv run python -m emitter {{args}}
 
-# the whole test suite (real PostgreSQL: DATABASE_URL's, else an embedded one)
+# the whole test suite (real PostgreSQL: DATABASE_URL's, else an embedded one). Two pytest
+# workers, a test file each at a time: most tests wait on daemons, PostgreSQL and Chromium, so two
+# overlap well on two cores (each worker has its own embedded server and template database).
 test *args:
-    uv run pytest {{args}}
+    uv run pytest -n 2 --dist loadfile {{args}}
 
 # lint, format check and type check (mypy, strict on droneshield/)
 lint:

