@@ -8,7 +8,8 @@ import pytest
 import trio
 
 from droneshield.availability import availability
-from droneshield.db.sensors import EventRow, SensorFilter, grams_narrow, trigrams
+from droneshield.db import seed
+from droneshield.db.sensors import EventRow, SensorFilter, narrowing_grams, trigrams
 
 from .support.grpc_clients import send_batch
 from .support.releases import add_software
@@ -196,7 +197,7 @@ def test_availability_counts_online_time_in_the_window_since_provisioning():
 
 async def test_a_search_can_use_the_own_trigram_index(db, sensors):
     await db.execute(GRAMS_INDEX)
-    conditions, args = SensorFilter(q="S-0%9").where(grams=True)
+    conditions, args = SensorFilter(q="S-0%9").where(grams=trigrams("S-0%9"))
     async with db.transaction():
         await db.execute("SET LOCAL enable_seqscan = off")
         plan = await db.fetch(
@@ -206,13 +207,14 @@ async def test_a_search_can_use_the_own_trigram_index(db, sensors):
     assert trigrams("S-0%9") == ["-0%", "0%9", "s-0"]
 
 
-async def test_the_own_trigram_index_is_asked_only_when_it_narrows_the_search(db, sensors):
+async def test_the_own_trigram_index_is_asked_only_for_the_trigrams_that_narrow(db):
+    await seed.seed(db, 30)
     await db.execute(GRAMS_INDEX)
-    unknown = await grams_narrow(db, "ds-")  # no statistics yet: assume it narrows
+    unknown = await narrowing_grams(db, "ds-00000007")  # no statistics yet: all are rare
     await db.execute("ANALYZE sensor")
-    assert (unknown, await grams_narrow(db, "ds-"), await grams_narrow(db, "zz9")) == (
-        True,
-        False,  # every sensor holds it: scanning finds a page at once
-        True,
-    )
-    assert await grams_narrow(db, "ds") is False  # too short to have a trigram
+    assert unknown == ["-00", "000"]  # the first two
+    # Every sensor holds ds-, s-0, -00 and 000 (common: left out); 007 one in thirty.
+    assert await narrowing_grams(db, "ds-00000007") == ["007"]
+    assert await narrowing_grams(db, "ds-") == []  # scanning finds a page at once
+    assert await narrowing_grams(db, "zz9") == ["zz9"]
+    assert await narrowing_grams(db, "ds") == []  # too short to have a trigram

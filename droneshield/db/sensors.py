@@ -10,6 +10,7 @@ last_seen_at, then never-seen ones), see migration 0007.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Final, Literal
@@ -20,6 +21,7 @@ from .pool import Connection, Record
 ANCHOR_EVERY: Final = 1000  # rows between page anchors (migration 0005)
 GRAM: Final = 3  # characters of a search trigram (migration 0013)
 GRAMS_DENSE: Final = 0.1  # share of sensors past which a trigram no longer narrows a search
+GRAMS_ASKED: Final = 2  # rarest trigrams a search asks the index for
 _ANCHOR_LOCK: Final = 0x616E63686F72  # advisory lock: one instance rebuilds the anchors
 
 # One Literal, not `Status | Literal["retired"]`: validation names every choice at once.
@@ -106,10 +108,11 @@ class SensorFilter:
     q: str | None = None  # substring of serial or label, any case; non-empty
 
     def where(
-        self, first_param: int = 1, sort: Sort = "serial", *, grams: bool = False
+        self, first_param: int = 1, sort: Sort = "serial", *, grams: Sequence[str] = ()
     ) -> tuple[list[str], list[object]]:
-        """SQL conditions and their arguments, numbered from `$first_param`; with `grams`, a
-        search of 3 characters or more also asks the trigram index of migration 0013."""
+        """SQL conditions and their arguments, numbered from `$first_param`; with `grams`
+        (trigrams of the search, see `narrowing_grams`), a search also asks the trigram index
+        of migration 0013 for the sensors holding them all."""
         conditions: list[str] = []
         args: list[object] = []
 
@@ -135,8 +138,8 @@ class SensorFilter:
         if self.site is not None:
             conditions.append(f"site = {param(self.site)}")
         if self.q is not None:
-            if grams and len(self.q) >= GRAM:
-                conditions.append(f"sensor_grams(serial, label) @> {param(trigrams(self.q))}")
+            if grams:
+                conditions.append(f"sensor_grams(serial, label) @> {param(list(grams))}")
             pattern = param(f"%{_escape_like(self.q)}%")
             conditions.append(f"(serial ILIKE {pattern} OR label ILIKE {pattern})")
         return conditions, args
@@ -154,26 +157,30 @@ async def has_grams(conn: Connection) -> bool:
     return bool(await conn.fetchval("SELECT to_regclass('sensor_grams') IS NOT NULL"))
 
 
-# The share of sensors holding a search's rarest trigram, from the trigram index's statistics
-# (its most common elements; a trigram not among them is rarer than all of them: 0).
-_GRAM_SHARE: Final = """
-SELECT coalesce(min(coalesce(f.freq, 0)), 0) FROM unnest($1::text[]) AS g(gram)
+# Each trigram's share of the sensors holding it, from the trigram index's statistics (its
+# most common elements; a trigram not among them is rarer than all of them: 0).
+_GRAM_SHARES: Final = """
+SELECT g.gram, coalesce(f.freq, 0) AS share FROM unnest($1::text[]) AS g(gram)
 LEFT JOIN LATERAL (
     SELECT e.freq FROM pg_stats s,
         unnest(s.most_common_elems::text::text[], s.most_common_elem_freqs) AS e(elem, freq)
     WHERE s.schemaname = current_schema() AND s.tablename = 'sensor_grams' AND e.elem = g.gram
 ) f ON true
+ORDER BY share, g.gram
 """
 
 
-async def grams_narrow(conn: Connection, q: str) -> bool:
-    """Whether the trigram index narrows a search for `q` enough to be worth asking: its
-    rarest trigram is held by fewer than GRAMS_DENSE of the sensors. A search that matches
-    more finds its page and its count's cap quickly by scanning in the page's order, and
-    there the index would only cost: `sensor_grams` evaluated on every row read (~10 us)."""
+async def narrowing_grams(conn: Connection, q: str) -> list[str]:
+    """The trigrams of `q` worth asking the trigram index for: those held by fewer than
+    GRAMS_DENSE of the sensors, rarest first, at most GRAMS_ASKED. None when every trigram is
+    common: such a search finds its page and its count's cap quickly by scanning in the
+    page's order, where the index would only cost (`sensor_grams` is evaluated for every row
+    read). A common trigram among rare ones is left out too: its posting list (up to every
+    sensor) would be read for nothing, since `ILIKE` checks the candidates anyway."""
     if len(q) < GRAM:
-        return False
-    return float(await conn.fetchval(_GRAM_SHARE, trigrams(q))) < GRAMS_DENSE
+        return []
+    rows = await conn.fetch(_GRAM_SHARES, trigrams(q))
+    return [r["gram"] for r in rows if r["share"] < GRAMS_DENSE][:GRAMS_ASKED]
 
 
 def _escape_like(text: str) -> str:
@@ -228,7 +235,7 @@ async def page(
     offset: int,
     limit: int,
     total: int | None = None,
-    grams: bool = False,
+    grams: Sequence[str] = (),
 ) -> list[tuple[Listing, str]]:
     """Up to `limit` sensors in `order` (ties by serial), each with its sort key as text (for
     the next cursor): those after `after`, skipping `offset` more.
@@ -265,7 +272,7 @@ async def _select(
     offset: int,
     limit: int,
     inclusive: bool,
-    grams: bool,
+    grams: Sequence[str],
 ) -> list[tuple[Listing, str]]:
     key, key_type = _KEYS[order.sort]
     conditions, args = flt.where(sort=order.sort, grams=grams)
@@ -344,7 +351,7 @@ async def rebuild_anchors(conn: Connection) -> bool:
 
 
 async def total(
-    conn: Connection, flt: SensorFilter, *, cap: int, grams: bool = False
+    conn: Connection, flt: SensorFilter, *, cap: int, grams: Sequence[str] = ()
 ) -> tuple[int, bool]:
     """(how many sensors match, whether that number is exact).
 

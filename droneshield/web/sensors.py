@@ -259,7 +259,11 @@ async def list_sensors(query_args: SensorQuery) -> Response:
     # total, which would otherwise drift between the two while statuses change.
     async with acquire(pool()) as conn, conn.transaction(isolation="repeatable_read"):
         await db.plan_each(conn)
-        grams = flt.q is not None and await _has_grams(conn) and await db.grams_narrow(conn, flt.q)
+        grams = (
+            await db.narrowing_grams(conn, flt.q)
+            if flt.q is not None and await _has_grams(conn)
+            else []
+        )
         total, exact = await db.total(conn, flt, cap=COUNT_CAP, grams=grams)
         # Nothing matches: skip the page query, which would otherwise scan the whole index.
         rows = (
