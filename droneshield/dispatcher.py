@@ -121,11 +121,35 @@ class Dispatcher:
 
     async def _serve_endpoint(self, client: httpx.AsyncClient, claim: db.Claim) -> None:
         """Send the webhook's due events, a batch per POST, until none is left or a POST
-        fails; then give the lease back."""
-        after = 0  # the last id this claim delivered: the next read starts past it
+        fails; then give the lease back.
+
+        Each round takes one connection once: it records what the previous POST delivered,
+        renews the lease and reads the next batch (`_advance`). A connection is never held
+        during a POST, and on a busy pool (the writer's lanes hold theirs) one wait per POST
+        instead of four is what keeps delivery ahead of a wave of events.
+        """
+        after = 0  # the last id sent: the next read starts past it
+        sent: list[int] = []  # delivered by the last POST, not recorded yet
         try:
-            while (after := await self._send_batch(client, claim, after)) > 0:
-                pass
+            while True:
+                async with acquire(self._pool) as conn:
+                    events = await self._advance(conn, claim, sent, after)
+                if not events:
+                    return
+                if len(events) < webhooks.BATCH_MAX and events[0].age < webhooks.BATCH_WINDOW:
+                    # Let the events of the same moment (an expiry of many sensors) share this
+                    # POST.
+                    await trio.sleep(webhooks.BATCH_WINDOW - events[0].age)
+                    async with acquire(self._pool) as conn:
+                        events = await self._advance(conn, claim, [], after)
+                    if not events:
+                        return
+                ids = [e.id for e in events]
+                outcome = await self._post(client, claim, events)
+                if not outcome.ok:
+                    await self._failed(claim, ids, outcome)
+                    return
+                sent, after = ids, ids[-1]
         except Exception as exc:
             if not transient(exc):
                 raise
@@ -135,33 +159,36 @@ class Dispatcher:
             with trio.CancelScope(shield=True), trio.move_on_after(self._timeout):
                 try:
                     async with acquire(self._pool) as conn:
+                        # Stopped after a POST: what it delivered is not sent again.
+                        await self._record(conn, claim, sent)
                         await db.release(conn, claim.id, self.owner)
-                except Exception as exc:  # the lease lapses on its own
+                except Exception as exc:  # the lease lapses on its own; the events are resent
                     log.warning("webhook %d: lease not released (%r)", claim.id, exc)
 
-    async def _send_batch(self, client: httpx.AsyncClient, claim: db.Claim, after: int) -> int:
-        """One POST of the oldest pending events above `after`; the last id delivered, or 0 to
-        stop (nothing left, or the POST failed and the webhook backs off)."""
+    async def _advance(
+        self, conn: Connection, claim: db.Claim, sent: list[int], after: int
+    ) -> list[db.Event]:
+        """Record `sent` as delivered (emptying it), renew the lease, and read the next batch
+        past `after`; no events when none is left or the lease was lost (another daemon sends
+        now)."""
+        await self._record(conn, claim, sent)
+        if not await db.renew(conn, claim.id, self.owner, self._lease):
+            log.warning("webhook %d: lease lost; another daemon sends now", claim.id)
+            return []
+        return await db.pending(conn, claim.id, after, webhooks.BATCH_MAX)
+
+    @staticmethod
+    async def _record(conn: Connection, claim: db.Claim, sent: list[int]) -> None:
+        """Mark `sent` delivered and empty it (so an error later in the round does not count
+        it twice)."""
+        if sent:
+            await db.delivered(conn, claim.id, sent)
+            metrics.WEBHOOK_DELIVERIES.labels("delivered").inc(len(sent))
+            sent.clear()
+
+    async def _failed(self, claim: db.Claim, ids: list[int], outcome: Outcome) -> None:
+        """Record a failed POST: its events are retried after a backoff, or given up."""
         async with acquire(self._pool) as conn:
-            events = await db.pending(conn, claim.id, after, webhooks.BATCH_MAX)
-        if not events:
-            return 0
-        if len(events) < webhooks.BATCH_MAX and events[0].age < webhooks.BATCH_WINDOW:
-            # Let the events of the same moment (an expiry of many sensors) share this POST.
-            await trio.sleep(webhooks.BATCH_WINDOW - events[0].age)
-            async with acquire(self._pool) as conn:
-                events = await db.pending(conn, claim.id, after, webhooks.BATCH_MAX)
-        async with acquire(self._pool) as conn:
-            if not await db.renew(conn, claim.id, self.owner, self._lease):
-                log.warning("webhook %d: lease lost; another daemon sends now", claim.id)
-                return 0
-        ids = [e.id for e in events]
-        outcome = await self._post(client, claim, events)
-        async with acquire(self._pool) as conn:
-            if outcome.ok:
-                await db.delivered(conn, claim.id, ids)
-                metrics.WEBHOOK_DELIVERIES.labels("delivered").inc(len(ids))
-                return ids[-1]
             final = not webhooks.retryable(outcome.status)
             failures = await self._failures(conn, claim.id)
             delay = webhooks.retry_delay(failures + 1, webhooks.jitter(), outcome.retry_after)
@@ -184,7 +211,6 @@ class Dispatcher:
             failed,
             delay,
         )
-        return 0
 
     async def _failures(self, conn: Connection, webhook_id: int) -> int:
         found = await db.get(conn, webhook_id)
@@ -247,16 +273,18 @@ class Dispatcher:
         metrics.OUTBOX_OLDEST_AGE.set(oldest)
 
     async def check_fleet(self) -> None:
-        """Fire `fleet.online_below` for the watches whose threshold the fleet just crossed."""
+        """Fire `fleet.online_below` for the watches whose threshold the fleet (or, for a
+        webhook filtered by site, that site) just crossed."""
         async with acquire(self._pool) as conn, conn.transaction():
             watches = await db.lock_fleet_watches(conn)
             if not watches:
                 return
-            online, total = await db.fleet_online(conn)
+            by_site = await db.online_by_site(conn)
             for w in watches:
+                online, total = webhooks.online_share(by_site, w.site)
                 below, fires = webhooks.fleet_alert(w.below, online, total, w.online_below)
                 if below != w.below:
-                    fire = (online, total, w.online_below) if fires else None
+                    fire = db.FleetShare(online, total, w.online_below, w.site) if fires else None
                     await db.set_below(conn, w.id, below, fire)
 
     async def prune(self) -> None:

@@ -12,11 +12,11 @@ Three kinds, each correct whichever worker of `serve --workers N` answers the sc
   their owner (`observe`), written when scraped and every `LIVE_INTERVAL` (so another
   worker's scrape sees them at most that old), and summed over the live workers (the wheel
   per worker, labelled `pid`: how the kernel spreads the sensors' connections).
-- Fleet gauges (sensors by status and by version, reports of versions never uploaded)
-  describe the fleet, not a process: each scrape reads them from the maintained counters
-  (`fleet_count`, `unreleased_version`: O(versions), never a count of rows) and renders
-  them beside the rest (`fleet_gauges`), so every worker answers the same fleet-wide numbers
-  and nothing is summed twice.
+- Fleet gauges (sensors by status, retired included, and by version, reports of versions
+  never uploaded) describe the fleet, not a process: each scrape reads them from the
+  maintained counters (`fleet_count`, `retired_count`, `unreleased_version`: O(versions),
+  never a count of rows) and renders them beside the rest (`fleet_gauges`), so every worker
+  answers the same fleet-wide numbers and nothing is summed twice.
 
 A supervisor port serving the metrics would have needed its own HTTP server and a way to
 reach each worker; multiprocess mode is prometheus-client's own answer and keeps `/metrics`
@@ -215,7 +215,9 @@ def fleet_gauges(
     if by_status is None:
         return [readable]
     sensors = GaugeMetricFamily(
-        "droneshield_sensors", "Provisioned sensors by status, fleet-wide", labels=["status"]
+        "droneshield_sensors",
+        "Provisioned sensors by status (never, online, offline, retired), fleet-wide",
+        labels=["status"],
     )
     for status, n in by_status.items():
         sensors.add_metric([status], n)

@@ -78,6 +78,18 @@ def _text(value: object, name: str, limit: int) -> str | None:
     return value
 
 
+def check_site(site: str) -> str:
+    """A site name as provisioning stores it (webhook filters name sites the same way).
+
+    Raises:
+        ValueError: empty, too long, or with control characters.
+    """
+    checked = _text(site, "site", SITE_MAX)
+    if checked is None:
+        raise ValueError("site must not be empty")
+    return checked
+
+
 Numbered = tuple[int, SensorSpec]  # a row's index in its request, and what it asks for
 
 

@@ -70,10 +70,11 @@ def by_version(counts: Sequence[db.FleetCount]) -> dict[str | None, int]:
 
 @dataclass(frozen=True, slots=True)
 class Fleet:
-    """The maintained counters per (status, version), and the versions reported and never
-    uploaded, read together."""
+    """The maintained counters per (status, version), the retired sensors (counted apart:
+    they are in no status), and the versions reported and never uploaded, read together."""
 
     counts: list[db.FleetCount]
+    retired: int
     unreleased: list[software.Unreleased]
 
 
@@ -85,7 +86,11 @@ async def fleet(pool: Pool) -> Fleet:
         DatabaseUnavailable: no connection could be had.
     """
     async with acquire(pool) as conn:
-        return Fleet(await db.fleet_counts(conn), await software.unreleased(conn))
+        return Fleet(
+            await db.fleet_counts(conn),
+            await db.retired_count(conn),
+            await software.unreleased(conn),
+        )
 
 
 async def read(pool: Pool) -> dict[str, object]:

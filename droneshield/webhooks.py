@@ -108,12 +108,22 @@ def parse_retry_after(value: str | None, now: datetime) -> float | None:
     return max(0.0, (when - now).total_seconds())
 
 
+def online_share(by_site: Mapping[str, tuple[int, int]], site: str | None) -> tuple[int, int]:
+    """(online, total) of one site, or of the whole fleet when `site` is None, from
+    (online, total) per site ('' for sensors with no site). A site with no sensors is (0, 0)."""
+    if site is not None:
+        return by_site.get(site, (0, 0))
+    return sum(o for o, _ in by_site.values()), sum(t for _, t in by_site.values())
+
+
 def fleet_alert(below: bool, online: int, total: int, threshold: float) -> tuple[bool, bool]:
-    """The next state of a `fleet.online_below` watch, and whether it fires now.
+    """The next state of a `fleet.online_below` watch (of the fleet or of one site), and
+    whether it fires now.
 
     It fires once when the online share drops under `threshold` and is re-armed only when the
     share is back at `threshold + FLEET_HYSTERESIS` (or the whole fleet), so a share hovering
-    around the threshold does not send an alert per check. An empty fleet changes nothing.
+    around the threshold does not send an alert per check. An empty fleet (or site) changes
+    nothing.
     """
     if total == 0:
         return below, False

@@ -1,5 +1,5 @@
-"""The dashboard's Alerts panel in a real browser: add a webhook (asking for the API key), see
-its delivery health, remove it."""
+"""The dashboard's Alerts panel in a real browser: add a webhook for a site (asking for the API
+key), see its delivery health, remove it."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ async def test_alerts_panel_adds_shows_health_and_removes_a_webhook(
         await page(lambda p: p.get_by_label("Webhook URL").fill(receiver.url))
         await page(lambda p: p.get_by_label("Secret (signs each POST)").fill("0123456789abcdef"))
         await page(lambda p: p.get_by_label("release uploaded").check())
+        await page(lambda p: p.get_by_label("Site (optional)").fill("north"))
         await page(lambda p: p.get_by_role("button", name="Add webhook").click())
         await page(lambda p: expect(p.get_by_role("dialog")).to_be_visible())
         await page(lambda p: p.get_by_label("API key", exact=True).fill("s3cret"))
@@ -33,6 +34,7 @@ async def test_alerts_panel_adds_shows_health_and_removes_a_webhook(
         await page(
             lambda p: expect(p.locator(row)).to_contain_text("sensor.offline, release.uploaded")
         )
+        await page(lambda p: expect(p.locator(row)).to_contain_text("site north"))
         await page(lambda p: expect(p.locator(row)).to_contain_text("healthy"))
         # A test event meets a failing endpoint: the panel shows it retrying, with the error.
         await page(

@@ -12,6 +12,7 @@ import trio
 from droneshield.db import history, seed
 from droneshield.db.pool import connect
 
+from .support.processes import eventually
 from .support.releases import add_software
 
 T0 = datetime(2026, 11, 30, 10, 0, tzinfo=UTC)
@@ -140,7 +141,14 @@ async def test_the_daemon_samples_the_current_minute_as_it_starts(db, api_with, 
     # taken as it starts, must see the ten sensors.
     await seed.seed(db, 10)
     api = await api_with(settings)
+
+    async def sampled() -> bool:
+        # The sampler starts with the daemon and samples right away, without holding up
+        # readiness: the first answers may come before its row.
+        return bool((await api.get("/summary/history")).json()["points"])
+
     with trio.fail_after(10):
+        await eventually(sampled)
         body = (await api.get("/summary/history")).json()
     assert body["step"] == "1m"
     assert body["points"][-1]["never"] == 10  # sampled by the running daemon's sampler

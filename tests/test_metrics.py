@@ -44,6 +44,27 @@ async def test_fleet_gauges_count_sensors_by_status_version_and_unreleased_versi
     assert delta(before, got, "droneshield_transitions_total", to="online") == 3
 
 
+async def test_retired_sensors_are_a_status_of_their_own(running, api, db, sensors):
+    with trio.fail_after(10):
+        await _report(running.grpc_port, sensors[0])
+        for serial in sensors[:3]:
+            assert (await api.delete(f"/sensors/{serial}")).status_code == 204
+        assert (await api.delete(f"/sensors/{sensors[0]}")).status_code == 204  # already
+        retired = await scrape(api)
+        restored = await api.post("/sensors", json={"sensors": [{"serial": sensors[1]}]})
+        assert restored.status_code == 201, restored.text
+        after = await scrape(api)
+    assert value(retired, "droneshield_sensors", status="retired") == 3
+    assert value(retired, "droneshield_sensors", status="online") == 0
+    assert value(retired, "droneshield_sensors", status="never") == 7
+    assert value(after, "droneshield_sensors", status="retired") == 2
+    assert value(after, "droneshield_sensors", status="never") == 8
+    # The counter is maintained, and agrees with a count of the rows.
+    assert await db.fetchval("SELECT n FROM retired_count") == await db.fetchval(
+        "SELECT count(*) FROM sensor WHERE retired_at IS NOT NULL"
+    )
+
+
 async def test_transitions_count_offline_expiry_and_coming_back(
     aio_loop, database_url, nursery, tmp_path, sensors
 ):

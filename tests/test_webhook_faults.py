@@ -1,7 +1,10 @@
 """Webhook delivery across failures: a daemon SIGKILLed between commit and delivery loses no
-event, and the fleet alert fires once per crossing whichever daemon checks."""
+event, and the fleet alert (of the fleet or of a site) fires once per crossing whichever daemon
+checks."""
 
 from __future__ import annotations
+
+import json
 
 import httpx
 import trio
@@ -58,7 +61,7 @@ async def test_sigkill_between_commit_and_delivery_loses_nothing(
 
 
 async def _webhook(
-    db: Connection, events: list[str], *, online_below: float | None
+    db: Connection, events: list[str], *, online_below: float | None, site: str | None = None
 ) -> db_webhooks.Webhook:
     """A webhook stored directly (its target is never reached in these tests)."""
     return await db_webhooks.create(
@@ -66,7 +69,7 @@ async def _webhook(
         url="http://127.0.0.1:9/x",
         events=events,
         secret=SECRET,
-        site=None,
+        site=site,
         serials=None,
         online_below=online_below,
     )
@@ -113,3 +116,64 @@ async def test_finished_events_are_pruned_in_small_batches(db):
         assert [await db_webhooks.prune(db, week, 7) for _ in range(4)] == [7, 7, 6, 0]
     assert await db.fetchval("SELECT count(*) FROM outbox WHERE state = 'pending'") == 10
     assert await db.fetchval("SELECT count(*) FROM outbox") == 10
+
+
+async def test_a_sites_online_share_fires_once_per_crossing_whatever_other_sites_do(
+    aio_loop, database_url, db, settings
+):
+    # 20 sensors at north, 20 at south: each watch sees only its own site's share.
+    await seed.seed(db, 40)
+    await db.execute(
+        "UPDATE sensor SET site = CASE WHEN id <= 20 THEN 'north' ELSE 'south' END, "
+        "online = true, last_seen_at = now()"
+    )
+    north = (await _webhook(db, ["fleet.online_below"], online_below=0.9, site="north")).id
+    fleet = (await _webhook(db, ["fleet.online_below"], online_below=0.5)).id
+    # No sensors there: an empty site never fires.
+    empty = (await _webhook(db, ["fleet.online_below"], online_below=0.9, site="nowhere")).id
+
+    async def online(site: str, n: int) -> None:
+        await db.execute(
+            "UPDATE sensor SET online = row_number <= $2 FROM ("
+            " SELECT id, row_number() OVER (ORDER BY id) FROM sensor WHERE site = $1) AS r "
+            "WHERE sensor.id = r.id",
+            site,
+            n,
+        )
+
+    async def alerts(hook: int) -> list[dict[str, object]]:
+        rows = await db.fetch("SELECT body FROM outbox WHERE webhook_id = $1 ORDER BY id", hook)
+        return [json.loads(r["body"])["fleet"] for r in rows]
+
+    with trio.fail_after(20):
+        async with open_pool(database_url, size=2) as pool:
+            dispatchers = [Dispatcher(pool, settings), Dispatcher(pool, settings)]
+            fired = []
+            # (site, online of its 20); north's threshold 0.9 re-arms at 19 of 20.
+            for site, n in [
+                ("south", 0),  # the other site drops: north's watch stays quiet
+                ("north", 17),  # north under 18: fires; so does the fleet (17 of 40)
+                ("north", 15),
+                ("north", 18),  # back at the threshold, under the hysteresis: still below
+                ("north", 17),
+                ("north", 20),  # re-armed
+                ("north", 10),  # fires again
+            ]:
+                await online(site, n)
+                for d in dispatchers:  # two daemons checking: one alert per crossing
+                    await d.check_fleet()
+                fired.append(len(await alerts(north)))
+            assert fired == [0, 1, 1, 1, 1, 1, 2]
+            first, second = await alerts(north)
+            assert first == {
+                "online": 17,
+                "total": 20,
+                "share": 0.85,
+                "threshold": 0.9,
+                "site": "north",
+            }
+            assert second["online"] == 10
+            [whole] = await alerts(fleet)
+            # The fleet-wide watch stayed below half since: one alert.
+            assert whole == {**whole, "online": 17, "total": 40, "site": None}
+            assert await alerts(empty) == []

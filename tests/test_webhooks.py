@@ -1,5 +1,6 @@
 """Webhooks over real HTTP: the API, and events from real reports, expiries and uploads
-delivered to real receivers (signed, batched, retried, failed) by the daemon's dispatcher."""
+delivered to real receivers (signed, batched, retried, failed, filtered by serials or site) by
+the daemon's dispatcher."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import trio
 from droneshield import daemon
 from droneshield.config import Settings
 from droneshield.db import seed
+from droneshield.db import webhooks as db_webhooks
+from droneshield.db.pool import Connection
 
 from .support.grpc_clients import send_batch
 from .support.processes import eventually
@@ -276,3 +279,82 @@ async def test_two_daemons_never_send_an_event_twice(
         await trio.sleep(1)  # anything sent twice would arrive now
     ids = r.event_ids()
     assert len(ids) == len(set(ids)) == 20000
+
+
+async def _place(db: Connection, site: str, serials: list[str]) -> None:
+    await db.execute("UPDATE sensor SET site = $1 WHERE serial = ANY ($2::text[])", site, serials)
+
+
+async def test_site_filter_delivers_only_that_sites_sensor_events(api, running, db, nursery):
+    await seed.seed(db, 6)
+    north = [seed.serial_for(n) for n in (1, 2, 3)]
+    await _place(db, "north", north)
+    await _place(db, "south", [seed.serial_for(4)])
+    with trio.fail_after(20):
+        r = await receiver(nursery)
+        created = await subscribe(
+            api,
+            r.url,
+            ["sensor.online", "sensor.offline", "sensor.version_changed"],
+            filter={"site": "north", "serials": [*north[:2], seed.serial_for(4)]},
+        )
+        assert created["filter"]["site"] == "north"
+        # Every site, and sensors with none, report; only north's (and, with serials too,
+        # those of both filters) are announced: online, then offline.
+        await send_batch(running.grpc_port, [(seed.serial_for(n), "") for n in range(1, 7)])
+        await r.wait_until(lambda r: len(r.event_ids()) == 4)
+    events = [e for p in r.accepted for e in p.events]
+    assert sorted((e["type"], e["sensor"]["serial"]) for e in events) == sorted(
+        (kind, s) for kind in ("sensor.online", "sensor.offline") for s in north[:2]
+    )
+    assert {e["sensor"]["site"] for e in events} == {"north"}
+    assert all(signed_correctly(SECRET, p) for p in r.accepted)
+    assert await db.fetchval("SELECT count(*) FROM outbox") == 4
+
+
+@pytest.mark.parametrize("site", ["", "x" * 129, "bad\nsite", 7])
+async def test_a_site_filter_must_name_a_site(api, site):
+    with trio.fail_after(10):
+        response = await api.post(
+            "/webhooks",
+            json={
+                "url": "http://127.0.0.1:9/x",
+                "events": ["sensor.offline"],
+                "secret": SECRET,
+                "filter": {"site": site},
+            },
+        )
+    assert response.status_code == 400, response.text
+    assert _code(response) == "invalid_parameter"
+
+
+async def test_a_site_alert_reaches_its_receiver(aio_loop, database_url, db, settings, nursery):
+    await seed.seed(db, 10)
+    await db.execute(
+        "UPDATE sensor SET site = 'north', online = id <= 2, last_seen_at = now() WHERE id <= 5"
+    )
+    with trio.fail_after(20):
+        r = await receiver(nursery)
+        hook = await db_webhooks.create(
+            db,
+            url=r.url,
+            events=["fleet.online_below"],
+            secret=SECRET,
+            site="north",
+            serials=None,
+            online_below=0.5,
+        )
+        # The dispatcher checks the shares as it starts: north is at 2 of 5.
+        await nursery.start(daemon.run, settings.replace(offline_after=3600.0), database_url)
+        await r.wait_until(lambda r: len(r.accepted) == 1)
+    [event] = r.accepted[0].events
+    assert event["type"] == "fleet.online_below"
+    assert event["fleet"] == {
+        "online": 2,
+        "total": 5,
+        "share": 0.4,
+        "threshold": 0.5,
+        "site": "north",
+    }
+    assert signed_correctly(SECRET, r.accepted[0])
+    assert await db.fetchval("SELECT below FROM webhook WHERE id = $1", hook.id)

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -16,14 +18,19 @@ from pathlib import Path
 import httpx
 import pytest
 import trio
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
+from droneshield import metrics
 from droneshield.db import seed
+from droneshield.dispatcher import ENDPOINTS_MAX
 from droneshield.workers import Restarts
 
 from .support.grpc_clients import send
 from .support.live_client import open_live
 from .support.processes import Spawned, eventually, free_port, listening, running, spawn
-from .support.scrapes import Samples, scrape, total, value
+from .support.receivers import Receiver
+from .support.scrapes import Samples, samples, scrape, total, value
 
 SERVE = (sys.executable, "-m", "droneshield", "serve")
 READY = re.compile(r"droneshield ready: (\d+) workers, gRPC :(\d+), HTTP :(\d+)")
@@ -61,8 +68,8 @@ class Group:
 
 
 @asynccontextmanager
-async def _serving(data_dir: Path, database_url: str) -> AsyncIterator[Group]:
-    async with spawn(SERVE, env=_env(data_dir, database_url)) as serve:
+async def _serving(data_dir: Path, database_url: str, **settings: str) -> AsyncIterator[Group]:
+    async with spawn(SERVE, env=_env(data_dir, database_url, **settings)) as serve:
         ready = READY.search(await serve.wait_for(" workers, gRPC :"))
         assert ready is not None
         workers = dict(m.groups() for line in serve.lines if (m := SERVING.search(line)))
@@ -163,6 +170,60 @@ async def test_two_workers_share_ports_store_reports_relay_changes_and_stop_with
         assert set(wheels) == pids
         assert all(n > 0 for n in wheels.values()), wheels
     assert await _online(db) == len(serials)
+
+
+def _delivered_by_worker(group: Group) -> dict[int, float]:
+    """Webhook events each worker counted as delivered, read from its own counter file in the
+    shared multiprocess directory (what a scrape sums)."""
+    pid = next(iter(group.workers.values()))
+    environ = dict(
+        item.split("=", 1)
+        for item in Path(f"/proc/{pid}/environ").read_text().split("\0")
+        if "=" in item
+    )
+    shared = Path(environ[metrics.MULTIPROC_ENV])
+    counted = {}
+    for worker in group.workers.values():
+        with tempfile.TemporaryDirectory() as alone:
+            shutil.copy(shared / f"counter_{worker}.db", alone)
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry, path=alone)  # type: ignore[no-untyped-call]
+            got = samples(generate_latest(registry).decode())
+        counted[worker] = value(got, "droneshield_webhook_deliveries_total", outcome="delivered")
+    return {pid: n or 0.0 for pid, n in counted.items()}
+
+
+async def test_webhook_deliveries_are_counted_over_all_workers(db, database_url, tmp_path, nursery):
+    serials = await _provision(db, 5)
+    receiver: Receiver = await nursery.start(Receiver().serve)
+    # More webhooks than one dispatcher serves at once: both workers' dispatchers send.
+    hooks = ENDPOINTS_MAX + 8
+    with trio.fail_after(START_TIMEOUT):
+        async with _serving(tmp_path, database_url, webhook_allow_hosts="127.0.0.1") as group:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{group.http_port}") as api:
+                for n in range(hooks):
+                    body = {"url": f"{receiver.url}?n={n}", "events": ["sensor.online"]}
+                    created = await api.post("/webhooks", json={**body, "secret": "s" * 16})
+                    assert created.status_code == 201, created.text
+            sent, both = 0, False
+            while not both:  # the first report almost always does (five at most)
+                await _report_each(group.grpc_port, [serials[sent]])
+                sent += 1
+                events = hooks * sent
+                await receiver.wait_until(lambda r, n=events: len(r.event_ids()) == n)
+
+                async def recorded(n: int = events) -> bool:  # just after each POST's answer
+                    return sum(_delivered_by_worker(group).values()) == n
+
+                await eventually(recorded)
+                both = all(n > 0 for n in _delivered_by_worker(group).values())
+            by_pid = await _scrape_each_worker(group)
+    assert len(set(receiver.event_ids())) == hooks * sent
+    for got in by_pid.values():
+        # Whichever worker answers: the sum of what each sent.
+        assert value(got, "droneshield_webhook_deliveries_total", outcome="delivered") == (
+            hooks * sent
+        )
 
 
 async def test_a_killed_worker_is_restarted_and_sigterm_stops_all_with_exit_0(

@@ -51,7 +51,12 @@ export class Alerts {
       "tr",
       { "data-id": String(hook.id) },
       h("td", { class: "webhook-url" }, hook.url),
-      h("td", {}, hook.events.join(", ")),
+      h(
+        "td",
+        {},
+        hook.events.join(", "),
+        hook.filter.site ? h("div", { class: "hint" }, `site ${hook.filter.site}`) : null,
+      ),
       h("td", {}, health, h("div", { class: "hint" }, details.join(" · "))),
       h("td", {}, remove),
     );
@@ -70,6 +75,8 @@ export class Alerts {
     const events = [...this.form.querySelectorAll("input[name=event]:checked")].map((e) => e.value);
     const body = { url: fields.url.value.trim(), events, secret: fields.secret.value };
     if (fields.threshold.value) body.onlineBelow = Number(fields.threshold.value) / 100;
+    // A site limits sensor events to its sensors, and the online share to its own.
+    if (fields.site.value.trim()) body.filter = { site: fields.site.value.trim() };
     const result = await this.write("POST", "/webhooks", body);
     if (result.status === 201) {
       this.form.reset();

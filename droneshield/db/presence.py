@@ -36,11 +36,12 @@ WITH locked AS (
     -- Webhooks (db/webhooks.py): committed with the expiry; skipped whole without webhooks.
     INSERT INTO outbox (webhook_id, type, occurred_at, body)
     SELECT w.id, 'sensor.offline', u.status_changed_at,
-           jsonb_build_object('sensor', webhook_sensor(u.serial, u.version, 'offline',
+           jsonb_build_object('sensor', webhook_sensor(u.serial, u.version, 'offline', u.site,
                               u.last_seen_at, u.status_changed_at))
     FROM updated u
     JOIN webhook w ON 'sensor.offline' = ANY (w.events)
                   AND (w.serials IS NULL OR u.serial = ANY (w.serials))
+                  AND (w.site IS NULL OR u.site = w.site)
     WHERE EXISTS (SELECT FROM webhook)
     ORDER BY w.id, u.id
 )

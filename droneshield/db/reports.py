@@ -71,26 +71,27 @@ WITH input AS (
     INSERT INTO outbox (webhook_id, type, occurred_at, body)
     SELECT w.id, e.type, e.at, e.body
     FROM (
-        SELECT 'sensor.online' AS type, serial, last_seen_at AS at,
-               jsonb_build_object('sensor', webhook_sensor(serial, version, 'online',
+        SELECT 'sensor.online' AS type, serial, site, last_seen_at AS at,
+               jsonb_build_object('sensor', webhook_sensor(serial, version, 'online', site,
                                   last_seen_at, status_changed_at)) AS body
         FROM updated WHERE NOT was_online
         UNION ALL
-        SELECT 'sensor.version_changed', serial, last_seen_at,
-               jsonb_build_object('sensor', webhook_sensor(serial, version, 'online',
+        SELECT 'sensor.version_changed', serial, site, last_seen_at,
+               jsonb_build_object('sensor', webhook_sensor(serial, version, 'online', site,
                                   last_seen_at, status_changed_at),
                                   'previousVersion', 'v' || old_version)
         FROM updated WHERE version IS DISTINCT FROM old_version
         UNION ALL
-        SELECT 'version.unreleased_reported', u.serial, n.first_reported_at,
+        SELECT 'version.unreleased_reported', u.serial, u.site, n.first_reported_at,
                jsonb_build_object('version', 'v' || n.version,
-                                  'sensor', webhook_sensor(u.serial, u.version, 'online',
+                                  'sensor', webhook_sensor(u.serial, u.version, 'online', u.site,
                                   u.last_seen_at, u.status_changed_at))
         FROM first_unreleased n
         JOIN LATERAL (SELECT * FROM updated WHERE reported_version = n.version
                       ORDER BY serial LIMIT 1) u ON true
     ) e
     JOIN webhook w ON e.type = ANY (w.events) AND (w.serials IS NULL OR e.serial = ANY (w.serials))
+                  AND (w.site IS NULL OR e.site = w.site)
     WHERE EXISTS (SELECT FROM webhook)
     ORDER BY w.id, e.at
 )

@@ -454,6 +454,12 @@ async def fleet_counts(conn: Connection) -> list[FleetCount]:
     return [FleetCount(r["status"], r["version"] or None, r["n"]) for r in rows]
 
 
+async def retired_count(conn: Connection) -> int:
+    """Retired sensors, from their maintained counter (migration 0013)."""
+    n: int = await conn.fetchval("SELECT n FROM retired_count")
+    return n
+
+
 @dataclass(frozen=True, slots=True)
 class SiteCount:
     site: str | None

@@ -272,48 +272,59 @@ async def prune(conn: Connection, older_than: float, limit: int) -> int:
 
 @dataclass(frozen=True, slots=True)
 class FleetWatch:
-    """A webhook watching the fleet's online share."""
+    """A webhook watching the online share of the fleet, or of one site (`site`)."""
 
     id: int
     online_below: float
     below: bool
+    site: str | None
 
 
 async def lock_fleet_watches(conn: Connection) -> list[FleetWatch]:
     """In a transaction: the webhooks asking for `fleet.online_below`, locked (a daemon that
     finds them locked by another skips them: that one is deciding)."""
     rows = await conn.fetch(
-        "SELECT id, online_below, below FROM webhook "
+        "SELECT id, online_below, below, site FROM webhook "
         "WHERE online_below IS NOT NULL AND 'fleet.online_below' = ANY (events) "
         "ORDER BY id FOR UPDATE SKIP LOCKED"
     )
     return [FleetWatch(*r) for r in rows]
 
 
-async def fleet_online(conn: Connection) -> tuple[int, int]:
-    """(online, provisioned) sensors, from the maintained counters."""
-    row = await conn.fetchrow(
-        "SELECT coalesce(sum(n) FILTER (WHERE status = 'online'), 0)::bigint, "
-        "coalesce(sum(n), 0)::bigint FROM fleet_count"
+async def online_by_site(conn: Connection) -> dict[str, tuple[int, int]]:
+    """(online, provisioned) sensors per site ('' for no site), from the maintained counters
+    (O(sites x versions))."""
+    rows = await conn.fetch(
+        "SELECT site, coalesce(sum(n) FILTER (WHERE status = 'online'), 0)::bigint, "
+        "sum(n)::bigint FROM fleet_count GROUP BY site"
     )
-    assert row is not None
-    return row[0], row[1]
+    return {r[0]: (r[1], r[2]) for r in rows}
+
+
+@dataclass(frozen=True, slots=True)
+class FleetShare:
+    """What a `fleet.online_below` event reports: the fleet's (or `site`'s) online share."""
+
+    online: int
+    total: int
+    threshold: float
+    site: str | None
 
 
 async def set_below(
-    conn: Connection, webhook_id: int, below: bool, fire: tuple[int, int, float] | None
+    conn: Connection, webhook_id: int, below: bool, fire: FleetShare | None
 ) -> None:
-    """Store a watch's state; with `fire` (online, total), announce `fleet.online_below`."""
+    """Store a watch's state; with `fire`, announce `fleet.online_below`."""
     await conn.execute("UPDATE webhook SET below = $2 WHERE id = $1", webhook_id, below)
     if fire is not None:
-        online, total, threshold = fire
         await conn.execute(
             "INSERT INTO outbox (webhook_id, type, occurred_at, body) "
             "VALUES ($1, 'fleet.online_below', now(), jsonb_build_object('fleet', "
             "jsonb_build_object('online', $2::bigint, 'total', $3::bigint, "
-            "'share', $2::float8 / $3, 'threshold', $4::float8)))",
+            "'share', $2::float8 / $3, 'threshold', $4::float8, 'site', $5::text)))",
             webhook_id,
-            online,
-            total,
-            threshold,
+            fire.online,
+            fire.total,
+            fire.threshold,
+            fire.site,
         )

@@ -37,7 +37,7 @@ async def _fleet() -> list[Metric]:
         log.warning("metrics: fleet totals unreadable: %r", exc)
         return metrics.fleet_gauges(None, {})
     return metrics.fleet_gauges(
-        summary.by_status(fleet.counts),
+        {**summary.by_status(fleet.counts), "retired": fleet.retired},
         summary.by_version(fleet.counts),
         [
             metrics.UnreleasedVersion(display(u.version), u.reports, u.last_seen_at)
@@ -50,8 +50,8 @@ async def _fleet() -> list[Metric]:
 @responds(200, PrometheusText)
 @errors()
 async def prometheus() -> Response:
-    """Metrics for Prometheus: fleet gauges (sensors by status and by version, versions
-    reported and never uploaded), transitions,
+    """Metrics for Prometheus: fleet gauges (sensors by status, retired included, and by
+    version, versions reported and never uploaded), transitions,
     reports by outcome, batch sizes, commit latency, wheel size, WebSocket clients, uploads,
     HTTP requests, and the process's own (single worker only)."""
     return Response(metrics.exposition(await _fleet()), content_type=metrics.CONTENT_TYPE)

@@ -17,6 +17,7 @@ from quart_schema import validate_querystring, validate_request, validate_respon
 from ..db import webhooks as db
 from ..db.pool import acquire
 from ..errors import Invalid, NotFound, TooLarge
+from ..provisioning import check_site
 from ..targets import parse, resolve
 from ..webhooks import EVENTS, TEST_EVENT
 from .auth import requires_key
@@ -32,10 +33,19 @@ DELIVERIES_LIMIT_MAX: Final = 500
 
 
 class WebhookFilter(ApiModel):
-    site: str | None = Field(default=None, description="only this site's sensors")
+    site: str | None = Field(
+        default=None,
+        description="only this site's sensors; with fleet.online_below, this site's online share",
+    )
     serials: list[str] | None = Field(
         default=None, min_length=1, max_length=10000, description="only these sensors"
     )
+
+    @field_validator("site")
+    @classmethod
+    def site_is_a_site_name(cls, site: str | None) -> str | None:
+        # A site no sensor has yet is accepted: its sensors may be provisioned later.
+        return None if site is None else check_site(site)
 
 
 class WebhookIn(ApiModel):
@@ -49,7 +59,8 @@ class WebhookIn(ApiModel):
         default=None,
         gt=0,
         le=1,
-        description="fleet.online_below fires when the online share drops under this (0 to 1)",
+        description="fleet.online_below fires when the online share (of the fleet, or of "
+        "filter.site) drops under this (0 to 1)",
     )
 
     @field_validator("events")
@@ -140,11 +151,6 @@ def _not_found(webhook_id: int) -> NotFound:
 async def create_webhook(data: WebhookIn) -> tuple[WebhookOut, int]:
     """Subscribe a URL to events. Its host must resolve to public addresses only (unless
     allowed by `DRONESHIELD_WEBHOOK_ALLOW_HOSTS`)."""
-    if data.filter.site is not None:
-        raise Invalid(
-            "sites are not provisioned on this server; filter by serials",
-            code="sites_unavailable",
-        )
     if "fleet.online_below" in data.events and data.online_below is None:
         raise Invalid("fleet.online_below needs onlineBelow (0 to 1)", code="threshold_missing")
     await resolve(parse(data.url), settings().webhook_targets)
