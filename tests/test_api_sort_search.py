@@ -118,7 +118,7 @@ async def test_cursor_of_another_sort_is_refused(api, fleet):
 async def test_q_matches_anywhere_in_serial_or_label_whatever_the_case(
     api, db, fleet, q, expected, grams
 ):
-    if grams:  # as migration 0013 does on a server without pg_trgm (the embedded one)
+    if grams:  # as migration 0014 does on a server without pg_trgm (the embedded one)
         await db.execute(GRAMS_INDEX)
     with trio.fail_after(10):
         body = (await api.get("/sensors", params={"q": q, "limit": 50})).json()

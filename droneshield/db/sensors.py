@@ -19,7 +19,7 @@ from ..domain import Edit, EventKind, SensorState, Status, status_of
 from .pool import Connection, Record
 
 ANCHOR_EVERY: Final = 1000  # rows between page anchors (migration 0005)
-GRAM: Final = 3  # characters of a search trigram (migration 0013)
+GRAM: Final = 3  # characters of a search trigram (migration 0014)
 GRAMS_DENSE: Final = 0.1  # share of sensors past which a trigram no longer narrows a search
 GRAMS_ASKED: Final = 2  # rarest trigrams a search asks the index for
 _ANCHOR_LOCK: Final = 0x616E63686F72  # advisory lock: one instance rebuilds the anchors
@@ -112,7 +112,7 @@ class SensorFilter:
     ) -> tuple[list[str], list[object]]:
         """SQL conditions and their arguments, numbered from `$first_param`; with `grams`
         (trigrams of the search, see `narrowing_grams`), a search also asks the trigram index
-        of migration 0013 for the sensors holding them all."""
+        of migration 0014 for the sensors holding them all."""
         conditions: list[str] = []
         args: list[object] = []
 
@@ -147,13 +147,13 @@ class SensorFilter:
 
 def trigrams(text: str) -> list[str]:
     """The lower-case trigrams of `text` (printable ASCII, as searches are), as
-    `sensor_grams` (migration 0013) makes them of serials and labels."""
+    `sensor_grams` (migration 0014) makes them of serials and labels."""
     low = text.lower()
     return sorted({low[i : i + GRAM] for i in range(len(low) - GRAM + 1)})
 
 
 async def has_grams(conn: Connection) -> bool:
-    """Whether searches are served by migration 0013's trigram index (pg_trgm is absent)."""
+    """Whether searches are served by migration 0014's trigram index (pg_trgm is absent)."""
     return bool(await conn.fetchval("SELECT to_regclass('sensor_grams') IS NOT NULL"))
 
 

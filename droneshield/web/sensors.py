@@ -303,7 +303,7 @@ async def list_sensors(query_args: SensorQuery) -> Response:
 
 
 async def _has_grams(conn: Connection) -> bool:
-    """Whether this database searches through migration 0013's trigram index (no pg_trgm):
+    """Whether this database searches through migration 0014's trigram index (no pg_trgm):
     asked once per process, since migrations run before the daemon serves."""
     config = current_app.config
     if "DRONESHIELD_SEARCH_GRAMS" not in config:
