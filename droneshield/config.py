@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -157,6 +158,14 @@ class Settings:
         metadata={
             "help": "nats://host:port of a NATS JetStream server that relays changes between "
             "daemons; unset: PostgreSQL NOTIFY"
+        },
+    )
+    relay_stream: str | None = field(
+        default=None,
+        metadata={
+            "help": "the JetStream stream (and subject prefix) this deployment's daemons relay "
+            "on; deployments sharing a NATS server need different ones. Unset: "
+            "DRONESHIELD_RELAY_<database name>"
         },
     )
     workers: int = field(
@@ -345,6 +354,10 @@ RULES: Final[dict[str, tuple[Callable[[Any], bool], str]]] = {
             "webhook_retention",
         ),
         _POSITIVE,
+    ),
+    "relay_stream": (
+        lambda v: re.fullmatch(r"[A-Za-z0-9_-]{1,64}", v) is not None,
+        "must be 1 to 64 letters, digits, _ or - (a NATS stream name and subject token)",
     ),
     "pool_size": (lambda v: v >= 2, "must be at least 2 (the writer keeps one connection)"),
     "shutdown_grace": _NOT_NEGATIVE,

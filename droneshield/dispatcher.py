@@ -19,12 +19,12 @@ import os
 import socket
 import time
 import uuid
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
-from typing import Final, NoReturn
+from typing import TYPE_CHECKING, Final, NoReturn
 
-import httpx
 import trio
 
 from . import metrics, webhooks
@@ -34,6 +34,9 @@ from .db.pool import Connection, Pool, acquire, is_transient
 from .errors import DatabaseUnavailable
 from .periodic import every
 from .targets import AllowList, TargetRefused, parse, resolve
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger(__name__)
 
@@ -80,10 +83,7 @@ class Dispatcher:
         Cancellation: a POST in flight is abandoned; its events stay pending and the lease
         lapses, so they are sent again (at least once).
         """
-        async with (
-            httpx.AsyncClient(follow_redirects=False, trust_env=False) as client,
-            trio.open_nursery() as nursery,
-        ):
+        async with AsyncExitStack() as stack, trio.open_nursery() as nursery:
             nursery.start_soon(
                 partial(every, self.read_stats, 0, STATS_INTERVAL, transient=transient)
             )
@@ -92,6 +92,7 @@ class Dispatcher:
             )
             nursery.start_soon(partial(every, self.prune, 0, PRUNE_INTERVAL, transient=transient))
             task_status.started()
+            client: httpx.AsyncClient | None = None
             while True:
                 try:
                     claim = await self._claim()
@@ -104,6 +105,8 @@ class Dispatcher:
                 if claim is None:
                     await trio.sleep(POLL_INTERVAL)
                     continue
+                if client is None:
+                    client = await stack.enter_async_context(_http_client())
                 nursery.start_soon(self._serve_endpoint, client, claim)
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -219,6 +222,8 @@ class Dispatcher:
     async def _post(
         self, client: httpx.AsyncClient, claim: db.Claim, events: list[db.Event]
     ) -> Outcome:
+        import httpx  # imported by the first delivery (`_http_client`)
+
         payload = webhooks.body([(e.id, e.type, e.occurred_at, e.body) for e in events])
         headers = webhooks.headers(claim.secret, time.time(), [e.id for e in events], payload)
         try:
@@ -252,6 +257,8 @@ class Dispatcher:
         Raises:
             TargetRefused: the URL's host now resolves to a refused address.
         """
+        import httpx  # imported by the first delivery (`_http_client`)
+
         target = parse(url)
         address = (await resolve(target, self._allow))[0]
         original = httpx.URL(url)
@@ -294,6 +301,15 @@ class Dispatcher:
             if pruned < PRUNE_BATCH:
                 return
             await trio.lowlevel.checkpoint()
+
+
+def _http_client() -> httpx.AsyncClient:
+    """The client webhooks go out with, made when there is a first one to send: httpx (and
+    the rich and click it imports for its own CLI) adds ~0.3 s of CPU to a start that no
+    daemon without webhooks needs to pay, before it answers `/readyz`."""
+    import httpx
+
+    return httpx.AsyncClient(follow_redirects=False, trust_env=False)
 
 
 def transient(exc: BaseException) -> bool:

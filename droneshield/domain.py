@@ -125,6 +125,11 @@ class Applied(NamedTuple):
     version_known: bool
     site: str | None = None  # carried to live views, which may be filtered by site
 
+    @property
+    def heartbeat(self) -> bool:
+        """Whether the report moved nothing but `last_seen_at` (status and version as before)."""
+        return self.was_online and self.version == self.old_version
+
     def state(self) -> SensorState:
         """The sensor after the commit: online, whatever it was; with the version it reported
         when that one was never uploaded, and flagged a heartbeat when nothing but
@@ -138,7 +143,7 @@ class Applied(NamedTuple):
             self.last_seen_at,
             self.status_changed_at,
             reported_version=unreleased,
-            heartbeat=self.was_online and self.version == self.old_version,
+            heartbeat=self.heartbeat,
             site=self.site,
         )
 

@@ -154,6 +154,12 @@ class Hub:
         as far as this daemon's changes tell; None when it reports a stored one, or unknown."""
         return self._reported.get(sensor_id)
 
+    def reported_changes(self, sensor_id: int, unstored: str | None) -> bool:
+        """Whether a report of `unstored` (the version it reported when never uploaded, else
+        None) changes what the hub remembers of the sensor: a heartbeat nobody watches is
+        published for that alone."""
+        return self._reported.get(sensor_id) != unstored
+
     def _remember(self, change: SensorState) -> None:
         reported = self._reported
         version = change.reported_version

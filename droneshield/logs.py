@@ -1,7 +1,8 @@
 """Log output of every droneshield process: its format, which libraries are quieted, the JSON
 access lines, and secrets kept out of all of it.
 
-Secrets are the API key, the gRPC token and the database password. Nothing in droneshield logs
+Secrets are the API key, the gRPC token, the database password and the NATS relay's credentials
+(`nats://user:password@…`, or a token alone: `nats://token@…`). Nothing in droneshield logs
 them on purpose; redaction is the net under what libraries print at DEBUG (hpack logs every
 header it decodes, Authorization included) and under exception texts that quote a connection
 string. Every line is formatted first and then cleaned, so messages, arguments and tracebacks
@@ -54,14 +55,19 @@ def configure(settings: Settings) -> list[str]:
 
 
 def secrets_of(settings: Settings) -> list[str]:
-    """The values that must never appear in a log line (the password as written in the URL
-    and decoded)."""
+    """The values that must never appear in a log line (those in URLs as written and
+    decoded)."""
     found = [settings.api_key, settings.grpc_token]
     if settings.database_url:
         url = urlsplit(settings.database_url)
         # libpq URLs may carry it in the user part or as a `password` query parameter.
         for raw in [url.password, *parse_qs(url.query).get("password", [])]:
             found += [raw, unquote(raw or "")]
+    if settings.relay_url:
+        url = urlsplit(settings.relay_url)
+        # NATS reads a user part without a password as a token.
+        raw = url.password if url.password is not None else url.username
+        found += [raw, unquote(raw or "")]
     # Longest first, so a secret containing another is masked whole.
     return sorted({s for s in found if s}, key=len, reverse=True)
 

@@ -28,7 +28,6 @@ import trio
 
 from . import metrics
 from .bus import Bus, Message
-from .bus.jetstream import JetStreamBus
 from .bus.notify import NotifyBus
 from .db.pool import Pool
 from .domain import Edit, SensorState
@@ -51,11 +50,15 @@ _KEPT: Final = metrics.RELAY_CHANGES.labels("kept")
 _ROW_ERRORS: Final = (ValueError, TypeError, IndexError, KeyError, AttributeError)
 
 
-def open_bus(relay_url: str | None, pool: Pool, database_url: str) -> Bus:
-    """The bus `relay_url` names (`nats://…`), else NOTIFY on the database."""
+def open_bus(relay_url: str | None, relay_stream: str | None, pool: Pool, database_url: str) -> Bus:
+    """The bus `relay_url` names (`nats://…`, on stream `relay_stream`, by default the
+    database's), else NOTIFY on the database. nats-py is imported only by a daemon that uses it
+    (it is ~60 ms of start-up)."""
     if relay_url is None:
         return NotifyBus(pool, database_url)
-    return JetStreamBus(relay_url)
+    from .bus.jetstream import JetStreamBus, default_stream
+
+    return JetStreamBus(relay_url, relay_stream or default_stream(database_url))
 
 
 def shard_of(serial: str, shards: int) -> int:
@@ -200,11 +203,33 @@ class Relay:
         self._own_prefix = _head(self.instance).decode()
         self._announce_now = trio.Event()  # a peer asked, or we must ask (after a gap)
         self._must_ask = True  # at start we know no peer's interest
-        # Counters, for tests and metrics.
+        # Counters, for tests and metrics; `wait_for` watches them (and `peers`) change.
         self.sent = 0  # changes sent to peers
         self.heartbeats_kept = 0  # heartbeats not sent: no peer watches their sensor
         self.received = 0  # peers' changes published into the hub
         self.own_skipped = 0  # own messages that came back and were ignored
+        self._progress = trio.Event()
+
+    async def wait_for(self, condition: Callable[[], bool]) -> None:
+        """Return once `condition()` holds, looking again after each message the relay sends
+        or handles (what it counts and what peers announce change only then). The caller
+        bounds the wait."""
+        while not condition():
+            await self._progress.wait()
+
+    def _progressed(self) -> None:
+        self._progress.set()
+        self._progress = trio.Event()
+
+    def wants(self, serial: str) -> bool:
+        """Whether a peer's clients watch `serial` (its heartbeats are relayed)."""
+        return self.peers.wants(serial)
+
+    def kept(self, heartbeats: int) -> None:
+        """Count heartbeats left home before they reached the outbox (no client anywhere
+        watches their sensors, so no change was even built for them)."""
+        self.heartbeats_kept += heartbeats
+        _KEPT.inc(heartbeats)
 
     def _relayed(self, change: SensorState) -> bool:
         """Outbox filter: every transition, and each heartbeat a peer's clients watch (the
@@ -261,6 +286,7 @@ class Relay:
                 _SENT.inc(backlog_changes)
                 backlog, backlog_changes, owe_resync = [], 0, False
                 delay = RETRY_FIRST
+                self._progressed()
 
     def _messages(self, changes: list[SensorState]) -> list[Message]:
         bus = self._bus
@@ -330,6 +356,12 @@ class Relay:
         self._announce_now.set()
 
     def _handle(self, payload: str) -> None:
+        try:
+            self._apply(payload)
+        finally:
+            self._progressed()
+
+    def _apply(self, payload: str) -> None:
         if payload.startswith(self._own_prefix):
             self.own_skipped += 1
             return

@@ -9,7 +9,6 @@ summary line is printed (progress.py).
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
@@ -22,18 +21,6 @@ if TYPE_CHECKING:  # rich is imported only when the command runs (the CLI starts
     from .progress import Steps
 
 CHUNK: Final = 50_000  # rows per COPY
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
-    imports = actions.add_parser(
-        "import",
-        help="provision sensors from a CSV file, all or none",
-        description="Provision sensors from a CSV file with the header serial,site,label "
-        "(site and label optional): all rows or none, idempotent (sensors already "
-        "provisioned exactly so are counted as existing; retired ones come back).",
-    )
-    imports.add_argument("file", metavar="FILE", help="a CSV file, or - for standard input")
 
 
 def _lines(stream: BinaryIO) -> Iterator[str]:

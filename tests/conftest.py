@@ -27,6 +27,7 @@ from .support.browser import BrowserThread, ensure_chromium
 from .support.pg_admin import admin, server, with_database
 
 TEMPLATE = f"droneshield_tpl_{os.getpid()}"
+pytest_plugins = ["tests.support.relay_peers"]  # `peers`: two daemons relaying to each other
 
 
 @pytest.fixture(scope="session")

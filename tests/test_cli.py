@@ -16,7 +16,7 @@ import trio
 
 from droneshield import config
 
-from .support.processes import free_port
+from .support.processes import free_port, spawn
 
 CLI = (sys.executable, "-m", "droneshield")
 
@@ -217,3 +217,41 @@ async def test_emitter_help_shows_defaults_and_no_secret_from_the_environment():
     text = " ".join(done.stdout.decode().split())
     assert "seconds between reports (default: 5.0)" in text
     assert "tok-3f9a" not in text
+
+
+# Run as `droneshield serve` would be, then list what was imported once the daemon has stopped.
+_SERVE_AND_LIST_MODULES = (
+    "import atexit, sys\n"
+    "atexit.register(lambda: print('imported:', *sorted(sys.modules), flush=True))\n"
+    "from droneshield.cli import main\n"
+    "sys.exit(main(['serve']))\n"
+)
+# What `serve` must not pay for at start: other commands' modules, the webhook client (made at
+# the first delivery; httpx imports rich and click for its own CLI), the NATS client (with
+# DRONESHIELD_RELAY_URL only).
+NOT_FOR_SERVING = (
+    "droneshield.devrun",
+    "droneshield.progress",
+    "droneshield.sensor_import",
+    "httpx",
+    "rich",
+    "nats",
+)
+
+
+async def test_serve_imports_only_what_serving_needs(database_url, tmp_path):
+    env = _env(
+        DATABASE_URL=database_url,
+        DRONESHIELD_DATA_DIR=str(tmp_path),
+        DRONESHIELD_HTTP_PORT="0",
+        DRONESHIELD_GRPC_PORT="0",
+    )
+    with trio.fail_after(60):
+        async with spawn([sys.executable, "-c", _SERVE_AND_LIST_MODULES], env=env) as child:
+            await child.wait_for("droneshield ready")
+            assert await child.stop() == 0, child.output()
+            line = await child.wait_for("imported: ")
+    imported = set(line.split()[1:])
+    assert "droneshield.daemon" in imported  # it did serve
+    unwanted = {m for m in imported for n in NOT_FOR_SERVING if m == n or m.startswith(f"{n}.")}
+    assert unwanted == set()

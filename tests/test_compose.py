@@ -39,13 +39,15 @@ def compose() -> list[str]:
     return command
 
 
-def _config(compose: list[str], *flags: str, profile: str | None = None) -> str:
+def _config(compose: list[str], *flags: str, profile: str | None = None, **variables: str) -> str:
+    """`compose config` (with `flags`, the profile, and `variables` set in its environment)."""
     profiles = ["--profile", profile] if profile else []
     done = subprocess.run(
         [*compose, *profiles, "-f", str(ROOT / "docker-compose.yml"), "config", *flags],
         capture_output=True,
         text=True,
         cwd=ROOT,
+        env={**os.environ, **variables},
         timeout=COMPOSE_TIMEOUT,
     )
     assert done.returncode == 0, done.stderr
@@ -159,3 +161,21 @@ def test_compose_publishes_on_loopback_and_allows_keyless_only_there(compose):
             ["sh", "-c", script], env=env, capture_output=True, text=True, check=True
         )
         assert done.stdout.strip() == allowed
+
+
+def test_nats_profile_runs_jetstream_and_two_daemons_relaying_over_it(compose):
+    relay_url = "nats://nats:4222"
+    config = _config(compose, profile="nats", DRONESHIELD_RELAY_URL=relay_url)
+    services = yaml.safe_load(config)["services"]
+    assert {"db", "daemon", "daemon-2", "nats", "emitter"} <= set(services)
+    server = services["nats"]
+    assert server["profiles"] == ["nats"]
+    assert "--jetstream" in server["command"]
+    assert any("natsdata" in str(v) for v in server["volumes"])  # the stream outlives it
+    for name in ("daemon", "daemon-2"):
+        environment = services[name]["environment"]
+        assert environment["DRONESHIELD_RELAY_URL"] == relay_url
+        assert not environment["DRONESHIELD_RELAY_STREAM"]  # the database's own stream
+    # Without the variable the daemons stay on NOTIFY (an empty variable unsets the setting).
+    plain = yaml.safe_load(_config(compose))["services"]["daemon"]["environment"]
+    assert not plain["DRONESHIELD_RELAY_URL"]

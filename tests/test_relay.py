@@ -11,15 +11,13 @@ import trio
 from hypothesis import given
 from hypothesis import strategies as st
 
-from droneshield import daemon
 from droneshield.bus.notify import PAYLOAD_MAX
 from droneshield.domain import Edit, SensorState
-from droneshield.ingest.proto.status import DeviceStatus
 from droneshield.interest import PeerInterest
 from droneshield.relay import decode, encode, encode_interest, resync_payload
 
-from .support.grpc_clients import aio, grpclib_stub
 from .support.live_client import open_live
+from .support.relay_peers import report, watched_from_afar
 
 serials = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), min_size=1, max_size=128)
 moments = st.none() | st.datetimes(timezones=st.just(UTC))
@@ -65,27 +63,21 @@ def test_resync_payload_asks_for_a_resync():
     assert decode(resync_payload("a"), lambda serial: True) is None
 
 
-async def test_report_on_one_daemon_reaches_clients_of_another(
-    aio_loop, database_url, settings, sensors, nursery
-):
+async def test_report_on_one_daemon_reaches_clients_of_another(peers, sensors):
+    a, b = peers
     with trio.fail_after(15):
-        a = await nursery.start(daemon.run, settings, database_url)
-        b = await nursery.start(daemon.run, settings, database_url)
-        async with open_live(a.http_port) as client, grpclib_stub(b.grpc_port) as stub:
+        async with open_live(a.http_port) as client:
             await client.subscribe([sensors[0]])
-            await aio(stub.send_status, DeviceStatus(serial=sensors[0], software_version=""))
+            await report(b.grpc_port, sensors[0])
             message = await client.next("sensor")
     assert [item["serial"] for item in message["sensors"]] == [sensors[0]]
     assert message["sensors"][0]["status"] == "online"
     assert a.relay.received == 1
 
 
-async def test_retirement_on_one_daemon_reaches_clients_of_another(
-    aio_loop, database_url, settings, sensors, nursery
-):
+async def test_retirement_on_one_daemon_reaches_clients_of_another(peers, sensors):
+    a, b = peers
     with trio.fail_after(15):
-        a = await nursery.start(daemon.run, settings, database_url)
-        b = await nursery.start(daemon.run, settings, database_url)
         async with (
             open_live(a.http_port) as client,
             httpx.AsyncClient(base_url=f"http://127.0.0.1:{b.http_port}") as api,
@@ -102,13 +94,11 @@ def _marker(serial: str) -> SensorState:
 
 async def test_own_changes_are_not_delivered_twice(running, sensors):
     with trio.fail_after(10):
-        async with open_live(running.http_port) as client, grpclib_stub(running.grpc_port) as stub:
+        async with open_live(running.http_port) as client:
             await client.subscribe([sensors[0]])
-            await aio(stub.send_status, DeviceStatus(serial=sensors[0], software_version=""))
+            await report(running.grpc_port, sensors[0])
             first = await client.next("sensor")
-            # Polled, bounded by fail_after: our notification coming back has no event.
-            while not running.relay.own_skipped:  # noqa: ASYNC110
-                await trio.sleep(0.01)
+            await running.relay.wait_for(lambda: running.relay.own_skipped > 0)  # it came back
             running.hub.publish([_marker(sensors[0])])
             second = await client.next("sensor")
     assert first["sensors"][0]["status"] == "online"
@@ -169,59 +159,27 @@ def test_a_newer_announcement_replaces_an_older_one_and_stale_parts_are_ignored(
     assert [interest.wants(s) for s in ("DS-1", "DS-2", "DS-3")] == [False, True, True]
 
 
-async def _peer_watches(relay, serial: str) -> None:
-    # Polled, bounded by the caller's fail_after: the announcement arrives over the bus.
-    while not relay.peers.wants(serial):  # noqa: ASYNC110
-        await trio.sleep(0.01)
-
-
-async def _report(port: int, serial: str) -> None:
-    async with grpclib_stub(port) as stub:
-        await aio(stub.send_status, DeviceStatus(serial=serial, software_version=""))
-
-
-async def watched_from_afar(a, b, serial: str, reports: int) -> list[str]:
-    """Send `reports` reports of `serial` to daemon `a` while a client of `b` watches it; the
-    `lastSeenAt` of each change the client receives."""
-    async with open_live(b.http_port) as client:
-        await client.subscribe([serial])
-        await _peer_watches(a.relay, serial)
-        seen = []
-        for _ in range(reports):
-            await _report(a.grpc_port, serial)
-            message = await client.next("sensor")
-            assert [item["serial"] for item in message["sensors"]] == [serial]
-            seen.append(message["sensors"][0]["lastSeenAt"])
-    return seen
-
-
-async def test_heartbeats_reach_a_client_on_another_daemon_that_watches_the_sensor(
-    aio_loop, database_url, settings, sensors, nursery
-):
+async def test_heartbeats_reach_a_client_on_another_daemon_that_watches_the_sensor(peers, sensors):
+    a, b = peers
     with trio.fail_after(15):
-        a = await nursery.start(daemon.run, settings, database_url)
-        b = await nursery.start(daemon.run, settings, database_url)
         seen = await watched_from_afar(a, b, sensors[0], 3)  # online, then two heartbeats
     assert len(set(seen)) == 3
     assert a.relay.heartbeats_kept == 0
     assert b.relay.received == 3
 
 
-async def test_heartbeats_no_peer_watches_stay_home_but_transitions_go(
-    aio_loop, database_url, settings, sensors, nursery
-):
+async def test_heartbeats_no_peer_watches_stay_home_but_transitions_go(peers, sensors):
+    a, b = peers
     with trio.fail_after(15):
-        a = await nursery.start(daemon.run, settings, database_url)
-        b = await nursery.start(daemon.run, settings, database_url)
         async with open_live(b.http_port) as client:
             await client.subscribe([])  # a client watching nothing
-            await _report(a.grpc_port, sensors[0])  # came online: a transition
-            await _report(a.grpc_port, sensors[0])  # a heartbeat nobody watches
-            await _report(a.grpc_port, sensors[1])  # came online
-            while a.relay.sent < 2:  # noqa: ASYNC110
-                await trio.sleep(0.01)
-            await trio.sleep(0.2)  # what would be sent late is sent within GATHER_INTERVAL
+            await report(a.grpc_port, sensors[0])  # came online: a transition
+            await report(a.grpc_port, sensors[0])  # a heartbeat nobody watches
+            await report(a.grpc_port, sensors[1])  # came online
+            # Whether a change goes is decided as the writer publishes it, so once both
+            # transitions are sent the heartbeat has been kept for good.
+            await a.relay.wait_for(lambda: a.relay.sent >= 2)
+            await b.relay.wait_for(lambda: b.relay.peers.peers == 1)  # A's (empty) interest
+            await a.relay.wait_for(lambda: a.relay.peers.peers == 1)  # and B's
     assert a.relay.heartbeats_kept == 1
     assert a.relay.sent == 2
-    assert b.relay.peers.peers == 1  # B knows A's (empty) interest, and A B's
-    assert a.relay.peers.peers == 1

@@ -11,12 +11,14 @@ from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import httpx
+import pytest
 import trio
 
 from droneshield import logs
 from droneshield.config import Settings
 
 from .support.live_client import open_live
+from .support.nats_server import missing, private_nats
 from .support.processes import free_port, spawn
 from .support.releases import pdf, upload
 from .support.secure_clients import HOST, bearer, refused, send
@@ -24,7 +26,8 @@ from .support.secure_clients import HOST, bearer, refused, send
 API_KEY = "apikey-3c9d0f7e5b"
 TOKEN = "grpctoken-8e2a6b14d0"
 PASSWORD = "pw-Zq7xK2v9"
-SECRETS = (API_KEY, TOKEN, PASSWORD)
+NATS_PASSWORD = "natspw-J4m8Rw2c"
+SECRETS = (API_KEY, TOKEN, PASSWORD, NATS_PASSWORD)
 
 
 def _with_password(url: str, password: str) -> str:
@@ -74,6 +77,29 @@ async def test_a_debug_run_logs_no_secret(database_url, db, sensors, tmp_path):
     assert not _leaks(daemon.lines), "\n".join(_leaks(daemon.lines))
 
 
+async def test_a_debug_run_relaying_over_nats_logs_no_nats_password(
+    database_url, sensors, tmp_path
+):
+    if (reason := missing()) is not None:
+        pytest.skip(reason)
+    with trio.fail_after(60):
+        async with private_nats("--user", "relay", "--pass", NATS_PASSWORD) as nats:
+            relay_url = nats.url.replace("nats://", f"nats://relay:{NATS_PASSWORD}@")
+            grpc_port = free_port()
+            argv = _serve(
+                tmp_path,
+                database_url,
+                *("--http-port", "0", "--grpc-port", str(grpc_port), "--relay-url", relay_url),
+            )
+            async with spawn(argv) as daemon:
+                await daemon.wait_for("droneshield ready")  # the relay's stream is reached
+                await send(grpc_port, sensors[0])
+                await nats.kill()  # the relay reconnects, saying so
+                await daemon.wait_for("NATS: ")
+                assert await daemon.stop() == 0
+    assert not _leaks(daemon.lines), "\n".join(_leaks(daemon.lines))
+
+
 async def test_a_failing_database_connection_does_not_print_the_password(server_url, tmp_path):
     unreachable = f"postgresql://droneshield:{PASSWORD}@{HOST}:{free_port()}/droneshield"
     missing = _with_password(server_url, PASSWORD).replace(urlsplit(server_url).path, "/nowhere")
@@ -106,3 +132,16 @@ def test_redaction_masks_secrets_in_messages_arguments_and_tracebacks():
     written = stream.getvalue()
     assert "ConnectionError: cannot connect to postgresql://u:***@db/x" in written
     assert not [secret for secret in SECRETS if secret in written]
+
+
+@pytest.mark.parametrize(
+    ("relay_url", "shown"),
+    [
+        (f"nats://relay:{quote(NATS_PASSWORD)}@nats:4222", "nats://relay:***@nats:4222"),
+        (f"tls://{NATS_PASSWORD}@nats:4222", "tls://***@nats:4222"),  # a token alone
+        ("nats://nats:4222", "nats://nats:4222"),
+    ],
+)
+def test_the_relays_nats_credentials_are_masked(relay_url, shown):
+    secrets = logs.secrets_of(Settings(relay_url=relay_url))
+    assert logs.mask(f"cannot reach {relay_url}", secrets) == f"cannot reach {shown}"

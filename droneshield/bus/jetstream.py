@@ -2,10 +2,13 @@
 crosses into trio here and nowhere else (`aio_as_trio` calls; its callbacks hand messages to a
 trio memory channel, as `db/notify.py` does for asyncpg), inside the daemon's trio-asyncio loop.
 
-Changes go to one subject per shard of the serial space (`droneshield.relay.sensor.<shard>`),
-the relay's control messages (interest, asking for it, resync) to `droneshield.relay.control`;
-stream RELAY_STREAM keeps them all for MAX_AGE. Each publish waits for the stream's
-acknowledgement, so a message the relay counts as sent is stored.
+Each deployment (the daemons of one database) has a stream of its own, named by the
+`relay_stream` setting, by default `DRONESHIELD_RELAY_<database name>` (`default_stream`), so
+deployments sharing a NATS server never read each other's changes. Changes go to one subject
+per shard of the serial space (`droneshield.<stream>.sensor.<shard>`), the relay's control
+messages (interest, asking for it, resync) to `droneshield.<stream>.control`; the stream keeps
+them all for MAX_AGE. Each publish waits for the stream's acknowledgement, so a message the
+relay counts as sent is stored.
 
 Each daemon reads the stream through an ephemeral push consumer of its own, starting after the
 last message the stream held when the daemon started, and remembers the sequence number of the
@@ -14,18 +17,22 @@ broke) or its buffer overflowed, it starts a new consumer right after that numbe
 what it missed, so its clients need not reload. Only when the stream no longer holds those
 messages (older than MAX_AGE, or the server lost its store) does it report a gap.
 
-A consumer filters on one subject (nats-server 2.9 allows no more), so each daemon reads every
-shard and keeps the changes its clients watch; the sender already leaves out heartbeats no peer
-watches (`interest.py`). With several filter subjects per consumer (nats-server 2.10) a daemon
-would subscribe to its clients' shards only.
+A consumer filters on one subject (`Names.subjects`), all nats-server 2.9 allows: each daemon
+reads every shard of its deployment's stream and keeps the changes its clients watch; the
+sender already leaves out heartbeats no peer watches (`interest.py`). Several filter subjects
+per consumer (nats-server 2.10) would let a daemon read its clients' shards only; they are not
+used, so the relay runs the same on 2.9 (Debian's) and later.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Final, NoReturn
+from urllib.parse import parse_qs, urlsplit
 
 import nats
 import nats.errors
@@ -42,9 +49,8 @@ from . import Message
 
 log = logging.getLogger(__name__)
 
-RELAY_STREAM: Final = "DRONESHIELD_RELAY"
-SUBJECT_PREFIX: Final = "droneshield.relay"
-CONTROL_SUBJECT: Final = f"{SUBJECT_PREFIX}.control"
+STREAM_PREFIX: Final = "DRONESHIELD_RELAY_"
+NAME_PART: Final = re.compile(r"[A-Za-z0-9_-]+")  # safe as a stream name and a subject token
 SHARDS: Final = 64  # subjects the serial space is spread over
 PAYLOAD_MAX: Final = 60_000  # bytes per message (NATS's default limit is 1 MiB)
 MAX_AGE: Final = 600.0  # seconds the stream keeps a message: the longest outage replayed
@@ -62,16 +68,41 @@ _FAILURES: Final = (nats.errors.Error, OSError, TimeoutError, asyncio.TimeoutErr
 _RECONNECTED: Final = object()
 
 
-def shard_subject(shard: int) -> str:
-    return f"{SUBJECT_PREFIX}.sensor.{shard}"
+def default_stream(database_url: str) -> str:
+    """`DRONESHIELD_RELAY_<database name>`: the daemons of one database share it, and another
+    deployment on the same NATS server gets its own unless its database has the same name
+    (then `relay_stream` tells them apart). Characters a stream name may not hold become `_`."""
+    url = urlsplit(database_url)
+    name = url.path.lstrip("/") or parse_qs(url.query).get("dbname", ["postgres"])[0]
+    return STREAM_PREFIX + "_".join(NAME_PART.findall(name))
+
+
+@dataclass(frozen=True)
+class Names:
+    """A deployment's stream and its subjects."""
+
+    stream: str
+
+    @property
+    def subjects(self) -> str:
+        """Every subject of the stream (what it stores, and what a daemon reads)."""
+        return f"droneshield.{self.stream}.>"
+
+    @property
+    def control(self) -> str:
+        return f"droneshield.{self.stream}.control"
+
+    def shard(self, shard: int) -> str:
+        return f"droneshield.{self.stream}.sensor.{shard}"
 
 
 class JetStreamBus:
     payload_max: Final = PAYLOAD_MAX
     shards: Final = SHARDS
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, stream: str) -> None:
         self._url = url
+        self.names = Names(stream)
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
         self.replays = 0  # consumers restarted from the last handled message (for tests)
@@ -82,7 +113,7 @@ class JetStreamBus:
         if js is None:
             raise RelayUnavailable("not connected to NATS yet")
         try:
-            await trio_asyncio.aio_as_trio(_publish_all)(js, messages)
+            await trio_asyncio.aio_as_trio(_publish_all)(js, self.names, messages)
         except _FAILURES as exc:
             raise RelayUnavailable(f"NATS publish failed: {exc!r}") from exc
 
@@ -119,11 +150,14 @@ class JetStreamBus:
         )
         try:
             js = nc.jetstream()
-            await trio_asyncio.aio_as_trio(_ensure_stream)(js)
-            info = await trio_asyncio.aio_as_trio(js.stream_info)(RELAY_STREAM)
+            names = self.names
+            await trio_asyncio.aio_as_trio(_ensure_stream)(js, names)
+            info = await trio_asyncio.aio_as_trio(js.stream_info)(names.stream)
             last = info.state.last_seq
             generation = 0
-            sub = await trio_asyncio.aio_as_trio(_subscribe)(js, last + 1, generation, hand_over)
+            sub = await trio_asyncio.aio_as_trio(_subscribe)(
+                js, names, last + 1, generation, hand_over
+            )
             self._nc, self._js = nc, js
             task_status.started()
             while True:
@@ -161,7 +195,7 @@ class JetStreamBus:
         while True:
             try:
                 sub, handled = await trio_asyncio.aio_as_trio(_resubscribe)(
-                    js, sub, last, generation, hand_over
+                    js, self.names, sub, last, generation, hand_over
                 )
                 break
             except _FAILURES as exc:
@@ -178,29 +212,29 @@ class JetStreamBus:
 # asyncio side: everything below runs inside the trio-asyncio loop, called through aio_as_trio.
 
 
-async def _ensure_stream(js: JetStreamContext) -> None:
+async def _ensure_stream(js: JetStreamContext, names: Names) -> None:
     """The relay's stream, created if missing (daemons starting together may both try)."""
     try:
-        await js.stream_info(RELAY_STREAM)
+        await js.stream_info(names.stream)
         return
     except nats.js.errors.NotFoundError:
         pass
     try:
         await js.add_stream(
-            name=RELAY_STREAM,
-            subjects=[f"{SUBJECT_PREFIX}.>"],
+            name=names.stream,
+            subjects=[names.subjects],
             storage=StorageType.FILE,
             max_age=MAX_AGE,
             max_bytes=MAX_BYTES,
         )
     except nats.js.errors.BadRequestError:
-        await js.stream_info(RELAY_STREAM)  # another daemon made it meanwhile
+        await js.stream_info(names.stream)  # another daemon made it meanwhile
 
 
-async def _publish_all(js: JetStreamContext, messages: Sequence[Message]) -> None:
+async def _publish_all(js: JetStreamContext, names: Names, messages: Sequence[Message]) -> None:
     acks = [
         await js.publish_async(
-            CONTROL_SUBJECT if shard is None else shard_subject(shard), payload.encode()
+            names.control if shard is None else names.shard(shard), payload.encode()
         )
         for shard, payload in messages
     ]
@@ -212,7 +246,11 @@ async def _publish_all(js: JetStreamContext, messages: Sequence[Message]) -> Non
 
 
 async def _subscribe(
-    js: JetStreamContext, start: int, generation: int, hand_over: Callable[[object], None]
+    js: JetStreamContext,
+    names: Names,
+    start: int,
+    generation: int,
+    hand_over: Callable[[object], None],
 ) -> Any:
     async def on_message(msg: Msg) -> None:
         hand_over((generation, msg.metadata.sequence.stream, msg.data.decode()))
@@ -225,12 +263,13 @@ async def _subscribe(
         inactive_threshold=CONSUMER_IDLE,
     )
     return await js.subscribe(
-        f"{SUBJECT_PREFIX}.>", stream=RELAY_STREAM, cb=on_message, config=config, manual_ack=True
+        names.subjects, stream=names.stream, cb=on_message, config=config, manual_ack=True
     )
 
 
 async def _resubscribe(
     js: JetStreamContext,
+    names: Names,
     sub: Any,
     last: int,
     generation: int,
@@ -242,7 +281,7 @@ async def _resubscribe(
         await sub.unsubscribe()
     except _FAILURES:
         pass  # the old consumer goes away on its own (inactive_threshold)
-    state = (await js.stream_info(RELAY_STREAM)).state
+    state = (await js.stream_info(names.stream)).state
     if state.last_seq < last or (state.first_seq > last + 1 and state.last_seq > last):
         # What we had not read is gone (aged out, or the server lost its store).
         log.warning(
@@ -252,5 +291,5 @@ async def _resubscribe(
             state.last_seq,
         )
         last = state.last_seq
-    sub = await _subscribe(js, last + 1, generation, hand_over)
+    sub = await _subscribe(js, names, last + 1, generation, hand_over)
     return sub, last

@@ -6,12 +6,14 @@ from __future__ import annotations
 import logging
 from functools import partial
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from ..errors import DroneshieldError
-from ..progress import Steps
 from ..resources import MIGRATIONS_DIR
 from .pool import Connection, on_connection
+
+if TYPE_CHECKING:
+    from ..progress import Steps  # rich draws bars for the CLI; the work only counts
 
 log = logging.getLogger(__name__)
 

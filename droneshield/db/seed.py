@@ -3,10 +3,12 @@ seeding N always means the same N sensors and running it twice changes nothing."
 
 from __future__ import annotations
 
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-from ..progress import Steps
 from .pool import Connection
+
+if TYPE_CHECKING:
+    from ..progress import Steps  # rich draws bars for the CLI; the work only counts
 
 SERIAL_PREFIX: Final = "DS-"
 CHUNK: Final = 100_000  # rows per COPY, to keep client memory flat at millions

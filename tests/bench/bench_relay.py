@@ -28,7 +28,7 @@ import httpx
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
-from droneshield.bus.jetstream import JetStreamBus
+from droneshield.bus.jetstream import JetStreamBus, default_stream
 from droneshield.bus.notify import NotifyBus
 from droneshield.db import seed
 from droneshield.db.pool import connect, open_pool
@@ -83,7 +83,7 @@ async def _publish(relay_url: str, database_url: str, fleet: int, seconds: float
             pool = await stack.enter_async_context(open_pool(database_url, size=1))
             bus: Any = NotifyBus(pool, database_url)
         else:
-            bus = JetStreamBus(relay_url)
+            bus = JetStreamBus(relay_url, default_stream(database_url))
             nursery = await stack.enter_async_context(trio.open_nursery())
             await nursery.start(bus.serve, lambda payload: None, lambda: None)
             stack.callback(nursery.cancel_scope.cancel)

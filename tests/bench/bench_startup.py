@@ -3,6 +3,12 @@ database, importing as many sensors from a CSV file (`droneshield sensors import
 with sites and labels) into another, then starting a daemon against a fleet that is mostly
 online, which must rebuild its presence wheel from the database before it reports ready; and how
 fast `droneshield --help` answers (the CLI imports what a command needs only when it runs).
+
+Start-up is measured as the image runs it: with the bytecode of the project and its
+dependencies compiled at install (the Dockerfile's UV_COMPILE_BYTECODE and compileall), which
+`compile_bytecode` does for this environment first. A second start against the same fleet reads
+no compiled bytecode at all (an empty PYTHONPYCACHEPREFIX), for what compiling ~1,000 modules
+from source adds to every start where nothing could be cached.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ import os
 import statistics
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 from pathlib import Path
@@ -19,12 +26,26 @@ import trio
 
 from droneshield.db import seed
 from droneshield.db.pool import connect
+from tests.support.processes import ROOT
 
 from .support import READY_TIMEOUT, Bench, Result, print_table
 
 SEED_GOAL_FLEET = 1_000_000  # the seeding goal is set for a million sensors
 HELP_GOAL = 0.5  # seconds for `droneshield --help`
 HELP_RUNS = 5
+
+
+def compile_bytecode() -> None:
+    """Compile the project's and its dependencies' modules, as the image does at build (a
+    no-op where they are compiled already; where PYTHONDONTWRITEBYTECODE is set nothing else
+    would ever write them)."""
+    packages = sysconfig.get_paths()["purelib"]
+    subprocess.run(
+        [sys.executable, "-m", "compileall", "-q", "-j0", packages, "droneshield", "emitter"],
+        check=True,
+        capture_output=True,
+        cwd=ROOT,
+    )
 
 
 def help_seconds() -> float:
@@ -71,6 +92,10 @@ async def run(bench: Bench) -> list[Result]:
     url = await bench.seeded(fleet)
     async with connect(url) as conn:
         online = await conn.fetchval("SELECT count(*) FROM sensor WHERE online")
+    await trio.to_thread.run_sync(compile_bytecode)
+    with tempfile.TemporaryDirectory(prefix="droneshield-no-bytecode-") as empty:
+        async with bench.daemon(url, env={"PYTHONPYCACHEPREFIX": empty}) as daemon:
+            uncompiled = daemon.ready_after
     async with bench.daemon(url, log_level="INFO") as daemon:
         ready = daemon.ready_after
         waited = time.perf_counter()
@@ -83,12 +108,14 @@ async def run(bench: Bench) -> list[Result]:
         "8. seeding and start-up",
         f"seed: {fleet:,} sensors by COPY into an empty migrated database; start-up: "
         f"`droneshield serve` as a process against {online:,} online sensors, spawn to the "
-        "first 200 from /readyz (interpreter start and wheel recovery included)",
+        "first 200 from /readyz (interpreter start and wheel recovery included; bytecode "
+        "compiled as in the image, and once without)",
         ["step", "seconds", "per second", "RSS MB"],
         [
             ("seed", seeding, fleet / seeding, None),
             ("sensors import (CSV)", importing, fleet / importing, None),
             ("start-up to ready", ready, None, None),
+            ("start-up to ready, no compiled bytecode", uncompiled, None, None),
             ("start-up to wheel recovered", recovered, online / recovered, rss),
             ("droneshield --help", helping, None, None),
         ],
@@ -114,7 +141,7 @@ async def run(bench: Bench) -> list[Result]:
             "recovered/s",
             rss_mb=rss,
             goal=f"ready in {ready:.1f} s (< 2 s at 1M), wheel in {recovered:.1f} s",
-            met=ready < 2.0 if online >= 0.9 * SEED_GOAL_FLEET else None,
+            met=ready < 2.0 if fleet >= SEED_GOAL_FLEET else None,
         ),
         Result(
             "8. droneshield --help",

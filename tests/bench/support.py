@@ -181,9 +181,11 @@ class Bench:
         admin(self.server_url, *(f"DROP DATABASE IF EXISTS {n} WITH (FORCE)" for n in names))
 
     @asynccontextmanager
-    async def daemon(self, url: str, **settings: Any) -> AsyncIterator[DaemonProcess]:
+    async def daemon(
+        self, url: str, *, env: dict[str, str] | None = None, **settings: Any
+    ) -> AsyncIterator[DaemonProcess]:
         """`droneshield serve` on free ports against `url`, ready; stopped on leaving.
-        `settings` become `--name value` flags (underscores as dashes)."""
+        `settings` become `--name value` flags (underscores as dashes); `env` adds variables."""
         grpc_port, http_port = free_port(), free_port()
         with tempfile.TemporaryDirectory(prefix="droneshield-bench-") as data:
             flags = {"data_dir": data, "grpc_port": grpc_port, "http_port": http_port}
@@ -191,9 +193,9 @@ class Bench:
             argv = [sys.executable, "-m", "droneshield", "serve"]
             for name, value in flags.items():
                 argv += [f"--{name.replace('_', '-')}", str(value)]
-            env = {**os.environ, "DATABASE_URL": url, "DRONESHIELD_LOG_LEVEL": "WARNING"}
+            variables = {**os.environ, "DATABASE_URL": url, "DRONESHIELD_LOG_LEVEL": "WARNING"}
             began = time.perf_counter()
-            async with spawn(argv, env=env) as spawned:
+            async with spawn(argv, env=variables | (env or {})) as spawned:
                 await _ready(spawned, http_port)
                 yield DaemonProcess(spawned, grpc_port, http_port, time.perf_counter() - began)
 

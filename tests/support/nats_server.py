@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Final
@@ -13,10 +13,10 @@ from typing import Final
 import trio
 
 from .apt import ensure_package
-from .processes import free_port, listening
+from .processes import Spawned, free_port
 
 NATS_SERVER: Final = Path("/usr/sbin/nats-server")
-POLL: Final = 0.02  # seconds between two looks at whether the server listens
+READY: Final = "Server is ready"  # what nats-server logs once it accepts clients
 
 
 def missing() -> str | None:
@@ -30,10 +30,12 @@ class NatsServer:
     again keep both, so the stream survives as it would on a real host. The caller bounds the
     time of each call."""
 
-    def __init__(self, store: Path) -> None:
+    def __init__(self, store: Path, nursery: trio.Nursery, flags: Sequence[str] = ()) -> None:
         self.port = free_port()
+        self._nursery = nursery  # where its output is read
         self.url = f"nats://127.0.0.1:{self.port}"
         self._store = store
+        self._flags = list(flags)
         self._process: trio.Process | None = None
 
     @property
@@ -52,14 +54,13 @@ class NatsServer:
             "-sd",
             str(self._store),
         ]
-        argv += ["-l", str(self._store / "nats-server.log")]
+        argv += self._flags
         self._process = await trio.lowlevel.open_process(
-            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
         )
-        while not listening(self.port):
-            if self._process.returncode is not None:
-                raise RuntimeError(f"nats-server exited with {self._process.returncode}")
-            await trio.sleep(POLL)
+        output = Spawned(self._process)
+        self._nursery.start_soon(output.collect)
+        await output.wait_for(READY)  # raises when it exits first, with what it said
 
     async def kill(self) -> None:
         if self._process is not None and self._process.returncode is None:
@@ -69,13 +70,15 @@ class NatsServer:
 
 
 @asynccontextmanager
-async def private_nats() -> AsyncIterator[NatsServer]:
-    """A started private server, killed on leaving."""
+async def private_nats(*flags: str) -> AsyncIterator[NatsServer]:
+    """A started private server (given nats-server's `flags` too: `--user`, `--pass`), killed
+    on leaving."""
     with tempfile.TemporaryDirectory(prefix="droneshield-nats-") as store:
-        server = NatsServer(Path(store))
-        try:
-            with trio.fail_after(10):
-                await server.start()
-            yield server
-        finally:
-            await server.kill()
+        async with trio.open_nursery() as nursery:
+            server = NatsServer(Path(store), nursery, flags)
+            try:
+                with trio.fail_after(10):
+                    await server.start()
+                yield server
+            finally:
+                await server.kill()  # its output ends, and with it the task reading it
