@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 import logging
 import os
 import sys
@@ -285,6 +286,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if debug:
             log.critical("droneshield %s failed", args.command, exc_info=exc)
+        # An asyncio future a failed start left behind (a database connect it cancelled) is
+        # reported when it is collected: now, so that the failure stays the last line.
+        gc.collect()
         print(logs.mask(f"droneshield: {one_line(exc)}", secrets), file=sys.stderr)
         return 1
     return 0

@@ -49,6 +49,11 @@ GRPC_MAX_PINGS_DEFAULT: Final = 1000  # PING frames per connection per window
 GRPC_MAX_SETTINGS_DEFAULT: Final = 100  # SETTINGS frames per connection per window
 GRPC_IDLE_TIMEOUT_DEFAULT: Final = 300.0  # seconds a gRPC connection may have no call open
 GRPC_HANDSHAKE_TIMEOUT_DEFAULT: Final = 10.0  # seconds to complete the HTTP/2 preface
+GRPC_BUDGET_PENALTY_DEFAULT: Final = 10.0  # seconds an address is refused after a broken budget
+HTTP_MAX_CONNECTIONS_DEFAULT: Final = 10_000  # open HTTP connections (keep below `ulimit -n`)
+# Per client address (a NAT or a gateway is one): open at once, and new ones per second.
+MAX_CONNECTIONS_PER_ADDRESS_DEFAULT: Final = 1000
+CONNECTION_RATE_PER_ADDRESS_DEFAULT: Final = 200
 GRPC_MAX_HEALTH_CALLS_DEFAULT: Final = 1000  # health calls (Watch streams) open at once
 MAX_UPLOAD_PARTS_DEFAULT: Final = 64  # multipart parts per upload request
 WS_MAX_MESSAGE_BYTES_DEFAULT: Final = 256 * 1024  # bytes per WebSocket client message
@@ -201,6 +206,33 @@ class Settings:
         default=GRPC_MAX_CONNECTIONS_DEFAULT,
         metadata={"help": "gRPC connections open at once (further ones are closed at once)"},
     )
+    grpc_max_connections_per_address: int = field(
+        default=MAX_CONNECTIONS_PER_ADDRESS_DEFAULT,
+        metadata={"help": "gRPC connections open at once from one client address (or IPv6 /64)"},
+    )
+    grpc_connection_rate_per_address: int = field(
+        default=CONNECTION_RATE_PER_ADDRESS_DEFAULT,
+        metadata={"help": "new gRPC connections per second from one client address"},
+    )
+    grpc_budget_penalty: float = field(
+        default=GRPC_BUDGET_PENALTY_DEFAULT,
+        metadata={
+            "help": "seconds new gRPC connections from an address are refused after one of "
+            "its connections broke a frame budget (0: never)"
+        },
+    )
+    http_max_connections: int = field(
+        default=HTTP_MAX_CONNECTIONS_DEFAULT,
+        metadata={"help": "HTTP connections open at once (further ones are closed at once)"},
+    )
+    http_max_connections_per_address: int = field(
+        default=MAX_CONNECTIONS_PER_ADDRESS_DEFAULT,
+        metadata={"help": "HTTP connections open at once from one client address (or IPv6 /64)"},
+    )
+    http_connection_rate_per_address: int = field(
+        default=CONNECTION_RATE_PER_ADDRESS_DEFAULT,
+        metadata={"help": "new HTTP connections per second from one client address"},
+    )
     grpc_budget_window: float = field(
         default=GRPC_BUDGET_WINDOW_DEFAULT,
         metadata={"help": "seconds over which a gRPC connection's frame budgets are counted"},
@@ -339,6 +371,11 @@ RULES: Final[dict[str, tuple[Callable[[Any], bool], str]]] = {
             "grpc_max_streams",
             "http_keep_alive_timeout",
             "grpc_max_connections",
+            "grpc_max_connections_per_address",
+            "grpc_connection_rate_per_address",
+            "http_max_connections",
+            "http_max_connections_per_address",
+            "http_connection_rate_per_address",
             "grpc_budget_window",
             "grpc_max_resets",
             "grpc_max_pings",
@@ -361,6 +398,7 @@ RULES: Final[dict[str, tuple[Callable[[Any], bool], str]]] = {
     ),
     "pool_size": (lambda v: v >= 2, "must be at least 2 (the writer keeps one connection)"),
     "shutdown_grace": _NOT_NEGATIVE,
+    "grpc_budget_penalty": _NOT_NEGATIVE,
     "seed_count": _NOT_NEGATIVE,
     "log_level": (
         lambda v: v.upper() in LOG_LEVELS,

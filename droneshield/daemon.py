@@ -31,14 +31,14 @@ from .history import serve_history
 from .hub import Hub
 from .ingest import tls as grpc_tls
 from .ingest.bridge import Submitter, serve_grpc
-from .ingest.budgets import grpc_budgets
+from .ingest.budgets import grpc_budgets, grpc_limits
 from .ports import naming
 from .presence import Tracker, serve_presence
 from .relay import Relay, open_bus
 from .reports import Pending
 from .summary import serve_summary
 from .web.app import create_app
-from .web.server import serve_http
+from .web.server import http_limits, serve_http
 from .writer import Writer
 
 log = logging.getLogger(__name__)
@@ -130,6 +130,7 @@ async def run(
                         token=settings.grpc_token,
                         max_message_bytes=settings.grpc_max_message_bytes,
                         budgets=grpc_budgets(settings),
+                        limits=grpc_limits(settings),
                         max_health_calls=settings.grpc_max_health_calls,
                     )
                 )
@@ -146,6 +147,7 @@ async def run(
                         tls=settings.tls_files,
                         websocket_max_message=settings.ws_max_message_bytes,
                         keep_alive_timeout=settings.http_keep_alive_timeout,
+                        limits=http_limits(settings),
                     )
                 )
             log.info("droneshield ready: gRPC :%d, HTTP :%d", grpc_port, http_port)

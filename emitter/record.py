@@ -19,11 +19,13 @@ from .stats import percentiles
 
 @dataclass
 class Period:
-    """One period's counts: offered (sent), acknowledged (committed), errors by code."""
+    """One period's counts: offered (sent), acknowledged (committed) and failed (not committed,
+    or not known to be) as their answers came in, errors by code."""
 
     started: float
     offered: int = 0
     acked: int = 0
+    failed: int = 0
     errors: Counter[str] = field(default_factory=Counter)
     latencies: list[float] = field(default_factory=list)
 
@@ -35,6 +37,7 @@ class Period:
             "seconds": seconds,
             "offered": self.offered,
             "acked": self.acked,
+            "failed": self.failed,
             "ack_p50_ms": _ms(pct[50]),
             "ack_p99_ms": _ms(pct[99]),
             "errors": dict(self.errors),
@@ -90,6 +93,7 @@ class AckRecord:
         names the call's failure when the whole call failed."""
         if code is not None:
             self.period.errors[code] += len(serials)
+            self.period.failed += len(serials)
             for serial in serials:
                 self.last_ok[self._index[serial]] = False
             self.uncertain.update(serials)
@@ -105,6 +109,7 @@ class AckRecord:
                 self.acked_sent[i] = sent
                 self.acked_at[i] = now
         acked = len(serials) - len(failed)
+        self.period.failed += len(failed)
         self.period.acked += acked
         self.acked += acked
         self.period.latencies.append(now - sent)

@@ -36,7 +36,7 @@ from droneshield.ingest.proto.status import (
 
 from .support.fuzz import examples
 from .support.grpc_clients import aio, grpclib_stub, send, send_batch
-from .support.h2_attacks import GRPC_HEADERS
+from .support.h2_attacks import ATTACKER, GRPC_HEADERS
 
 MAX_MESSAGE = 256 * 1024  # bytes: a 10,000-status batch fits, a few more KiB do not
 MAX_STREAMS = 4
@@ -250,8 +250,9 @@ async def test_batch_of_10000_is_committed_whole(running, db):
 
 
 async def _h2_client(port: int) -> tuple[trio.SocketStream, h2.connection.H2Connection, int]:
-    """A raw HTTP/2 client past the settings exchange, and the server's stream limit."""
-    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    """A raw HTTP/2 client past the settings exchange, and the server's stream limit; from
+    another address than the well-behaved clients (one that breaks a budget is paused)."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port, local_address=ATTACKER)
     conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
     conn.initiate_connection()
     # The server answers a ping after every SETTINGS frame it sent on connecting.

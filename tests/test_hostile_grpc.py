@@ -10,6 +10,7 @@ import signal
 
 import pytest
 import trio
+import trio.testing
 import trio_asyncio
 from grpclib import GRPCError, Status
 from grpclib.client import Channel
@@ -22,7 +23,7 @@ from droneshield.ingest.batch_count import check_batch_count
 from droneshield.ingest.proto.status import DeviceStatus, DeviceStatusBatch
 
 from .support.grpc_clients import send
-from .support.h2_attacks import ATTACKS, GRPC_HEADERS, H2Client
+from .support.h2_attacks import ATTACKER, ATTACKS, GRPC_HEADERS, H2Client
 from .support.processes import serve
 
 BUDGET = 50  # frames of each kind per window
@@ -54,12 +55,12 @@ async def test_frame_flood_gets_goaway_enhance_your_calm_and_a_closed_connection
     running, sensors, attack
 ):
     with trio.fail_after(20):
-        client = await H2Client.connect(running.grpc_port)
+        client = await H2Client.connect(running.grpc_port, ATTACKER)
         await client.attack(ATTACKS[attack])
         await client.aclose()
         assert client.goaway == ErrorCodes.ENHANCE_YOUR_CALM
         assert client.closed
-        await assert_still_serving(running.grpc_port, sensors[0])
+        await assert_still_serving(running.grpc_port, sensors[0])  # from another address
 
 
 async def test_connection_without_http2_preface_is_closed(running):
@@ -91,6 +92,7 @@ async def test_connections_beyond_the_cap_are_closed_and_freed_ones_are_reused(r
         assert refused.goaway is None  # closed before a word of HTTP/2
         for client in held:
             await client.aclose()
+        await trio.testing.wait_all_tasks_blocked()  # the daemon has seen them go
         await assert_still_serving(running.grpc_port, sensors[0])
 
 
@@ -191,7 +193,7 @@ async def test_sigterm_after_floods_exits_within_five_seconds(database_url, tmp_
     async with serve(database_url, tmp_path) as daemon:
         with trio.fail_after(30):
             for attack in ATTACKS.values():
-                client = await H2Client.connect(daemon.grpc_port)
+                client = await H2Client.connect(daemon.grpc_port, ATTACKER)
                 await client.attack(attack)
                 await client.aclose()
         daemon.spawned.process.send_signal(signal.SIGTERM)

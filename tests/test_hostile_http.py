@@ -144,3 +144,37 @@ async def test_error_messages_echo_at_most_a_short_prefix(api):
     assert answer.status_code == 404
     assert "S" * (ECHO_MAX + 1) not in message
     assert message.endswith("…")
+
+
+EXPECT_HEAD = (
+    b"POST /webhooks HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    b"Content-Length: 9\r\nExpect: 100-continue\r\n"
+)
+
+
+@pytest.mark.parametrize(
+    "authorization", [b"", b"Authorization: Bearer not-the-key\r\n"], ids=["missing", "wrong"]
+)
+async def test_expect_100_continue_without_the_key_gets_401_and_no_100(running, authorization):
+    with trio.fail_after(10):
+        answer, closed = await exchange(running.http_port, EXPECT_HEAD + authorization + b"\r\n")
+    assert answer.startswith(b"HTTP/1.1 401 ")
+    assert b" 100 " not in answer.split(b"\r\n")[0]
+    assert closed  # the body was never sent, and never waited for
+
+
+async def test_expect_100_continue_with_the_key_gets_100_then_the_answer(running):
+    authorization = b"Authorization: Bearer " + API_KEY.encode() + b"\r\n"
+    with trio.fail_after(10):
+        stream = await trio.open_tcp_stream("127.0.0.1", running.http_port)
+        await stream.send_all(EXPECT_HEAD + authorization + b"Connection: close\r\n\r\n")
+        interim = b""
+        while b"\r\n\r\n" not in interim:
+            interim += await stream.receive_some()
+        assert interim.startswith(b"HTTP/1.1 100 ")
+        await stream.send_all(b"not json!")
+        answer = interim.split(b"\r\n\r\n", 1)[1]
+        while chunk := await stream.receive_some():
+            answer += chunk
+        await stream.aclose()
+    assert answer.startswith(b"HTTP/1.1 400 ")

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from emitter.record import AckRecord
 from emitter.schedule import Fleet, FleetShape, chunks, gateway_phase, partition
 from tests.soak import figures, verify
+from tests.soak.run import Options
 
 SERIALS = [f"DS-{n:08d}" for n in range(1, 101)]
 
@@ -68,7 +69,7 @@ def test_record_counts_offered_and_acknowledged_and_notes_the_last_ack():
     out = io.StringIO()
     record.rotate(2.0, out)
     period = json.loads(out.getvalue())
-    assert (period["offered"], period["acked"]) == (2, 1)
+    assert (period["offered"], period["acked"], period["failed"]) == (2, 1, 1)
     assert record.acked_sent[0] == 1.0
     assert record.acked_at[0] == 1.2
     assert record.uncertain == {"b"}
@@ -97,6 +98,7 @@ def test_a_failed_call_makes_its_sensors_uncertain_and_its_silence_unexpected():
     record = _record()
     record.sending(["c"], 1.0)
     record.answered(["c"], 1.0, 16.0, failed=set(), code="DEADLINE_EXCEEDED")
+    assert record.period.failed == 1
     out = io.StringIO()
     record.final(30.0, out)
     final = json.loads(out.getvalue())
@@ -111,10 +113,21 @@ def _final(gaps, uncertain=()):
 def test_every_long_silence_needs_an_offline_event_from_its_last_report():
     gaps = [["a", 100.0, 100.2, 120.0, True], ["b", 100.0, 100.2, 104.0, True]]
     offline = [{"serial": "a", "lastSeenAt": 100.1}]
-    result = verify.silences(_final(gaps), offline, 10.0, 2.0, 200.0)
+    result = verify.silences(_final(gaps), offline, 10.0, 2.0, 200.0, 0.0)
     assert (result["expected_offline"], result["missed"], result["invented"]) == (1, 0, 0)
-    result = verify.silences(_final(gaps), [], 10.0, 2.0, 200.0)
+    result = verify.silences(_final(gaps), [], 10.0, 2.0, 200.0, 0.0)
     assert result["missed"] == 1
+
+
+def test_only_silences_timing_out_once_the_webhook_is_registered_are_expected():
+    """Registered when the warm-up ends, the webhook gets no event decided before: a silence
+    from 100 s times out at 110 s."""
+    gaps = [["a", 100.0, 100.2, 130.0, True], ["b", 105.0, 105.1, 130.0, True]]
+    offline = [{"serial": "b", "lastSeenAt": 105.05}]
+    result = verify.silences(_final(gaps), offline, 10.0, 2.0, 200.0, 112.0)
+    assert (result["expected_offline"], result["missed"], result["invented"]) == (1, 0, 0)
+    result = verify.silences(_final(gaps), [], 10.0, 2.0, 200.0, None)
+    assert result["expected_offline"] == 0  # the run ended before it was registered
 
 
 def test_an_offline_event_without_a_silence_behind_it_is_invented():
@@ -124,14 +137,14 @@ def test_an_offline_event_without_a_silence_behind_it_is_invented():
         {"serial": "a", "lastSeenAt": 150.0},  # a was reporting then
         {"serial": "z", "lastSeenAt": 100.0},  # never silent
     ]
-    result = verify.silences(_final(gaps), offline, 10.0, 2.0, 200.0)
+    result = verify.silences(_final(gaps), offline, 10.0, 2.0, 200.0, 0.0)
     assert result["invented"] == 2
 
 
 def test_sensors_with_a_failed_report_are_left_out_of_the_silence_checks():
     gaps = [["a", 100.0, None, 120.0, False]]
     offline = [{"serial": "a", "lastSeenAt": 130.0}]
-    result = verify.silences(_final(gaps, ["a"]), offline, 10.0, 2.0, 200.0)
+    result = verify.silences(_final(gaps, ["a"]), offline, 10.0, 2.0, 200.0, 0.0)
     assert (result["missed"], result["invented"], result["uncertain_sensors"]) == (0, 0, 1)
 
 
@@ -144,6 +157,7 @@ def test_event_ids_are_de_duplicated():
 def _row(minute, rss, **kw):
     base = {
         "minute": minute,
+        "warmup": False,
         "daemon_rss_mb": rss,
         "daemon_cpu_pct": 10,
         "pg_cpu_pct": 10,
@@ -154,8 +168,69 @@ def _row(minute, rss, **kw):
 
 def test_rss_growth_counts_only_after_the_first_ten_minutes():
     rows = [_row(m, 100 + (50 if m <= 10 else m * 0.2)) for m in range(1, 31)]
-    assert figures.rss_growth(rows) == pytest.approx(2.0)
-    assert figures.rss_growth(rows[:9]) is None
+    assert figures.rss_growth(rows, 0.0) == pytest.approx(2.0)
+    assert figures.rss_growth(rows[:9], 0.0) is None
+
+
+def test_rss_growth_counts_ten_minutes_from_the_end_of_the_warm_up():
+    """The start-up wave's memory (caches filling as every sensor first reports) is no growth:
+    the baseline is ten minutes into the steady state, not into the run."""
+    rows = [_row(m, 100 + 20 * min(m, 13) + m * 0.1) for m in range(1, 31)]  # filling to 13
+    assert figures.rss_growth(rows, 0.0) > figures.RSS_GROWTH_GOAL
+    assert figures.rss_growth(rows, 3.0) == pytest.approx(1.0)
+    assert figures.rss_growth(rows, 25.0) is None  # too few steady minutes after ten
+
+
+def test_the_warm_up_is_a_heartbeat_and_a_timeout_in_whole_periods():
+    default = Options(interval=60.0, period=60.0)  # offline after 90 s: 150 s, so 3 periods
+    assert default.warmup_periods == 3
+    assert default.seconds == 3 * 60 + 60 * 60
+    assert Options(interval=60.0, period=75.0).warmup_periods == 2
+    assert Options(interval=2.0, period=2.0, warmup=2.0).warmup_periods == 1
+    assert Options(warmup=0.0).warmup_periods == 0
+
+
+def _period(at, seconds=10.0, offered=100):
+    return {"at": at, "seconds": seconds, "offered": offered, "acked": offered}
+
+
+def test_the_first_periods_are_the_warm_up_and_the_steady_state_begins_where_they_end():
+    phase = figures.Phase(periods=2)
+    assert phase.since is None
+    assert [phase.warm(_period(at)) for at in (110.0, 120.0, 130.0, 140.0)] == [
+        True,
+        True,
+        False,
+        False,
+    ]
+    assert phase.since == 120.0
+
+
+def test_without_a_warm_up_the_steady_state_begins_with_the_first_period():
+    phase = figures.Phase(periods=0)
+    assert phase.warm(_period(110.0)) is False
+    assert phase.since == 100.0
+
+
+def test_only_samples_of_the_steady_state_count():
+    samples = [(100.0, 5.0), (119.9, 4.0), (120.0, 0.1), (130.0, 0.2)]
+    assert figures.steady(samples, 120.0) == [0.1, 0.2]
+    assert figures.steady(samples, None) == []  # the run ended within its warm-up
+
+
+def test_the_start_up_wave_does_not_fail_the_latency_criteria():
+    """Every sensor's first report in the warm-up makes a burst of events whose webhook
+    lateness would fail the run; the steady state's samples pass."""
+    hooks = [(t, 5.0) for t in range(100, 120)] + [(t, 0.3) for t in range(120, 200)]
+    whole = figures.criteria(1000, 1000, 0, [], [], [v for _, v in hooks], [], 0.0)
+    steady = figures.criteria(1000, 1000, 0, [], [], figures.steady(hooks, 120.0), [], 2.0)
+    met = {c["criterion"]: c["met"] for c in whole}, {c["criterion"]: c["met"] for c in steady}
+    assert [m["webhook lateness p99"] for m in met] == [False, True]
+
+
+def test_a_run_with_nothing_offered_after_its_warm_up_does_not_pass():
+    table = figures.criteria(0, 0, 0, [], [], [], [], 1.0)
+    assert {c["criterion"]: c["met"] for c in table}["offered reports acknowledged"] is False
 
 
 def test_the_first_resource_to_run_out_is_named():
@@ -164,13 +239,18 @@ def test_the_first_resource_to_run_out_is_named():
     assert figures.exhausted(rows[:1], workers=1) is None
 
 
+def test_a_resource_saturated_by_the_start_up_wave_alone_has_not_run_out():
+    rows = [_row(1, 80, daemon_cpu_pct=99, warmup=True), _row(2, 80), _row(3, 80)]
+    assert figures.exhausted(rows, workers=1) is None
+
+
 def test_the_pass_table_judges_each_criterion():
-    table = figures.criteria(1000, 995, 0, [0.5], [0.1], [0.3], [])
+    table = figures.criteria(1000, 995, 0, [0.5], [0.1], [0.3], [], 0.0)
     met = {c["criterion"]: c["met"] for c in table}
     assert met["offered reports acknowledged"] is True
     assert met["report → WebSocket p99"] is True
     assert met["daemon RSS growth after 10 min"] is None
-    table = figures.criteria(1000, 900, 3, [1.5], [], [3.0], [])
+    table = figures.criteria(1000, 900, 3, [1.5], [], [3.0], [], 0.0)
     met = {c["criterion"]: c["met"] for c in table}
     assert not any(met[k] for k in ("offered reports acknowledged", "acknowledged reports lost"))
     assert met["report → WebSocket p99"] is None  # no samples: not judged
@@ -189,7 +269,9 @@ def test_the_chart_is_svg_with_a_polyline_per_series():
         }
         for m in (1, 2, 3)
     ]
-    text = figures.svg(rows, "a <test>")
+    text = figures.svg(rows, "a <test>", 0.0)
     assert text.startswith("<svg")
     assert "a &lt;test&gt;" in text
     assert text.count("<polyline") == 8  # offline lateness has no samples
+    assert ">warm-up<" not in text
+    assert figures.svg(rows, "shaded", 1.5).count(">warm-up</text>") == len(figures.PANELS)

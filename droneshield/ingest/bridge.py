@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import ssl
 from collections.abc import Callable, Iterator, Sequence
 from typing import Final, NoReturn
@@ -23,10 +24,13 @@ from grpclib.health.service import Health
 from grpclib.reflection.service import ServerReflection
 from grpclib.server import Server
 
+from ..admission import Admission, Limits
 from ..errors import IngestUnavailable
+from ..listeners import AdmittedStream, AdmittingListener
+from ..ports import shared_socket
 from ..reports import SHUTTING_DOWN, TOO_LATE, Outcome, Pending
 from .auth import token_required
-from .budgets import Budgets, Connections, GuardedProtocol, calls_limited
+from .budgets import Budgets, Connections, Gate, GuardedProtocol, calls_limited
 from .codec import StrictCodec
 from .limits import size_limited
 from .proto.google_proto_descriptor_pool import default_google_proto_descriptor_pool
@@ -162,19 +166,64 @@ class Submitter:
 
 
 class _GuardedServer(Server):
-    """grpclib's Server with `budgets` on every connection; it also leaves accepted
-    connections open on close (a ResourceWarning and a client that waits for nothing), so this
-    one keeps them to close at shutdown."""
+    """grpclib's Server for connections accepted on the trio side (`listeners`, within the
+    admission's limits), with `budgets` on each. grpclib also leaves accepted connections open
+    on close (a ResourceWarning and a client that waits for nothing), so this one keeps them to
+    close at shutdown."""
 
-    def __init__(self, *args: object, budgets: Budgets, **kwargs: object) -> None:
+    def __init__(
+        self, *args: object, budgets: Budgets, connections: Connections, **kwargs: object
+    ) -> None:
         # grpclib's Server types each keyword; they are passed on as given.
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.budgets = budgets
-        self.connections = Connections(budgets.max_connections)
+        self.connections = connections
 
-    def _protocol_factory(self):  # type: ignore[no-untyped-def]  # grpclib's, unannotated
-        # grpclib's factory registers the connection's handler; ours adds the budgets.
-        return GuardedProtocol(super()._protocol_factory(), self.budgets, self.connections)
+    async def serve_accepted(
+        self, sock: socket.socket, address: str, tls: ssl.SSLContext | None
+    ) -> None:
+        """asyncio side: serve an admitted connection from `address` (TLS first, with `tls`);
+        its admission is released when it ends, or here if it never starts."""
+        served = False
+
+        def serve() -> GuardedProtocol:
+            nonlocal served
+            served = True
+            # grpclib's factory registers the connection's handler; ours adds the budgets.
+            plain = self._protocol_factory()
+            return GuardedProtocol(plain, self.budgets, self.connections, address)
+
+        handshake = {} if tls is None else {"ssl_handshake_timeout": self.budgets.handshake_timeout}
+        try:
+            await asyncio.get_running_loop().connect_accepted_socket(
+                lambda: Gate(serve), sock, ssl=tls, **handshake
+            )
+        except (TimeoutError, OSError):  # a failed TLS handshake, a client gone
+            log.debug("gRPC connection from %s not started", address, exc_info=True)
+        finally:
+            if not served:
+                sock.close()
+                self.connections.admission.release(address)
+
+    def close(self) -> None:
+        """grpclib's `close` without its asyncio server (trio accepts): end every call."""
+        for handler in self._handlers:
+            handler.close()
+
+    async def wait_closed(self) -> None:
+        """grpclib's `wait_closed` without its asyncio server."""
+        if self._handlers:
+            await asyncio.wait({asyncio.create_task(h.wait_closed()) for h in self._handlers})
+
+
+async def _listen(host: str, port: int, reuse_port: bool) -> list[trio.SocketListener]:
+    """The port's listening sockets; with `reuse_port`, one that other processes (`--workers`)
+    listen on too."""
+    if not reuse_port:
+        return await trio.open_tcp_listeners(port, host=host)
+    sock = trio.socket.from_stdlib_socket(shared_socket(host, port))
+    sock.listen(socket.SOMAXCONN)  # as trio's own listeners
+    return [trio.SocketListener(sock)]
 
 
 def _publish_descriptors() -> None:
@@ -200,6 +249,7 @@ async def serve_grpc(
     token: str | None = None,
     max_message_bytes: int,
     budgets: Budgets,
+    limits: Limits,
     max_health_calls: int,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
@@ -209,8 +259,8 @@ async def serve_grpc(
     `reuse_port`, other processes may listen on the same port (SO_REUSEPORT). With `tls`, only
     TLS is spoken; with `token`, calls other than health checks must carry it (see `auth`).
     A request over `max_message_bytes` gets RESOURCE_EXHAUSTED, a malformed one INVALID_ARGUMENT;
-    each connection is held to `budgets`, and at most `max_health_calls` health calls (Watch
-    streams stay open) may be open at once.
+    connections are admitted within `limits`, each is held to `budgets`, and at most
+    `max_health_calls` health calls (Watch streams stay open) may be open at once.
 
     Cancellation: new reports get UNAVAILABLE, those in flight get up to `grace` seconds to be
     committed and answered, then remaining calls are cancelled and connections closed.
@@ -225,21 +275,42 @@ async def serve_grpc(
         # and it says only SERVING or not.
         services = [s if s is health else token_required(s, token) for s in services]
     services = [size_limited(s, max_message_bytes) for s in services]
-    server = _GuardedServer(services, codec=StrictCodec(), budgets=budgets)
-    await trio_asyncio.aio_as_trio(server.start)(host, port, reuse_port=reuse_port, ssl=tls)
-    # grpclib types its asyncio server as Optional; `start` has just set it.
-    bound = server._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    serving.set(True)
-    log.info("gRPC listening on %s:%d (%s)", host, bound, "TLS" if tls else "plaintext")
-    task_status.started(bound)
-    try:
-        await trio.sleep_forever()
-    finally:
-        with trio.CancelScope(shield=True):
-            serving.set(False)
-            with trio.move_on_after(grace):
-                await submitter.drain()
-            server.close()
-            with trio.move_on_after(CLOSE_TIMEOUT):
-                await trio_asyncio.aio_as_trio(server.wait_closed)()
-            server.connections.close_all()
+    admission = Admission(limits, "gRPC")
+    server = _GuardedServer(
+        services, codec=StrictCodec(), budgets=budgets, connections=Connections(admission)
+    )
+    serve_accepted = trio_asyncio.aio_as_trio(server.serve_accepted)
+    listeners = [
+        AdmittingListener(inner, admission) for inner in await _listen(host, port, reuse_port)
+    ]
+    bound = listeners[0].socket.getsockname()[1]
+
+    async def hand_over(stream: AdmittedStream) -> None:
+        await serve_accepted(stream.hand_over(), stream.address, tls)
+
+    async with trio.open_nursery() as nursery:
+        accepting = trio.CancelScope()
+
+        async def accept() -> None:
+            with accepting:
+                await trio.serve_listeners(hand_over, listeners, handler_nursery=nursery)
+
+        nursery.start_soon(accept)
+        serving.set(True)
+        log.info("gRPC listening on %s:%d (%s)", host, bound, "TLS" if tls else "plaintext")
+        task_status.started(bound)
+        try:
+            await trio.sleep_forever()
+        finally:
+            accepting.cancel()
+            with trio.CancelScope(shield=True):
+                for listener in listeners:
+                    await listener.aclose()
+                serving.set(False)
+                with trio.move_on_after(grace):
+                    await submitter.drain()
+                server.close()
+                with trio.move_on_after(CLOSE_TIMEOUT):
+                    await trio_asyncio.aio_as_trio(server.wait_closed)()
+                server.connections.close_all()
+    raise AssertionError("unreachable")  # pragma: no cover

@@ -14,10 +14,13 @@ with `max_streams` reset calls whose handlers are still being cancelled is sent 
 does. Calls that ended normally are not counted: a client that honours the limit opens its next
 call as soon as it reads an answer, while the handler that sent it may still be releasing its
 stream (on a busy loop, for a while), and it must not be sent away for that. A connection that
-never completes its HTTP/2 preface, or has no call open for `idle_timeout`, is closed; the server
-holds at most `max_connections` at once. The defaults are far above what a real fleet's clients
-send (grpclib and grpcio send a handful of SETTINGS and no unsolicited PINGs unless keepalive is
-configured; a reset is a cancelled call).
+never completes its HTTP/2 preface, or has no call open for `idle_timeout`, is closed. The
+defaults are far above what a real fleet's clients send (grpclib and grpcio send a handful of
+SETTINGS and no unsolicited PINGs unless keepalive is configured; a reset is a cancelled call).
+
+Which connections are served at all (caps per port and per address, a connection rate, a pause
+for an address that broke a budget) is `admission`'s, asked as trio accepts them (`listeners`),
+before asyncio and HTTP/2 see them.
 
 Time is the event loop's: inside trio-asyncio, asyncio's `loop.time()` is trio's clock.
 """
@@ -26,8 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, cast
 
@@ -46,6 +48,7 @@ from h2.events import (
 from h2.exceptions import ProtocolError
 from h2.settings import SettingCodes
 
+from ..admission import Admission, Limits
 from .wrapping import HandlerFunc, Wrapped
 
 if TYPE_CHECKING:
@@ -55,16 +58,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FEED_SLICE: Final = 16 * 1024  # bytes handed to h2 at a time
+FEED_SLICE: Final = 4 * 1024  # bytes handed to h2 at a time
 MIN_DEADLINE: Final = 0.001  # seconds: a shorter grpc-timeout has passed before a handler runs
-WARNING_INTERVAL: Final = 60.0  # seconds between warnings about closed connections
 
 
 @dataclass(frozen=True)
 class Budgets:
     """The limits, from `Settings` (README, Security)."""
 
-    max_connections: int
     max_streams: int
     max_resets: int  # stream resets by the client per window
     max_pings: int  # PING frames per window
@@ -76,7 +77,6 @@ class Budgets:
 
 def grpc_budgets(settings: Settings) -> Budgets:
     return Budgets(
-        max_connections=settings.grpc_max_connections,
         max_streams=settings.grpc_max_streams,
         max_resets=settings.grpc_max_resets,
         max_pings=settings.grpc_max_pings,
@@ -84,6 +84,15 @@ def grpc_budgets(settings: Settings) -> Budgets:
         window=settings.grpc_budget_window,
         idle_timeout=settings.grpc_idle_timeout,
         handshake_timeout=settings.grpc_handshake_timeout,
+    )
+
+
+def grpc_limits(settings: Settings) -> Limits:
+    return Limits(
+        max_connections=settings.grpc_max_connections,
+        per_address=settings.grpc_max_connections_per_address,
+        rate=settings.grpc_connection_rate_per_address,
+        penalty=settings.grpc_budget_penalty,
     )
 
 
@@ -123,34 +132,26 @@ def deadline_problem(headers: Iterable[tuple[str, str]]) -> tuple[Status, str] |
     return None
 
 
+class Gate(asyncio.Protocol):
+    """What asyncio starts for a connection `listeners` admitted: `serve`'s protocol (grpclib's,
+    with the budgets) is made once the connection is, after its TLS handshake, so a failed
+    handshake leaves no grpclib handler behind."""
+
+    def __init__(self, serve: Callable[[], GuardedProtocol]) -> None:
+        self._serve = serve
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        protocol = self._serve()
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+
+
 class Connections:
-    """The server's open connections: counted for the cap, closed together at shutdown."""
+    """The server's admitted connections: counted by `admission`, closed together at shutdown."""
 
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
+    def __init__(self, admission: Admission) -> None:
+        self.admission = admission
         self.open: set[GuardedProtocol] = set()
-        self._closed: Counter[str] = Counter()
-        self._last_warning = float("-inf")
-
-    def admit(self, protocol: GuardedProtocol, now: float) -> bool:
-        if len(self.open) >= self.limit:
-            self.closed_for("connection limit", now)
-            return False
-        self.open.add(protocol)
-        return True
-
-    def closed_for(self, reason: str, now: float) -> None:
-        """Count a connection closed by a budget; warn at most once per interval (an attack
-        closes thousands: one line each would flood the log)."""
-        self._closed[reason] += 1
-        if now - self._last_warning >= WARNING_INTERVAL:
-            self._last_warning = now
-            log.warning(
-                "gRPC connections closed by budgets: %s (%d open)",
-                ", ".join(f"{why} {count}" for why, count in sorted(self._closed.items())),
-                len(self.open),
-            )
-            self._closed.clear()
 
     def close_all(self) -> None:
         for protocol in list(self.open):
@@ -164,10 +165,14 @@ class GuardedProtocol(H2Protocol):
     honour it (grpclib, grpcio) queue further calls; h2 ends a connection that opens more.
     """
 
-    def __init__(self, plain: H2Protocol, budgets: Budgets, connections: Connections) -> None:
+    def __init__(
+        self, plain: H2Protocol, budgets: Budgets, connections: Connections, address: str
+    ) -> None:
         super().__init__(plain.handler, plain.config, plain.h2_config)
         self._budgets = budgets
         self._connections = connections
+        self._admission = connections.admission
+        self._address = address
         self._resets = Allowance(budgets.max_resets, budgets.window)
         self._pings = Allowance(budgets.max_pings, budgets.window)
         self._settings = Allowance(budgets.max_settings, budgets.window)
@@ -180,9 +185,7 @@ class GuardedProtocol(H2Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # a TCP (or TLS) server's
         loop = asyncio.get_running_loop()
-        if not self._connections.admit(self, loop.time()):
-            self._transport.abort()
-            return
+        self._connections.open.add(self)
         super().connection_made(transport)
         self.connection._connection.update_settings(
             {SettingCodes.MAX_CONCURRENT_STREAMS: self._budgets.max_streams}
@@ -243,10 +246,9 @@ class GuardedProtocol(H2Protocol):
     def connection_lost(self, exc: BaseException | None) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        if self in self._connections.open:
-            self._connections.open.discard(self)
-        if hasattr(self, "processor"):  # not when refused before grpclib's part started
-            super().connection_lost(exc)
+        self._connections.open.discard(self)
+        self._admission.release(self._address)
+        super().connection_lost(exc)
 
     def close(self) -> None:
         """Close the transport (grpclib then sees connection_lost and ends its streams)."""
@@ -287,9 +289,12 @@ class GuardedProtocol(H2Protocol):
         return True
 
     def _goaway(self, code: ErrorCodes, reason: str | None = None) -> None:
-        """Tell the client to go (for `reason`, a budget it exceeded) and close."""
+        """Tell the client to go (for `reason`, a budget it exceeded: its address is then
+        penalised) and close."""
         if reason is not None:
-            self._connections.closed_for(reason, asyncio.get_running_loop().time())
+            now = asyncio.get_running_loop().time()
+            self._admission.count(reason, now)
+            self._admission.penalise(self._address, now)
         h2 = self.connection._connection
         h2.close_connection(error_code=code)
         self.connection.flush()
@@ -298,7 +303,7 @@ class GuardedProtocol(H2Protocol):
     def _check_handshake(self) -> None:
         loop = asyncio.get_running_loop()
         if not self._preface_seen:
-            self._connections.closed_for("no HTTP/2 preface", loop.time())
+            self._admission.count("no HTTP/2 preface", loop.time())
             self.close()
             return
         self._timer = loop.call_later(self._budgets.idle_timeout, self._check_idle)

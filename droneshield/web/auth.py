@@ -21,6 +21,7 @@ from ..bearer import presents
 from ..config import Settings
 from .context import settings
 from .errors import ClosesConnection
+from .expect import proceed
 from .openapi import BEARER
 
 P = ParamSpec("P")
@@ -73,6 +74,7 @@ def _requires(
             if given is None or not given.lower().startswith("bearer "):
                 raise _Unauthorized(*missing)
             raise _Unauthorized(*wrong)
+        await proceed()  # a client waiting for `100 Continue` may now send its body
         return await view(*args, **kwargs)
 
     return security_scheme([{BEARER: []}])(guarded)

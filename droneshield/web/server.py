@@ -9,11 +9,33 @@ from typing import Final, NoReturn
 
 import trio
 from hypercorn.config import Config, Sockets
-from hypercorn.trio import serve
 from quart_trio import QuartTrio
 
+from ..admission import Admission, Limits
+from ..config import (
+    CONNECTION_RATE_PER_ADDRESS_DEFAULT,
+    HTTP_MAX_CONNECTIONS_DEFAULT,
+    MAX_CONNECTIONS_PER_ADDRESS_DEFAULT,
+    Settings,
+)
 from ..config import HTTP_KEEP_ALIVE_TIMEOUT_DEFAULT as KEEP_ALIVE_TIMEOUT_DEFAULT
 from ..ports import shared_socket
+from .worker import serve
+
+
+def http_limits(settings: Settings) -> Limits:
+    return Limits(
+        max_connections=settings.http_max_connections,
+        per_address=settings.http_max_connections_per_address,
+        rate=settings.http_connection_rate_per_address,
+    )
+
+
+DEFAULT_LIMITS: Final = Limits(
+    max_connections=HTTP_MAX_CONNECTIONS_DEFAULT,
+    per_address=MAX_CONNECTIONS_PER_ADDRESS_DEFAULT,
+    rate=CONNECTION_RATE_PER_ADDRESS_DEFAULT,
+)
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +80,7 @@ async def serve_http(
     tls: tuple[Path, Path] | None = None,
     websocket_max_message: int | None = None,
     keep_alive_timeout: float = KEEP_ALIVE_TIMEOUT_DEFAULT,
+    limits: Limits = DEFAULT_LIMITS,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
     """Serve HTTP and WebSocket until cancelled; `started()` reports the bound port.
@@ -72,7 +95,7 @@ async def serve_http(
     that much has arrived (hypercorn's own limit, so it is never buffered whole).
     With `reuse_port`, other processes may listen on the same port (SO_REUSEPORT). A connection
     with no request for `keep_alive_timeout` seconds is closed (see `closing` for why that
-    needed a fix).
+    needed a fix). Connections are admitted within `limits` (see `admission`).
     """
     config = _Config()
     config.send_timeout = send_timeout
@@ -92,7 +115,13 @@ async def serve_http(
 
     async def run(*, task_status: trio.TaskStatus[list[str]]) -> None:
         with shield:
-            await serve(app, config, shutdown_trigger=shutdown.wait, task_status=task_status)
+            await serve(
+                app,
+                config,
+                Admission(limits, "HTTP"),
+                shutdown_trigger=shutdown.wait,
+                task_status=task_status,
+            )
 
     async with trio.open_nursery() as nursery:
         binds = await nursery.start(run)

@@ -244,7 +244,7 @@ async def run(bench: Bench) -> list[Result]:
             for workload, row in (await _backend(bench, url, backend, fleet, seconds)).items():
                 out[backend, workload] = row
     print_table(
-        "12. relay: three daemons, NOTIFY vs NATS JetStream",
+        "14. relay: three daemons, NOTIFY vs NATS JetStream",
         f"{DAEMONS} daemons on one database, {fleet:,} sensors; one WebSocket client per daemon "
         f"watching every sensor (or {PAGE}); {seconds:g} s per row; rates summed over the "
         "daemons from their /metrics: reports committed, changes sent to peers, received from "
@@ -275,7 +275,7 @@ async def run(bench: Bench) -> list[Result]:
     )
     return [
         Result(
-            f"12. relay {backend}, {WORKLOADS[workload]}",
+            f"14. relay {backend}, {WORKLOADS[workload]}",
             r["received"] / (DAEMONS if workload == "ceiling" else 1),
             "changes/s received" + (" per daemon" if workload == "ceiling" else ""),
             note=f"{r['gaps']:.0f} gaps; sent {r['sent']:,.0f}/s, kept {r['kept']:,.0f}/s",

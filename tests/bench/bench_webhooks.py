@@ -261,7 +261,7 @@ async def run(bench: Bench) -> list[Result]:
     expiry, trailing = flood.expiry, flood.all_in - flood.expiry
     withouts, downs = await _ingest(bench)
     print_table(
-        "11. webhooks: offline → received, a fleet offline at once, ingest with an endpoint down",
+        "13. webhooks: offline → received, a fleet offline at once, ingest with an endpoint down",
         f"latency: {LATENCY_SENSORS:,} sensors in {LATENCY_GROUPS} groups over {SPREAD:g} s, "
         f"offline_after {OFFLINE_AFTER:g} s; burst: {burst:,} sensors offline at once; ingest: "
         "workload 3's batch load on the fleet database",
@@ -283,7 +283,7 @@ async def run(bench: Bench) -> list[Result]:
     down = downs[-1]
     return [
         Result(
-            "11. webhook offline latency",
+            "13. webhook offline latency",
             None,
             "",
             p50,
@@ -294,7 +294,7 @@ async def run(bench: Bench) -> list[Result]:
             note="sensor.offline deadline → receiver",
         ),
         Result(
-            f"11. webhooks, {burst:,} online in a wave",
+            f"13. webhooks, {burst:,} online in a wave",
             None,
             "",
             *flood.wave_late,
@@ -305,7 +305,7 @@ async def run(bench: Bench) -> list[Result]:
             "occurredAt → received, ms)",
         ),
         Result(
-            f"11. webhooks, {burst:,} offline at once",
+            f"13. webhooks, {burst:,} offline at once",
             flood.received / all_in,
             "events/s",
             goal=f"all within {GOAL_BURST_SECONDS:g} s in ≤ {GOAL_POSTS} POSTs",
@@ -315,7 +315,7 @@ async def run(bench: Bench) -> list[Result]:
             f"delivered {trailing:.1f} s after the last was written), {posts} POSTs",
         ),
         Result(
-            "11. ingest, webhook endpoint down",
+            "13. ingest, webhook endpoint down",
             down_rate,
             "reports/s",
             down.p50,

@@ -7,6 +7,7 @@ PostgreSQL is DATABASE_URL's server when set, else an embedded one started for t
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,13 @@ def _table(report: dict[str, Any]) -> Table:
 
 
 def _print(report: dict[str, Any]) -> None:
+    steady = report["steady"]
+    console.print(
+        f"pass criteria on the steady state: from minute {steady['from_minute']} "
+        f"(a {steady['warmup_s']:g} s warm-up left out), {steady['offered']:,} reports offered"
+        if steady["from_minute"] is not None
+        else f"the run ended within its {steady['warmup_s']:g} s warm-up: nothing measured"
+    )
     console.print(_table(report))
     v = report["verification"]
     console.print(
@@ -60,24 +68,31 @@ async def _main(options: Options, find_max: bool, url: str) -> None:
         best = None
         size = FIND_MAX_FIRST
         while size <= options.sensors:
-            console.rule(f"find-max: {size:,} sensors, {FIND_MAX_MINUTES:g} min")
-            trial = Options(
+            trial = replace(
+                options,
                 sensors=size,
-                interval=options.interval,
                 minutes=min(options.minutes, FIND_MAX_MINUTES),
-                workers=options.workers,
-                period=options.period,
-                clients=options.clients,
                 out=options.out / f"find-max-{size}",
+            )
+            console.rule(
+                f"find-max: {size:,} sensors, {trial.warmup_periods * trial.period:g} s warm-up "
+                f"and {trial.minutes:g} min"
             )
             report = await run(trial, url)
             _print(report)
             if not (report["passed"] and report["verification"]["ok"]):
-                break
+                console.print(
+                    f"largest fleet that passes: {best:,} sensors"
+                    if best
+                    else "no fleet size passed"
+                )
+                return
             best = size
             size *= 2
         console.print(
-            f"largest fleet that passes: {best:,} sensors" if best else "no fleet size passed"
+            f"every fleet tried passed, up to {best:,} sensors: raise --sensors"
+            if best
+            else f"no fleet tried: --sensors is below {FIND_MAX_FIRST:,}"
         )
 
 
@@ -93,12 +108,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--upload-every", type=float, default=defaults.upload_every, help="s between uploads"
     )
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        help="seconds before --minutes that the figures leave out (default: one heartbeat and "
+        "one offline timeout, in whole periods)",
+    )
     parser.add_argument("--out", type=Path, default=defaults.out, help="JSON and SVG go here")
     parser.add_argument(
         "--find-max",
         action="store_true",
         help=f"double the fleet from {FIND_MAX_FIRST:,} up to --sensors with "
-        f"{FIND_MAX_MINUTES:g}-minute runs until one fails",
+        f"{FIND_MAX_MINUTES:g}-minute runs (each after its warm-up) until one fails",
     )
     return parser
 
@@ -114,6 +135,7 @@ def main() -> None:
         clients=args.clients,
         upload_every=args.upload_every,
         out=args.out,
+        warmup=args.warmup,
     )
     with server("droneshield-soak-pg-") as url:
         trio.run(_main, options, args.find_max, url)

@@ -1,6 +1,11 @@
 """The soak's figures: one row per period from the children's lines and the probes, the pass
-criteria judged on the whole run, which resource ran out first, and the chart (hand-written SVG:
-no plotting library for four polylines)."""
+criteria judged on the steady state (after the warm-up), which resource ran out first, and the
+chart (hand-written SVG: no plotting library for four polylines).
+
+The warm-up: the fleet is seeded never seen, so in its first heartbeat every sensor's first
+report is a transition (an event, a webhook event, a WebSocket change) and no silence has timed
+out yet. Those minutes measure start-up, not the fleet an hour in, so their samples and rows are
+left out of the pass table and the RSS baseline (the run still verifies them)."""
 
 from __future__ import annotations
 
@@ -32,6 +37,38 @@ def p(samples: Sequence[float], q: int) -> float | None:
     return statistics.quantiles(samples, n=100, method="inclusive")[q - 1] * 1000
 
 
+def warmup_periods(seconds: float, period: float) -> int:
+    """The whole periods that cover `seconds` of warm-up, so that no row straddles its end.
+    Long enough by default (`run.Options`): one heartbeat (every sensor's first report) and one
+    timeout (the offline events of the first silences reach their steady rate)."""
+    return max(0, math.ceil(seconds / period - 1e-9))
+
+
+@dataclass
+class Phase:
+    """Which of the emitter's period lines belong to the warm-up (the first `periods` of them),
+    and when, on the emitter's wall clock, the steady state began."""
+
+    periods: int
+    seen: int = 0
+    since: float | None = None  # the end of the last warm-up period; None until known
+
+    def warm(self, line: dict[str, Any]) -> bool:
+        """Count the emitter's next period `line`; True when it is a warm-up period."""
+        if self.seen == 0 and self.periods == 0:
+            self.since = line["at"] - line["seconds"]
+        self.seen += 1
+        if self.seen == self.periods:
+            self.since = line["at"]
+        return self.seen <= self.periods
+
+
+def steady(samples: Sequence[tuple[float, float]], since: float | None) -> list[float]:
+    """The values of `(at, value)` samples taken once the steady state began (none before it is
+    known)."""
+    return [] if since is None else [value for at, value in samples if at >= since]
+
+
 @dataclass
 class Window:
     """Everything seen during one period."""
@@ -49,7 +86,7 @@ class Window:
     before: Sample
     after: Sample
 
-    def row(self, elapsed: float) -> dict[str, Any]:
+    def row(self, elapsed: float, warm: bool) -> dict[str, Any]:
         span = max(self.after.at - self.before.at, 1e-9)
         commits = self.after.commit[1] - self.before.commit[1]
         commit_ms = (
@@ -57,6 +94,7 @@ class Window:
         )
         return {
             "minute": round(elapsed / 60, 2),
+            "warmup": warm,
             "offered_per_s": round(self.offered / self.seconds, 1),
             "acked_per_s": round(self.acked / self.seconds, 1),
             "ack_p50_ms": self.ack_p50,
@@ -91,14 +129,16 @@ def line(row: dict[str, Any]) -> str:
         f"hook p99 {ms('hook_p99_ms')} ms {row['posts_per_min']:.0f} POSTs/min  "
         f"daemon {row['daemon_cpu_pct']}% {row['daemon_rss_mb']:.0f} MB  "
         f"pg {row['pg_cpu_pct']}% {row['pg_mb']:.0f} MB  db {row['db_mb']:.0f} MB  "
-        f"commit {ms('commit_ms')} ms  errors {errors}"
+        f"commit {ms('commit_ms')} ms  errors {errors}" + ("  (warm-up)" if row["warmup"] else "")
     )
 
 
-def rss_growth(rows: Sequence[dict[str, Any]]) -> float | None:
-    """Daemon RSS growth in MB per 10 minutes after the first 10 (least-squares slope); None
-    when the run is too short to say."""
-    late = [(r["minute"], r["daemon_rss_mb"]) for r in rows if r["minute"] * 60 > RSS_SETTLE]
+def rss_growth(rows: Sequence[dict[str, Any]], steady_from: float) -> float | None:
+    """Daemon RSS growth in MB per 10 minutes after the first 10 of the steady state (which
+    began at minute `steady_from`), least-squares slope; None when the run is too short to
+    say."""
+    settled = steady_from + RSS_SETTLE / 60
+    late = [(r["minute"], r["daemon_rss_mb"]) for r in rows if r["minute"] > settled]
     if len(late) < 3:
         return None
     slope = statistics.linear_regression([m for m, _ in late], [v for _, v in late]).slope
@@ -113,12 +153,21 @@ def criteria(
     ws: Sequence[float],
     hook: Sequence[float],
     rows: Sequence[dict[str, Any]],
+    steady_from: float,
 ) -> list[dict[str, Any]]:
-    """The pass table: (criterion, measured, goal, met). `met` None: not measurable in this run."""
+    """The pass table: (criterion, measured, goal, met). `met` None: not measurable in this run.
+    The counts and samples are the steady state's; `steady_from` is its first minute. `acked`
+    is what was offered less what failed: the acknowledgements of one period's reports arrive in
+    part in the next one, which in a short run would skew a share of the counts by period."""
     share = acked / offered if offered else math.nan
-    growth = rss_growth(rows)
+    growth = rss_growth(rows, steady_from)
     table = [
-        ("offered reports acknowledged", f"{share:.2%}", "≥ 99 %", share >= ACKED_GOAL),
+        (
+            "offered reports acknowledged",
+            f"{share:.2%}" if offered else "none offered",
+            "≥ 99 %",
+            bool(offered) and share >= ACKED_GOAL,  # nothing offered shows nothing
+        ),
         _latency("offline lateness p99", p(offline_late, 99), "≤ 1,000 ms", OFFLINE_LATE_GOAL),
         _latency("report → WebSocket p99", p(ws, 99), "< 250 ms", WS_GOAL, strict=True),
         _latency("webhook lateness p99", p(hook, 99), "< 2,000 ms", HOOK_GOAL, strict=True),
@@ -143,8 +192,9 @@ def _latency(
 
 def exhausted(rows: Sequence[dict[str, Any]], workers: int) -> str | None:
     """Which resource ran out first: the first period in which the daemon's CPU, PostgreSQL's
-    CPU or the writer's commit time crossed its limit (None: none did)."""
-    for row in rows:
+    CPU or the writer's commit time crossed its limit (None: none did); the warm-up's start-up
+    wave is not the fleet's load, so it does not count."""
+    for row in (r for r in rows if not r["warmup"]):
         if row["daemon_cpu_pct"] >= CPU_SATURATED * workers:
             return f"daemon CPU ({row['daemon_cpu_pct']}% at minute {row['minute']:g})"
         if row["pg_cpu_pct"] >= CPU_SATURATED:
@@ -181,8 +231,9 @@ PANELS: Final = (
 )
 
 
-def svg(rows: Sequence[dict[str, Any]], title: str) -> str:
-    """The run as an SVG document: one panel per group of series, minutes along x."""
+def svg(rows: Sequence[dict[str, Any]], title: str, steady_from: float) -> str:
+    """The run as an SVG document: one panel per group of series, minutes along x, the warm-up
+    (up to minute `steady_from`) shaded."""
     height = MARGIN + len(PANELS) * (PANEL + MARGIN)
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" '
@@ -197,6 +248,13 @@ def svg(rows: Sequence[dict[str, Any]], title: str) -> str:
         top = MARGIN + n * (PANEL + MARGIN)
         values = [r[k] for r in rows for k, _ in series if r[k] is not None]
         y_max = max(values, default=1.0) * 1.1 or 1.0
+        if steady_from > 0:
+            shade = min(steady_from / x_max, 1.0) * plot_w
+            out.append(
+                f'<rect x="{MARGIN}" y="{top}" width="{shade:.1f}" height="{PANEL}" '
+                'fill="#eee"/>'
+                f'<text x="{MARGIN + 4}" y="{top + 14}" fill="#888">warm-up</text>'
+            )
         out.append(
             f'<rect x="{MARGIN}" y="{top}" width="{plot_w}" height="{PANEL}" fill="none" '
             'stroke="#999"/>'

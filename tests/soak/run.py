@@ -2,17 +2,19 @@
 seeded database, then each in its own process: the daemon, the emitter in gateway mode, the
 WebSocket watchers and the webhook receiver; a release upload every few minutes from here.
 Every period one line (and a progress bar on a terminal); at the end the verification, the pass
-table, JSON and an SVG chart."""
+table, JSON and an SVG chart. The emitter first runs a warm-up that the pass table leaves out (see
+`figures`), and the webhook is registered when it ends (see `_Webhook`)."""
 
 from __future__ import annotations
 
 import json
+import math
 import random
 import secrets
 import sys
 import time
 from collections import Counter
-from contextlib import AsyncExitStack
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -51,6 +53,19 @@ class Options:
     upload_every: float = 180.0  # seconds between release uploads
     out: Path = Path("soak-results")
     seed: int = 1
+    warmup: float | None = None  # seconds left out of the figures; None: see warmup_periods
+
+    @property
+    def warmup_periods(self) -> int:
+        """The warm-up in whole periods (`figures.warmup_periods`), before the `minutes` that
+        are measured; by default one heartbeat and one timeout (see `figures`)."""
+        seconds = self.interval + self.offline_after if self.warmup is None else self.warmup
+        return figures.warmup_periods(seconds, self.period)
+
+    @property
+    def seconds(self) -> float:
+        """How long the emitter runs: the warm-up, then the measured minutes."""
+        return self.warmup_periods * self.period + self.minutes * 60
 
     @property
     def offline_after(self) -> float:
@@ -84,16 +99,21 @@ class _Tail:
 
 @dataclass
 class _Seen:
-    """Everything read from the children so far."""
+    """Everything read from the children so far. Latency samples are `(at, seconds)`, `at` on
+    the wall clock, so the warm-up's can be told apart; the counts are the steady state's."""
 
+    phase: figures.Phase
+    began: float = field(default_factory=time.time)
     offline: list[dict[str, Any]] = field(default_factory=list)
     online: int = 0
     bad_signatures: int = 0
     posts: int = 0
     final: dict[str, Any] | None = None
-    offline_late: list[float] = field(default_factory=list)
-    ws: list[float] = field(default_factory=list)
-    hook: list[float] = field(default_factory=list)
+    offered: int = 0
+    failed: int = 0
+    offline_late: list[tuple[float, float]] = field(default_factory=list)
+    ws: list[tuple[float, float]] = field(default_factory=list)
+    hook: list[tuple[float, float]] = field(default_factory=list)
     tails: dict[str, _Tail] = field(default_factory=dict)
 
 
@@ -106,38 +126,122 @@ async def run(options: Options, server_url: str) -> dict[str, Any]:
         path.unlink(missing_ok=True)
     bench = Bench(quick=False, server_url=server_url)
     try:
-        async with bench.database() as url:
+        async with AsyncExitStack() as stack:
+            # Each child is waited for only when it is needed, so that the Python processes
+            # start up while the database is seeded and the daemon starts (seconds each on a
+            # busy machine).
+            hooks = await stack.enter_async_context(
+                _child("tests.soak.watchers", "hooks", files["hooks"], SECRET)
+            )
+            url = await stack.enter_async_context(bench.database())
             async with connect(url) as conn:
                 await seed.seed(conn, options.sensors)
                 await conn.execute("VACUUM ANALYZE sensor")
-            async with bench.daemon(
-                url,
-                offline_after=options.offline_after,
-                workers=options.workers,
-                api_key=API_KEY,
-                webhook_allow_hosts="127.0.0.1",
-            ) as daemon:
-                return await _soak(options, url, daemon, files)
+            daemon = await stack.enter_async_context(
+                bench.daemon(
+                    url,
+                    offline_after=options.offline_after,
+                    workers=options.workers,
+                    api_key=API_KEY,
+                    webhook_allow_hosts="127.0.0.1",
+                )
+            )
+            return await _soak(options, url, daemon, hooks, files)
     finally:
         await trio.to_thread.run_sync(bench.drop_all)
 
 
+def _child(module: str, *args: object) -> AbstractAsyncContextManager[Spawned]:
+    return spawn([sys.executable, "-m", module, *map(str, args)])
+
+
 async def _soak(
-    options: Options, url: str, daemon: DaemonProcess, files: dict[str, Path]
+    options: Options, url: str, daemon: DaemonProcess, hooks: Spawned, files: dict[str, Path]
 ) -> dict[str, Any]:
-    base = f"http://127.0.0.1:{daemon.http_port}"
-    python = sys.executable
     async with (
         AsyncExitStack() as stack,
         httpx.AsyncClient(
-            base_url=base, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=30
+            base_url=f"http://127.0.0.1:{daemon.http_port}",
+            headers={"Authorization": f"Bearer {API_KEY}"},
+            timeout=30,
         ) as api,
     ):
-        hooks = await stack.enter_async_context(
-            spawn([python, "-m", "tests.soak.watchers", "hooks", str(files["hooks"]), SECRET])
+        ws = await stack.enter_async_context(
+            _child(
+                "tests.soak.watchers",
+                "ws",
+                daemon.http_port,
+                options.clients,
+                options.sensors,
+                files["ws"],
+            )
         )
-        port = await _started(hooks, "port ")
-        response = await api.post(
+        webhook = _Webhook(api, hooks)
+        if not options.warmup_periods:
+            await webhook.register()
+        for version in RELEASED:  # the fleet's versions; 4.0.0 is never uploaded
+            await _upload(api, version)
+        # The emitter starts up while the watchers connect: both are in time for the warm-up.
+        emitter = await stack.enter_async_context(
+            _child(
+                "emitter",
+                "gateways",
+                "--target",
+                f"127.0.0.1:{daemon.grpc_port}",
+                "--database-url",
+                url,
+                "--seed",
+                options.seed,
+                "--duration",
+                options.seconds,
+                "--interval",
+                options.interval,
+                "--silence",
+                options.offline_after * 3,
+                "--churn",
+                0.05,
+                "--never",
+                0.02,
+                "--upgrade-every",
+                options.interval * 30,
+                "--gateways",
+                options.gateways,
+                "--period",
+                options.period,
+                "--gap-min",
+                options.offline_after - SLACK,
+                "--record",
+                files["emitter"],
+                "--log-level",
+                "WARNING",
+            )
+        )
+        await _started(ws, "watching")
+        rows, seen = await _watch(options, url, daemon, emitter, files, webhook)
+        if webhook.id is not None:
+            await _drain(api, webhook.id)
+        _consume(options, files, seen, {}, final_only=True)
+        async with trio.open_nursery() as nursery:  # together: each is a Python shutdown
+            for child in (ws, hooks, daemon.spawned):
+                nursery.start_soon(child.stop)
+    return await _report(options, url, rows, seen, webhook.since)
+
+
+@dataclass
+class _Webhook:
+    """The receiver's subscription. With a warm-up it is registered when the warm-up ends: the
+    outbox holds events for the webhooks that exist when they commit, so the start-up wave
+    (every sensor's first report is a `sensor.online`) is never queued for it, and its lateness
+    is the steady state's, not a backlog's."""
+
+    api: httpx.AsyncClient
+    receiver: Spawned
+    id: int | None = None
+    since: float | None = None  # wall clock once registered: later events reach the receiver
+
+    async def register(self) -> None:
+        port = await _started(self.receiver, "port ")
+        response = await self.api.post(
             "/webhooks",
             json={
                 "url": f"http://127.0.0.1:{port.split()[-1]}/hook",
@@ -146,67 +250,8 @@ async def _soak(
             },
         )
         response.raise_for_status()
-        hook_id = response.json()["id"]
-        for version in RELEASED:  # the fleet's versions; 4.0.0 is never uploaded
-            await _upload(api, version)
-        ws = await stack.enter_async_context(
-            spawn(
-                [
-                    python,
-                    "-m",
-                    "tests.soak.watchers",
-                    "ws",
-                    str(daemon.http_port),
-                    str(options.clients),
-                    str(options.sensors),
-                    str(files["ws"]),
-                ]
-            )
-        )
-        await _started(ws, "watching")
-        seconds = options.minutes * 60
-        emitter = await stack.enter_async_context(
-            spawn(
-                [
-                    python,
-                    "-m",
-                    "emitter",
-                    "gateways",
-                    "--target",
-                    f"127.0.0.1:{daemon.grpc_port}",
-                    "--database-url",
-                    url,
-                    "--seed",
-                    str(options.seed),
-                    "--duration",
-                    str(seconds),
-                    "--interval",
-                    str(options.interval),
-                    "--silence",
-                    str(options.offline_after * 3),
-                    "--churn",
-                    "0.05",
-                    "--never",
-                    "0.02",
-                    "--upgrade-every",
-                    str(options.interval * 30),
-                    "--gateways",
-                    str(options.gateways),
-                    "--period",
-                    str(options.period),
-                    "--gap-min",
-                    str(options.offline_after - SLACK),
-                    "--record",
-                    str(files["emitter"]),
-                    "--log-level",
-                    "WARNING",
-                ]
-            )
-        )
-        rows, seen = await _watch(options, url, daemon, emitter, files)
-        await _drain(api, hook_id)
-        _consume(options, files, seen, {}, final_only=True)
-    return await _report(options, url, rows, seen)
+        self.id = response.json()["id"]
+        self.since = time.time()
 
 
 async def _drain(api: httpx.AsyncClient, hook_id: int) -> None:
@@ -250,8 +295,13 @@ def _consume(
             seen.final = line
         elif not final_only:
             window.setdefault("periods", []).append(line)
+            if seen.phase.warm(line):
+                window["warm"] = True
+            else:
+                seen.offered += line["offered"]
+                seen.failed += line["failed"]
     for line in tails["ws"].read():
-        seen.ws += line["latencies"]
+        seen.ws += [(line["at"], late) for late in line["latencies"]]
         window.setdefault("ws", []).extend(line["latencies"])
     for line in tails["hooks"].read():
         if line.get("kind") == "post":
@@ -259,18 +309,18 @@ def _consume(
             window["posts"] = window.get("posts", 0) + 1
         elif line.get("kind") == "bad_signature":
             seen.bad_signatures += 1
-        elif line["type"] == "sensor.offline":
-            seen.offline.append(line)
-            late = line["occurredAt"] - (line["lastSeenAt"] + options.offline_after)
-            hook = line["received"] - line["occurredAt"]
-            for target in (seen.offline_late, window.setdefault("late", [])):
-                target.append(late)
-            for target in (seen.hook, window.setdefault("hook", [])):
-                target.append(hook)
         else:
-            seen.online += 1
-            seen.hook.append(line["received"] - line["occurredAt"])
-            window.setdefault("hook", []).append(line["received"] - line["occurredAt"])
+            at = line["occurredAt"]
+            hook = line["received"] - at
+            seen.hook.append((at, hook))
+            window.setdefault("hook", []).append(hook)
+            if line["type"] == "sensor.offline":
+                seen.offline.append(line)
+                late = at - (line["lastSeenAt"] + options.offline_after)
+                seen.offline_late.append((at, late))
+                window.setdefault("late", []).append(late)
+            else:
+                seen.online += 1
 
 
 async def _watch(
@@ -279,11 +329,13 @@ async def _watch(
     daemon: DaemonProcess,
     emitter: Spawned,
     files: dict[str, Path],
+    webhook: _Webhook,
 ) -> tuple[list[dict[str, Any]], _Seen]:
-    """Until the emitter exits: a row every period, an upload every `upload_every` s."""
-    seen = _Seen()
+    """Until the emitter exits: a row every period, an upload every `upload_every` s, the
+    webhook registered once the warm-up is over."""
+    seen = _Seen(figures.Phase(options.warmup_periods))
     rows: list[dict[str, Any]] = []
-    began = time.time()
+    began = seen.began
     before = await probes.sample(began, daemon.pid, daemon.http_port, url)
     window: dict[str, Any] = {}
     next_upload = began + options.upload_every
@@ -296,29 +348,26 @@ async def _watch(
         console=console,
         transient=True,
     )
-    async with httpx.AsyncClient(
-        base_url=f"http://127.0.0.1:{daemon.http_port}",
-        headers={"Authorization": f"Bearer {API_KEY}"},
-        timeout=30,
-    ) as api:
-        with progress:
-            task = progress.add_task("soak", total=options.minutes * 60)
-            while emitter.process.returncode is None:
-                await trio.sleep(1.0)
-                now = time.time()
-                progress.update(task, completed=min(now - began, options.minutes * 60))
-                if now >= next_upload:
-                    uploads += 1
-                    await _upload(api, f"5.0.{uploads}")
-                    next_upload += options.upload_every
-                _consume(options, files, seen, window)
-                if window.get("periods"):  # a row per emitter period, as its line arrives
-                    before = await _row(url, daemon, window, rows, before, began)
-                    window = {}
+    with progress:
+        task = progress.add_task("soak", total=options.seconds)
+        while emitter.process.returncode is None:
+            await trio.sleep(1.0)
+            now = time.time()
+            progress.update(task, completed=min(now - began, options.seconds))
+            if now >= next_upload:
+                uploads += 1
+                await _upload(webhook.api, f"5.0.{uploads}")
+                next_upload += options.upload_every
+            _consume(options, files, seen, window)
+            if webhook.id is None and seen.phase.since is not None:
+                await webhook.register()
+            if window.get("periods"):  # a row per emitter period, as its line arrives
+                before = await _row(url, daemon, window, rows, before, seen)
+                window = {}
     if await emitter.exited() != 0:
         raise RuntimeError(f"the emitter failed:\n{emitter.output()}")
     _consume(options, files, seen, window)
-    await _row(url, daemon, window, rows, before, began)
+    await _row(url, daemon, window, rows, before, seen)
     return rows, seen
 
 
@@ -328,7 +377,7 @@ async def _row(
     window: dict[str, Any],
     rows: list[dict[str, Any]],
     before: probes.Sample,
-    began: float,
+    seen: _Seen,
 ) -> probes.Sample:
     """Print and keep the row of `window` (what was read since the last row)."""
     after = await probes.sample(time.time(), daemon.pid, daemon.http_port, url)
@@ -350,23 +399,38 @@ async def _row(
         before=before,
         after=after,
     )
-    row = w.row(after.at - began)
+    row = w.row(after.at - seen.began, window.get("warm", seen.phase.since is None))
     rows.append(row)
     console.print(figures.line(row))
     return after
 
 
 async def _report(
-    options: Options, url: str, rows: list[dict[str, Any]], seen: _Seen
+    options: Options,
+    url: str,
+    rows: list[dict[str, Any]],
+    seen: _Seen,
+    watched_from: float | None,
 ) -> dict[str, Any]:
     final = seen.final
     if final is None:
         raise RuntimeError("the emitter wrote no final record")
     offline, duplicates = verify.dedupe([e for e in seen.offline if e["occurredAt"] <= final["at"]])
     lost = await verify.lost(url, final["last_acked"], random.Random(options.seed))
-    silences = verify.silences(final, offline, options.offline_after, SLACK, final["at"])
+    silences = verify.silences(
+        final, offline, options.offline_after, SLACK, final["at"], watched_from
+    )
+    since = seen.phase.since
+    steady_from = None if since is None else round((since - seen.began) / 60, 2)
     table = figures.criteria(
-        final["offered"], final["acked"], lost["lost"], seen.offline_late, seen.ws, seen.hook, rows
+        seen.offered,
+        seen.offered - seen.failed,
+        lost["lost"],
+        figures.steady(seen.offline_late, since),
+        figures.steady(seen.ws, since),
+        figures.steady(seen.hook, since),
+        rows,
+        math.inf if steady_from is None else steady_from,
     )
     verified = silences["missed"] == 0 and silences["invented"] == 0 and lost["lost"] == 0
     report = {
@@ -375,6 +439,12 @@ async def _report(
         "gateways": options.gateways,
         "offered": final["offered"],
         "acked": final["acked"],
+        "steady": {
+            "warmup_s": options.warmup_periods * options.period,
+            "from_minute": steady_from,
+            "offered": seen.offered,
+            "failed": seen.failed,
+        },
         "rows": rows,
         "criteria": table,
         "passed": all(c["met"] is not False for c in table),
@@ -394,5 +464,6 @@ async def _report(
         f"{options.minutes:g} min, {options.workers} worker(s)"
     )
     (options.out / "soak.json").write_text(json.dumps(report, indent=2, default=str))
-    (options.out / "soak.svg").write_text(figures.svg(rows, title))
+    shaded = math.inf if steady_from is None else steady_from
+    (options.out / "soak.svg").write_text(figures.svg(rows, title, shaded))
     return report

@@ -3,9 +3,10 @@ nothing acknowledged is lost, every long silence was announced, nothing was inve
 
 - Lost: for a random sample of sensors, the database's `last_seen_at` is at least the send time
   of the last report the daemon acknowledged (the commit happens after the send, before the ack).
-- Missed: every silence opened by an acknowledged report and longer than the offline timeout
-  plus `slack` has a `sensor.offline` event for that sensor whose `lastSeenAt` lies in the
-  report's send → ack window (± `skew`): the sensor was marked offline and alerted.
+- Missed: every silence opened by an acknowledged report, longer than the offline timeout
+  plus `slack` and timing out once the webhook was registered, has a `sensor.offline` event for
+  that sensor whose `lastSeenAt` lies in the report's send → ack window (± `skew`): the sensor
+  was marked offline and alerted.
 - Invented: every `sensor.offline` event received matches a recorded silence of that sensor at
   least as long as the timeout minus `slack`.
 
@@ -58,8 +59,12 @@ def silences(
     offline_after: float,
     slack: float,
     ended: float,
+    watched_from: float | None,
 ) -> dict[str, Any]:
-    """Compare the recorded silences with the offline events (de-duplicated)."""
+    """Compare the recorded silences with the offline events (de-duplicated). A silence is
+    expected to be alerted when it times out at or after `watched_from`, when the webhook was
+    registered (None: it never was): the offline is decided at the earliest at the opening
+    report's send time plus `offline_after`, so the webhook exists when that commits."""
     uncertain = set(record["uncertain"])
     gaps: dict[str, list[tuple[float, float, float, bool]]] = defaultdict(list)
     for serial, sent, acked, closed, ok in record["gaps"]:
@@ -74,6 +79,8 @@ def silences(
             continue
         for sent, acked, closed, ok in spans:
             if not ok or closed - sent <= offline_after + slack:
+                continue
+            if watched_from is None or sent + offline_after < watched_from:
                 continue
             expected += 1
             if not any(sent - SKEW <= seen <= acked + SKEW for seen in events.get(serial, [])):

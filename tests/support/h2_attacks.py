@@ -15,6 +15,7 @@ import trio.lowlevel
 from h2.errors import ErrorCodes
 
 SEND_STATUS: Final = "/status.DeviceStatusService/SendStatus"
+ATTACKER: Final = "127.0.0.2"  # an attacker's address (all of 127/8 is loopback on Linux)
 PER_WRITE: Final = 200  # frames (or stream pairs) per write, as in the reported attack
 GRPC_HEADERS: Final = [
     (":method", "POST"),
@@ -40,10 +41,14 @@ class H2Client:
         self.events: list[h2.events.Event] = []
 
     @classmethod
-    async def connect(cls, port: int) -> H2Client:
-        client = cls(await trio.open_tcp_stream("127.0.0.1", port))
+    async def connect(cls, port: int, source: str | None = None) -> H2Client:
+        """A connection from `source` (an address of this host; the default: the OS's)."""
+        client = cls(await trio.open_tcp_stream("127.0.0.1", port, local_address=source))
         client.conn.initiate_connection()
-        await client.flush()
+        try:
+            await client.flush()
+        except trio.BrokenResourceError:
+            client.closed = True  # refused when accepted, and already reset
         return client
 
     async def flush(self) -> None:
