@@ -77,9 +77,16 @@ async def run(
         def publish_committed(rows: Sequence[Applied]) -> None:
             # Every committed report is a change (at least of last_seen_at). A heartbeat that
             # no client here and no peer's clients watch is only counted: building its change
-            # was a quarter of the batch path's CPU, for a change nobody would receive.
+            # was a quarter of the batch path's CPU, for a change nobody would receive. Unless
+            # it changes the version the hub remembers the sensor reporting unstored (listings
+            # show it): a sensor moving to or from a version nobody uploaded.
             wanted = [
-                r for r in rows if not r.heartbeat or hub.wants(r.serial) or relay.wants(r.serial)
+                r
+                for r in rows
+                if not r.heartbeat
+                or hub.wants(r.serial)
+                or relay.wants(r.serial)
+                or hub.reported_changes(r.id, None if r.version_known else r.reported_version)
             ]
             if len(wanted) < len(rows):
                 relay.kept(len(rows) - len(wanted))

@@ -69,6 +69,16 @@ def status_of(online: bool, last_seen_at: datetime | None) -> Status:
 
 
 @dataclass(frozen=True, slots=True)
+class Edit:
+    """What an operator's write (provisioning, a change of site or label, a retirement) leaves
+    a sensor with, carried by the change it publishes. Reports and expiries do not carry it:
+    they do not read the label, and a sensor that reports is not retired."""
+
+    label: str | None
+    retired: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class SensorState:
     """One sensor as everyone sees it: a page row, a change fanned out to WebSocket clients,
     a change relayed to the other daemons, a sensor the expiry took offline."""
@@ -85,10 +95,15 @@ class SensorState:
     reported_version: str | None = None
     heartbeat: bool = False
     site: str | None = None  # where the sensor stands, for live views filtered by site
+    edit: Edit | None = None  # set only on a change an operator's write made
 
     @property
     def online(self) -> bool:
         return self.status == "online"
+
+    @property
+    def retired(self) -> bool:
+        return self.edit is not None and self.edit.retired
 
 
 class Applied(NamedTuple):

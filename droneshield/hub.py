@@ -8,6 +8,12 @@ resynchronises from the database instead. A slow consumer therefore never slows 
 Changes published here are also collected by outboxes (the relay forwards them to the other
 daemons); changes that came from another daemon enter through `publish_remote`, which skips the
 outboxes so nothing is echoed back.
+
+The hub also remembers, per sensor, the version it last reported when that one was never
+uploaded (a stored version is only ever an uploaded one, so the database cannot say): listings
+and a sensor's page show it, marked as not stored, while this daemon knows it. Up to
+REPORTED_MAX sensors (the oldest are forgotten first); a sensor reporting a stored version, or
+retired, is forgotten.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from .domain import SensorState
 
 Match = Callable[[SensorState], bool]
 MAX_PENDING_DEFAULT: Final = 10_000  # sensors held per subscription before it overflows
+REPORTED_MAX: Final = 200_000  # sensors whose unstored reported version is remembered (~30 MB)
 
 T = TypeVar("T")
 
@@ -139,6 +146,36 @@ class Hub:
         self.interest_version = 0
         # Fleet totals (the `summary` message), kept current by `summary.serve_summary`.
         self.summary: Latest[dict[str, object]] = Latest()
+        self._reported: dict[int, str] = {}  # sensor id → unstored version it reports
+        self._versions: dict[str, str] = {}  # one string per version, however many report it
+
+    def reported_version(self, sensor_id: int) -> str | None:
+        """The version the sensor last reported when that one was never uploaded (canonical),
+        as far as this daemon's changes tell; None when it reports a stored one, or unknown."""
+        return self._reported.get(sensor_id)
+
+    def reported_changes(self, sensor_id: int, unstored: str | None) -> bool:
+        """Whether a report of `unstored` (the version it reported when never uploaded, else
+        None) changes what the hub remembers of the sensor: a heartbeat nobody watches is
+        published for that alone."""
+        return self._reported.get(sensor_id) != unstored
+
+    def _remember(self, change: SensorState) -> None:
+        reported = self._reported
+        version = change.reported_version
+        if version is not None:
+            if reported.get(change.id) == version:
+                return
+            reported.pop(change.id, None)
+            if len(reported) >= REPORTED_MAX:
+                del reported[next(iter(reported))]
+            if len(self._versions) >= REPORTED_MAX:
+                self._versions.clear()
+            reported[change.id] = self._versions.setdefault(version, version)
+        elif change.retired or (change.status == "online" and change.edit is None):
+            # A report of a stored (or malformed) version. Expiries and operators' edits say
+            # nothing of versions.
+            reported.pop(change.id, None)
 
     @property
     def subscribers(self) -> int:
@@ -181,7 +218,10 @@ class Hub:
     def _deliver(self, changes: Iterable[SensorState]) -> Iterator[SensorState]:
         by_serial = self._by_serial
         everything = self._everything
+        reported = self._reported
         for change in changes:
+            if change.reported_version is not None or (reported and change.id in reported):
+                self._remember(change)
             for sub in everything:
                 if sub.match is None or sub.match(change):
                     sub._offer(change)

@@ -30,7 +30,7 @@ from . import metrics
 from .bus import Bus, Message
 from .bus.notify import NotifyBus
 from .db.pool import Pool
-from .domain import SensorState
+from .domain import Edit, SensorState
 from .errors import RelayUnavailable
 from .hub import Hub
 from .interest import PeerInterest
@@ -78,8 +78,18 @@ def _row(change: SensorState) -> bytes:
             change.reported_version,
             change.heartbeat,
             change.site,
+            None if change.edit is None else [change.edit.label, change.edit.retired],
         ]
     )
+
+
+def _edit(row: list[Any]) -> list[Edit]:
+    """An operator's edit of a relayed row, if it carries one (absent in payloads of a daemon
+    that predates it, which carry at most nine fields)."""
+    if len(row) < 10 or row[9] is None:
+        return []
+    label, retired = row[9]
+    return [Edit(label, bool(retired))]
 
 
 def _when(text: str | None) -> datetime | None:
@@ -108,7 +118,8 @@ def _head(instance: str) -> bytes:
 
 def encode(instance: str, changes: Sequence[SensorState], payload_max: int) -> list[str]:
     """Payloads `{"i": instance, "c": [[id, serial, version, status, lastSeen, changed,
-    reportedVersion, heartbeat, site], …]}`, each under `payload_max` bytes."""
+    reportedVersion, heartbeat, site, [label, retired] or null], …]}`, each under
+    `payload_max` bytes."""
     head = _head(instance) + b',"c":['
     return [p.decode() for p in _pack(head, map(_row, changes), payload_max)]
 
@@ -159,6 +170,7 @@ def _changes(message: dict[str, Any], wanted: Callable[[str], bool]) -> list[Sen
                 _when(row[4]),
                 _when(row[5]),
                 *row[6:9],  # absent in payloads of a daemon that predates them
+                *_edit(row),
             )
             for row in message["c"]
             if wanted(row[1])

@@ -182,7 +182,9 @@ async def test_items_have_the_documented_shape(running, api, db, sensors):
         "statusChangedAt",
         "site",
         "label",
+        "reportedVersion",
     }
+    assert first["reportedVersion"] is None
     assert second["status"] == "never"
     assert second["version"] is None
     assert second["lastSeenAt"] is None

@@ -8,10 +8,15 @@ import pytest
 import trio
 
 from droneshield.availability import availability
-from droneshield.db.sensors import EventRow
+from droneshield.db import seed
+from droneshield.db.sensors import EventRow, SensorFilter, narrowing_grams, trigrams
 
 from .support.grpc_clients import send_batch
 from .support.releases import add_software
+
+GRAMS_INDEX = (
+    "CREATE INDEX IF NOT EXISTS sensor_grams ON sensor USING gin (sensor_grams(serial, label))"
+)
 
 
 async def _walk(api, params: dict[str, object]) -> list[dict[str, object]]:  # type: ignore[no-untyped-def]
@@ -109,7 +114,12 @@ async def test_cursor_of_another_sort_is_refused(api, fleet):
         ("nothing", []),
     ],
 )
-async def test_q_matches_anywhere_in_serial_or_label_whatever_the_case(api, fleet, q, expected):
+@pytest.mark.parametrize("grams", [False, True], ids=["pg_trgm", "own trigrams"])
+async def test_q_matches_anywhere_in_serial_or_label_whatever_the_case(
+    api, db, fleet, q, expected, grams
+):
+    if grams:  # as migration 0014 does on a server without pg_trgm (the embedded one)
+        await db.execute(GRAMS_INDEX)
     with trio.fail_after(10):
         body = (await api.get("/sensors", params={"q": q, "limit": 50})).json()
     assert [i["serial"] for i in body["items"]] == expected
@@ -183,3 +193,28 @@ def test_availability_counts_online_time_in_the_window_since_provisioning():
     assert share(week, now - timedelta(hours=48)) == pytest.approx(24 / 48)
     assert share(week, now) is None
     assert availability([], online_now=True, provisioned_at=long_ago, now=now, window=week) == 1
+
+
+async def test_a_search_can_use_the_own_trigram_index(db, sensors):
+    await db.execute(GRAMS_INDEX)
+    conditions, args = SensorFilter(q="S-0%9").where(grams=trigrams("S-0%9"))
+    async with db.transaction():
+        await db.execute("SET LOCAL enable_seqscan = off")
+        plan = await db.fetch(
+            f"EXPLAIN SELECT id FROM sensor WHERE {' AND '.join(conditions)}", *args
+        )
+    assert "sensor_grams" in "\n".join(r[0] for r in plan)
+    assert trigrams("S-0%9") == ["-0%", "0%9", "s-0"]
+
+
+async def test_the_own_trigram_index_is_asked_only_for_the_trigrams_that_narrow(db):
+    await seed.seed(db, 30)
+    await db.execute(GRAMS_INDEX)
+    unknown = await narrowing_grams(db, "ds-00000007")  # no statistics yet: all are rare
+    await db.execute("ANALYZE sensor")
+    assert unknown == ["-00", "000"]  # the first two
+    # Every sensor holds ds-, s-0, -00 and 000 (common: left out); 007 one in thirty.
+    assert await narrowing_grams(db, "ds-00000007") == ["007"]
+    assert await narrowing_grams(db, "ds-") == []  # scanning finds a page at once
+    assert await narrowing_grams(db, "zz9") == ["zz9"]
+    assert await narrowing_grams(db, "ds") == []  # too short to have a trigram

@@ -42,6 +42,30 @@ async def test_live_change_carries_the_reported_version_when_it_is_not_stored(ru
     ]
 
 
+async def test_listings_and_a_sensors_page_show_the_reported_version_marked_not_stored(
+    running, api, db, sensors
+):
+    await add_software(db, "1.2.3")
+    a, b = sensors[:2]
+    with trio.fail_after(20):
+        await send_batch(running.grpc_port, [(a, "v1.2.3"), (b, "v1.2.3")])
+        await send_batch(running.grpc_port, [(a, "v4.0.0"), (b, "not-a-version")])
+        listed = (await api.get("/sensors", params={"limit": 2})).json()["items"]
+        page = (await api.get(f"/sensors/{a}")).json()
+        await send(running.grpc_port, a, "v1.2.3")  # back on a stored version
+        again = (await api.get(f"/sensors/{a}")).json()
+        await send(running.grpc_port, a, "v4.0.0")
+        await api.delete(f"/sensors/{a}")
+        retired = (await api.get(f"/sensors/{a}")).json()
+    assert [(i["serial"], i["version"], i["reportedVersion"]) for i in listed] == [
+        (a, "v1.2.3", "v4.0.0"),
+        (b, "v1.2.3", None),  # a malformed version is no version
+    ]
+    assert (page["version"], page["reportedVersion"]) == ("v1.2.3", "v4.0.0")
+    assert again["reportedVersion"] is None
+    assert retired["reportedVersion"] is None
+
+
 async def test_release_no_sensor_runs_is_deleted_with_its_file(running, api, db, settings, sensors):
     with trio.fail_after(20):
         body = multipart([(b"v1.0.0.pdf", pdf(100)), (b"v2.0.0.pdf", pdf(100, seed=1))])

@@ -139,6 +139,36 @@ async def test_rows_leave_a_filtered_page_and_new_matches_are_announced(browser,
         await page.close()
 
 
+async def test_a_retired_row_is_marked_and_leaves_and_its_page_follows_operators(
+    browser, running, api, sensors
+):
+    rows = "#sensor-table tbody tr[data-serial]"
+    with trio.fail_after(40):
+        page = await open_dashboard(browser, running.http_port, "/#/?status=never")
+        await page(lambda p: expect(p.locator(rows)).to_have_count(10))
+        assert (await api.delete(f"/sensors/{sensors[1]}")).status_code == 204
+        retired = row(page.page, sensors[1])
+        await page(lambda p: expect(retired).to_have_attribute("data-leaving", "retired"))
+        await page(lambda p: expect(retired.locator(".badge")).to_have_text("retired"))
+        await page(lambda p: expect(p.locator("#page-info")).to_contain_text("9 sensors"))
+        await page.screenshot("retired.png")
+        await page(lambda p: p.locator("#sensor-notice").get_by_role("button").click())
+        await page(lambda p: expect(p.locator(rows)).to_have_count(9))
+        await page(lambda p: expect(retired).to_have_count(0))
+
+        # A sensor's page: an operator's label, then its retirement, arrive live.
+        await page(lambda p: p.goto(f"/#/sensors/{sensors[2]}"))
+        await page(lambda p: expect(p.locator("#sensor-facts")).to_contain_text("Status"))
+        await live(page)
+        await api.patch(f"/sensors/{sensors[2]}", json={"label": "Mast 2"})
+        facts = page.page.locator("#sensor-facts")
+        await page(lambda p: expect(facts).to_contain_text("Mast 2", timeout=LIVE_WITHIN))
+        await api.delete(f"/sensors/{sensors[2]}")
+        await page(lambda p: expect(p.locator("#sensor-status")).to_have_text("retired"))
+        await page(lambda p: expect(p.locator(TIMELINE).first).to_have_text(re.compile("retired$")))
+        await page.close()
+
+
 async def test_heartbeats_do_not_flash_and_unreleased_versions_show_as_not_stored(
     browser, running, db, sensors
 ):

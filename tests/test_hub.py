@@ -5,13 +5,14 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime
 
+import orjson
 import pytest
 import trio
 import trio.testing
 from hypothesis import given
 from hypothesis import strategies as st
 
-from droneshield.domain import SensorState
+from droneshield.domain import Edit, SensorState
 from droneshield.hub import Hub, Latest
 from droneshield.web import messages
 from droneshield.web.messages import Pong, ProtocolError, Subscribe
@@ -189,3 +190,37 @@ def test_interest_is_what_subscriptions_watch_and_changes_are_counted():
     assert hub.interest() == (False, set())
     with hub.outbox():
         assert hub.interest() == (False, set())  # the relay's own outbox watches nothing
+
+
+def test_reported_versions_are_remembered_until_a_stored_one_or_retirement_bounded(monkeypatch):
+    monkeypatch.setattr("droneshield.hub.REPORTED_MAX", 2)
+    hub = Hub()
+    unstored = [replace(change(n), reported_version="4.0.0") for n in (1, 2, 3)]
+    hub.publish(unstored[:2])
+    hub.publish_remote([change(2, status="offline")])  # an expiry says nothing of versions
+    hub.publish([replace(change(1), edit=Edit("Mast 1"))])  # nor does a new label
+    assert [hub.reported_version(n) for n in (1, 2)] == ["4.0.0", "4.0.0"]
+    hub.publish([unstored[2]])  # one too many: the oldest is forgotten
+    assert [hub.reported_version(n) for n in (1, 2, 3)] == [None, "4.0.0", "4.0.0"]
+    hub.publish([change(2), replace(change(3, status="offline"), edit=Edit(None, retired=True))])
+    assert [hub.reported_version(n) for n in (2, 3)] == [None, None]
+
+
+@pytest.mark.parametrize(
+    ("where", "accepted"),
+    [
+        ({}, ["S-1", "S-2"]),
+        ({"status": "retired"}, ["S-3"]),
+        ({"q": "mast"}, ["S-2"]),
+        ({"status": "never", "q": "s-"}, ["S-1"]),
+    ],
+)
+def test_filters_leave_retired_sensors_to_the_retired_filter_and_search_labels(where, accepted):
+    sensors = [
+        SensorState(1, "S-1", None, "never", None, None),
+        SensorState(2, "S-2", None, "online", NOW, NOW, edit=Edit("Mast 2")),
+        SensorState(3, "S-3", None, "offline", NOW, NOW, edit=Edit("Mast 3", retired=True)),
+    ]
+    match = messages.parse(orjson.dumps({"type": "subscribe", "filter": where})).match
+    assert match is not None
+    assert [s.serial for s in sensors if match(s)] == accepted

@@ -69,6 +69,8 @@ async def test_report_reaches_subscribed_client_as_the_api_shows_sensors(running
         "online": True,
         "lastSeenAt": row["last_seen_at"].isoformat(),
         "statusChangedAt": row["status_changed_at"].isoformat(),
+        "site": None,
+        "retired": False,
         "reportedVersion": None,
         "heartbeat": False,
     }

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import httpx
 import orjson
 import trio
 from hypothesis import given
 from hypothesis import strategies as st
 
 from droneshield.bus.notify import PAYLOAD_MAX
-from droneshield.domain import SensorState
+from droneshield.domain import Edit, SensorState
 from droneshield.interest import PeerInterest
 from droneshield.relay import decode, encode, encode_interest, resync_payload
 
@@ -32,6 +33,7 @@ changes = st.builds(
     reported_version=versions,
     heartbeat=st.booleans(),
     site=st.none() | st.text(max_size=20),
+    edit=st.none() | st.builds(Edit, label=st.none() | st.text(max_size=20), retired=st.booleans()),
 )
 
 
@@ -71,6 +73,19 @@ async def test_report_on_one_daemon_reaches_clients_of_another(peers, sensors):
     assert [item["serial"] for item in message["sensors"]] == [sensors[0]]
     assert message["sensors"][0]["status"] == "online"
     assert a.relay.received == 1
+
+
+async def test_retirement_on_one_daemon_reaches_clients_of_another(peers, sensors):
+    a, b = peers
+    with trio.fail_after(15):
+        async with (
+            open_live(a.http_port) as client,
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{b.http_port}") as api,
+        ):
+            await client.subscribe([sensors[0]])
+            assert (await api.delete(f"/sensors/{sensors[0]}")).status_code == 204
+            [item] = (await client.next("sensor"))["sensors"]
+    assert (item["serial"], item["retired"], item["label"]) == (sensors[0], True, None)
 
 
 def _marker(serial: str) -> SensorState:

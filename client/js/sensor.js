@@ -3,7 +3,7 @@
 // grown live from the WebSocket (a status or version change becomes a new entry at the top).
 
 import { getJSON } from "./api.js";
-import { dateTime, h, relativeTime } from "./format.js";
+import { dateTime, h, relativeTime, serverNow } from "./format.js";
 import { remember, versionCell, withReported } from "./versions.js";
 
 const EVENTS_PAGE = 50;
@@ -124,26 +124,36 @@ export class SensorView {
     );
   }
 
-  // Live changes: this sensor's transitions join the top of the timeline.
+  // Live changes: this sensor's transitions join the top of the timeline; an operator's change
+  // (site, label, retired or restored) redraws the facts.
   update(items) {
     for (const change of items) {
       if (change.serial !== this.serial) continue;
       remember(change);
       const before = this.item;
       if (!before) continue;
+      const item = { ...before, ...change }; // a report's change carries no label: it stays
       const entries = [];
-      if (change.status !== before.status) {
-        entries.push({ at: change.statusChangedAt, kind: change.status, old: before.status, new: change.status });
+      if (item.retired !== before.retired) {
+        // Retiring takes a sensor offline without an offline event: the retirement is the entry.
+        const kind = item.retired ? "retired" : "restored";
+        entries.push({ at: new Date(serverNow()).toISOString(), kind });
+      } else if (item.status !== before.status) {
+        entries.push({ at: item.statusChangedAt, kind: item.status, old: before.status, new: item.status });
       }
-      if (change.version !== before.version) {
-        entries.push({ at: change.lastSeenAt, kind: "version", old: before.version, new: change.version });
+      if (item.version !== before.version) {
+        entries.push({ at: item.lastSeenAt, kind: "version", old: before.version, new: item.version });
       }
-      this.item = { ...before, ...change };
+      this.item = item;
       const list = this.section.querySelector("#sensor-timeline");
       list.querySelector(":scope > .empty")?.remove();
       list.prepend(...entries.reverse().map((event) => this.entry(event)));
-      if (entries.length || (change.reportedVersion ?? null) !== (before.reportedVersion ?? null)) this.renderFacts();
-      else this.section.querySelector("#sensor-last-seen").replaceChildren(relativeTime(change.lastSeenAt));
+      const redraw =
+        entries.length ||
+        ["site", "label"].some((key) => before[key] !== item[key]) ||
+        (before.reportedVersion ?? null) !== (item.reportedVersion ?? null);
+      if (redraw) this.renderFacts();
+      else this.section.querySelector("#sensor-last-seen").replaceChildren(relativeTime(item.lastSeenAt));
     }
   }
 }

@@ -1,8 +1,9 @@
 // The sensor list: one page of GET /sensors with its filters, sort and page in the address.
 // Live changes update rows in place; a row flashes only when its status or version changes
-// (a heartbeat moves "last seen" quietly). A row that stops matching the filter, or whose sort
-// key moved, is marked and leaves at the next refresh; sensors that enter the filter are
-// counted ("3 new — show"). A refresh comes by itself within REFRESH while anything is marked
+// (a heartbeat moves "last seen" quietly) or an operator changes it. A row that stops matching
+// the filter (a report, another site or label, a retirement), or whose sort key moved, is
+// marked and leaves at the next refresh; sensors that enter the filter are counted ("3 new —
+// show"). A refresh comes by itself within REFRESH while anything is marked
 // or the fleet totals moved under a filter they cannot count (site, text).
 
 import { getJSON } from "./api.js";
@@ -198,7 +199,9 @@ export class SensorTable {
     this.rows.clear();
     this.entered.clear();
     this.marked = 0;
-    const rows = items.map((item) => this.row(withReported(item)));
+    // Listed sensors are retired exactly on the retired list (the API lists no others there).
+    const retired = this.state.status === "retired";
+    const rows = items.map((item) => this.row(withReported({ retired, ...item })));
     if (!rows.length) {
       rows.push(h("tr", { class: "empty" }, h("td", { colspan: COLUMNS }, "No sensors match.")));
     }
@@ -259,7 +262,7 @@ export class SensorTable {
   fill(tr, item) {
     tr.replaceChildren(
       h("th", { scope: "row", "data-label": "Serial" }, h("a", { href: sensorHash(item.serial) }, item.serial)),
-      h("td", { "data-label": "Status" }, badge(item.status)),
+      h("td", { "data-label": "Status" }, badge(item.retired ? "retired" : item.status)),
       h("td", { "data-label": "Version" }, versionCell(item)),
       h("td", { "data-label": "Last seen" }, relativeTime(item.lastSeenAt)),
       h("td", { "data-label": "Status changed" }, relativeTime(item.statusChangedAt)),
@@ -274,15 +277,15 @@ export class SensorTable {
       const shown = this.rows.get(item.serial);
       if (shown) this.updateRow(shown, item);
       else if (this.liveFilter() && this.matches(item)) this.entered.add(item.serial);
+      else this.entered.delete(item.serial); // it entered, then left again
     }
     this.showNotice();
   }
 
-  updateRow(shown, item) {
+  updateRow(shown, change) {
     const { tr, item: before } = shown;
-    const noticed =
-      before.status !== item.status ||
-      before.version !== item.version ||
+    const item = { ...before, ...change }; // a report's change carries no label: it stays
+    const noticed = ["status", "version", "retired", "site", "label"].some((key) => before[key] !== item[key]) ||
       (before.reportedVersion ?? null) !== (item.reportedVersion ?? null);
     shown.item = item;
     if (!noticed) {
@@ -294,7 +297,7 @@ export class SensorTable {
     tr.classList.remove("flash");
     void tr.offsetWidth; // restart the animation
     tr.classList.add("flash");
-    const why = !this.matches(item) ? "no longer matches" : this.moved(before, item) ? "moved" : null;
+    const why = this.leaves(before, item);
     if (why && !tr.dataset.leaving) this.marked += 1;
     if (why) {
       tr.dataset.leaving = why;
@@ -302,10 +305,28 @@ export class SensorTable {
     }
   }
 
-  // The filters a live change can break (site, serial and label do not change live).
+  // Why a changed row leaves the page at the next refresh; null when it stays.
+  leaves(before, item) {
+    if (!this.matches(item)) {
+      if (item.retired && !before.retired) return "retired";
+      return before.retired && !item.retired ? "restored" : "no longer matches";
+    }
+    return this.moved(before, item) ? "moved" : null;
+  }
+
+  // Whether a live change matches the page's filter. The label comes only with an operator's
+  // change; without it, a search is judged by the serial alone where it matches, else kept.
   matches(item) {
-    const { status, version } = this.state;
-    return (!status || item.status === status) && (!version || item.version === version);
+    const { status, version, site, q } = this.state;
+    if (Boolean(item.retired) !== (status === "retired")) return false;
+    if (status && status !== "retired" && item.status !== status) return false;
+    if (version && item.version !== version) return false;
+    if (site && item.site !== undefined && item.site !== site) return false;
+    if (q && item.label !== undefined) {
+      const needle = q.toLowerCase();
+      return [item.serial, item.label ?? ""].some((text) => text.toLowerCase().includes(needle));
+    }
+    return true;
   }
 
   moved(before, item) {

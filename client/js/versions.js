@@ -1,6 +1,7 @@
 // Versions as sensors report them. A version nobody uploaded is never stored on the sensor, but
-// while the daemon's live messages carry it (`reportedVersion`), every view shows it, marked as
-// not stored; remembered here per serial so a reload of the list keeps showing it.
+// while the daemon knows it (`reportedVersion`, in live messages and in the API's sensors),
+// every view shows it, marked as not stored; remembered here per serial too, so a sensor whose
+// reports reached this page through another daemon keeps showing it after a reload.
 
 import { h } from "./format.js";
 
@@ -12,9 +13,10 @@ export function remember(item) {
   else if (item.status === "online" && item.reportedVersion === null) reported.delete(item.serial);
 }
 
-// `item` (from the API, which knows only stored versions) with the reported one, if known.
+// `item` (from the API) with the reported version the API or a live change told, if any.
 export function withReported(item) {
-  const version = reported.get(item.serial);
+  if (item.reportedVersion) remember(item);
+  const version = item.reportedVersion ?? reported.get(item.serial);
   return version ? { ...item, reportedVersion: version } : item;
 }
 

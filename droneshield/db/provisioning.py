@@ -12,9 +12,11 @@ from collections.abc import AsyncIterable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
+from ..domain import SensorState
 from ..errors import SensorsConflict
 from ..provisioning import ERRORS_SHOWN, Numbered, Rows
 from .pool import Connection
+from .sensors import EDITED, edited, edited_columns
 
 CHUNK: Final = 50_000  # rows per COPY, to keep client memory flat at millions
 
@@ -32,15 +34,17 @@ WHERE s.retired_at IS NULL AND (s.site IS DISTINCT FROM i.site OR s.label IS DIS
 ORDER BY i.idx LIMIT {ERRORS_SHOWN + 1}
 """
 
-_RESTORE: Final = """
+_RESTORE: Final = f"""
 WITH restored AS (
     UPDATE sensor s SET retired_at = NULL, site = i.site, label = i.label
     FROM incoming i
     WHERE s.serial = i.serial AND s.retired_at IS NOT NULL
-    RETURNING s.id
+    RETURNING {edited_columns("s")}
+), events AS (
+    INSERT INTO sensor_event (sensor_id, kind, old, new)
+    SELECT id, 'restored', 'retired', NULL FROM restored ORDER BY id
 )
-INSERT INTO sensor_event (sensor_id, kind, old, new)
-SELECT id, 'restored', 'retired', NULL FROM restored ORDER BY id
+SELECT * FROM restored
 """
 
 _INSERT: Final = """
@@ -54,6 +58,9 @@ ON CONFLICT (serial) DO NOTHING
 class Provisioned:
     created: int  # new sensors, and retired ones restored
     existing: int  # already provisioned exactly so
+    # Those created and restored, as live views get them (only when asked: an import of
+    # millions has no live view to tell).
+    changes: list[SensorState]
 
 
 def _count(status: str) -> int:
@@ -61,9 +68,14 @@ def _count(status: str) -> int:
 
 
 async def provision(
-    conn: Connection, specs: AsyncIterable[Sequence[Numbered]], rows: Rows
+    conn: Connection,
+    specs: AsyncIterable[Sequence[Numbered]],
+    rows: Rows,
+    *,
+    changes: bool = False,
 ) -> Provisioned:
-    """Store the sensors of `specs` (chunks, in row order) all or none.
+    """Store the sensors of `specs` (chunks, in row order) all or none; with `changes`, return
+    those created or restored.
 
     `rows` collected the errors of reading them; they are checked once every chunk is read,
     with the duplicates and conflicts found here, so one refusal lists them all.
@@ -106,38 +118,50 @@ async def provision(
                     for r in conflicts[:ERRORS_SHOWN]
                 ],
             )
-        restored = _count(await conn.execute(_RESTORE))
-        inserted = _count(await conn.execute(_INSERT))
-    return Provisioned(restored + inserted, valid - restored - inserted)
+        restored = [edited(r) for r in await conn.fetch(_RESTORE)]
+        if changes:
+            found = [edited(r) for r in await conn.fetch(f"{_INSERT} RETURNING {EDITED}")]
+            inserted = len(found)
+        else:
+            found, inserted = [], _count(await conn.execute(_INSERT))
+    created = len(restored) + inserted
+    return Provisioned(created, valid - created, restored + found if changes else [])
 
 
-async def update(conn: Connection, serial: str, changes: dict[str, str | None]) -> bool:
-    """Set `site` and/or `label` (None clears) of a sensor; False if there is no such sensor."""
+async def update(
+    conn: Connection, serial: str, changes: dict[str, str | None]
+) -> SensorState | None:
+    """Set `site` and/or `label` (None clears) of a sensor: the sensor changed, None if there
+    is no such sensor."""
     assert changes
     assert set(changes) <= {"site", "label"}
     columns = sorted(changes)
     assignments = ", ".join(f"{c} = ${i + 2}" for i, c in enumerate(columns))
-    status = await conn.execute(
-        f"UPDATE sensor SET {assignments} WHERE serial = $1", serial, *(changes[c] for c in columns)
+    row = await conn.fetchrow(
+        f"UPDATE sensor SET {assignments} WHERE serial = $1 RETURNING {EDITED}",
+        serial,
+        *(changes[c] for c in columns),
     )
-    return _count(status) == 1
+    return None if row is None else edited(row)
 
 
-_RETIRE: Final = """
+_RETIRE: Final = f"""
 WITH retired AS (
     UPDATE sensor SET retired_at = now(), online = false
     WHERE serial = $1 AND retired_at IS NULL
-    RETURNING id
+    RETURNING {EDITED}
+), events AS (
+    INSERT INTO sensor_event (sensor_id, kind, old, new)
+    SELECT id, 'retired', NULL, 'retired' FROM retired
 )
-INSERT INTO sensor_event (sensor_id, kind, old, new)
-SELECT id, 'retired', NULL, 'retired' FROM retired
+SELECT * FROM retired
 """
 
 
-async def retire(conn: Connection, serial: str) -> bool | None:
+async def retire(conn: Connection, serial: str) -> SensorState | None:
     """Retire a sensor: it leaves listings and totals, its reports are refused, its history
-    stays. True if retired now, False if it already was, None if there is no such sensor."""
-    if _count(await conn.execute(_RETIRE, serial)) == 1:
-        return True
-    exists = await conn.fetchval("SELECT true FROM sensor WHERE serial = $1", serial)
-    return False if exists else None
+    stays. The sensor, retired (now or before); None if there is no such sensor."""
+    row = await conn.fetchrow(_RETIRE, serial)
+    if row is None:
+        row = await conn.fetchrow(f"SELECT {EDITED} FROM sensor WHERE serial = $1", serial)
+    return None if row is None else edited(row)

@@ -10,14 +10,18 @@ last_seen_at, then never-seen ones), see migration 0007.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Final, Literal
 
-from ..domain import EventKind, SensorState, Status, status_of
+from ..domain import Edit, EventKind, SensorState, Status, status_of
 from .pool import Connection, Record
 
 ANCHOR_EVERY: Final = 1000  # rows between page anchors (migration 0005)
+GRAM: Final = 3  # characters of a search trigram (migration 0014)
+GRAMS_DENSE: Final = 0.1  # share of sensors past which a trigram no longer narrows a search
+GRAMS_ASKED: Final = 2  # rarest trigrams a search asks the index for
 _ANCHOR_LOCK: Final = 0x616E63686F72  # advisory lock: one instance rebuilds the anchors
 
 # One Literal, not `Status | Literal["retired"]`: validation names every choice at once.
@@ -25,7 +29,20 @@ Listed = Literal["never", "online", "offline", "retired"]
 Sort = Literal["serial", "status_changed_at", "last_seen_at", "version"]
 SORTS: Final[tuple[Sort, ...]] = ("serial", "status_changed_at", "last_seen_at", "version")
 
-_COLUMNS: Final = "id, serial, version, online, last_seen_at, status_changed_at, site, label"
+_COLUMN_NAMES: Final = (
+    "id", "serial", "version", "online", "last_seen_at", "status_changed_at", "site", "label"
+)  # fmt: skip
+_COLUMNS: Final = ", ".join(_COLUMN_NAMES)
+
+
+def edited_columns(table: str = "") -> str:
+    """What an operator's write returns of each sensor it changed (`edited` reads it); with
+    `table`, its columns qualified (a statement joining another table)."""
+    prefix = f"{table}." if table else ""
+    return ", ".join(f"{prefix}{c}" for c in (*_COLUMN_NAMES, "retired_at IS NOT NULL AS retired"))
+
+
+EDITED: Final = edited_columns()
 _STATUS_SQL: Final[dict[Status, str]] = {
     "never": "NOT online AND last_seen_at IS NULL",  # the same thing; lets the index serve it
     "online": "online",
@@ -40,6 +57,10 @@ _KEYS: Final[dict[Sort, tuple[str, str]]] = {
 }
 # What a status implies for a sort key: lets the key's index skip the other statuses' range
 # (offline sensors sorted by last seen would otherwise be found behind every online one).
+# `seen_key`'s three ranges are exactly the three statuses, so sorted by last seen the range
+# alone stands for the status: with both, the planner multiplied their selectivities as if
+# independent, expected a handful of never-seen rows and sorted all of them (~30 ms at 200k
+# sensors instead of 0.3 ms).
 _STATUS_KEY_RANGE: Final[dict[tuple[Sort, Status], str]] = {
     ("last_seen_at", "online"): "seen_key = 'infinity'",
     ("last_seen_at", "never"): "seen_key = '-infinity'",
@@ -86,8 +107,12 @@ class SensorFilter:
     site: str | None = None
     q: str | None = None  # substring of serial or label, any case; non-empty
 
-    def where(self, first_param: int = 1, sort: Sort = "serial") -> tuple[list[str], list[object]]:
-        """SQL conditions and their arguments, numbered from `$first_param`."""
+    def where(
+        self, first_param: int = 1, sort: Sort = "serial", *, grams: Sequence[str] = ()
+    ) -> tuple[list[str], list[object]]:
+        """SQL conditions and their arguments, numbered from `$first_param`; with `grams`
+        (trigrams of the search, see `narrowing_grams`), a search also asks the trigram index
+        of migration 0014 for the sensors holding them all."""
         conditions: list[str] = []
         args: list[object] = []
 
@@ -101,7 +126,8 @@ class SensorFilter:
             conditions.append("retired_at IS NULL")
             if self.status is not None:
                 status: Status = self.status
-                conditions.append(_STATUS_SQL[status])
+                if sort != "last_seen_at":
+                    conditions.append(_STATUS_SQL[status])
                 if (sort, status) in _STATUS_KEY_RANGE:
                     conditions.append(_STATUS_KEY_RANGE[sort, status])
         if self.version is not None:
@@ -112,9 +138,49 @@ class SensorFilter:
         if self.site is not None:
             conditions.append(f"site = {param(self.site)}")
         if self.q is not None:
+            if grams:
+                conditions.append(f"sensor_grams(serial, label) @> {param(list(grams))}")
             pattern = param(f"%{_escape_like(self.q)}%")
             conditions.append(f"(serial ILIKE {pattern} OR label ILIKE {pattern})")
         return conditions, args
+
+
+def trigrams(text: str) -> list[str]:
+    """The lower-case trigrams of `text` (printable ASCII, as searches are), as
+    `sensor_grams` (migration 0014) makes them of serials and labels."""
+    low = text.lower()
+    return sorted({low[i : i + GRAM] for i in range(len(low) - GRAM + 1)})
+
+
+async def has_grams(conn: Connection) -> bool:
+    """Whether searches are served by migration 0014's trigram index (pg_trgm is absent)."""
+    return bool(await conn.fetchval("SELECT to_regclass('sensor_grams') IS NOT NULL"))
+
+
+# Each trigram's share of the sensors holding it, from the trigram index's statistics (its
+# most common elements; a trigram not among them is rarer than all of them: 0).
+_GRAM_SHARES: Final = """
+SELECT g.gram, coalesce(f.freq, 0) AS share FROM unnest($1::text[]) AS g(gram)
+LEFT JOIN LATERAL (
+    SELECT e.freq FROM pg_stats s,
+        unnest(s.most_common_elems::text::text[], s.most_common_elem_freqs) AS e(elem, freq)
+    WHERE s.schemaname = current_schema() AND s.tablename = 'sensor_grams' AND e.elem = g.gram
+) f ON true
+ORDER BY share, g.gram
+"""
+
+
+async def narrowing_grams(conn: Connection, q: str) -> list[str]:
+    """The trigrams of `q` worth asking the trigram index for: those held by fewer than
+    GRAMS_DENSE of the sensors, rarest first, at most GRAMS_ASKED. None when every trigram is
+    common: such a search finds its page and its count's cap quickly by scanning in the
+    page's order, where the index would only cost (`sensor_grams` is evaluated for every row
+    read). A common trigram among rare ones is left out too: its posting list (up to every
+    sensor) would be read for nothing, since `ILIKE` checks the candidates anyway."""
+    if len(q) < GRAM:
+        return []
+    rows = await conn.fetch(_GRAM_SHARES, trigrams(q))
+    return [r["gram"] for r in rows if r["share"] < GRAMS_DENSE][:GRAMS_ASKED]
 
 
 def _escape_like(text: str) -> str:
@@ -136,6 +202,12 @@ def _listing(row: Record) -> Listing:
     )
 
 
+def edited(row: Record) -> SensorState:
+    """A sensor an operator's write changed (a row of `EDITED`), as live views get it: with
+    its label and whether it is retired."""
+    return replace(_listing(row).state, site=row["site"], edit=Edit(row["label"], row["retired"]))
+
+
 @dataclass(frozen=True, slots=True)
 class Order:
     sort: Sort = "serial"
@@ -150,8 +222,13 @@ async def plan_each(conn: Connection) -> None:
     statement, and after five runs PostgreSQL may keep a generic plan, blind to the value of a
     search pattern or a site: one that scans the serial index in full when nothing matches
     (measured ~200 ms at 100k sensors against 0.1 ms through the trigram index). Planning
-    costs a fraction of a millisecond."""
-    await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
+    costs a fraction of a millisecond.
+
+    And no JIT compilation: a page or a capped count is a short query, but a plan estimated to
+    read many rows (a search's count at a million sensors) passes `jit_above_cost`, and one
+    that did spent 132 ms compiling (`EXPLAIN ANALYZE`, 200k sensors) for rows that an index
+    scan without JIT read in 15 ms."""
+    await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan; SET LOCAL jit = off")
 
 
 async def page(
@@ -163,6 +240,7 @@ async def page(
     offset: int,
     limit: int,
     total: int | None = None,
+    grams: Sequence[str] = (),
 ) -> list[tuple[Listing, str]]:
     """Up to `limit` sensors in `order` (ties by serial), each with its sort key as text (for
     the next cursor): those after `after`, skipping `offset` more.
@@ -170,7 +248,7 @@ async def page(
     Cursor pages cost O(limit). Deep offsets are shortened: the unfiltered listing by serial
     starts from the nearest page anchor (< ANCHOR_EVERY rows to skip); a listing whose exact
     `total` is known reads its far half backwards (the last page is as cheap as the first),
-    so only the middle of a listing costs O(offset).
+    so only the middle of a listing costs O(offset). `grams`: see `SensorFilter.where`.
     """
     if after is None and offset >= ANCHOR_EVERY:
         if flt == SensorFilter() and order == Order():
@@ -178,17 +256,17 @@ async def page(
             if anchor is not None:
                 position, serial = anchor
                 return await _select(
-                    conn, flt, order, Cursor(serial, serial), offset - position, limit, True
+                    conn, flt, order, Cursor(serial, serial), offset - position, limit, True, grams
                 )
         elif total is not None and offset > total - offset:
             end = min(offset + limit, total)
             if end <= offset:
                 return []
             rows = await _select(
-                conn, flt, order.reversed(), None, total - end, end - offset, False
+                conn, flt, order.reversed(), None, total - end, end - offset, False, grams
             )
             return rows[::-1]
-    return await _select(conn, flt, order, after, offset, limit, False)
+    return await _select(conn, flt, order, after, offset, limit, False, grams)
 
 
 async def _select(
@@ -199,9 +277,10 @@ async def _select(
     offset: int,
     limit: int,
     inclusive: bool,
+    grams: Sequence[str],
 ) -> list[tuple[Listing, str]]:
     key, key_type = _KEYS[order.sort]
-    conditions, args = flt.where(sort=order.sort)
+    conditions, args = flt.where(sort=order.sort, grams=grams)
     direction = "DESC" if order.descending else ""
     if after is not None:
         compare = ("<" if order.descending else ">") + ("=" if inclusive else "")
@@ -276,7 +355,9 @@ async def rebuild_anchors(conn: Connection) -> bool:
     return True
 
 
-async def total(conn: Connection, flt: SensorFilter, *, cap: int) -> tuple[int, bool]:
+async def total(
+    conn: Connection, flt: SensorFilter, *, cap: int, grams: Sequence[str] = ()
+) -> tuple[int, bool]:
     """(how many sensors match, whether that number is exact).
 
     Status, version and site filters are counted from `fleet_count`: exact, O(1). A search
@@ -293,7 +374,7 @@ async def total(conn: Connection, flt: SensorFilter, *, cap: int) -> tuple[int, 
             flt.site,
         )
         return int(n), True
-    conditions, args = flt.where()
+    conditions, args = flt.where(grams=grams)
     args.append(cap + 1)
     n = await conn.fetchval(
         f"SELECT count(*) FROM (SELECT 1 FROM sensor WHERE {' AND '.join(conditions)} "

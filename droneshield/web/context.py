@@ -1,5 +1,5 @@
-"""What a request handler reaches through the app: the daemon's settings, database pool and
-report ingest."""
+"""What a request handler reaches through the app: the daemon's settings, database pool, hub
+(live views) and report ingest."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from quart import current_app
 from ..config import Settings
 from ..db.pool import Pool
 from ..errors import IngestUnavailable
+from ..hub import Hub
 from ..ingest.service import Submit
 
 
@@ -18,6 +19,12 @@ def settings() -> Settings:
 
 def pool() -> Pool:
     found: Pool = current_app.config["DRONESHIELD_POOL"]
+    return found
+
+
+def hub() -> Hub:
+    """The fan-out to live views (the daemon's; a fresh, unfed one in HTTP-only apps)."""
+    found: Hub = current_app.config["DRONESHIELD_HUB"]
     return found
 
 

@@ -9,9 +9,11 @@ Client → server: `subscribe` with `serials` (the sensors on screen), a `filter
 matches), or both (every change of the sensors on screen, and the status or version changes
 that bring other sensors into the filter, so a page can announce them); and `pong`.
 
-A `sensor` item is a sensor as `GET /sensors` lists it plus `reportedVersion` (the version it
-reports when that one was never uploaded, so not stored; else null) and `heartbeat` (true when
-only `lastSeenAt` moved).
+A `sensor` item is a sensor as `GET /sensors` lists it (`reportedVersion`: the version it
+reports when that one was never uploaded, so not stored; else null), with `site`, `retired`
+(true once an operator retired it: it leaves every listing but `status=retired`) and
+`heartbeat` (true when only `lastSeenAt` moved); `label` only on a change an operator made
+(provisioned, restored, site or label changed, retired), since reports do not read it.
 """
 
 from __future__ import annotations
@@ -69,11 +71,16 @@ def sensor_item(change: SensorState) -> dict[str, Any]:
 
 def live_item(change: SensorState) -> dict[str, Any]:
     """A changed sensor as `/ws` sends it: as listed, plus what only a live change knows."""
-    return {
+    item = {
         **sensor_item(change),
+        "site": change.site,
+        "retired": change.retired,
         "reportedVersion": display(change.reported_version),
         "heartbeat": change.heartbeat,
     }
+    if change.edit is not None:
+        item["label"] = change.edit.label
+    return item
 
 
 def encode(message: dict[str, Any]) -> str:
@@ -177,17 +184,23 @@ def _serials(serials: object, max_serials: int) -> frozenset[str]:
 
 
 def _filter(where: object) -> Match:
-    """A predicate for the filter `{status?, version?, site?, q?}`; `{}` accepts every sensor.
-    `q` matches anywhere in the serial, ignoring case, as `GET /sensors` does (a change does
-    not carry the label, so a `q` that matches only a label never matches live)."""
+    """A predicate for the filter `{status?, version?, site?, q?}`; `{}` accepts every sensor
+    but retired ones, which only `status: "retired"` accepts (and only they), as in
+    `GET /sensors`. `q` matches anywhere in the serial, ignoring case, and in the label of a
+    change that carries it (an operator's; reports do not read the label)."""
     if not isinstance(where, dict) or not set(where) <= {"status", "version", "site", "q"}:
         raise ProtocolError(
             "invalid_subscribe", "'filter' must be an object with status, version, site and/or q"
         )
     status, version, site = where.get("status"), where.get("version"), where.get("site")
     text = where.get("q")
-    if status is not None and status not in STATUSES:
-        raise ProtocolError("invalid_subscribe", f"status must be one of {', '.join(STATUSES)}")
+    if status is not None and status not in (*STATUSES, "retired"):
+        raise ProtocolError(
+            "invalid_subscribe", f"status must be one of {', '.join(STATUSES)}, retired"
+        )
+    retired = status == "retired"
+    if retired:
+        status = None
     if not all(isinstance(v, str | None) for v in (version, site, text)):
         raise ProtocolError("invalid_subscribe", "'version', 'site' and 'q' must be strings")
     needle = text.casefold() if text else None
@@ -199,10 +212,19 @@ def _filter(where: object) -> Match:
 
     def match(change: SensorState) -> bool:
         return (
-            (status is None or change.status == status)
+            change.retired == retired
+            and (status is None or change.status == status)
             and (version is None or change.version == version)
             and (site is None or change.site == site)
-            and (needle is None or needle in change.serial.casefold())
+            and (needle is None or _contains(change, needle))
         )
 
     return match
+
+
+def _contains(change: SensorState, needle: str) -> bool:
+    """`needle` (casefolded) in the serial, or in the label when the change carries it."""
+    if needle in change.serial.casefold():
+        return True
+    label = change.edit.label if change.edit is not None else None
+    return label is not None and needle in label.casefold()

@@ -1,5 +1,9 @@
 """`POST /sensors` (provision, JSON or CSV), `PATCH /sensors/{serial}` (site, label) and
-`DELETE /sensors/{serial}` (retire). Every one needs the API key."""
+`DELETE /sensors/{serial}` (retire). Every one needs the API key.
+
+Each publishes the sensors it changed to the hub once committed, as reports and expiries do,
+so live views (and, through the relay, the other daemons' live views) see a sensor arrive,
+change site or label, or leave when retired."""
 
 from __future__ import annotations
 
@@ -28,7 +32,7 @@ from ..provisioning import (
     spec,
 )
 from .auth import requires_key
-from .context import pool
+from .context import hub, pool
 from .schema import ApiModel, NoContent, errors, reads_body, responds
 from .sensors import Sensor
 
@@ -148,7 +152,8 @@ async def provision() -> tuple[ProvisionResult, int]:
     rows = Rows()
     specs = _read(_decoded(await _body()), mimetype == "text/csv", rows)
     async with acquire(pool()) as conn:
-        done = await db.provision(conn, _one(specs), rows)
+        done = await db.provision(conn, _one(specs), rows, changes=True)
+    hub().publish(done.changes)
     return ProvisionResult(created=done.created, existing=done.existing), (
         201 if done.created else 200
     )
@@ -190,10 +195,12 @@ async def change_sensor(serial: str) -> Sensor:
     """Change a sensor's site and/or label (null clears one)."""
     changes = _changes(await _body())
     async with acquire(pool()) as conn:
-        if not await db.update(conn, _serial(serial), changes):
+        changed = await db.update(conn, _serial(serial), changes)
+        if changed is None:
             raise NotFound(f"no sensor {echo(serial)}", code="sensor_not_found")
         detail = await sensors_db.get(conn, serial)
     assert detail is not None  # sensors are never deleted
+    hub().publish([changed])
     return Sensor.of(detail.listing)
 
 
@@ -206,7 +213,8 @@ async def retire_sensor(serial: str) -> tuple[str, int]:
     lists it), its reports are refused with NOT_FOUND, its history stays. Provisioning it
     again brings it back. Retiring a retired sensor changes nothing (204)."""
     async with acquire(pool()) as conn:
-        done = await db.retire(conn, _serial(serial))
-    if done is None:
+        retired = await db.retire(conn, _serial(serial))
+    if retired is None:
         raise NotFound(f"no sensor {echo(serial)}", code="sensor_not_found")
+    hub().publish([retired])
     return "", 204

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Final, Literal
 
@@ -21,7 +22,7 @@ from ..db.pool import Connection, acquire
 from ..domain import SERIAL_MAX, EventKind, Status, canonical, check_serial, display, echo
 from ..errors import Invalid, InvalidReport, NotFound
 from ..provisioning import check_site
-from .context import pool
+from .context import hub, pool
 from .messages import sensor_item
 from .schema import ApiModel, errors, responds
 
@@ -79,6 +80,10 @@ class Sensor(ApiModel):
     status_changed_at: datetime | None
     site: str | None
     label: str | None
+    reported_version: str | None = Field(
+        description="the version the sensor last reported when that one was never uploaded "
+        "(so it is not stored), while this daemon knows it; else null"
+    )
 
     @classmethod
     def of(cls, row: db.Listing) -> Sensor:
@@ -93,6 +98,7 @@ class Sensor(ApiModel):
             status_changed_at=state.status_changed_at,
             site=row.site,
             label=row.label,
+            reported_version=display(hub().reported_version(state.id)),
         )
 
 
@@ -228,8 +234,14 @@ def _site(site: str) -> str:
         raise Invalid(str(exc), code="invalid_parameter") from None
 
 
-def _item(row: db.Listing) -> dict[str, object]:
-    return {**sensor_item(row.state), "site": row.site, "label": row.label}
+def _item(row: db.Listing, reported: Callable[[int], str | None]) -> dict[str, object]:
+    state = row.state
+    return {
+        **sensor_item(state),
+        "site": row.site,
+        "label": row.label,
+        "reportedVersion": display(reported(state.id)),
+    }
 
 
 @blueprint.get("/sensors")
@@ -257,7 +269,12 @@ async def list_sensors(query_args: SensorQuery) -> Response:
     # total, which would otherwise drift between the two while statuses change.
     async with acquire(pool()) as conn, conn.transaction(isolation="repeatable_read"):
         await db.plan_each(conn)
-        total, exact = await db.total(conn, flt, cap=COUNT_CAP)
+        grams = (
+            await db.narrowing_grams(conn, flt.q)
+            if flt.q is not None and await _has_grams(conn)
+            else []
+        )
+        total, exact = await db.total(conn, flt, cap=COUNT_CAP, grams=grams)
         # Nothing matches: skip the page query, which would otherwise scan the whole index.
         rows = (
             []
@@ -270,6 +287,7 @@ async def list_sensors(query_args: SensorQuery) -> Response:
                 offset=offset,
                 limit=limit + 1,
                 total=total if exact else None,
+                grams=grams,
             )
         )
     more = len(rows) > limit
@@ -278,7 +296,7 @@ async def list_sensors(query_args: SensorQuery) -> Response:
     # checks): building and validating 50 pydantic models and encoding them cost more CPU per
     # page than the rest of the request.
     page = {
-        "items": [_item(r) for r, _ in rows],
+        "items": [_item(r, hub().reported_version) for r, _ in rows],
         "page": query_args.page,
         "limit": limit,
         "sort": order.sort,
@@ -292,6 +310,16 @@ async def list_sensors(query_args: SensorQuery) -> Response:
     return current_app.response_class(
         orjson.dumps(page, option=orjson.OPT_UTC_Z), content_type="application/json"
     )
+
+
+async def _has_grams(conn: Connection) -> bool:
+    """Whether this database searches through migration 0014's trigram index (no pg_trgm):
+    asked once per process, since migrations run before the daemon serves."""
+    config = current_app.config
+    if "DRONESHIELD_SEARCH_GRAMS" not in config:
+        config["DRONESHIELD_SEARCH_GRAMS"] = await db.has_grams(conn)
+    found: bool = config["DRONESHIELD_SEARCH_GRAMS"]
+    return found
 
 
 async def _sensor(conn: Connection, serial: str) -> db.Detail:

@@ -44,11 +44,14 @@ class LiveClient:
     async def subscribe(
         self, serials: list[str] | None = None, where: dict[str, str] | None = None
     ) -> None:
-        """Subscribe and wait until the server confirms it is in force."""
-        if where is None:
-            await self.send({"type": "subscribe", "serials": serials or []})
-        else:
-            await self.send({"type": "subscribe", "filter": where})
+        """Subscribe (to the serials, the filter, or both: a filtered page) and wait until the
+        server confirms it is in force."""
+        message: dict[str, Any] = {"type": "subscribe"}
+        if serials is not None or where is None:
+            message["serials"] = serials or []
+        if where is not None:
+            message["filter"] = where
+        await self.send(message)
         await self.next("subscribed")
 
 
