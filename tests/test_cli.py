@@ -90,6 +90,24 @@ async def test_supervisors_on_a_taken_port_say_so_before_starting_children(
     _one_line(done, 1, f"droneshield: HTTP port 127.0.0.1:{taken_port} is in use")
 
 
+async def test_unreachable_nats_relay_fails_the_start_in_one_line_without_its_password(
+    database_url,
+):
+    port = free_port()
+    done = await _run(
+        ["serve", "--http-port", "0", "--grpc-port", "0"],
+        DATABASE_URL=database_url,
+        DRONESHIELD_RELAY_URL=f"nats://relay:hunter2@127.0.0.1:{port}",
+    )
+    _one_line(
+        done,
+        1,
+        f"droneshield: NATS at 127.0.0.1:{port} did not answer within 5 s ([Errno 111] "
+        f"Connect call failed ('127.0.0.1', {port}))",
+    )
+    assert "hunter2" not in done.stderr
+
+
 async def test_unreachable_database_is_named_with_its_password_masked():
     url = f"postgresql://fleet:hunter2@127.0.0.1:{free_port()}/fleet"
     done = await _run(["migrate"], DATABASE_URL=url)

@@ -68,6 +68,11 @@ _FAILURES: Final = (nats.errors.Error, OSError, TimeoutError, asyncio.TimeoutErr
 _RECONNECTED: Final = object()
 
 
+def _servers(url: str) -> str:
+    """The servers a relay URL names, without its credentials (for messages)."""
+    return ", ".join(part.rpartition("@")[2] for part in url.split(","))
+
+
 def default_stream(database_url: str) -> str:
     """`DRONESHIELD_RELAY_<database name>`: the daemons of one database share it, and another
     deployment on the same NATS server gets its own unless its database has the same name
@@ -126,6 +131,7 @@ class JetStreamBus:
     ) -> NoReturn:
         send, receive = trio.open_memory_channel[Any](BUFFER)
         overflowed = False
+        nc: Client | None = None
 
         def hand_over(item: object) -> None:
             nonlocal overflowed
@@ -137,17 +143,30 @@ class JetStreamBus:
         async def on_reconnected() -> None:
             hand_over(_RECONNECTED)
 
-        async def on_error(exc: Exception) -> None:
-            log.warning("NATS: %r", exc)
+        first_error: list[Exception] = []  # while connecting the first time: said once, below
 
-        nc = await trio_asyncio.aio_as_trio(nats.connect)(
-            self._url,
-            connect_timeout=CONNECT_TIMEOUT,
-            reconnect_time_wait=RECONNECT_WAIT,
-            max_reconnect_attempts=-1,
-            reconnected_cb=on_reconnected,
-            error_cb=on_error,
-        )
+        async def on_error(exc: Exception) -> None:
+            if nc is None:
+                first_error[:] = [exc]
+            else:
+                log.warning("NATS: %r", exc)
+
+        # nats-py retries a first connection forever when told to retry lost ones forever: the
+        # daemon would never be ready and never say why. The first gets one timeout.
+        with trio.move_on_after(CONNECT_TIMEOUT):
+            nc = await trio_asyncio.aio_as_trio(nats.connect)(
+                self._url,
+                connect_timeout=CONNECT_TIMEOUT,
+                reconnect_time_wait=RECONNECT_WAIT,
+                max_reconnect_attempts=-1,
+                reconnected_cb=on_reconnected,
+                error_cb=on_error,
+            )
+        if nc is None:
+            why = f" ({first_error[0]})" if first_error else ""
+            raise RelayUnavailable(
+                f"NATS at {_servers(self._url)} did not answer within {CONNECT_TIMEOUT:g} s{why}"
+            )
         try:
             js = nc.jetstream()
             names = self.names
