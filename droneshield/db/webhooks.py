@@ -112,12 +112,12 @@ async def get(conn: Connection, webhook_id: int) -> Webhook | None:
     row = await conn.fetchrow(
         f"SELECT {_WEBHOOK_COLUMNS} FROM webhook w WHERE w.id = $1", webhook_id
     )
-    return None if row is None else Webhook(**dict(row.items()))  # type: ignore[attr-defined]
+    return None if row is None else Webhook(**dict(row.items()))
 
 
 async def list_all(conn: Connection) -> list[Webhook]:
     rows = await conn.fetch(f"SELECT {_WEBHOOK_COLUMNS} FROM webhook w ORDER BY w.id")
-    return [Webhook(**dict(r.items())) for r in rows]  # type: ignore[attr-defined]
+    return [Webhook(**dict(r.items())) for r in rows]
 
 
 async def delete(conn: Connection, webhook_id: int) -> bool:

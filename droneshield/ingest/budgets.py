@@ -205,6 +205,7 @@ class GuardedProtocol(H2Protocol):
     def _feed(self, data: memoryview) -> bool:
         """grpclib's `data_received` with the budgets; False once the connection is closing."""
         try:
+            # grpclib annotates bytes; h2 parses any buffer, and a slice of the read is not copied.
             events = self.connection.feed(data)  # type: ignore[arg-type]
         except ProtocolError:
             log.debug("HTTP/2 protocol error from a gRPC client", exc_info=True)
@@ -271,6 +272,7 @@ class GuardedProtocol(H2Protocol):
 
     def _refused(self, event: RequestReceived) -> bool:
         """Answer a call whose deadline is invalid or already past, without starting it."""
+        # h2 annotates headers as bytes or str; grpclib's h2 configuration decodes them to str.
         problem = deadline_problem(event.headers)  # type: ignore[arg-type]
         if problem is None:
             return False

@@ -28,6 +28,8 @@ class ClosingHTTPConnection(TrioASGIHTTPConnection):
 
     _finished = False  # the response's last chunk was handed to hypercorn
 
+    # Both overrides keep quart-trio's signatures (with the nursery), which break those of the
+    # quart base class they override.
     async def handle_request(  # type: ignore[override]
         self, nursery: trio.Nursery, request: Request, send: ASGISendCallable
     ) -> None:

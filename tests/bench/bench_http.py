@@ -3,6 +3,10 @@ a cursor in the middle, and the first page of every sort and order with each fil
 (one matching the whole fleet, one matching nothing, one in the middle of serials). One request
 in flight from a separate process (httpx), so the latency is the daemon's and the database's,
 not a queue's.
+
+Beside them, the daemon's CPU per first page against a bare Quart-Trio route on hypercorn
+(`bare_http`) answering the same bytes: same client, one in flight, the same number of
+requests, in alternating rounds so that a change in the machine's load falls on both.
 """
 
 from __future__ import annotations
@@ -10,10 +14,14 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import tempfile
 import time
 from typing import Final
 
 import httpx
+import trio
+
+from tests.support.processes import free_port, spawn
 
 from .support import Bench, Result, cpu_seconds, percentiles, print_table, run_client
 
@@ -34,6 +42,10 @@ FILTERS: Final = {
     "q=0099": "&q=0099",
 }
 MIN_REQUESTS: Final = 20
+CPU_REQUESTS: Final = 2000  # per server in the CPU comparison (a clock tick is 10 ms)
+QUICK_CPU_REQUESTS: Final = 500
+CPU_ROUNDS: Final = 10
+CPU_GOAL: Final = 1.5  # the daemon's CPU per page at most this many times the bare route's
 
 
 def _queries(fleet: int) -> dict[str, str]:
@@ -69,6 +81,7 @@ async def run(bench: Bench) -> list[Result]:
     async with bench.daemon(url, offline_after=3600) as daemon:
         reply = await run_client(__name__, daemon.http_port, daemon.pid, bench.fleet, requests)
         rss = daemon.rss_mb()
+        versus_bare = await _versus_bare(bench, daemon.http_port, daemon.pid)
     rows, results = [], []
     for name, (latencies, cpu) in reply.items():
         p50, p95, p99 = percentiles(latencies)
@@ -94,7 +107,44 @@ async def run(bench: Bench) -> list[Result]:
         ["query", "requests", "req/s", "p50 ms", "p95 ms", "p99 ms", "CPU ms/req"],
         rows,
     )
-    return results
+    return [*results, versus_bare]
+
+
+async def _versus_bare(bench: Bench, port: int, pid: int) -> Result:
+    """The daemon's CPU per first page against the bare route's for the same bytes."""
+    path = f"/sensors?limit={LIMIT}"
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+        page = await client.get(path)
+    page.raise_for_status()
+    requests = bench.scaled(CPU_REQUESTS, QUICK_CPU_REQUESTS)
+    with tempfile.NamedTemporaryFile(prefix="droneshield-bench-page-") as body:
+        await trio.Path(body.name).write_bytes(page.content)
+        bare_port = free_port()
+        argv = [sys.executable, "-m", "tests.bench.bare_http", str(bare_port), body.name]
+        async with spawn([*argv, page.headers["content-type"]]) as bare:
+            await bare.wait_for("ready")
+            args = (port, pid, bare_port, bare.process.pid, path, requests)
+            daemon_cpu, bare_cpu = await run_client(__name__, "cpu", *args)
+    ratio = daemon_cpu / bare_cpu
+    print_table(
+        "6. GET /sensors first page: CPU against a bare Quart-Trio route",
+        f"limit={LIMIT}; {requests} requests each, one in flight, in {CPU_ROUNDS} alternating "
+        f"rounds, from a separate process; the bare route answers the same {len(page.content):,}"
+        " bytes",
+        ["server", "requests", "CPU ms/req"],
+        [
+            ("daemon", requests, daemon_cpu / requests * 1000),
+            ("bare Quart-Trio on hypercorn", requests, bare_cpu / requests * 1000),
+        ],
+    )
+    return Result(
+        "6. GET /sensors first page, CPU vs bare Quart-Trio",
+        ratio,
+        "x bare",
+        goal=f"<= {CPU_GOAL}x bare",
+        met=ratio <= CPU_GOAL,
+        note=f"{daemon_cpu / requests * 1000:.2f} vs {bare_cpu / requests * 1000:.2f} CPU ms/req",
+    )
 
 
 async def _load(
@@ -123,6 +173,35 @@ async def _load(
     return out
 
 
+async def _cpu(
+    port: int, pid: int, bare_port: int, bare_pid: int, path: str, requests: int
+) -> tuple[float, float]:
+    """CPU seconds of the daemon and of the bare route over `requests` each of `path`, one in
+    flight, in alternating rounds; every bare answer checked against the daemon's bytes."""
+    spent = [0.0, 0.0]
+    async with (
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as daemon,
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{bare_port}", timeout=60) as bare,
+    ):
+        expected = (await daemon.get(path)).content
+        for round_ in range(CPU_ROUNDS):
+            count = requests * (round_ + 1) // CPU_ROUNDS - requests * round_ // CPU_ROUNDS
+            for index, (client, server) in enumerate(((daemon, pid), (bare, bare_pid))):
+                before = cpu_seconds(server)
+                for _ in range(count):
+                    response = await client.get(path)
+                    response.raise_for_status()
+                    if index and response.content != expected:
+                        raise RuntimeError("the bare route answered other bytes")
+                spent[index] += cpu_seconds(server) - before
+    return spent[0], spent[1]
+
+
 if __name__ == "__main__":
-    port, pid, fleet, requests = map(int, sys.argv[1:])
-    print(json.dumps(asyncio.run(_load(port, pid, fleet, requests))))
+    if sys.argv[1] == "cpu":
+        port, pid, bare_port, bare_pid = map(int, sys.argv[2:6])
+        path, requests = sys.argv[6], int(sys.argv[7])
+        print(json.dumps(asyncio.run(_cpu(port, pid, bare_port, bare_pid, path, requests))))
+    else:
+        port, pid, fleet, requests = map(int, sys.argv[1:])
+        print(json.dumps(asyncio.run(_load(port, pid, fleet, requests))))
