@@ -62,3 +62,42 @@ async def test_a_broken_file_stores_nothing_and_says_which_rows(db, database_url
     assert encoding.returncode == 1
     assert "line 2 is not UTF-8" in encoding.stderr.decode()
     assert await db.fetchval("SELECT count(*) FROM sensor") == 0
+
+
+async def test_rows_beyond_plain_ascii_get_every_check(db, database_url, tmp_path: Path):
+    """Plain-ASCII rows pass with one match; the others (non-ASCII text, limits, newlines in a
+    quoted field) get the per-field checks, in whatever order the header names the columns."""
+    path = tmp_path / "mixed.csv"
+    path.write_text(
+        "label,site,serial\n"
+        f"{'l' * 256},Zürich,OK-1\n"  # the longest label; a non-ASCII site
+        ",,OK-2\n"
+        f"{'l' * 257},,BAD-1\n"
+        f",{'é' * 65},BAD-2\n"  # 130 bytes
+        '"two\nlines",,BAD-3\n'
+        f",,{'s' * 129}\n",
+        encoding="utf-8",
+    )
+    refused = await _import(database_url, str(path))
+    assert refused.returncode == 1
+    assert [line.split(": ")[:2] for line in refused.stderr.decode().splitlines()[:-1]] == [
+        ["row 2", "invalid_field"],
+        ["row 3", "invalid_field"],
+        ["row 4", "invalid_field"],
+        ["row 5", "invalid_serial"],
+    ]
+    path.write_text(
+        "".join(path.read_text(encoding="utf-8").splitlines(True)[:3]), encoding="utf-8"
+    )
+    done = await _import(database_url, str(path))
+    assert done.returncode == 0, done.stderr
+    stored = await db.fetch("SELECT serial, site, label FROM sensor ORDER BY serial")
+    assert [tuple(r) for r in stored] == [("OK-1", "Zürich", "l" * 256), ("OK-2", None, None)]
+
+
+async def test_a_bad_line_far_into_the_file_is_named_by_its_number(db, database_url):
+    rows = b"".join(b"SERIAL-%07d\n" % n for n in range(200_000))  # several decoded batches
+    done = await _import(database_url, "-", stdin=b"serial\n" + rows + b"OK-\xff\n")
+    assert done.returncode == 1
+    assert "line 200002 is not UTF-8 (byte 3 of the line)" in done.stderr.decode()
+    assert await db.fetchval("SELECT count(*) FROM sensor") == 0
