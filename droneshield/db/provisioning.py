@@ -18,8 +18,6 @@ from ..provisioning import ERRORS_SHOWN, Numbered, Rows
 from .pool import Connection
 from .sensors import EDITED, edited, edited_columns
 
-CHUNK: Final = 50_000  # rows per COPY, to keep client memory flat at millions
-
 _DUPLICATES: Final = f"""
 SELECT i.idx, i.serial, d.first
 FROM (SELECT serial, min(idx) AS first FROM incoming GROUP BY serial HAVING count(*) > 1) d
