@@ -143,11 +143,12 @@ class JetStreamBus:
         async def on_reconnected() -> None:
             hand_over(_RECONNECTED)
 
-        first_error: list[Exception] = []  # while connecting the first time: said once, below
+        first_error: Exception | None = None  # while connecting the first time: said below
 
         async def on_error(exc: Exception) -> None:
+            nonlocal first_error
             if nc is None:
-                first_error[:] = [exc]
+                first_error = exc
             else:
                 log.warning("NATS: %r", exc)
 
@@ -163,7 +164,7 @@ class JetStreamBus:
                 error_cb=on_error,
             )
         if nc is None:
-            why = f" ({first_error[0]})" if first_error else ""
+            why = "" if first_error is None else f" ({first_error})"
             raise RelayUnavailable(
                 f"NATS at {_servers(self._url)} did not answer within {CONNECT_TIMEOUT:g} s{why}"
             )
