@@ -9,9 +9,10 @@ import pytest
 import trio
 from grpclib import GRPCError, Status
 
-from droneshield.db import migrate, seed
+from droneshield.db import bulk, migrate, seed
 from droneshield.db.pool import connect
 
+from .support import sensor_table
 from .support.grpc_clients import send
 
 
@@ -66,6 +67,34 @@ async def test_seed_is_idempotent_and_uses_the_documented_serial_format(db):
     assert await db.fetchval("SELECT max(serial) FROM sensor") == "DS-00001200"
     counts = await db.fetch("SELECT status, n FROM fleet_count WHERE n <> 0")
     assert [tuple(r) for r in counts] == [("never", 1200)]
+
+
+async def test_seeding_an_empty_fleet_builds_its_indexes_once_and_keeps_counters(db):
+    """The fast path of a large insert (bulk.py): the secondary indexes are built again after
+    it, the same indexes, usable by the planner, with the counters exact."""
+    before = await sensor_table.indexes(db)
+    with trio.fail_after(60):
+        assert await seed.seed(db, bulk.REBUILD_MIN) == bulk.REBUILD_MIN
+    after = await sensor_table.indexes(db)
+    assert sensor_table.rebuilt(before, after) == set(before) - sensor_table.CONSTRAINTS
+    await sensor_table.assert_counters_exact(db)
+    for index, query in sensor_table.lookups(after):
+        assert index in await sensor_table.plan(db, query)
+    with trio.fail_after(60):
+        assert await seed.seed(db, bulk.REBUILD_MIN) == 0
+    assert sensor_table.rebuilt(after, await sensor_table.indexes(db)) == set()
+
+
+async def test_a_large_seed_waits_no_longer_than_a_second_for_a_reader(db, database_url):
+    """A session reading the table (a listing) would make the rebuild's lock queue every other
+    session behind it: past LOCK_WAIT the rows are inserted one by one instead."""
+    before = await sensor_table.indexes(db)
+    async with connect(database_url) as reader, reader.transaction():
+        await reader.fetchval("SELECT count(*) FROM sensor")  # holds its lock until the end
+        with trio.fail_after(60):
+            assert await seed.seed(db, bulk.REBUILD_MIN) == bulk.REBUILD_MIN
+    assert sensor_table.rebuilt(before, await sensor_table.indexes(db)) == set()
+    await sensor_table.assert_counters_exact(db)
 
 
 @pytest.fixture

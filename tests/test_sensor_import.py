@@ -9,6 +9,10 @@ from pathlib import Path
 
 import trio
 
+from droneshield.db import bulk, provisioning, seed
+
+from .support import sensor_table
+
 CLI = (sys.executable, "-m", "droneshield", "sensors", "import")
 
 
@@ -44,6 +48,42 @@ async def test_import_is_idempotent_and_reads_stdin(db, database_url, tmp_path: 
         ("site-1", 333),
         ("site-2", 333),
     ]
+
+
+async def test_a_large_import_into_a_small_fleet_rebuilds_indexes_under_the_same_rules(
+    db, database_url, tmp_path: Path
+):
+    """Adding more sensors than there are takes the fast path (indexes built again after the
+    insert, bulk.py): identical sensors still count as existing, a retired one comes back
+    with its history, the counters stay exact, and importing again changes nothing."""
+    await seed.seed(db, 1000)
+    await provisioning.retire(db, "DS-00000005")
+    path = tmp_path / "fleet.csv"
+    path.write_text(
+        "serial,site,label\n"
+        + "".join(f"DS-{n:08d},,\n" for n in range(1, 1001))
+        + "".join(f"IM-{n:06d},site-{n % 3},mast {n}\n" for n in range(bulk.REBUILD_MIN))
+    )
+    before = await sensor_table.indexes(db)
+    first = await _import(database_url, str(path))
+    assert first.returncode == 0, first.stderr
+    assert f"({bulk.REBUILD_MIN + 1:,} new, 999 existing)" in first.stderr.decode()
+    after = await sensor_table.indexes(db)
+    assert sensor_table.rebuilt(before, after) == set(before) - sensor_table.CONSTRAINTS
+    history = await db.fetch(
+        "SELECT kind FROM sensor_event WHERE sensor_id = "
+        "(SELECT id FROM sensor WHERE serial = 'DS-00000005') ORDER BY id"
+    )
+    assert [r["kind"] for r in history] == ["retired", "restored"]
+    await sensor_table.assert_counters_exact(db)
+    for index, query in sensor_table.lookups(after):
+        assert index in await sensor_table.plan(db, query)
+    again = await _import(database_url, str(path))
+    assert f"(0 new, {bulk.REBUILD_MIN + 1000:,} existing)" in again.stderr.decode()
+    assert sensor_table.rebuilt(after, await sensor_table.indexes(db)) == set()
+    await provisioning.retire(db, "IM-000007")
+    await db.execute("DELETE FROM sensor WHERE serial < 'IM-001000'")  # retired ones too
+    await sensor_table.assert_counters_exact(db)
 
 
 async def test_a_broken_file_stores_nothing_and_says_which_rows(db, database_url, tmp_path: Path):

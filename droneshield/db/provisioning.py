@@ -15,6 +15,7 @@ from typing import Final
 from ..domain import SensorState
 from ..errors import SensorsConflict
 from ..provisioning import ERRORS_SHOWN, Numbered, Rows
+from . import bulk
 from .pool import Connection
 from .sensors import EDITED, edited, edited_columns
 
@@ -59,10 +60,6 @@ class Provisioned:
     # Those created and restored, as live views get them (only when asked: an import of
     # millions has no live view to tell).
     changes: list[SensorState]
-
-
-def _count(status: str) -> int:
-    return int(status.rsplit(" ", 1)[-1])
 
 
 async def provision(
@@ -121,7 +118,7 @@ async def provision(
             found = [edited(r) for r in await conn.fetch(f"{_INSERT} RETURNING {EDITED}")]
             inserted = len(found)
         else:
-            found, inserted = [], _count(await conn.execute(_INSERT))
+            found, inserted = [], await bulk.insert(conn, _INSERT, "incoming")
     created = len(restored) + inserted
     return Provisioned(created, valid - created, restored + found if changes else [])
 

@@ -1,0 +1,99 @@
+"""Adding many sensors in one statement: the last step of `seed` and of provisioning.
+
+Almost all the time of a large import is the INSERT maintaining the `sensor` table's indexes
+(about ten btrees and one or two trigram GIN indexes, half of it the GIN ones): a million rows
+inserted one by one cost each index a million descents and GIN its pending-list merges, where
+CREATE INDEX sorts once and writes every page once. So when an insert adds at least as many
+sensors as the table holds (an empty fleet, the first provisioning, seeding) and at least
+`REBUILD_MIN`, the secondary indexes are dropped and built again around it, inside the caller's
+transaction: all or nothing still holds, and no other session ever sees the table without them.
+
+What it costs: the rebuild locks the table ACCESS EXCLUSIVE until the transaction ends, so a
+running daemon's writer and its listings wait for the insert and the builds (seconds at a
+million sensors). It is taken only when the insert at least doubles the fleet, so that wait is
+at most a few times the insert's own time on a fleet of the same size, and a fleet already
+larger than the import is never locked. If the lock is not granted within `LOCK_WAIT` (a long
+listing holds the table), the insert goes row by row instead of queueing every session behind it.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import asyncpg
+
+from .pool import Connection
+
+REBUILD_MIN: Final = 20_000  # new sensors; below this inserting them one by one is as fast
+LOCK_WAIT: Final = "1s"  # to take the table for a rebuild, else insert row by row
+# Building a GIN index of a million sensors' trigrams in one pass wants its entries in memory
+# (the default 64 MB spills them to disk in runs, merged afterwards).
+BUILD_MEMORY: Final = "512MB"
+
+# The indexes a rebuild drops: all but those of constraints (the primary key, and the serial's
+# unique index the insert's conflict check and the callers' lookups need; both are appended to
+# in order, ids as they come and serials sorted by the insert).
+_SECONDARY: Final = """
+SELECT c.relname AS name, pg_get_indexdef(i.indexrelid) AS definition
+FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+WHERE i.indrelid = 'sensor'::regclass
+  AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid)
+ORDER BY c.relname
+"""
+
+# Sensors the table holds, from the counters the triggers maintain (no scan).
+_SENSORS: Final = (
+    "SELECT (SELECT coalesce(sum(n), 0) FROM fleet_count) + (SELECT n FROM retired_count)"
+)
+
+
+def _count(status: str) -> int:
+    return int(status.rsplit(" ", 1)[-1])
+
+
+async def insert(conn: Connection, statement: str, source: str) -> int:
+    """Run `statement`, an INSERT INTO sensor of the rows of the table `source` (which has a
+    `serial` column) that are not stored yet, in the caller's transaction, rebuilding the
+    secondary indexes around it when that is faster. Returns the rows it inserted.
+
+    The transaction then commits without waiting for its WAL flush (`synchronous_commit` off):
+    a crash just after the commit loses the whole insert, never part of it, and running it
+    again does it again (seeding and imports are idempotent).
+    """
+    await conn.execute("SET LOCAL synchronous_commit = off")
+    if not await _worth_rebuilding(conn, source) or not await _lock(conn):
+        return _count(await conn.execute(statement))
+    indexes = await conn.fetch(_SECONDARY)
+    for index in indexes:
+        await conn.execute(f'DROP INDEX "{index["name"]}"')
+    inserted = _count(await conn.execute(statement))
+    await conn.execute(f"SET LOCAL maintenance_work_mem = '{BUILD_MEMORY}'")
+    for index in indexes:
+        await conn.execute(index["definition"])
+    return inserted
+
+
+async def _worth_rebuilding(conn: Connection, source: str) -> bool:
+    """Whether the insert adds at least `REBUILD_MIN` sensors and at least as many as there
+    are (counted exactly only when the staged rows alone could be that many)."""
+    staged = await conn.fetchval(f"SELECT count(*) FROM {source}")
+    stored = await conn.fetchval(_SENSORS)
+    if staged < max(REBUILD_MIN, stored):
+        return False
+    new = await conn.fetchval(
+        f"SELECT count(*) FROM {source} i "
+        "WHERE NOT EXISTS (SELECT FROM sensor s WHERE s.serial = i.serial)"
+    )
+    return bool(new >= max(REBUILD_MIN, stored))
+
+
+async def _lock(conn: Connection) -> bool:
+    """Take the table for a rebuild unless another session holds it past `LOCK_WAIT`."""
+    try:
+        async with conn.transaction():  # a savepoint: a timeout leaves the caller's work be
+            await conn.execute(f"SET LOCAL lock_timeout = '{LOCK_WAIT}'")
+            await conn.execute("LOCK TABLE sensor IN ACCESS EXCLUSIVE MODE")
+    except asyncpg.LockNotAvailableError:
+        return False
+    await conn.execute("SET LOCAL lock_timeout TO DEFAULT")
+    return True
