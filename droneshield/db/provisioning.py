@@ -46,11 +46,8 @@ WITH restored AS (
 SELECT * FROM restored
 """
 
-_INSERT: Final = """
-INSERT INTO sensor (serial, site, label)
-SELECT serial, site, label FROM incoming ORDER BY serial
-ON CONFLICT (serial) DO NOTHING
-"""
+_COLUMNS: Final = "serial, site, label"
+_INSERT: Final = bulk.statement("incoming", _COLUMNS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +77,7 @@ async def provision(
         SensorsConflict: a row names a sensor stored with another site or label.
     """
     async with conn.transaction():
+        await bulk.begin(conn)
         await conn.execute(
             'CREATE TEMP TABLE incoming (idx int, serial text COLLATE "C", site text, '
             "label text) ON COMMIT DROP"
@@ -118,7 +116,7 @@ async def provision(
             found = [edited(r) for r in await conn.fetch(f"{_INSERT} RETURNING {EDITED}")]
             inserted = len(found)
         else:
-            found, inserted = [], await bulk.insert(conn, _INSERT, "incoming")
+            found, inserted = [], await bulk.insert(conn, "incoming", _COLUMNS)
     created = len(restored) + inserted
     return Provisioned(created, valid - created, restored + found if changes else [])
 

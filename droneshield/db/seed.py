@@ -28,6 +28,7 @@ async def seed(conn: Connection, count: int, steps: Steps | None = None) -> int:
     it is interrupted.
     """
     async with conn.transaction():
+        await bulk.begin(conn)
         await conn.execute('CREATE TEMP TABLE seed_serial (serial text COLLATE "C") ON COMMIT DROP')
         for start in range(1, count + 1, CHUNK):
             stop = min(start + CHUNK, count + 1)
@@ -36,9 +37,4 @@ async def seed(conn: Connection, count: int, steps: Steps | None = None) -> int:
             )
             if steps:
                 steps.advance(stop - start)
-        return await bulk.insert(
-            conn,
-            "INSERT INTO sensor (serial) SELECT serial FROM seed_serial ORDER BY serial "
-            "ON CONFLICT (serial) DO NOTHING",
-            "seed_serial",
-        )
+        return await bulk.insert(conn, "seed_serial", "serial")
