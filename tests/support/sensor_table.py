@@ -51,7 +51,7 @@ async def plan(conn: Conn, query: str, *args: object) -> str:
     return "\n".join(r[0] for r in rows)
 
 
-CONSTRAINTS = frozenset({"sensor_pkey", "sensor_serial_key"})  # indexes bulk.py keeps
+KEPT = frozenset({"sensor_pkey"})  # the index bulk.py does not rebuild
 
 
 def lookups(names: dict[str, tuple[int, str]]) -> list[tuple[str, str]]:
