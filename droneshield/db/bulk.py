@@ -1,19 +1,21 @@
 """Adding many sensors in one statement: the last step of `seed` and of provisioning.
 
-Almost all the time of a large import is the INSERT maintaining the `sensor` table's indexes
-(about ten btrees and one or two trigram GIN indexes, half of it the GIN ones): a million rows
+Almost all the time of a large import was the INSERT maintaining the `sensor` table's indexes
+(ten btrees and one or two trigram GIN indexes, half of it the GIN ones): a million rows
 inserted one by one cost each index a million descents and GIN its pending-list merges, where
 CREATE INDEX sorts once and writes every page once. So when an insert adds at least as many
 sensors as the table holds (an empty fleet, the first provisioning, seeding) and at least
-`REBUILD_MIN`, the secondary indexes are dropped and built again around it, inside the caller's
-transaction: all or nothing still holds, and no other session ever sees the table without them.
+`REBUILD_MIN`, the indexes but the primary key's are dropped and built again around it, inside
+the caller's transaction: all or nothing still holds, and no other session ever sees the table
+without them.
 
 What it costs: the rebuild locks the table ACCESS EXCLUSIVE until the transaction ends, so a
 running daemon's writer and its listings wait for the insert and the builds (seconds at a
-million sensors). It is taken only when the insert at least doubles the fleet, so that wait is
-at most a few times the insert's own time on a fleet of the same size, and a fleet already
-larger than the import is never locked. If the lock is not granted within `LOCK_WAIT` (a long
-listing holds the table), the insert goes row by row instead of queueing every session behind it.
+million sensors, less than the daemon's 30 s statement timeout). It is taken only when the
+insert at least doubles the fleet, so the wait grows with the import, not with the fleet a
+small import joins: a fleet larger than the import is never locked. If the lock is not
+granted within `LOCK_WAIT` (a long listing holds the table), the insert goes row by row
+instead of queueing every other session behind it.
 """
 
 from __future__ import annotations
