@@ -15,6 +15,7 @@ from emitter.record import AckRecord
 from emitter.schedule import Fleet, FleetShape, chunks, gateway_phase, partition
 from tests.soak import figures, verify
 from tests.soak.run import Options
+from tests.soak.search import Search
 
 SERIALS = [f"DS-{n:08d}" for n in range(1, 101)]
 
@@ -275,3 +276,30 @@ def test_the_chart_is_svg_with_a_polyline_per_series():
     assert text.count("<polyline") == 8  # offline lateness has no samples
     assert ">warm-up<" not in text
     assert figures.svg(rows, "shaded", 1.5).count(">warm-up</text>") == len(figures.PANELS)
+
+
+def _searched(passes_up_to: int, first: int, ceiling: int) -> tuple[list[int], Search]:
+    search = Search(first, ceiling)
+    tried = []
+    while (size := search.next()) is not None:
+        tried.append(size)
+        search.record(size, size <= passes_up_to)
+    return tried, search
+
+
+def test_find_max_doubles_then_halves_the_bracket_to_a_quarter():
+    tried, search = _searched(passes_up_to=530_000, first=100_000, ceiling=1_000_000)
+    assert tried == [100_000, 200_000, 400_000, 800_000, 600_000, 500_000]
+    assert (search.best, search.failed) == (500_000, 600_000)
+
+
+def test_find_max_tries_the_ceiling_itself_and_stops_when_it_passes():
+    tried, search = _searched(passes_up_to=10**9, first=300_000, ceiling=1_000_000)
+    assert tried == [300_000, 600_000, 1_000_000]
+    assert (search.best, search.failed) == (1_000_000, None)
+
+
+def test_find_max_stops_when_even_the_first_size_fails():
+    tried, search = _searched(passes_up_to=0, first=10_000, ceiling=1_000_000)
+    assert tried == [10_000]
+    assert search.best is None
