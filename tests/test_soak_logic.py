@@ -162,6 +162,8 @@ def _row(minute, rss, **kw):
         "daemon_rss_mb": rss,
         "daemon_cpu_pct": 10,
         "pg_cpu_pct": 10,
+        "emitter_cpu_pct": 10,
+        "machine_cpu_pct": 20,
         "commit_ms": 10.0,
     }
     return base | kw
@@ -240,6 +242,16 @@ def test_the_first_resource_to_run_out_is_named():
     assert figures.exhausted(rows[:1], workers=1) is None
 
 
+def test_all_cores_busy_is_named_with_who_used_them_when_no_process_uses_a_whole_one():
+    """The 1M soak on 2 cores: daemon 72 %, PostgreSQL 52 %, emitter 90 % of a core; no process
+    at its limit, yet nothing was left for any of them."""
+    busy = _row(2, 80, daemon_cpu_pct=72, pg_cpu_pct=52, emitter_cpu_pct=90, machine_cpu_pct=99)
+    found = figures.exhausted([_row(1, 80), busy], workers=1)
+    assert found is not None
+    assert found.startswith("the machine's CPU (99% of all cores busy at minute 2")
+    assert "emitter 90%" in found
+
+
 def test_a_resource_saturated_by_the_start_up_wave_alone_has_not_run_out():
     rows = [_row(1, 80, daemon_cpu_pct=99, warmup=True), _row(2, 80), _row(3, 80)]
     assert figures.exhausted(rows, workers=1) is None
@@ -273,7 +285,7 @@ def test_the_chart_is_svg_with_a_polyline_per_series():
     text = figures.svg(rows, "a <test>", 0.0)
     assert text.startswith("<svg")
     assert "a &lt;test&gt;" in text
-    assert text.count("<polyline") == 8  # offline lateness has no samples
+    assert text.count("<polyline") == 9  # offline lateness has no samples
     assert ">warm-up<" not in text
     assert figures.svg(rows, "shaded", 1.5).count(">warm-up</text>") == len(figures.PANELS)
 
