@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from typing import Any, Final, Protocol, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -141,20 +149,37 @@ class Pool(Protocol):
     def terminate(self) -> None: ...
 
 
+async def _keep_session(conn: object) -> None:
+    """A pool's `reset` that leaves the session as it is (asyncpg still rolls back a
+    transaction left open before calling it)."""
+
+
 @asynccontextmanager
-async def open_pool(dsn: str, *, size: int) -> AsyncIterator[Pool]:
+async def open_pool(
+    dsn: str, *, size: int, session: Mapping[str, str] | None = None
+) -> AsyncIterator[Pool]:
     """A pool of `size` connections. Must run inside `trio_asyncio.open_loop()`.
+
+    With `session`, every connection starts with these settings and is not reset between
+    uses: asyncpg's reset (`RESET ALL`, `UNLISTEN *`, unlocking advisory locks, closing
+    cursors) is a round trip per release, and would also undo the settings. Such a pool is
+    only for code that leaves no session state behind: no `SET`, `LISTEN`, advisory or
+    session locks, cursors or temporary tables.
 
     Cancellation: closing is shielded and bounded, so a cancelled daemon still closes its
     connections instead of leaving them to the server's timeout.
     """
     trio_asyncio.current_loop.get().set_exception_handler(_lost_connections_are_transient)
+    fixed: dict[str, Any] = (
+        {} if session is None else {"server_settings": dict(session), "reset": _keep_session}
+    )
     pool = triopg.create_pool(
         dsn,
         min_size=1,
         max_size=size,
         command_timeout=COMMAND_TIMEOUT,
         timeout=CONNECT_TIMEOUT,
+        **fixed,
     )
     with connecting(dsn):
         await pool.__aenter__()

@@ -22,7 +22,7 @@ from ..db.pool import Connection, acquire
 from ..domain import SERIAL_MAX, EventKind, Status, canonical, check_serial, display, echo
 from ..errors import Invalid, InvalidReport, NotFound
 from ..provisioning import check_site
-from .context import hub, pool
+from .context import hub, listing_pool, pool
 from .messages import sensor_item
 from .schema import ApiModel, errors, responds
 
@@ -262,30 +262,21 @@ async def list_sensors(query_args: SensorQuery) -> Response:
     limit = min(query_args.limit, LIMIT_MAX)
     after = None if query_args.cursor is None else decode_cursor(query_args.cursor, order)
     offset = 0 if after is not None else (query_args.page - 1) * limit
-    # One snapshot for the total and the page: the far half of a listing is located from the
-    # total, which would otherwise drift between the two while statuses change.
-    async with acquire(pool()) as conn, conn.transaction(isolation="repeatable_read"):
-        await db.plan_each(conn)
+    async with acquire(listing_pool()) as conn:
         grams = (
             await db.narrowing_grams(conn, flt.q)
             if flt.q is not None and await _has_grams(conn)
             else []
         )
-        total, exact = await db.total(conn, flt, cap=COUNT_CAP, grams=grams)
-        # Nothing matches: skip the page query, which would otherwise scan the whole index.
-        rows = (
-            []
-            if exact and total == 0
-            else await db.page(
-                conn,
-                flt,
-                order,
-                after=after,
-                offset=offset,
-                limit=limit + 1,
-                total=total if exact else None,
-                grams=grams,
-            )
+        rows, total, exact = await db.listing(
+            conn,
+            flt,
+            order,
+            after=after,
+            offset=offset,
+            limit=limit + 1,
+            cap=COUNT_CAP,
+            grams=grams,
         )
     more = len(rows) > limit
     rows = rows[:limit]
