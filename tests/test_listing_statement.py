@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import asyncpg
 import pytest
 import trio
 
@@ -166,18 +167,45 @@ async def test_a_page_past_the_end_is_counted_apart(db, fleet):
     assert counting.statements == 2
 
 
-async def test_listing_connections_plan_each_statement_and_keep_their_session(
-    aio_loop, database_url, db
+async def test_listing_connections_plan_each_statement_and_are_lent_as_they_are(
+    aio_loop, database_url
 ):
-    """Custom plans and no JIT on the listing pool's connections only; and released connections
-    are not reset (no round trip), so a setting made on one outlives its use."""
+    """Custom plans and no JIT on the listing pool's connections only; a connection is lent
+    again as it was left (not reset: no round trip), so a setting made on one outlives its use."""
     show = "SELECT current_setting('plan_cache_mode'), current_setting('jit')"
     with trio.fail_after(10):
         async with open_pool(database_url, size=1, session=LISTING_SESSION) as listings:
             async with acquire(listings) as conn:
                 assert tuple(await conn.fetchrow(show)) == ("force_custom_plan", "off")  # type: ignore[arg-type]
                 await conn.execute("SET application_name = 'kept'")
-            async with acquire(listings) as conn:
-                assert await conn.fetchval("SELECT current_setting('application_name')") == "kept"
+            async with acquire(listings) as again:
+                assert again is conn
+                assert await again.fetchval("SELECT current_setting('application_name')") == "kept"
         async with open_pool(database_url, size=1) as pool, acquire(pool) as conn:
             assert await conn.fetchval("SELECT current_setting('plan_cache_mode')") == "auto"
+
+
+async def test_a_listing_connection_whose_use_failed_goes_back_to_asyncpg(aio_loop, database_url):
+    """A failed or cancelled statement returns its connection to asyncpg's pool (which waits
+    for the cancellation and resets the session); the next use gets a working one, with the
+    listing session; and the pool closes at once, the lent connections given back."""
+    with trio.fail_after(10):
+        async with open_pool(database_url, size=1, session=LISTING_SESSION) as listings:
+            async with acquire(listings) as conn:
+                await conn.execute("SET application_name = 'dropped'")
+            with pytest.raises(asyncpg.UndefinedTableError):
+                async with acquire(listings) as conn:
+                    await conn.fetch("SELECT * FROM no_such_table")
+            async with acquire(listings) as conn:
+                assert await conn.fetchval("SELECT current_setting('application_name')") == ""
+            with trio.move_on_after(0.2):
+                async with acquire(listings) as conn:
+                    await conn.execute("SET application_name = 'dropped'")
+                    await conn.fetch("SELECT pg_sleep(60)")
+            async with acquire(listings) as conn:
+                assert await conn.fetchval("SELECT current_setting('application_name')") == ""
+                assert await conn.fetchval("SELECT current_setting('plan_cache_mode')") == (
+                    "force_custom_plan"
+                )
+            closing = trio.current_time()
+        assert trio.current_time() - closing < 1  # not CLOSE_TIMEOUT: nothing left lent

@@ -283,8 +283,9 @@ async def list_sensors(query_args: SensorQuery) -> Response:
     # Encoded straight from the rows (the document is SensorPage, as the schemathesis test
     # checks): building and validating 50 pydantic models and encoding them cost more CPU per
     # page than the rest of the request.
+    reported = hub().reported_version
     page = {
-        "items": [_item(r, hub().reported_version) for r, _ in rows],
+        "items": [_item(r, reported) for r, _ in rows],
         "page": query_args.page,
         "limit": limit,
         "sort": order.sort,
