@@ -46,17 +46,18 @@ Listed = Literal["never", "online", "offline", "retired"]
 Sort = Literal["serial", "status_changed_at", "last_seen_at", "version"]
 SORTS: Final[tuple[Sort, ...]] = ("serial", "status_changed_at", "last_seen_at", "version")
 
-_COLUMN_NAMES: Final = (
+# What a listing shows of a sensor (`Listing`), as columns.
+LISTED: Final = (
     "id", "serial", "version", "online", "last_seen_at", "status_changed_at", "site", "label"
 )  # fmt: skip
-_COLUMNS: Final = ", ".join(_COLUMN_NAMES)
+_COLUMNS: Final = ", ".join(LISTED)
 
 
 def edited_columns(table: str = "") -> str:
     """What an operator's write returns of each sensor it changed (`edited` reads it); with
     `table`, its columns qualified (a statement joining another table)."""
     prefix = f"{table}." if table else ""
-    return ", ".join(f"{prefix}{c}" for c in (*_COLUMN_NAMES, "retired_at IS NOT NULL AS retired"))
+    return ", ".join(f"{prefix}{c}" for c in (*LISTED, "retired_at IS NOT NULL AS retired"))
 
 
 EDITED: Final = edited_columns()
@@ -244,7 +245,7 @@ async def listing(
     limit: int,
     cap: int,
     grams: Sequence[str] = (),
-) -> tuple[list[tuple[Listing, str]], int, bool]:
+) -> tuple[list[Record], int, bool]:
     """A page (as `page` reads it) and the listing's total (as `total` counts it), of one
     snapshot: the far half of a listing is located from the total, which would otherwise
     drift between the two while statuses change. `conn` must have LISTING_SESSION.
@@ -275,7 +276,7 @@ async def listing(
     records = await _select(conn, flt, order, after, offset, limit, False, grams, cap)
     if records:
         n, exact = _bounded(flt, records[0]["total"], cap)
-        return _keyed(records), n, exact
+        return records, n, exact
     if after is None and offset == 0:
         return [], 0, True  # a first page holds a row whenever the total is not 0
     n, exact = await total(conn, flt, cap=cap, grams=grams)
@@ -292,9 +293,11 @@ async def page(
     limit: int,
     total: int | None = None,
     grams: Sequence[str] = (),
-) -> list[tuple[Listing, str]]:
-    """Up to `limit` sensors in `order` (ties by serial), each with its sort key as text (for
-    the next cursor): those after `after`, skipping `offset` more.
+) -> list[Record]:
+    """Up to `limit` sensors in `order` (ties by serial): those after `after`, skipping
+    `offset` more. Each row holds the LISTED columns (a page is encoded straight from them:
+    building a `Listing` of each cost more CPU than reading the page) and `sort_key`, its sort
+    key as text (for the next cursor).
 
     Cursor pages cost O(limit). Deep offsets are shortened: the unfiltered listing by serial
     starts from the nearest page anchor (< ANCHOR_EVERY rows to skip); a listing whose exact
@@ -306,12 +309,9 @@ async def page(
             anchor = await _anchor(conn, offset)
             if anchor is not None:
                 position, serial = anchor
-                return _keyed(
-                    await _select(
-                        conn, flt, order, Cursor(serial, serial), offset - position, limit, True,
-                        grams,
-                    )
-                )  # fmt: skip
+                return await _select(
+                    conn, flt, order, Cursor(serial, serial), offset - position, limit, True, grams
+                )
         elif total is not None and offset > total - offset:
             end = min(offset + limit, total)
             if end <= offset:
@@ -319,12 +319,8 @@ async def page(
             rows = await _select(
                 conn, flt, order.reversed(), None, total - end, end - offset, False, grams
             )
-            return _keyed(rows[::-1])
-    return _keyed(await _select(conn, flt, order, after, offset, limit, False, grams))
-
-
-def _keyed(rows: Sequence[Record]) -> list[tuple[Listing, str]]:
-    return [(_listing(r), r["sort_key"]) for r in rows]
+            return rows[::-1]
+    return await _select(conn, flt, order, after, offset, limit, False, grams)
 
 
 async def _select(
