@@ -23,6 +23,8 @@ from droneshield.db.sensors import (
     total,
 )
 
+from .support.processes import eventually
+
 CAP = 5  # small, so that searches and the retired sensors pass it
 LIMIT = 4
 FILTERS = [
@@ -214,3 +216,20 @@ async def test_a_listing_connection_whose_use_failed_goes_back_to_asyncpg(aio_lo
                 )
             closing = trio.current_time()
         assert trio.current_time() - closing < 1  # not CLOSE_TIMEOUT: nothing left lent
+
+
+async def test_a_listing_connection_lost_while_idle_is_replaced(aio_loop, database_url, db):
+    """As asyncpg's pool does: a connection the server closed while it was not in use is
+    not lent again."""
+    with trio.fail_after(10):
+        async with open_pool(database_url, size=1, session=LISTING_SESSION) as listings:
+            async with acquire(listings) as conn:
+                pid = await conn.fetchval("SELECT pg_backend_pid()")
+            await db.execute("SELECT pg_terminate_backend($1)", pid)
+
+            async def noticed() -> bool:
+                return bool(conn.is_closed())
+
+            await eventually(noticed)
+            async with acquire(listings) as again:
+                assert await again.fetchval("SELECT pg_backend_pid()") != pid

@@ -195,10 +195,10 @@ class _Lending:
     """Connections of an asyncpg pool, each taken from it once and then lent from trio.
 
     A connection goes back to asyncpg's pool only when a use ends in an exception (a
-    cancelled or failed statement) or leaves it closed or in a transaction: asyncpg then
-    waits for a cancelled statement, rolls back, resets the session, or replaces the
-    connection; and the next use takes another. Closing gives every idle connection back
-    first (asyncpg's `close` waits for all of them).
+    cancelled or failed statement), leaves it in a transaction, or finds it closed (the
+    server went away while it was idle): asyncpg then waits for a cancelled statement, rolls
+    back, resets the session, or replaces the connection; and the use takes another. Closing
+    gives every idle connection back first (asyncpg's `close` waits for all of them).
     """
 
     def __init__(self, pool: Pool, size: int) -> None:
@@ -212,8 +212,11 @@ class _Lending:
     @asynccontextmanager
     async def _lend(self) -> AsyncIterator[Connection]:
         async with self._slots:
-            if self._idle:
+            while self._idle:
                 taken, conn = self._idle.pop()
+                if not conn.is_closed():
+                    break
+                await taken.__aexit__(None, None, None)  # lost while idle (a server restart)
             else:
                 taken = self._pool.acquire()
                 conn = await taken.__aenter__()
