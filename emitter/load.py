@@ -10,7 +10,7 @@ import random
 from collections.abc import Sequence
 from typing import Literal, NoReturn
 
-from droneshield.ingest.proto.status import BatchAck, StatusAck
+from droneshield.ingest.wire import BatchAck, StatusAck
 
 from .link import Failure, Link
 from .schedule import Pacer

@@ -219,6 +219,8 @@ def test_calls_failing_together_start_one_backoff_pause():
         (ConnectionRefusedError(111, "refused"), UNREACHABLE, True),
         (StreamTerminatedError("Connection lost"), UNREACHABLE, True),
         (TimeoutError(), "DEADLINE_EXCEEDED", True),
+        # grpclib's own wording when the connection ends inside an answer's message
+        (AssertionError("Received less data than expected"), UNREACHABLE, True),
     ],
 )
 def test_failures_that_mean_the_daemon_is_down_or_busy_back_off(exc, code, back_off):
@@ -229,6 +231,7 @@ def test_failures_that_mean_the_daemon_is_down_or_busy_back_off(exc, code, back_
 
 def test_a_bug_is_not_mistaken_for_a_call_failure():
     assert classify(KeyError("serial")) is None
+    assert classify(AssertionError("a broken invariant of ours")) is None
 
 
 @pytest.mark.parametrize(
@@ -317,10 +320,12 @@ def test_serials_file_skips_blank_lines_and_comments(tmp_path):
     assert from_file(path) == ["DS-00000001", "DS-00000002", "DS-00000003"]
 
 
-# Package __init__ modules the wire code's import passes through; they hold no code. And the
-# run file of `droneshield dev` (stdlib only): the other contract the emitter reads, to find a
-# running `just dev` by itself.
-PACKAGES = frozenset({"droneshield", "droneshield.ingest", "droneshield.runfile"})
+# Package __init__ modules the wire code's import passes through; they hold no code. The wire
+# module (the generated messages' C codec classes). And the run file of `droneshield dev`
+# (stdlib only): the other contract the emitter reads, to find a running `just dev` by itself.
+PACKAGES = frozenset(
+    {"droneshield", "droneshield.ingest", "droneshield.ingest.wire", "droneshield.runfile"}
+)
 
 
 def test_emitter_imports_only_the_wire_code_of_the_daemon():

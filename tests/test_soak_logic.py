@@ -15,6 +15,7 @@ from emitter.record import AckRecord
 from emitter.schedule import Fleet, FleetShape, chunks, gateway_phase, partition
 from tests.soak import figures, verify
 from tests.soak.run import Options
+from tests.soak.search import Search
 
 SERIALS = [f"DS-{n:08d}" for n in range(1, 101)]
 
@@ -161,6 +162,8 @@ def _row(minute, rss, **kw):
         "daemon_rss_mb": rss,
         "daemon_cpu_pct": 10,
         "pg_cpu_pct": 10,
+        "emitter_cpu_pct": 10,
+        "machine_cpu_pct": 20,
         "commit_ms": 10.0,
     }
     return base | kw
@@ -239,6 +242,16 @@ def test_the_first_resource_to_run_out_is_named():
     assert figures.exhausted(rows[:1], workers=1) is None
 
 
+def test_all_cores_busy_is_named_with_who_used_them_when_no_process_uses_a_whole_one():
+    """The 1M soak on 2 cores: daemon 72 %, PostgreSQL 52 %, emitter 90 % of a core; no process
+    at its limit, yet nothing was left for any of them."""
+    busy = _row(2, 80, daemon_cpu_pct=72, pg_cpu_pct=52, emitter_cpu_pct=90, machine_cpu_pct=99)
+    found = figures.exhausted([_row(1, 80), busy], workers=1)
+    assert found is not None
+    assert found.startswith("the machine's CPU (99% of all cores busy at minute 2")
+    assert "emitter 90%" in found
+
+
 def test_a_resource_saturated_by_the_start_up_wave_alone_has_not_run_out():
     rows = [_row(1, 80, daemon_cpu_pct=99, warmup=True), _row(2, 80), _row(3, 80)]
     assert figures.exhausted(rows, workers=1) is None
@@ -272,6 +285,33 @@ def test_the_chart_is_svg_with_a_polyline_per_series():
     text = figures.svg(rows, "a <test>", 0.0)
     assert text.startswith("<svg")
     assert "a &lt;test&gt;" in text
-    assert text.count("<polyline") == 8  # offline lateness has no samples
+    assert text.count("<polyline") == 9  # offline lateness has no samples
     assert ">warm-up<" not in text
     assert figures.svg(rows, "shaded", 1.5).count(">warm-up</text>") == len(figures.PANELS)
+
+
+def _searched(passes_up_to: int, first: int, ceiling: int) -> tuple[list[int], Search]:
+    search = Search(first, ceiling)
+    tried = []
+    while (size := search.next()) is not None:
+        tried.append(size)
+        search.record(size, size <= passes_up_to)
+    return tried, search
+
+
+def test_find_max_doubles_then_halves_the_bracket_to_a_quarter():
+    tried, search = _searched(passes_up_to=530_000, first=100_000, ceiling=1_000_000)
+    assert tried == [100_000, 200_000, 400_000, 800_000, 600_000, 500_000]
+    assert (search.best, search.failed) == (500_000, 600_000)
+
+
+def test_find_max_tries_the_ceiling_itself_and_stops_when_it_passes():
+    tried, search = _searched(passes_up_to=10**9, first=300_000, ceiling=1_000_000)
+    assert tried == [300_000, 600_000, 1_000_000]
+    assert (search.best, search.failed) == (1_000_000, None)
+
+
+def test_find_max_stops_when_even_the_first_size_fails():
+    tried, search = _searched(passes_up_to=0, first=10_000, ceiling=1_000_000)
+    assert tried == [10_000]
+    assert search.best is None

@@ -19,6 +19,7 @@ from tests.bench.support import console
 from tests.support.pg_admin import server
 
 from .run import Options, run
+from .search import Search
 
 FIND_MAX_MINUTES = 3.0
 FIND_MAX_FIRST = 10_000
@@ -60,14 +61,13 @@ def _print(report: dict[str, Any]) -> None:
     console.print(f"written to {report['options']['out']}/soak.json and soak.svg")
 
 
-async def _main(options: Options, find_max: bool, url: str) -> None:
+async def _main(options: Options, find_max: bool, find_from: int, url: str) -> None:
     async with trio_asyncio.open_loop():
         if not find_max:
             _print(await run(options, url))
             return
-        best = None
-        size = FIND_MAX_FIRST
-        while size <= options.sensors:
+        search = Search(find_from, options.sensors)
+        while (size := search.next()) is not None:
             trial = replace(
                 options,
                 sensors=size,
@@ -80,20 +80,17 @@ async def _main(options: Options, find_max: bool, url: str) -> None:
             )
             report = await run(trial, url)
             _print(report)
-            if not (report["passed"] and report["verification"]["ok"]):
-                console.print(
-                    f"largest fleet that passes: {best:,} sensors"
-                    if best
-                    else "no fleet size passed"
-                )
-                return
-            best = size
-            size *= 2
-        console.print(
-            f"every fleet tried passed, up to {best:,} sensors: raise --sensors"
-            if best
-            else f"no fleet tried: --sensors is below {FIND_MAX_FIRST:,}"
-        )
+            search.record(size, report["passed"] and report["verification"]["ok"])
+        if search.best is None:
+            console.print(f"no fleet size passed (tried from {find_from:,})")
+        elif search.failed is None:
+            console.print(
+                f"every fleet tried passed, up to {search.best:,} sensors: raise --sensors"
+            )
+        else:
+            console.print(
+                f"largest fleet that passes: {search.best:,} sensors ({search.failed:,} failed)"
+            )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -118,8 +115,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--find-max",
         action="store_true",
-        help=f"double the fleet from {FIND_MAX_FIRST:,} up to --sensors with "
-        f"{FIND_MAX_MINUTES:g}-minute runs (each after its warm-up) until one fails",
+        help=f"double the fleet from --find-from up to --sensors with {FIND_MAX_MINUTES:g}-minute "
+        "runs (each after its warm-up) until one fails, then halve the gap between the largest "
+        "that passed and the smallest that failed",
+    )
+    parser.add_argument(
+        "--find-from",
+        type=int,
+        default=FIND_MAX_FIRST,
+        help="--find-max's first fleet size (sizes known to pass need not be run again)",
     )
     return parser
 
@@ -138,7 +142,7 @@ def main() -> None:
         warmup=args.warmup,
     )
     with server("droneshield-soak-pg-") as url:
-        trio.run(_main, options, args.find_max, url)
+        trio.run(_main, options, args.find_max, args.find_from, url)
 
 
 if __name__ == "__main__":

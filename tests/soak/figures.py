@@ -25,6 +25,7 @@ HOOK_GOAL: Final = 2000.0  # ms, p99
 RSS_GROWTH_GOAL: Final = 5.0  # MB per 10 minutes, after the first 10 minutes
 RSS_SETTLE: Final = 600.0  # seconds before the RSS slope counts
 CPU_SATURATED: Final = 90.0  # % of one core: a single-threaded process that is out of CPU
+MACHINE_SATURATED: Final = 90.0  # % of all cores busy: whoever runs is waiting for a core
 COMMIT_SLOW: Final = 500.0  # ms mean group commit: the writer cannot keep up with a 1 s flush
 
 
@@ -108,10 +109,20 @@ class Window:
             "daemon_rss_mb": round(self.after.daemon_mb, 1),
             "pg_cpu_pct": round(max(0.0, self.after.pg_cpu - self.before.pg_cpu) / span * 100),
             "pg_mb": round(self.after.pg_mb, 1),
+            "emitter_cpu_pct": round(
+                (self.after.emitter_cpu - self.before.emitter_cpu) / span * 100
+            ),
+            "machine_cpu_pct": round(_busy(self.before.machine, self.after.machine)),
             "db_mb": round(self.after.db_mb, 1),
             "commit_ms": None if commit_ms is None else round(commit_ms, 1),
             "errors": dict(self.errors),
         }
+
+
+def _busy(before: tuple[float, float], after: tuple[float, float]) -> float:
+    """The share (%) of all the machine's cores that was busy between two readings."""
+    total = after[1] - before[1]
+    return (after[0] - before[0]) / total * 100 if total > 0 else 0.0
 
 
 def line(row: dict[str, Any]) -> str:
@@ -128,7 +139,8 @@ def line(row: dict[str, Any]) -> str:
         f"offline late p99 {ms('offline_late_p99_ms')} ms  ws p99 {ms('ws_p99_ms')} ms  "
         f"hook p99 {ms('hook_p99_ms')} ms {row['posts_per_min']:.0f} POSTs/min  "
         f"daemon {row['daemon_cpu_pct']}% {row['daemon_rss_mb']:.0f} MB  "
-        f"pg {row['pg_cpu_pct']}% {row['pg_mb']:.0f} MB  db {row['db_mb']:.0f} MB  "
+        f"pg {row['pg_cpu_pct']}% {row['pg_mb']:.0f} MB  emitter {row['emitter_cpu_pct']}%  "
+        f"machine {row['machine_cpu_pct']}%  db {row['db_mb']:.0f} MB  "
         f"commit {ms('commit_ms')} ms  errors {errors}" + ("  (warm-up)" if row["warmup"] else "")
     )
 
@@ -192,8 +204,10 @@ def _latency(
 
 def exhausted(rows: Sequence[dict[str, Any]], workers: int) -> str | None:
     """Which resource ran out first: the first period in which the daemon's CPU, PostgreSQL's
-    CPU or the writer's commit time crossed its limit (None: none did); the warm-up's start-up
-    wave is not the fleet's load, so it does not count."""
+    CPU, the writer's commit time or the machine's cores crossed its limit (None: none did);
+    the warm-up's start-up wave is not the fleet's load, so it does not count. The machine is
+    named with who used it: the emitter shares the host, and a daemon below a core may still
+    be short of CPU when every core is busy."""
     for row in (r for r in rows if not r["warmup"]):
         if row["daemon_cpu_pct"] >= CPU_SATURATED * workers:
             return f"daemon CPU ({row['daemon_cpu_pct']}% at minute {row['minute']:g})"
@@ -201,6 +215,12 @@ def exhausted(rows: Sequence[dict[str, Any]], workers: int) -> str | None:
             return f"PostgreSQL CPU ({row['pg_cpu_pct']}% at minute {row['minute']:g})"
         if (row["commit_ms"] or 0) >= COMMIT_SLOW:
             return f"writer commit time ({row['commit_ms']} ms at minute {row['minute']:g})"
+        if row["machine_cpu_pct"] >= MACHINE_SATURATED:
+            return (
+                f"the machine's CPU ({row['machine_cpu_pct']}% of all cores busy at minute "
+                f"{row['minute']:g}: daemon {row['daemon_cpu_pct']}%, PostgreSQL "
+                f"{row['pg_cpu_pct']}%, emitter {row['emitter_cpu_pct']}% of a core)"
+            )
     return None
 
 
@@ -226,6 +246,7 @@ PANELS: Final = (
             ("daemon_rss_mb", "daemon RSS MB"),
             ("daemon_cpu_pct", "daemon CPU %"),
             ("pg_cpu_pct", "PostgreSQL CPU %"),
+            ("emitter_cpu_pct", "emitter CPU %"),
         ),
     ),
 )

@@ -1,6 +1,8 @@
 """What the soak samples every period besides the children's own lines: CPU and memory of the
 daemon (its workers included) and of the PostgreSQL backends serving the soak's database, the
-database's size, and the writer's group commits from the daemon's /metrics."""
+emitter's CPU and the whole machine's, the database's size, and the writer's group commits from
+the daemon's /metrics. The machine's share matters on a small host: the emitter runs beside the
+daemon, and all cores can be busy while neither the daemon nor PostgreSQL uses a whole one."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from droneshield.db.pool import connect
-from tests.bench.support import cpu_seconds, rss_mb
+from tests.bench.support import TICKS, cpu_seconds, rss_mb
 from tests.support.processes import child_pids
 
 COMMIT_METRIC = "droneshield_commit_seconds"
@@ -51,6 +53,15 @@ def _pss_mb(pids: list[int]) -> float:
     return total / 1024
 
 
+def machine_cpu() -> tuple[float, float]:
+    """(busy, total) CPU seconds of all cores so far, from /proc/stat (idle and iowait are not
+    busy)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    total = sum(fields[:8])  # guest time is already counted in user
+    idle = fields[3] + fields[4]
+    return (total - idle) / TICKS, total / TICKS
+
+
 @dataclass
 class Sample:
     at: float
@@ -58,11 +69,15 @@ class Sample:
     daemon_mb: float  # resident, workers included
     pg_cpu: float  # seconds so far, of the backends alive now
     pg_mb: float  # proportional (shared buffers split between backends)
+    emitter_cpu: float  # seconds so far
+    machine: tuple[float, float]  # (busy, total) seconds of all cores so far
     db_mb: float
     commit: tuple[float, float]  # (seconds, count) of group commits so far
 
 
-async def sample(at: float, daemon_pid: int, http_port: int, database_url: str) -> Sample:
+async def sample(
+    at: float, daemon_pid: int, emitter_pid: int, http_port: int, database_url: str
+) -> Sample:
     """One reading. PostgreSQL is the backends connected to the soak's database: on a shared
     server the rest is other people's; its background writer and WAL writer are left out."""
     async with connect(database_url) as conn:
@@ -80,6 +95,8 @@ async def sample(at: float, daemon_pid: int, http_port: int, database_url: str) 
         _sum(daemon, rss_mb),
         _sum(backends, cpu_seconds),
         _pss_mb(backends),
+        _sum([emitter_pid], cpu_seconds),
+        machine_cpu(),
         db_bytes / 2**20,
         await _commits(http_port),
     )

@@ -336,7 +336,7 @@ async def _watch(
     seen = _Seen(figures.Phase(options.warmup_periods))
     rows: list[dict[str, Any]] = []
     began = seen.began
-    before = await probes.sample(began, daemon.pid, daemon.http_port, url)
+    before = await probes.sample(began, daemon.pid, emitter.process.pid, daemon.http_port, url)
     window: dict[str, Any] = {}
     next_upload = began + options.upload_every
     uploads = 0
@@ -362,25 +362,26 @@ async def _watch(
             if webhook.id is None and seen.phase.since is not None:
                 await webhook.register()
             if window.get("periods"):  # a row per emitter period, as its line arrives
-                before = await _row(url, daemon, window, rows, before, seen)
+                before = await _row(url, daemon, emitter, window, rows, before, seen)
                 window = {}
     if await emitter.exited() != 0:
         raise RuntimeError(f"the emitter failed:\n{emitter.output()}")
     _consume(options, files, seen, window)
-    await _row(url, daemon, window, rows, before, seen)
+    await _row(url, daemon, emitter, window, rows, before, seen)
     return rows, seen
 
 
 async def _row(
     url: str,
     daemon: DaemonProcess,
+    emitter: Spawned,
     window: dict[str, Any],
     rows: list[dict[str, Any]],
     before: probes.Sample,
     seen: _Seen,
 ) -> probes.Sample:
     """Print and keep the row of `window` (what was read since the last row)."""
-    after = await probes.sample(time.time(), daemon.pid, daemon.http_port, url)
+    after = await probes.sample(time.time(), daemon.pid, emitter.process.pid, daemon.http_port, url)
     periods = window.get("periods", [])
     errors: Counter[str] = Counter()
     for period in periods:
