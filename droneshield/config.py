@@ -114,7 +114,10 @@ class Settings:
     )
     pool_size: int = field(
         default=POOL_SIZE_DEFAULT,
-        metadata={"help": "database connections (each writer lane keeps one; one more at least)"},
+        metadata={
+            "help": "database connections (each writer lane keeps one; one more at least); "
+            "listings open pool_size - writer_lanes more"
+        },
     )
     shutdown_grace: float = field(
         default=SHUTDOWN_GRACE_DEFAULT,

@@ -1,7 +1,7 @@
 """The daemon: one nursery that supervises everything. Read top to bottom, this is the
-architecture: pool → writer → presence → relay (changes to and from other daemons) →
-live metrics → fleet totals → page anchors → fleet history (a sample a minute) → webhook
-dispatcher → gRPC ingest → HTTP/WebSocket app.
+architecture: pools (everything's, and one for listings) → writer → presence → relay (changes
+to and from other daemons) → live metrics → fleet totals → page anchors → fleet history (a
+sample a minute) → webhook dispatcher → gRPC ingest → HTTP/WebSocket app.
 
 Cancelling `run` (a signal, a test leaving its fixture) stops it all: servers stop accepting,
 reports in flight are committed or answered with an error, the pool closes last. A crash in any
@@ -25,6 +25,7 @@ from .config import Settings
 from .db.history import HistoryDb
 from .db.pool import open_pool
 from .db.presence import PresenceDb
+from .db.sensors import LISTING_SESSION
 from .dispatcher import Dispatcher
 from .domain import Applied
 from .history import serve_history
@@ -68,7 +69,14 @@ async def run(
         Whatever a component fails with (for example PortInUse); the other
         components are cancelled and cleaned up first.
     """
-    async with trio_asyncio.open_loop(), open_pool(database_url, size=settings.pool_size) as pool:
+    # Listings get as many connections as the writer's lanes leave them in the main pool, in a
+    # pool of their own whose sessions plan each statement for its arguments (LISTING_SESSION).
+    listing_size = settings.pool_size - settings.writer_lanes
+    async with (
+        trio_asyncio.open_loop(),
+        open_pool(database_url, size=settings.pool_size) as pool,
+        open_pool(database_url, size=listing_size, session=LISTING_SESSION) as listing_pool,
+    ):
         send, receive = trio.open_memory_channel[Pending](settings.queue_size)
         hub = Hub()
         metrics.observe(metrics.WEBSOCKET_CLIENTS, lambda: hub.subscribers)
@@ -101,7 +109,13 @@ async def run(
             sinks=[publish_committed, metrics.count_transitions],
         )
         submitter = Submitter(send, ack_timeout=settings.ack_timeout)
-        app = create_app(settings, pool, hub=hub, submit=submitter.submit_from_trio)
+        app = create_app(
+            settings,
+            pool,
+            listing_pool=listing_pool,
+            hub=hub,
+            submit=submitter.submit_from_trio,
+        )
         async with trio.open_nursery() as nursery:
             await nursery.start(writer.run)
             tracker = await nursery.start(serve_presence, PresenceDb(pool), hub, settings)

@@ -24,22 +24,40 @@ GRAMS_DENSE: Final = 0.1  # share of sensors past which a trigram no longer narr
 GRAMS_ASKED: Final = 2  # rarest trigrams a search asks the index for
 _ANCHOR_LOCK: Final = 0x616E63686F72  # advisory lock: one instance rebuilds the anchors
 
+# The session of the connections that serve listings (`open_pool(session=...)`).
+#
+# Plans for the actual arguments: asyncpg prepares every statement, and after five runs
+# PostgreSQL may keep a generic plan, blind to the value of a search pattern or a site: one that
+# scans the serial index in full when nothing matches (measured ~200 ms at 100k sensors against
+# 0.1 ms through the trigram index). Planning costs a fraction of a millisecond.
+#
+# And no JIT compilation: a page or a capped count is a short query, but a plan estimated to
+# read many rows (a search's count at a million sensors) passes `jit_above_cost`, and one that
+# did spent 132 ms compiling (`EXPLAIN ANALYZE`, 200k sensors) for rows that an index scan
+# without JIT read in 15 ms.
+#
+# Session settings rather than `SET LOCAL` in a transaction: one statement then reads a page
+# and its total with no `BEGIN`, `SET` or `COMMIT` round trip. The rest of the daemon keeps
+# its pool's defaults (the writer's statements are the same every time: generic plans suit them).
+LISTING_SESSION: Final = {"plan_cache_mode": "force_custom_plan", "jit": "off"}
+
 # One Literal, not `Status | Literal["retired"]`: validation names every choice at once.
 Listed = Literal["never", "online", "offline", "retired"]
 Sort = Literal["serial", "status_changed_at", "last_seen_at", "version"]
 SORTS: Final[tuple[Sort, ...]] = ("serial", "status_changed_at", "last_seen_at", "version")
 
-_COLUMN_NAMES: Final = (
+# What a listing shows of a sensor (`Listing`), as columns.
+LISTED: Final = (
     "id", "serial", "version", "online", "last_seen_at", "status_changed_at", "site", "label"
 )  # fmt: skip
-_COLUMNS: Final = ", ".join(_COLUMN_NAMES)
+_COLUMNS: Final = ", ".join(LISTED)
 
 
 def edited_columns(table: str = "") -> str:
     """What an operator's write returns of each sensor it changed (`edited` reads it); with
     `table`, its columns qualified (a statement joining another table)."""
     prefix = f"{table}." if table else ""
-    return ", ".join(f"{prefix}{c}" for c in (*_COLUMN_NAMES, "retired_at IS NOT NULL AS retired"))
+    return ", ".join(f"{prefix}{c}" for c in (*LISTED, "retired_at IS NOT NULL AS retired"))
 
 
 EDITED: Final = edited_columns()
@@ -217,18 +235,52 @@ class Order:
         return replace(self, descending=not self.descending)
 
 
-async def plan_each(conn: Connection) -> None:
-    """Plan this transaction's statements for their actual arguments. asyncpg prepares every
-    statement, and after five runs PostgreSQL may keep a generic plan, blind to the value of a
-    search pattern or a site: one that scans the serial index in full when nothing matches
-    (measured ~200 ms at 100k sensors against 0.1 ms through the trigram index). Planning
-    costs a fraction of a millisecond.
+async def listing(
+    conn: Connection,
+    flt: SensorFilter,
+    order: Order,
+    *,
+    after: Cursor | None,
+    offset: int,
+    limit: int,
+    cap: int,
+    grams: Sequence[str] = (),
+) -> tuple[list[Record], int, bool]:
+    """A page (as `page` reads it) and the listing's total (as `total` counts it), of one
+    snapshot: the far half of a listing is located from the total, which would otherwise
+    drift between the two while statuses change. `conn` must have LISTING_SESSION.
 
-    And no JIT compilation: a page or a capped count is a short query, but a plan estimated to
-    read many rows (a search's count at a million sensors) passes `jit_above_cost`, and one
-    that did spent 132 ms compiling (`EXPLAIN ANALYZE`, 200k sensors) for rows that an index
-    scan without JIT read in 15 ms."""
-    await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan; SET LOCAL jit = off")
+    One statement reads both (the page's rows are not read when the total is 0: a search
+    matching nothing would otherwise walk a whole index), with no transaction. Deep offsets
+    take a transaction (their page depends on the total), and a page past the end counts its
+    total afterwards (no row carries it).
+    """
+    if after is None and offset >= ANCHOR_EVERY:
+        async with conn.transaction(isolation="repeatable_read"):
+            n, exact = await total(conn, flt, cap=cap, grams=grams)
+            rows = (
+                await page(
+                    conn,
+                    flt,
+                    order,
+                    after=None,
+                    offset=offset,
+                    limit=limit,
+                    total=n if exact else None,
+                    grams=grams,
+                )
+                if n
+                else []
+            )
+        return rows, n, exact
+    records = await _select(conn, flt, order, after, offset, limit, False, grams, cap)
+    if records:
+        n, exact = _bounded(flt, records[0]["total"], cap)
+        return records, n, exact
+    if after is None and offset == 0:
+        return [], 0, True  # a first page holds a row whenever the total is not 0
+    n, exact = await total(conn, flt, cap=cap, grams=grams)
+    return [], n, exact
 
 
 async def page(
@@ -241,9 +293,11 @@ async def page(
     limit: int,
     total: int | None = None,
     grams: Sequence[str] = (),
-) -> list[tuple[Listing, str]]:
-    """Up to `limit` sensors in `order` (ties by serial), each with its sort key as text (for
-    the next cursor): those after `after`, skipping `offset` more.
+) -> list[Record]:
+    """Up to `limit` sensors in `order` (ties by serial): those after `after`, skipping
+    `offset` more. Each row holds the LISTED columns (a page is encoded straight from them:
+    building a `Listing` of each cost more CPU than reading the page) and `sort_key`, its sort
+    key as text (for the next cursor).
 
     Cursor pages cost O(limit). Deep offsets are shortened: the unfiltered listing by serial
     starts from the nearest page anchor (< ANCHOR_EVERY rows to skip); a listing whose exact
@@ -278,7 +332,10 @@ async def _select(
     limit: int,
     inclusive: bool,
     grams: Sequence[str],
-) -> list[tuple[Listing, str]]:
+    cap: int | None = None,
+) -> list[Record]:
+    """With `cap`, each row also holds the listing's `total` (see `_counting`), counted first
+    in the same statement; when it is 0, PostgreSQL's one-time filter reads no row at all."""
     key, key_type = _KEYS[order.sort]
     conditions, args = flt.where(sort=order.sort, grams=grams)
     direction = "DESC" if order.descending else ""
@@ -291,15 +348,22 @@ async def _select(
             args += [after.key, after.serial]
             n = len(args)
             conditions.append(f"({key}, serial) {compare} (${n - 1}::text::{key_type}, ${n})")
+    counted = ""
+    columns = f"{_COLUMNS}, ({key})::text AS sort_key"
+    if cap is not None:
+        counting, counting_args = _counting(flt, cap, grams, len(args) + 1)
+        args += counting_args
+        counted = f"WITH counted AS MATERIALIZED ({counting}) "
+        columns += ", (SELECT n FROM counted) AS total"
+        conditions.append("(SELECT n FROM counted) > 0")
     where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
     args += [offset, limit]
     ordering = "serial" if order.sort == "serial" else f"{key} {direction}, serial"
-    rows = await conn.fetch(
-        f"SELECT {_COLUMNS}, ({key})::text AS sort_key FROM sensor {where} "
+    return await conn.fetch(
+        f"{counted}SELECT {columns} FROM sensor {where} "
         f"ORDER BY {ordering} {direction} OFFSET ${len(args) - 1} LIMIT ${len(args)}",
         *args,
     )
-    return [(_listing(r), r["sort_key"]) for r in rows]
 
 
 _ANCHOR_AT: Final = """
@@ -364,23 +428,38 @@ async def total(
     (`q`) or the retired sensors are counted among at most `cap` + 1 matches: when there are
     more, the answer is `cap` and not exact (a lower bound).
     """
-    if flt.q is None and flt.status != "retired":
-        n = await conn.fetchval(
-            "SELECT coalesce(sum(n), 0) FROM fleet_count "
-            "WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR version = $2) "
-            "AND ($3::text IS NULL OR site = $3)",
-            flt.status,
-            flt.version,
-            flt.site,
+    counting, args = _counting(flt, cap, grams)
+    return _bounded(flt, await conn.fetchval(counting, *args), cap)
+
+
+def _counted_by_cap(flt: SensorFilter) -> bool:
+    return flt.q is not None or flt.status == "retired"
+
+
+def _counting(
+    flt: SensorFilter, cap: int, grams: Sequence[str], first_param: int = 1
+) -> tuple[str, list[object]]:
+    """The statement `total` runs (one row, `n`), its parameters numbered from `first_param`."""
+    if not _counted_by_cap(flt):
+        status, version, site = (f"${first_param + i}::text" for i in range(3))
+        return (
+            "SELECT coalesce(sum(n), 0)::bigint AS n FROM fleet_count "
+            f"WHERE ({status} IS NULL OR status = {status}) "
+            f"AND ({version} IS NULL OR version = {version}) AND ({site} IS NULL OR site = {site})",
+            [flt.status, flt.version, flt.site],
         )
-        return int(n), True
-    conditions, args = flt.where(grams=grams)
+    conditions, args = flt.where(first_param, grams=grams)
     args.append(cap + 1)
-    n = await conn.fetchval(
-        f"SELECT count(*) FROM (SELECT 1 FROM sensor WHERE {' AND '.join(conditions)} "
-        f"LIMIT ${len(args)}) AS matching",
-        *args,
+    return (
+        f"SELECT count(*) AS n FROM (SELECT 1 FROM sensor WHERE {' AND '.join(conditions)} "
+        f"LIMIT ${first_param + len(args) - 1}) AS matching",
+        args,
     )
+
+
+def _bounded(flt: SensorFilter, n: int, cap: int) -> tuple[int, bool]:
+    if not _counted_by_cap(flt):
+        return n, True
     return (n, True) if n <= cap else (cap, False)
 
 

@@ -32,6 +32,7 @@ from ..reports import SHUTTING_DOWN, TOO_LATE, Outcome, Pending
 from .auth import token_required
 from .budgets import Budgets, Connections, Gate, GuardedProtocol, calls_limited
 from .codec import StrictCodec
+from .deadlines import CALL_DEADLINE, deadline_known
 from .limits import size_limited
 from .proto.google_proto_descriptor_pool import default_google_proto_descriptor_pool
 from .service import Checked, DeviceStatusService
@@ -132,6 +133,9 @@ class Submitter:
 
     def _pending(self, reports: Sequence[Checked], answers: _Answers) -> Iterator[Pending]:
         deadline = trio.current_time() + self._ack_timeout
+        call_deadline = CALL_DEADLINE.get()  # the gRPC call's, when it has one (`deadlines`)
+        if call_deadline is not None:
+            deadline = min(deadline, call_deadline)
         for index, (serial, version, note) in enumerate(reports):
             yield Pending(serial, version, note, deadline, answers.resolver(index))
 
@@ -274,7 +278,7 @@ async def serve_grpc(
         # Health stays open: load balancers and orchestrators probe it without credentials,
         # and it says only SERVING or not.
         services = [s if s is health else token_required(s, token) for s in services]
-    services = [size_limited(s, max_message_bytes) for s in services]
+    services = [size_limited(deadline_known(s), max_message_bytes) for s in services]
     admission = Admission(limits, "gRPC")
     server = _GuardedServer(
         services, codec=StrictCodec(), budgets=budgets, connections=Connections(admission)

@@ -54,6 +54,8 @@ def install(app: Quart) -> None:
         metrics.HTTP_REQUESTS.labels(
             method_label(request.method), route, str(response.status_code)
         ).observe(seconds)
+        if not log.isEnabledFor(logging.INFO):
+            return response  # the line would be built for nothing (log level WARNING or above)
         log.info(
             "%s",
             orjson.dumps(

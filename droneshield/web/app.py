@@ -32,9 +32,15 @@ from .converters import CONVERTERS
 
 
 def create_app(
-    settings: Settings, pool: Pool, *, hub: Hub | None = None, submit: Submit | None = None
+    settings: Settings,
+    pool: Pool,
+    *,
+    listing_pool: Pool | None = None,
+    hub: Hub | None = None,
+    submit: Submit | None = None,
 ) -> QuartTrio:
-    """The app; `hub` feeds `/ws` (a fresh, unfed one when not given, for HTTP-only tests),
+    """The app; `listing_pool` serves `GET /sensors` (absent only in apps that never query),
+    `hub` feeds `/ws` (a fresh, unfed one when not given, for HTTP-only tests),
     `submit` takes `POST /reports` to the writer (without it they are answered 503).
 
     Raises:
@@ -46,6 +52,7 @@ def create_app(
     app.url_map.converters.update(CONVERTERS)
     app.config["DRONESHIELD_SETTINGS"] = settings
     app.config["DRONESHIELD_POOL"] = pool
+    app.config["DRONESHIELD_LISTING_POOL"] = listing_pool
     app.config["DRONESHIELD_HUB"] = hub if hub is not None else Hub()
     app.config["DRONESHIELD_SUBMIT"] = submit
     # Uploads are limited per file while streaming; this bounds a whole request

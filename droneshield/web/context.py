@@ -1,4 +1,4 @@
-"""What a request handler reaches through the app: the daemon's settings, database pool, hub
+"""What a request handler reaches through the app: the daemon's settings, database pools, hub
 (live views) and report ingest."""
 
 from __future__ import annotations
@@ -19,6 +19,12 @@ def settings() -> Settings:
 
 def pool() -> Pool:
     found: Pool = current_app.config["DRONESHIELD_POOL"]
+    return found
+
+
+def listing_pool() -> Pool:
+    """The connections that serve `GET /sensors` (db.sensors.LISTING_SESSION)."""
+    found: Pool = current_app.config["DRONESHIELD_LISTING_POOL"]
     return found
 
 

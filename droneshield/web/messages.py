@@ -26,7 +26,7 @@ from typing import Any, Final
 import orjson
 
 from ..config import WS_MAX_SERIALS_DEFAULT
-from ..domain import STATUSES, SensorState, canonical, check_serial, display, echo
+from ..domain import STATUSES, SensorState, Status, canonical, check_serial, display, echo
 from ..errors import Invalid, InvalidReport, InvalidVersion
 from ..hub import Match
 
@@ -58,14 +58,33 @@ ClientMessage = Subscribe | Pong
 
 def sensor_item(change: SensorState) -> dict[str, Any]:
     """One sensor as `GET /sensors` shows it (camelCase, version `v1.2.3`)."""
+    return item(
+        change.id,
+        change.serial,
+        change.version,
+        change.status,
+        change.last_seen_at,
+        change.status_changed_at,
+    )
+
+
+def item(
+    sensor_id: int,
+    serial: str,
+    version: str | None,
+    status: Status,
+    last_seen_at: datetime | None,
+    status_changed_at: datetime | None,
+) -> dict[str, Any]:
+    """`sensor_item` of a sensor's fields: what a page builds straight from its rows."""
     return {
-        "id": change.id,
-        "serial": change.serial,
-        "version": display(change.version),
-        "status": change.status,
-        "online": change.status == "online",
-        "lastSeenAt": change.last_seen_at,
-        "statusChangedAt": change.status_changed_at,
+        "id": sensor_id,
+        "serial": serial,
+        "version": display(version),
+        "status": status,
+        "online": status == "online",
+        "lastSeenAt": last_seen_at,
+        "statusChangedAt": status_changed_at,
     }
 
 

@@ -18,12 +18,21 @@ from quart_schema import validate_querystring, validate_response
 
 from ..availability import DAY, WEEK, availability
 from ..db import sensors as db
-from ..db.pool import Connection, acquire
-from ..domain import SERIAL_MAX, EventKind, Status, canonical, check_serial, display, echo
+from ..db.pool import Connection, Record, acquire
+from ..domain import (
+    SERIAL_MAX,
+    EventKind,
+    Status,
+    canonical,
+    check_serial,
+    display,
+    echo,
+    status_of,
+)
 from ..errors import Invalid, InvalidReport, NotFound
 from ..provisioning import check_site
-from .context import hub, pool
-from .messages import sensor_item
+from .context import hub, listing_pool, pool
+from .messages import item
 from .schema import ApiModel, errors, responds
 
 blueprint = Blueprint("sensors", __name__)
@@ -231,14 +240,21 @@ def _filter(query: SensorQuery) -> db.SensorFilter:
     return db.SensorFilter(query.status, version, query.site or None, q)
 
 
-def _item(row: db.Listing, reported: Callable[[int], str | None]) -> dict[str, object]:
-    state = row.state
-    return {
-        **sensor_item(state),
-        "site": row.site,
-        "label": row.label,
-        "reportedVersion": display(reported(state.id)),
-    }
+def _item(row: Record, reported: Callable[[int], str | None]) -> dict[str, object]:
+    """A row of `db.listing` as the page shows it."""
+    sensor_id, seen = row["id"], row["last_seen_at"]
+    shown = item(
+        sensor_id,
+        row["serial"],
+        row["version"],
+        status_of(row["online"], seen),
+        seen,
+        row["status_changed_at"],
+    )
+    shown["site"] = row["site"]
+    shown["label"] = row["label"]
+    shown["reportedVersion"] = display(reported(sensor_id))
+    return shown
 
 
 @blueprint.get("/sensors")
@@ -262,38 +278,30 @@ async def list_sensors(query_args: SensorQuery) -> Response:
     limit = min(query_args.limit, LIMIT_MAX)
     after = None if query_args.cursor is None else decode_cursor(query_args.cursor, order)
     offset = 0 if after is not None else (query_args.page - 1) * limit
-    # One snapshot for the total and the page: the far half of a listing is located from the
-    # total, which would otherwise drift between the two while statuses change.
-    async with acquire(pool()) as conn, conn.transaction(isolation="repeatable_read"):
-        await db.plan_each(conn)
+    async with acquire(listing_pool()) as conn:
         grams = (
             await db.narrowing_grams(conn, flt.q)
             if flt.q is not None and await _has_grams(conn)
             else []
         )
-        total, exact = await db.total(conn, flt, cap=COUNT_CAP, grams=grams)
-        # Nothing matches: skip the page query, which would otherwise scan the whole index.
-        rows = (
-            []
-            if exact and total == 0
-            else await db.page(
-                conn,
-                flt,
-                order,
-                after=after,
-                offset=offset,
-                limit=limit + 1,
-                total=total if exact else None,
-                grams=grams,
-            )
+        rows, total, exact = await db.listing(
+            conn,
+            flt,
+            order,
+            after=after,
+            offset=offset,
+            limit=limit + 1,
+            cap=COUNT_CAP,
+            grams=grams,
         )
     more = len(rows) > limit
     rows = rows[:limit]
     # Encoded straight from the rows (the document is SensorPage, as the schemathesis test
     # checks): building and validating 50 pydantic models and encoding them cost more CPU per
     # page than the rest of the request.
+    reported = hub().reported_version
     page = {
-        "items": [_item(r, hub().reported_version) for r, _ in rows],
+        "items": [_item(r, reported) for r in rows],
         "page": query_args.page,
         "limit": limit,
         "sort": order.sort,
@@ -301,7 +309,7 @@ async def list_sensors(query_args: SensorQuery) -> Response:
         "total": total,
         "totalExact": exact,
         "nextCursor": (
-            encode_cursor(order, rows[-1][1], rows[-1][0].state.serial) if more else None
+            encode_cursor(order, rows[-1]["sort_key"], rows[-1]["serial"]) if more else None
         ),
     }
     return current_app.response_class(

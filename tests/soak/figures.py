@@ -109,8 +109,9 @@ class Window:
             "daemon_rss_mb": round(self.after.daemon_mb, 1),
             "pg_cpu_pct": round(max(0.0, self.after.pg_cpu - self.before.pg_cpu) / span * 100),
             "pg_mb": round(self.after.pg_mb, 1),
+            # max: a process that has ended reads 0 (the emitter's, in the final row)
             "emitter_cpu_pct": round(
-                (self.after.emitter_cpu - self.before.emitter_cpu) / span * 100
+                max(0.0, self.after.emitter_cpu - self.before.emitter_cpu) / span * 100
             ),
             "machine_cpu_pct": round(_busy(self.before.machine, self.after.machine)),
             "db_mb": round(self.after.db_mb, 1),
