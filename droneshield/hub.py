@@ -12,7 +12,7 @@ outboxes so nothing is echoed back.
 The hub also remembers, per sensor, the version it last reported when that one was never
 uploaded (a stored version is only ever an uploaded one, so the database cannot say): listings
 and a sensor's page show it, marked as not stored, while this daemon knows it. Up to
-REPORTED_MAX sensors (the oldest are forgotten first); a sensor reporting a stored version, or
+REPORTED_MAX sensors (past it the oldest tenth is forgotten); a sensor reporting a stored version, or
 retired, is forgotten.
 """
 
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager
+from itertools import islice
 from typing import Final, Generic, TypeVar
 
 import trio
@@ -136,6 +137,14 @@ class Latest(Generic[T]):
                 self._watched = trio.Event()
 
 
+def _forget_oldest(reported: dict[int, str]) -> dict[int, str]:
+    """`reported` without its oldest tenth (at least one), as a new dict. Deleting a dict's
+    first key one at a time leaves the deleted slots in front, and every later search for the
+    first key walks them again: 20,000 such evictions from 200,000 sensors took 0.5 s, and the
+    cost grows with each. Rebuilding once per tenth costs O(1) a sensor."""
+    return dict(islice(reported.items(), max(1, len(reported) // 10), None))
+
+
 class Hub:
     def __init__(self) -> None:
         self._by_serial: dict[str, set[Subscription]] = {}
@@ -168,7 +177,7 @@ class Hub:
                 return
             reported.pop(change.id, None)
             if len(reported) >= REPORTED_MAX:
-                del reported[next(iter(reported))]
+                reported = self._reported = _forget_oldest(reported)
             if len(self._versions) >= REPORTED_MAX:
                 self._versions.clear()
             reported[change.id] = self._versions.setdefault(version, version)

@@ -153,6 +153,14 @@ def test_parse_accepts_or_refuses_with_a_protocol_error_never_a_crash(data):
     assert isinstance(parsed, Subscribe | Pong) or (refusal.code and refusal.message)
 
 
+def test_past_the_bound_the_oldest_tenth_of_reported_versions_is_forgotten_at_once(monkeypatch):
+    monkeypatch.setattr("droneshield.hub.REPORTED_MAX", 20)
+    hub = Hub()
+    hub.publish([replace(change(n), reported_version="4.0.0") for n in range(1, 22)])
+    remembered = [n for n in range(1, 22) if hub.reported_version(n) is not None]
+    assert remembered == list(range(3, 22))  # at 20: sensors 1 and 2 go together, 21 comes in
+
+
 @pytest.mark.parametrize(
     ("where", "accepted"),
     [
