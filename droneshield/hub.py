@@ -12,8 +12,8 @@ outboxes so nothing is echoed back.
 The hub also remembers, per sensor, the version it last reported when that one was never
 uploaded (a stored version is only ever an uploaded one, so the database cannot say): listings
 and a sensor's page show it, marked as not stored, while this daemon knows it. Up to
-REPORTED_MAX sensors (past it the oldest tenth is forgotten); a sensor reporting a stored version, or
-retired, is forgotten.
+REPORTED_MAX sensors (past it the oldest tenth is forgotten); a sensor reporting a stored
+version, or retired, is forgotten.
 """
 
 from __future__ import annotations
