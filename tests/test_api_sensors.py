@@ -149,7 +149,8 @@ async def test_last_pages_of_a_filtered_listing_are_exact(api, db):
     await seed.seed(db, 2500)
     online = [seed.serial_for(n) for n in range(1, 2501) if n % 3]
     await db.execute(
-        "UPDATE sensor SET online = true, last_seen_at = now() WHERE serial = ANY($1::text[])",
+        "UPDATE sensor SET online = true, last_seen_at = now(), status_changed_at = now() "
+        "WHERE serial = ANY($1::text[])",
         online,
     )
     pages = -(-len(online) // 100)

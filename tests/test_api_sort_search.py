@@ -60,14 +60,17 @@ async def fleet(running, api, db):  # type: ignore[no-untyped-def]
 
 @pytest.mark.parametrize("order", ["asc", "desc"])
 @pytest.mark.parametrize("sort", ["serial", "status_changed_at", "last_seen_at", "version"])
-@pytest.mark.parametrize("status", [None, "online", "offline", "never"])
-async def test_every_sort_pages_in_its_order_with_cursors(api, db, fleet, sort, order, status):
+@pytest.mark.parametrize(
+    "where",
+    [{}, {"status": "online"}, {"status": "offline"}, {"status": "never"}, {"version": "1.2.0"}],
+    ids=repr,
+)
+async def test_every_sort_pages_in_its_order_with_cursors(api, db, fleet, sort, order, where):
     with trio.fail_after(20):
-        params = {"sort": sort, "order": order, **({"status": status} if status else {})}
-        walked = await _walk(api, params)
+        walked = await _walk(api, {"sort": sort, "order": order, **where})
         expected = await db.fetch(
             "SELECT serial FROM sensor WHERE ($1::text IS NULL OR sensor_status(online, "
-            "last_seen_at) = $1) ORDER BY "
+            "last_seen_at) = $1) AND ($2::text IS NULL OR version = $2) ORDER BY "
             + {
                 "serial": "serial",
                 "status_changed_at": "coalesce(status_changed_at, '-infinity')",
@@ -76,7 +79,8 @@ async def test_every_sort_pages_in_its_order_with_cursors(api, db, fleet, sort, 
                 "version": "coalesce(version_sort_key(version), '')",
             }[sort]
             + (" DESC, serial DESC" if order == "desc" else ", serial"),
-            status,
+            where.get("status"),
+            where.get("version"),
         )
     assert [i["serial"] for i in walked] == [r["serial"] for r in expected]
 

@@ -9,11 +9,12 @@ import pytest
 import trio
 from grpclib import GRPCError, Status
 
-from droneshield.db import bulk, migrate, seed
+from droneshield.db import bulk, migrate, reports, seed
 from droneshield.db.pool import connect
 
 from .support import sensor_table
 from .support.grpc_clients import send
+from .support.releases import add_software
 
 
 async def test_migrations_apply_once_even_when_started_together(aio_loop, empty_database_url):
@@ -121,3 +122,50 @@ async def test_database_outage_answers_unavailable_then_recovers(
     assert ack.message.startswith("online")
     async with connect(database_url) as conn:
         assert await conn.fetchval("SELECT online FROM sensor WHERE serial = $1", sensors[2])
+
+
+async def test_the_stored_version_key_follows_every_write_of_a_version(db):
+    """`sort=version` reads `version_key` (migration 0016), which the batch statement copies
+    from the release: it must be the key of the stored version after reports and a release's
+    removal (ON DELETE SET NULL), in semver precedence; a write of one without the other is
+    refused."""
+    versions = ["1.10.0", "1.2.0", "2.0.0-rc.1", "2.0.0"]
+    await add_software(db, *versions, "9.0.0")
+    await seed.seed(db, 7)
+    serials = [seed.serial_for(n) for n in range(1, 7)]
+    await reports.apply_reports(db, serials, [*versions, "9.0.0", "1.2.0"])
+    await reports.apply_reports(db, serials[:1], ["2.0.0"])  # a version changes
+    await db.execute("DELETE FROM software WHERE version = '9.0.0'")
+    rows = await db.fetch(
+        "SELECT serial, version, version_key, coalesce(version_sort_key(version), '') AS want "
+        "FROM sensor ORDER BY version_key, serial"
+    )
+    assert [(r["serial"], r["version_key"]) for r in rows] == [
+        (r["serial"], r["want"]) for r in rows
+    ]
+    assert [r["version"] for r in rows] == [
+        None,
+        None,
+        "1.2.0",
+        "1.2.0",
+        "2.0.0-rc.1",
+        "2.0.0",
+        "2.0.0",
+    ]
+    for assignment, serial in (("version = '1.2.0'", serials[4]), ("version = NULL", serials[0])):
+        with pytest.raises(asyncpg.CheckViolationError):
+            await db.execute(f"UPDATE sensor SET {assignment} WHERE serial = $1", serial)
+
+
+async def test_a_seen_sensor_without_a_status_change_or_an_unseen_one_with_a_version_is_refused(
+    db,
+):
+    """Listings skip the never-seen sensors' range on these two facts (migration 0016)."""
+    await add_software(db, "1.0.0")
+    await seed.seed(db, 1)
+    for assignment in (
+        "last_seen_at = now()",
+        "version = '1.0.0', version_key = (SELECT version_key FROM software)",
+    ):
+        with pytest.raises(asyncpg.CheckViolationError):
+            await db.execute(f"UPDATE sensor SET {assignment}")

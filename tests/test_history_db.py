@@ -34,8 +34,10 @@ async def _insert(db, at: datetime, online: int, offline: int = 0, never: int = 
 async def test_a_sample_writes_the_maintained_totals_once_per_minute(db, database_url, sensors):
     await add_software(db, "1.0.0", "2.0.0")
     await db.execute(
-        "UPDATE sensor SET online = true, last_seen_at = now(), "
-        "version = CASE WHEN serial < 'DS-00000003' THEN '1.0.0' ELSE '2.0.0' END "
+        "UPDATE sensor SET online = true, last_seen_at = now(), status_changed_at = now(), "
+        "version = CASE WHEN serial < 'DS-00000003' THEN '1.0.0' ELSE '2.0.0' END, "
+        "version_key = (SELECT version_key FROM software WHERE version = "
+        "CASE WHEN serial < 'DS-00000003' THEN '1.0.0' ELSE '2.0.0' END) "
         "WHERE serial <= 'DS-00000004'"
     )
     await db.execute("UPDATE sensor SET online = false WHERE serial = 'DS-00000004'")

@@ -66,6 +66,7 @@ async def fleet(db):  # type: ignore[no-untyped-def]
     await seed.seed(db, 30)
     await db.execute(
         "UPDATE sensor SET online = id % 3 = 0, last_seen_at = CASE WHEN id % 3 = 0 THEN now() END,"
+        " status_changed_at = CASE WHEN id % 3 = 0 THEN now() END,"
         " site = CASE WHEN id % 4 = 0 THEN 'north' END,"
         " label = CASE WHEN id % 2 = 0 THEN 'Mast ' || id END,"
         " retired_at = CASE WHEN id % 5 = 0 THEN now() END"

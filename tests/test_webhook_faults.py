@@ -80,7 +80,10 @@ async def test_fleet_alert_fires_once_per_crossing(aio_loop, database_url, db, s
     hook = await _webhook(db, ["fleet.online_below"], online_below=0.9)
 
     async def online(n: int) -> None:
-        await db.execute("UPDATE sensor SET online = id <= $1, last_seen_at = now()", n)
+        await db.execute(
+            "UPDATE sensor SET online = id <= $1, last_seen_at = now(), status_changed_at = now()",
+            n,
+        )
 
     async def alerts() -> list[dict[str, object]]:
         rows = await db.fetch("SELECT body FROM outbox WHERE webhook_id = $1 ORDER BY id", hook.id)
@@ -125,7 +128,7 @@ async def test_a_sites_online_share_fires_once_per_crossing_whatever_other_sites
     await seed.seed(db, 40)
     await db.execute(
         "UPDATE sensor SET site = CASE WHEN id <= 20 THEN 'north' ELSE 'south' END, "
-        "online = true, last_seen_at = now()"
+        "online = true, last_seen_at = now(), status_changed_at = now()"
     )
     north = (await _webhook(db, ["fleet.online_below"], online_below=0.9, site="north")).id
     fleet = (await _webhook(db, ["fleet.online_below"], online_below=0.5)).id

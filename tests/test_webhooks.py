@@ -331,7 +331,8 @@ async def test_a_site_filter_must_name_a_site(api, site):
 async def test_a_site_alert_reaches_its_receiver(aio_loop, database_url, db, settings, nursery):
     await seed.seed(db, 10)
     await db.execute(
-        "UPDATE sensor SET site = 'north', online = id <= 2, last_seen_at = now() WHERE id <= 5"
+        "UPDATE sensor SET site = 'north', online = id <= 2, last_seen_at = now(), "
+        "status_changed_at = now() WHERE id <= 5"
     )
     with trio.fail_after(20):
         r = await receiver(nursery)

@@ -19,7 +19,7 @@ WITH input AS (
     SELECT serial, version FROM unnest($1::text[], $2::text[]) AS t(serial, version)
 ), target AS (
     SELECT s.id, s.online AS was_online, s.last_seen_at IS NULL AS was_never,
-           s.version AS old_version, sw.version AS known_version,
+           s.version AS old_version, sw.version AS known_version, sw.version_key AS known_key,
            i.version AS reported_version
     FROM input i
     JOIN sensor s ON s.serial = i.serial AND s.retired_at IS NULL
@@ -31,6 +31,7 @@ WITH input AS (
     SET online = true,
         last_seen_at = now(),
         version = coalesce(t.known_version, s.version),
+        version_key = coalesce(t.known_key, s.version_key),  -- sort=version's (migration 0016)
         status_changed_at = CASE WHEN s.online THEN s.status_changed_at ELSE now() END
     FROM target t
     WHERE s.id = t.id

@@ -52,7 +52,10 @@ PAGE: Final = 50  # sensors a client watches in the "one page" rows
 PUBLISH_CHANGES: Final = 5_000  # changes per publish in the ceiling row (one relay gather)
 ANNOUNCED: Final = 1.0  # seconds for the clients' interest to reach the peers
 NOTIFY: Final = "notify"
-ONLINE: Final = "UPDATE sensor SET online = true, last_seen_at = now(), version = '1.0.0'"
+ONLINE: Final = (
+    "UPDATE sensor SET online = true, last_seen_at = now(), status_changed_at = now(), "
+    "version = '1.0.0', version_key = (SELECT version_key FROM software WHERE version = '1.0.0')"
+)
 SETTLE: Final = 0.5  # seconds without a change received before the receivers count as drained
 
 

@@ -164,6 +164,8 @@ class Bench:
                     "UPDATE sensor SET site = 'site-' || lpad((id % 200)::text, 3, '0'), "
                     "online = id % 10 <> 0, "
                     "version = CASE WHEN id % 3 = 0 THEN '1.10.0' ELSE '1.0.0' END, "
+                    "version_key = (SELECT version_key FROM software WHERE version = "
+                    "CASE WHEN id % 3 = 0 THEN '1.10.0' ELSE '1.0.0' END), "
                     "last_seen_at = now() - (id % 20) * interval '1 second' "
                     "- (id % 10 = 0)::int * (id % 7200) * interval '1 second', "
                     "status_changed_at = now() - (id % 3600) * interval '1 second' "
