@@ -214,11 +214,19 @@ async def test_a_search_can_use_the_own_trigram_index(db, sensors):
 async def test_the_own_trigram_index_is_asked_only_for_the_trigrams_that_narrow(db):
     await seed.seed(db, 30)
     await db.execute(GRAMS_INDEX)
+    # A fifth of the sensors labelled "north", another fifth "south".
+    await db.execute(
+        "UPDATE sensor SET label = CASE WHEN id <= 6 THEN 'north' ELSE 'south' END "
+        "WHERE id <= 12"
+    )
     unknown = await narrowing_grams(db, "ds-00000007")  # no statistics yet: all are rare
     await db.execute("ANALYZE sensor")
-    assert unknown == ["-00", "000"]  # the first two
+    assert unknown == ["-00"]  # the first alone
     # Every sensor holds ds-, s-0, -00 and 000 (common: left out); 007 one in thirty.
     assert await narrowing_grams(db, "ds-00000007") == ["007"]
     assert await narrowing_grams(db, "ds-") == []  # scanning finds a page at once
     assert await narrowing_grams(db, "zz9") == ["zz9"]
     assert await narrowing_grams(db, "ds") == []  # too short to have a trigram
+    # Each trigram held by a fifth: one alone would leave too many rows, so two are asked.
+    assert await narrowing_grams(db, "nort") == ["nor", "ort"]
+    assert await narrowing_grams(db, "north") == ["nor", "ort"]  # at most two
