@@ -216,8 +216,7 @@ async def test_the_own_trigram_index_is_asked_only_for_the_trigrams_that_narrow(
     await db.execute(GRAMS_INDEX)
     # A fifth of the sensors labelled "north", another fifth "south".
     await db.execute(
-        "UPDATE sensor SET label = CASE WHEN id <= 6 THEN 'north' ELSE 'south' END "
-        "WHERE id <= 12"
+        "UPDATE sensor SET label = CASE WHEN id <= 6 THEN 'north' ELSE 'south' END WHERE id <= 12"
     )
     unknown = await narrowing_grams(db, "ds-00000007")  # no statistics yet: all are rare
     await db.execute("ANALYZE sensor")
