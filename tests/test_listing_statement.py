@@ -21,6 +21,7 @@ from droneshield.db.sensors import (
     listing,
     page,
     total,
+    trigrams,
 )
 
 from .support.processes import eventually
@@ -234,3 +235,40 @@ async def test_a_listing_connection_lost_while_idle_is_replaced(aio_loop, databa
             await eventually(noticed)
             async with acquire(listings) as again:
                 assert await again.fetchval("SELECT pg_backend_pid()") != pid
+
+
+SEARCHES = [f for f in FILTERS if f.q is not None]
+
+
+@pytest.mark.parametrize("flt", SEARCHES, ids=repr)
+async def test_searches_through_the_own_trigram_index_match_the_table(db, fleet, flt):
+    """As on a server without pg_trgm (migration 0014's index): a first page counts its
+    candidates as it sorts them, later pages apart; both agree with the table."""
+    await db.execute(
+        "CREATE INDEX IF NOT EXISTS sensor_grams ON sensor USING gin (sensor_grams(serial, label))"
+    )
+    grams = trigrams(flt.q or "")[:1]  # the index asked for a trigram every search holds
+    expected = await _matching(db, flt)
+    with trio.fail_after(10):
+        for offset in sorted({0, LIMIT, len(expected), len(expected) + 7}):
+            rows, n, exact = await listing(
+                db, flt, Order(), after=None, offset=offset, limit=LIMIT, cap=CAP, grams=grams
+            )
+            assert [r["serial"] for r in rows] == expected[offset : offset + LIMIT], offset
+            assert (n, exact) == _counted(flt, expected), offset
+        rows, n, exact = (
+            await listing(
+                db,
+                flt,
+                Order(),
+                after=Cursor(*[expected[0]] * 2),
+                offset=0,
+                limit=LIMIT,
+                cap=CAP,
+                grams=grams,
+            )
+            if expected
+            else ([], 0, True)
+        )
+        assert [r["serial"] for r in rows] == expected[1 : 1 + LIMIT]
+        assert (n, exact) == _counted(flt, expected)

@@ -50,11 +50,14 @@ CREATE INDEX sensor_site_version_serial ON sensor (site, version_key, serial)
 -- Online or offline sensors by status change or by version. Along (key, serial) a status filter
 -- kept what it met: sorted by latest status change, offline sensors came behind every sensor
 -- that had just come back online (114,000 rows walked, ~1 s, at a million after a wave of
--- reconnections). `online` changes only on a transition, which updates the other status
--- indexes anyway.
+-- reconnections); sorted by version, behind every never-seen sensor (no version either). With
+-- `seen_key > '-infinity'` (seen at least once) the version index's prefix is exactly one
+-- status but never. `online` and `seen_key` change only on a transition, which updates the
+-- other status indexes anyway.
 CREATE INDEX sensor_online_changed_serial ON sensor
     (online, (coalesce(status_changed_at, '-infinity'::timestamptz)), serial);
-CREATE INDEX sensor_online_version_serial ON sensor (online, version_key, serial);
+CREATE INDEX sensor_online_version_serial ON sensor
+    (online, (seen_key > '-infinity'::timestamptz), version_key, serial);
 
 -- A sensor that was ever seen has changed status at least once, and one with a stored version
 -- has reported: sorted by a time, listings of online or offline sensors, or of a version, skip
