@@ -45,6 +45,10 @@ async def fleet(running, api, db):  # type: ignore[no-untyped-def]
     await add_software(db, "1.2.0", "1.10.0", "2.0.0-rc.1", "2.0.0")
     versions = ["1.10.0", "1.2.0", "2.0.0", "2.0.0-rc.1", "1.2.0", "1.10.0", "2.0.0", "1.2.0"]
     await send_batch(running.grpc_port, list(zip(serials[:8], versions, strict=True)))
+    # Every other one at site north.
+    await db.execute(
+        "UPDATE sensor SET site = 'north' WHERE right(serial, 1) IN ('0', '2', '4', '6', '8')"
+    )
     # Four go silent at distinct times (last seen and status change both set by hand).
     base = datetime(2026, 1, 1, tzinfo=UTC)
     for n, serial in enumerate(serials[4:8]):
@@ -62,7 +66,15 @@ async def fleet(running, api, db):  # type: ignore[no-untyped-def]
 @pytest.mark.parametrize("sort", ["serial", "status_changed_at", "last_seen_at", "version"])
 @pytest.mark.parametrize(
     "where",
-    [{}, {"status": "online"}, {"status": "offline"}, {"status": "never"}, {"version": "1.2.0"}],
+    [
+        {},
+        {"status": "online"},
+        {"status": "offline"},
+        {"status": "never"},
+        {"version": "1.2.0"},
+        {"site": "north"},
+        {"site": "north", "status": "offline"},
+    ],
     ids=repr,
 )
 async def test_every_sort_pages_in_its_order_with_cursors(api, db, fleet, sort, order, where):
@@ -70,7 +82,8 @@ async def test_every_sort_pages_in_its_order_with_cursors(api, db, fleet, sort, 
         walked = await _walk(api, {"sort": sort, "order": order, **where})
         expected = await db.fetch(
             "SELECT serial FROM sensor WHERE ($1::text IS NULL OR sensor_status(online, "
-            "last_seen_at) = $1) AND ($2::text IS NULL OR version = $2) ORDER BY "
+            "last_seen_at) = $1) AND ($2::text IS NULL OR version = $2) "
+            "AND ($3::text IS NULL OR site = $3) ORDER BY "
             + {
                 "serial": "serial",
                 "status_changed_at": "coalesce(status_changed_at, '-infinity')",
@@ -81,6 +94,7 @@ async def test_every_sort_pages_in_its_order_with_cursors(api, db, fleet, sort, 
             + (" DESC, serial DESC" if order == "desc" else ", serial"),
             where.get("status"),
             where.get("version"),
+            where.get("site"),
         )
     assert [i["serial"] for i in walked] == [r["serial"] for r in expected]
 

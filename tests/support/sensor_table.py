@@ -55,27 +55,14 @@ KEPT = frozenset({"sensor_pkey"})  # the index bulk.py does not rebuild
 
 
 def lookups(names: dict[str, tuple[int, str]]) -> list[tuple[str, str]]:
-    """(index, query it must serve): by site in three orders, and a substring search of serials
-    by whichever trigram index the server has (pg_trgm's, else migration 0014's)."""
+    """(index, query it must serve): by site, and a substring search of serials by whichever
+    trigram index the server has (pg_trgm's, else migration 0014's)."""
     search = (
         ("sensor_grams", "SELECT id FROM sensor WHERE sensor_grams(serial, label) @> '{zzz}'")
         if "sensor_grams" in names
         else ("sensor_serial_trgm", "SELECT id FROM sensor WHERE serial ILIKE '%zzz%'")
     )
     return [
-        # Sensors with no site are in this index only (the site indexes of the other orders
-        # are partial).
-        (
-            "sensor_site_serial",
-            "SELECT serial FROM sensor WHERE site IS NULL ORDER BY site, serial LIMIT 1",
-        ),
-        (
-            "sensor_site_seen_serial",
-            "SELECT serial FROM sensor WHERE site = 'zz' ORDER BY seen_key, serial LIMIT 1",
-        ),
-        (
-            "sensor_site_version_serial",
-            "SELECT serial FROM sensor WHERE site = 'zz' ORDER BY version_key, serial LIMIT 1",
-        ),
+        ("sensor_site_serial", "SELECT serial FROM sensor WHERE site = 'zz' ORDER BY serial"),
         search,
     ]
