@@ -38,10 +38,12 @@ class _Pruner:
         timers: list[asyncio.TimerHandle] = self._loop._timers
         if self._cancelled < PRUNE_AT_LEAST or 2 * self._cancelled < len(timers):
             return
-        # `handle` is marked cancelled only after this returns. In place: the loop's task
-        # reads the same list; nothing of it is held across this call (trio runs one task).
-        timers[:] = [t for t in timers if not t.cancelled() and t is not handle]
-        heapq.heapify(timers)
+        # `handle` is marked cancelled only after this returns. A new list, not the old one
+        # changed in place: the loop looks `_timers` up at each use, and its `close` cancels
+        # every timer while iterating over the list it had.
+        kept = [t for t in timers if not t.cancelled() and t is not handle]
+        heapq.heapify(kept)
+        self._loop._timers = kept
         self._cancelled = 0
 
 

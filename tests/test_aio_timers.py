@@ -56,3 +56,13 @@ async def test_without_pruning_trio_asyncio_keeps_cancelled_timers_until_due(aut
         assert len(loop._timers) == CALLS
         await trio.sleep(DEADLINE + 1)
         assert not loop._timers
+
+
+async def test_closing_the_loop_cancels_every_timer_while_they_are_pruned(autojump_clock):
+    fired: list[int] = []
+    async with trio_asyncio.open_loop() as loop:
+        prune_cancelled_timers(loop)
+        handles = [loop.call_later(DEADLINE, fired.append, n) for n in range(CALLS)]
+        await trio.testing.wait_all_tasks_blocked()
+    assert all(h.cancelled() for h in handles)
+    assert fired == []
