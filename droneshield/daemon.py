@@ -20,6 +20,7 @@ import trio
 import trio_asyncio
 
 from . import collector, metrics
+from .aio_timers import prune_cancelled_timers
 from .anchors import serve_anchors
 from .config import Settings
 from .db.history import HistoryDb
@@ -73,10 +74,11 @@ async def run(
     # pool of their own whose sessions plan each statement for its arguments (LISTING_SESSION).
     listing_size = settings.pool_size - settings.writer_lanes
     async with (
-        trio_asyncio.open_loop(),
+        trio_asyncio.open_loop() as loop,
         open_pool(database_url, size=settings.pool_size) as pool,
         open_pool(database_url, size=listing_size, session=LISTING_SESSION) as listing_pool,
     ):
+        prune_cancelled_timers(loop)
         send, receive = trio.open_memory_channel[Pending](settings.queue_size)
         hub = Hub()
         metrics.observe(metrics.WEBSOCKET_CLIENTS, lambda: hub.subscribers)

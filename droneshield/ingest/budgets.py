@@ -49,6 +49,7 @@ from h2.exceptions import ProtocolError
 from h2.settings import SettingCodes
 
 from ..admission import Admission, Limits
+from .corking import CorkedTransport
 from .wrapping import HandlerFunc, Wrapped
 
 if TYPE_CHECKING:
@@ -183,10 +184,12 @@ class GuardedProtocol(H2Protocol):
         self._transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = cast(asyncio.Transport, transport)  # a TCP (or TLS) server's
         loop = asyncio.get_running_loop()
+        # A TCP (or TLS) server's transport; grpclib writes to it through the cork.
+        corked = CorkedTransport(cast(asyncio.Transport, transport), loop)
+        self._transport = cast(asyncio.Transport, corked)
         self._connections.open.add(self)
-        super().connection_made(transport)
+        super().connection_made(self._transport)
         self.connection._connection.update_settings(
             {SettingCodes.MAX_CONCURRENT_STREAMS: self._budgets.max_streams}
         )

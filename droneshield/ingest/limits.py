@@ -37,7 +37,14 @@ def size_limited(service: IServable, max_bytes: int) -> Wrapped:
         async def limited(stream: Stream[Any, Any]) -> None:
             # grpclib has no hook before it reads a message: the stream's reader is replaced.
             stream.recv_message = partial(_recv_message, stream, max_bytes)  # type: ignore[method-assign]
-            await func(stream)
+            try:
+                await func(stream)
+            finally:
+                # The partial holds the stream that holds it: a reference cycle that kept each
+                # call's stream, HTTP/2 buffers, queues and events (26 objects) for the
+                # collector, whose young passes then took 7 to 27 ms on a loaded machine.
+                # Dropping it lets reference counting free them when the call ends.
+                del stream.recv_message
 
         return limited
 
