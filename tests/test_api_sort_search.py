@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -223,6 +224,54 @@ async def test_a_search_can_use_the_own_trigram_index(db, sensors):
         )
     assert "sensor_grams" in "\n".join(r[0] for r in plan)
     assert trigrams("S-0%9") == ["-0%", "0%9", "s-0"]
+
+
+def _text(rng: random.Random, alphabet: str, longest: int) -> str:
+    return "".join(rng.choices(alphabet, k=rng.randint(0, longest)))
+
+
+async def test_the_own_trigram_index_holds_exactly_the_trigrams_a_search_asks_for(db):
+    """`sensor_grams` gives the lower-case trigrams of serial and label, sorted and each once
+    (migration 0017), as `trigrams` makes them of a search: random printable ASCII, and a
+    small alphabet in both cases for repeated trigrams."""
+    rng = random.Random(16)
+    printable = "".join(map(chr, range(0x20, 0x7F)))
+    pairs = [
+        (
+            _text(rng, alphabet, 128),
+            None if rng.random() < 0.2 else _text(rng, alphabet, 256),
+        )
+        for alphabet in (printable, "aA0-%_\\ ")
+        for _ in range(1000)
+    ]
+    rows = await db.fetch(
+        "SELECT sensor_grams(s, l) AS g FROM unnest($1::text[], $2::text[]) WITH ORDINALITY "
+        "AS u(s, l, n) ORDER BY n",
+        [s for s, _ in pairs],
+        [label for _, label in pairs],
+    )
+    assert [r["g"] for r in rows] == [
+        sorted(set(trigrams(s)) | set(trigrams(label or ""))) for s, label in pairs
+    ]
+
+
+async def test_the_own_trigrams_of_any_label_are_its_substrings(db):
+    """Labels stored by other means than the API may hold any character: still every
+    three-character substring of the lower-cased text, sorted as bytes, each once."""
+    labels = ["Ünïcode ☃ Mast", "tab\there\x01", "ÀÉÎ" * 80, "ab", None]
+    rows = await db.fetch(
+        """
+        SELECT sensor_grams('SER-1', l) = ARRAY(
+            SELECT DISTINCT substr(t, i, 3) COLLATE "C"
+            FROM unnest(ARRAY[lower('SER-1'), lower(l)]) AS t,
+                generate_series(1, length(t) - 2) AS i
+            ORDER BY 1
+        ) AS same
+        FROM unnest($1::text[]) AS l
+        """,
+        labels,
+    )
+    assert [r["same"] for r in rows] == [True] * len(labels)
 
 
 async def test_the_own_trigram_index_is_asked_only_for_the_trigrams_that_narrow(db):

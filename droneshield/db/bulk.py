@@ -12,8 +12,9 @@ without them.
 What it costs: the rebuild locks the table ACCESS EXCLUSIVE until the transaction ends, so a
 running daemon's writer and its listings wait for the insert and the builds: most of the
 import's time, which at a million sensors on two busy cores came near the daemon's 30 s
-statement timeout (the search index's sensor_grams, ~25 us a row of UUID-like serials and
-labels, is most of it on a server without pg_trgm). It is taken only when the insert at least
+statement timeout (on a server without pg_trgm most of it is the trigram index: ~25 s of CPU
+per million UUID-like serials with labels, half sensor_grams, half GIN sorting and merging its
+keys; README, Benchmarks). It is taken only when the insert at least
 doubles the fleet, so the wait grows with the import, not with the fleet a small import joins:
 a fleet larger than the import is never locked. If the lock is not
 granted within `LOCK_WAIT` (a long listing holds the table), the insert goes row by row

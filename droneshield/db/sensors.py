@@ -197,8 +197,8 @@ class SensorFilter:
 
 
 def trigrams(text: str) -> list[str]:
-    """The lower-case trigrams of `text` (printable ASCII, as searches are), as
-    `sensor_grams` (migration 0014) makes them of serials and labels."""
+    """The lower-case trigrams of `text` (printable ASCII, as searches are), sorted and each
+    once, as `sensor_grams` (migrations 0014, 0017) makes them of serials and labels."""
     low = text.lower()
     return sorted({low[i : i + GRAM] for i in range(len(low) - GRAM + 1)})
 
