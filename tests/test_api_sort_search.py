@@ -10,7 +10,13 @@ import trio
 
 from droneshield.availability import availability
 from droneshield.db import seed
-from droneshield.db.sensors import EventRow, SensorFilter, narrowing_grams, trigrams
+from droneshield.db.sensors import (
+    EventRow,
+    SensorFilter,
+    gram_shares,
+    narrowing_grams,
+    trigrams,
+)
 
 from .support.grpc_clients import send_batch
 from .support.releases import add_software
@@ -281,14 +287,15 @@ async def test_the_own_trigram_index_is_asked_only_for_the_trigrams_that_narrow(
     await db.execute(
         "UPDATE sensor SET label = CASE WHEN id <= 6 THEN 'north' ELSE 'south' END WHERE id <= 12"
     )
-    unknown = await narrowing_grams(db, "ds-00000007")  # no statistics yet: all are rare
+    unknown = narrowing_grams(await gram_shares(db), "ds-00000007")  # no statistics yet
     await db.execute("ANALYZE sensor")
-    assert unknown == ["-00"]  # the first alone
+    shares = await gram_shares(db)
+    assert unknown == ["-00"]  # all as rare as can be: the first alone
     # Every sensor holds ds-, s-0, -00 and 000 (common: left out); 007 one in thirty.
-    assert await narrowing_grams(db, "ds-00000007") == ["007"]
-    assert await narrowing_grams(db, "ds-") == []  # scanning finds a page at once
-    assert await narrowing_grams(db, "zz9") == ["zz9"]
-    assert await narrowing_grams(db, "ds") == []  # too short to have a trigram
+    assert narrowing_grams(shares, "ds-00000007") == ["007"]
+    assert narrowing_grams(shares, "ds-") == []  # scanning finds a page at once
+    assert narrowing_grams(shares, "zz9") == ["zz9"]
+    assert narrowing_grams(shares, "ds") == []  # too short to have a trigram
     # Each trigram held by a fifth: one alone would leave too many rows, so two are asked.
-    assert await narrowing_grams(db, "nort") == ["nor", "ort"]
-    assert await narrowing_grams(db, "north") == ["nor", "ort"]  # at most two
+    assert narrowing_grams(shares, "nort") == ["nor", "ort"]
+    assert narrowing_grams(shares, "north") == ["nor", "ort"]  # at most two

@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from typing import Final, Literal
 
 import orjson
+import trio
 from pydantic import Field, field_validator
 from pydantic.json_schema import SkipJsonSchema
 from quart import Blueprint, Response, current_app
@@ -41,6 +42,7 @@ LIMIT_DEFAULT: Final = 50
 LIMIT_MAX: Final = 500  # larger limits are capped to this
 PAGE_MAX: Final = 1_000_000
 COUNT_CAP: Final = 10_000  # matches a search counts before its total becomes a lower bound
+GRAM_SHARES_FOR: Final = 60.0  # seconds a process keeps the trigrams' shares (autovacuum's pace)
 EVENTS_DEFAULT: Final = 50
 EVENTS_MAX: Final = 500
 TEXT_MAX: Final = 256  # characters of a site, label or search
@@ -280,7 +282,7 @@ async def list_sensors(query_args: SensorQuery) -> Response:
     offset = 0 if after is not None else (query_args.page - 1) * limit
     async with acquire(listing_pool()) as conn:
         grams = (
-            await db.narrowing_grams(conn, flt.q)
+            db.narrowing_grams(await _gram_shares(conn), flt.q)
             if flt.q is not None and await _has_grams(conn)
             else []
         )
@@ -324,6 +326,19 @@ async def _has_grams(conn: Connection) -> bool:
     if "DRONESHIELD_SEARCH_GRAMS" not in config:
         config["DRONESHIELD_SEARCH_GRAMS"] = await db.has_grams(conn)
     found: bool = config["DRONESHIELD_SEARCH_GRAMS"]
+    return found
+
+
+async def _gram_shares(conn: Connection) -> dict[str, float]:
+    """The trigrams' shares of the sensors (`db.gram_shares`), read at most once per
+    GRAM_SHARES_FOR seconds per process: they change when PostgreSQL analyzes the table."""
+    config = current_app.config
+    read_at, shares = config.get("DRONESHIELD_GRAM_SHARES", (None, {}))
+    now = trio.current_time()
+    if read_at is None or now - read_at >= GRAM_SHARES_FOR:
+        shares = await db.gram_shares(conn)
+        config["DRONESHIELD_GRAM_SHARES"] = (now, shares)
+    found: dict[str, float] = shares
     return found
 
 
