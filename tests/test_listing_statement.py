@@ -242,8 +242,8 @@ SEARCHES = [f for f in FILTERS if f.q is not None]
 
 @pytest.mark.parametrize("flt", SEARCHES, ids=repr)
 async def test_searches_through_the_own_trigram_index_match_the_table(db, fleet, flt):
-    """As on a server without pg_trgm (migration 0014's index): a first page counts its
-    candidates as it sorts them, later pages apart; both agree with the table."""
+    """As on a server without pg_trgm (migration 0014's index): first pages, pages past the
+    end and cursor pages agree with the table."""
     await db.execute(
         "CREATE INDEX IF NOT EXISTS sensor_grams ON sensor USING gin (sensor_grams(serial, label))"
     )

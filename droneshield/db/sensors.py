@@ -384,10 +384,10 @@ async def _select(
     """With `cap`, each row also holds the listing's `total` (see `_counting`), counted first
     in the same statement; when it is 0, PostgreSQL's one-time filter reads no row at all.
 
-    A search the trigram index narrows (`grams`) has its candidates read once, and counted
-    as they are sorted (a window over all of them): counting them apart read them twice
-    (`q=0099` at a million sensors, 11,000 matches: ~30 against ~21 ms). Not after a cursor,
-    whose condition the window would count under."""
+    Not a window over the matches (`count(*) OVER ()`), which reads them once where this
+    reads up to `cap` of them twice: it counts every match, past the cap, and holds them all
+    (`q=000` at a million sensors, 100,000 candidates: 146 ms against 17 ms, where the page
+    walks the serial index and stops at 50)."""
     key, key_type = _KEYS[order.sort]
     conditions, args = flt.where(sort=order.sort, grams=grams)
     direction = "DESC" if order.descending else ""
@@ -409,9 +409,7 @@ async def _select(
     sorted_by = "order_key" if by_site else key
     counted = ""
     columns = f"{_COLUMNS}, ({sorted_by})::text AS sort_key"
-    if cap is not None and grams and after is None:
-        columns += ", count(*) OVER () AS total"
-    elif cap is not None:
+    if cap is not None:
         counting, counting_args = _counting(flt, cap, grams, len(args) + 1)
         args += counting_args
         counted = f"WITH counted AS MATERIALIZED ({counting}) "
