@@ -86,7 +86,13 @@ _KEYS: Final[dict[Sort, tuple[str, str]]] = {
     "serial": ("serial", "text"),
     "status_changed_at": ("coalesce(status_changed_at, '-infinity'::timestamptz)", "timestamptz"),
     "last_seen_at": ("seen_key", "timestamptz"),
-    "version": ("version_key", "text"),  # stored, kept by a trigger (migration 0016)
+    "version": ("version_key", "text"),  # stored; the batch statement copies it (migration 0016)
+}
+# The range of a time sort's key that leaves out never-seen sensors. A sensor with a stored
+# version has reported (a CHECK of migration 0016): filtered by version and sorted by a time,
+# the never-seen sensors' range is skipped too.
+_SEEN_RANGE: Final[dict[Sort, str]] = {
+    sort: f"{_KEYS[sort][0]} > '-infinity'" for sort in ("status_changed_at", "last_seen_at")
 }
 # What a status implies for a sort key: lets the key's index skip the other statuses' range
 # (offline sensors sorted by last seen would otherwise be found behind every online one).
@@ -101,16 +107,11 @@ _STATUS_KEY_RANGE: Final[dict[tuple[Sort, Status], str]] = {
     ("last_seen_at", "never"): "seen_key = '-infinity'",
     ("last_seen_at", "offline"): "seen_key > '-infinity' AND seen_key < 'infinity'",
     ("status_changed_at", "never"): f"{_KEYS['status_changed_at'][0]} = '-infinity'",
-    ("status_changed_at", "online"): f"{_KEYS['status_changed_at'][0]} > '-infinity'",
-    ("status_changed_at", "offline"): f"{_KEYS['status_changed_at'][0]} > '-infinity'",
+    ("status_changed_at", "online"): _SEEN_RANGE["status_changed_at"],
+    ("status_changed_at", "offline"): _SEEN_RANGE["status_changed_at"],
     ("version", "never"): f"{_KEYS['version'][0]} = ''",  # never reported: no stored version
     # Not a range of the key: the predicate of the offline sensors' version index.
     ("version", "offline"): "seen_key > '-infinity'",
-}
-# A sensor with a stored version has reported (a CHECK of migration 0016): filtered by version
-# and sorted by a time, the never-seen sensors' range is skipped too.
-_SEEN_RANGE: Final[dict[Sort, str]] = {
-    sort: f"{_KEYS[sort][0]} > '-infinity'" for sort in ("status_changed_at", "last_seen_at")
 }
 
 
@@ -171,12 +172,9 @@ class SensorFilter:
             if self.status is not None:
                 status: Status = self.status
                 in_range = (sort, status) in _STATUS_KEY_RANGE
-                if sort == "last_seen_at":
-                    pass
-                elif in_range and status == "never":
-                    conditions.append(_NEVER_IN_KEY_RANGE)
-                else:
-                    conditions.append(_STATUS_SQL[status])
+                if sort != "last_seen_at":  # there the key's range is the status
+                    never = in_range and status == "never"
+                    conditions.append(_NEVER_IN_KEY_RANGE if never else _STATUS_SQL[status])
                 if in_range:
                     conditions.append(_STATUS_KEY_RANGE[sort, status])
         if self.version is not None:
