@@ -13,7 +13,7 @@ from droneshield.db import seed
 from droneshield.db.sensors import (
     EventRow,
     SensorFilter,
-    gram_shares,
+    gram_stats,
     narrowing_grams,
     trigrams,
 )
@@ -287,9 +287,13 @@ async def test_the_own_trigram_index_is_asked_only_for_the_trigrams_that_narrow(
     await db.execute(
         "UPDATE sensor SET label = CASE WHEN id <= 6 THEN 'north' ELSE 'south' END WHERE id <= 12"
     )
-    unknown = narrowing_grams(await gram_shares(db), "ds-00000007")  # no statistics yet
+    unknown = narrowing_grams((await gram_stats(db)).shares, "ds-00000007")  # no statistics yet
     await db.execute("ANALYZE sensor")
-    shares = await gram_shares(db)
+    stats = await gram_stats(db)
+    shares = stats.shares
+    assert stats.rows == 30
+    assert stats.candidates(["007"]) == pytest.approx(1)
+    assert stats.candidates(["nor", "ort"]) == pytest.approx(30 * 0.2 * 0.2)
     assert unknown == ["-00"]  # all as rare as can be: the first alone
     # Every sensor holds ds-, s-0, -00 and 000 (common: left out); 007 one in thirty.
     assert narrowing_grams(shares, "ds-00000007") == ["007"]

@@ -15,6 +15,7 @@ from droneshield.db.pool import Connection, Record, acquire, open_pool
 from droneshield.db.sensors import (
     LISTED,
     LISTING_SESSION,
+    WINDOW_CANDIDATES_MAX,
     Cursor,
     Order,
     SensorFilter,
@@ -50,14 +51,18 @@ class Counting:
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
-        self.statements = 0
+        self.queries: list[str] = []
+
+    @property
+    def statements(self) -> int:
+        return len(self.queries)
 
     async def fetch(self, query: str, *args: object) -> list[Record]:
-        self.statements += 1
+        self.queries.append(query)
         return await self.conn.fetch(query, *args)
 
     async def fetchval(self, query: str, *args: object) -> object:
-        self.statements += 1
+        self.queries.append(query)
         return await self.conn.fetchval(query, *args)
 
 
@@ -240,10 +245,12 @@ async def test_a_listing_connection_lost_while_idle_is_replaced(aio_loop, databa
 SEARCHES = [f for f in FILTERS if f.q is not None]
 
 
+@pytest.mark.parametrize("candidates", [0, CAP * WINDOW_CANDIDATES_MAX + 1], ids=["few", "many"])
 @pytest.mark.parametrize("flt", SEARCHES, ids=repr)
-async def test_searches_through_the_own_trigram_index_match_the_table(db, fleet, flt):
+async def test_searches_through_the_own_trigram_index_match_the_table(db, fleet, flt, candidates):
     """As on a server without pg_trgm (migration 0014's index): first pages, pages past the
-    end and cursor pages agree with the table."""
+    end and cursor pages agree with the table, whether the index is expected to return few
+    candidates (the first page's total is then a window over the matches) or many."""
     await db.execute(
         "CREATE INDEX IF NOT EXISTS sensor_grams ON sensor USING gin (sensor_grams(serial, label))"
     )
@@ -251,11 +258,22 @@ async def test_searches_through_the_own_trigram_index_match_the_table(db, fleet,
     expected = await _matching(db, flt)
     with trio.fail_after(10):
         for offset in sorted({0, LIMIT, len(expected), len(expected) + 7}):
+            counting = Counting(db)
             rows, n, exact = await listing(
-                db, flt, Order(), after=None, offset=offset, limit=LIMIT, cap=CAP, grams=grams
+                counting,  # type: ignore[arg-type]
+                flt,
+                Order(),
+                after=None,
+                offset=offset,
+                limit=LIMIT,
+                cap=CAP,
+                grams=grams,
+                candidates=candidates,
             )
             assert [r["serial"] for r in rows] == expected[offset : offset + LIMIT], offset
             assert (n, exact) == _counted(flt, expected), offset
+            windowed = "OVER ()" in counting.queries[0]
+            assert windowed == (candidates <= CAP * WINDOW_CANDIDATES_MAX), offset
         rows, n, exact = (
             await listing(
                 db,
@@ -266,6 +284,7 @@ async def test_searches_through_the_own_trigram_index_match_the_table(db, fleet,
                 limit=LIMIT,
                 cap=CAP,
                 grams=grams,
+                candidates=candidates,
             )
             if expected
             else ([], 0, True)

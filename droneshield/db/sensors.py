@@ -12,6 +12,7 @@ migration 0007.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -27,6 +28,10 @@ GRAMS_COMMON: Final = 0.5  # share past which reading a trigram's entries costs 
 # rows it would likely remove: an entry costs ~1/10 of a candidate row (a heap fetch and the
 # ILIKE check), and the trigrams of one search are correlated, so half of that is counted on.
 GRAMS_SECOND_GAIN: Final = 5.0
+# A search counts its matches while sorting them (see `_select`) when the trigram index should
+# return at most this many times the count's cap: past the cap, the capped count reads up to
+# `cap` of them, the window all of them, and the page all of them unless it stops early.
+WINDOW_CANDIDATES_MAX: Final = 2
 _ANCHOR_LOCK: Final = 0x616E63686F72  # advisory lock: one instance rebuilds the anchors
 
 # The session of the connections that serve listings (`open_pool(session=...)`).
@@ -216,11 +221,28 @@ WHERE s.schemaname = current_schema() AND s.tablename = 'sensor_grams' AND e.ele
 """
 
 
-async def gram_shares(conn: Connection) -> dict[str, float]:
-    """Each common trigram's share of the sensors (see `narrowing_grams`): they change only
-    when PostgreSQL analyzes the table, so a daemon reads them now and then, not per search
-    (a statement and its round trip, ~1.5 ms of a search's ~15)."""
-    return {r["gram"]: r["share"] for r in await conn.fetch(_GRAM_SHARES)}
+@dataclass(frozen=True, slots=True)
+class GramStats:
+    """What PostgreSQL's statistics say of the trigrams: each common one's share of the
+    sensors, and how many sensors the shares are of."""
+
+    shares: Mapping[str, float]
+    rows: float
+
+    def candidates(self, grams: Sequence[str]) -> float:
+        """The sensors the trigram index is likely to return for `grams` (as if independent:
+        `DS-0005`'s rarest two, 10-12 % each, are held together by ~1 %)."""
+        return self.rows * math.prod(self.shares.get(gram, 0.0) for gram in grams)
+
+
+async def gram_stats(conn: Connection) -> GramStats:
+    """The trigrams' statistics (see `narrowing_grams`): they change only when PostgreSQL
+    analyzes the table, so a daemon reads them now and then, not per search (two statements
+    and their round trips, ~1.5 ms each of a search's ~15)."""
+    rows = await conn.fetchval("SELECT reltuples FROM pg_class WHERE oid = 'sensor'::regclass")
+    shares = {r["gram"]: r["share"] for r in await conn.fetch(_GRAM_SHARES)}
+    # -1: never analyzed, so nothing is known of the candidates either.
+    return GramStats(shares, rows if rows >= 0 else math.inf)
 
 
 def narrowing_grams(shares: Mapping[str, float], q: str) -> list[str]:
@@ -290,6 +312,7 @@ async def listing(
     limit: int,
     cap: int,
     grams: Sequence[str] = (),
+    candidates: float = math.inf,
 ) -> tuple[list[Record], int, bool]:
     """A page (as `page` reads it) and the listing's total (as `total` counts it), of one
     snapshot: the far half of a listing is located from the total, which would otherwise
@@ -298,7 +321,8 @@ async def listing(
     One statement reads both (the page's rows are not read when the total is 0: a search
     matching nothing would otherwise walk a whole index), with no transaction. Deep offsets
     take a transaction (their page depends on the total), and a page past the end counts its
-    total afterwards (no row carries it).
+    total afterwards (no row carries it). `candidates`: how many sensors the trigram index is
+    expected to return for `grams` (`GramStats.candidates`), see `_select`.
     """
     if after is None and offset >= ANCHOR_EVERY:
         async with conn.transaction(isolation="repeatable_read"):
@@ -318,7 +342,10 @@ async def listing(
                 else []
             )
         return rows, n, exact
-    records = await _select(conn, flt, order, after, offset, limit, False, grams, cap)
+    windowed = bool(grams) and after is None and candidates <= WINDOW_CANDIDATES_MAX * cap
+    records = await _select(
+        conn, flt, order, after, offset, limit, False, grams, cap, windowed=windowed
+    )
     if records:
         n, exact = _bounded(flt, records[0]["total"], cap)
         return records, n, exact
@@ -378,14 +405,18 @@ async def _select(
     inclusive: bool,
     grams: Sequence[str],
     cap: int | None = None,
+    *,
+    windowed: bool = False,
 ) -> list[Record]:
     """With `cap`, each row also holds the listing's `total` (see `_counting`), counted first
     in the same statement; when it is 0, PostgreSQL's one-time filter reads no row at all.
 
-    Not a window over the matches (`count(*) OVER ()`), which reads them once where this
-    reads up to `cap` of them twice: it counts every match, past the cap, and holds them all
-    (`q=000` at a million sensors, 100,000 candidates: 146 ms against 17 ms, where the page
-    walks the serial index and stops at 50)."""
+    `windowed`: the total is a window over the matches instead (`count(*) OVER ()`, every
+    match, past the cap), for a search the trigram index narrows to few candidates: the page
+    reads and sorts all of them anyway, and counting them apart read up to `cap` of them a
+    second time (`q=0099` at a million sensors, 11,300 matches: ~30 against ~21 ms). Never
+    for many candidates, where the page stops early in the key's index: `q=000`, 100,000
+    candidates, took 146 ms windowed against 17 ms."""
     key, key_type = _KEYS[order.sort]
     conditions, args = flt.where(sort=order.sort, grams=grams)
     direction = "DESC" if order.descending else ""
@@ -407,7 +438,9 @@ async def _select(
     sorted_by = "order_key" if by_site else key
     counted = ""
     columns = f"{_COLUMNS}, ({sorted_by})::text AS sort_key"
-    if cap is not None:
+    if windowed:
+        columns += ", count(*) OVER () AS total"
+    elif cap is not None:
         counting, counting_args = _counting(flt, cap, grams, len(args) + 1)
         args += counting_args
         counted = f"WITH counted AS MATERIALIZED ({counting}) "

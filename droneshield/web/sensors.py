@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Final, Literal
@@ -281,11 +282,12 @@ async def list_sensors(query_args: SensorQuery) -> Response:
     after = None if query_args.cursor is None else decode_cursor(query_args.cursor, order)
     offset = 0 if after is not None else (query_args.page - 1) * limit
     async with acquire(listing_pool()) as conn:
-        grams = (
-            db.narrowing_grams(await _gram_shares(conn), flt.q)
-            if flt.q is not None and await _has_grams(conn)
-            else []
-        )
+        grams: list[str] = []
+        candidates = math.inf
+        if flt.q is not None and await _has_grams(conn):
+            stats = await _gram_stats(conn)
+            grams = db.narrowing_grams(stats.shares, flt.q)
+            candidates = stats.candidates(grams)
         rows, total, exact = await db.listing(
             conn,
             flt,
@@ -295,6 +297,7 @@ async def list_sensors(query_args: SensorQuery) -> Response:
             limit=limit + 1,
             cap=COUNT_CAP,
             grams=grams,
+            candidates=candidates,
         )
     more = len(rows) > limit
     rows = rows[:limit]
@@ -329,16 +332,16 @@ async def _has_grams(conn: Connection) -> bool:
     return found
 
 
-async def _gram_shares(conn: Connection) -> dict[str, float]:
-    """The trigrams' shares of the sensors (`db.gram_shares`), read at most once per
-    GRAM_SHARES_FOR seconds per process: they change when PostgreSQL analyzes the table."""
+async def _gram_stats(conn: Connection) -> db.GramStats:
+    """The trigrams' statistics (`db.gram_stats`), read at most once per GRAM_SHARES_FOR
+    seconds per process: they change when PostgreSQL analyzes the table."""
     config = current_app.config
-    read_at, shares = config.get("DRONESHIELD_GRAM_SHARES", (None, {}))
+    read_at, stats = config.get("DRONESHIELD_GRAM_STATS", (None, None))
     now = trio.current_time()
     if read_at is None or now - read_at >= GRAM_SHARES_FOR:
-        shares = await db.gram_shares(conn)
-        config["DRONESHIELD_GRAM_SHARES"] = (now, shares)
-    found: dict[str, float] = shares
+        stats = await db.gram_stats(conn)
+        config["DRONESHIELD_GRAM_STATS"] = (now, stats)
+    found: db.GramStats = stats
     return found
 
 
