@@ -61,6 +61,7 @@ async def _run(bench: Bench, names: list[str]) -> tuple[list[Result], str]:
             postgres = await conn.fetchval("SHOW server_version")
         for name in names:
             console.rule(f"[bold]{name}")
+            console.print(f"settled the shared databases in {await bench.settle():.1f} s")
             began = time.perf_counter()
             module = importlib.import_module(f"tests.bench.{name}")
             results += await module.run(bench)
