@@ -78,7 +78,9 @@ def _queries(fleet: int) -> dict[str, str]:
 async def run(bench: Bench) -> list[Result]:
     url = await bench.seeded(bench.fleet)
     requests = bench.scaled(REQUESTS, QUICK_REQUESTS)
+    online = await bench.online(url)
     async with bench.daemon(url, offline_after=3600) as daemon:
+        await daemon.recovered(online)
         reply = await run_client(__name__, daemon.http_port, daemon.pid, bench.fleet, requests)
         rss = daemon.rss_mb()
         versus_bare = await _versus_bare(bench, daemon.http_port, daemon.pid)

@@ -84,6 +84,7 @@ async def run(bench: Bench) -> list[Result]:
             f"bare grpclib, batch x{BATCH}", pid, port, "batch", seconds, BATCH_IN_FLIGHT
         )
     url = await bench.seeded(bench.fleet)
+    online = await bench.online(url)
     # Nothing goes offline during the run: only ingest is measured. The daemon with Python's
     # gc defaults starts now, so that its start-up (presence recovery runs after it is ready)
     # is over before the paced rows; started just before them, it overlapped the first.
@@ -92,6 +93,10 @@ async def run(bench: Bench) -> list[Result]:
         bench.daemon(url, offline_after=3600, gc_young_threshold=0) as other,
     ):
         pid, port = daemon.pid, daemon.grpc_port
+        # Both wheels recovered first: two daemons recovering a million online sensors took
+        # the cores from the first batch row (DaemonProcess.recovered).
+        for started in (daemon, other):
+            await started.recovered(online)
         # The seeded fleet's first reports are transitions (1 in 10 comes online, 1 in 3
         # changes version: event rows, updates that are not HOT), every later one a heartbeat.
         # One pass over the load's sensors first, so that the batch rows compared below
@@ -116,6 +121,7 @@ async def run(bench: Bench) -> list[Result]:
             )
         rss = daemon.rss_mb()
     async with bench.daemon(url, offline_after=3600, writer_lanes=1) as daemon:
+        await daemon.recovered(await bench.online(url))
         one_lane = await measure(
             f"daemon, batch x{BATCH}, 1 lane",
             daemon.pid,

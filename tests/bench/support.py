@@ -103,6 +103,24 @@ class DaemonProcess:
     def cpu_seconds(self) -> float:
         return cpu_seconds(self.pid)
 
+    async def recovered(self, online: int) -> None:
+        """Wait until start-up recovery has put `online` sensors in the presence wheel (read
+        from /metrics): it runs after /readyz answers, ~5 s of the daemon's CPU at a million,
+        and the first rows measured against a daemon just started paid for it (the first
+        page's p99 38 ms, CPU 11.5 ms a request, against ~3 for the same page later)."""
+        with trio.fail_after(READY_TIMEOUT):
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{self.http_port}") as client:
+                while True:
+                    metrics = (await client.get("/metrics")).text
+                    armed = next(
+                        float(line.split()[1])
+                        for line in metrics.splitlines()
+                        if line.startswith("droneshield_wheel_sensors ")
+                    )
+                    if armed >= online:
+                        return
+                    await trio.sleep(0.25)
+
 
 @dataclass
 class Bench:
@@ -175,6 +193,11 @@ class Bench:
                 await conn.execute("VACUUM ANALYZE sensor")
             self._seeded[count] = url
         return self._seeded[count]
+
+    async def online(self, url: str) -> int:
+        """The sensors online in `url`'s database: what a daemon's start-up recovery arms."""
+        async with connect(url) as conn:
+            return int(await conn.fetchval("SELECT count(*) FROM sensor WHERE online"))
 
     async def settle(self) -> float:
         """Do now the upkeep that the writes of earlier workloads left the shared databases
