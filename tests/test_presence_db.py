@@ -271,3 +271,27 @@ async def test_recovery_reads_online_sensors_a_page_at_a_time(aio_loop, database
         assert await tracker.recover(page=3) == len(sensors)
     assert len(tracker.wheel) == len(sensors)
     assert all(i in tracker.wheel for i in await _ids(db, sensors))
+
+
+async def test_expiry_finds_its_sensors_by_id_when_statistics_say_none_is_online(db):
+    """Statistics gathered while the fleet was silent (ANALYZE with every sensor offline), then
+    the fleet back online: the expiry still reads its sensors by id, not every online sensor
+    through the index on `online`, and marks them offline."""
+    await seed.seed(db, 3000)
+    await db.execute("ANALYZE sensor")
+    await db.execute(
+        "UPDATE sensor SET online = true, last_seen_at = now() - interval '1 minute', "
+        "status_changed_at = now()"
+    )
+    ids = [r["id"] for r in await db.fetch("SELECT id FROM sensor WHERE id % 20 = 0 ORDER BY id")]
+    async with db.transaction():
+        plan = "\n".join(
+            r[0]
+            for r in await db.fetch(
+                f"EXPLAIN (COSTS OFF) {presence._EXPIRE}", ids, timedelta(seconds=30)
+            )
+        )
+        assert "sensor_online_serial" not in plan, plan
+        assert "sensor_pkey" in plan, plan
+    expiry = await presence.expire(db, ids, 30.0)
+    assert sorted(r.id for r in expiry.offline) == ids
