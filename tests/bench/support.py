@@ -199,7 +199,7 @@ class Bench:
         async with connect(url) as conn:
             return int(await conn.fetchval("SELECT count(*) FROM sensor WHERE online"))
 
-    async def settle(self) -> float:
+    async def settle(self, *urls: str) -> float:
         """Do now the upkeep that the writes of earlier workloads left the shared databases
         (vacuum, fresh statistics, a checkpoint), so that it does not land in the next
         workload's figures: on two cores shared by PostgreSQL, the daemon and the load, an
@@ -207,9 +207,10 @@ class Bench:
         after a write-heavy row took a core in the middle of latency runs (in one full run the
         listings' median p50 doubled, 5.4 → 9.8 ms, and the paced p99 at 300/s was 55 ms
         against 9-15 ms on the same table vacuumed). A real deployment does the same upkeep
-        beside its load; on its own database host. Returns the seconds it took."""
+        beside its load; on its own database host. `urls`: a workload's own databases, just
+        filled, settled with the shared ones. Returns the seconds it took."""
         began = time.perf_counter()
-        for url in self._seeded.values():
+        for url in (*self._seeded.values(), *urls):
             async with connect(url) as conn:
                 await conn.execute("VACUUM (ANALYZE)")
         async with connect(self.server_url) as conn:
