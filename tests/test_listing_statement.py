@@ -250,7 +250,7 @@ SEARCHES = [f for f in FILTERS if f.q is not None]
 async def test_searches_through_the_own_trigram_index_match_the_table(db, fleet, flt, candidates):
     """As on a server without pg_trgm (migration 0014's index): first pages, pages past the
     end and cursor pages agree with the table, whether the index is expected to return few
-    candidates (the first page's total is then a window over the matches) or many."""
+    candidates (a first page then reads the matches once, counts and sorts them) or many."""
     await db.execute(
         "CREATE INDEX IF NOT EXISTS sensor_grams ON sensor USING gin (sensor_grams(serial, label))"
     )
@@ -272,8 +272,8 @@ async def test_searches_through_the_own_trigram_index_match_the_table(db, fleet,
             )
             assert [r["serial"] for r in rows] == expected[offset : offset + LIMIT], offset
             assert (n, exact) == _counted(flt, expected), offset
-            windowed = "OVER ()" in counting.queries[0]
-            assert windowed == (candidates <= CAP * WINDOW_CANDIDATES_MAX), offset
+            read_once = "WITH matched" in counting.queries[0]
+            assert read_once == (candidates <= CAP * WINDOW_CANDIDATES_MAX), offset
         rows, n, exact = (
             await listing(
                 db,
@@ -291,3 +291,38 @@ async def test_searches_through_the_own_trigram_index_match_the_table(db, fleet,
         )
         assert [r["serial"] for r in rows] == expected[1 : 1 + LIMIT]
         assert (n, exact) == _counted(flt, expected)
+
+
+@pytest.mark.parametrize("sort", ["serial", "status_changed_at", "last_seen_at", "version"])
+@pytest.mark.parametrize("descending", [False, True])
+async def test_a_search_with_few_candidates_reads_the_page_and_total_read_apart(
+    db, fleet, sort, descending
+):
+    """The narrowed search's one read (every match counted, then capped as `total` caps it)
+    against the page and the total read apart, in every order, first and later pages."""
+    await db.execute(
+        "CREATE INDEX IF NOT EXISTS sensor_grams ON sensor USING gin (sensor_grams(serial, label))"
+    )
+    order = Order(sort, descending)
+    with trio.fail_after(20):
+        for flt in SEARCHES:
+            grams = trigrams(flt.q or "")[:1]
+            n, exact = await total(db, flt, cap=CAP, grams=grams)
+            for offset in (0, LIMIT):
+                apart = await page(
+                    db, flt, order, after=None, offset=offset, limit=LIMIT, grams=grams
+                )
+                rows, m, read_exact = await listing(
+                    db,
+                    flt,
+                    order,
+                    after=None,
+                    offset=offset,
+                    limit=LIMIT,
+                    cap=CAP,
+                    grams=grams,
+                    candidates=0,
+                )
+                assert _shown(rows) == _shown(apart), (flt, offset)
+                if rows or offset == 0:
+                    assert (m, read_exact) == (n, exact), (flt, offset)
