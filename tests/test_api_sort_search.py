@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from datetime import UTC, datetime, timedelta
 
@@ -12,6 +13,7 @@ from droneshield.availability import availability
 from droneshield.db import seed
 from droneshield.db.sensors import (
     EventRow,
+    GramStats,
     SensorFilter,
     gram_stats,
     narrowing_grams,
@@ -294,6 +296,9 @@ async def test_the_own_trigram_index_is_asked_only_for_the_trigrams_that_narrow(
     assert stats.rows == 30
     assert stats.candidates(["007"]) == pytest.approx(1)
     assert stats.candidates(["nor", "ort"]) == pytest.approx(30 * 0.2 * 0.2)
+    rarest = min(stats.shares.values())
+    assert stats.candidates(["zz9"]) == pytest.approx(30 * rarest / 2)  # in no sensor
+    assert GramStats({}, 30).candidates(["007"]) == math.inf  # no statistics: no estimate
     assert unknown == ["-00"]  # all as rare as can be: the first alone
     # Every sensor holds ds-, s-0, -00 and 000 (common: left out); 007 one in thirty.
     assert narrowing_grams(shares, "ds-00000007") == ["007"]

@@ -21,8 +21,8 @@ from .pool import Connection, Pool, acquire
 # then), PostgreSQL expected no online sensor and walked every online one through the index on
 # `online` to find the ids (95,000 rows filtered for 5,000 at 100k sensors; 900,000 at a
 # million): expiry fell seconds behind right when a fleet back online went quiet again.
-# (`online IS TRUE` is matched to that index as well.) Locking a sensor another instance has
-# just expired costs nothing: the lock returns its latest row, and it is left as it is.
+# (`online IS TRUE` is matched to that index as well.) So a sensor another instance has just
+# expired is locked too (rare: the wheel holds online sensors), read as it now is, and left.
 _EXPIRE: Final = """
 WITH locked AS (
     SELECT id, online, last_seen_at, last_seen_at <= now() - $2::interval AS due
@@ -100,7 +100,7 @@ class Expiry:
 async def expire(conn: Connection, ids: Sequence[int], offline_after: float) -> Expiry:
     """Mark offline those of `ids` that are online and silent for `offline_after` seconds.
 
-    One statement: the online rows are locked in id order (as the writer locks them, so the two
+    One statement: the rows of `ids` are locked in id order (as the writer locks them, so the two
     cannot deadlock) and read again after any wait for a lock, so a report committed meanwhile,
     by this instance or another, keeps its sensor online, and a row another expiry took offline
     meanwhile is left alone. Each sensor marked offline gets one 'offline' event.

@@ -28,10 +28,11 @@ GRAMS_COMMON: Final = 0.5  # share past which reading a trigram's entries costs 
 # rows it would likely remove: an entry costs ~1/10 of a candidate row (a heap fetch and the
 # ILIKE check), and the trigrams of one search are correlated, so half of that is counted on.
 GRAMS_SECOND_GAIN: Final = 5.0
-# A search counts its matches while sorting them (see `_select`) when the trigram index should
-# return at most this many times the count's cap: past the cap, the capped count reads up to
-# `cap` of them, the window all of them, and the page all of them unless it stops early.
-WINDOW_CANDIDATES_MAX: Final = 2
+# A search reads its matches once, counting and sorting them (`_narrowed`), when the trigram
+# index should return at most this many times the count's cap: past the cap, the capped count
+# reads up to `cap` of them, `_narrowed` all of them, and the page all of them unless it stops
+# early in the key's index.
+NARROWED_CANDIDATES_MAX: Final = 2
 _ANCHOR_LOCK: Final = 0x616E63686F72  # advisory lock: one instance rebuilds the anchors
 
 # The session of the connections that serve listings (`open_pool(session=...)`).
@@ -231,8 +232,13 @@ class GramStats:
 
     def candidates(self, grams: Sequence[str]) -> float:
         """The sensors the trigram index is likely to return for `grams` (as if independent:
-        `DS-0005`'s rarest two, 10-12 % each, are held together by ~1 %)."""
-        return self.rows * math.prod(self.shares.get(gram, 0.0) for gram in grams)
+        `DS-0005`'s rarest two, 10-12 % each, are held together by ~1 %); infinite when the
+        index has no statistics yet. A trigram missing from them is rarer than any listed:
+        half the rarest listed share, as PostgreSQL's own estimates take it."""
+        if not self.shares or math.isinf(self.rows):
+            return math.inf
+        missing = min(self.shares.values()) / 2
+        return self.rows * math.prod(self.shares.get(gram, missing) for gram in grams)
 
 
 async def gram_stats(conn: Connection) -> GramStats:
@@ -342,7 +348,7 @@ async def listing(
                 else []
             )
         return rows, n, exact
-    if grams and after is None and candidates <= WINDOW_CANDIDATES_MAX * cap:
+    if grams and after is None and candidates <= NARROWED_CANDIDATES_MAX * cap:
         records = await _narrowed(conn, flt, order, offset, limit, grams)
     else:
         records = await _select(conn, flt, order, after, offset, limit, False, grams, cap)
@@ -457,14 +463,14 @@ async def _narrowed(
     limit: int,
     grams: Sequence[str],
 ) -> list[Record]:
-    """A first page of a search the trigram index narrows to few candidates, each row with
-    the listing's `total` (every match, past the cap).
+    """A page (not after a cursor) of a search the trigram index narrows to few candidates,
+    each row with the listing's `total` (every match, past the cap).
 
     The page reads and sorts every match anyway, and counting them apart read up to `cap` of
     them a second time; so the matches are read once, as (id, key, serial), counted and sorted
     from there, and only the page's rows are read whole. At a million sensors `q=0099`
-    (11,300 matches) took 8 ms so, 11 ms as a window over whole rows (`count(*) OVER ()`),
-    14-21 ms with the count apart. Never for many candidates, where a page stops early in
+    (11,300 matches) took 8-13 ms so, 11 ms as a window over whole rows (`count(*) OVER ()`),
+    13-15 ms with the count apart. Never for many candidates, where a page stops early in
     the key's index: `q=000`, 100,000 candidates, took 84-135 ms counted this way against
     10-36 ms."""
     key = _KEYS[order.sort][0]

@@ -107,15 +107,21 @@ class DaemonProcess:
         """Wait until start-up recovery has put `online` sensors in the presence wheel (read
         from /metrics): it runs after /readyz answers, ~5 s of the daemon's CPU at a million,
         and the first rows measured against a daemon just started paid for it (the first
-        page's p99 38 ms, CPU 11.5 ms a request, against ~3 for the same page later)."""
+        page's p99 38 ms, CPU 11.5 ms a request, against ~3 for the same page later). For
+        daemons whose sensors do not expire meanwhile (a long `offline_after`)."""
         with trio.fail_after(READY_TIMEOUT):
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{self.http_port}") as client:
                 while True:
+                    if self.spawned.process.returncode is not None:
+                        raise RuntimeError(f"the daemon exited:\n{self.spawned.output()}")
                     metrics = (await client.get("/metrics")).text
                     armed = next(
-                        float(line.split()[1])
-                        for line in metrics.splitlines()
-                        if line.startswith("droneshield_wheel_sensors ")
+                        (
+                            float(line.split()[1])
+                            for line in metrics.splitlines()
+                            if line.startswith("droneshield_wheel_sensors ")
+                        ),
+                        0.0,
                     )
                     if armed >= online:
                         return
@@ -207,10 +213,10 @@ class Bench:
         after a write-heavy row took a core in the middle of latency runs (in one full run the
         listings' median p50 doubled, 5.4 → 9.8 ms, and the paced p99 at 300/s was 55 ms
         against 9-15 ms on the same table vacuumed). A real deployment does the same upkeep
-        beside its load; on its own database host. `urls`: a workload's own databases, just
-        filled, settled with the shared ones. Returns the seconds it took."""
+        beside its load, on its own database host. `urls`: a workload's own databases, just
+        filled, settled instead of the shared ones. Returns the seconds it took."""
         began = time.perf_counter()
-        for url in (*self._seeded.values(), *urls):
+        for url in urls or self._seeded.values():
             async with connect(url) as conn:
                 await conn.execute("VACUUM (ANALYZE)")
         async with connect(self.server_url) as conn:
