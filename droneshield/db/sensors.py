@@ -65,14 +65,21 @@ SORTS: Final[tuple[Sort, ...]] = ("serial", "status_changed_at", "last_seen_at",
 LISTED: Final = (
     "id", "serial", "version", "online", "last_seen_at", "status_changed_at", "site", "label"
 )  # fmt: skip
-_COLUMNS: Final = ", ".join(LISTED)
+
+
+def _qualified(columns: Sequence[str], table: str) -> str:
+    """`columns` for a select list; with `table`, qualified (a statement joining another)."""
+    prefix = f"{table}." if table else ""
+    return ", ".join(f"{prefix}{c}" for c in columns)
+
+
+_COLUMNS: Final = _qualified(LISTED, "")
 
 
 def edited_columns(table: str = "") -> str:
     """What an operator's write returns of each sensor it changed (`edited` reads it); with
     `table`, its columns qualified (a statement joining another table)."""
-    prefix = f"{table}." if table else ""
-    return ", ".join(f"{prefix}{c}" for c in (*LISTED, "retired_at IS NOT NULL AS retired"))
+    return _qualified((*LISTED, "retired_at IS NOT NULL AS retired"), table)
 
 
 EDITED: Final = edited_columns()
@@ -416,7 +423,6 @@ async def _select(
     in the same statement; when it is 0, PostgreSQL's one-time filter reads no row at all."""
     key, key_type = _KEYS[order.sort]
     conditions, args = flt.where(sort=order.sort, grams=grams)
-    direction = "DESC" if order.descending else ""
     if after is not None:
         compare = ("<" if order.descending else ">") + ("=" if inclusive else "")
         if order.sort == "serial":
@@ -447,12 +453,18 @@ async def _select(
         source = f"(SELECT *, {key} AS order_key FROM sensor {where} OFFSET 0) AS site_rows"
         where = ""
     args += [offset, limit]
-    ordering = "serial" if order.sort == "serial" else f"{sorted_by} {direction}, serial"
     return await conn.fetch(
         f"{counted}SELECT {columns} FROM {source} {where} "
-        f"ORDER BY {ordering} {direction} OFFSET ${len(args) - 1} LIMIT ${len(args)}",
+        f"ORDER BY {_order_by(order, sorted_by)} OFFSET ${len(args) - 1} LIMIT ${len(args)}",
         *args,
     )
+
+
+def _order_by(order: Order, key: str, serial: str = "serial") -> str:
+    """ORDER BY's terms: the sort's `key`, then `serial` for ties (the key of `sort=serial`)."""
+    direction = "DESC" if order.descending else ""
+    ties = "" if order.sort == "serial" else f", {serial} {direction}"
+    return f"{key} {direction}{ties}"
 
 
 async def _narrowed(
@@ -477,20 +489,14 @@ async def _narrowed(
     conditions, args = flt.where(sort=order.sort, grams=grams)
     args += [offset, limit]
     n = len(args)
-    direction = "DESC" if order.descending else ""
-
-    def ordering(of: str) -> str:
-        ties = "" if order.sort == "serial" else f", {of}serial {direction}"
-        return f"{of}k {direction}{ties}"
-
-    columns = ", ".join(f"s.{column}" for column in LISTED)
     return await conn.fetch(
         f"WITH matched AS MATERIALIZED (SELECT id, {key} AS k, serial FROM sensor "
         f"WHERE {' AND '.join(conditions)}), "
-        f"page AS (SELECT id, k, serial FROM matched ORDER BY {ordering('')} "
+        f"page AS (SELECT id, k, serial FROM matched ORDER BY {_order_by(order, 'k')} "
         f"OFFSET ${n - 1} LIMIT ${n}) "
-        f"SELECT {columns}, (p.k)::text AS sort_key, (SELECT count(*) FROM matched) AS total "
-        f"FROM page p JOIN sensor s ON s.id = p.id ORDER BY {ordering('p.')}",
+        f"SELECT {_qualified(LISTED, 's')}, (p.k)::text AS sort_key, "
+        "(SELECT count(*) FROM matched) AS total "
+        f"FROM page p JOIN sensor s ON s.id = p.id ORDER BY {_order_by(order, 'p.k', 'p.serial')}",
         *args,
     )
 
