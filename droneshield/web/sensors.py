@@ -43,7 +43,7 @@ LIMIT_DEFAULT: Final = 50
 LIMIT_MAX: Final = 500  # larger limits are capped to this
 PAGE_MAX: Final = 1_000_000
 COUNT_CAP: Final = 10_000  # matches a search counts before its total becomes a lower bound
-GRAM_SHARES_FOR: Final = 60.0  # seconds a process keeps the trigrams' shares (autovacuum's pace)
+GRAM_STATS_FOR: Final = 60.0  # seconds a process keeps the trigrams' statistics (autovacuum's pace)
 EVENTS_DEFAULT: Final = 50
 EVENTS_MAX: Final = 500
 TEXT_MAX: Final = 256  # characters of a site, label or search
@@ -333,12 +333,12 @@ async def _has_grams(conn: Connection) -> bool:
 
 
 async def _gram_stats(conn: Connection) -> db.GramStats:
-    """The trigrams' statistics (`db.gram_stats`), read at most once per GRAM_SHARES_FOR
+    """The trigrams' statistics (`db.gram_stats`), read at most once per GRAM_STATS_FOR
     seconds per process: they change when PostgreSQL analyzes the table."""
     config = current_app.config
     read_at, stats = config.get("DRONESHIELD_GRAM_STATS", (None, None))
     now = trio.current_time()
-    if read_at is None or now - read_at >= GRAM_SHARES_FOR:
+    if read_at is None or now - read_at >= GRAM_STATS_FOR:
         stats = await db.gram_stats(conn)
         config["DRONESHIELD_GRAM_STATS"] = (now, stats)
     found: db.GramStats = stats
