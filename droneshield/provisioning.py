@@ -22,6 +22,8 @@ ERRORS_SHOWN: Final = 100  # row errors listed in one refusal (the message count
 SITE_MAX: Final = 128  # bytes (UTF-8)
 LABEL_MAX: Final = 256  # bytes (UTF-8)
 CSV_COLUMNS: Final = ("serial", "site", "label")
+# The byte order mark spreadsheets (Excel's "CSV UTF-8") put before the header.
+BOM: Final = "\ufeff"
 # Printable ASCII, where a character is a byte: what almost every row holds, and all the checks
 # of `spec` in one match (from_csv).
 _ASCII_FIELD: Final = {
@@ -143,16 +145,24 @@ class CsvHeaderError(Exception):
 
 
 def from_csv(lines: Iterable[str], rows: Rows) -> Iterator[Numbered]:
-    """Sensors of CSV lines: a header `serial[,site][,label]` (any order), then one row each.
+    """Sensors of CSV lines: a header `serial[,site][,label]` (any order, after a byte order
+    mark if the file has one), then one row each; blank lines are skipped (row indexes count
+    sensors, `line` in a message counts lines).
 
     Raises:
-        CsvHeaderError: the header is missing, lacks `serial` or names unknown columns.
+        CsvHeaderError: the header is missing, unreadable (a stray quote), lacks `serial` or
+            names unknown columns.
     """
     reader = csv.reader(lines, strict=True)
     try:
-        header = [h.strip().lower() for h in next(reader)]
+        first = next(reader)
     except StopIteration:
         raise CsvHeaderError("the CSV is empty; its first line must be serial,site,label") from None
+    except csv.Error as exc:
+        raise CsvHeaderError(f"the CSV header (line 1) cannot be read: {exc}") from None
+    if first and first[0].startswith(BOM):
+        first[0] = first[0][len(BOM) :]
+    header = [h.strip().lower() for h in first]
     if (
         "serial" not in header
         or not set(header) <= set(CSV_COLUMNS)
@@ -177,6 +187,9 @@ def from_csv(lines: Iterable[str], rows: Rows) -> Iterator[Numbered]:
         except csv.Error as exc:
             rows.count += 1
             rows.add(index, "invalid_csv", f"line {reader.line_num}: {exc}")
+            continue
+        if not record:  # a blank line (one at the end, most often) holds no sensor
+            index -= 1
             continue
         rows.count += 1
         if len(record) != len(header):

@@ -70,6 +70,33 @@ def _csv(lines: list[str]) -> bytes:
         ),
         pytest.param(b"name\nOK-1\n", CSV, 400, "invalid_csv", None, id="csv-bad-header"),
         pytest.param(
+            b'"serial"x,site\nOK-1,a\n', CSV, 400, "invalid_csv", None, id="csv-stray-quote-header"
+        ),
+        pytest.param(
+            b'serial,site,label\n"OK\n1",north,"a\nb"\nOK-2,,"c\rd"\n',
+            CSV,
+            422,
+            "invalid_sensors",
+            [(0, "invalid_serial"), (1, "invalid_field")],
+            id="csv-quoted-line-breaks-are-kept",
+        ),
+        pytest.param(
+            "serial,site,label\nOK-1,north,a\u2028b\nOK-2,,bad\x1clabel\nOK-3,,c\x85d\n".encode(),
+            CSV,
+            422,
+            "invalid_sensors",
+            [(0, "invalid_field"), (1, "invalid_field"), (2, "invalid_field")],
+            id="csv-rows-end-only-at-line-ends",
+        ),
+        pytest.param(
+            b"[" * 100_000,
+            {"Content-Type": "application/json"},
+            400,
+            "invalid_json",
+            None,
+            id="json-nested-too-deep",
+        ),
+        pytest.param(
             json.dumps({"sensors": [{"serial": "D-1"}, {"serial": "D-2"}, {"serial": "D-1"}]}),
             {"Content-Type": "application/json"},
             422,
@@ -111,6 +138,24 @@ async def test_bad_input_is_a_clear_4xx_and_stores_nothing(
         assert [(r["index"], r["code"]) for r in error["rows"]] == rows
         assert all(r["message"] for r in error["rows"])
     assert await _count(db) == 0
+
+
+async def test_csv_from_a_spreadsheet_with_a_byte_order_mark_and_blank_lines(api, db):
+    """Excel's "CSV UTF-8" starts with a byte order mark; files often end in blank lines."""
+    body = "\ufeffSerial,Site\r\nXL-1,north\r\n\r\nXL-2,south\r\n\r\n".encode()
+    with trio.fail_after(10):
+        response = await api.post("/sensors", content=body, headers=CSV)
+    assert (response.status_code, response.json()) == (201, {"created": 2, "existing": 0})
+    stored = await db.fetch("SELECT serial, site FROM sensor ORDER BY serial")
+    assert [tuple(r) for r in stored] == [("XL-1", "north"), ("XL-2", "south")]
+
+
+async def test_a_patch_nested_too_deep_is_a_json_400(api, db):
+    with trio.fail_after(10):
+        await api.post("/sensors", json={"sensors": [{"serial": "P-1"}]})
+        response = await api.patch("/sensors/P-1", content=b"[" * 100_000)
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_json"
 
 
 async def test_a_sensor_stored_otherwise_is_a_conflict_and_nothing_is_stored(api, db):
@@ -180,5 +225,9 @@ async def test_retired_sensor_leaves_listings_and_totals_and_comes_back_with_his
     assert detail["retired"] is True
     assert (back.status_code, back.json()) == (201, {"created": 1, "existing": 0})
     assert after["retired"] is False
-    assert [e["kind"] for e in after["events"]] == ["restored", "retired", "online"]
+    # Online when retired: it went offline then (availability counts it so), with no alert.
+    assert [e["kind"] for e in after["events"]] == ["restored", "retired", "offline", "online"]
+    offline = after["events"][2]
+    assert (offline["old"], offline["new"]) == ("online", "offline")
+    assert offline["at"] == after["events"][1]["at"] == after["statusChangedAt"]
     assert after["status"] == "offline"

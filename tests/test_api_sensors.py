@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import random
 
 import pytest
@@ -259,6 +260,8 @@ async def test_limit_is_capped(running, api, db):
         ({"version": "1.2"}, "invalid_version"),
         ({"cursor": "not a cursor!"}, "invalid_cursor"),
         ({"cursor": "AA"}, "invalid_cursor"),
+        # Nested past what Python's json recursed into (RecursionError was a 500).
+        ({"cursor": base64.urlsafe_b64encode(b"[" * 2000).decode()}, "invalid_cursor"),
         ({"q": "DS-\u00e9"}, "invalid_parameter"),
         ({"sort": "color"}, "invalid_parameter"),
         ({"order": "up"}, "invalid_parameter"),

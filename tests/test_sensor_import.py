@@ -141,3 +141,20 @@ async def test_a_bad_line_far_into_the_file_is_named_by_its_number(db, database_
     assert done.returncode == 1
     assert "line 200002 is not UTF-8 (byte 3 of the line)" in done.stderr.decode()
     assert await db.fetchval("SELECT count(*) FROM sensor") == 0
+
+
+async def test_a_spreadsheet_export_imports_and_a_stray_quote_in_the_header_is_named(
+    db, database_url
+):
+    """A byte order mark and blank lines (Excel's "CSV UTF-8") are read; a header the csv
+    reader cannot parse is a one-line `invalid_csv` refusal, not a traceback."""
+    spreadsheet = await _import(
+        database_url, "-", stdin="\ufeffserial,site\r\nXL-1,north\r\n\r\nXL-2,\r\n\r\n".encode()
+    )
+    stray = await _import(database_url, "-", stdin=b'"serial"x\nOK-1\n')
+    assert spreadsheet.returncode == 0, spreadsheet.stderr
+    stored = await db.fetch("SELECT serial, site FROM sensor ORDER BY serial")
+    assert [tuple(r) for r in stored] == [("XL-1", "north"), ("XL-2", None)]
+    assert stray.returncode == 1
+    [line] = stray.stderr.decode().strip().splitlines()
+    assert line.startswith("droneshield: the CSV header (line 1) cannot be read")

@@ -138,13 +138,21 @@ async def update(
     return None if row is None else edited(row)
 
 
+# An online sensor retired goes offline then: the history says so (an `offline` event before
+# `retired`, and the status change's time), or its availability would count it online until
+# it next reported. No alert: retiring is the operator's doing, not the sensor going dark.
 _RETIRE: Final = f"""
-WITH retired AS (
-    UPDATE sensor SET retired_at = now(), online = false
-    WHERE serial = $1 AND retired_at IS NULL
-    RETURNING {EDITED}
+WITH before AS (
+    SELECT id, online FROM sensor WHERE serial = $1 AND retired_at IS NULL FOR UPDATE
+), retired AS (
+    UPDATE sensor s SET retired_at = now(), online = false,
+        status_changed_at = CASE WHEN b.online THEN now() ELSE s.status_changed_at END
+    FROM before b WHERE s.id = b.id
+    RETURNING {edited_columns("s")}, b.online AS was_online
 ), events AS (
     INSERT INTO sensor_event (sensor_id, kind, old, new)
+    SELECT id, 'offline', 'online', 'offline' FROM retired WHERE was_online
+    UNION ALL
     SELECT id, 'retired', NULL, 'retired' FROM retired
 )
 SELECT * FROM retired

@@ -195,7 +195,7 @@ def _unb64(cursor: str) -> object:
     """Raises:
     Invalid: not a cursor this API gave out."""
     try:
-        return json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        return orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
     except (binascii.Error, ValueError):
         raise Invalid("cursor is not one this API returned", code="invalid_cursor") from None
 
