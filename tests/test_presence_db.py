@@ -11,7 +11,7 @@ import trio
 from droneshield import daemon
 from droneshield.config import Settings
 from droneshield.db import presence, seed
-from droneshield.db.pool import connect, open_pool
+from droneshield.db.pool import connect, is_transient, open_pool
 from droneshield.db.presence import PresenceDb
 from droneshield.db.reports import apply_reports
 from droneshield.domain import SensorState
@@ -140,6 +140,40 @@ async def test_report_committing_while_the_update_waits_for_its_lock_keeps_it_on
     assert result[0].offline == []
     assert await _status(db, sensors[0]) == "online"
     assert await _events(db, sensors[0]) == []
+
+
+async def test_expiry_racing_a_webhook_removal_fails_in_a_way_it_retries(db, database_url, sensors):
+    """The statement read a webhook, then the foreign-key check of the alert it queued waited
+    for the webhook's removal and found it gone. That error once ended the expiry loop, and
+    with it the daemon; it is retried (`is_transient`), and the retry queues no alert."""
+    await _set_online(db, sensors[:1], silent_for=60)
+    [sensor_id] = await _ids(db, sensors[:1])
+    webhook = await db.fetchval(
+        "INSERT INTO webhook (url, events, secret) "
+        "VALUES ('http://127.0.0.1:9/', '{sensor.offline}', 'secret') RETURNING id"
+    )
+    failures: list[Exception] = []
+    async with connect(database_url) as other, connect(database_url) as watcher:
+        async with trio.open_nursery() as nursery, other.transaction():
+            await other.execute("DELETE FROM webhook WHERE id = $1", webhook)
+
+            async def expire() -> None:
+                try:
+                    await presence.expire(db, [sensor_id], 30.0)
+                except Exception as exc:
+                    failures.append(exc)
+
+            nursery.start_soon(expire)
+            await _poll_until(
+                watcher,
+                "SELECT count(*) > 0 FROM pg_stat_activity "
+                "WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            )
+        # The removal committed as the transaction closed; then the check found no webhook.
+    [failure] = failures
+    assert is_transient(failure), failure
+    assert len((await presence.expire(db, [sensor_id], 30.0)).offline) == 1
+    assert await db.fetchval("SELECT count(*) FROM outbox") == 0
 
 
 async def test_two_instances_expiring_one_sensor_record_a_single_event(db, database_url, sensors):

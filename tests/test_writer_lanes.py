@@ -20,9 +20,14 @@ from droneshield.reports import Outcome, Pending
 from droneshield.writer import Writer, lane_of
 
 from .support.grpc_clients import send_batch
+from .support.processes import eventually
 from .support.releases import add_software
 
 LANES = 3
+_WAITING_FOR_A_LOCK = """
+SELECT count(*) FROM pg_stat_activity
+WHERE datname = current_database() AND pid <> pg_backend_pid() AND wait_event_type = 'Lock'
+"""
 ACK_TIMEOUT = 10.0  # seconds
 
 
@@ -173,6 +178,30 @@ async def test_a_lane_whose_commit_fails_fails_only_its_reports(
     assert ack.accepted == len(other_lanes)
     online = {r["serial"] for r in await db.fetch("SELECT serial FROM sensor WHERE online")}
     assert online == set(other_lanes)
+
+
+async def test_a_release_removed_while_a_report_stores_it_leaves_the_report_accepted(lanes, db):
+    """The batch statement read the release, then its foreign-key check waited on the removal
+    and found the row gone (a ForeignKeyViolation, once an internal error for the whole
+    batch). Tried again, the statement no longer sees the release: the report is stored
+    without it, as a report of a version never uploaded is."""
+    await seed.seed(db, 1)
+    await add_software(db, "1.0.0")
+    serial = seed.serial_for(1)
+    with trio.fail_after(20):
+        async with db.transaction():
+            await db.execute("DELETE FROM software WHERE version = '1.0.0'")
+            await lanes.send.send(lanes.report(serial, "1.0.0"))
+
+            async def writer_blocked() -> bool:
+                return bool(await db.fetchval(_WAITING_FOR_A_LOCK))
+
+            await eventually(writer_blocked)
+        await lanes.until(lambda: 0 in lanes.outcomes)
+    [outcome] = lanes.outcomes[0]
+    assert isinstance(outcome, Applied), outcome
+    row = await db.fetchrow("SELECT online, version FROM sensor WHERE serial = $1", serial)
+    assert (row["online"], row["version"]) == (True, None)
 
 
 def test_the_pool_must_hold_a_connection_per_lane_and_one_more():
