@@ -10,6 +10,7 @@ from pathlib import Path
 import trio
 
 from droneshield.db import bulk, provisioning, seed
+from droneshield.db.pool import connect
 
 from .support import sensor_table
 
@@ -158,3 +159,38 @@ async def test_a_spreadsheet_export_imports_and_a_stray_quote_in_the_header_is_n
     assert stray.returncode == 1
     [line] = stray.stderr.decode().strip().splitlines()
     assert line.startswith("droneshield: the CSV header (line 1) cannot be read")
+
+
+async def test_two_large_imports_at_once_both_store_their_sensors(db, database_url):
+    """Each holds the table's share lock from its checks and asks for the table to rebuild its
+    indexes: a deadlock PostgreSQL breaks by failing one, which then inserts row by row, as
+    when the lock is not granted in time (it once failed the whole import)."""
+    rows = bulk.REBUILD_MIN
+    done: dict[str, int] = {}
+
+    async def import_(conn, prefix: str) -> None:  # type: ignore[no-untyped-def]
+        async with conn.transaction():
+            await conn.execute(
+                'CREATE TEMP TABLE staged (serial text COLLATE "C") ON COMMIT DROP; '
+                f"INSERT INTO staged SELECT '{prefix}-' || n FROM generate_series(1, {rows}) n"
+            )
+            await conn.fetchval("SELECT count(*) FROM sensor")  # the share lock, held
+            holding.append(prefix)
+            if len(holding) == 2:
+                both_hold.set()
+            await both_hold.wait()  # before either asks for the table
+            done[prefix] = await bulk.insert(conn, "staged", "serial")
+
+    holding: list[str] = []
+    both_hold = trio.Event()
+    with trio.fail_after(60):
+        async with (
+            connect(database_url) as first,
+            connect(database_url) as second,
+            trio.open_nursery() as nursery,
+        ):
+            nursery.start_soon(import_, first, "A")
+            nursery.start_soon(import_, second, "B")
+    assert done == {"A": rows, "B": rows}
+    assert await db.fetchval("SELECT count(*) FROM sensor") == 2 * rows
+    await sensor_table.assert_counters_exact(db)

@@ -117,12 +117,15 @@ async def _worth_rebuilding(conn: Connection, source: str) -> bool:
 
 
 async def _lock(conn: Connection) -> bool:
-    """Take the table for a rebuild unless another session holds it past `LOCK_WAIT`."""
+    """Take the table for a rebuild unless another session holds it past `LOCK_WAIT`, or
+    wants it too: two large imports at once each hold the share lock of their checks, so each
+    waits for the other and PostgreSQL fails one as a deadlock; that one inserts row by row
+    once the other has committed."""
     try:
-        async with conn.transaction():  # a savepoint: a timeout leaves the caller's work be
+        async with conn.transaction():  # a savepoint: a failure leaves the caller's work be
             await conn.execute(f"SET LOCAL lock_timeout = '{LOCK_WAIT}'")
             await conn.execute("LOCK TABLE sensor IN ACCESS EXCLUSIVE MODE")
-    except asyncpg.LockNotAvailableError:
+    except (asyncpg.LockNotAvailableError, asyncpg.DeadlockDetectedError):
         return False
     await conn.execute("SET LOCAL lock_timeout TO DEFAULT")
     return True
