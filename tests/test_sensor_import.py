@@ -5,14 +5,19 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import AsyncIterator, Sequence
+from functools import partial
 from pathlib import Path
 
 import trio
 
 from droneshield.db import bulk, provisioning, seed
 from droneshield.db.pool import connect
+from droneshield.errors import SensorsConflict
+from droneshield.provisioning import Numbered, Rows, SensorSpec
 
 from .support import sensor_table
+from .support.processes import eventually
 
 CLI = (sys.executable, "-m", "droneshield", "sensors", "import")
 
@@ -194,3 +199,43 @@ async def test_two_large_imports_at_once_both_store_their_sensors(db, database_u
     assert done == {"A": rows, "B": rows}
     assert await db.fetchval("SELECT count(*) FROM sensor") == 2 * rows
     await sensor_table.assert_counters_exact(db)
+
+
+async def test_a_sensor_another_request_adds_meanwhile_with_another_site_is_a_conflict(
+    db, database_url
+):
+    """The conflict check ran before the other request committed; the insert then waited for
+    it and skipped the serial. Counting it as existing would answer 200 for a sensor stored
+    with another site: the call is refused as a conflict, and stores nothing."""
+    specs = [(0, SensorSpec("RACE-1", "north")), (1, SensorSpec("RACE-2", "north"))]
+
+    async def chunks() -> AsyncIterator[Sequence[Numbered]]:
+        yield specs
+
+    refused: list[Exception] = []
+    with trio.fail_after(20):
+        async with connect(database_url) as other, trio.open_nursery() as nursery:
+            async with other.transaction():
+                await other.execute("INSERT INTO sensor (serial, site) VALUES ('RACE-1', 'south')")
+
+                async def provision() -> None:
+                    try:
+                        await provisioning.provision(db, chunks(), Rows())
+                    except SensorsConflict as exc:
+                        refused.append(exc)
+
+                nursery.start_soon(provision)
+                await eventually(partial(_waiting_for_a_lock, other))
+    [conflict] = refused
+    assert [row["code"] for row in conflict.rows] == ["sensor_exists"]
+    stored = await db.fetch("SELECT serial, site FROM sensor ORDER BY serial")
+    assert [tuple(r) for r in stored] == [("RACE-1", "south")]
+
+
+async def _waiting_for_a_lock(conn) -> bool:  # type: ignore[no-untyped-def]
+    return bool(
+        await conn.fetchval(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+    )

@@ -95,30 +95,41 @@ async def provision(
                 f"serial {r['serial']!r} is already given in row {r['first']}",
             )
         rows.check()
-        conflicts = await conn.fetch(_CONFLICTS)
-        if conflicts:
-            raise SensorsConflict(
-                f"{len(conflicts) if len(conflicts) <= ERRORS_SHOWN else 'more than 100'} "
-                "sensors exist with another site or label; change them with "
-                "PATCH /sensors/{serial}; nothing was stored",
-                [
-                    {
-                        "index": r["idx"],
-                        "code": "sensor_exists",
-                        "message": f"{r['serial']!r} exists with site {r['site']!r} and "
-                        f"label {r['label']!r}",
-                    }
-                    for r in conflicts[:ERRORS_SHOWN]
-                ],
-            )
+        await _refuse_conflicts(conn)
         restored = [edited(r) for r in await conn.fetch(_RESTORE)]
         if changes:
             found = [edited(r) for r in await conn.fetch(f"{_INSERT} RETURNING {EDITED}")]
             inserted = len(found)
         else:
             found, inserted = [], await bulk.insert(conn, "incoming", _COLUMNS)
-    created = len(restored) + inserted
+        created = len(restored) + inserted
+        if created < valid:
+            # Sensors counted as existing may have been added by another request since the
+            # check (the insert waited for it to commit, then skipped them): they must be
+            # exactly these too, or the whole call is refused as a conflict.
+            await _refuse_conflicts(conn)
     return Provisioned(created, valid - created, restored + found if changes else [])
+
+
+async def _refuse_conflicts(conn: Connection) -> None:
+    """Raises:
+    SensorsConflict: staged rows name sensors stored with another site or label."""
+    conflicts = await conn.fetch(_CONFLICTS)
+    if conflicts:
+        raise SensorsConflict(
+            f"{len(conflicts) if len(conflicts) <= ERRORS_SHOWN else 'more than 100'} "
+            "sensors exist with another site or label; change them with "
+            "PATCH /sensors/{serial}; nothing was stored",
+            [
+                {
+                    "index": r["idx"],
+                    "code": "sensor_exists",
+                    "message": f"{r['serial']!r} exists with site {r['site']!r} and "
+                    f"label {r['label']!r}",
+                }
+                for r in conflicts[:ERRORS_SHOWN]
+            ],
+        )
 
 
 async def update(
