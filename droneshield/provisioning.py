@@ -57,6 +57,7 @@ class Rows:
 
     def __init__(self) -> None:
         self.errors: list[RowError] = []
+        self.unlisted = 0  # broken rows counted but not kept (a check that lists the first few)
         self.count = 0
 
     def add(self, index: int, code: str, message: str) -> None:
@@ -68,7 +69,7 @@ class Rows:
         if not self.errors:
             return
         self.errors.sort(key=lambda e: e.index)
-        n = len(self.errors)
+        n = len(self.errors) + self.unlisted
         raise InvalidSensors(
             f"{n} of {self.count} rows are invalid; nothing was stored"
             + (f" (the first {ERRORS_SHOWN} are listed)" if n > ERRORS_SHOWN else ""),

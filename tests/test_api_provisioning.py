@@ -158,6 +158,17 @@ async def test_a_patch_nested_too_deep_is_a_json_400(api, db):
     assert response.json()["error"]["code"] == "invalid_json"
 
 
+async def test_a_refusal_counts_every_repeated_serial_and_lists_the_first_hundred(api, db):
+    body = _csv(["serial", *(["DUP-1"] * 10_000)])
+    with trio.fail_after(20):
+        response = await api.post("/sensors", content=body, headers=CSV)
+    error = response.json()["error"]
+    assert (response.status_code, error["code"]) == (422, "invalid_sensors")
+    assert error["message"].startswith("9999 of 10000 rows are invalid")
+    assert [r["index"] for r in error["rows"]] == list(range(1, 101))
+    assert await _count(db) == 0
+
+
 async def test_a_sensor_stored_otherwise_is_a_conflict_and_nothing_is_stored(api, db):
     with trio.fail_after(10):
         await api.post("/sensors", json={"sensors": [{"serial": "C-1", "site": "a"}]})

@@ -20,7 +20,7 @@ from .pool import Connection
 from .sensors import EDITED, edited, edited_columns
 
 _DUPLICATES: Final = f"""
-SELECT i.idx, i.serial, d.first
+SELECT i.idx, i.serial, d.first, count(*) OVER () AS repeated
 FROM (SELECT serial, min(idx) AS first FROM incoming GROUP BY serial HAVING count(*) > 1) d
 JOIN incoming i ON i.serial = d.serial AND i.idx <> d.first
 ORDER BY i.idx LIMIT {ERRORS_SHOWN + 1}
@@ -88,12 +88,15 @@ async def provision(
                 "incoming", records=[(i, s.serial, s.site, s.label) for i, s in chunk]
             )
             valid += len(chunk)
-        for r in await conn.fetch(_DUPLICATES):
+        duplicates = await conn.fetch(_DUPLICATES)
+        for r in duplicates:
             rows.add(
                 r["idx"],
                 "duplicate_serial",
                 f"serial {r['serial']!r} is already given in row {r['first']}",
             )
+        if duplicates:
+            rows.unlisted += duplicates[0]["repeated"] - len(duplicates)
         rows.check()
         await _refuse_conflicts(conn)
         restored = [edited(r) for r in await conn.fetch(_RESTORE)]
