@@ -169,6 +169,32 @@ async def test_a_refusal_counts_every_repeated_serial_and_lists_the_first_hundre
     assert await _count(db) == 0
 
 
+async def test_page_anchors_go_stale_only_when_the_set_of_sensors_changes(api, db):
+    """An idempotent provisioning call or a second retirement changes no sensor, so the page
+    anchors (a ~1 s rebuild at a million sensors) stay fresh; a new, retired or restored
+    sensor makes them stale."""
+
+    async def basis() -> int:
+        return int(await db.fetchval("SELECT n FROM sensor_set_version"))
+
+    sensors = {"sensors": [{"serial": "A-1"}, {"serial": "A-2"}]}
+    with trio.fail_after(10):
+        steps = [
+            ("new", api.post("/sensors", json=sensors)),
+            ("same again", api.post("/sensors", json=sensors)),
+            ("retired", api.delete("/sensors/A-1")),
+            ("retired again", api.delete("/sensors/A-1")),
+            ("restored", api.post("/sensors", json=sensors)),
+        ]
+        changed = []
+        for name, call in steps:
+            before = await basis()
+            assert (await call).status_code < 300, name
+            if await basis() != before:
+                changed.append(name)
+    assert changed == ["new", "retired", "restored"]
+
+
 async def test_a_sensor_stored_otherwise_is_a_conflict_and_nothing_is_stored(api, db):
     with trio.fail_after(10):
         await api.post("/sensors", json={"sensors": [{"serial": "C-1", "site": "a"}]})
