@@ -8,6 +8,7 @@ import pytest
 import trio
 from grpclib import GRPCError, Status
 
+from .support import sensor_table
 from .support.grpc_clients import send, send_batch
 
 CSV = {"Content-Type": "text/csv"}
@@ -193,6 +194,20 @@ async def test_page_anchors_go_stale_only_when_the_set_of_sensors_changes(api, d
             if await basis() != before:
                 changed.append(name)
     assert changed == ["new", "retired", "restored"]
+
+
+async def test_a_truncated_fleet_counts_nothing(api, db):
+    """An operator emptying the table by hand (TRUNCATE): the maintained totals follow."""
+    with trio.fail_after(10):
+        await api.post("/sensors", json={"sensors": [{"serial": "T-1", "site": "a"}]})
+        await api.post("/sensors", json={"sensors": [{"serial": "T-2"}]})
+        await api.delete("/sensors/T-2")
+        before = await db.fetchval("SELECT n FROM sensor_set_version")
+        await db.execute("TRUNCATE sensor CASCADE")
+        summary = (await api.get("/summary")).json()
+    await sensor_table.assert_counters_exact(db)
+    assert summary["total"] == 0
+    assert await db.fetchval("SELECT n FROM sensor_set_version") != before
 
 
 async def test_a_sensor_stored_otherwise_is_a_conflict_and_nothing_is_stored(api, db):

@@ -5,7 +5,8 @@
 -- provisioning sync sending its whole list every minute kept them stale and the database busy.
 -- The fleet counters' trigger already knows what a statement changed: it bumps the basis when
 -- rows were inserted or deleted, or sensors retired or restored (a statement never does both
--- at once), and the three triggers go. TRUNCATE keeps its own (no transition table there).
+-- at once), and the three triggers go. TRUNCATE keeps its own (no transition table there),
+-- which now also empties the counters: they kept counting the sensors a TRUNCATE removed.
 -- The function is restated whole (0015's), with `changed` added.
 CREATE OR REPLACE FUNCTION fleet_count_apply() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
@@ -68,3 +69,15 @@ END $$;
 DROP TRIGGER sensor_set_insert ON sensor;
 DROP TRIGGER sensor_set_delete ON sensor;
 DROP TRIGGER sensor_set_retire ON sensor;
+
+CREATE FUNCTION sensor_truncated() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM fleet_count;
+    UPDATE retired_count SET n = 0;
+    UPDATE sensor_set_version SET n = n + 1;
+    RETURN NULL;
+END $$;
+DROP TRIGGER sensor_set_truncate ON sensor;
+DROP FUNCTION sensor_set_changed();
+CREATE TRIGGER sensor_truncated AFTER TRUNCATE ON sensor
+    FOR EACH STATEMENT EXECUTE FUNCTION sensor_truncated();
