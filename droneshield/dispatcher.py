@@ -2,14 +2,17 @@
 
 Each daemon runs one. It leases webhooks that have events due (db/webhooks.py: `FOR UPDATE
 SKIP LOCKED`, a lease renewed before every POST), so several daemons share the endpoints and an
-endpoint gets its events from one daemon at a time, in id order, up to BATCH_MAX per POST. A
-failed POST leaves its events pending and backs the endpoint off (webhooks.retry_delay); events
-older than `webhook_retry_for` are then `failed`. Delivery is at least once: a daemon killed
-after a POST and before recording it has its lease expire, and the next holder sends the same
-events again, with the same ids.
+endpoint gets its events from one daemon at a time, in id order of those committed (db.pending
+says what that guarantees), up to BATCH_MAX per POST (fewer with long ids: webhooks.fitting).
+A failed POST leaves its events pending and backs the endpoint off (webhooks.retry_delay);
+events older than `webhook_retry_for` are then `failed`. Delivery is at least once: a daemon
+killed after a POST and before recording it has its lease expire, and the next holder sends the
+same events again, with the same ids.
 
 A slow or dead endpoint holds only its own task (and at most one POST's events in memory); the
-outbox in PostgreSQL is the buffer, so ingest and expiry never wait for delivery.
+outbox in PostgreSQL is the buffer, so ingest and expiry never wait for delivery. Nothing an
+endpoint does (its name, its DNS, its answers) ends the dispatcher: an unexpected error is that
+POST's failure.
 """
 
 from __future__ import annotations
@@ -19,10 +22,12 @@ import os
 import socket
 import time
 import uuid
-from contextlib import AsyncExitStack
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import partial
+from functools import cache, partial
 from typing import TYPE_CHECKING, Final, NoReturn
 
 import trio
@@ -33,15 +38,18 @@ from .db import webhooks as db
 from .db.pool import Connection, Pool, acquire, is_transient
 from .errors import DatabaseUnavailable
 from .periodic import every
-from .targets import AllowList, TargetRefused, parse, resolve
+from .targets import AllowList, IpAddress, Target, TargetRefused, TargetUnresolved, parse, resolve
 
 if TYPE_CHECKING:
+    import ssl
+
     import httpx
 
 log = logging.getLogger(__name__)
 
 POLL_INTERVAL: Final = 0.2  # seconds between looks for due events when idle
 ENDPOINTS_MAX: Final = 16  # endpoints one daemon sends to at once
+IDLE_CLIENTS_MAX: Final = 64  # hosts whose connection is kept alive between POSTs
 STATS_INTERVAL: Final = 5.0  # seconds between reads of the outbox gauges
 FLEET_INTERVAL: Final = 10.0  # seconds between checks of the fleet's online share
 PRUNE_INTERVAL: Final = 60.0  # seconds between pruning runs
@@ -72,6 +80,7 @@ class Dispatcher:
         self._lease = 2 * settings.webhook_timeout + 5.0
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._slots = trio.Semaphore(ENDPOINTS_MAX)
+        self._clients = HostClients(IDLE_CLIENTS_MAX)
 
     async def serve(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -84,6 +93,7 @@ class Dispatcher:
         lapses, so they are sent again (at least once).
         """
         async with AsyncExitStack() as stack, trio.open_nursery() as nursery:
+            stack.push_async_callback(self._clients.aclose)  # after the nursery: none in use
             nursery.start_soon(
                 partial(every, self.read_stats, 0, STATS_INTERVAL, transient=transient)
             )
@@ -92,7 +102,6 @@ class Dispatcher:
             )
             nursery.start_soon(partial(every, self.prune, 0, PRUNE_INTERVAL, transient=transient))
             task_status.started()
-            client: httpx.AsyncClient | None = None
             while True:
                 try:
                     claim = await self._claim()
@@ -105,9 +114,7 @@ class Dispatcher:
                 if claim is None:
                     await trio.sleep(POLL_INTERVAL)
                     continue
-                if client is None:
-                    client = await stack.enter_async_context(_http_client())
-                nursery.start_soon(self._serve_endpoint, client, claim)
+                nursery.start_soon(self._serve_endpoint, claim)
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _claim(self) -> db.Claim | None:
@@ -122,7 +129,7 @@ class Dispatcher:
             self._slots.release()
         return claim
 
-    async def _serve_endpoint(self, client: httpx.AsyncClient, claim: db.Claim) -> None:
+    async def _serve_endpoint(self, claim: db.Claim) -> None:
         """Send the webhook's due events, a batch per POST, until none is left or a POST
         fails; then give the lease back.
 
@@ -148,7 +155,9 @@ class Dispatcher:
                     if not events:
                         return
                 ids = [e.id for e in events]
-                outcome = await self._post(client, claim, events)
+                ids = ids[: webhooks.fitting(ids)]  # the rest waits for the next POST
+                events = events[: len(ids)]
+                outcome = await self._post(claim, events)
                 if not outcome.ok:
                     await self._failed(claim, ids, outcome)
                     return
@@ -219,26 +228,39 @@ class Dispatcher:
         found = await db.get(conn, webhook_id)
         return 0 if found is None else found.failures
 
-    async def _post(
-        self, client: httpx.AsyncClient, claim: db.Claim, events: list[db.Event]
-    ) -> Outcome:
+    async def _post(self, claim: db.Claim, events: list[db.Event]) -> Outcome:
+        """POST `events`; whatever goes wrong is the outcome, never an exception (but a
+        cancellation), so no endpoint can end the dispatcher and with it the daemon."""
+        try:
+            return await self._send(claim, events)
+        except Exception as exc:
+            log.exception("webhook %d: unexpected error while sending", claim.id)
+            return Outcome(False, None, f"unexpected {type(exc).__name__}: {exc}"[:ERROR_TEXT_MAX])
+
+    async def _send(self, claim: db.Claim, events: list[db.Event]) -> Outcome:
         import httpx  # imported by the first delivery (`_http_client`)
 
         payload = webhooks.body([(e.id, e.type, e.occurred_at, e.body) for e in events])
         headers = webhooks.headers(claim.secret, time.time(), [e.id for e in events], payload)
-        try:
-            request = await self._pinned_request(client, claim.url, payload, headers)
-        except TargetRefused as exc:
-            return Outcome(False, 403, exc.message)  # final: refused targets are not retried
+        # One deadline for the name's resolution and the POST: both within the lease.
         with trio.move_on_after(self._timeout):
             try:
-                response = await client.send(request, stream=True)
+                target = parse(claim.url)  # refused if stored before `parse` had its rules
+                address = (await resolve(target, self._allow))[0]
+            except TargetUnresolved as exc:
+                return Outcome(False, None, exc.message)  # a network error: retried
+            except TargetRefused as exc:
+                return Outcome(False, 403, exc.message)  # final: refused targets are not retried
+            async with self._clients.using(target.host) as client:
+                request = pinned_request(client, target, address, payload, headers)
                 try:
-                    answer = await _read_some(response)
-                finally:
-                    await response.aclose()
-            except httpx.HTTPError as exc:
-                return Outcome(False, None, f"{type(exc).__name__}: {exc}"[:ERROR_TEXT_MAX])
+                    response = await client.send(request, stream=True)
+                    try:
+                        answer = await _read_some(response)
+                    finally:
+                        await response.aclose()
+                except httpx.HTTPError as exc:
+                    return Outcome(False, None, f"{type(exc).__name__}: {exc}"[:ERROR_TEXT_MAX])
             if response.is_success:
                 return Outcome(True, response.status_code)
             retry_after = webhooks.parse_retry_after(
@@ -247,31 +269,6 @@ class Dispatcher:
             text = f"HTTP {response.status_code}: {answer.decode(errors='replace')}"
             return Outcome(False, response.status_code, text[:ERROR_TEXT_MAX], retry_after)
         return Outcome(False, None, f"no answer within {self._timeout:g} s")
-
-    async def _pinned_request(
-        self, client: httpx.AsyncClient, url: str, payload: bytes, headers: dict[str, str]
-    ) -> httpx.Request:
-        """A request to the address just checked (not to whatever the name resolves to when
-        httpx connects), with the URL's host as Host and TLS server name.
-
-        Raises:
-            TargetRefused: the URL's host now resolves to a refused address.
-        """
-        import httpx  # imported by the first delivery (`_http_client`)
-
-        target = parse(url)
-        address = (await resolve(target, self._allow))[0]
-        original = httpx.URL(url)
-        pinned = original.copy_with(host=str(address))
-        host = target.host if target.port in (80, 443) else f"{target.host}:{target.port}"
-        return client.build_request(
-            "POST",
-            pinned,
-            content=payload,
-            headers={**headers, "Host": host},
-            extensions={"sni_hostname": target.host},
-            timeout=self._timeout,
-        )
 
     async def read_stats(self) -> None:
         async with acquire(self._pool) as conn:
@@ -303,13 +300,86 @@ class Dispatcher:
             await trio.lowlevel.checkpoint()
 
 
-def _http_client() -> httpx.AsyncClient:
-    """The client webhooks go out with, made when there is a first one to send: httpx (and
-    the rich and click it imports for its own CLI) adds ~0.3 s of CPU to a start that no
-    daemon without webhooks needs to pay, before it answers `/readyz`."""
+def pinned_request(
+    client: httpx.AsyncClient,
+    target: Target,
+    address: IpAddress,
+    payload: bytes,
+    headers: dict[str, str],
+) -> httpx.Request:
+    """A POST to the address just checked (not to whatever the name resolves to when httpx
+    connects), with the URL's host as Host and TLS server name. `client` must be the host's
+    (`HostClients`): a connection it opened was verified for this host only."""
     import httpx
 
-    return httpx.AsyncClient(follow_redirects=False, trust_env=False)
+    return client.build_request(
+        "POST",
+        httpx.URL(target.url).copy_with(host=str(address)),
+        content=payload,
+        headers={**headers, "Host": target.authority},
+        extensions={"sni_hostname": target.host},
+    )
+
+
+class HostClients:
+    """HTTP clients by host name, each lent to one POST at a time.
+
+    A request goes to the pinned address, and a client pools its connections by address, so a
+    client shared by two hosts at one address would send host B's POST over a connection opened,
+    and whose TLS certificate was checked, for host A. A client of each host keeps every
+    connection to the host it was verified for. Returned clients keep their connection alive
+    for their host's next POST, up to `idle_max` of them; beyond, the least recently used is
+    closed. Two POSTs to one host at once get a client each; the one returned later is kept.
+    """
+
+    def __init__(self, idle_max: int) -> None:
+        self._idle_max = idle_max
+        self._idle: OrderedDict[str, httpx.AsyncClient] = OrderedDict()
+
+    @asynccontextmanager
+    async def using(self, host: str) -> AsyncIterator[httpx.AsyncClient]:
+        client = self._idle.pop(host, None) or _http_client()
+        try:
+            yield client
+        finally:
+            replaced = self._idle.pop(host, None)
+            self._idle[host] = client
+            closing = [] if replaced is None else [replaced]
+            while len(self._idle) > self._idle_max:
+                closing.append(self._idle.popitem(last=False)[1])
+            with trio.CancelScope(shield=True):  # closing sockets: prompt, cancelled or not
+                for old in closing:
+                    await old.aclose()
+
+    async def aclose(self) -> None:
+        while self._idle:
+            await self._idle.popitem()[1].aclose()
+
+
+def _http_client() -> httpx.AsyncClient:
+    """A client webhooks go out with, made when there is a first one to send: httpx (and
+    the rich and click it imports for its own CLI) adds ~0.3 s of CPU to a start that no
+    daemon without webhooks needs to pay, before it answers `/readyz`. One keep-alive
+    connection: a client sends one POST at a time. No timeout of httpx's: one deadline
+    (`Dispatcher._send`) bounds the name's resolution and the POST together."""
+    import httpx
+
+    return httpx.AsyncClient(
+        follow_redirects=False,
+        trust_env=False,
+        verify=_tls(),
+        timeout=None,
+        limits=httpx.Limits(max_keepalive_connections=1),
+    )
+
+
+@cache
+def _tls() -> ssl.SSLContext:
+    """The TLS settings every client shares: loading the CA bundle costs ~20 ms of CPU, too
+    much to pay for each host."""
+    import httpx
+
+    return httpx.create_ssl_context(trust_env=False)
 
 
 def transient(exc: BaseException) -> bool:

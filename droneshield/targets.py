@@ -13,7 +13,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
+from typing import Final
 
 import trio
 
@@ -24,10 +24,16 @@ IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class TargetRefused(Invalid):
-    """A webhook URL that is not http(s), or whose host is (or resolves to) an internal
-    address not allowed by the settings."""
+    """A webhook URL that httpx cannot send to or that is not http(s), or whose host is (or
+    resolves to) an internal address not allowed by the settings."""
 
     code = "webhook_target_refused"
+
+
+class TargetUnresolved(TargetRefused):
+    """A webhook's host name that does not resolve. Refused when a webhook is created; when
+    delivering, a network error like a refused connection (DNS may be failing for a while:
+    EAI_AGAIN, a timeout), retried with backoff."""
 
 
 @dataclass(frozen=True)
@@ -63,43 +69,64 @@ class AllowList:
         return address.is_global or any(address in n for n in self.networks)
 
 
+DEFAULT_PORTS: Final = {"http": 80, "https": 443}
+
+
 @dataclass(frozen=True)
 class Target:
+    """A webhook URL as it is stored and sent to: `url` with its host in ASCII (an
+    internationalised name in its IDNA form, `xn--…`, as DNS, TLS and the Host header need it)."""
+
+    url: str
     scheme: str
-    host: str
+    host: str  # lower case, IPv6 without brackets
     port: int
+
+    @property
+    def authority(self) -> str:
+        """The Host header: `host[:port]`, IPv6 in brackets, the port only when not the
+        scheme's default."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return host if self.port == DEFAULT_PORTS[self.scheme] else f"{host}:{self.port}"
 
 
 def parse(url: str) -> Target:
-    """Raises:
-    TargetRefused: not an absolute http(s) URL with a host, or it carries credentials.
+    """The URL read as httpx reads it when the dispatcher sends, so what is accepted when a
+    webhook is created can be sent to.
+
+    Raises:
+        TargetRefused: not an absolute http(s) URL with a host and a port of 1 to 65535 (httpx
+            refuses control characters and names with no IDNA form), or it carries credentials.
     """
+    import httpx  # imported by the first webhook: a start without any does not pay for it
+
     try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        raise TargetRefused(f"{url!r} is not a valid URL") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        raise TargetRefused(f"not a valid URL: {exc}") from None
+    if parsed.scheme not in DEFAULT_PORTS or not parsed.raw_host:
         raise TargetRefused("the URL must be http:// or https:// with a host")
-    if parts.username or parts.password:
+    if parsed.userinfo:
         raise TargetRefused("the URL must not carry credentials (the secret signs each POST)")
-    default = 443 if parts.scheme == "https" else 80
-    return Target(parts.scheme, parts.hostname.lower(), port or default)
+    port = DEFAULT_PORTS[parsed.scheme] if parsed.port is None else parsed.port
+    if not 0 < port < 65536:
+        raise TargetRefused(f"port {port} is not a TCP port")
+    return Target(str(parsed), parsed.scheme, parsed.raw_host.decode("ascii").lower(), port)
 
 
 async def resolve(target: Target, allow: AllowList) -> list[IpAddress]:
     """The target's addresses, all of them checked.
 
     Raises:
-        TargetRefused: the name does not resolve, or one of its addresses is internal and
-            neither it nor the host is allowed.
+        TargetUnresolved: the name does not resolve (now).
+        TargetRefused: one of its addresses is internal and neither it nor the host is allowed.
     """
     try:
         infos = await trio.socket.getaddrinfo(
             target.host, target.port, type=trio.socket.SOCK_STREAM
         )
     except OSError as exc:
-        raise TargetRefused(f"{target.host} does not resolve: {exc.strerror or exc}") from None
+        raise TargetUnresolved(f"{target.host} does not resolve: {exc.strerror or exc}") from None
     addresses = list(dict.fromkeys(ipaddress.ip_address(i[4][0]) for i in infos))
     if target.host not in allow.hosts:
         refused: Sequence[IpAddress] = [a for a in addresses if not allow.allows(a)]

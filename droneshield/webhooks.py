@@ -27,7 +27,12 @@ EVENTS: Final = (
 )
 TEST_EVENT: Final = "webhook.test"  # sent by POST /webhooks/{id}/test, whatever is subscribed
 
-BATCH_MAX: Final = 1000  # events per POST
+BATCH_MAX: Final = 1000  # events per POST (fewer when their ids are long: `fitting`)
+# Characters of X-Droneshield-Event-Ids: servers refuse large headers (by default a header line
+# gets 8 KB in nginx and Apache, all headers 8-16 KB in Node), and a refusal (400) is final, so
+# a burst would be lost. 6,000 leaves room for the others and still carries ~850 six-digit ids,
+# so a burst of 100,000 events takes ~120 POSTs, not the ~230 half of it would.
+IDS_HEADER_MAX: Final = 6000
 BATCH_WINDOW: Final = 0.25  # seconds an event may wait for others to share its POST
 RETRY_BASE: Final = 1.0  # seconds before the first retry (before jitter)
 RETRY_CAP: Final = 600.0  # seconds: backoff never grows beyond this
@@ -67,6 +72,18 @@ def headers(secret: str, now: float, event_ids: Sequence[int], payload: bytes) -
     }
 
 
+def fitting(event_ids: Sequence[int]) -> int:
+    """How many of `event_ids`, from the first, one POST carries: as many as their
+    X-Droneshield-Event-Ids fits in IDS_HEADER_MAX characters (at least 300 of the largest
+    bigint ids), and always the first."""
+    length = -1  # no comma before the first
+    for count, event_id in enumerate(event_ids):
+        length += len(str(event_id)) + 1
+        if length > IDS_HEADER_MAX:
+            return max(count, 1)
+    return len(event_ids)
+
+
 def retryable(status: int | None) -> bool:
     """Whether a failed POST is tried again: no answer (network error, timeout: None), a
     server error, 408 or 429. Any other refusal (4xx, a redirect) will not change by itself."""
@@ -92,16 +109,19 @@ def jitter() -> float:
 
 
 def parse_retry_after(value: str | None, now: datetime) -> float | None:
-    """Retry-After in seconds: a number of seconds or an HTTP date; None if absent or not
-    understood."""
+    """Retry-After in seconds: ASCII digits or an HTTP date; None if absent or not understood.
+
+    What a receiver sends must never raise: `str.isdigit` is true of "²" and "①", which
+    `float` refuses, and a date with a huge number overflows.
+    """
     if value is None:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():
         return float(value)
     try:
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)

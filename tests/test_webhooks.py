@@ -97,6 +97,10 @@ async def test_webhook_api_never_returns_or_logs_the_secret(api, nursery, caplog
         ("http://169.254.169.254/latest", ["sensor.offline"], "webhook_target_refused"),
         ("http://[::1]/x", ["sensor.offline"], "webhook_target_refused"),
         ("http://localhost./x", ["sensor.offline"], "webhook_target_refused"),
+        # What httpx could not send: a control character, a port that is none, no IDNA form.
+        ("http://127.0.0.1/a\x7f", ["sensor.offline"], "webhook_target_refused"),
+        ("http://127.0.0.1:0/x", ["sensor.offline"], "webhook_target_refused"),
+        ("https://☃.example/x", ["sensor.offline"], "webhook_target_refused"),
         ("http://127.0.0.1/x", ["sensor.exploded"], "invalid_parameter"),
         ("http://127.0.0.1/x", ["fleet.online_below"], "threshold_missing"),
     ],

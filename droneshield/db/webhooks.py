@@ -4,8 +4,9 @@
 Events themselves are written by the statements whose changes they announce (db/reports.py,
 db/presence.py, db/software.py), never here, so nothing is announced that did not commit. One
 daemon at a time sends to a webhook: it holds the webhook's lease (renewed before every POST,
-expiring on its own when that daemon dies), which keeps events in id order per endpoint and
-keeps two daemons from sending the same event in normal operation.
+expiring on its own when that daemon dies), which sends an endpoint's events in id order (of
+those committed when read: see `pending`) and keeps two daemons from sending the same event in
+normal operation.
 """
 
 from __future__ import annotations
@@ -191,7 +192,13 @@ async def release(conn: Connection, webhook_id: int, owner: str) -> None:
 
 
 async def pending(conn: Connection, webhook_id: int, after: int, limit: int) -> list[Event]:
-    """The webhook's oldest undelivered events with ids above `after`, in id order."""
+    """The webhook's oldest undelivered events with ids above `after`, in id order.
+
+    Ids are taken when a row is inserted, but transactions commit in any order: a row of a
+    transaction that commits late can appear below ids already sent, and is sent after them
+    (by the next claim, which reads from the start). Rows of one sensor keep their order: the
+    transactions writing them take the sensor's row lock before their ids.
+    """
     rows = await conn.fetch("SELECT * FROM outbox_due($1, $2, $3)", webhook_id, after, limit)
     return [Event(r[0], r[1], r[2], json.loads(r[3]), r[4]) for r in rows]
 
@@ -282,11 +289,16 @@ class FleetWatch:
 
 async def lock_fleet_watches(conn: Connection) -> list[FleetWatch]:
     """In a transaction: the webhooks asking for `fleet.online_below`, locked (a daemon that
-    finds them locked by another skips them: that one is deciding)."""
+    finds them locked by another skips them: that one is deciding).
+
+    `FOR NO KEY UPDATE`, the lock `set_below`'s UPDATE takes anyway: `FOR UPDATE` would also
+    conflict with the `FOR KEY SHARE` lock every uncommitted outbox insert holds on its webhook
+    (the foreign key), so during a wave of events the watch would be skipped.
+    """
     rows = await conn.fetch(
         "SELECT id, online_below, below, site FROM webhook "
         "WHERE online_below IS NOT NULL AND 'fleet.online_below' = ANY (events) "
-        "ORDER BY id FOR UPDATE SKIP LOCKED"
+        "ORDER BY id FOR NO KEY UPDATE SKIP LOCKED"
     )
     return [FleetWatch(*r) for r in rows]
 

@@ -150,14 +150,16 @@ def _not_found(webhook_id: int) -> NotFound:
 @errors(400, 401, 413)
 async def create_webhook(data: WebhookIn) -> tuple[WebhookOut, int]:
     """Subscribe a URL to events. Its host must resolve to public addresses only (unless
-    allowed by `DRONESHIELD_WEBHOOK_ALLOW_HOSTS`)."""
+    allowed by `DRONESHIELD_WEBHOOK_ALLOW_HOSTS`); it is stored as it is sent to, an
+    internationalised name in its IDNA form (`xn--…`)."""
     if "fleet.online_below" in data.events and data.online_below is None:
         raise Invalid("fleet.online_below needs onlineBelow (0 to 1)", code="threshold_missing")
-    await resolve(parse(data.url), settings().webhook_targets)
+    target = parse(data.url)
+    await resolve(target, settings().webhook_targets)
     async with acquire(pool()) as conn:
         created = await db.create(
             conn,
-            url=data.url,
+            url=target.url,
             events=data.events,
             secret=data.secret,
             site=data.filter.site,
