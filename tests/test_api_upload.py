@@ -84,6 +84,11 @@ async def test_same_version_with_other_content_is_409(api, db, settings):
         ("software_v1.2.pdf", 422, "bad_version"),
         ("v1.2.3_to_v1.2.4.pdf", 422, "bad_version"),
         ("v01.2.3.pdf", 422, "bad_version"),
+        # Not 1.2.3 with a suffix to ignore: a release candidate stored as the release.
+        ("software_v1.2.3-rc.01.pdf", 422, "bad_version"),
+        ("v1.2.3-.pdf", 422, "bad_version"),
+        ("v1.2.3-alpha..1.pdf", 422, "bad_version"),
+        ("v1.2.3+.pdf", 422, "bad_version"),
         ("bad\x01name_v1.0.0.pdf", 422, "bad_file_name"),
         ("nul\x00_v1.0.0.pdf", 422, "bad_file_name"),
         ("x" * 300 + "_v1.0.0.pdf", 422, "bad_file_name"),

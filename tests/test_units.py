@@ -40,7 +40,18 @@ def test_version_is_read_from_release_file_names(text, stem):
 
 
 @pytest.mark.parametrize(
-    "name", ["release.pdf", "v1.2.pdf", "1.2.3.4.pdf", "a_v1.0.0_v2.0.0.pdf", "v01.2.3.pdf"]
+    "name",
+    [
+        "release.pdf",
+        "v1.2.pdf",
+        "1.2.3.4.pdf",
+        "a_v1.0.0_v2.0.0.pdf",
+        "v01.2.3.pdf",
+        "v1.2.3-rc.01.pdf",
+        "v1.2.3-.pdf",
+        "v1.2.3-alpha..1.pdf",
+        "v1.2.3+.pdf",
+    ],
 )
 def test_file_names_without_exactly_one_version_are_refused(name):
     with pytest.raises(InvalidVersion):
