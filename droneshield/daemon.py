@@ -94,7 +94,7 @@ async def run(
                 r
                 for r in rows
                 if not r.heartbeat
-                or hub.wants(r.serial)
+                or hub.wants_heartbeat(r.serial)
                 or relay.wants(r.serial)
                 or hub.reported_changes(r.id, None if r.version_known else r.reported_version)
             ]

@@ -148,7 +148,10 @@ def _forget_oldest(reported: dict[int, str]) -> dict[int, str]:
 class Hub:
     def __init__(self) -> None:
         self._by_serial: dict[str, set[Subscription]] = {}
-        self._everything: set[Subscription] = set()
+        self._everything: set[Subscription] = set()  # whose filter looks at every change
+        # Those of them with no serials: they take heartbeats of any sensor (a page's filter
+        # with serials admits only transitions of others: `interest`).
+        self._unlisted: set[Subscription] = set()
         self._outboxes: set[Subscription] = set()
         self._subscriptions: set[Subscription] = set()
         # Bumped whenever what the subscriptions watch may have changed (see `interest`).
@@ -200,6 +203,13 @@ class Hub:
         relay, which decodes only what someone here watches)."""
         return bool(self._everything) or serial in self._by_serial
 
+    def wants_heartbeat(self, serial: str) -> bool:
+        """Whether any subscription may want a heartbeat of `serial` (a report that changed
+        neither status nor version): one watching it, or one watching every sensor. A page
+        with a filter watches its serials; the filter takes only transitions of the others,
+        so while such pages alone are open no change is built for other heartbeats."""
+        return bool(self._unlisted) or serial in self._by_serial
+
     def interest(self) -> tuple[bool, Collection[str]]:
         """(whether some subscription watches every sensor, the serials watched one by one):
         what the relay announces to the other daemons. The collection is live; copy it.
@@ -207,8 +217,7 @@ class Hub:
         A subscription with serials and a filter counts by its serials: its filter admits
         transitions only (`web/messages.py`), and transitions are always relayed. One with a
         filter and no serials takes heartbeats of any sensor its filter admits: everything."""
-        everything = any(sub.serials is None for sub in self._everything)
-        return everything, self._by_serial.keys()
+        return bool(self._unlisted), self._by_serial.keys()
 
     def publish(self, changes: Iterable[SensorState]) -> None:
         """Offer changes made by this daemon to subscriptions and to the outboxes whose
@@ -293,12 +302,15 @@ class Hub:
         self.interest_version += 1
         if sub.serials is None or sub.match is not None:
             self._everything.add(sub)
+        if sub.serials is None:
+            self._unlisted.add(sub)
         for serial in sub.serials or ():
             self._by_serial.setdefault(serial, set()).add(sub)
 
     def _detach(self, sub: Subscription) -> None:
         self.interest_version += 1
         self._everything.discard(sub)
+        self._unlisted.discard(sub)
         for serial in sub.serials or ():
             group = self._by_serial.get(serial)
             if group is not None:

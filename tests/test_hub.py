@@ -180,6 +180,21 @@ def test_filter_subscription_matches_like_the_sensor_list(where, accepted):
     assert {c.id for c in pool if parsed.match(c)} == accepted
 
 
+def test_heartbeats_are_wanted_of_watched_serials_unless_a_view_takes_every_sensor():
+    """The writer builds a change for a heartbeat only when some view may take it: a page
+    with a filter takes its own serials' heartbeats and only transitions of the others (it
+    once made every heartbeat of the fleet be built)."""
+    hub = Hub()
+    offline = lambda change: change.status == "offline"  # noqa: E731
+    with hub.subscribe(["S-1"], match=offline) as page:
+        assert hub.wants_heartbeat("S-1")
+        assert not hub.wants_heartbeat("S-2")
+        assert hub.wants("S-2")  # a transition of S-2 may enter the page's filter
+        hub.resubscribe(page, None, match=offline)
+        assert hub.wants_heartbeat("S-2")  # a filter without serials: any sensor
+    assert not hub.wants_heartbeat("S-1")
+
+
 def test_interest_is_what_subscriptions_watch_and_changes_are_counted():
     hub = Hub()
     assert hub.interest() == (False, set())
