@@ -332,15 +332,20 @@ class Relay:
             asking = self._must_ask
             if asking:
                 messages.append((None, ask_payload(self.instance)))
+            # Every attempt has a number of its own: parts of a failed one may have reached
+            # peers, and a retry under its number (maybe with other serials, in other parts)
+            # would be assembled with them.
+            generation += 1
             try:
                 await self._bus.publish(messages)
             except RelayUnavailable as exc:
                 log.warning("announcing interest failed (%s); retrying", exc)
-                due = trio.current_time() + delay
+                # The backoff holds whatever changes meanwhile (subscriptions come and go while
+                # the bus is down): the retry announces the latest interest.
+                await trio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX)
                 continue
             delay = RETRY_FIRST
-            generation += 1
             announced = version
             if asking:
                 self._must_ask = False

@@ -9,6 +9,7 @@ import logging
 from pathlib import Path
 
 import httpx
+import pytest
 import trio
 import trio.testing
 import trio_asyncio
@@ -85,8 +86,12 @@ async def _readiness(api: httpx.AsyncClient, status: int) -> dict:  # type: igno
     return answers[-1].json()
 
 
+def _announcements_failed(caplog: pytest.LogCaptureFixture) -> int:
+    return sum("announcing interest failed" in r.getMessage() for r in caplog.records)
+
+
 async def test_postgres_restart_turns_readiness_red_then_green_and_loses_no_ack(
-    aio_loop, tmp_path: Path
+    aio_loop, tmp_path: Path, caplog
 ):
     settings = Settings(
         data_dir=tmp_path, http_port=0, grpc_port=0, ack_timeout=2.0, shutdown_grace=2.0
@@ -107,6 +112,14 @@ async def test_postgres_restart_turns_readiness_red_then_green_and_loses_no_ack(
                     assert (await api.get("/readyz")).status_code == 200
                     await server.stop()
                     red = await _readiness(api, 503)
+                    # Views opening and closing while the relay cannot announce them: it
+                    # waits out its backoff, announcing the latest (it once retried at once on
+                    # every change, hundreds of times a second, each a warning).
+                    failed_before = _announcements_failed(caplog)
+                    for _ in range(100):
+                        with running.hub.subscribe(["DS-00000001"]):
+                            await trio.sleep(0.01)
+                    retried = _announcements_failed(caplog) - failed_before
                     # Reports sent while the server is down wait, then are told to retry.
                     await flow.until(failed="UNAVAILABLE")
                     await server.start()
@@ -116,6 +129,7 @@ async def test_postgres_restart_turns_readiness_red_then_green_and_loses_no_ack(
         async with connect(url) as conn:
             held = await stored(conn, VERSION)
     assert red["error"]["code"] == "database_unavailable"
+    assert retried <= 12, f"{retried} announcements in ~1 s of subscriptions"
     assert green == {"status": "ready"}
     assert set(flow.failures) == {"UNAVAILABLE"}, flow.messages
     # Told while its commit was retried, or when it outwaited its deadline in the queue.
