@@ -158,9 +158,7 @@ _SEMVER: Final = (
 # In a file name the version stands alone: not glued to other digits or dots, and not followed
 # by a `-`, `+` or `.` the pattern could not take (`v1.2.3-rc.01`, a pre-release with a leading
 # zero, or `v1.2.3-alpha..1` is no version, not 1.2.3 with a suffix to ignore).
-_IN_NAME: Final = re.compile(
-    rf"(?<![0-9A-Za-z.])[vV]?({_SEMVER})(?![0-9A-Za-z+-]|\.[0-9A-Za-z.])"
-)
+_IN_NAME: Final = re.compile(rf"(?<![0-9A-Za-z.])[vV]?({_SEMVER})(?![0-9A-Za-z+-]|\.[0-9A-Za-z.])")
 
 
 def canonical(raw: str) -> str:

@@ -31,7 +31,6 @@ from .db.software import Release
 from .domain import echo
 from .errors import (
     BadRelease,
-    DroneshieldError,
     Invalid,
     InvalidVersion,
     StorageFull,
@@ -238,16 +237,22 @@ class Upload:
         if not releases:
             raise Invalid("send one or more files as `file` or `files`", code="no_files")
         _check_digests(releases, expected_sha256)
-        # Shielded: a request cancelled (client gone, shutdown) between the commit and the
-        # renames would leave rows whose files the clean-up then deletes.
+        # The files are put in place inside the transaction that registers them, which
+        # holds their rows locked: a removal of one of these versions (`software.remove`)
+        # waits, so an upload and a removal never leave a row without its file or a file
+        # without its row; and no announcement of a release commits before its file is there.
+        # Shielded: a request cancelled (client gone, shutdown) in between would leave files
+        # of rows rolled back.
+        created: list[bool] = []
         with trio.CancelScope(shield=True):
-            async with acquire(pool) as conn:
-                created = await software.register(conn, releases)
             try:
-                with writing_to_disk():
-                    await self._put_in_place()
-            except DroneshieldError:
-                await self._undo([r for r, new in zip(releases, created, strict=True) if new], pool)
+                async with acquire(pool) as conn, conn.transaction():
+                    created = await software.register(conn, releases)
+                    with writing_to_disk():
+                        await self._put_in_place()
+            except BaseException:
+                news = zip(releases, created, strict=True) if created else ()
+                await self._unlink_created([r for r, new in news if new])
                 raise
         return [
             Stored(r, "created" if new else "unchanged")
@@ -263,9 +268,9 @@ class Upload:
             self._moved.append(target)
         await trio.to_thread.run_sync(_fsync_dir, self._storage_dir)
 
-    async def _undo(self, created: Sequence[Release], pool: Pool) -> None:
-        async with acquire(pool) as conn:
-            await software.unregister(conn, created)
+    async def _unlink_created(self, created: Sequence[Release]) -> None:
+        """Remove the files put in place for versions this upload created, when their rows
+        were not committed (those of versions already stored stay: same content)."""
         names = {stored_name(r.version) for r in created}
         for path in self._moved:
             if path.name in names:
@@ -293,7 +298,8 @@ def _check_digests(releases: Sequence[Release], expected: Sequence[str]) -> None
     for r, digest in zip(releases, expected, strict=True):
         if digest.strip().lower() != r.sha256:
             raise BadRelease(
-                f"{echo(r.filename)} has sha256 {r.sha256}, not {digest}", code="checksum_mismatch"
+                f"{echo(r.filename)} has sha256 {r.sha256}, not {echo(digest)}",
+                code="checksum_mismatch",
             )
 
 

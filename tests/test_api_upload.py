@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 import trio
 
+from droneshield.db import software
+from droneshield.db.pool import connect
+from droneshield.db.software import Release
 from droneshield.ingest.proto.status import DeviceStatus
 
 from .support.grpc_clients import aio, grpclib_stub
+from .support.processes import eventually
 from .support.releases import MULTIPART, files_under, part_head, pdf, sha256, upload
 
 
@@ -328,3 +334,46 @@ async def test_a_body_that_stalls_is_408_and_leaves_nothing(api_with, settings, 
     assert answer.startswith(b"HTTP/1.1 408"), answer
     assert await _rows(db) == []
     assert files_under(settings.data_dir) == []
+
+
+async def test_a_removal_waits_for_an_upload_of_its_version_to_put_its_file_in_place(
+    db, database_url
+):
+    """An upload of a stored version locks its row until its file is in place and it
+    commits; a removal of that version waits, then removes row and file together. (They
+    interleaved: a file renamed in after its row's removal, or a new file removed with an old
+    row.)"""
+    release = Release("1.0.0", "v1.0.0.pdf", "1.0.0.pdf", 1, "0" * 64)
+    await software.register(db, [release])
+    steps: list[str] = []
+
+    async def remove_file(path: str) -> None:
+        steps.append(f"removed {path}")
+
+    with trio.fail_after(20):
+        async with connect(database_url) as uploading, connect(database_url) as removing:
+            async with trio.open_nursery() as nursery:
+                async with uploading.transaction():
+                    assert await software.register(uploading, [release]) == [False]
+                    nursery.start_soon(software.remove, removing, "1.0.0", remove_file)
+                    await eventually(partial(_waiting_for_a_lock, db))
+                    steps.append("placed 1.0.0.pdf")
+    assert steps == ["placed 1.0.0.pdf", "removed 1.0.0.pdf"]
+    assert await db.fetchval("SELECT count(*) FROM software") == 0
+
+
+async def _waiting_for_a_lock(db) -> bool:  # type: ignore[no-untyped-def]
+    return bool(
+        await db.fetchval(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+    )
+
+
+async def test_a_checksum_mismatch_echoes_a_bounded_part_of_the_field(api, db):
+    with trio.fail_after(20):
+        response = await upload(api, [("v1.0.0.pdf", pdf())], digests=["0" * 1000])
+    assert response.status_code == 422
+    assert len(response.json()["error"]["message"]) < 250
+    assert await db.fetchval("SELECT count(*) FROM software") == 0

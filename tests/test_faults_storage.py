@@ -83,3 +83,24 @@ async def test_a_read_only_disk_answers_503_stores_nothing_and_the_upload_works_
     }
     assert stored.status_code == 201
     assert files_under(small_disk) == [small_disk / "software" / "1.0.0.pdf"]
+
+
+async def test_a_release_whose_file_cannot_be_removed_is_kept_whole_and_answered_503(
+    small_disk, api_with, settings, db
+):
+    """The file is removed before the row's deletion commits: a read-only disk keeps both
+    (it deleted the row, answered 500 and left the file, which no retry could remove)."""
+    api = await api_with(settings.replace(data_dir=small_disk))
+    with trio.fail_after(30):
+        assert (await upload(api, [(RELEASE, pdf())])).status_code == 201
+        await _remount(small_disk, "ro")
+        refused = await api.delete("/software/v1.0.0")
+        await _remount(small_disk, "rw")
+        kept = await api.get("/software/v1.0.0/file")
+        removed = await api.delete("/software/v1.0.0")
+    assert refused.status_code == 503
+    assert refused.json()["error"]["code"] == "storage_unavailable"
+    assert kept.status_code == 200
+    assert removed.status_code == 204
+    assert files_under(small_disk) == []
+    assert await db.fetchval("SELECT count(*) FROM software") == 0

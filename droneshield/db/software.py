@@ -7,7 +7,7 @@ from the moment its transaction commits.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
@@ -76,42 +76,32 @@ async def register(conn: Connection, releases: Sequence[Release]) -> list[bool]:
     created: dict[str, bool] = {}
     async with conn.transaction():
         for version in sorted(unique):
-            r = unique[version]
-            inserted = await conn.fetchval(
-                _INSERT,
-                r.version,
-                r.filename,
-                r.path,
-                r.size_bytes,
-                r.sha256,
-            )
-            if inserted:
-                created[r.version] = True
-                continue
-            stored = await conn.fetchval(
-                "SELECT sha256 FROM software WHERE version = $1", r.version
-            )
-            if stored != r.sha256:
-                raise Conflict(
-                    f"v{r.version} is already stored with other content (sha256 {stored})",
-                    code="version_conflict",
-                )
-            created[r.version] = False
+            created[version] = await _register_one(conn, unique[version])
     return [created[r.version] for r in releases]
 
 
-async def unregister(conn: Connection, releases: Sequence[Release]) -> None:
-    """Undo `register` for releases it created (their files could not be put in place),
-    with the announcements of them not sent yet."""
-    await conn.execute(
-        "WITH gone AS (DELETE FROM software AS s"
-        " USING unnest($1::text[], $2::text[]) AS t(version, sha256)"
-        " WHERE s.version = t.version AND s.sha256 = t.sha256 RETURNING s.version)"
-        " DELETE FROM outbox o USING gone WHERE o.state = 'pending'"
-        " AND o.type = 'release.uploaded' AND o.body #>> '{release,version}' = 'v' || gone.version",
-        [r.version for r in releases],
-        [r.sha256 for r in releases],
-    )
+async def _register_one(conn: Connection, r: Release) -> bool:
+    """Insert `r` (True), or find it stored with the same content (False), its row locked
+    either way until the caller's transaction ends: a removal (`remove`) waits for the upload
+    to put the file in place and commit.
+
+    Raises:
+        Conflict: stored with other content.
+    """
+    while True:
+        if await conn.fetchval(_INSERT, r.version, r.filename, r.path, r.size_bytes, r.sha256):
+            return True
+        stored = await conn.fetchval(
+            "SELECT sha256 FROM software WHERE version = $1 FOR SHARE", r.version
+        )
+        if stored is None:
+            continue  # removed since the insert found it: insert it again
+        if stored != r.sha256:
+            raise Conflict(
+                f"v{r.version} is already stored with other content (sha256 {stored})",
+                code="version_conflict",
+            )
+        return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,16 +123,21 @@ async def unreleased(conn: Connection) -> list[Unreleased]:
     return [Unreleased(*r) for r in rows]
 
 
-async def remove(conn: Connection, version: str) -> str:
-    """Delete the release of `version` if no sensor's stored version is it; its stored path.
+async def remove(
+    conn: Connection, version: str, remove_file: Callable[[str], Awaitable[None]]
+) -> None:
+    """Delete the release of `version` if no sensor's stored version is it, and its file
+    (`remove_file(path)`, before the commit: a file that cannot be removed keeps the row).
 
     The release row is locked first: the batch statement's foreign-key check takes a share
     lock on it when it stores that version, so no report can store it between the check and
-    the delete.
+    the delete; an upload of the version locks it too (`register`) until its file is in
+    place, so the two never leave a row without its file or a file without its row.
 
     Raises:
         NotFound: no such release.
         InUse: sensors (retired ones included) run it; says how many.
+        Whatever `remove_file` raises; nothing is removed then.
     """
     async with conn.transaction():
         path = await conn.fetchval(
@@ -159,5 +154,4 @@ async def remove(conn: Connection, version: str) -> str:
                 details={"sensors": running},
             )
         await conn.execute("DELETE FROM software WHERE version = $1", version)
-    stored: str = path
-    return stored
+        await remove_file(path)

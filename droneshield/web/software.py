@@ -22,6 +22,7 @@ from ..db.pool import acquire
 from ..db.software import Release
 from ..domain import canonical, display, sort_key
 from ..errors import NotFound
+from ..uploads import writing_to_disk
 from .auth import requires_key
 from .context import pool, settings
 from .ranges import Unsatisfiable, byte_range
@@ -160,16 +161,22 @@ async def list_unreleased() -> UnreleasedList:
 @blueprint.delete("/software/<version:version>")
 @requires_key
 @responds(204, NoContent)
-@errors(400, 401, 404, 409)
+@errors(400, 401, 404, 409, 503)
 async def delete_software(version: str) -> tuple[str, int]:
-    """Remove a release no sensor runs (its row, then its file): 204. One that sensors run
-    (retired ones included) is refused with 409 `release_in_use` and their number
-    (`sensors`)."""
-    async with acquire(pool()) as conn:
-        path = await db.remove(conn, canonical(version))
-    stored = PurePath(path)
-    if stored.name == path:  # never follow a path out of the upload directory
-        await trio.Path(settings().upload_dir / stored.name).unlink(missing_ok=True)
+    """Remove a release no sensor runs (its file and its row, together): 204. One that
+    sensors run (retired ones included) is refused with 409 `release_in_use` and their number
+    (`sensors`); 503 `storage_unavailable` when its file cannot be removed (both kept)."""
+
+    async def remove_file(path: str) -> None:
+        stored = PurePath(path)
+        if stored.name == path:  # never follow a path out of the upload directory
+            with writing_to_disk():  # a storage that cannot be written: 503, the row kept
+                await trio.Path(settings().upload_dir / stored.name).unlink(missing_ok=True)
+
+    # Shielded: a client gone between the file's removal and the commit would keep the row.
+    with trio.CancelScope(shield=True):
+        async with acquire(pool()) as conn:
+            await db.remove(conn, canonical(version), remove_file)
     return "", 204
 
 
