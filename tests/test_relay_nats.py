@@ -3,13 +3,26 @@ nats-server (its own port and store), which the tests kill and restart mid-strea
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
 
+import nats
 import pytest
 import trio
+import trio_asyncio
+from nats.js import JetStreamContext
 
-from droneshield.bus.jetstream import Names, default_stream
+from droneshield.bus.jetstream import (
+    JetStreamBus,
+    Names,
+    _ensure_stream,
+    _publish_all,
+    default_stream,
+)
 from droneshield.config import Settings
+from droneshield.errors import RelayUnavailable
 from droneshield.relay import open_bus
 
 from .support.live_client import open_live
@@ -86,3 +99,163 @@ def test_each_database_relays_on_a_stream_of_its_own_by_default(database_url, st
 def test_a_stream_name_nats_would_refuse_is_refused_at_start(name):
     with pytest.raises(ValueError, match="relay_stream must be 1 to 64 letters"):
         Settings(relay_stream=name)
+
+
+def _serials(message: dict[str, Any]) -> set[str]:
+    return {item["serial"] for item in message.get("sensors", ())}
+
+
+async def test_a_nats_server_that_lost_its_store_gets_the_stream_back_and_clients_resync(
+    peers, nats_server, sensors
+):
+    a, b = peers
+    with trio.fail_after(30):
+        async with open_live(b.http_port) as client:
+            await client.subscribe(sensors[:3])
+            await peer_watches(a.relay, sensors[0])
+            await report(a.grpc_port, sensors[0])
+            await client.next("sensor")
+            await nats_server.kill()
+            for part in list(nats_server._store.iterdir()):  # the store is lost
+                shutil.rmtree(part)
+            await nats_server.start()
+            await report(a.grpc_port, sensors[1])
+            message = await client.receive()  # the change, or told to reload: either will do
+            while message["type"] != "resync" and sensors[1] not in _serials(message):
+                message = await client.receive()
+            await report(a.grpc_port, sensors[2])  # and changes cross again
+            while sensors[2] not in _serials(message):
+                message = await client.next("sensor")
+    assert b.relay._bus.gaps >= 1  # the stream B reads now is a new one
+
+
+class _Served:
+    """A bus serving in a test: what it delivers, and each gap it reports."""
+
+    def __init__(self, bus: JetStreamBus) -> None:
+        self.bus = bus
+        self._send, self.delivered = trio.open_memory_channel[str](100)
+        self.gap = trio.Event()
+
+    def _deliver(self, payload: str) -> None:
+        self._send.send_nowait(payload)
+
+    def _gap(self) -> None:
+        self.gap.set()
+
+
+@asynccontextmanager
+async def _serving(url: str) -> AsyncIterator[_Served]:
+    served = _Served(JetStreamBus(url, "DRONESHIELD_RELAY_test"))
+    async with trio.open_nursery() as nursery:
+        with trio.fail_after(10):
+            await nursery.start(served.bus.serve, served._deliver, served._gap)
+        yield served
+        nursery.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def _admin(url: str) -> AsyncIterator[JetStreamContext]:
+    """Another client of the server (as an operator's, or another daemon's)."""
+    nc = await trio_asyncio.aio_as_trio(nats.connect)(url)
+    try:
+        yield nc.jetstream()
+    finally:
+        await trio_asyncio.aio_as_trio(nc.close)()
+
+
+class _Gate:
+    """A TCP relay to the server that the test cuts (closing its connections and refusing
+    new ones) and opens again: a daemon away for a while, while the server runs on."""
+
+    def __init__(self, upstream: int, port: int) -> None:
+        self.url = f"nats://127.0.0.1:{port}"
+        self._upstream = upstream
+        self._open = True
+        self._connections: set[trio.CancelScope] = set()
+
+    def cut(self) -> None:
+        self._open = False
+        for scope in self._connections:
+            scope.cancel()
+
+    def reopen(self) -> None:
+        self._open = True
+
+    async def handle(self, client: trio.SocketStream) -> None:
+        async with client:
+            if not self._open:
+                return
+            with trio.CancelScope() as scope:
+                self._connections.add(scope)
+                try:
+                    server = await trio.open_tcp_stream("127.0.0.1", self._upstream)
+                    async with server, trio.open_nursery() as nursery:
+                        nursery.start_soon(_pipe, client, server, nursery.cancel_scope)
+                        nursery.start_soon(_pipe, server, client, nursery.cancel_scope)
+                except OSError:
+                    pass
+                finally:
+                    self._connections.discard(scope)
+
+
+async def _pipe(source: trio.SocketStream, sink: trio.SocketStream, done: trio.CancelScope) -> None:
+    try:
+        async for data in source:
+            await sink.send_all(data)
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        pass
+    done.cancel()
+
+
+@asynccontextmanager
+async def _gate(upstream: int) -> AsyncIterator[_Gate]:
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    gate = _Gate(upstream, listeners[0].socket.getsockname()[1])
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(trio.serve_listeners, gate.handle, listeners)
+        yield gate
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_stream_recreated_while_a_daemon_was_away_is_a_gap_however_far_it_got(
+    aio_loop, nats_server
+):
+    names = Names("DRONESHIELD_RELAY_test")
+    async with _gate(nats_server.port) as gate, _serving(gate.url) as served:
+        with trio.fail_after(20):
+            await served.bus.publish([(None, f"old-{n}") for n in range(3)])
+            assert [await served.delivered.receive() for _ in range(3)] == [
+                "old-0",
+                "old-1",
+                "old-2",
+            ]
+            gate.cut()
+            async with _admin(nats_server.url) as js:  # the store lost, another daemon first back
+                await trio_asyncio.aio_as_trio(js.delete_stream)(names.stream)
+                await trio_asyncio.aio_as_trio(_ensure_stream)(js, names)
+                new = [(None, f"new-{n}") for n in range(5)]  # past the 3 it handled
+                await trio_asyncio.aio_as_trio(_publish_all)(js, names, new)
+            gate.reopen()
+            await served.gap.wait()
+            await served.bus.publish([(None, "after")])
+            assert await served.delivered.receive() == "after"
+    assert served.bus.gaps == 1
+
+
+async def test_a_publish_finding_the_stream_gone_recreates_it_and_reports_a_gap(
+    aio_loop, nats_server
+):
+    names = Names("DRONESHIELD_RELAY_test")
+    async with _serving(nats_server.url) as served:
+        with trio.fail_after(20):
+            await served.bus.publish([(None, "before")])
+            assert await served.delivered.receive() == "before"
+            async with _admin(nats_server.url) as js:  # the connection stays up throughout
+                await trio_asyncio.aio_as_trio(js.delete_stream)(names.stream)
+            with pytest.raises(RelayUnavailable):
+                await served.bus.publish([(None, "lost")])
+            await served.gap.wait()
+            await served.bus.publish([(None, "after")])
+            assert await served.delivered.receive() == "after"
+    assert served.bus.gaps == 1

@@ -17,6 +17,12 @@ broke) or its buffer overflowed, it starts a new consumer right after that numbe
 what it missed, so its clients need not reload. Only when the stream no longer holds those
 messages (older than MAX_AGE, or the server lost its store) does it report a gap.
 
+A server that lost its store (or an operator who deleted the stream) leaves no stream to publish
+to: the daemon whose connection comes back, or whose publish finds no stream, creates it again
+as at start and reports a gap. A daemon that finds the stream recreated by another (its
+creation time changed) reports a gap too, however far the new stream's sequence has got: its
+numbers start again from 1 and say nothing about what this daemon missed.
+
 A consumer filters on one subject (`Names.subjects`), all nats-server 2.9 allows: each daemon
 reads every shard of its deployment's stream and keeps the changes its clients watch; the
 sender already leaves out heartbeats no peer watches (`interest.py`). Several filter subjects
@@ -31,6 +37,7 @@ import logging
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Final, NoReturn
 from urllib.parse import parse_qs, urlsplit
 
@@ -42,7 +49,7 @@ import trio_asyncio
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamInfo
 
 from ..errors import RelayUnavailable
 from . import Message
@@ -66,6 +73,7 @@ RETRY_MAX: Final = 5.0  # seconds
 
 _FAILURES: Final = (nats.errors.Error, OSError, TimeoutError, asyncio.TimeoutError)
 _RECONNECTED: Final = object()
+_NO_STREAM: Final = object()  # a publish found no stream: the consumer side looks at it
 
 
 def _servers(url: str) -> str:
@@ -110,6 +118,7 @@ class JetStreamBus:
         self.names = Names(stream)
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
+        self._report_no_stream: Callable[[], None] | None = None  # set while serving
         self.replays = 0  # consumers restarted from the last handled message (for tests)
         self.gaps = 0  # times messages were gone from the stream (for tests)
 
@@ -120,6 +129,12 @@ class JetStreamBus:
         try:
             await trio_asyncio.aio_as_trio(_publish_all)(js, self.names, messages)
         except _FAILURES as exc:
+            if isinstance(exc, nats.js.errors.NoStreamResponseError):
+                # Nothing stores the subject: the stream is gone (or not back yet). `serve`
+                # looks, recreates it if missing and reports the gap; the caller retries.
+                report = self._report_no_stream
+                if report is not None:
+                    report()
             raise RelayUnavailable(f"NATS publish failed: {exc!r}") from exc
 
     async def serve(
@@ -131,6 +146,7 @@ class JetStreamBus:
     ) -> NoReturn:
         send, receive = trio.open_memory_channel[Any](BUFFER)
         overflowed = False
+        no_stream_reported = False  # _NO_STREAM waits in the channel: once is enough
         nc: Client | None = None
 
         def hand_over(item: object) -> None:
@@ -142,6 +158,15 @@ class JetStreamBus:
 
         async def on_reconnected() -> None:
             hand_over(_RECONNECTED)
+
+        def report_no_stream() -> None:
+            nonlocal no_stream_reported, overflowed
+            if not no_stream_reported:
+                try:
+                    send.send_nowait(_NO_STREAM)
+                    no_stream_reported = True
+                except trio.WouldBlock:
+                    overflowed = True  # a restart all the same
 
         first_error: Exception | None = None  # while connecting the first time: said below
 
@@ -171,18 +196,21 @@ class JetStreamBus:
         try:
             js = nc.jetstream()
             names = self.names
-            await trio_asyncio.aio_as_trio(_ensure_stream)(js, names)
-            info = await trio_asyncio.aio_as_trio(js.stream_info)(names.stream)
+            info = await trio_asyncio.aio_as_trio(_ensure_stream)(js, names)
             last = info.state.last_seq
+            created = info.created  # which stream of that name: a recreated one differs
             generation = 0
             sub = await trio_asyncio.aio_as_trio(_subscribe)(
                 js, names, last + 1, generation, hand_over
             )
             self._nc, self._js = nc, js
+            self._report_no_stream = report_no_stream
             task_status.started()
             while True:
                 item = await receive.receive()
-                restart = item is _RECONNECTED or overflowed
+                if item is _NO_STREAM:
+                    no_stream_reported = False
+                restart = item is _RECONNECTED or item is _NO_STREAM or overflowed
                 if not restart:
                     item_generation, seq, data = item
                     if item_generation != generation or seq <= last:
@@ -194,9 +222,12 @@ class JetStreamBus:
                     restart = True  # one was skipped (the client dropped it): replay
                 overflowed = False
                 generation += 1
-                sub, last = await self._restart(js, sub, last, generation, hand_over, gap)
+                sub, last, created = await self._restart(
+                    js, sub, last, created, generation, hand_over, gap
+                )
         finally:
             self._nc = self._js = None
+            self._report_no_stream = None
             with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT):
                 try:
                     await trio_asyncio.aio_as_trio(nc.close)()
@@ -212,17 +243,20 @@ class JetStreamBus:
         js: JetStreamContext,
         sub: Any,
         last: int,
+        created: datetime | None,
         generation: int,
         hand_over: Callable[[object], None],
         gap: Callable[[], None],
-    ) -> tuple[Any, int]:
-        """A new consumer from the message after `last`; the old one is dropped. Retries until
-        the server answers. Returns (the subscription, the last sequence now handled)."""
+    ) -> tuple[Any, int, datetime | None]:
+        """A new consumer from the message after `last` of the stream created at `created`;
+        the old one is dropped. Recreates the stream if it is gone. Retries until the server
+        answers. Returns (the subscription, the last sequence now handled, the stream's
+        creation time)."""
         delay = RETRY_FIRST
         while True:
             try:
-                sub, handled = await trio_asyncio.aio_as_trio(_resubscribe)(
-                    js, self.names, sub, last, generation, hand_over
+                sub, handled, created, lost = await trio_asyncio.aio_as_trio(_resubscribe)(
+                    js, self.names, sub, last, created, generation, hand_over
                 )
                 break
             except _FAILURES as exc:
@@ -230,24 +264,24 @@ class JetStreamBus:
             await trio.sleep(delay)
             delay = min(delay * 2, RETRY_MAX)
         self.replays += 1
-        if handled != last:
+        if lost:
             self.gaps += 1
             gap()
-        return sub, handled
+        return sub, handled, created
 
 
 # asyncio side: everything below runs inside the trio-asyncio loop, called through aio_as_trio.
 
 
-async def _ensure_stream(js: JetStreamContext, names: Names) -> None:
-    """The relay's stream, created if missing (daemons starting together may both try)."""
+async def _ensure_stream(js: JetStreamContext, names: Names) -> StreamInfo:
+    """The relay's stream, created if missing (daemons starting together, or finding it gone
+    together, may both try)."""
     try:
-        await js.stream_info(names.stream)
-        return
+        return await js.stream_info(names.stream)
     except nats.js.errors.NotFoundError:
         pass
     try:
-        await js.add_stream(
+        info = await js.add_stream(
             name=names.stream,
             subjects=[names.subjects],
             storage=StorageType.FILE,
@@ -255,7 +289,9 @@ async def _ensure_stream(js: JetStreamContext, names: Names) -> None:
             max_bytes=MAX_BYTES,
         )
     except nats.js.errors.BadRequestError:
-        await js.stream_info(names.stream)  # another daemon made it meanwhile
+        return await js.stream_info(names.stream)  # another daemon made it meanwhile
+    log.info("NATS stream %s created", names.stream)
+    return info
 
 
 async def _publish_all(js: JetStreamContext, names: Names, messages: Sequence[Message]) -> None:
@@ -299,17 +335,33 @@ async def _resubscribe(
     names: Names,
     sub: Any,
     last: int,
+    created: datetime | None,
     generation: int,
     hand_over: Callable[[object], None],
-) -> tuple[Any, int]:
-    """(a consumer from the message after `last`, `last`), or, when the stream no longer holds
-    that message, (one from the stream's end, its last sequence)."""
+) -> tuple[Any, int, datetime | None, bool]:
+    """(a consumer from the message after `last`, `last`, `created`, False), or, when the
+    stream no longer holds that message or is another stream than the one created at `created`
+    (recreated here if missing), (one from the stream's end, its last sequence, its creation
+    time, True)."""
     try:
         await sub.unsubscribe()
     except _FAILURES:
         pass  # the old consumer goes away on its own (inactive_threshold)
-    state = (await js.stream_info(names.stream)).state
-    if state.last_seq < last or (state.first_seq > last + 1 and state.last_seq > last):
+    info = await _ensure_stream(js, names)
+    state = info.state
+    lost = False
+    if info.created != created:
+        # The server lost its store, or the stream was deleted: whoever found it missing made
+        # a new one, whose sequence numbers say nothing about ours.
+        log.warning(
+            "NATS stream %s is new (created %s, ours %s): what followed %d is lost",
+            names.stream,
+            info.created,
+            created,
+            last,
+        )
+        lost = True
+    elif state.last_seq < last or (state.first_seq > last + 1 and state.last_seq > last):
         # What we had not read is gone (aged out, or the server lost its store).
         log.warning(
             "NATS stream lost messages after %d (holds %d…%d)",
@@ -317,6 +369,8 @@ async def _resubscribe(
             state.first_seq,
             state.last_seq,
         )
+        lost = True
+    if lost:
         last = state.last_seq
     sub = await _subscribe(js, names, last + 1, generation, hand_over)
-    return sub, last
+    return sub, last, info.created, lost
