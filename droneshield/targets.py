@@ -66,7 +66,27 @@ class AllowList:
         return cls(frozenset(hosts), tuple(networks))
 
     def allows(self, address: IpAddress) -> bool:
-        return address.is_global or any(address in n for n in self.networks)
+        if any(address in n for n in self.networks):
+            return True
+        if not address.is_global or address in _LOCAL_NAT64:
+            return False
+        inner = _embedded_ipv4(address)
+        return inner is None or inner.is_global
+
+
+# IPv6 addresses that carry an IPv4 one a gateway forwards to: Python counts them global
+# whatever they carry, so `64:ff9b::10.0.0.1` reached a private address through NAT64.
+_NAT64: Final = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052, the IPv4 in the last 32 bits
+_LOCAL_NAT64: Final = ipaddress.IPv6Network("64:ff9b:1::/48")  # RFC 8215: a site's own, refused
+
+
+def _embedded_ipv4(address: IpAddress) -> ipaddress.IPv4Address | None:
+    """The IPv4 address a NAT64 or 6to4 address leads to; None for others."""
+    if isinstance(address, ipaddress.IPv4Address):
+        return None
+    if address in _NAT64:
+        return ipaddress.IPv4Address(int(address) & 0xFFFF_FFFF)
+    return address.sixtofour
 
 
 DEFAULT_PORTS: Final = {"http": 80, "https": 443}

@@ -110,6 +110,22 @@ def test_allow_list_parses_hosts_and_networks():
         AllowList.parse("10.0.0.0/99")
 
 
+@pytest.mark.parametrize(
+    ("address", "allowed"),
+    [
+        ("64:ff9b::808:808", True),  # NAT64 to 8.8.8.8
+        ("64:ff9b::a00:1", False),  # NAT64 to 10.0.0.1
+        ("64:ff9b::a9fe:a9fe", False),  # NAT64 to 169.254.169.254
+        ("64:ff9b:1::808:808", False),  # a site's own NAT64 prefix
+        ("2002:808:808::1", True),  # 6to4 of 8.8.8.8
+        ("2002:a00:1::1", False),  # 6to4 of 10.0.0.1
+        ("2606:4700::1111", True),
+    ],
+)
+def test_ipv6_addresses_carrying_an_ipv4_one_are_judged_by_it(address, allowed):
+    assert AllowList().allows(ipaddress.ip_address(address)) is allowed
+
+
 async def test_names_are_checked_after_resolution():
     with trio.fail_after(10):
         with pytest.raises(TargetRefused, match="internal address"):
