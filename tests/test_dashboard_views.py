@@ -5,13 +5,19 @@ Screenshots land in test-artifacts/."""
 
 from __future__ import annotations
 
+import json
 import re
+import time
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
 
 import trio
 from playwright.sync_api import expect
 
 from droneshield import daemon
 
+from .support.browser import BrowserThread, Page, open_page
 from .support.dashboard import LIVE_WITHIN, live, open_dashboard, report, row
 from .support.processes import free_port
 from .support.releases import add_software
@@ -259,3 +265,149 @@ async def test_the_software_panel_shows_versions_reported_but_never_uploaded(
             )
         )
         await page.close()
+
+
+# A page's read and the live changes race: a change that reaches the browser while the read
+# is in flight may be newer than what the read returns, and must survive the read being drawn.
+# These tests hold a read (its response fetched at once, so from before the change, and
+# delivered only once the change's frame has arrived over /ws), as a slow database would.
+
+
+class Held:
+    """The first request `matches` accepts, held: its response is fetched when the request is
+    made (`fresh`: when it is released instead) and delivered by `release`."""
+
+    def __init__(self, matches: Callable[[str], bool], *, fresh: bool = False) -> None:
+        self.matches = matches
+        self.fresh = fresh
+        self.held: list[tuple[Any, Any]] = []
+
+    def install(self, p: Any) -> None:
+        p.route(self.matches, self._hold)
+
+    def _hold(self, route: Any) -> None:
+        if self.held:
+            route.fallback()
+            return
+        self.held.append((route, None if self.fresh else route.fetch()))
+
+    def release(self, p: Any) -> None:
+        route, response = self.held[0]
+        route.fulfill(response=response or route.fetch())
+
+
+MARK_ROWS_OLD = (
+    "for (const tr of document.querySelectorAll('#sensor-table tbody tr')) tr.dataset.old = 1"
+)
+
+
+def _path_is(path: str) -> Callable[[str], bool]:
+    return lambda url: urlsplit(url).path == path
+
+
+def _until(done: Callable[[], bool], within: float) -> Callable[[Any], bool]:
+    """A browser step: wait (letting Playwright deliver its events) until `done()`; whether it
+    came within `within` seconds."""
+
+    def wait(p: Any) -> bool:
+        deadline = time.monotonic() + within
+        while not done():
+            if time.monotonic() > deadline:
+                return False
+            p.wait_for_timeout(20)
+        return True
+
+    return wait
+
+
+async def _open_recording(browser: BrowserThread, port: int, path: str) -> tuple[Page, list[str]]:
+    """The dashboard at `path` like `open_dashboard`, with every frame it receives over /ws."""
+    page = await open_page(browser, f"http://127.0.0.1:{port}")
+    frames: list[str] = []
+
+    def record(p: Any) -> None:
+        p.on("websocket", lambda ws: ws.on("framereceived", lambda data: frames.append(str(data))))
+        p.goto(path)
+
+    await page(record)
+    await page(lambda p: expect(p.locator("#page-info")).to_contain_text("sensors"))
+    await live(page)
+    return page, frames
+
+
+def _online(frames: list[str], serial: str) -> Callable[[], bool]:
+    """Whether a `sensor` frame told that `serial` is online."""
+
+    def arrived() -> bool:
+        for frame in list(frames):
+            message = json.loads(frame)
+            if message["type"] == "sensor" and any(
+                s["serial"] == serial and s["status"] == "online" for s in message["sensors"]
+            ):
+                return True
+        return False
+
+    return arrived
+
+
+async def test_a_change_during_a_reload_outlives_the_older_read(browser, running, sensors):
+    listing = Held(_path_is("/sensors"))
+    with trio.fail_after(40):
+        page, frames = await _open_recording(browser, running.http_port, "/")
+        await page(listing.install)
+        # The page reloads as after a resync or a refresh; its read is taken and held.
+        await page(lambda p: p.evaluate("location.hash = '#/?page=1'"))
+        assert await page(_until(lambda: bool(listing.held), 5))
+        await report(running.grpc_port, sensors[2])
+        arrived = await page(_until(_online(frames, sensors[2]), 5))
+        # The rows drawn from the held read replace these: wait for them to be gone.
+        await page(lambda p: p.evaluate(MARK_ROWS_OLD))
+        await page(listing.release)
+        await page(lambda p: expect(p.locator("#sensor-table tbody tr[data-old]")).to_have_count(0))
+        await page(lambda p: expect(row(p, sensors[2]).locator(".badge")).to_have_text("online"))
+        await page(lambda p: expect(p.locator("#count-online")).to_have_text("1"))
+        await page.close()
+    assert arrived
+
+
+async def test_a_change_while_the_next_page_loads_is_shown_on_it(browser, running, sensors):
+    listing = Held(_path_is("/sensors"))
+    with trio.fail_after(40):
+        page, frames = await _open_recording(browser, running.http_port, "/#/?limit=5")
+        await page(lambda p: expect(row(p, sensors[4])).to_be_visible())
+        await page(listing.install)
+        await page(lambda p: p.get_by_role("button", name="Next").click())
+        assert await page(_until(lambda: bool(listing.held), 5))
+        # A sensor of the next page, which the page did not watch until it knew its rows.
+        await report(running.grpc_port, sensors[7])
+        arrived = await page(_until(_online(frames, sensors[7]), LIVE_WITHIN / 1000 * 2))
+        await page(listing.release)
+        await page(lambda p: expect(row(p, sensors[7])).to_be_visible())
+        await page(lambda p: expect(row(p, sensors[7]).locator(".badge")).to_have_text("online"))
+        await page.close()
+    assert arrived  # the change came while the read was held, not after it was drawn
+
+
+async def test_a_change_before_a_sensor_page_has_its_facts_is_shown(browser, running, sensors):
+    serial = sensors[3]
+    facts = Held(_path_is(f"/sensors/{serial}"))
+    timeline = Held(_path_is(f"/sensors/{serial}/events"), fresh=True)
+    with trio.fail_after(40):
+        page, frames = await _open_recording(browser, running.http_port, "/")
+        await page(facts.install)
+        await page(timeline.install)
+        await page(lambda p: p.evaluate(f"location.hash = '#/sensors/{serial}'"))
+        assert await page(_until(lambda: bool(facts.held and timeline.held), 5))
+        await live(page)
+        await report(running.grpc_port, serial)
+        arrived = await page(_until(_online(frames, serial), 5))
+        # The facts were read before the report, the timeline after it: both say it once.
+        await page(facts.release)
+        await page(lambda p: expect(p.locator("#sensor-status")).to_have_text("online"))
+        await page(timeline.release)
+        first_report = page.page.locator(TIMELINE).filter(has_text="online (first report)")
+        await page(lambda p: expect(first_report).to_have_count(1))
+        await page(lambda p: expect(p.locator("#sensor-older")).to_be_hidden())
+        await page(lambda p: expect(p.locator(TIMELINE)).to_have_count(1))
+        await page.close()
+    assert arrived

@@ -8,6 +8,7 @@ import { serverNow, syncClock } from "./format.js";
 const BACKOFF_FIRST = 500; // ms
 const BACKOFF_MAX = 15000; // ms
 const SILENCE_FACTOR = 2.5; // pings the server may skip before we call the connection dead
+const CONFIRM_WAIT = 3000; // ms a view waits for its subscription before reading anyway
 
 export class Live {
   constructor({ banner, onSensors, onSummary, onResync }) {
@@ -23,6 +24,8 @@ export class Live {
     this.watchdog = null;
     this.retryTimer = null;
     this.pending = 0;
+    this.waiters = []; // resolvers waiting for the next subscription sent to be confirmed
+    this.unconfirmed = []; // per subscription sent, in order: the resolvers its answer settles
   }
 
   start() {
@@ -31,11 +34,23 @@ export class Live {
     window.addEventListener("online", () => this.retryNow());
   }
 
-  // The sensors on screen; with a filter, also the sensors that enter it.
+  // The sensors on screen; with a filter, also the sensors that enter it. Resolves once the
+  // server says the subscription is in force, so that a view reading what it shows after that
+  // misses no change made after its read. Sent with the next hello while connecting; resolves
+  // at once while disconnected (the reconnection reloads every view), and after CONFIRM_WAIT
+  // at most, so a slow server delays a view but never stops it.
   subscribe(serials, filter = null) {
     this.serials = serials;
     this.filter = filter;
+    const confirmed = new Promise((resolve) => {
+      this.waiters.push(resolve);
+      setTimeout(resolve, CONFIRM_WAIT);
+    });
     this.sendSubscribe();
+    if (this.socket?.readyState !== WebSocket.CONNECTING && this.socket?.readyState !== WebSocket.OPEN) {
+      this.settle();
+    }
+    return confirmed;
   }
 
   // Subscriptions sent and not yet confirmed: the banner's data-pending, so that whoever needs
@@ -43,7 +58,24 @@ export class Live {
   sendSubscribe() {
     const message = { type: "subscribe", serials: this.serials };
     if (this.filter) message.filter = this.filter;
-    if (this.send(message)) this.setPending(this.pending + 1);
+    if (!this.send(message)) return;
+    this.setPending(this.pending + 1);
+    this.unconfirmed.push(this.waiters);
+    this.waiters = [];
+  }
+
+  // The server answered the oldest subscription sent (`subscribed`, or an `error` refusing it:
+  // the previous one then stays in force).
+  confirmed() {
+    this.setPending(Math.max(0, this.pending - 1));
+    for (const resolve of this.unconfirmed.shift() ?? []) resolve();
+  }
+
+  // No answer will come (the connection is gone): nobody waits for one.
+  settle() {
+    for (const resolve of [...this.unconfirmed.flat(), ...this.waiters]) resolve();
+    this.unconfirmed = [];
+    this.waiters = [];
   }
 
   setPending(count) {
@@ -65,10 +97,13 @@ export class Live {
     const socket = new WebSocket(`${scheme}//${location.host}/ws`);
     this.socket = socket;
     this.setPending(0);
+    this.settle(); // answers on the old connection never come; hello subscribes anew
     this.show(this.connectedBefore ? "reconnecting" : "connecting");
     socket.addEventListener("message", (event) => this.receive(event.data));
     socket.addEventListener("close", () => {
-      if (this.socket === socket) this.scheduleRetry();
+      if (this.socket !== socket) return;
+      this.settle();
+      this.scheduleRetry();
     });
   }
 
@@ -92,7 +127,7 @@ export class Live {
         this.connectedBefore = true;
         break;
       case "subscribed":
-        this.setPending(Math.max(0, this.pending - 1));
+        this.confirmed();
         break;
       case "ping":
         this.send({ type: "pong" });
@@ -107,7 +142,9 @@ export class Live {
         this.handlers.onResync(message.reason);
         break;
       case "error":
+        // Only subscriptions can be refused (a pong cannot): this answers the oldest one.
         console.warn("live connection refused a message:", message.error);
+        this.confirmed();
         break;
       default:
         break;

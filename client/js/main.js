@@ -80,6 +80,7 @@ const table = new SensorTable({
     router.remember(listHash(params));
     table.show(params);
   },
+  watch: (serials, filter) => (view === "list" ? live.subscribe(serials, filter) : Promise.resolve()),
   onPage: (serials, filter) => {
     if (view === "list") live.subscribe(serials, filter);
   },

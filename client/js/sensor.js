@@ -1,8 +1,12 @@
 // A sensor's own page (`#/sensors/{serial}`): its state, where it stands, its availability and
 // the timeline of its transitions, newest first, paged from GET /sensors/{serial}/events and
 // grown live from the WebSocket (a status or version change becomes a new entry at the top).
+// The page subscribes before it reads, keeps the changes that come before its facts and applies
+// those newer than the facts once they are drawn (changes.js); the timeline, read apart, leaves
+// out the events a live entry already shows.
 
 import { getJSON } from "./api.js";
+import { instant, older } from "./changes.js";
 import { dateTime, h, relativeTime, serverNow } from "./format.js";
 import { remember, versionCell, withReported } from "./versions.js";
 
@@ -23,29 +27,32 @@ function describe(event) {
 export class SensorView {
   constructor({ section, onShow }) {
     this.section = section;
-    this.onShow = onShow; // called with the serial whose changes the page follows
+    this.onShow = onShow; // (serial) → a promise: its changes are followed
     this.serial = null;
     this.item = null;
     this.cursor = null;
     this.loading = null;
+    this.missed = []; // changes that came before the facts, kept for them
   }
 
   async show(serial) {
     this.serial = serial;
     this.item = null;
+    this.missed = [];
     const el = (id) => this.section.querySelector(`#${id}`);
     el("sensor-title").textContent = serial;
     el("sensor-facts").replaceChildren(h("p", { class: "empty" }, "Loading…"));
     el("sensor-timeline").replaceChildren();
     el("sensor-older").hidden = true;
-    this.onShow(serial);
+    const request = (this.loading = {});
+    await this.onShow(serial); // read after the subscription is in force: no change falls between
+    if (request !== this.loading) return; // another sensor (or this one again) was asked for
     // Both asked at once; the facts show as soon as they come, the timeline when it does.
     const events = this.events(serial);
-    const request = (this.loading = getJSON(`/sensors/${encodeURIComponent(serial)}`));
     events.catch(() => null); // reported below, once the facts are known to be current
     let detail;
     try {
-      detail = await request;
+      detail = await getJSON(`/sensors/${encodeURIComponent(serial)}`);
     } catch (error) {
       if (request === this.loading) {
         el("sensor-facts").replaceChildren(h("p", { class: "error", role: "alert" }, error.message));
@@ -55,6 +62,9 @@ export class SensorView {
     if (request !== this.loading) return;
     this.item = withReported(detail);
     this.renderFacts();
+    // What changed while the facts were read, where newer than they are.
+    this.update(this.missed.filter((change) => !older(change, this.item)));
+    this.missed = [];
     try {
       const page = await events;
       if (request === this.loading) this.append(page.items, page.nextCursor);
@@ -108,7 +118,11 @@ export class SensorView {
 
   append(events, cursor) {
     const list = this.section.querySelector("#sensor-timeline");
-    list.append(...events.map((event) => this.entry(event)));
+    // A change made between the reads of the facts and of the timeline is in both: its live
+    // entry is on the list already. A transition's live entry bears the time of its event.
+    const shown = new Set([...list.children].map((li) => `${li.dataset.kind} ${li.dataset.at}`));
+    const fresh = events.filter((event) => !shown.has(`${event.kind} ${instant(event.at)}`));
+    list.append(...fresh.map((event) => this.entry(event)));
     if (!list.children.length) list.append(h("li", { class: "empty" }, "No transitions yet."));
     this.cursor = cursor ?? null;
     this.section.querySelector("#sensor-older").hidden = !this.cursor;
@@ -117,7 +131,7 @@ export class SensorView {
   entry(event) {
     return h(
       "li",
-      { dataset: { kind: event.kind } },
+      { dataset: { kind: event.kind, at: instant(event.at) } },
       h("time", { datetime: event.at, title: dateTime(event.at) }, dateTime(event.at)),
       " ",
       describe(event),
@@ -131,7 +145,10 @@ export class SensorView {
       if (change.serial !== this.serial) continue;
       remember(change);
       const before = this.item;
-      if (!before) continue;
+      if (!before) {
+        this.missed.push(change); // the facts are being read: it may be newer than they are
+        continue;
+      }
       const item = { ...before, ...change }; // a report's change carries no label: it stays
       const entries = [];
       if (item.retired !== before.retired) {

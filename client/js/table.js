@@ -5,8 +5,15 @@
 // marked and leaves at the next refresh; sensors that enter the filter are counted ("3 new —
 // show"). A refresh comes by itself within REFRESH while anything is marked
 // or the fleet totals moved under a filter they cannot count (site, text).
+//
+// A read and the live changes race: a change that arrives while the page's read is in flight
+// can be newer than the read. So a load first makes sure the server sends the changes the new
+// page needs, keeps every change that arrives until the read is drawn, then applies those that
+// are newer than the rows the read returned (changes.js says which): an older read never
+// overwrites a newer change, whether the load is a resync, a reconnect, a refresh or a new page.
 
 import { getJSON } from "./api.js";
+import { older } from "./changes.js";
 import { count, h, relativeTime } from "./format.js";
 import { sensorHash } from "./router.js";
 import { remember, versionCell, withReported } from "./versions.js";
@@ -43,7 +50,7 @@ function badge(status) {
 }
 
 export class SensorTable {
-  constructor({ table, form, pager, pageInfo, caption, notice, navigate, onPage }) {
+  constructor({ table, form, pager, pageInfo, caption, notice, navigate, watch, onPage }) {
     this.table = table;
     this.body = table.tBodies[0];
     this.form = form;
@@ -52,6 +59,7 @@ export class SensorTable {
     this.caption = caption;
     this.notice = notice;
     this.navigate = navigate; // (params, {replace}) → the address, which shows the page
+    this.watch = watch; // (serials, filter) → a promise: that subscription is in force
     this.onPage = onPage; // called with the serials on screen and the live filter
     this.state = { ...DEFAULTS };
     this.lastPage = 1;
@@ -61,6 +69,7 @@ export class SensorTable {
     this.entered = new Set(); // serials that entered the filter since the page loaded
     this.marked = 0;
     this.loading = null;
+    this.missed = null; // while a read is in flight: the live changes since it was asked for
     this.refreshTimer = null;
     this.bind();
   }
@@ -178,16 +187,29 @@ export class SensorTable {
   async load() {
     clearTimeout(this.refreshTimer);
     this.refreshTimer = null;
-    const request = (this.loading = getJSON("/sensors", this.state));
+    const load = (this.loading = {});
+    this.missed ??= []; // a superseded load's changes are kept too: they may concern this read
+    await this.watch(...this.watching());
+    if (load !== this.loading) return; // a newer load superseded this one
     let page;
     try {
-      page = await request;
+      page = await getJSON("/sensors", this.state);
     } catch (error) {
-      if (request === this.loading) this.showError(error);
+      if (load === this.loading) this.showError(error);
       return;
     }
-    if (request !== this.loading) return; // a newer load superseded this one
+    if (load !== this.loading) return;
     this.render(page);
+  }
+
+  // What to watch while the page is read, so that no change the new rows need can fall between
+  // the read and the subscription to those rows (their serials are known only once it is
+  // read): the rows on screen, which a reload shows again, with every change of them, and
+  // every transition (never a heartbeat) of the sensors the page's filter admits, the whole
+  // fleet when there is none. A transition is what a heartbeat cannot repair: a sensor gone
+  // offline sends nothing more. The page's own subscription follows once it is drawn.
+  watching() {
+    return [[...this.rows.keys()], this.liveFilter() ?? {}];
   }
 
   render(page) {
@@ -199,6 +221,8 @@ export class SensorTable {
     this.rows.clear();
     this.entered.clear();
     this.marked = 0;
+    const missed = this.missed ?? [];
+    this.missed = null;
     // Listed sensors are retired exactly on the retired list (the API lists no others there).
     const retired = this.state.status === "retired";
     const rows = items.map((item) => this.row(withReported({ retired, ...item })));
@@ -206,6 +230,7 @@ export class SensorTable {
       rows.push(h("tr", { class: "empty" }, h("td", { colspan: COLUMNS }, "No sensors match.")));
     }
     this.body.replaceChildren(...rows);
+    this.catchUp(missed);
     this.showTotal();
     this.showHeaders();
     this.showNotice();
@@ -213,6 +238,16 @@ export class SensorTable {
       items.map((item) => item.serial),
       this.liveFilter(),
     );
+  }
+
+  // Changes that came while the page was read, applied to its rows where newer than the read.
+  // Sensors not on the page are left out: whether they entered the filter before the read (it
+  // counted them) or after cannot be told from their change.
+  catchUp(changes) {
+    for (const change of changes) {
+      const shown = this.rows.get(change.serial);
+      if (shown && !older(change, shown.item)) this.updateRow(shown, change);
+    }
   }
 
   showTotal() {
@@ -272,6 +307,7 @@ export class SensorTable {
 
   // Live changes: rows on screen are updated; other sensors are ones entering the filter.
   update(items) {
+    this.missed?.push(...items);
     for (const item of items) {
       remember(item);
       const shown = this.rows.get(item.serial);
@@ -354,6 +390,7 @@ export class SensorTable {
 
   showError(error) {
     this.rows.clear();
+    this.missed = null;
     const message = `Could not load sensors: ${error.message}`;
     this.body.replaceChildren(h("tr", { class: "error" }, h("td", { colspan: COLUMNS, role: "alert" }, message)));
     this.pageInfo.textContent = "";
