@@ -21,6 +21,7 @@ from droneshield.db.pool import acquire, connect, open_pool
 from droneshield.reports import TOO_LATE
 
 from .support.flow import Flow, stored
+from .support.grpc_clients import send
 from .support.processes import eventually, private_postgres
 from .support.releases import add_software
 
@@ -153,3 +154,36 @@ async def test_a_lost_connection_in_a_future_nobody_awaits_does_not_stop_the_loo
             async with acquire(pool) as conn:
                 assert await conn.fetchval("SELECT 1") == 1
     assert "unexpected connection_lost() call" in caplog.text
+
+
+_CANCEL_OTHERS = """
+SELECT count(pg_cancel_backend(pid)) FROM pg_stat_activity
+WHERE datname = current_database() AND pid <> pg_backend_pid() AND wait_event_type = 'Lock'
+"""
+
+
+async def test_a_statement_cancelled_mid_commit_is_retried_and_the_report_acknowledged(
+    running, db, sensors
+):
+    """pg_cancel_backend (or a role's statement_timeout) ends a statement, not the session:
+    the writer retries it (it failed the batch as an internal error), as background tasks do
+    (the history and summary tasks ended the daemon)."""
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            acked: list[object] = []
+
+            async def report() -> None:
+                acked.append(await send(running.grpc_port, sensors[0], ""))
+
+            async with db.transaction():
+                await db.execute("SELECT 1 FROM sensor FOR UPDATE")
+                nursery.start_soon(report)
+
+                async def writer_blocked() -> bool:
+                    return bool(await db.fetchval(_WAITING_FOR_A_LOCK))
+
+                await eventually(writer_blocked)
+                assert await db.fetchval(_CANCEL_OTHERS) >= 1
+                await eventually(writer_blocked)  # the retry waits for the rows again
+    assert len(acked) == 1
+    assert await db.fetchval("SELECT online FROM sensor WHERE serial = $1", sensors[0])

@@ -31,14 +31,16 @@ CLOSE_TIMEOUT: Final = 5.0  # seconds
 CONNECT_TIMEOUT: Final = 5.0  # seconds
 
 # SQLSTATE classes after which the same statement may succeed later: connection exceptions,
-# insufficient resources, operator intervention (shutdown, restart), serialization/deadlock,
-# and a foreign key violation (23503). The background statements retried on these (the
-# writer's batch, expiry, the fleet check) only reference rows they read in the same
-# statement: a release for a stored version, a webhook for an alert. A violation means one was
-# removed after the read and before the check, which waited for the removal to commit; the
-# retry reads without it (the version is then not stored, the alert not queued). Otherwise it
-# failed a whole batch of reports as an internal error, or ended the daemon from expiry.
-_TRANSIENT_SQLSTATES: Final = ("08", "53", "57P", "40001", "40P01", "23503")
+# insufficient resources, operator intervention (shutdown, restart; and a statement cancelled,
+# 57014, by pg_cancel_backend or a role's statement_timeout: it ended the history and summary
+# tasks, and with them the daemon), serialization/deadlock, and a foreign key violation
+# (23503). The background statements retried on these (the writer's batch, expiry, the fleet
+# check) only reference rows they read in the same statement: a release for a stored version,
+# a webhook for an alert. A violation means one was removed after the read and before the
+# check, which waited for the removal to commit; the retry reads without it (the version is
+# then not stored, the alert not queued). Otherwise it failed a whole batch of reports as an
+# internal error, or ended the daemon from expiry.
+_TRANSIENT_SQLSTATES: Final = ("08", "53", "57P", "57014", "40001", "40P01", "23503")
 
 
 def is_transient(exc: BaseException) -> bool:
