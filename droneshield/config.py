@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import math
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -350,9 +351,22 @@ class Settings:
 
 
 LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+# Seconds a duration may be at most: ten years, past any use and inside what trio, datetime and
+# PostgreSQL's intervals take (a retention of 1e14 s overflowed a timedelta after "ready").
+DURATION_MAX: Final = 10 * 365 * 86_400
+# TCP_USER_TIMEOUT counts milliseconds in 32 bits.
+SEND_TIMEOUT_MAX: Final = (2**32 - 1) // 1000
 _PORT: Final = (lambda v: 0 <= v <= 65535, "must be a port number, 0 to 65535 (0 picks a free one)")
-_POSITIVE: Final = (lambda v: v > 0, "must be positive")
-_NOT_NEGATIVE: Final = (lambda v: v >= 0, "must be 0 or more")
+_POSITIVE: Final = (lambda v: 0 < v < math.inf, "must be positive")
+_NOT_NEGATIVE: Final = (lambda v: 0 <= v < math.inf, "must be 0 or more")
+_SECONDS: Final = (
+    lambda v: 0 < v <= DURATION_MAX,
+    f"must be positive seconds, at most {DURATION_MAX:,} (ten years)",
+)
+_SECONDS_OR_NONE: Final = (
+    lambda v: 0 <= v <= DURATION_MAX,
+    f"must be 0 or more seconds, at most {DURATION_MAX:,} (ten years)",
+)
 # The rule of each setting that has one, as the parser and Settings both state it.
 RULES: Final[dict[str, tuple[Callable[[Any], bool], str]]] = {
     "http_port": _PORT,
@@ -365,6 +379,29 @@ RULES: Final[dict[str, tuple[Callable[[Any], bool], str]]] = {
             "event_retention",
             "history_retention",
             "ack_timeout",
+            "http_keep_alive_timeout",
+            "grpc_budget_window",
+            "grpc_idle_timeout",
+            "grpc_handshake_timeout",
+            "webhook_retry_for",
+            "webhook_timeout",
+            "webhook_retention",
+            "body_timeout",
+            "ws_ping_interval",
+            "ws_timeout",
+        ),
+        _SECONDS,
+    ),
+    "send_timeout": (
+        lambda v: 0 < v <= SEND_TIMEOUT_MAX,
+        f"must be positive seconds, at most {SEND_TIMEOUT_MAX:,} (TCP_USER_TIMEOUT's limit)",
+    ),
+    "gc_young_threshold": (
+        lambda v: 0 <= v < 2**31,
+        "must be 0 (Python's defaults) or a positive count of allocations",
+    ),
+    **dict.fromkeys(
+        (
             "batch_max",
             "queue_size",
             "writer_lanes",
@@ -372,26 +409,19 @@ RULES: Final[dict[str, tuple[Callable[[Any], bool], str]]] = {
             "workers",
             "grpc_max_message_bytes",
             "grpc_max_streams",
-            "http_keep_alive_timeout",
             "grpc_max_connections",
             "grpc_max_connections_per_address",
             "grpc_connection_rate_per_address",
             "http_max_connections",
             "http_max_connections_per_address",
             "http_connection_rate_per_address",
-            "grpc_budget_window",
             "grpc_max_resets",
             "grpc_max_pings",
             "grpc_max_settings",
-            "grpc_idle_timeout",
-            "grpc_handshake_timeout",
             "grpc_max_health_calls",
             "max_upload_parts",
             "ws_max_message_bytes",
             "ws_max_serials",
-            "webhook_retry_for",
-            "webhook_timeout",
-            "webhook_retention",
         ),
         _POSITIVE,
     ),
@@ -400,8 +430,8 @@ RULES: Final[dict[str, tuple[Callable[[Any], bool], str]]] = {
         "must be 1 to 64 letters, digits, _ or - (a NATS stream name and subject token)",
     ),
     "pool_size": (lambda v: v >= 2, "must be at least 2 (the writer keeps one connection)"),
-    "shutdown_grace": _NOT_NEGATIVE,
-    "grpc_budget_penalty": _NOT_NEGATIVE,
+    "shutdown_grace": _SECONDS_OR_NONE,
+    "grpc_budget_penalty": _SECONDS_OR_NONE,
     "seed_count": _NOT_NEGATIVE,
     "log_level": (
         lambda v: v.upper() in LOG_LEVELS,

@@ -154,6 +154,31 @@ async def test_seed_before_migrate_says_to_migrate(empty_database_url):
             "(0 picks a free one) (see droneshield serve --help)",
         ),
         (
+            ("serve", "--history-retention", "inf"),
+            "droneshield serve: argument --history-retention: inf must be positive seconds, at "
+            "most 315,360,000 (ten years) (see droneshield serve --help)",
+        ),
+        (
+            ("serve", "--send-timeout", "-1"),
+            "droneshield serve: argument --send-timeout: -1 must be positive seconds, at most "
+            "4,294,967 (TCP_USER_TIMEOUT's limit) (see droneshield serve --help)",
+        ),
+        (
+            ("serve", "--ws-ping-interval", "0"),
+            "droneshield serve: argument --ws-ping-interval: 0 must be positive seconds, at most "
+            "315,360,000 (ten years) (see droneshield serve --help)",
+        ),
+        (
+            ("serve", "--offline-after", "nan"),
+            "droneshield serve: argument --offline-after: nan must be positive seconds, at most "
+            "315,360,000 (ten years) (see droneshield serve --help)",
+        ),
+        (
+            ("serve", "--gc-young-threshold", "-3"),
+            "droneshield serve: argument --gc-young-threshold: -3 must be 0 (Python's defaults) "
+            "or a positive count of allocations (see droneshield serve --help)",
+        ),
+        (
             ("seed", "--http-port", "8000"),
             "droneshield: unrecognized arguments: --http-port 8000 (see droneshield --help)",
         ),
