@@ -54,17 +54,22 @@ async def test_report_on_one_daemon_reaches_a_watching_client_of_another_over_na
     assert a.relay.own_skipped > 0  # the stream gives a daemon its own messages back
 
 
+async def _watched_then_server_killed(client, a, nats_server, sensors) -> None:  # type: ignore[no-untyped-def]
+    """B's client watches three sensors A reports, a change crossed, and NATS is killed."""
+    await client.subscribe(sensors[:3])
+    await peer_watches(a.relay, sensors[0])
+    await report(a.grpc_port, sensors[0])
+    await client.next("sensor")
+    await nats_server.kill()
+
+
 async def test_a_daemon_replays_what_it_missed_while_nats_was_down_instead_of_resyncing(
     peers, nats_server, sensors
 ):
     a, b = peers
     with trio.fail_after(20):
         async with open_live(b.http_port) as client:
-            await client.subscribe(sensors[:3])
-            await peer_watches(a.relay, sensors[0])
-            await report(a.grpc_port, sensors[0])
-            await client.next("sensor")
-            await nats_server.kill()
+            await _watched_then_server_killed(client, a, nats_server, sensors)
             await report(a.grpc_port, sensors[1])  # committed while the relay is away
             await report(a.grpc_port, sensors[2])
             await nats_server.start()
@@ -111,11 +116,7 @@ async def test_a_nats_server_that_lost_its_store_gets_the_stream_back_and_client
     a, b = peers
     with trio.fail_after(30):
         async with open_live(b.http_port) as client:
-            await client.subscribe(sensors[:3])
-            await peer_watches(a.relay, sensors[0])
-            await report(a.grpc_port, sensors[0])
-            await client.next("sensor")
-            await nats_server.kill()
+            await _watched_then_server_killed(client, a, nats_server, sensors)
             for part in list(nats_server._store.iterdir()):  # the store is lost
                 shutil.rmtree(part)
             await nats_server.start()
