@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import random
 
 import pytest
@@ -248,6 +249,10 @@ async def test_limit_is_capped(running, api, db):
     assert body["nextCursor"] is not None
 
 
+def _cursor(value: object) -> str:
+    return base64.urlsafe_b64encode(json.dumps(value).encode()).decode()
+
+
 @pytest.mark.parametrize(
     ("params", "code"),
     [
@@ -262,6 +267,15 @@ async def test_limit_is_capped(running, api, db):
         ({"cursor": "AA"}, "invalid_cursor"),
         # Nested past what Python's json recursed into (RecursionError was a 500).
         ({"cursor": base64.urlsafe_b64encode(b"[" * 2000).decode()}, "invalid_cursor"),
+        # Edited keys that reached PostgreSQL's cast (a 500).
+        (
+            {"sort": "last_seen_at", "cursor": _cursor(["last_seen_at", False, "x", "DS-1"])},
+            "invalid_cursor",
+        ),
+        (
+            {"sort": "version", "cursor": _cursor(["version", False, "a\u0000", "DS-1"])},
+            "invalid_cursor",
+        ),
         ({"q": "DS-\u00e9"}, "invalid_parameter"),
         ({"sort": "color"}, "invalid_parameter"),
         ({"order": "up"}, "invalid_parameter"),
@@ -334,3 +348,18 @@ async def test_unknown_sensor_is_404(api, sensors):
             response = await api.get(path)
             assert response.status_code == 404, path
             assert response.json()["error"]["code"] == "sensor_not_found"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        ["2026-01-01T00:00:00+00:00", 10**30],  # past bigint: asyncpg refused to encode it
+        ["0001-01-01T00:00:00+05:00", 1],  # before year 1 in UTC
+        ["2026-01-01T00:00:00", 1],  # no offset: no instant
+    ],
+)
+async def test_an_edited_events_cursor_is_400(api, sensors, value):
+    with trio.fail_after(10):
+        response = await api.get(f"/sensors/{sensors[0]}/events", params={"cursor": _cursor(value)})
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_cursor"

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Final, Literal
 
 from ..domain import Edit, EventKind, SensorState, Status, status_of
@@ -205,6 +205,20 @@ class SensorFilter:
             pattern = param(f"%{_escape_like(self.q)}%")
             conditions.append(f"(serial ILIKE {pattern} OR label ILIKE {pattern})")
         return conditions, args
+
+
+def cursor_key_valid(sort: Sort, key: str) -> bool:
+    """Whether `key` can be a key of `sort` as a page's cursor carries it (the key as text, cast
+    back in the statement): an edited cursor's key reached PostgreSQL's cast, an error 500."""
+    if "\x00" in key:  # no PostgreSQL text holds one
+        return False
+    if _KEYS[sort][1] != "timestamptz" or key in ("infinity", "-infinity"):
+        return True
+    try:
+        datetime.fromisoformat(key).astimezone(UTC)
+    except (ValueError, OverflowError):
+        return False
+    return True
 
 
 def trigrams(text: str) -> list[str]:

@@ -8,7 +8,7 @@ import binascii
 import json
 import math
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Final, Literal
 
 import orjson
@@ -208,21 +208,24 @@ def decode_cursor(cursor: str, order: db.Order) -> db.Cursor:
     """Raises:
     Invalid: not a cursor this API gave out, or one of another sort or order.
     """
-    value = _unb64(cursor)
-    match value:
-        case [str(sort), bool(descending), str(key), str(serial)]:
-            try:
-                check_serial(serial)
-            except InvalidReport:
-                pass
-            else:
-                if (sort, descending) == (order.sort, order.descending):
-                    return db.Cursor(key, serial)
+    match _unb64(cursor):
+        case [str(sort), bool(descending), str(key), str(serial)] if _is_serial(serial):
+            if (sort, descending) != (order.sort, order.descending):
                 raise Invalid(
                     "cursor belongs to another sort or order; start again without it",
                     code="invalid_cursor",
                 )
+            if db.cursor_key_valid(order.sort, key):
+                return db.Cursor(key, serial)
     raise Invalid("cursor is not one this API returned", code="invalid_cursor")
+
+
+def _is_serial(text: str) -> bool:
+    try:
+        check_serial(text)
+    except InvalidReport:
+        return False
+    return True
 
 
 def _printable(text: str, name: str) -> str:
@@ -367,10 +370,12 @@ async def sensor_events(serial: str, query_args: EventsQuery) -> EventPage:
     before = None
     if query_args.cursor is not None:
         match _unb64(query_args.cursor):
-            case [str(at), int(event_id)]:
+            case [str(at), int(event_id)] if 0 <= event_id < 2**63:
                 try:
-                    before = (datetime.fromisoformat(at), event_id)
-                except ValueError:
+                    when = datetime.fromisoformat(at)
+                    if when.tzinfo is not None:  # as given out; a naive one is no instant
+                        before = (when.astimezone(UTC), event_id)
+                except (ValueError, OverflowError):
                     pass
         if before is None:
             raise Invalid("cursor is not one this API returned", code="invalid_cursor")
