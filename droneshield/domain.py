@@ -8,7 +8,7 @@ transport or the database. Pure code, so hypothesis can test it directly.
 - Serial: 1 to 128 printable ASCII characters (0x20-0x7e). Sensors are provisioned by seeding
   or import; a report never creates one.
 - Version: semver 2.0.0 with an optional leading v, stored canonical (`1.2.3`) and shown with
-  a v (`v1.2.3`).
+  a v (`v1.2.3`); a reported one at most 128 characters (`VERSION_MAX`).
 - Status: `never` (provisioned, never reported), `online`, `offline` (silent for
   `offline_after` seconds).
 """
@@ -29,6 +29,10 @@ STATUSES: Final[tuple[Status, ...]] = ("never", "online", "offline")
 EventKind = Literal["online", "offline", "version", "retired", "restored"]  # recorded transitions
 
 SERIAL_MAX: Final = 128  # characters
+# Characters of a reported version. Real ones are under 40; semver sets no bound, but a key of
+# `unreleased_version` over PostgreSQL's btree limit (2,704 bytes) fails the statement that
+# commits a whole writer batch. 128, as for serials: ample, and far under that limit.
+VERSION_MAX: Final = 128
 ECHO_MAX: Final = 64  # characters of client input an answer or error repeats, then "…"
 _SERIAL: Final = re.compile(rf"[\x20-\x7e]{{1,{SERIAL_MAX}}}")
 

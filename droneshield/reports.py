@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Final
 
-from .domain import Applied, canonical, display
+from .domain import VERSION_MAX, Applied, canonical, clip, display, echo
 from .errors import DroneshieldError, InvalidVersion
 
 SHUTTING_DOWN: Final = "the daemon is shutting down; retry"
@@ -32,9 +32,13 @@ class Pending:
 
 def check_version(raw: str) -> tuple[str | None, str | None]:
     """(canonical version, None) or (None, why it will not be stored). Never raises: a sensor
-    with a bad version is still online."""
+    with a bad version is still online. A version over VERSION_MAX is refused as a malformed
+    one is, before it is parsed or cached (the cache is bounded in entries, so its keys must
+    be short for it to be bounded in bytes)."""
     if not raw:
         return None, "no software version reported"
+    if len(raw) > VERSION_MAX:
+        return None, f"{echo(raw)} is longer than {VERSION_MAX} characters; version not stored"
     try:
         return _canonical(raw), None
     except InvalidVersion as exc:
@@ -45,8 +49,15 @@ def check_version(raw: str) -> tuple[str | None, str | None]:
 def _canonical(raw: str) -> str:
     # A fleet runs a handful of versions and parsing one costs ~7 µs, a sizeable share of a
     # report's CPU on the batch path. lru_cache keeps results only, so malformed versions are
-    # parsed each time; the bound keeps the cache small whatever sensors send.
+    # parsed each time; the bound, on keys of at most VERSION_MAX characters, keeps the cache
+    # under ~0.5 MB whatever sensors send.
     return canonical(raw)
+
+
+def _shown(version: str | None) -> str | None:
+    """A version as an answer repeats it: in its shown form, clipped (it is what the sensor
+    sent, up to VERSION_MAX characters)."""
+    return None if version is None else clip(display(version))
 
 
 def version_problem(version: str | None, note: str | None, applied: Applied) -> str | None:
@@ -54,9 +65,9 @@ def version_problem(version: str | None, note: str | None, applied: Applied) -> 
     if note is not None:
         return note
     if applied.reported_version != version:
-        return f"{display(version)} superseded by a later report in the same batch"
+        return f"{_shown(version)} superseded by a later report in the same batch"
     if not applied.version_known:
-        return f"{display(version)} was never uploaded; version not stored"
+        return f"{_shown(version)} was never uploaded; version not stored"
     return None
 
 
@@ -65,4 +76,4 @@ def ack_message(version: str | None, note: str | None, applied: Applied) -> str:
     problem = version_problem(version, note, applied)
     if problem is not None:
         return f"online; {problem}"
-    return f"ok: online, running {display(applied.version)}"
+    return f"ok: online, running {_shown(applied.version)}"

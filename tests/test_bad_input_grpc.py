@@ -14,6 +14,7 @@ import h2.connection
 import h2.events
 import pytest
 import trio
+import trio.testing
 from grpclib import GRPCError, Status
 from grpclib.client import Channel
 from grpclib.const import Cardinality
@@ -27,12 +28,15 @@ from hypothesis import strategies as st
 
 from droneshield.config import Settings
 from droneshield.db import seed
+from droneshield.ingest import wire
+from droneshield.ingest.batch_count import OTHER_FIELDS_MAX, check_batch_count
 from droneshield.ingest.codec import StrictCodec
 from droneshield.ingest.proto.status import (
     DeviceStatus,
     DeviceStatusBatch,
     DeviceStatusServiceStub,
 )
+from droneshield.ingest.service import BATCH_MAX
 
 from .support.fuzz import examples
 from .support.grpc_clients import aio, grpclib_stub, send, send_batch
@@ -59,11 +63,25 @@ random_messages = st.one_of(
 )
 
 
+BODY_TIMEOUT = 10.0  # seconds; under the connection's idle timeout, so only the call is ended
+
+
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
     return settings.replace(
-        ack_timeout=30.0, grpc_max_message_bytes=MAX_MESSAGE, grpc_max_streams=MAX_STREAMS
+        ack_timeout=30.0,
+        grpc_max_message_bytes=MAX_MESSAGE,
+        grpc_max_streams=MAX_STREAMS,
+        body_timeout=BODY_TIMEOUT,
     )
+
+
+@pytest.fixture
+def clock(mock_clock: trio.testing.MockClock) -> trio.testing.MockClock:
+    """Trio's clock (asyncio's too, inside trio-asyncio) running at the wall clock's pace, for
+    the daemon and the database; a test jumps it past the timeout it checks."""
+    mock_clock.rate = 1.0
+    return mock_clock
 
 
 class _RawCodec(CodecBase):
@@ -87,20 +105,27 @@ async def raw_channel(port: int) -> AsyncIterator[Channel]:
         channel.close()
 
 
+async def _answer(channel: Channel, method: str, payload: bytes) -> GRPCError | None:
+    """asyncio side: the error the daemon answers `payload` with, None for OK."""
+    async with channel.request(method, Cardinality.UNARY_UNARY, bytes, bytes) as stream:
+        await stream.send_message(payload, end=True)
+        try:
+            await stream.recv_message()
+        except GRPCError as exc:
+            return exc
+        return None
+
+
+async def refusal(channel: Channel, method: str, payload: bytes) -> GRPCError | None:
+    """The error the daemon answers `payload` with, None for OK."""
+    with trio.fail_after(20):
+        return await aio(_answer, channel, method, payload)
+
+
 async def call_raw(channel: Channel, method: str, payload: bytes) -> Status:
     """The status the daemon answers `payload` with."""
-
-    async def call() -> Status:
-        async with channel.request(method, Cardinality.UNARY_UNARY, bytes, bytes) as stream:
-            await stream.send_message(payload, end=True)
-            try:
-                await stream.recv_message()
-            except GRPCError as exc:
-                return exc.status
-            return Status.OK
-
-    with trio.fail_after(20):
-        return await aio(call)
+    error = await refusal(channel, method, payload)
+    return Status.OK if error is None else error.status
 
 
 async def assert_still_serving(port: int, serial: str) -> None:
@@ -151,6 +176,39 @@ async def test_a_message_announced_over_the_limit_is_refused_before_it_is_sent(
         with trio.fail_after(20):
             assert await aio(call) is Status.RESOURCE_EXHAUSTED
     await assert_still_serving(running.grpc_port, sensors[0])
+
+
+async def test_a_message_that_stalls_is_ended_after_the_body_timeout_and_others_are_served(
+    clock, running, db, sensors
+):
+    """A client that sends all but the end of a message keeps the call open for as long as it
+    likes; what arrived was held for good, on every stream it opened."""
+    length = 64 * 1024
+    report = bytes(DeviceStatus(sensors[0], "v1.0.0"))
+
+    async def stall() -> tuple[GRPCError | None, GRPCError | None, GRPCError | None]:
+        stalled = during = None
+        try:
+            async with channel.request(SEND_BATCH, Cardinality.UNARY_UNARY, bytes, bytes) as stream:
+                await stream.send_request()
+                await stream._stream.send_data(
+                    b"\x00" + length.to_bytes(4, "big") + b"\x0a" * (length - 1)  # no more
+                )
+                # Served on another stream meanwhile: the stalled call's handler waits.
+                during = await _answer(channel, SEND_STATUS, report)
+                clock.jump(BODY_TIMEOUT)
+                await stream.recv_message()
+        except GRPCError as exc:
+            stalled = exc
+        return stalled, during, await _answer(channel, SEND_STATUS, report)
+
+    async with raw_channel(running.grpc_port) as channel:
+        with trio.fail_after(30):
+            stalled, during, after = await aio(stall)
+    assert stalled is not None
+    assert stalled.status is Status.DEADLINE_EXCEEDED
+    assert "did not arrive within 10.0 s" in str(stalled.message)
+    assert during is after is None  # OK, on the same connection
 
 
 async def test_random_bytes_get_a_status_never_unknown_and_the_daemon_keeps_serving(
@@ -236,6 +294,96 @@ async def test_message_over_the_limit_is_resource_exhausted_and_the_next_call_is
         )
         assert await call_raw(channel, SEND_STATUS, bytes(status)) is Status.OK
     assert await db.fetchval("SELECT count(*) FROM sensor WHERE online") == 1
+
+
+# Top-level fields of a DeviceStatusBatch: a status, and fields it does not have, one of each
+# wire type (a group holding what would be a status at the top level).
+STATUS = b"\x0a\x00"
+UNKNOWN_FIELDS = [
+    b"\x10\x96\x01",  # field 2, varint
+    b"\x19" + bytes(8),  # field 3, fixed64
+    b"\x22\x03abc",  # field 4, length-delimited
+    b"\x2d" + bytes(4),  # field 5, fixed32
+    b"\x33\x0a\x00\x34",  # field 6, a group
+]
+# Past the limit, behind a field the batch does not have: the count once stopped at such a
+# field, and the parser built every status (4 MB of them: 2.6 s of the event loop, ~210 MB).
+LEADING_UNKNOWN = UNKNOWN_FIELDS[0] + STATUS * (MAX_MESSAGE // len(STATUS) - 2)
+
+
+@given(fields=st.lists(st.sampled_from([STATUS, *UNKNOWN_FIELDS]), max_size=40))
+def test_the_count_agrees_with_the_parser_whatever_else_the_batch_holds(fields):
+    data = b"".join(fields)
+    limit = 5
+    # As the daemon parses it (betterproto2's parser reads a group's insides as fields).
+    if len(StrictCodec().decode(data, wire.DeviceStatusBatch).statuses) > limit:
+        with pytest.raises(GRPCError, match=f"more than {limit} statuses in the batch"):
+            check_batch_count(data, limit)
+    else:
+        check_batch_count(data, limit)
+
+
+def test_the_count_stops_at_the_first_status_over_the_limit():
+    # What follows that status is never read: it would be refused as malformed.
+    data = LEADING_UNKNOWN[: len(UNKNOWN_FIELDS[0]) + len(STATUS) * 11] + b"\x12\xff\xff"
+    with pytest.raises(GRPCError, match="more than 10 statuses"):
+        check_batch_count(data, 10)
+
+
+def test_fields_besides_statuses_are_limited_too():
+    with pytest.raises(GRPCError, match=f"more than {OTHER_FIELDS_MAX} fields besides statuses"):
+        check_batch_count(b"\x10\x00" * (OTHER_FIELDS_MAX + 1), 10)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"\x10\x80\x80",  # a varint cut short
+        b"\x10" + b"\xff" * 10 + b"\x01",  # a varint over 10 bytes
+        b"\x12\x05ab",  # a length past the end
+        b"\x16\x00\x00",  # wire type 6
+        b"\x10\x00\x34",  # a group ends that never started
+        b"\x33\x10\x00",  # a group that never ends
+        b"\x00\x00\x00",  # field number 0
+    ],
+)
+def test_framing_protobuf_refuses_is_refused_by_the_count(data):
+    with pytest.raises(GRPCError, match="malformed request") as counted:
+        check_batch_count(data, 1)
+    with pytest.raises(GRPCError) as parsed:
+        StrictCodec().decode(data, wire.DeviceStatusBatch)
+    assert counted.value.status is parsed.value.status is Status.INVALID_ARGUMENT
+
+
+async def test_too_many_statuses_are_refused_by_the_count_whatever_precedes_them(
+    running, db, sensors
+):
+    unknown_only = UNKNOWN_FIELDS[0] * (MAX_MESSAGE // len(UNKNOWN_FIELDS[0]))
+    async with raw_channel(running.grpc_port) as channel:
+        counted = await refusal(channel, SEND_BATCH, LEADING_UNKNOWN)
+        flooded = await refusal(channel, SEND_BATCH, unknown_only)
+    # The count's words: the handler's ("at most … per batch") mean the batch was parsed.
+    assert counted is not None
+    assert flooded is not None
+    assert (counted.status, counted.message) == (
+        Status.INVALID_ARGUMENT,
+        f"more than {BATCH_MAX} statuses in the batch",
+    )
+    assert (flooded.status, flooded.message) == (
+        Status.INVALID_ARGUMENT,
+        f"more than {OTHER_FIELDS_MAX} fields besides statuses in the batch",
+    )
+    await assert_still_serving(running.grpc_port, sensors[0])
+
+
+async def test_a_batch_with_fields_it_does_not_have_is_served(running, db, sensors):
+    statuses = [bytes(DeviceStatusBatch([DeviceStatus(s, "v1.0.0")])) for s in sensors]
+    padding = b"\x3a\xa0\x9c\x01" + bytes(20_000)  # field 7, long enough to be counted
+    payload = b"".join(UNKNOWN_FIELDS) + padding + b"".join(statuses)
+    assert len(payload) > 2 * BATCH_MAX
+    async with raw_channel(running.grpc_port) as channel:
+        assert await call_raw(channel, SEND_BATCH, payload) is Status.OK
+    assert await db.fetchval("SELECT count(*) FROM sensor WHERE online") == len(sensors)
 
 
 async def test_batch_of_10000_is_committed_whole(running, db):

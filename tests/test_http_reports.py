@@ -8,8 +8,11 @@ import contextlib
 import pytest
 import trio
 
+from droneshield.domain import ECHO_MAX
+
 from .support.grpc_clients import send_batch
 from .support.releases import add_software
+from .test_ingest import LONG_VERSION, same_lane
 
 _LOCK_ALL = "SELECT 1 FROM sensor FOR UPDATE"
 
@@ -148,3 +151,22 @@ async def test_a_chunked_body_is_refused_once_it_passes_the_limit(running):
                 answer += data
     assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
     assert b"request_too_large" in answer
+
+
+async def test_a_version_too_long_is_answered_as_over_grpc_and_spares_the_others(
+    running, api, db, sensors, settings
+):
+    await add_software(db, "1.0.0")
+    long_one, other = same_lane(sensors, settings.writer_lanes)
+    pairs = [(long_one, LONG_VERSION), (other, "v1.0.0")]
+    with trio.fail_after(20):
+        response = await api.post("/reports", json=_json(pairs))
+        reference = await send_batch(running.grpc_port, pairs)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["accepted"] == reference.accepted == 2
+    assert [(r["index"], r["code"]) for r in body["rejected"]] == [(0, "VERSION_NOT_STORED")]
+    assert body["rejected"][0]["reason"] == reference.rejected[0].reason
+    assert "longer than 128 characters" in body["rejected"][0]["reason"]
+    assert LONG_VERSION[: ECHO_MAX + 1] not in body["rejected"][0]["reason"]
+    assert await db.fetchval("SELECT version FROM sensor WHERE serial = $1", other) == "1.0.0"

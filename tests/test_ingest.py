@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+import itertools
+import random
+import string
+
 import grpc
 import pytest
 import trio
 from grpclib import GRPCError, Status
 
+from droneshield import reports
+from droneshield.domain import ECHO_MAX
+from droneshield.writer import lane_of
+
 from .support.grpc_clients import grpcio_send, send, send_batch
 from .support.releases import add_software
+
+# Valid semver, and past PostgreSQL's btree limit (2,704 bytes, after compression: random
+# letters and digits barely compress) for the primary key of `unreleased_version`, where a
+# version never uploaded is counted.
+LONG_VERSION = "v1.0.0-" + "".join(random.Random(0).choices(string.ascii_letters, k=3_000))
+LONG_BUT_STORABLE = "v1.0.0-" + "b" * 120  # within the cap, longer than an echo
 
 
 async def sensor_row(db, serial: str):  # type: ignore[no-untyped-def]
@@ -130,3 +144,48 @@ async def test_transitions_are_recorded_once(running, db, sensors):
         ("version", None, "1.0.0"),
         ("version", "1.0.0", "1.1.0"),
     ]
+
+
+def same_lane(sensors: list[str], lanes: int) -> tuple[str, str]:
+    """Two sensors whose reports one writer lane commits together."""
+    return next(
+        (a, b)
+        for a, b in itertools.combinations(sensors, 2)
+        if lane_of(a, lanes) == lane_of(b, lanes)
+    )
+
+
+async def test_a_version_too_long_is_answered_as_a_malformed_one_and_spares_its_batch(
+    running, db, sensors, settings
+):
+    """One long version once failed every report of its writer batch with INTERNAL."""
+    await add_software(db, "1.0.0")
+    long_one, other = same_lane(sensors, settings.writer_lanes)
+    with trio.fail_after(20):
+        ack = await send_batch(running.grpc_port, [(long_one, LONG_VERSION), (other, "v1.0.0")])
+        unary = await send(running.grpc_port, long_one, LONG_VERSION)
+    assert ack.accepted == 2
+    assert [(r.index, r.code) for r in ack.rejected] == [(0, "VERSION_NOT_STORED")]
+    for answer in (ack.rejected[0].reason, unary.message):
+        assert "longer than 128 characters; version not stored" in answer
+        assert LONG_VERSION[: ECHO_MAX + 1] not in answer
+    rows = {r["serial"]: r for r in await db.fetch("SELECT * FROM sensor WHERE online")}
+    assert set(rows) == {long_one, other}
+    assert (rows[long_one]["version"], rows[other]["version"]) == (None, "1.0.0")
+    assert not await db.fetchval("SELECT count(*) FROM unreleased_version")
+
+
+async def test_acks_repeat_a_long_version_only_in_part(running, sensors):
+    with trio.fail_after(20):
+        ack = await send_batch(running.grpc_port, [(sensors[0], LONG_BUT_STORABLE)])
+        unary = await send(running.grpc_port, sensors[0], LONG_BUT_STORABLE)
+    for answer in (ack.rejected[0].reason, unary.message):
+        assert "was never uploaded" in answer
+        assert "b" * (ECHO_MAX + 1) not in answer
+
+
+def test_a_long_version_is_neither_parsed_nor_cached():
+    """The cache is bounded by entries: it is bounded in bytes only if its keys are."""
+    before = reports._canonical.cache_info()
+    assert reports.check_version(LONG_VERSION)[0] is None
+    assert reports._canonical.cache_info() == before

@@ -262,7 +262,8 @@ async def serve_grpc(
     `task_status.started()` reports the bound port (pass 0 to let the OS pick). With
     `reuse_port`, other processes may listen on the same port (SO_REUSEPORT). With `tls`, only
     TLS is spoken; with `token`, calls other than health checks must carry it (see `auth`).
-    A request over `max_message_bytes` gets RESOURCE_EXHAUSTED, a malformed one INVALID_ARGUMENT;
+    A request over `max_message_bytes` gets RESOURCE_EXHAUSTED, one whose message does not
+    arrive within `budgets.body_timeout` DEADLINE_EXCEEDED, a malformed one INVALID_ARGUMENT;
     connections are admitted within `limits`, each is held to `budgets`, and at most
     `max_health_calls` health calls (Watch streams stay open) may be open at once.
 
@@ -278,7 +279,9 @@ async def serve_grpc(
         # Health stays open: load balancers and orchestrators probe it without credentials,
         # and it says only SERVING or not.
         services = [s if s is health else token_required(s, token) for s in services]
-    services = [size_limited(deadline_known(s), max_message_bytes) for s in services]
+    services = [
+        size_limited(deadline_known(s), max_message_bytes, budgets.body_timeout) for s in services
+    ]
     admission = Admission(limits, "gRPC")
     server = _GuardedServer(
         services, codec=StrictCodec(), budgets=budgets, connections=Connections(admission)

@@ -74,6 +74,7 @@ class Budgets:
     window: float  # seconds
     idle_timeout: float  # seconds without an open call
     handshake_timeout: float  # seconds to complete the HTTP/2 preface
+    body_timeout: float  # seconds a request's message may take to arrive (`limits`)
 
 
 def grpc_budgets(settings: Settings) -> Budgets:
@@ -85,6 +86,7 @@ def grpc_budgets(settings: Settings) -> Budgets:
         window=settings.grpc_budget_window,
         idle_timeout=settings.grpc_idle_timeout,
         handshake_timeout=settings.grpc_handshake_timeout,
+        body_timeout=settings.body_timeout,
     )
 
 

@@ -1,16 +1,25 @@
-"""A size limit on gRPC requests that holds before the bytes arrive.
+"""A size limit on gRPC requests that holds before the bytes arrive, and a time limit on the rest.
 
 grpclib reads a message's declared length in full before any codec sees it, and keeps opening
 the HTTP/2 flow-control window while it reads: a client announcing 4 GiB would make the daemon
 buffer that much, on every stream it opens. Here each method's stream reads the 5-byte length
 prefix itself and refuses a length over the limit with RESOURCE_EXHAUSTED before reading on.
 
+What is under the limit is buffered as it arrives, and grpclib waits for the rest for as long as
+the call stays open (an open call also keeps its connection from being idle): a client that
+sends all but the last byte of a 4 MB message on each of its streams would hold 4 MB a stream
+for good. So the rest of a message, once its prefix has arrived, gets `body_timeout` seconds
+(HTTP's setting for a request body), or less when the call's own deadline comes first (grpclib
+ends the call then); past it the call is answered DEADLINE_EXCEEDED, grpclib resets the stream
+and what arrived is dropped with it. The timer costs ~5 µs a message (~0.5 % of a unary call).
+
 `_recv_message` is grpclib's `Stream.recv_message` (grpclib 0.4.9, pinned in pyproject) with
-that check added; it uses the same private attributes grpclib's own method does.
+those checks added; it uses the same private attributes grpclib's own method does.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -30,13 +39,14 @@ if TYPE_CHECKING:
 _PREFIX = 5  # bytes: compressed flag, then the message length (big-endian uint32)
 
 
-def size_limited(service: IServable, max_bytes: int) -> Wrapped:
-    """`service`, each method refusing requests over `max_bytes` from their length prefix."""
+def size_limited(service: IServable, max_bytes: int, body_timeout: float) -> Wrapped:
+    """`service`, each method refusing requests over `max_bytes` from their length prefix, and
+    those whose message has not arrived `body_timeout` seconds after its prefix."""
 
     def limit(func: HandlerFunc) -> HandlerFunc:
         async def limited(stream: Stream[Any, Any]) -> None:
             # grpclib has no hook before it reads a message: the stream's reader is replaced.
-            stream.recv_message = partial(_recv_message, stream, max_bytes)  # type: ignore[method-assign]
+            stream.recv_message = partial(_recv_message, stream, max_bytes, body_timeout)  # type: ignore[method-assign]
             try:
                 await func(stream)
             finally:
@@ -51,9 +61,10 @@ def size_limited(service: IServable, max_bytes: int) -> Wrapped:
     return Wrapped(service, limit)
 
 
-async def _recv_message(stream: Stream[Any, Any], max_bytes: int) -> Any:
+async def _recv_message(stream: Stream[Any, Any], max_bytes: int, body_timeout: float) -> Any:
     """Raises:
     GRPCError: RESOURCE_EXHAUSTED for a message over `max_bytes` (nothing more is read),
+        DEADLINE_EXCEEDED for one that has not arrived `body_timeout` seconds after its prefix,
         UNIMPLEMENTED for a compressed one, INVALID_ARGUMENT for a request that ends before
         its message does or, on a method taking one message, carries none.
     """
@@ -71,7 +82,14 @@ async def _recv_message(stream: Stream[Any, Any], max_bytes: int) -> Any:
             Status.RESOURCE_EXHAUSTED,
             f"request of {human.size(length)} exceeds the limit of {human.size(max_bytes)}",
         )
-    data = await _recv_exactly(stream, length)
+    try:
+        async with asyncio.timeout(body_timeout):
+            data = await _recv_exactly(stream, length)
+    except TimeoutError:
+        raise GRPCError(
+            Status.DEADLINE_EXCEEDED,
+            f"the request's message did not arrive within {human.duration(body_timeout)}",
+        ) from None
     if len(data) != length:
         raise GRPCError(Status.INVALID_ARGUMENT, "the request ends inside a message")
     if stream._recv_type is DeviceStatusBatch:

@@ -29,7 +29,9 @@ blueprint = Blueprint("reports", __name__)
 class Report(ApiModel):
     serial: str = Field(description="1 to 128 printable ASCII characters")
     software_version: str = Field(
-        default="", description="semver, a leading `v` accepted; empty: none reported"
+        default="",
+        description="semver, a leading `v` accepted, at most 128 characters (longer, as "
+        "malformed: committed, version not stored); empty: none reported",
     )
 
 
