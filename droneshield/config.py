@@ -129,7 +129,10 @@ class Settings:
     )
     body_timeout: float = field(
         default=BODY_TIMEOUT_DEFAULT,
-        metadata={"help": "seconds a request body (an upload) may take to arrive"},
+        metadata={
+            "help": "seconds a request body (an upload) may take to arrive, and a gRPC "
+            "message once its length prefix has"
+        },
     )
     api_key: str | None = field(
         default=None, metadata={"help": "bearer key required for writes; unset: writes open"}

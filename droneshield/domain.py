@@ -211,4 +211,6 @@ def from_filename(name: str) -> str:
     if len(found) != 1:
         what = "no semantic version" if not found else f"{len(found)} versions"
         raise InvalidVersion(f"file name {echo(name)} carries {what}; expected one, e.g. v1.2.3")
+    if len(found[0]) > VERSION_MAX:  # a sensor could never report it as stored
+        raise InvalidVersion(f"the version in {echo(name)} is longer than {VERSION_MAX} characters")
     return canonical(found[0])

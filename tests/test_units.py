@@ -51,6 +51,7 @@ def test_version_is_read_from_release_file_names(text, stem):
         "v1.2.3-.pdf",
         "v1.2.3-alpha..1.pdf",
         "v1.2.3+.pdf",
+        "v1.2.3-" + "a" * 130 + ".pdf",  # longer than a sensor may report
     ],
 )
 def test_file_names_without_exactly_one_version_are_refused(name):
