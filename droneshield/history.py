@@ -88,6 +88,13 @@ STEPS: Final[dict[str, timedelta]] = {
     "1d": timedelta(days=1),
 }
 RANGE_DEFAULT: Final = timedelta(hours=24)
+# Buckets start at multiples of their step from here (db/history.py aligns them alike), so a
+# day's bucket starts at midnight UTC.
+BUCKET_ORIGIN: Final = datetime(2000, 1, 1, tzinfo=UTC)
+# Instants a range may name: history is kept for days, and years far from now overflowed the
+# arithmetic (year 1 minus a day) and the driver's conversion to UTC, a 500.
+EARLIEST: Final = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST: Final = datetime(9999, 1, 1, tzinfo=UTC)
 MAX_POINTS: Final = 2_880  # buckets one answer may hold (two days of minutes, a week of 5m)
 
 
@@ -101,8 +108,11 @@ class Span:
 
     @property
     def points(self) -> int:
-        """The most buckets this span can answer with."""
-        return math.ceil((self.end - self.start) / STEPS[self.step])
+        """The most buckets this span can answer with: those from the one `start` falls in
+        (buckets are aligned to midnight UTC, not to `start`) to the one before `end`."""
+        step = STEPS[self.step]
+        first = self.start - (self.start - BUCKET_ORIGIN) % step
+        return math.ceil((self.end - first) / step)
 
 
 def span(start: datetime | None, end: datetime | None, step: str | None, now: datetime) -> Span:
@@ -115,7 +125,7 @@ def span(start: datetime | None, end: datetime | None, step: str | None, now: da
             (`too_many_points`).
     """
     end = _utc(end) if end is not None else now
-    start = _utc(start) if start is not None else end - RANGE_DEFAULT
+    start = _utc(start) if start is not None else max(end - RANGE_DEFAULT, EARLIEST)
     if start >= end:
         raise Invalid(
             f"from ({start.isoformat()}) must be before to ({end.isoformat()})",
@@ -138,7 +148,21 @@ def span(start: datetime | None, end: datetime | None, step: str | None, now: da
 
 
 def _utc(at: datetime) -> datetime:
-    return at.replace(tzinfo=UTC) if at.tzinfo is None else at
+    """`at` in UTC (naive: taken as UTC).
+
+    Raises:
+        Invalid: before EARLIEST or after LATEST (`invalid_range`).
+    """
+    try:
+        utc = at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+05:00 is before the first year a datetime holds
+        utc = datetime.min.replace(tzinfo=UTC)
+    if not EARLIEST <= utc <= LATEST:
+        raise Invalid(
+            f"from and to must lie between {EARLIEST.year} and {LATEST.year}",
+            code="invalid_range",
+        )
+    return utc
 
 
 async def read(pool: Pool, asked: Span, site: str | None = None) -> list[db.Sample]:

@@ -8,7 +8,7 @@ on PostgreSQL in test_history_db.py.
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from functools import partial
 
 import pytest
@@ -152,6 +152,16 @@ def test_naive_times_are_utc():
         (NOW, NOW - timedelta(hours=1), "1m", "invalid_range"),
         (NOW - timedelta(days=3), NOW, "1m", "too_many_points"),
         (NOW - timedelta(days=1), NOW, "2m", "invalid_step"),
+        # Years the arithmetic or the conversion to UTC overflowed (a 500).
+        (None, datetime(1, 1, 1), None, "invalid_range"),
+        (
+            datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=5))),
+            datetime(1, 1, 2, tzinfo=UTC),
+            None,
+            "invalid_range",
+        ),
+        # Buckets are aligned to midnight: ten days of 5m from 00:02 touch 2,881 of them.
+        (datetime(2026, 11, 1, 0, 2), datetime(2026, 11, 11, 0, 2), "5m", "too_many_points"),
     ],
 )
 def test_bad_spans_are_refused_with_a_code(start, end, step, code):

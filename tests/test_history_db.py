@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
+import pytest
 import trio
 
 from droneshield.db import history, seed
@@ -179,3 +180,18 @@ async def test_history_route_refuses_bad_ranges_and_steps_with_their_codes(api):
     assert "from" in garbled.json()["error"]["message"]
     assert unix.status_code == 400  # ISO 8601 only, as documented, not a Unix time
     assert "ISO 8601" in unix.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"site": "north\x00"},  # reached PostgreSQL, which refuses a NUL
+        {"to": "0001-01-01T00:00:00"},  # a day before it overflowed
+        {"from": "0001-01-01T00:00:00+05:00", "to": "0001-01-02T00:00:00Z"},
+    ],
+)
+async def test_history_route_refuses_what_it_cannot_answer_with_a_json_400(api, params):
+    with trio.fail_after(10):
+        response = await api.get("/summary/history", params=params)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] in {"invalid_parameter", "invalid_range"}

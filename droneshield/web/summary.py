@@ -8,7 +8,7 @@ import re
 from datetime import UTC, datetime
 from typing import Annotated, Final, Literal
 
-from pydantic import BeforeValidator, Field
+from pydantic import BeforeValidator, Field, field_validator
 from pydantic.json_schema import SkipJsonSchema
 from quart import Blueprint
 from quart_schema import validate_querystring, validate_response
@@ -16,6 +16,7 @@ from quart_schema import validate_querystring, validate_response
 from .. import history
 from .. import summary as fleet
 from ..domain import display
+from ..provisioning import check_site
 from .context import pool
 from .schema import ApiModel, errors
 from .sensors import TEXT_MAX as SITE_MAX
@@ -80,6 +81,12 @@ class HistoryQuery(ApiModel):
         max_length=SITE_MAX,
         description="only this site's totals (empty: sensors without a site); no versions",
     )
+
+    @field_validator("site")
+    @classmethod
+    def site_is_a_site_name(cls, site: str | None) -> str | None:
+        # As GET /sensors checks it; a NUL reached PostgreSQL, which refused it: a 500.
+        return check_site(site) if site else site
 
 
 class HistoryPoint(ApiModel):
