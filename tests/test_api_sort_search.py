@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import trio
 
+from droneshield import domain
 from droneshield.availability import availability
 from droneshield.db import seed
 from droneshield.db.sensors import (
@@ -308,3 +309,38 @@ async def test_the_own_trigram_index_is_asked_only_for_the_trigrams_that_narrow(
     # Each trigram held by a fifth: one alone would leave too many rows, so two are asked.
     assert narrowing_grams(shares, "nort") == ["nor", "ort"]
     assert narrowing_grams(shares, "north") == ["nor", "ort"]  # at most two
+
+
+_IDENTIFIERS = ["0", "1", "2", "10", "11", "9", "alpha", "alpha-1", "beta", "rc", "RC", "x-y", "a"]
+
+
+def _semver(rng: random.Random) -> str:
+    core = ".".join(str(rng.choice([0, 1, 2, 9, 10, 11])) for _ in range(3))
+    if rng.random() < 0.2:
+        return core
+    return core + "-" + ".".join(rng.choices(_IDENTIFIERS, k=rng.randint(1, 3)))
+
+
+async def test_the_version_key_orders_as_semver_precedence(db):
+    """`version_sort_key` (migration 0019), compared as bytes, orders any versions as semver
+    does: pre-release identifiers one by one, numbers as numbers and below text, a shorter
+    list first (0007's key compared them as text: rc.10 before rc.2)."""
+    rng = random.Random(19)
+    versions = sorted({_semver(rng) for _ in range(400)})
+    rows = await db.fetch(
+        'SELECT v FROM unnest($1::text[]) AS v ORDER BY version_sort_key(v) COLLATE "C", v',
+        versions,
+    )
+    keyed = [r["v"] for r in rows]
+    assert keyed == sorted(versions, key=lambda v: (domain.sort_key(v), v))
+
+
+async def test_sort_by_version_walks_numbered_pre_releases_in_order(running, api, db):
+    await seed.seed(db, 3)
+    await add_software(db, "2.0.0-rc.10", "2.0.0-rc.2", "2.0.0")
+    sensors = [seed.serial_for(n) for n in (1, 2, 3)]
+    with trio.fail_after(20):
+        versions = ["2.0.0", "2.0.0-rc.10", "2.0.0-rc.2"]
+        await send_batch(running.grpc_port, list(zip(sensors, versions, strict=True)))
+        items = (await api.get("/sensors", params={"sort": "version"})).json()["items"]
+    assert [i["version"] for i in items] == ["v2.0.0-rc.2", "v2.0.0-rc.10", "v2.0.0"]
