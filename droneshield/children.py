@@ -3,16 +3,24 @@
 A child runs in its own session, so a Ctrl-C in the terminal reaches only the supervisor, which
 then stops its children in order and within a bound: SIGTERM, then SIGKILL. Children get every
 setting of the supervisor as environment variables, so they run with exactly what it was given.
+
+A daemon child (`droneshield serve --supervisor-fd FD`) also inherits one end of a socket pair:
+it says there that it serves, and on which ports (so a port 0 it picked is known); and that
+socket is its lifeline: when the supervisor is gone by any means (SIGKILL, a closed terminal),
+the child reads end-of-file and stops, rather than keep the ports unsupervised. Not
+PR_SET_PDEATHSIG: that fires when the forking *thread* exits, and Trio spawns from its threads.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import socket
 import subprocess
+import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import partial
-from typing import Any, Final, NoReturn
+from typing import Any, Final, NamedTuple, NoReturn
 
 import trio
 
@@ -23,6 +31,9 @@ from .errors import DroneshieldError
 log = logging.getLogger(__name__)
 
 STOP_SLACK: Final = 5.0  # seconds beyond the daemon's shutdown grace before SIGKILL
+READY_TIMEOUT: Final = 60.0  # seconds for a daemon child to start serving
+READY: Final = b"ready"  # what a daemon child writes to its supervisor socket, then its ports
+SERVE: Final = (sys.executable, "-m", "droneshield", "serve", "--supervisor-fd")
 
 
 class ChildExited(DroneshieldError):
@@ -97,3 +108,69 @@ async def serve_child(
         log.info("%s started (pid %d)", name, process.pid)
         task_status.started(process)
     raise ChildExited(name, process.returncode)
+
+
+class Ports(NamedTuple):
+    """Where a daemon child listens."""
+
+    grpc: int
+    http: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Ended:
+    """How a daemon child ended."""
+
+    pid: int
+    returncode: int | None
+    timed_out: bool  # it did not say it serves within READY_TIMEOUT, so it was stopped
+
+    def __str__(self) -> str:
+        if self.timed_out:
+            return f"did not start serving within {READY_TIMEOUT:.0f} s"
+        return f"exited with code {self.returncode}"
+
+
+async def run_daemon(
+    name: str, env: Mapping[str, str], stop_after: float, ready: Callable[[int, Ports], None]
+) -> Ended:
+    """Run one daemon child on a lifeline until it exits, calling `ready(pid, ports)` once it
+    serves.
+
+    Cancellation: the child gets SIGTERM, then SIGKILL after `stop_after` seconds; this returns
+    only once it has exited.
+    """
+    ours, theirs = socket.socketpair()
+    with trio.socket.from_stdlib_socket(ours) as link, theirs:
+        fd = theirs.fileno()
+        spawn = run_process(name, [*SERVE, str(fd)], env, stop_after, pass_fds=(fd,))
+        async with trio.open_nursery() as nursery:
+            process = await nursery.start(spawn)
+            theirs.close()  # only the child holds its end now: its exit reads as end-of-file
+            log.info("%s started (pid %d)", name, process.pid)
+            with trio.move_on_after(READY_TIMEOUT) as waiting:
+                ports = await _read_ports(link)
+            if waiting.cancelled_caught:
+                nursery.cancel_scope.cancel()
+            elif ports is not None:
+                ready(process.pid, ports)
+            # `link` stays open until the child exits: closing it would stop the child.
+    return Ended(process.pid, process.returncode, waiting.cancelled_caught)
+
+
+async def _read_ports(link: trio.socket.SocketType) -> Ports | None:
+    """The ports the child says it serves on, or None: it exited first."""
+    said = b""
+    while not said.endswith(b"\n"):
+        if not (chunk := await link.recv(64)):
+            return None
+        said += chunk
+    _, grpc, http = said.split()
+    return Ports(int(grpc), int(http))
+
+
+async def say_ready(link: trio.socket.SocketType, ports: Ports) -> None:
+    """The daemon child's side: tell the supervisor it serves, and on which ports."""
+    message = b"%s %d %d\n" % (READY, ports.grpc, ports.http)
+    while message:
+        message = message[await link.send(message) :]

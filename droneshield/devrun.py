@@ -2,10 +2,12 @@
 
 The database (embedded unless DATABASE_URL is set, started by the CLI before this runs) lives as
 long as this process. Migrations and seeding run here; the daemon (`droneshield serve`) and the
-emitter (`python -m emitter fleet`) run as child processes in one Trio nursery. SIGINT or
-SIGTERM stops them all; a child that exits on its own stops the others and makes this process
-exit non-zero. Children run in their own session, so a Ctrl-C in the terminal reaches only this
-supervisor, which stops them in order and within a bound: SIGTERM, then SIGKILL.
+emitter (`python -m emitter fleet`) run as child processes in one Trio nursery. SIGINT, SIGTERM
+or SIGHUP (its terminal closed) stops them all; a child that exits on its own stops the others
+and makes this process exit non-zero. Children run in their own session, so a Ctrl-C in the
+terminal reaches only this supervisor, which stops them in order and within a bound: SIGTERM,
+then SIGKILL. The daemon is a lone worker on a lifeline (children.py): it says on which ports it
+serves (so port 0 works), and stops by itself when this process dies without stopping it.
 """
 
 from __future__ import annotations
@@ -16,13 +18,21 @@ import signal
 import sys
 from collections.abc import Mapping, Sequence
 from functools import partial
-from typing import Final
+from typing import NoReturn
 
-import httpx
 import trio
 
 from . import runfile
-from .children import STOP_SLACK, child_env, run_process, serve_child
+from .children import (
+    READY_TIMEOUT,
+    STOP_SLACK,
+    ChildExited,
+    Ports,
+    child_env,
+    run_daemon,
+    run_process,
+    serve_child,
+)
 from .config import Settings
 from .db import migrate, seed
 from .db.pool import on_connection
@@ -33,13 +43,9 @@ from .signals import run_until_signalled
 
 log = logging.getLogger(__name__)
 
-READY_TIMEOUT: Final = 60.0  # seconds for the daemon to answer /readyz
-READY_POLL: Final = 0.2  # seconds between /readyz attempts
-READY_REQUEST_TIMEOUT: Final = 2.0  # seconds per /readyz attempt
-
 
 class NotReady(DroneshieldError):
-    """The daemon did not answer /readyz in time."""
+    """The daemon did not start serving in time."""
 
     code = "not_ready"
 
@@ -86,18 +92,6 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-async def wait_ready(base_url: str) -> None:
-    """Return once `base_url`/readyz answers 200 (the caller bounds the wait)."""
-    async with httpx.AsyncClient(base_url=base_url, timeout=READY_REQUEST_TIMEOUT) as client:
-        while True:
-            try:
-                if (await client.get("/readyz")).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass  # not listening yet
-            await trio.sleep(READY_POLL)
-
-
 async def _prepare(settings: Settings, database_url: str) -> None:
     await migrate.migrate_database(database_url)
     created = await on_connection(database_url, partial(seed.seed, count=settings.seed_count))
@@ -128,14 +122,17 @@ async def dev(
     emitter_args: Sequence[str] = (),
     demo_uploads: bool = False,
 ) -> None:
-    """Migrate, seed, then supervise the daemon and the emitter until SIGINT/SIGTERM.
+    """Migrate, seed, then supervise the daemon and the emitter until SIGINT/SIGTERM/SIGHUP.
 
     Raises:
         ChildExited: the daemon or the emitter stopped on its own (the other is stopped first).
-        NotReady: the daemon did not become ready within READY_TIMEOUT.
+        NotReady: the daemon did not start serving within READY_TIMEOUT.
         PortInUse: the HTTP or gRPC port is taken.
     """
-    env = child_env(settings, database_url, base_env)
+    if settings.workers > 1:
+        log.warning("dev runs one daemon; --workers %d is for `serve`", settings.workers)
+    # One daemon: `workers` > 1 would make the lone worker bind its ports to share them.
+    env = child_env(settings.replace(workers=1), database_url, base_env)
     shutdown = _Shutdown()
 
     # Once, clearly, before the daemon child would fail on it after migrating and seeding.
@@ -160,21 +157,16 @@ async def _supervise(
 ) -> None:
     stop_after = settings.shutdown_grace + STOP_SLACK
     host = _url_host(local_host(settings.host))
-    base_url = f"http://{host}:{settings.http_port}"
     python = sys.executable
     async with trio.open_nursery() as daemons:
-        daemon = [python, "-m", "droneshield", "serve"]
-        await daemons.start(partial(serve_child, "daemon", daemon, env, stop_after=stop_after))
-        with trio.move_on_after(READY_TIMEOUT) as waiting:
-            await wait_ready(base_url)
-        if waiting.cancelled_caught:
-            raise NotReady(f"{base_url}/readyz did not answer 200 within {READY_TIMEOUT:.0f} s")
+        ports = await daemons.start(_serve_daemon, env, stop_after)
+        base_url = f"http://{host}:{ports.http}"
+        grpc_target = f"{host}:{ports.grpc}"
         print(
-            f"droneshield dev: dashboard {base_url}/  gRPC {host}:{settings.grpc_port}  "
+            f"droneshield dev: dashboard {base_url}/  gRPC {grpc_target}  "
             "(Ctrl-C stops everything)",
             flush=True,
         )
-        grpc_target = f"{host}:{settings.grpc_port}"
         run = DevRun(os.getpid(), env["DATABASE_URL"], base_url, grpc_target)
         with runfile.published(settings.data_dir, run):
             if demo_uploads:
@@ -188,6 +180,21 @@ async def _supervise(
                 await shutdown.requested.wait()
                 emitters.cancel_scope.cancel()
         daemons.cancel_scope.cancel()
+
+
+async def _serve_daemon(
+    env: Mapping[str, str], stop_after: float, *, task_status: trio.TaskStatus[Ports]
+) -> NoReturn:
+    """The daemon child, for as long as the caller's nursery lives: `started()` with its ports.
+
+    Raises:
+        NotReady: it did not start serving within READY_TIMEOUT (it was stopped).
+        ChildExited: it exited on its own.
+    """
+    ended = await run_daemon("daemon", env, stop_after, lambda _, ports: task_status.started(ports))
+    if ended.timed_out:
+        raise NotReady(f"the daemon did not start serving within {READY_TIMEOUT:.0f} s")
+    raise ChildExited("daemon", ended.returncode)
 
 
 async def _upload_demo_releases(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -72,6 +73,27 @@ def shared_socket(host: str, port: int) -> socket.socket:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def claim(what: str, host: str, port: int) -> socket.socket:
+    """Claim `host:port` for one worker group of this user, until the returned socket closes
+    (with the process, however it ends): an abstract Unix socket named after the address.
+
+    SO_REUSEPORT lets any process of this user bind a port the group shares, so a second group
+    would bind it too and the kernel would split connections between the two; a plain bind
+    (`ensure_free`) refuses only once a worker listens, not while the first group starts.
+
+    Raises:
+        PortInUse: another group of this user claims it.
+    """
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        with naming(what, host, port):
+            sock.bind(f"\0droneshield-{os.getuid()}-port-{host}:{port}")
     except BaseException:
         sock.close()
         raise

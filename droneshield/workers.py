@@ -20,8 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,15 +29,13 @@ from typing import Final, NoReturn
 import trio
 
 from . import daemon, metrics
-from .children import STOP_SLACK, child_env, run_process
+from .children import STOP_SLACK, Ports, child_env, run_daemon, say_ready
 from .config import Settings
 from .errors import DroneshieldError
-from .ports import naming, shared_socket
+from .ports import claim, ensure_free, naming, shared_socket
 
 log = logging.getLogger(__name__)
 
-READY_TIMEOUT: Final = 60.0  # seconds for a worker to start serving
-READY: Final = b"ready\n"  # what a worker writes to its supervisor socket once serving
 RESTART_DELAY_FIRST: Final = 0.5  # seconds before restarting a worker that failed once
 RESTART_DELAY_MAX: Final = 30.0  # seconds
 HEALTHY_AFTER: Final = 60.0  # seconds a worker must serve before its failures are forgotten
@@ -83,41 +80,6 @@ class Restarts:
         return min(self.cap, self.first * 2.0 ** (self.failures - 1))
 
 
-def _worker_argv(supervisor_fd: int) -> list[str]:
-    return [sys.executable, "-m", "droneshield", "serve", "--supervisor-fd", str(supervisor_fd)]
-
-
-async def _run_worker(
-    name: str, env: Mapping[str, str], stop_after: float, ready: Callable[[int], None]
-) -> str:
-    """Run one worker process until it exits, calling `ready(pid)` once it serves.
-
-    Returns how it ended, for the log. Cancellation: the worker gets SIGTERM, then SIGKILL
-    after `stop_after` seconds; this returns only once it has exited.
-    """
-    ours, theirs = socket.socketpair()
-    with trio.socket.from_stdlib_socket(ours) as link, theirs:
-        spawn = run_process(
-            name, _worker_argv(theirs.fileno()), env, stop_after, pass_fds=(theirs.fileno(),)
-        )
-        async with trio.open_nursery() as nursery:
-            process = await nursery.start(spawn)
-            theirs.close()  # only the worker holds its end now: its exit reads as end-of-file
-            log.info("%s started (pid %d)", name, process.pid)
-            said = None
-            with trio.move_on_after(READY_TIMEOUT):
-                said = await link.recv(len(READY))
-            if said is None:
-                nursery.cancel_scope.cancel()
-            elif said:
-                ready(process.pid)
-            # `link` stays open until the worker exits: closing it would stop the worker.
-        metrics.worker_exited(Path(env[metrics.MULTIPROC_ENV]), process.pid)
-        if said is None:
-            return f"did not start serving within {READY_TIMEOUT:.0f} s"
-        return f"exited with code {process.returncode}"
-
-
 async def _keep_worker(
     name: str,
     env: Mapping[str, str],
@@ -134,7 +96,7 @@ async def _keep_worker(
     announced = False
     served_at: float | None = None
 
-    def ready(pid: int) -> None:
+    def ready(pid: int, _: Ports) -> None:
         nonlocal announced, served_at
         log.info("%s serving (pid %d)", name, pid)
         served_at = trio.current_time()
@@ -144,7 +106,8 @@ async def _keep_worker(
 
     while True:
         served_at = None
-        ended = await _run_worker(name, env, stop_after, ready)
+        ended = await run_daemon(name, env, stop_after, ready)
+        metrics.worker_exited(Path(env[metrics.MULTIPROC_ENV]), ended.pid)
         # Time spent serving, not since the spawn: a worker that never became ready (and was
         # stopped after READY_TIMEOUT) is a failure however long that took.
         served = 0.0 if served_at is None else trio.current_time() - served_at
@@ -160,19 +123,23 @@ async def _keep_worker(
 
 def _hold_port(held: ExitStack, host: str, port: int, what: str) -> int:
     """Bind the group's port here first (0: pick one) and hold it while the workers run: a port
-    another program holds fails now, once and clearly, rather than as workers crashing one after
-    the other; and a port picked here stays the group's while a worker restarts.
+    another program or another group holds fails now, once and clearly, rather than as workers
+    crashing one after the other or sharing it with the other group; and a port picked here
+    stays the group's while a worker restarts.
 
     Raises:
-        PortInUse: another program listens there.
+        PortInUse: another program or another group listens there (or claims it).
         PortUnavailable: the port cannot be shared (no SO_REUSEPORT here, another user's).
     """
+    ensure_free(what, host, port)  # a listener with SO_REUSEPORT would not stop shared_socket
     try:
         with naming(what, host, port):
             sock = held.enter_context(shared_socket(host, port))
     except OSError as exc:
         raise PortUnavailable(f"{what} port {host}:{port} cannot be shared: {exc}") from None
-    return int(sock.getsockname()[1])
+    bound = int(sock.getsockname()[1])
+    held.enter_context(claim(what, host, bound))  # another group starting now, no worker yet
+    return bound
 
 
 async def supervise(
@@ -226,8 +193,8 @@ async def serve_as_worker(settings: Settings, database_url: str, supervisor_fd: 
     metrics.WORKER.labels(str(os.getpid())).set(1)
     with trio.socket.from_stdlib_socket(socket.socket(fileno=supervisor_fd)) as link:
         async with trio.open_nursery() as nursery:
-            await nursery.start(daemon.run, settings, database_url)
-            await link.send(READY)
+            running = await nursery.start(daemon.run, settings, database_url)
+            await say_ready(link, Ports(running.grpc_port, running.http_port))
             while await link.recv(1):
                 pass  # the supervisor never writes; only its end closing matters
             log.warning("the supervisor is gone; stopping")

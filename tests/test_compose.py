@@ -163,6 +163,26 @@ def test_compose_publishes_on_loopback_and_allows_keyless_only_there(compose):
         assert done.stdout.strip() == allowed
 
 
+def _published_on(service: dict[str, object]) -> set[str]:
+    """The host addresses a service publishes its ports on ("" for every interface); the long
+    form of docker compose v2 or the short one of docker-compose 1.x."""
+    hosts = set()
+    for port in service.get("ports", []):  # type: ignore[attr-defined]
+        if isinstance(port, dict):
+            hosts.add(port.get("host_ip", ""))
+        else:
+            parts = str(port).split(":")
+            hosts.add(parts[0] if len(parts) == 3 else "")
+    return hosts
+
+
+@pytest.mark.parametrize("profile", [None, "monitoring", "haproxy", "nats"])
+def test_every_profile_publishes_on_loopback_only(compose, profile):
+    services = yaml.safe_load(_config(compose, profile=profile))["services"]
+    for name, service in services.items():
+        assert _published_on(service) <= {"127.0.0.1"}, name
+
+
 def test_nats_profile_runs_jetstream_and_two_daemons_relaying_over_it(compose):
     relay_url = "nats://nats:4222"
     config = _config(compose, profile="nats", DRONESHIELD_RELAY_URL=relay_url)

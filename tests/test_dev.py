@@ -4,6 +4,7 @@ emitter, stopped with SIGINT, leaving nothing behind."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sys
 import tempfile
@@ -151,6 +152,53 @@ async def test_dev_stops_everything_and_fails_when_a_child_dies(database_url, tm
             assert await dev.exited() == 1
             await dev.wait_for("emitter exited with code -9")
     assert [pid for pid in children if running(pid)] == []
+
+
+async def test_a_killed_dev_leaves_no_daemon_serving(database_url, tmp_path):
+    env, http_port = _env(tmp_path, database_url)
+    grace = float(env["DRONESHIELD_SHUTDOWN_GRACE"])
+    with trio.fail_after(90):
+        async with spawn([*DEV, *FAST_FLEET], env=env) as dev:
+            await dev.wait_for("emitter started")
+            children = child_pids(dev.process.pid)
+            [daemon] = [pid for pid in children if "droneshield serve" in _cmdline(pid)]
+            [emitter] = [pid for pid in children if "-m emitter" in _cmdline(pid)]
+
+            async def daemon_stopped() -> bool:
+                return not running(daemon)
+
+            try:
+                dev.process.kill()  # as `kill -9` would: nothing of dev's runs to stop them
+                with trio.fail_after(grace + 5):
+                    await dev.wait_for("the supervisor is gone; stopping")
+                    await eventually(daemon_stopped)
+            finally:
+                # The emitter's CLI has no lifeline of its own yet: stop it for the next test.
+                os.kill(emitter, signal.SIGKILL)
+    assert not listening(http_port)
+    assert not listening(int(env["DRONESHIELD_GRPC_PORT"]))
+
+
+async def test_dev_on_port_0_reports_the_ports_it_got_and_sighup_stops_it(database_url, tmp_path):
+    env, _ = _env(tmp_path, database_url)
+    env.update(DRONESHIELD_HTTP_PORT="0", DRONESHIELD_GRPC_PORT="0")
+    with trio.fail_after(90):
+        async with spawn([*DEV, *FAST_FLEET], env=env) as dev:
+            line = await dev.wait_for("dashboard http://")
+            found = re.search(
+                r"dashboard http://127\.0\.0\.1:(\d+)/  gRPC 127\.0\.0\.1:(\d+)", line
+            )
+            assert found is not None, line
+            http_port, grpc_port = int(found[1]), int(found[2])
+            assert 0 not in (http_port, grpc_port)
+            await _sensors_come_online(http_port)  # the emitter reached the gRPC port it got
+            children = child_pids(dev.process.pid)
+            dev.process.send_signal(signal.SIGHUP)  # its terminal closed
+            assert await dev.exited() == 0
+    assert [pid for pid in children if running(pid)] == []
+    assert not listening(http_port)
+    assert not listening(grpc_port)
+    assert dev.lines[-1] == "droneshield dev: stopped"
 
 
 @pytest.fixture

@@ -261,7 +261,7 @@ async def test_a_worker_that_keeps_failing_to_start_makes_serve_give_up_and_fail
             assert await serve.exited() == 1
     gave_up = GAVE_UP.search(serve.output())
     assert gave_up is not None, serve.output()
-    starts = [line for line in serve.lines if f"workers: {gave_up[1]} started" in line]
+    starts = [line for line in serve.lines if f": {gave_up[1]} started (pid " in line]
     assert len(starts) == int(gave_up[2]) == Restarts().limit
     assert serve.lines[-1].startswith("droneshield: worker 1 exited with code 1; it failed ")
 
@@ -279,6 +279,34 @@ async def test_a_port_another_program_holds_fails_at_once_without_starting_worke
                 assert await serve.exited() == 1
     assert f"HTTP port 127.0.0.1:{http_port} is in use" in serve.output()
     assert not any("worker 1 started" in line for line in serve.lines)
+
+
+async def test_a_second_group_on_the_ports_of_a_running_one_fails_at_once(database_url, tmp_path):
+    with trio.fail_after(START_TIMEOUT):
+        async with _serving(tmp_path, database_url) as first:
+            ports = {"grpc_port": str(first.grpc_port), "http_port": str(first.http_port)}
+            async with spawn(SERVE, env=_env(tmp_path, database_url, **ports)) as second:
+                assert await second.exited() == 1
+    assert f"gRPC port 127.0.0.1:{first.grpc_port} is in use" in second.output()
+    assert not any("worker 1 started" in line for line in second.lines)
+
+
+async def test_a_second_group_fails_while_the_first_has_no_worker_listening_yet(
+    database_url, tmp_path
+):
+    # The first group's workers keep failing to start (their data directory is a file), so for
+    # seconds its supervisor holds the ports with no worker listening: a plain bind would pass.
+    (tmp_path / "file").write_text("")
+    ports = {"grpc_port": str(free_port()), "http_port": str(free_port())}
+    with trio.fail_after(START_TIMEOUT):
+        async with spawn(SERVE, env=_env(tmp_path / "file", database_url, **ports)) as first:
+            await first.wait_for("worker 1 exited with code 1; restarting it in")
+            async with spawn(SERVE, env=_env(tmp_path, database_url, **ports)) as second:
+                with trio.fail_after(30):
+                    assert await second.exited() == 1
+            assert first.process.returncode is None  # it was still starting
+    assert f"gRPC port 127.0.0.1:{ports['grpc_port']} is in use" in second.output()
+    assert not any("worker 1 started" in line for line in second.lines)
 
 
 def test_restart_delay_doubles_up_to_a_cap_and_a_healthy_run_forgets_failures():
