@@ -93,9 +93,12 @@ async def serve_child(
     env: Mapping[str, str],
     *,
     stop_after: float,
+    lifeline: bool = False,
     task_status: trio.TaskStatus[trio.Process] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
-    """Run one child process for as long as the caller's nursery lives.
+    """Run one child process for as long as the caller's nursery lives; with `lifeline`, it
+    gets `--supervisor-fd FD` after `argv`, a socket whose end-of-file tells it this process
+    is gone (however it ended).
 
     Cancellation: the child gets SIGTERM, and SIGKILL if it is still running `stop_after`
     seconds later; this returns only once it has exited.
@@ -103,10 +106,22 @@ async def serve_child(
     Raises:
         ChildExited: the child exited on its own (cleanly or not).
     """
-    async with trio.open_nursery() as nursery:
-        process = await nursery.start(run_process(name, argv, env, stop_after))
-        log.info("%s started (pid %d)", name, process.pid)
-        task_status.started(process)
+    link = socket.socketpair() if lifeline else ()
+    try:
+        options: dict[str, Any] = {}
+        if link:
+            fd = link[1].fileno()
+            argv = [*argv, "--supervisor-fd", str(fd)]
+            options["pass_fds"] = (fd,)
+        async with trio.open_nursery() as nursery:
+            process = await nursery.start(run_process(name, argv, env, stop_after, **options))
+            for theirs in link[1:]:
+                theirs.close()  # only the child holds its end now: our end lives as we do
+            log.info("%s started (pid %d)", name, process.pid)
+            task_status.started(process)
+    finally:
+        for end in link:
+            end.close()
     raise ChildExited(name, process.returncode)
 
 

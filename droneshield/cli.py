@@ -137,8 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
                 "--supervisor-fd",
                 type=int,
                 metavar="FD",
-                help="run as one worker of `serve --workers N`: say ready, and stop when the "
-                "supervisor is gone, on this inherited socket (set by the supervisor)",
+                help="run as a child of `serve --workers N` or `dev`: say ready, and stop when "
+                "the supervisor is gone, on this inherited socket (set by the supervisor)",
             )
     return parser
 

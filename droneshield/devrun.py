@@ -174,7 +174,9 @@ async def _supervise(
             emitter = [python, "-m", "emitter", "fleet", "--target", grpc_target, *emitter_args]
             async with trio.open_nursery() as emitters:
                 await emitters.start(
-                    partial(serve_child, "emitter", emitter, env, stop_after=stop_after)
+                    partial(
+                        serve_child, "emitter", emitter, env, stop_after=stop_after, lifeline=True
+                    )
                 )
                 shutdown.running = True
                 await shutdown.requested.wait()

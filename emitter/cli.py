@@ -8,6 +8,7 @@ import logging
 import os
 import random
 import signal
+import socket
 import ssl
 import sys
 from collections.abc import Mapping, Sequence
@@ -84,6 +85,13 @@ def _common(parser: argparse.ArgumentParser) -> None:
         "--ca-file",
         type=Path,
         help="talk TLS to the daemon, trusting this PEM CA bundle (default: plaintext)",
+    )
+    parser.add_argument(
+        "--supervisor-fd",
+        type=int,
+        metavar="FD",
+        help="stop when this inherited socket reads end-of-file (set by `droneshield dev`, so "
+        "the emitter stops with it however it ends)",
     )
     parser.add_argument("--cert-file", type=Path, help="client certificate (PEM), for mTLS")
     parser.add_argument("--key-file", type=Path, help="private key of --cert-file (PEM)")
@@ -288,6 +296,16 @@ async def _until_stopped(args: argparse.Namespace) -> None:
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop, signal.Signals(signum).name)
+    if args.supervisor_fd is not None:
+        supervisor = socket.socket(fileno=args.supervisor_fd)
+        supervisor.setblocking(False)
+
+        def supervisor_said() -> None:
+            if not supervisor.recv(64):  # end-of-file: the supervisor is gone
+                loop.remove_reader(supervisor)
+                stop("supervisor gone")
+
+        loop.add_reader(supervisor, supervisor_said)
     if args.duration is not None:
         loop.call_later(args.duration, stop, f"{args.duration:g} s elapsed")
     try:

@@ -154,7 +154,7 @@ async def test_dev_stops_everything_and_fails_when_a_child_dies(database_url, tm
     assert [pid for pid in children if running(pid)] == []
 
 
-async def test_a_killed_dev_leaves_no_daemon_serving(database_url, tmp_path):
+async def test_a_killed_dev_leaves_no_daemon_serving_nor_emitter_sending(database_url, tmp_path):
     env, http_port = _env(tmp_path, database_url)
     grace = float(env["DRONESHIELD_SHUTDOWN_GRACE"])
     with trio.fail_after(90):
@@ -164,17 +164,18 @@ async def test_a_killed_dev_leaves_no_daemon_serving(database_url, tmp_path):
             [daemon] = [pid for pid in children if "droneshield serve" in _cmdline(pid)]
             [emitter] = [pid for pid in children if "-m emitter" in _cmdline(pid)]
 
-            async def daemon_stopped() -> bool:
-                return not running(daemon)
+            async def both_stopped() -> bool:
+                return not running(daemon) and not running(emitter)
 
             try:
                 dev.process.kill()  # as `kill -9` would: nothing of dev's runs to stop them
                 with trio.fail_after(grace + 5):
                     await dev.wait_for("the supervisor is gone; stopping")
-                    await eventually(daemon_stopped)
+                    await eventually(both_stopped)  # the emitter has a lifeline too
             finally:
-                # The emitter's CLI has no lifeline of its own yet: stop it for the next test.
-                os.kill(emitter, signal.SIGKILL)
+                for pid in (daemon, emitter):
+                    if running(pid):
+                        os.kill(pid, signal.SIGKILL)  # for the next test, when this one failed
     assert not listening(http_port)
     assert not listening(int(env["DRONESHIELD_GRPC_PORT"]))
 
