@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import trio
 
+from droneshield.db import seed
+from droneshield.db.software import UNRELEASED_SHOWN
+
 from .support.grpc_clients import send, send_batch
 from .support.releases import MULTIPART, add_software, multipart, pdf
 
@@ -85,3 +88,20 @@ async def test_release_no_sensor_runs_is_deleted_with_its_file(running, api, db,
     assert in_use.json()["error"]["sensors"] == 1
     assert missing.status_code == 404
     assert listed == ["v2.0.0"]
+
+
+async def test_only_the_most_recently_reported_unreleased_versions_are_shown(running, api, db):
+    """Sensors choose what they report: 150 versions nobody uploaded do not make 150 items of
+    every summary and live frame, nor 300 metric series."""
+    await seed.seed(db, 150)
+    reports = [(seed.serial_for(n), f"9.0.{n}") for n in range(1, 151)]
+    with trio.fail_after(20):
+        await send_batch(running.grpc_port, reports[:50])
+        await send_batch(running.grpc_port, reports[50:])  # reported last
+        listed = (await api.get("/software/unreleased")).json()["items"]
+        summary = (await api.get("/summary")).json()
+        metrics = (await api.get("/metrics")).text
+    assert len(listed) == UNRELEASED_SHOWN
+    assert {i["version"] for i in listed} == {f"v9.0.{n}" for n in range(51, 151)}
+    assert len(summary["unreleased"]) == UNRELEASED_SHOWN
+    assert metrics.count("droneshield_unreleased_version_reports{") == UNRELEASED_SHOWN

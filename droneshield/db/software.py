@@ -114,11 +114,19 @@ class Unreleased:
     last_seen_at: datetime
 
 
+# Unreleased versions shown (the API, /summary and its frame to every live view, two metric
+# series each): the most recently reported. Sensors choose what they report, so a broken or
+# hostile one could report thousands of versions, and every listing of them grew with it.
+UNRELEASED_SHOWN: Final = 100
+
+
 async def unreleased(conn: Connection) -> list[Unreleased]:
-    """Versions reported and never uploaded, most recently reported first."""
+    """Versions reported and never uploaded, the UNRELEASED_SHOWN most recently reported,
+    latest first."""
     rows = await conn.fetch(
         "SELECT version, reports, first_seen_at, last_seen_at FROM unreleased_version "
-        "ORDER BY last_seen_at DESC, version"
+        "ORDER BY last_seen_at DESC, version LIMIT $1",
+        UNRELEASED_SHOWN,
     )
     return [Unreleased(*r) for r in rows]
 
