@@ -344,3 +344,17 @@ async def test_sort_by_version_walks_numbered_pre_releases_in_order(running, api
         await send_batch(running.grpc_port, list(zip(sensors, versions, strict=True)))
         items = (await api.get("/sensors", params={"sort": "version"})).json()["items"]
     assert [i["version"] for i in items] == ["v2.0.0-rc.2", "v2.0.0-rc.10", "v2.0.0"]
+
+
+@pytest.mark.parametrize("params", [{"q": "DS"}, {"status": "retired"}])
+async def test_a_page_past_a_searchs_counted_matches_is_refused_toward_the_cursor(api, params):
+    """Such a listing's total stops at the cap, so a page past it would read every match
+    before it (page 1,000,000 of a search read the fleet, seconds a request)."""
+    with trio.fail_after(10):
+        last = await api.get("/sensors", params={**params, "page": 200, "limit": 50})
+        past = await api.get("/sensors", params={**params, "page": 201, "limit": 50})
+        deep = await api.get("/sensors", params={**params, "page": 1_000_000, "limit": 500})
+    assert last.status_code == 200
+    for refused in (past, deep):
+        assert refused.status_code == 400
+        assert "nextCursor" in refused.json()["error"]["message"]

@@ -581,7 +581,8 @@ async def total(
     return _bounded(flt, await conn.fetchval(counting, *args), cap)
 
 
-def _counted_by_cap(flt: SensorFilter) -> bool:
+def counted_by_cap(flt: SensorFilter) -> bool:
+    """Whether the listing's total is counted among at most the cap's matches (`total`)."""
     return flt.q is not None or flt.status == "retired"
 
 
@@ -589,7 +590,7 @@ def _counting(
     flt: SensorFilter, cap: int, grams: Sequence[str], first_param: int = 1
 ) -> tuple[str, list[object]]:
     """The statement `total` runs (one row, `n`), its parameters numbered from `first_param`."""
-    if not _counted_by_cap(flt):
+    if not counted_by_cap(flt):
         status, version, site = (f"${first_param + i}::text" for i in range(3))
         return (
             "SELECT coalesce(sum(n), 0)::bigint AS n FROM fleet_count "
@@ -607,7 +608,7 @@ def _counting(
 
 
 def _bounded(flt: SensorFilter, n: int, cap: int) -> tuple[int, bool]:
-    if not _counted_by_cap(flt):
+    if not counted_by_cap(flt):
         return n, True
     return (n, True) if n <= cap else (cap, False)
 

@@ -272,8 +272,9 @@ async def list_sensors(query_args: SensorQuery) -> Response:
 
     Follow `nextCursor` for fast paging at any depth in every order. Page numbers are fast
     at any depth of the unfiltered listing by serial, and for the first and last pages of
-    every other listing; middle pages cost more the deeper they are.
-    """
+    every other listing; middle pages cost more the deeper they are. A search (or
+    `status=retired`) is counted up to 10,000 matches, and its pages reach that far (400
+    beyond: follow `nextCursor`)."""
     if query_args.cursor is not None and "page" in query_args.model_fields_set:
         raise Invalid(
             "give cursor or page, not both: a cursor already says where the page starts",
@@ -284,6 +285,15 @@ async def list_sensors(query_args: SensorQuery) -> Response:
     limit = min(query_args.limit, LIMIT_MAX)
     after = None if query_args.cursor is None else decode_cursor(query_args.cursor, order)
     offset = 0 if after is not None else (query_args.page - 1) * limit
+    if db.counted_by_cap(flt) and offset >= COUNT_CAP:
+        # Its total is a bound past the cap, so a page there cannot be read from the end: it
+        # reads every match before it (page 1,000,000 of a search read the whole fleet with
+        # ILIKE, seconds a request). Cursors page on at any depth (as search engines do).
+        raise Invalid(
+            f"pages of a search (or of retired sensors) reach the first {COUNT_CAP:,} matches; "
+            "follow nextCursor to go further",
+            code="invalid_parameter",
+        )
     async with acquire(listing_pool()) as conn:
         grams: list[str] = []
         candidates = math.inf
