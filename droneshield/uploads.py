@@ -248,11 +248,17 @@ class Upload:
             try:
                 async with acquire(pool) as conn, conn.transaction():
                     created = await software.register(conn, releases)
-                    with writing_to_disk():
-                        await self._put_in_place()
+                    try:
+                        with writing_to_disk():
+                            await self._put_in_place()
+                    except BaseException:
+                        # While the rows are still locked: once rolled back, another upload of
+                        # a version could put its file in place, and this would remove it.
+                        await self._unlink_created(releases, created)
+                        raise
             except BaseException:
-                news = zip(releases, created, strict=True) if created else ()
-                await self._unlink_created([r for r, new in news if new])
+                # The commit failed with the files in place (rare: the connection lost then).
+                await self._unlink_created(releases, created)
                 raise
         return [
             Stored(r, "created" if new else "unchanged")
@@ -262,19 +268,22 @@ class Upload:
     async def _put_in_place(self) -> None:
         for s in self._staged:
             target = self._storage_dir / stored_name(s.version)
-            # Same version, same content: replacing an existing file is harmless and heals one
-            # lost to a crash between a commit and its rename.
+            # Same version, same content: replacing an existing file is harmless, and heals one
+            # lost outside the daemon.
             await trio.Path(s.path).replace(target)
             self._moved.append(target)
         await trio.to_thread.run_sync(_fsync_dir, self._storage_dir)
 
-    async def _unlink_created(self, created: Sequence[Release]) -> None:
-        """Remove the files put in place for versions this upload created, when their rows
-        were not committed (those of versions already stored stay: same content)."""
-        names = {stored_name(r.version) for r in created}
+    async def _unlink_created(self, releases: Sequence[Release], created: Sequence[bool]) -> None:
+        """Remove the files put in place for versions this upload created (`created`, per
+        release, once registered), when their rows are not committed; those of versions
+        already stored stay: same content. Each only once."""
+        news = zip(releases, created, strict=True) if created else ()
+        names = {stored_name(r.version) for r, new in news if new}
         for path in self._moved:
             if path.name in names:
                 await trio.Path(path).unlink(missing_ok=True)
+        self._moved = [path for path in self._moved if path.name not in names]
 
     async def discard(self) -> None:
         """Close and remove whatever is still staged (nothing once `store` succeeded)."""

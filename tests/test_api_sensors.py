@@ -276,6 +276,13 @@ def _cursor(value: object) -> str:
             {"sort": "version", "cursor": _cursor(["version", False, "a\u0000", "DS-1"])},
             "invalid_cursor",
         ),
+        (  # Python reads this offset, PostgreSQL refuses it (±15:59 at most)
+            {
+                "sort": "status_changed_at",
+                "cursor": _cursor(["status_changed_at", True, "2024-01-01T00:00+20:00", "DS-1"]),
+            },
+            "invalid_cursor",
+        ),
         ({"q": "DS-\u00e9"}, "invalid_parameter"),
         ({"sort": "color"}, "invalid_parameter"),
         ({"order": "up"}, "invalid_parameter"),

@@ -98,7 +98,6 @@ async def provision(
         if duplicates:
             rows.unlisted += duplicates[0]["repeated"] - len(duplicates)
         rows.check()
-        await _refuse_conflicts(conn)
         restored = [edited(r) for r in await conn.fetch(_RESTORE)]
         if changes:
             found = [edited(r) for r in await conn.fetch(f"{_INSERT} RETURNING {EDITED}")]
@@ -107,9 +106,10 @@ async def provision(
             found, inserted = [], await bulk.insert(conn, "incoming", _COLUMNS)
         created = len(restored) + inserted
         if created < valid:
-            # Sensors counted as existing may have been added by another request since the
-            # check (the insert waited for it to commit, then skipped them): they must be
-            # exactly these too, or the whole call is refused as a conflict.
+            # Checked after the insert, not before: a sensor counted as existing may have been
+            # added by another request meanwhile (the insert waited for it to commit, then
+            # skipped it). Each must be exactly as asked, or the whole call is refused as a
+            # conflict and rolled back.
             await _refuse_conflicts(conn)
     return Provisioned(created, valid - created, restored + found if changes else [])
 

@@ -15,10 +15,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Final, Literal
 
+import asyncpg
+
 from ..domain import Edit, EventKind, SensorState, Status, status_of
+from ..errors import Invalid
 from .pool import Connection, Record
 
 ANCHOR_EVERY: Final = 1000  # rows between page anchors (migration 0005)
@@ -205,20 +208,6 @@ class SensorFilter:
             pattern = param(f"%{_escape_like(self.q)}%")
             conditions.append(f"(serial ILIKE {pattern} OR label ILIKE {pattern})")
         return conditions, args
-
-
-def cursor_key_valid(sort: Sort, key: str) -> bool:
-    """Whether `key` can be a key of `sort` as a page's cursor carries it (the key as text, cast
-    back in the statement): an edited cursor's key reached PostgreSQL's cast, an error 500."""
-    if "\x00" in key:  # no PostgreSQL text holds one
-        return False
-    if _KEYS[sort][1] != "timestamptz" or key in ("infinity", "-infinity"):
-        return True
-    try:
-        datetime.fromisoformat(key).astimezone(UTC)
-    except (ValueError, OverflowError):
-        return False
-    return True
 
 
 def trigrams(text: str) -> list[str]:
@@ -467,11 +456,18 @@ async def _select(
         source = f"(SELECT *, {key} AS order_key FROM sensor {where} OFFSET 0) AS site_rows"
         where = ""
     args += [offset, limit]
-    return await conn.fetch(
-        f"{counted}SELECT {columns} FROM {source} {where} "
-        f"ORDER BY {_order_by(order, sorted_by)} OFFSET ${len(args) - 1} LIMIT ${len(args)}",
-        *args,
-    )
+    try:
+        return await conn.fetch(
+            f"{counted}SELECT {columns} FROM {source} {where} "
+            f"ORDER BY {_order_by(order, sorted_by)} OFFSET ${len(args) - 1} LIMIT ${len(args)}",
+            *args,
+        )
+    except asyncpg.DataError:
+        # A cursor's key is cast back as the statement reads it, so PostgreSQL is the judge
+        # of one edited (no timestamp, an offset past ±15:59, a NUL): not a 500.
+        if after is None:
+            raise
+        raise Invalid("cursor is not one this API returned", code="invalid_cursor") from None
 
 
 def _order_by(order: Order, key: str, serial: str = "serial") -> str:

@@ -56,8 +56,9 @@ async def get(conn: Connection, version: str) -> Release | None:
 
 
 async def register(conn: Connection, releases: Sequence[Release]) -> list[bool]:
-    """Store every release in one transaction; per release, True if it was created and False
-    if the same version with the same content was already stored.
+    """Store every release, all or none (a savepoint in the caller's transaction, whose
+    commit makes them visible; their rows stay locked until then); per release, True if it
+    was created and False if the same version with the same content was already stored.
 
     Versions are inserted in sorted order so that concurrent uploads lock them in the same
     order. A concurrent upload of the same version waits for the other's transaction, then
