@@ -172,6 +172,18 @@ async def test_a_retired_row_is_marked_and_leaves_and_its_page_follows_operators
         await api.delete(f"/sensors/{sensors[2]}")
         await page(lambda p: expect(p.locator("#sensor-status")).to_have_text("retired"))
         await page(lambda p: expect(p.locator(TIMELINE).first).to_have_text(re.compile("retired$")))
+
+        # An online sensor retired goes offline then: live, as its history says after a reload.
+        await report(running.grpc_port, sensors[3], "")
+        await page(lambda p: p.goto(f"/#/sensors/{sensors[3]}"))
+        await page(lambda p: expect(p.locator("#sensor-status")).to_have_text("online"))
+        await live(page)
+        await api.delete(f"/sensors/{sensors[3]}")
+        await page(lambda p: expect(p.locator("#sensor-status")).to_have_text("retired"))
+        top = re.compile(" retired$"), re.compile(" offline "), re.compile(" online ")
+        await page(lambda p: expect(p.locator(TIMELINE)).to_have_text(list(top)))
+        await page(lambda p: p.reload())
+        await page(lambda p: expect(p.locator(TIMELINE)).to_have_text(list(top)))
         await page.close()
 
 

@@ -152,9 +152,12 @@ export class SensorView {
       const item = { ...before, ...change }; // a report's change carries no label: it stays
       const entries = [];
       if (item.retired !== before.retired) {
-        // Retiring takes a sensor offline without an offline event: the retirement is the entry.
-        const kind = item.retired ? "retired" : "restored";
-        entries.push({ at: new Date(serverNow()).toISOString(), kind });
+        // Retiring an online sensor takes it offline: its history has an `offline` event, then
+        // `retired`, both at its status change. A restore moves none of the sensor's times.
+        const wentOffline = item.retired && before.status === "online";
+        const at = wentOffline ? item.statusChangedAt : new Date(serverNow()).toISOString();
+        if (wentOffline) entries.push({ at, kind: "offline", old: "online", new: "offline" });
+        entries.push({ at, kind: item.retired ? "retired" : "restored" });
       } else if (item.status !== before.status) {
         entries.push({ at: item.statusChangedAt, kind: item.status, old: before.status, new: item.status });
       }
