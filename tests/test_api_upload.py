@@ -13,6 +13,7 @@ from droneshield.db.software import Release
 from droneshield.ingest.proto.status import DeviceStatus
 
 from .support.grpc_clients import aio, grpclib_stub
+from .support.locks import another_waits_for_a_lock
 from .support.processes import eventually
 from .support.releases import MULTIPART, files_under, part_head, pdf, sha256, upload
 
@@ -356,19 +357,10 @@ async def test_a_removal_waits_for_an_upload_of_its_version_to_put_its_file_in_p
                 async with uploading.transaction():
                     assert await software.register(uploading, [release]) == [False]
                     nursery.start_soon(software.remove, removing, "1.0.0", remove_file)
-                    await eventually(partial(_waiting_for_a_lock, db))
+                    await eventually(partial(another_waits_for_a_lock, db))
                     steps.append("placed 1.0.0.pdf")
     assert steps == ["placed 1.0.0.pdf", "removed 1.0.0.pdf"]
     assert await db.fetchval("SELECT count(*) FROM software") == 0
-
-
-async def _waiting_for_a_lock(db) -> bool:  # type: ignore[no-untyped-def]
-    return bool(
-        await db.fetchval(
-            "SELECT count(*) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND wait_event_type = 'Lock'"
-        )
-    )
 
 
 async def test_a_checksum_mismatch_echoes_a_bounded_part_of_the_field(api, db):

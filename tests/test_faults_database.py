@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gc
 import logging
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -22,6 +23,7 @@ from droneshield.reports import TOO_LATE
 
 from .support.flow import Flow, stored
 from .support.grpc_clients import send
+from .support.locks import another_waits_for_a_lock
 from .support.processes import eventually, private_postgres
 from .support.releases import add_software
 
@@ -33,10 +35,6 @@ KILLS = 3
 _TERMINATE_OTHERS = """
 SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
 WHERE datname = current_database() AND pid <> pg_backend_pid()
-"""
-_WAITING_FOR_A_LOCK = """
-SELECT count(*) FROM pg_stat_activity
-WHERE datname = current_database() AND pid <> pg_backend_pid() AND wait_event_type = 'Lock'
 """
 
 
@@ -61,10 +59,7 @@ async def test_connections_killed_mid_commit_lose_no_acknowledged_report(
             async with db.transaction():
                 await db.execute("SELECT 1 FROM sensor FOR UPDATE")
 
-                async def writer_blocked() -> bool:
-                    return bool(await db.fetchval(_WAITING_FOR_A_LOCK))
-
-                await eventually(writer_blocked)
+                await eventually(partial(another_waits_for_a_lock, db))
                 killed += await db.fetchval(_TERMINATE_OTHERS)
         await flow.until(acked=100 * (KILLS + 1))
         nursery.cancel_scope.cancel()
@@ -179,11 +174,9 @@ async def test_a_statement_cancelled_mid_commit_is_retried_and_the_report_acknow
                 await db.execute("SELECT 1 FROM sensor FOR UPDATE")
                 nursery.start_soon(report)
 
-                async def writer_blocked() -> bool:
-                    return bool(await db.fetchval(_WAITING_FOR_A_LOCK))
-
-                await eventually(writer_blocked)
+                await eventually(partial(another_waits_for_a_lock, db))
                 assert await db.fetchval(_CANCEL_OTHERS) >= 1
-                await eventually(writer_blocked)  # the retry waits for the rows again
+                # The retry waits for the rows again.
+                await eventually(partial(another_waits_for_a_lock, db))
     assert len(acked) == 1
     assert await db.fetchval("SELECT online FROM sensor WHERE serial = $1", sensors[0])

@@ -17,6 +17,7 @@ from droneshield.errors import SensorsConflict
 from droneshield.provisioning import Numbered, Rows, SensorSpec
 
 from .support import sensor_table
+from .support.locks import another_waits_for_a_lock
 from .support.processes import eventually
 
 CLI = (sys.executable, "-m", "droneshield", "sensors", "import")
@@ -225,17 +226,8 @@ async def test_a_sensor_another_request_adds_meanwhile_with_another_site_is_a_co
                         refused.append(exc)
 
                 nursery.start_soon(provision)
-                await eventually(partial(_waiting_for_a_lock, other))
+                await eventually(partial(another_waits_for_a_lock, other))
     [conflict] = refused
     assert [row["code"] for row in conflict.rows] == ["sensor_exists"]
     stored = await db.fetch("SELECT serial, site FROM sensor ORDER BY serial")
     assert [tuple(r) for r in stored] == [("RACE-1", "south")]
-
-
-async def _waiting_for_a_lock(conn) -> bool:  # type: ignore[no-untyped-def]
-    return bool(
-        await conn.fetchval(
-            "SELECT count(*) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND wait_event_type = 'Lock'"
-        )
-    )

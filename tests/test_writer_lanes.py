@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
+from functools import partial
 
 import pytest
 import trio
@@ -20,14 +21,11 @@ from droneshield.reports import Outcome, Pending
 from droneshield.writer import Writer, lane_of
 
 from .support.grpc_clients import send_batch
+from .support.locks import another_waits_for_a_lock
 from .support.processes import eventually
 from .support.releases import add_software
 
 LANES = 3
-_WAITING_FOR_A_LOCK = """
-SELECT count(*) FROM pg_stat_activity
-WHERE datname = current_database() AND pid <> pg_backend_pid() AND wait_event_type = 'Lock'
-"""
 ACK_TIMEOUT = 10.0  # seconds
 
 
@@ -193,10 +191,7 @@ async def test_a_release_removed_while_a_report_stores_it_leaves_the_report_acce
             await db.execute("DELETE FROM software WHERE version = '1.0.0'")
             await lanes.send.send(lanes.report(serial, "1.0.0"))
 
-            async def writer_blocked() -> bool:
-                return bool(await db.fetchval(_WAITING_FOR_A_LOCK))
-
-            await eventually(writer_blocked)
+            await eventually(partial(another_waits_for_a_lock, db))
         await lanes.until(lambda: 0 in lanes.outcomes)
     [outcome] = lanes.outcomes[0]
     assert isinstance(outcome, Applied), outcome
