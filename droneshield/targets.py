@@ -62,7 +62,7 @@ class AllowList:
             except ValueError:
                 if "/" in entry:
                     raise ValueError(f"{entry!r} is not a network") from None
-                hosts.add(entry.strip("[]"))
+                hosts.add(_ascii_host(entry.strip("[]")))
         return cls(frozenset(hosts), tuple(networks))
 
     def allows(self, address: IpAddress) -> bool:
@@ -87,6 +87,22 @@ def _embedded_ipv4(address: IpAddress) -> ipaddress.IPv4Address | None:
     if address in _NAT64:
         return ipaddress.IPv4Address(int(address) & 0xFFFF_FFFF)
     return address.sixtofour
+
+
+def _ascii_host(host: str) -> str:
+    """`host` as targets name it (`Target.host`): an internationalised name in its IDNA form.
+
+    Raises:
+        ValueError: a name with no IDNA form.
+    """
+    if host.isascii():
+        return host
+    import httpx  # only for such a name: a start without one does not pay for it
+
+    try:
+        return httpx.URL(f"http://{host}/").raw_host.decode("ascii").lower()
+    except httpx.InvalidURL as exc:
+        raise ValueError(f"{host!r} is not a host name: {exc}") from None
 
 
 DEFAULT_PORTS: Final = {"http": 80, "https": 443}

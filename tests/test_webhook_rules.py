@@ -108,6 +108,8 @@ def test_allow_list_parses_hosts_and_networks():
     assert allow.allows(ipaddress.ip_address("1.1.1.1"))
     with pytest.raises(ValueError, match="not a network"):
         AllowList.parse("10.0.0.0/99")
+    # As targets name hosts (URLs are stored in IDNA form): a Unicode entry still matches.
+    assert AllowList.parse("Bücher.internal").hosts == {parse("http://bücher.internal/").host}
 
 
 @pytest.mark.parametrize(
