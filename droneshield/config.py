@@ -94,7 +94,10 @@ class Settings:
     )
     event_retention: float = field(
         default=EVENT_RETENTION_DEFAULT,
-        metadata={"help": "seconds sensor_event rows are kept"},
+        metadata={
+            "help": "seconds sensor_event rows are kept, and a version never uploaded that no "
+            "sensor reports any more"
+        },
     )
     history_retention: float = field(
         default=HISTORY_RETENTION_DEFAULT,

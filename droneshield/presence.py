@@ -140,7 +140,8 @@ class Tracker:
             after = ids[-1]
 
     async def prune(self) -> int:
-        """Delete events older than `event_retention`, `PRUNE_BATCH` rows per statement."""
+        """Delete events older than `event_retention`, and versions never uploaded that no
+        sensor reported since, `PRUNE_BATCH` rows per statement."""
         total = 0
         while True:
             deleted = await self._store.prune_events(self.event_retention, PRUNE_BATCH)

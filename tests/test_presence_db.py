@@ -286,9 +286,16 @@ async def test_events_older_than_retention_are_pruned_in_the_background(
         sensor_id,
     )
     await db.execute("INSERT INTO sensor_event (sensor_id, kind) VALUES ($1, 'version')", sensor_id)
+    # Versions never uploaded go too once nobody reported them for as long.
+    await db.execute(
+        "INSERT INTO unreleased_version (version, reports, first_seen_at, last_seen_at) "
+        "SELECT v, 1, now() - interval '3 days', now() - make_interval(days => d) "
+        "FROM unnest(ARRAY['8.0.0', '9.0.0'], ARRAY[2, 0]) AS t(v, d)"
+    )
     await nursery.start(daemon.run, settings.replace(event_retention=86400.0), database_url)
     await _poll_until(db, "SELECT count(*) = 1 FROM sensor_event")
     assert await _events(db, sensors[0]) == [("version", None, None)]
+    assert await db.fetchval("SELECT array_agg(version) FROM unreleased_version") == ["9.0.0"]
 
 
 async def test_recovery_reads_online_sensors_a_page_at_a_time(aio_loop, database_url, db, sensors):

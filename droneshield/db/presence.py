@@ -76,7 +76,16 @@ ORDER BY id
 LIMIT $2
 """
 
+# With the events go the versions never uploaded that nobody reported for as long: a sensor
+# may report any version, so their aggregate grew with every one ever invented.
 _PRUNE_EVENTS: Final = """
+WITH unreleased AS (
+    DELETE FROM unreleased_version
+    WHERE version IN (
+        SELECT version FROM unreleased_version WHERE last_seen_at < now() - $1::interval
+        ORDER BY last_seen_at LIMIT $2
+    )
+)
 DELETE FROM sensor_event
 WHERE id IN (
     SELECT id FROM sensor_event WHERE at < now() - $1::interval ORDER BY at LIMIT $2
@@ -138,7 +147,8 @@ async def stale_page(conn: Connection, after: int, limit: int, silent_for: float
 
 
 async def prune_events(conn: Connection, older_than: float, limit: int) -> int:
-    """Delete up to `limit` of the oldest events older than `older_than` seconds; how many."""
+    """Delete up to `limit` of the oldest events older than `older_than` seconds, and as many
+    versions never uploaded last reported before then; how many events."""
     status = await conn.execute(_PRUNE_EVENTS, timedelta(seconds=older_than), limit)
     return int(status.rsplit(" ", 1)[-1])
 
