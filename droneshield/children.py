@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 STOP_SLACK: Final = 5.0  # seconds beyond the daemon's shutdown grace before SIGKILL
 READY_TIMEOUT: Final = 60.0  # seconds for a daemon child to start serving
 READY: Final = b"ready"  # what a daemon child writes to its supervisor socket, then its ports
-SERVE: Final = (sys.executable, "-m", "droneshield", "serve", "--supervisor-fd")
+SERVE: Final = (sys.executable, "-m", "droneshield", "serve")
 
 
 class ChildExited(DroneshieldError):
@@ -108,13 +108,13 @@ async def serve_child(
     """
     link = socket.socketpair() if lifeline else ()
     try:
-        options: dict[str, Any] = {}
-        if link:
-            fd = link[1].fileno()
-            argv = [*argv, "--supervisor-fd", str(fd)]
-            options["pass_fds"] = (fd,)
+        spawn = (
+            _on_lifeline(name, argv, env, stop_after, link[1])
+            if link
+            else run_process(name, argv, env, stop_after)
+        )
         async with trio.open_nursery() as nursery:
-            process = await nursery.start(run_process(name, argv, env, stop_after, **options))
+            process = await nursery.start(spawn)
             for theirs in link[1:]:
                 theirs.close()  # only the child holds its end now: our end lives as we do
             log.info("%s started (pid %d)", name, process.pid)
@@ -123,6 +123,15 @@ async def serve_child(
         for end in link:
             end.close()
     raise ChildExited(name, process.returncode)
+
+
+def _on_lifeline(
+    name: str, argv: Sequence[str], env: Mapping[str, str], stop_after: float, theirs: socket.socket
+) -> Callable[..., Awaitable[subprocess.CompletedProcess[bytes]]]:
+    """`run_process` of a child given `theirs` (one end of a socket pair) as its lifeline:
+    `--supervisor-fd FD` after `argv`, the descriptor passed down."""
+    fd = theirs.fileno()
+    return run_process(name, [*argv, "--supervisor-fd", str(fd)], env, stop_after, pass_fds=(fd,))
 
 
 class Ports(NamedTuple):
@@ -157,8 +166,7 @@ async def run_daemon(
     """
     ours, theirs = socket.socketpair()
     with trio.socket.from_stdlib_socket(ours) as link, theirs:
-        fd = theirs.fileno()
-        spawn = run_process(name, [*SERVE, str(fd)], env, stop_after, pass_fds=(fd,))
+        spawn = _on_lifeline(name, SERVE, env, stop_after, theirs)
         async with trio.open_nursery() as nursery:
             process = await nursery.start(spawn)
             theirs.close()  # only the child holds its end now: its exit reads as end-of-file

@@ -369,7 +369,7 @@ _SECONDS: Final = (
     lambda v: 0 < v <= DURATION_MAX,
     f"must be positive seconds, at most {DURATION_MAX:,} (ten years)",
 )
-_SECONDS_OR_NONE: Final = (
+_SECONDS_OR_ZERO: Final = (
     lambda v: 0 <= v <= DURATION_MAX,
     f"must be 0 or more seconds, at most {DURATION_MAX:,} (ten years)",
 )
@@ -436,8 +436,8 @@ RULES: Final[dict[str, tuple[Callable[[Any], bool], str]]] = {
         "must be 1 to 64 letters, digits, _ or - (a NATS stream name and subject token)",
     ),
     "pool_size": (lambda v: v >= 2, "must be at least 2 (the writer keeps one connection)"),
-    "shutdown_grace": _SECONDS_OR_NONE,
-    "grpc_budget_penalty": _SECONDS_OR_NONE,
+    "shutdown_grace": _SECONDS_OR_ZERO,
+    "grpc_budget_penalty": _SECONDS_OR_ZERO,
     "seed_count": _NOT_NEGATIVE,
     "log_level": (
         lambda v: v.upper() in LOG_LEVELS,

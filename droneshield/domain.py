@@ -37,10 +37,15 @@ ECHO_MAX: Final = 64  # characters of client input an answer or error repeats, t
 _SERIAL: Final = re.compile(rf"[\x20-\x7e]{{1,{SERIAL_MAX}}}")
 
 
+def is_serial(text: str) -> bool:
+    """Whether `text` is a serial (`check_serial` without the error)."""
+    return _SERIAL.fullmatch(text) is not None
+
+
 def check_serial(serial: str) -> str:
     """Raises:
     InvalidReport: empty, longer than 128, or not printable ASCII."""
-    if not _SERIAL.fullmatch(serial):
+    if not is_serial(serial):
         raise InvalidReport(
             f"serial {echo(serial)} must be 1 to {SERIAL_MAX} printable ASCII characters"
         )

@@ -9,11 +9,11 @@ import json
 import math
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Final, Literal
+from typing import Annotated, Final, Literal
 
 import orjson
 import trio
-from pydantic import Field, field_validator
+from pydantic import AfterValidator, Field
 from pydantic.json_schema import SkipJsonSchema
 from quart import Blueprint, Response, current_app
 from quart_schema import validate_querystring, validate_response
@@ -26,12 +26,12 @@ from ..domain import (
     EventKind,
     Status,
     canonical,
-    check_serial,
     display,
     echo,
+    is_serial,
     status_of,
 )
-from ..errors import Invalid, InvalidReport, NotFound
+from ..errors import Invalid, NotFound
 from ..provisioning import check_site
 from .context import hub, listing_pool, pool
 from .messages import item
@@ -47,6 +47,15 @@ GRAM_STATS_FOR: Final = 60.0  # seconds a process keeps the trigrams' statistics
 EVENTS_DEFAULT: Final = 50
 EVENTS_MAX: Final = 500
 TEXT_MAX: Final = 256  # characters of a site, label or search
+
+
+def _site_name(site: str) -> str:
+    # As provisioning and webhook filters check it; a NUL would otherwise reach PostgreSQL,
+    # which refuses it (a 500). Empty stays empty: the sensors without a site.
+    return check_site(site) if site else site
+
+
+SiteName = Annotated[str, AfterValidator(_site_name)]  # a query's `site`
 
 
 class SensorQuery(ApiModel):
@@ -74,18 +83,12 @@ class SensorQuery(ApiModel):
     version: str | SkipJsonSchema[None] = Field(
         None, description="only sensors running this version (`v1.2.3` or `1.2.3`)"
     )
-    site: str | SkipJsonSchema[None] = Field(None, max_length=TEXT_MAX, description="one site")
+    site: SiteName | SkipJsonSchema[None] = Field(None, max_length=TEXT_MAX, description="one site")
     q: str | SkipJsonSchema[None] = Field(
         None,
         max_length=SERIAL_MAX,
         description="case-insensitive substring of the serial or the label",
     )
-
-    @field_validator("site")
-    @classmethod
-    def site_is_a_site_name(cls, site: str | None) -> str | None:
-        # As webhook filters check it; a NUL would otherwise reach PostgreSQL, which refuses it.
-        return check_site(site) if site else site
 
 
 class Sensor(ApiModel):
@@ -209,7 +212,7 @@ def decode_cursor(cursor: str, order: db.Order) -> db.Cursor:
     Invalid: not a cursor this API gave out, or one of another sort or order.
     """
     match _unb64(cursor):
-        case [str(sort), bool(descending), str(key), str(serial)] if _is_serial(serial):
+        case [str(sort), bool(descending), str(key), str(serial)] if is_serial(serial):
             if (sort, descending) != (order.sort, order.descending):
                 raise Invalid(
                     "cursor belongs to another sort or order; start again without it",
@@ -217,14 +220,6 @@ def decode_cursor(cursor: str, order: db.Order) -> db.Cursor:
                 )
             return db.Cursor(key, serial)  # its key is judged where it is cast (db.listing)
     raise Invalid("cursor is not one this API returned", code="invalid_cursor")
-
-
-def _is_serial(text: str) -> bool:
-    try:
-        check_serial(text)
-    except InvalidReport:
-        return False
-    return True
 
 
 def _printable(text: str, name: str) -> str:
@@ -360,11 +355,7 @@ async def _gram_stats(conn: Connection) -> db.GramStats:
 async def _sensor(conn: Connection, serial: str) -> db.Detail:
     """Raises:
     NotFound: no such sensor (retired ones are found)."""
-    try:
-        check_serial(serial)
-    except InvalidReport:
-        raise NotFound(f"no sensor {echo(serial)}", code="sensor_not_found") from None
-    detail = await db.get(conn, serial)
+    detail = await db.get(conn, serial) if is_serial(serial) else None
     if detail is None:
         raise NotFound(f"no sensor {echo(serial)}", code="sensor_not_found")
     return detail

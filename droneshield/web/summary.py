@@ -8,7 +8,7 @@ import re
 from datetime import UTC, datetime
 from typing import Annotated, Final, Literal
 
-from pydantic import BeforeValidator, Field, field_validator
+from pydantic import BeforeValidator, Field
 from pydantic.json_schema import SkipJsonSchema
 from quart import Blueprint
 from quart_schema import validate_querystring, validate_response
@@ -16,10 +16,10 @@ from quart_schema import validate_querystring, validate_response
 from .. import history
 from .. import summary as fleet
 from ..domain import display
-from ..provisioning import check_site
 from .context import pool
 from .schema import ApiModel, errors
 from .sensors import TEXT_MAX as SITE_MAX
+from .sensors import SiteName
 from .software import UnreleasedItem
 
 blueprint = Blueprint("summary", __name__)
@@ -76,17 +76,11 @@ class HistoryQuery(ApiModel):
         description=f"bucket size; default the finest that gives at most "
         f"{history.MAX_POINTS} points",
     )
-    site: str | SkipJsonSchema[None] = Field(
+    site: SiteName | SkipJsonSchema[None] = Field(
         None,
         max_length=SITE_MAX,
         description="only this site's totals (empty: sensors without a site); no versions",
     )
-
-    @field_validator("site")
-    @classmethod
-    def site_is_a_site_name(cls, site: str | None) -> str | None:
-        # As GET /sensors checks it; a NUL reached PostgreSQL, which refused it: a 500.
-        return check_site(site) if site else site
 
 
 class HistoryPoint(ApiModel):
