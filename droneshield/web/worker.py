@@ -1,8 +1,8 @@
 """hypercorn's trio worker (`hypercorn.trio.serve`), composed here from hypercorn's own parts so
 that its listeners can be wrapped (`listeners.AdmittingListener`) and each connection's stream
-too (`expect.gated`): hypercorn builds them inside its worker and offers no hook. Everything
-else is hypercorn's: the app's lifespan, one `TCPServer` per connection, the shutdown trigger
-and the graceful timeout.
+too (`expect.gated`), and its connections' keep-alive timer replaced (`keepalive`): hypercorn
+builds them inside its worker and offers no hook. Everything else is hypercorn's: the app's
+lifespan, one `TCPServer` per connection, the shutdown trigger and the graceful timeout.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import trio
 from hypercorn.config import Config
 from hypercorn.trio.lifespan import Lifespan
 from hypercorn.trio.statsd import StatsdLogger
-from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ConnectionState, Framework, LifespanState
 from hypercorn.utils import ShutdownError, raise_shutdown, repr_socket_addr, wrap_app
@@ -22,6 +21,7 @@ from hypercorn.utils import ShutdownError, raise_shutdown, repr_socket_addr, wra
 from ..admission import Admission
 from ..listeners import AdmittingListener
 from .expect import gated
+from .keepalive import KeepAliveTCPServer
 
 
 def _listeners(
@@ -65,7 +65,7 @@ async def serve(
     lifespan = Lifespan(wrapped, config, lifespan_state)
     context = WorkerContext(None)
     connection = partial(
-        TCPServer, wrapped, config, context, ConnectionState(lifespan_state.copy())
+        KeepAliveTCPServer, wrapped, config, context, ConnectionState(lifespan_state.copy())
     )
 
     async def handler(stream: trio.abc.Stream) -> None:
