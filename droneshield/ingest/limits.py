@@ -11,7 +11,8 @@ sends all but the last byte of a 4 MB message on each of its streams would hold 
 for good. So the rest of a message, once its prefix has arrived, gets `body_timeout` seconds
 (HTTP's setting for a request body), or less when the call's own deadline comes first (grpclib
 ends the call then); past it the call is answered DEADLINE_EXCEEDED, grpclib resets the stream
-and what arrived is dropped with it. The timer costs ~5 µs a message (~0.5 % of a unary call).
+and what arrived is dropped with it. A message that arrived with its prefix is read without the
+timer.
 
 `_recv_message` is grpclib's `Stream.recv_message` (grpclib 0.4.9, pinned in pyproject) with
 those checks added; it uses the same private attributes grpclib's own method does.
@@ -82,14 +83,19 @@ async def _recv_message(stream: Stream[Any, Any], max_bytes: int, body_timeout: 
             Status.RESOURCE_EXHAUSTED,
             f"request of {human.size(length)} exceeds the limit of {human.size(max_bytes)}",
         )
-    try:
-        async with asyncio.timeout(body_timeout):
-            data = await _recv_exactly(stream, length)
-    except TimeoutError:
-        raise GRPCError(
-            Status.DEADLINE_EXCEEDED,
-            f"the request's message did not arrive within {human.duration(body_timeout)}",
-        ) from None
+    if h2_stream.buffer._acked_size >= length:
+        # It came with its prefix (a unary call's one DATA frame): nothing to wait for, so no
+        # timer (arming and cancelling one was ~15 µs, 5 % of a unary call's CPU).
+        data = await _recv_exactly(stream, length)
+    else:
+        try:
+            async with asyncio.timeout(body_timeout):
+                data = await _recv_exactly(stream, length)
+        except TimeoutError:
+            raise GRPCError(
+                Status.DEADLINE_EXCEEDED,
+                f"the request's message did not arrive within {human.duration(body_timeout)}",
+            ) from None
     if len(data) != length:
         raise GRPCError(Status.INVALID_ARGUMENT, "the request ends inside a message")
     if stream._recv_type is DeviceStatusBatch:
