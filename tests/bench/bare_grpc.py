@@ -1,9 +1,11 @@
 """grpclib's own ceiling on this machine: a server for our service definition that answers every
-call at once, without validation, queueing or a database. `python -m tests.bench.bare_grpc PORT`
-prints "ready" once it listens.
+call at once, without validation, queueing or a database. `python -m tests.bench.bare_grpc PORT
+[trio-asyncio]` prints "ready" once it listens.
 
 The daemon's ingest figures are judged as a fraction of this one: what grpclib and betterproto2
-cost per call is the floor under anything the daemon can do in one process.
+cost per call is the floor under anything the daemon can do in one process. With `trio-asyncio`
+the same server runs on the loop the daemon runs grpclib on (inside `trio_asyncio.open_loop()`):
+what is left between that ceiling and the daemon is the daemon's own work, not the loop's.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import sys
 
+import trio
+import trio_asyncio
 from grpclib.server import Server
 
 from droneshield.ingest.proto.status import (
@@ -37,5 +41,14 @@ async def _serve(port: int) -> None:
     await server.wait_closed()
 
 
+async def _serve_on_trio_asyncio(port: int) -> None:
+    async with trio_asyncio.open_loop():
+        await trio_asyncio.aio_as_trio(_serve)(port)
+
+
 if __name__ == "__main__":
-    asyncio.run(_serve(int(sys.argv[1])))
+    port, *loop = sys.argv[1:]
+    if loop == ["trio-asyncio"]:
+        trio.run(_serve_on_trio_asyncio, int(port))
+    else:
+        asyncio.run(_serve(int(port)))

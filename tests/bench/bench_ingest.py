@@ -1,9 +1,11 @@
 """Workloads 2 and 3, ingest through the whole daemon (gRPC → channel → group commit →
 PostgreSQL, acked after commit), each beside a ceiling measured in the same run:
 - unary SendStatus, 200 calls in flight, against grpclib's own ceiling (`bare_grpc`: the same
-  service answering without any work), then paced at 150/s, 300/s and half that ceiling for
-  latency, each rate alternately on the daemon and on a second one left with Python's garbage
-  collector defaults (`--gc-young-threshold 0`): an A/B of the collector's settings in one run;
+  service answering without any work; and the same on trio-asyncio, the loop the daemon runs
+  grpclib on, so that the loop's share of the gap shows apart from the daemon's), then paced at
+  150/s, 300/s and half that ceiling for latency, each rate alternately on the daemon and on a
+  second one left with Python's garbage collector defaults (`--gc-young-threshold 0`): an A/B of
+  the collector's settings in one run;
 - SendStatusBatch of 500 against the database's own limit (workload 1): the batch statement on
   one and on four connections, beside the daemon with its default writer lanes and with one.
 
@@ -83,6 +85,12 @@ async def run(bench: Bench) -> list[Result]:
         bare_batch = await measure(
             f"bare grpclib, batch x{BATCH}", pid, port, "batch", seconds, BATCH_IN_FLIGHT
         )
+    port = free_port()
+    argv = [sys.executable, "-m", "tests.bench.bare_grpc", str(port), "trio-asyncio"]
+    async with spawn(argv) as bare:
+        await bare.wait_for("ready")
+        label = "bare grpclib on trio-asyncio, unary"
+        on_trio = await measure(label, bare.process.pid, port, "unary", seconds, IN_FLIGHT)
     url = await bench.seeded(bench.fleet)
     online = await bench.online(url)
     # Nothing goes offline during the run: only ingest is measured. The daemon with Python's
@@ -133,7 +141,8 @@ async def run(bench: Bench) -> list[Result]:
             seconds,
             BATCH_IN_FLIGHT,
         )
-    measured = [ceiling, unary, *(m for pair in zip(paced, untuned, strict=True) for m in pair)]
+    alternated = [m for pair in zip(paced, untuned, strict=True) for m in pair]
+    measured = [ceiling, on_trio, unary, *alternated]
     measured += [bare_batch, one_lane, batch]
     print_table(
         "2-3. ingest: reports acked after commit",
@@ -169,6 +178,15 @@ async def run(bench: Bench) -> list[Result]:
             ceiling.p99,
         ),
         Result(
+            "2. unary, bare grpclib on trio-asyncio (the daemon's loop)",
+            on_trio.rate,
+            "calls/s",
+            on_trio.p50,
+            on_trio.p95,
+            on_trio.p99,
+            note=f"{on_trio.rate / ceiling.rate:.0%} of the ceiling",
+        ),
+        Result(
             "2. unary, daemon",
             unary.rate,
             "calls/s",
@@ -178,7 +196,8 @@ async def run(bench: Bench) -> list[Result]:
             rss,
             goal=f">= {0.85 * ceiling.rate:,.0f} (85% of ceiling)",
             met=unary.rate >= 0.85 * ceiling.rate and not unary.errors,
-            note=f"{unary.rate / ceiling.rate:.0%} of ceiling",
+            note=f"{unary.rate / ceiling.rate:.0%} of ceiling; "
+            f"{unary.rate / on_trio.rate:.0%} of grpclib on trio-asyncio",
         ),
         *paced_results,
         Result(
