@@ -57,9 +57,8 @@ async def http_held(port: int, source: str) -> trio.SocketStream:
 
 
 async def http_release(stream: trio.SocketStream) -> None:
-    """End a held connection the way that frees its slot at once: the server closes it after a
-    `Connection: close` exchange (a client's own close is noticed by hypercorn only once its
-    keep-alive timer runs out)."""
+    """End a held connection: the server closes it after a `Connection: close` exchange, and
+    its slot is free once that close is through."""
     await stream.send_all(HEALTHZ.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n"))
     while await stream.receive_some():
         pass

@@ -11,8 +11,8 @@ progress.
 
 What hypercorn's timer does is kept: an idle connection is closed after the timeout; when the
 server stops (`terminated`), an idle connection is closed at once and a busy one once its
-answer is out. And one thing it did not: a connection whose client went away no longer holds
-its handler (and its place in `admission`'s per-address count) until the timeout runs out.
+answer is out. And one thing it did not: an idle connection its client closed ends at once;
+hypercorn's timer kept it, and its address's slot in `admission`, until the timeout ran out.
 """
 
 from __future__ import annotations
