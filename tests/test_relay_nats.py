@@ -146,8 +146,8 @@ class _Served:
 
 
 @asynccontextmanager
-async def _serving(url: str) -> AsyncIterator[_Served]:
-    served = _Served(JetStreamBus(url, "DRONESHIELD_RELAY_test"))
+async def _serving(url: str, consumer_check: float = 10.0) -> AsyncIterator[_Served]:
+    served = _Served(JetStreamBus(url, "DRONESHIELD_RELAY_test", consumer_check=consumer_check))
     async with trio.open_nursery() as nursery:
         with trio.fail_after(10):
             await nursery.start(served.bus.serve, served._deliver, served._gap)
@@ -256,6 +256,26 @@ async def test_a_publish_finding_the_stream_gone_recreates_it_and_reports_a_gap(
                 await trio_asyncio.aio_as_trio(js.delete_stream)(names.stream)
             with pytest.raises(RelayUnavailable):
                 await served.bus.publish([(None, "lost")])
+            await served.gap.wait()
+            await served.bus.publish([(None, "after")])
+            assert await served.delivered.receive() == "after"
+    assert served.bus.gaps == 1
+
+
+async def test_a_consumer_gone_with_its_stream_while_connected_is_noticed_as_a_gap(
+    aio_loop, nats_server
+):
+    """The stream deleted and made again by another daemon, the connection up throughout: the
+    daemon's consumer went with the old stream, its own publishes succeed, and it would hear
+    nothing more from anyone."""
+    names = Names("DRONESHIELD_RELAY_test")
+    async with _serving(nats_server.url, consumer_check=0.2) as served:
+        with trio.fail_after(20):
+            await served.bus.publish([(None, "before")])
+            assert await served.delivered.receive() == "before"
+            async with _admin(nats_server.url) as js:
+                await trio_asyncio.aio_as_trio(js.delete_stream)(names.stream)
+                await trio_asyncio.aio_as_trio(_ensure_stream)(js, names)
             await served.gap.wait()
             await served.bus.publish([(None, "after")])
             assert await served.delivered.receive() == "after"

@@ -21,7 +21,11 @@ A server that lost its store (or an operator who deleted the stream) leaves no s
 to: the daemon whose connection comes back, or whose publish finds no stream, creates it again
 as at start and reports a gap. A daemon that finds the stream recreated by another (its
 creation time changed) reports a gap too, however far the new stream's sequence has got: its
-numbers start again from 1 and say nothing about what this daemon missed.
+numbers start again from 1 and say nothing about what this daemon missed. A stream deleted while
+a daemon's connection stays up takes the daemon's consumer with it, and nothing tells the
+daemon: it would hear nothing more, from any peer, even while its own publishes succeed into a
+stream another daemon made again. So a daemon that has received nothing for CONSUMER_CHECK
+seconds asks whether its consumer still exists, and starts a new one (a gap) if not.
 
 A consumer filters on one subject (`Names.subjects`), all nats-server 2.9 allows: each daemon
 reads every shard of its deployment's stream and keeps the changes its clients watch; the
@@ -70,10 +74,12 @@ RECONNECT_WAIT: Final = 0.25  # seconds between two reconnection attempts
 CLOSE_TIMEOUT: Final = 2.0  # seconds
 RETRY_FIRST: Final = 0.1  # seconds
 RETRY_MAX: Final = 5.0  # seconds
+CONSUMER_CHECK: Final = 10.0  # seconds without a message before asking if the consumer exists
 
 _FAILURES: Final = (nats.errors.Error, OSError, TimeoutError, asyncio.TimeoutError)
 _RECONNECTED: Final = object()
 _NO_STREAM: Final = object()  # a publish found no stream: the consumer side looks at it
+_NO_CONSUMER: Final = object()  # the server no longer has this daemon's consumer
 
 
 def _servers(url: str) -> str:
@@ -113,9 +119,10 @@ class JetStreamBus:
     payload_max: Final = PAYLOAD_MAX
     shards: Final = SHARDS
 
-    def __init__(self, url: str, stream: str) -> None:
+    def __init__(self, url: str, stream: str, *, consumer_check: float = CONSUMER_CHECK) -> None:
         self._url = url
         self.names = Names(stream)
+        self._consumer_check = consumer_check
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
         self._report_no_stream: Callable[[], None] | None = None  # set while serving
@@ -205,26 +212,48 @@ class JetStreamBus:
             )
             self._nc, self._js = nc, js
             self._report_no_stream = report_no_stream
+            received = 0  # items taken from the channel
+
+            async def check_consumer() -> None:
+                """Ask the server about the consumer after CONSUMER_CHECK seconds in which
+                nothing arrived (a restart meanwhile makes the answer about an old one)."""
+                heard = received
+                while True:
+                    await trio.sleep(self._consumer_check)
+                    if received == heard:
+                        asked = generation
+                        if await _consumer_gone(sub) and asked == generation:
+                            hand_over(_NO_CONSUMER)
+                    heard = received
+
             task_status.started()
-            while True:
-                item = await receive.receive()
-                if item is _NO_STREAM:
-                    no_stream_reported = False
-                restart = item is _RECONNECTED or item is _NO_STREAM or overflowed
-                if not restart:
-                    item_generation, seq, data = item
-                    if item_generation != generation or seq <= last:
-                        continue  # an earlier consumer's, or a message replayed twice
-                    if seq == last + 1:
-                        last = seq
-                        deliver(data)
-                        continue
-                    restart = True  # one was skipped (the client dropped it): replay
-                overflowed = False
-                generation += 1
-                sub, last, created = await self._restart(
-                    js, sub, last, created, generation, hand_over, gap
-                )
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(check_consumer)
+                while True:
+                    item = await receive.receive()
+                    received += 1
+                    if item is _NO_STREAM:
+                        no_stream_reported = False
+                    restart = (
+                        overflowed
+                        or item is _RECONNECTED
+                        or item is _NO_STREAM
+                        or item is _NO_CONSUMER
+                    )
+                    if not restart:
+                        item_generation, seq, data = item
+                        if item_generation != generation or seq <= last:
+                            continue  # an earlier consumer's, or a message replayed twice
+                        if seq == last + 1:
+                            last = seq
+                            deliver(data)
+                            continue
+                        restart = True  # one was skipped (the client dropped it): replay
+                    overflowed = False
+                    generation += 1
+                    sub, last, created = await self._restart(
+                        js, sub, last, created, generation, hand_over, gap
+                    )
         finally:
             self._nc = self._js = None
             self._report_no_stream = None
@@ -268,6 +297,18 @@ class JetStreamBus:
             self.gaps += 1
             gap()
         return sub, handled, created
+
+
+async def _consumer_gone(sub: Any) -> bool:
+    """Whether the server says `sub`'s consumer (or its stream) no longer exists. A server that
+    does not answer says nothing: a lost connection has its own recovery (`_RECONNECTED`)."""
+    try:
+        await trio_asyncio.aio_as_trio(sub.consumer_info)()
+    except nats.js.errors.NotFoundError:
+        return True
+    except _FAILURES:
+        return False
+    return False
 
 
 # asyncio side: everything below runs inside the trio-asyncio loop, called through aio_as_trio.
