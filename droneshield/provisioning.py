@@ -145,24 +145,38 @@ class CsvHeaderError(Exception):
     """The CSV's header is missing or names other columns."""
 
 
+def _without_bom(lines: Iterable[str]) -> Iterator[str]:
+    """`lines`, the first without a byte order mark: removed before the CSV reader sees it, which
+    would read `\ufeff"serial"` as an unquoted field holding the quotes."""
+    lines = iter(lines)
+    first = next(lines, None)
+    if first is None:
+        return
+    yield first.removeprefix(BOM)
+    yield from lines
+
+
 def from_csv(lines: Iterable[str], rows: Rows) -> Iterator[Numbered]:
     """Sensors of CSV lines: a header `serial[,site][,label]` (any order, after a byte order
-    mark if the file has one), then one row each; blank lines are skipped (row indexes count
-    sensors, `line` in a message counts lines).
+    mark if the file has one), then one row each; blank lines, lines of spaces and rows of
+    empty fields are skipped (row indexes count sensors, `line` in a message counts lines).
 
     Raises:
         CsvHeaderError: the header is missing, unreadable (a stray quote), lacks `serial` or
             names unknown columns.
     """
-    reader = csv.reader(lines, strict=True)
+    reader = csv.reader(_without_bom(lines), strict=True)
     try:
         first = next(reader)
     except StopIteration:
         raise CsvHeaderError("the CSV is empty; its first line must be serial,site,label") from None
     except csv.Error as exc:
+        if "new-line character seen in unquoted field" in str(exc):
+            raise CsvHeaderError(
+                "the CSV header (line 1) holds a carriage return outside quotes: a file whose "
+                "lines end with CR alone (classic Mac OS) must be saved with LF or CRLF ends"
+            ) from None
         raise CsvHeaderError(f"the CSV header (line 1) cannot be read: {exc}") from None
-    if first and first[0].startswith(BOM):
-        first[0] = first[0][len(BOM) :]
     header = [h.strip().lower() for h in first]
     if (
         "serial" not in header
@@ -189,7 +203,8 @@ def from_csv(lines: Iterable[str], rows: Rows) -> Iterator[Numbered]:
             rows.count += 1
             rows.add(index, "invalid_csv", f"line {reader.line_num}: {exc}")
             continue
-        if not record:  # a blank line (one at the end, most often) holds no sensor
+        # A blank line (one at the end, most often) holds no sensor; nor does one of spaces.
+        if not record or (len(record) == 1 and record[0].isspace()):
             index -= 1
             continue
         rows.count += 1
@@ -204,6 +219,10 @@ def from_csv(lines: Iterable[str], rows: Rows) -> Iterator[Numbered]:
         label = None if label_at is None else record[label_at]
         if plain("\n".join(record)):
             yield index, SensorSpec(record[serial_at], site or None, label or None)
+            continue
+        if not any(field.strip() for field in record):  # `,,`: a spreadsheet's empty row
+            rows.count -= 1
+            index -= 1
             continue
         found = spec(index, record[serial_at], site, label, rows)
         if found is not None:

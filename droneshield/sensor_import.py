@@ -86,7 +86,9 @@ def run(url: str, file: str) -> None:
     from .db.pool import Connection, on_connection
 
     source = sys.stdin.buffer if file == "-" else Path(file).open("rb")
-    total = None if file == "-" else _data_rows(Path(file))
+    # Counted only in a regular file: reading a pipe (`<(…)`, a FIFO) to count its lines would
+    # consume what the import is to read.
+    total = _data_rows(Path(file)) if file != "-" and Path(file).is_file() else None
 
     async def work(conn: Connection, steps: Steps) -> db.Provisioned:
         await migrate.require_migrated(conn)

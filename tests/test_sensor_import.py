@@ -231,3 +231,40 @@ async def test_a_sensor_another_request_adds_meanwhile_with_another_site_is_a_co
     assert [row["code"] for row in conflict.rows] == ["sensor_exists"]
     stored = await db.fetch("SELECT serial, site FROM sensor ORDER BY serial")
     assert [tuple(r) for r in stored] == [("RACE-1", "south")]
+
+
+async def test_a_pipe_is_read_once_and_imports_whole(db, database_url, tmp_path: Path):
+    """A FIFO (or `<(…)`) has no size to count ahead: counting its lines used to consume it, and
+    the import then found the CSV empty."""
+    fifo = tmp_path / "fleet.csv"
+    os.mkfifo(fifo)
+    content = b"serial,site\n" + b"".join(b"PI-%03d,north\n" % n for n in range(100))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(trio.to_thread.run_sync, fifo.write_bytes, content)
+        done = await _import(database_url, str(fifo))
+    assert done.returncode == 0, done.stderr
+    assert await db.fetchval("SELECT count(*) FROM sensor WHERE site = 'north'") == 100
+
+
+async def test_rows_that_hold_nothing_are_skipped_and_a_quoted_header_after_a_bom_is_read(
+    db, database_url
+):
+    """Lines of spaces and rows of empty fields (a spreadsheet's trailing rows) hold no
+    sensor; a byte order mark before a quoted header (every field quoted) is not part of it."""
+    spaces = await _import(database_url, "-", stdin=b"serial\nSP-1\n   \nSP-2\n")
+    quoted = await _import(
+        database_url,
+        "-",
+        stdin='\ufeff"serial","site","label"\r\n"Q-1","north",""\r\n,,\r\n"","",""\r\n'.encode(),
+    )
+    assert spaces.returncode == 0, spaces.stderr
+    assert quoted.returncode == 0, quoted.stderr
+    stored = await db.fetch("SELECT serial, site FROM sensor ORDER BY serial")
+    assert [tuple(r) for r in stored] == [("Q-1", "north"), ("SP-1", None), ("SP-2", None)]
+
+
+async def test_a_file_with_lines_ended_by_cr_alone_is_refused_saying_so(db, database_url):
+    done = await _import(database_url, "-", stdin=b"serial,site\rMAC-1,x\rMAC-2,y\r")
+    assert done.returncode == 1
+    assert "carriage return" in done.stderr.decode()
+    assert await db.fetchval("SELECT count(*) FROM sensor") == 0
