@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import math
 import os
 import random
 import signal
@@ -43,6 +44,29 @@ class _HelpFormatter(argparse.HelpFormatter):
         return text
 
 
+def _count(text: str) -> int:
+    """A whole number of at least 1 (argparse type)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    """A finite number of seconds above 0 (argparse type): `nan` or `0` would send nothing, or
+    everything at once."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0, not {text}")
+    return value
+
+
 def _find_dev(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data-dir",
@@ -67,12 +91,14 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--serials-file", type=Path, help="read serials from this file instead, one per line"
     )
-    parser.add_argument("--limit", type=int, help="use at most this many sensors")
+    parser.add_argument("--limit", type=_count, help="use at most this many sensors")
     parser.add_argument("--seed", type=int, help="random seed, for a repeatable run")
     parser.add_argument(
-        "--duration", type=float, help="stop after this many seconds (default: until Ctrl-C)"
+        "--duration", type=_seconds, help="stop after this many seconds (default: until Ctrl-C)"
     )
-    parser.add_argument("--timeout", type=float, default=TIMEOUT_DEFAULT, help="seconds per call")
+    parser.add_argument(
+        "--timeout", type=_seconds, default=TIMEOUT_DEFAULT, help="seconds per call"
+    )
     parser.add_argument(
         "--backoff-base", type=float, default=BASE_DEFAULT, help="first backoff pause, seconds"
     )
@@ -98,7 +124,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def _shape(parser: argparse.ArgumentParser, shape: FleetShape) -> None:
-    parser.add_argument("--interval", type=float, default=shape.interval, help="heartbeat, s")
+    parser.add_argument("--interval", type=_seconds, default=shape.interval, help="heartbeat, s")
     parser.add_argument("--jitter", type=float, default=shape.jitter, help="± interval fraction")
     parser.add_argument(
         "--churn", type=float, default=shape.churn, help="share silent at any moment"
@@ -139,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
         "compat", help="like the original simulator: one random sensor per interval"
     )
     _common(compat)
-    compat.add_argument("--interval", type=float, default=5.0, help="seconds between reports")
+    compat.add_argument("--interval", type=_seconds, default=5.0, help="seconds between reports")
 
     shape = FleetShape()
     fleet = modes.add_parser(
@@ -147,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common(fleet)
     _shape(fleet, shape)
-    fleet.add_argument("--concurrency", type=int, default=64, help="calls in flight at most")
+    fleet.add_argument("--concurrency", type=_count, default=64, help="calls in flight at most")
     fleet.add_argument("--report-every", type=float, default=30.0, help="census period, s")
 
     gateways = modes.add_parser(
@@ -155,9 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common(gateways)
     _shape(gateways, shape)
-    gateways.add_argument("--gateways", type=int, default=100, help="gateways (connections)")
-    gateways.add_argument("--flush", type=float, default=1.0, help="seconds between sends")
-    gateways.add_argument("--batch-max", type=int, default=1000, help="reports per call")
+    gateways.add_argument("--gateways", type=_count, default=100, help="gateways (connections)")
+    gateways.add_argument("--flush", type=_seconds, default=1.0, help="seconds between sends")
+    gateways.add_argument("--batch-max", type=_count, default=1000, help="reports per call")
     gateways.add_argument("--period", type=float, default=60.0, help="seconds per record line")
     gateways.add_argument(
         "--gap-min", type=float, default=5.0, help="record silences at least this long, s"
@@ -173,8 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--rate", type=float, default=1000.0, help="reports per second (0: unlimited)"
     )
     load.add_argument("--rpc", choices=("unary", "batch"), default="unary")
-    load.add_argument("--batch-size", type=int, default=500, help="statuses per batch call")
-    load.add_argument("--concurrency", type=int, default=8, help="calls in flight at most")
+    load.add_argument("--batch-size", type=_count, default=500, help="statuses per batch call")
+    load.add_argument("--concurrency", type=_count, default=8, help="calls in flight at most")
     load.add_argument("--report-every", type=float, default=2.0, help="seconds per line")
 
     demo = modes.add_parser(
@@ -201,7 +227,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 async def _serials(args: argparse.Namespace, backoff: Backoff) -> list[str]:
     if args.serials_file is not None:
-        return from_file(args.serials_file)[: args.limit]
+        serials = from_file(args.serials_file)[: args.limit]
+        if not serials:
+            raise SystemExit(f"emitter: no serials in {args.serials_file}")
+        return serials
     if not args.database_url:
         raise SystemExit(
             "emitter: no sensors to send as: start `just dev`, or give --database-url (or "

@@ -12,14 +12,23 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import NoReturn, TextIO
+
+from droneshield.ingest.wire import Rejection
 
 from .link import Failure, Link
 from .record import AckRecord
 from .schedule import Fleet, FleetShape, chunks, gateway_phase, partition
 
 log = logging.getLogger(__name__)
+
+
+def not_committed(rejected: Iterable[Rejection]) -> set[int]:
+    """Indexes of a batch's reports that were not committed: every rejection but
+    VERSION_NOT_STORED (committed without its version), so UNAVAILABLE and also NOT_FOUND (a
+    sensor retired or never provisioned) and INVALID_ARGUMENT."""
+    return {r.index for r in rejected if r.code != "VERSION_NOT_STORED"}
 
 
 async def run_gateways(
@@ -63,7 +72,7 @@ async def run_gateways(
         if isinstance(answer, Failure):
             record.answered(names, sent, now, set(), answer.code)
             return
-        failed = {r.index for r in answer.rejected if r.code == "UNAVAILABLE"}
+        failed = not_committed(answer.rejected)
         for r in answer.rejected:
             record.period.errors[r.code] += 1
         record.answered(names, sent, now, failed, None)

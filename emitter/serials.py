@@ -24,10 +24,13 @@ def from_file(path: Path) -> list[str]:
 
 
 async def from_database(url: str, limit: int | None) -> list[str]:
-    """The first `limit` serials (all when None) in provisioning order."""
+    """The first `limit` serials (all when None) of the sensors in service (not retired: the
+    daemon refuses their reports), in provisioning order."""
     conn = await asyncpg.connect(url, timeout=CONNECT_TIMEOUT)
     try:
-        rows = await conn.fetch("SELECT serial FROM sensor ORDER BY id LIMIT $1", limit)
+        rows = await conn.fetch(
+            "SELECT serial FROM sensor WHERE retired_at IS NULL ORDER BY id LIMIT $1", limit
+        )
     finally:
         await conn.close()
     return [r["serial"] for r in rows]

@@ -17,8 +17,11 @@ from grpclib.exceptions import StreamTerminatedError
 from hypothesis import given
 from hypothesis import strategies as st
 
+from droneshield.ingest.wire import Rejection
 from emitter.backoff import Backoff, backoff_delay
+from emitter.cli import build_parser
 from emitter.demo_uploads import file_name, release_pdf
+from emitter.gateway import not_committed
 from emitter.link import UNREACHABLE, classify, parse_target
 from emitter.schedule import Fleet, FleetShape, Pacer, jittered
 from emitter.serials import from_file
@@ -318,6 +321,31 @@ def test_serials_file_skips_blank_lines_and_comments(tmp_path):
     path = tmp_path / "serials.txt"
     path.write_text("# gateway 7\nDS-00000001\n\n  DS-00000002  \n# spare\nDS-00000003\n")
     assert from_file(path) == ["DS-00000001", "DS-00000002", "DS-00000003"]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["compat", "--limit", "0"],
+        ["fleet", "--limit", "-1"],
+        ["fleet", "--interval", "nan"],
+        ["compat", "--interval", "0"],
+        ["load", "--concurrency", "0"],
+        ["gateways", "--record", "r.jsonl", "--flush", "inf"],
+        ["fleet", "--timeout", "-5"],
+    ],
+)
+def test_counts_and_durations_that_would_send_nothing_are_refused(argv, capsys):
+    with pytest.raises(SystemExit) as refused:
+        build_parser().parse_args(argv)
+    assert refused.value.code == 2
+    assert "must be" in capsys.readouterr().err
+
+
+def test_a_batch_report_refused_for_any_reason_but_its_version_is_not_committed():
+    codes = ["UNAVAILABLE", "NOT_FOUND", "VERSION_NOT_STORED", "INVALID_ARGUMENT"]
+    rejected = [Rejection(index=i, code=code, reason="") for i, code in enumerate(codes)]
+    assert not_committed(rejected) == {0, 1, 3}
 
 
 # Package __init__ modules the wire code's import passes through; they hold no code. The wire

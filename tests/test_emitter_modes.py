@@ -10,10 +10,12 @@ from contextlib import asynccontextmanager
 
 import pytest
 import trio
+import trio_asyncio
 
 from droneshield import daemon
 from droneshield.config import Settings
 from droneshield.web.app import create_app
+from emitter.serials import from_database
 from emitter.versions import RELEASED
 
 from .support.processes import eventually, free_port, spawn
@@ -230,3 +232,11 @@ async def test_demo_uploads_write_valid_pdfs_for_manual_upload(tmp_path):
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == sorted(f"software_v{v}.pdf" for v in RELEASED)
     assert all((tmp_path / n).read_bytes().startswith(b"%PDF-1.4") for n in names)
+
+
+async def test_the_emitter_reads_only_sensors_in_service(running, db, sensors, database_url):
+    """A retired sensor's reports are refused (NOT_FOUND): the emitter leaves it out."""
+    await db.execute("UPDATE sensor SET retired_at = now() WHERE serial = $1", sensors[0])
+    read = await trio_asyncio.aio_as_trio(from_database)(database_url, None)
+    assert sensors[0] not in read
+    assert set(sensors[1:]) <= set(read)
