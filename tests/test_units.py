@@ -128,3 +128,24 @@ def test_every_setting_is_documented_in_the_readme():
 def test_out_of_range_settings_are_refused(key, value):
     with pytest.raises(ValueError, match="must be"):
         config.from_mapping({}, {f"DRONESHIELD_{key}": value})
+
+
+@pytest.mark.parametrize(
+    ("variables", "says"),
+    [
+        # An HTTP/2 setting h2 refused on every connection, after the daemon had started.
+        ({"GRPC_MAX_STREAMS": "5000000000"}, "grpc_max_streams must be 1 to 2,147,483,647"),
+        # 864 million slots: the daemon ran out of memory at start.
+        ({"OFFLINE_AFTER": "86400", "WHEEL_RESOLUTION": "0.0001"}, "raise wheel_resolution"),
+        # gRPC took the port, then "HTTP port … is in use" blamed something else.
+        ({"HTTP_PORT": "50051", "GRPC_PORT": "50051"}, "http_port and grpc_port must differ"),
+    ],
+)
+def test_settings_the_daemon_could_not_run_with_are_refused_at_once(variables, says):
+    with pytest.raises(ValueError, match=says):
+        config.from_mapping({}, {f"DRONESHIELD_{k}": v for k, v in variables.items()})
+
+
+def test_a_day_offline_at_the_default_resolution_and_both_ports_picked_are_allowed():
+    config.from_mapping({}, {"DRONESHIELD_OFFLINE_AFTER": "86400"})
+    config.from_mapping({}, {"DRONESHIELD_HTTP_PORT": "0", "DRONESHIELD_GRPC_PORT": "0"})
