@@ -17,6 +17,13 @@ it: this instance's sink re-armed it already, or another instance did (if that i
 safety sweep catches it). Only when the database says the sensor is due within one `resolution`
 (the clocks ran at slightly different rates) is it re-armed here.
 
+A database outage longer than OUTAGE_MIN holds expiry (the wheel's and the sweep's) until
+`offline_after` after the last failed statement: while the database was away, the writer could
+commit no report, so every sensor's `last_seen_at` aged; expiring at once when it comes back
+marked offline the sensors that had kept reporting (a fleet-wide flap, with its events,
+webhooks and live changes). Held, each sensor has `offline_after` to get a report through; one
+that does not goes offline then, at most an outage plus `offline_after` late.
+
 Start-up recovery rebuilds the wheel from the online sensors, a page at a time, after the daemon
 is ready (it never delays /readyz), while expiry runs; those overdue go offline at the next
 tick. A periodic safety sweep marks offline what no instance tracks, and
@@ -26,6 +33,7 @@ old `sensor_event` rows are pruned in small batches.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from typing import Final, NoReturn, Protocol
 
@@ -33,7 +41,7 @@ import trio
 
 from . import metrics
 from .config import Settings
-from .db.pool import is_transient
+from .db.pool import is_outage, is_transient
 from .db.presence import Expiry
 from .domain import Applied
 from .hub import Hub
@@ -49,6 +57,7 @@ PRUNE_BATCH: Final = 1_000  # sensor_event rows deleted per statement
 PRUNE_INTERVAL: Final = 3600.0  # seconds between pruning runs
 FAILURE_PAUSE: Final = 1.0  # seconds to wait after a database error before trying again
 SWEEP_GRACE: Final = 2.0  # seconds a live wheel's expiry may lag before the sweep steps in
+OUTAGE_MIN: Final = 5.0  # seconds of failing statements that make an outage, not a blip
 
 
 class PresenceStore(Protocol):
@@ -84,6 +93,8 @@ class Tracker:
         self.wheel = TimingWheel(resolution, offline_after, trio.current_time())
         self.statements = 0  # expiry statements run (the wheel's and the sweep's), for tests
         self.recovered = trio.Event()  # set once start-up recovery has armed every online sensor
+        self._failing_since: float | None = None  # first of the statements failing in a row
+        self.held_until = -math.inf  # no sensor goes offline before (after an outage)
 
     def track(self, rows: Sequence[Applied]) -> None:
         """Writer sink: each committed report re-arms its sensor. O(rows), never blocks."""
@@ -111,18 +122,42 @@ class Tracker:
         # Every tick due by now in one go: a statement that takes longer than a resolution (a
         # loaded database) must not leave one tick per statement behind, or the lag grows
         # without bound (the soak saw offline decided a minute late at 100k sensors).
-        ids = [key for tick in self.wheel.expired(trio.current_time()) for key in tick]
+        now = trio.current_time()
+        ids = [key for tick in self.wheel.expired(now) for key in tick]
+        if now < self.held_until:
+            self.wheel.arm_many(ids, self.held_until)
+            return
         for start in range(0, len(ids), EXPIRE_BATCH):
             try:
                 await self.expire(ids[start : start + EXPIRE_BATCH])
-            except Exception:
+            except Exception as exc:
                 self.wheel.arm_many(ids[start:], trio.current_time())
+                self._failed(exc)
                 raise
+
+    def _failed(self, exc: Exception) -> None:
+        """A statement failed; after OUTAGE_MIN of them in a row (the database is away),
+        expiry is held for `offline_after`."""
+        if not is_outage(exc):
+            return
+        now = trio.current_time()
+        if self._failing_since is None:
+            self._failing_since = now
+        elif now - self._failing_since >= OUTAGE_MIN:
+            if self.held_until < now:
+                log.warning(
+                    "database away for %.0f s: no sensor goes offline for %.0f s, so that "
+                    "those still reporting get a report through first",
+                    now - self._failing_since,
+                    self.offline_after,
+                )
+            self.held_until = now + self.offline_after
 
     async def expire(self, ids: Sequence[int]) -> None:
         """One conditional update for `ids`; publishes those that went offline."""
         expiry = await self._store.expire(ids, self.offline_after)
         self.statements += 1
+        self._failing_since = None
         if expiry.offline:
             metrics.TRANSITIONS.labels("offline").inc(len(expiry.offline))
         # Due within a resolution by the database's clock: only the clocks' rates disagreed.
@@ -133,6 +168,8 @@ class Tracker:
     async def sweep(self, *, page: int = SWEEP_PAGE) -> None:
         """Mark offline the online sensors silent for longer than any live wheel would allow
         (their instance died), a page at a time."""
+        if trio.current_time() < self.held_until:
+            return  # the wheel's expiry is held too (an outage); the next sweep comes later
         silent_for = self.offline_after + self.wheel.resolution + SWEEP_GRACE
         after = 0
         while ids := await self._store.stale_page(after, page, silent_for):

@@ -240,6 +240,27 @@ async def test_expiry_retries_after_a_database_error(autojump_clock, nursery, pr
     assert tracker.statements == 1
 
 
+async def test_after_a_database_outage_sensors_get_a_report_through_before_going_offline(
+    autojump_clock, nursery, presence_settings
+):
+    """While the database was away the writer committed nothing, so every sensor's last
+    report aged: expiring as soon as it came back marked offline the sensors still reporting."""
+    store = MemoryPresenceStore(2)
+    tracker = await _start(nursery, store, presence_settings)
+    with trio.fail_after(1000):
+        reported = await _report(tracker, store, 1, 2)
+        store.failures_left = 10**9  # the database goes away: every statement fails
+        await trio.sleep_until(reported + 2 * OFFLINE_AFTER)
+        store.failures_left = 0  # it is back
+        await trio.sleep(2 * RESOLUTION)
+        await _report(tracker, store, 1)  # sensor 1's first report that gets through
+        await trio.sleep_until(reported + 3 * OFFLINE_AFTER)
+    assert store.offline_times(1) == []
+    [went_offline] = store.offline_times(2)  # the silent one, once the hold is over
+    assert reported + 2 * OFFLINE_AFTER < went_offline <= reported + 3 * OFFLINE_AFTER
+    assert tracker.held_until <= went_offline
+
+
 async def test_old_events_are_pruned_at_start_in_small_batches(
     autojump_clock, nursery, presence_settings
 ):

@@ -40,19 +40,31 @@ CONNECT_TIMEOUT: Final = 5.0  # seconds
 # check, which waited for the removal to commit; the retry reads without it (the version is
 # then not stored, the alert not queued). Otherwise it failed a whole batch of reports as an
 # internal error, or ended the daemon from expiry.
-_TRANSIENT_SQLSTATES: Final = ("08", "53", "57P", "57014", "40001", "40P01", "23503")
+_OUTAGE_SQLSTATES: Final = ("08", "53", "57P")
+_TRANSIENT_SQLSTATES: Final = (*_OUTAGE_SQLSTATES, "57014", "40001", "40P01", "23503")
 
 
-def is_transient(exc: BaseException) -> bool:
-    """Whether retrying later may succeed, as opposed to a statement that is simply wrong."""
+def _sqlstate_in(exc: BaseException, states: tuple[str, ...]) -> bool:
+    state = getattr(exc, "sqlstate", None) or ""
+    return isinstance(exc, asyncpg.PostgresError) and state.startswith(states)
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether `exc` says the database is away (unreachable, restarting, shutting down, out of
+    connections) rather than that one statement failed: while it is, every statement fails,
+    the writer's included."""
     # InternalClientError: a connection left mid-operation when the server killed it; the pool
     # replaces it, so the statement can be retried on another.
     if isinstance(
         exc, OSError | asyncpg.InterfaceError | asyncpg.InternalClientError | TimeoutError
     ):
         return True
-    state = getattr(exc, "sqlstate", None) or ""
-    return isinstance(exc, asyncpg.PostgresError) and state.startswith(_TRANSIENT_SQLSTATES)
+    return _sqlstate_in(exc, _OUTAGE_SQLSTATES)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether retrying later may succeed, as opposed to a statement that is simply wrong."""
+    return is_outage(exc) or _sqlstate_in(exc, _TRANSIENT_SQLSTATES)
 
 
 def _lost_connections_are_transient(
