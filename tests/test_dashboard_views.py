@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -423,3 +424,41 @@ async def test_a_change_before_a_sensor_page_has_its_facts_is_shown(browser, run
         await page(lambda p: expect(p.locator(TIMELINE)).to_have_count(1))
         await page.close()
     assert arrived
+
+
+async def test_a_connection_gone_silent_is_marked_stale_without_waiting_for_its_close(
+    browser, aio_loop, database_url, settings, sensors
+):
+    """A dead network answers nothing, not even the closing handshake (Chromium then waits up
+    to a minute for it): once the server has been silent for a few ping intervals the page
+    says it is not live, whether or not the socket has finished closing."""
+    silent = threading.Event()
+
+    def silence_after_hello(ws: Any) -> None:
+        server = ws.connect_to_server()
+        server.on_message(lambda message: None if silent.is_set() else ws.send(message))
+        ws.on_message(server.send)
+        ws.on_close(lambda code, reason: None)  # the page's close is never answered
+        server.on_close(lambda code, reason: None)
+
+    fixed = settings.replace(http_port=free_port(), ws_ping_interval=0.4)
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(daemon.run, fixed, database_url)
+            page = await open_page(browser, f"http://127.0.0.1:{fixed.http_port}")
+            await page(lambda p: p.route_web_socket("**/ws", silence_after_hello))
+            await page(lambda p: p.goto("/"))
+            await live(page)
+            silent.set()
+            await page(
+                lambda p: expect(p.locator("#connection")).to_have_attribute(
+                    "data-state", "reconnecting", timeout=5_000
+                )
+            )
+            await page(
+                lambda p: expect(p.locator("body")).to_have_attribute(
+                    "data-stale", re.compile("as of")
+                )
+            )
+            await page.close()
+            nursery.cancel_scope.cancel()

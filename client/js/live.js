@@ -154,7 +154,19 @@ export class Live {
   // A server that says nothing for a few ping intervals is gone, even if TCP has not noticed.
   feedWatchdog() {
     clearTimeout(this.watchdog);
-    this.watchdog = setTimeout(() => this.socket?.close(), this.pingInterval * SILENCE_FACTOR * 1000);
+    this.watchdog = setTimeout(() => this.abandon(), this.pingInterval * SILENCE_FACTOR * 1000);
+  }
+
+  // Give up on the connection now: stale and retrying at once, without waiting for its close
+  // event, which a dead network delays until the browser gives up on the closing handshake
+  // (up to a minute, all of it shown as "Live").
+  abandon() {
+    const socket = this.socket;
+    if (!socket) return;
+    this.socket = null; // its close event, whenever it comes, is about a connection given up
+    socket.close();
+    this.settle();
+    this.scheduleRetry();
   }
 
   scheduleRetry() {
@@ -166,7 +178,7 @@ export class Live {
   }
 
   retryNow() {
-    if (this.socket?.readyState === WebSocket.CLOSED) this.connect();
+    if (!this.socket || this.socket.readyState === WebSocket.CLOSED) this.connect();
   }
 
   show(state, seconds) {
