@@ -105,6 +105,9 @@ class SensorState:
     heartbeat: bool = False
     site: str | None = None  # where the sensor stands, for live views filtered by site
     edit: Edit | None = None  # set only on a change an operator's write made
+    # Set only on a transition a report or an expiry made: the status and version before it,
+    # so that a live view can be told of a sensor leaving its filter (`messages._leaving`).
+    before: tuple[Status, str | None] | None = None
 
     @property
     def online(self) -> bool:
@@ -144,6 +147,8 @@ class Applied(NamedTuple):
         when that one was never uploaded, and flagged a heartbeat when nothing but
         `last_seen_at` moved."""
         unreleased = None if self.version_known else self.reported_version
+        heartbeat = self.heartbeat
+        was: Status = "online" if self.was_online else "never" if self.was_never else "offline"
         return SensorState(
             self.id,
             self.serial,
@@ -152,8 +157,9 @@ class Applied(NamedTuple):
             self.last_seen_at,
             self.status_changed_at,
             reported_version=unreleased,
-            heartbeat=self.heartbeat,
+            heartbeat=heartbeat,
             site=self.site,
+            before=None if heartbeat else (was, self.old_version),
         )
 
 

@@ -30,7 +30,7 @@ from . import metrics
 from .bus import Bus, Message
 from .bus.notify import NotifyBus
 from .db.pool import Pool
-from .domain import Edit, SensorState
+from .domain import STATUSES, Edit, SensorState, Status
 from .errors import RelayUnavailable
 from .hub import Hub
 from .interest import PeerInterest
@@ -79,17 +79,34 @@ def _row(change: SensorState) -> bytes:
             change.heartbeat,
             change.site,
             None if change.edit is None else [change.edit.label, change.edit.retired],
+            change.before,
         ]
     )
 
 
-def _edit(row: list[Any]) -> list[Edit]:
-    """An operator's edit of a relayed row, if it carries one (absent in payloads of a daemon
-    that predates it, which carry at most nine fields)."""
-    if len(row) < 10 or row[9] is None:
-        return []
-    label, retired = row[9]
-    return [Edit(label, bool(retired))]
+def _field(row: list[Any], index: int, default: Any = None) -> Any:
+    """A relayed row's field, or `default` in payloads of a daemon that predates it."""
+    return row[index] if len(row) > index else default
+
+
+def _edit(row: list[Any]) -> Edit | None:
+    """An operator's edit of a relayed row, if it carries one."""
+    edit = _field(row, 9)
+    if edit is None:
+        return None
+    label, retired = edit
+    return Edit(label, bool(retired))
+
+
+def _before(row: list[Any]) -> tuple[Status, str | None] | None:
+    """The status and version before a relayed transition, if it carries them."""
+    before = _field(row, 10)
+    if before is None:
+        return None
+    status, version = before
+    if status not in STATUSES or not isinstance(version, str | None):
+        raise ValueError(f"not a status and version: {before!r}")
+    return status, version
 
 
 def _when(text: str | None) -> datetime | None:
@@ -118,8 +135,8 @@ def _head(instance: str) -> bytes:
 
 def encode(instance: str, changes: Sequence[SensorState], payload_max: int) -> list[str]:
     """Payloads `{"i": instance, "c": [[id, serial, version, status, lastSeen, changed,
-    reportedVersion, heartbeat, site, [label, retired] or null], …]}`, each under
-    `payload_max` bytes."""
+    reportedVersion, heartbeat, site, [label, retired] or null, [status, version] before or
+    null], …]}`, each under `payload_max` bytes."""
     head = _head(instance) + b',"c":['
     return [p.decode() for p in _pack(head, map(_row, changes), payload_max)]
 
@@ -169,8 +186,11 @@ def _changes(message: dict[str, Any], wanted: Callable[[str], bool]) -> list[Sen
                 row[3],
                 _when(row[4]),
                 _when(row[5]),
-                *row[6:9],  # absent in payloads of a daemon that predates them
-                *_edit(row),
+                reported_version=_field(row, 6),
+                heartbeat=_field(row, 7, False),
+                site=_field(row, 8),
+                edit=_edit(row),
+                before=_before(row),
             )
             for row in message["c"]
             if wanted(row[1])

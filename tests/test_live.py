@@ -133,6 +133,61 @@ async def test_page_subscription_also_gets_sensors_entering_its_filter_not_their
     assert sorted(i["serial"] for i in items) == ["T-000001", "T-000002", "T-000005"]
 
 
+async def test_a_page_being_read_also_gets_sensors_leaving_its_filter(running, sensors):
+    """`leaving`: the page's rows are not known until its read is done; one of them that leaves
+    the filter meanwhile (gone offline on an online page) would never be told of again. Only
+    transitions that took a sensor out are added, not those of sensors outside throughout."""
+    page = {"type": "subscribe", "serials": [], "filter": {"status": "online"}}
+    with trio.fail_after(10):
+        async with open_live(running.http_port) as reading, open_live(running.http_port) as shown:
+            await reading.send({**page, "leaving": True})
+            await shown.send(page)
+            await reading.next("subscribed")
+            await shown.next("subscribed")
+            running.hub.publish(
+                [
+                    replace(change(1, status="offline"), before=("online", "1.0.0")),  # leaves
+                    replace(change(2, status="offline"), before=("never", None)),  # never in it
+                    replace(change(3, version="2.0.0"), before=("online", "1.0.0")),  # stays
+                ]
+            )
+            running.hub.publish([replace(change(9, status="online"), before=("never", None))])
+            read = await _collect_until(reading, "T-000009")
+            drawn = await _collect_until(shown, "T-000009")
+    assert sorted(i["serial"] for i in read) == ["T-000001", "T-000003", "T-000009"]
+    assert sorted(i["serial"] for i in drawn) == ["T-000003", "T-000009"]
+
+
+async def test_a_report_tells_what_its_sensor_was_before(running, sensors):
+    """Through the writer: a sensor never seen that reports leaves a `never` page being read."""
+    with trio.fail_after(10):
+        async with open_live(running.http_port) as reading:
+            never = {"status": "never"}
+            await reading.send(
+                {"type": "subscribe", "serials": [], "filter": never, "leaving": True}
+            )
+            await reading.next("subscribed")
+            await _report(running.grpc_port, sensors[0])
+            items = await _collect_until(reading, sensors[0])
+    assert [i["status"] for i in items if i["serial"] == sensors[0]] == ["online"]
+
+
+async def _report(port: int, serial: str) -> None:
+    async with grpclib_stub(port) as stub:
+        await aio(stub.send_status, DeviceStatus(serial=serial, software_version="1.0.0"))
+
+
+@pytest.mark.parametrize("leaving", ["yes", 1, None])
+async def test_leaving_must_be_true_or_false(running, leaving):
+    with trio.fail_after(10):
+        async with open_live(running.http_port) as client:
+            await client.send(
+                {"type": "subscribe", "serials": [], "filter": {}, "leaving": leaving}
+            )
+            answer = await client.next("error")
+    assert answer["error"]["code"] == "invalid_subscribe"
+
+
 async def test_filter_subscription_by_site_and_case_insensitive_text(running):
     north = [replace(change(n, serial=s), site="north") for n, s in ((1, "ab-X9"), (2, "cd-x9"))]
     with trio.fail_after(10):

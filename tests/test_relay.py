@@ -34,6 +34,7 @@ changes = st.builds(
     heartbeat=st.booleans(),
     site=st.none() | st.text(max_size=20),
     edit=st.none() | st.builds(Edit, label=st.none() | st.text(max_size=20), retired=st.booleans()),
+    before=st.none() | st.tuples(st.sampled_from(["never", "online", "offline"]), versions),
 )
 
 

@@ -16,6 +16,7 @@ export class Live {
     this.handlers = { onSensors, onSummary, onResync };
     this.serials = [];
     this.filter = null;
+    this.leaving = false;
     this.heardAt = null; // server time of the last message: what is on screen is as of then
     this.socket = null;
     this.delay = BACKOFF_FIRST;
@@ -39,9 +40,12 @@ export class Live {
   // misses no change made after its read. Sent with the next hello while connecting; resolves
   // at once while disconnected (the reconnection reloads every view), and after CONFIRM_WAIT
   // at most, so a slow server delays a view but never stops it.
-  subscribe(serials, filter = null) {
+  // With `leaving`, also the sensors the filter admitted before a transition took them out of
+  // it (a page being read needs them: its rows are not known yet).
+  subscribe(serials, filter = null, { leaving = false } = {}) {
     this.serials = serials;
     this.filter = filter;
+    this.leaving = leaving;
     const confirmed = new Promise((resolve) => {
       this.waiters.push(resolve);
       setTimeout(resolve, CONFIRM_WAIT);
@@ -58,6 +62,7 @@ export class Live {
   sendSubscribe() {
     const message = { type: "subscribe", serials: this.serials };
     if (this.filter) message.filter = this.filter;
+    if (this.filter && this.leaving) message.leaving = true;
     if (!this.send(message)) return;
     this.setPending(this.pending + 1);
     this.unconfirmed.push(this.waiters);

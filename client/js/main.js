@@ -80,7 +80,9 @@ const table = new SensorTable({
     router.remember(listHash(params));
     table.show(params);
   },
-  watch: (serials, filter) => (view === "list" ? live.subscribe(serials, filter) : Promise.resolve()),
+  // While a page is read, sensors leaving the filter too: one of the rows it will show may.
+  watch: (serials, filter) =>
+    view === "list" ? live.subscribe(serials, filter, { leaving: true }) : Promise.resolve(),
   onPage: (serials, filter) => {
     if (view === "list") live.subscribe(serials, filter);
   },

@@ -127,6 +127,7 @@ async def expire(conn: Connection, ids: Sequence[int], offline_after: float) -> 
                     r["last_seen_at"],
                     r["status_changed_at"],
                     site=r["site"],
+                    before=("online", r["version"]),
                 )
             )
         else:

@@ -18,6 +18,7 @@ reports when that one was never uploaded, so not stored; else null), with `site`
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -178,7 +179,11 @@ def _subscribe(message: dict[str, Any], max_serials: int) -> Subscribe:
     match = _filter(where)
     if serials is None:
         return Subscribe(None, match)
-    return Subscribe(_serials(serials, max_serials), _entering(match))
+    leaving = message.get("leaving", False)
+    if not isinstance(leaving, bool):
+        raise ProtocolError("invalid_subscribe", "'leaving' must be true or false")
+    moving = _moving(match) if leaving else _entering(match)
+    return Subscribe(_serials(serials, max_serials), moving)
 
 
 def _entering(match: Match) -> Match:
@@ -189,6 +194,26 @@ def _entering(match: Match) -> Match:
         return not change.heartbeat and match(change)
 
     return entering
+
+
+def _moving(match: Match) -> Match:
+    """`match` for transitions into the filter and out of it (a sensor it accepted before the
+    change): what a page being read needs, since the rows it will show are not known until
+    the read is done, and one that leaves the filter meanwhile (gone offline, on an online
+    page) would never be told of again."""
+
+    def moving(change: SensorState) -> bool:
+        if change.heartbeat:
+            return False
+        if match(change):
+            return True
+        before = change.before
+        if before is None:
+            return False
+        status, version = before
+        return match(dataclasses.replace(change, status=status, version=version))
+
+    return moving
 
 
 def _serials(serials: object, max_serials: int) -> frozenset[str]:
