@@ -462,3 +462,18 @@ async def test_a_connection_gone_silent_is_marked_stale_without_waiting_for_its_
             )
             await page.close()
             nursery.cancel_scope.cancel()
+
+
+async def test_skipping_to_the_list_keeps_its_filter(browser, running, sensors):
+    """The skip link (for keyboards and screen readers) moves the focus; followed as a link,
+    its `#sensors` was read as a list address and reset the filters."""
+    page = await open_dashboard(browser, running.http_port, "/#/?status=never&sort=serial")
+    with trio.fail_after(30):
+        await page(lambda p: p.keyboard.press("Tab"))  # the first stop: the skip link
+        await page(lambda p: expect(p.locator("a.skip")).to_be_focused())
+        await page(lambda p: p.keyboard.press("Enter"))
+        await page(lambda p: expect(p.locator("#sensors")).to_be_focused())
+        hash_ = await page(lambda p: p.evaluate("location.hash"))
+        await page(lambda p: expect(p.locator("#filter-status")).to_have_value("never"))
+    await page.close()
+    assert hash_ == "#/?status=never&sort=serial"

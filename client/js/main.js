@@ -94,6 +94,15 @@ const sensorView = new SensorView({
 });
 byId("sensor-older").addEventListener("click", () => sensorView.older());
 
+// "Skip to the sensor list" moves the focus; followed as a link, its `#sensors` was read as a
+// list address and reset the list's filters, sort and page. From a sensor's page it returns
+// to the list as it was left.
+document.querySelector("a.skip").addEventListener("click", (event) => {
+  event.preventDefault();
+  if (view === "sensor") location.hash = byId("sensor-back").getAttribute("href");
+  byId("sensors").focus();
+});
+
 function route(where) {
   view = where.view;
   byId("fleet").hidden = view !== "list";
