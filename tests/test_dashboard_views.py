@@ -477,3 +477,15 @@ async def test_skipping_to_the_list_keeps_its_filter(browser, running, sensors):
         await page(lambda p: expect(p.locator("#filter-status")).to_have_value("never"))
     await page.close()
     assert hash_ == "#/?status=never&sort=serial"
+
+
+async def test_a_pause_while_typing_a_search_keeps_the_space_typed(browser, running, sensors):
+    page = await open_dashboard(browser, running.http_port)
+    search = "#filter-q"
+    with trio.fail_after(30):
+        await page(lambda p: p.locator(search).press_sequentially("north "))
+        await page(lambda p: expect(p).to_have_url(re.compile(r"q=north(&|$)")))  # the pause
+        await page(lambda p: p.locator(search).press_sequentially("gate"))
+        await page(lambda p: expect(p).to_have_url(re.compile(r"q=north(\+|%20)gate")))
+        await page(lambda p: expect(p.locator(search)).to_have_value("north gate"))
+    await page.close()

@@ -116,7 +116,12 @@ export class SensorTable {
     this.state = stateOf(params);
     const { elements } = this.form;
     for (const name of ["status", "version", "limit", "q", "site"]) {
-      elements[name].value = String(this.state[name]);
+      const field = elements[name];
+      const value = String(this.state[name]);
+      // Typing: what is typed stays (a space before the next word is trimmed only from the
+      // address; written back, a pause while typing "north gate" gave "northgate").
+      if (field === document.activeElement && field.value.trim() === value) continue;
+      field.value = value;
     }
     this.load();
   }
