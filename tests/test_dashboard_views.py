@@ -17,9 +17,11 @@ import trio
 from playwright.sync_api import expect
 
 from droneshield import daemon
+from droneshield.ingest.proto.status import DeviceStatus, DeviceStatusBatch
 
 from .support.browser import BrowserThread, Page, open_page
 from .support.dashboard import LIVE_WITHIN, live, open_dashboard, report, row
+from .support.grpc_clients import aio, grpclib_stub
 from .support.processes import free_port
 from .support.releases import add_software
 
@@ -488,4 +490,29 @@ async def test_a_pause_while_typing_a_search_keeps_the_space_typed(browser, runn
         await page(lambda p: p.locator(search).press_sequentially("gate"))
         await page(lambda p: expect(p).to_have_url(re.compile(r"q=north(\+|%20)gate")))
         await page(lambda p: expect(p.locator(search)).to_have_value("north gate"))
+    await page.close()
+
+
+async def test_a_sensor_already_in_the_list_is_not_announced_as_new(browser, running, sensors):
+    """Sorted by status change with no filter, every transition moves a sensor within the list,
+    none brings one into it (README: nothing is announced); a transition says what the sensor
+    was before, and it matched then."""
+    page = await open_dashboard(browser, running.http_port, "/#/?sort=status_changed_at&limit=1")
+    with trio.fail_after(30):
+        [shown] = await page(
+            lambda p: p.locator("#sensors tbody tr").evaluate_all(
+                "rows => rows.map(row => row.dataset.serial)"
+            )
+        )
+        other = next(s for s in sensors if s != shown)
+        async with grpclib_stub(running.grpc_port) as stub:  # one commit, one live message
+            batch = [DeviceStatus(serial=s, software_version="") for s in (shown, other)]
+            await aio(stub.send_status_batch, DeviceStatusBatch(statuses=batch))
+        await page(
+            lambda p: expect(row(p, shown).locator('[data-label="Status"]')).to_have_text("online")
+        )
+        # The row on the page moved (its key changed): that is said; nothing is new.
+        notice = page.page.locator("#sensor-notice")
+        await page(lambda p: expect(notice).to_contain_text("1 leaving"))
+        await page(lambda p: expect(notice).not_to_contain_text("new"))
     await page.close()

@@ -317,8 +317,9 @@ export class SensorTable {
       remember(item);
       const shown = this.rows.get(item.serial);
       if (shown) this.updateRow(shown, item);
-      else if (this.liveFilter() && this.matches(item)) this.entered.add(item.serial);
-      else this.entered.delete(item.serial); // it entered, then left again
+      else if (this.liveFilter() && this.matches(item) && !this.matchedBefore(item)) {
+        this.entered.add(item.serial);
+      } else if (!this.matches(item)) this.entered.delete(item.serial); // entered, then left
     }
     this.showNotice();
   }
@@ -353,6 +354,12 @@ export class SensorTable {
       return before.retired && !item.retired ? "restored" : "no longer matches";
     }
     return this.moved(before, item) ? "moved" : null;
+  }
+
+  // Whether the filter already admitted the sensor before this change (a report or an expiry
+  // says what it was): then it is on another page of the list, not new to it.
+  matchedBefore(item) {
+    return item.before != null && this.matches({ ...item, ...item.before });
   }
 
   // Whether a live change matches the page's filter. The label comes only with an operator's

@@ -100,6 +100,9 @@ def live_item(change: SensorState) -> dict[str, Any]:
     }
     if change.edit is not None:
         item["label"] = change.edit.label
+    if change.before is not None:
+        status, version = change.before
+        item["before"] = {"status": status, "version": display(version)}
     return item
 
 
