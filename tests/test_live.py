@@ -73,6 +73,7 @@ async def test_report_reaches_subscribed_client_as_the_api_shows_sensors(running
         "retired": False,
         "reportedVersion": None,
         "heartbeat": False,
+        "before": {"status": "never", "version": None},  # what the transition changed
     }
 
 
