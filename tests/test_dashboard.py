@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
@@ -54,6 +55,23 @@ async def test_report_turns_its_row_online_without_reload(dashboard, running, se
         await dashboard(lambda p: expect(_row(p, sensors[3])).to_have_class("flash"))
         await dashboard(lambda p: expect(p.locator("#count-online")).to_have_text("1"))
         await dashboard.screenshot("live-update.png")
+
+
+async def test_a_capped_limit_keeps_its_page_count_through_live_totals(
+    browser, running, db, sensors
+):
+    """`limit=1000` is capped to 500 by the server; live totals counted pages of 1,000."""
+    await seed.seed(db, 600)
+    page = await open_dashboard(browser, running.http_port, "/#/?limit=1000&status=never")
+    info = page.page.locator("#page-info")
+    with trio.fail_after(30):
+        await page(lambda p: expect(info).to_contain_text("Page 1 of 2"))
+        text = await page(lambda p: info.inner_text())
+        never = int(re.search(r"([\d,]+) sensors", text)[1].replace(",", ""))  # type: ignore[index]
+        await _report(running.grpc_port, "DS-00000001")  # one fewer never seen: a new total
+        await page(lambda p: expect(info).to_contain_text(f"{never - 1} sensors"))
+        await page(lambda p: expect(info).to_contain_text("Page 1 of 2"))
+    await page.close()
 
 
 async def test_paging_and_filters(dashboard, running, db):
@@ -131,6 +149,28 @@ async def test_bad_files_show_their_errors(dashboard):
     not_pdf, no_version = sorted(errors, key=lambda text: "notes_v2.0.0" not in text)
     assert "PDF" in not_pdf
     assert "version" in no_version
+
+
+async def test_an_answer_the_page_cannot_read_fails_only_its_own_upload(dashboard):
+    """The first upload is answered 200 with a body that is not the API's (a proxy's page,
+    say): that upload fails, and the next one is still sent."""
+    answered: list[str] = []
+
+    def first_garbled(route: Any) -> None:
+        if not answered:
+            answered.append(route.request.url)
+            route.fulfill(status=200, content_type="text/html", body="<html>proxy</html>")
+        else:
+            route.continue_()
+
+    files = [_pdf("software_v5.0.0.pdf"), _pdf("software_v5.1.0.pdf")]
+    with trio.fail_after(30):
+        await dashboard(lambda p: p.route("**/upload", first_garbled))
+        await dashboard(lambda p: p.locator("#file-input").set_input_files(files))
+        await dashboard(lambda p: expect(p.locator(".upload.failed")).to_have_count(1))
+        await dashboard(lambda p: expect(p.locator(".upload.ok")).to_have_count(1))
+        ok = await dashboard(lambda p: p.locator(".upload.ok .upload-status").inner_text())
+    assert ok == "stored as v5.1.0"
 
 
 @pytest.fixture

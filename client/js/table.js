@@ -63,6 +63,7 @@ export class SensorTable {
     this.onPage = onPage; // called with the serials on screen and the live filter
     this.state = { ...DEFAULTS };
     this.lastPage = 1;
+    this.limit = null; // the last page's limit, as the server applied it
     this.total = null;
     this.totalExact = true;
     this.rows = new Map(); // serial → {tr, item}
@@ -222,6 +223,7 @@ export class SensorTable {
     this.state.page = page.page ?? this.state.page;
     this.total = total;
     this.totalExact = totalExact !== false;
+    this.limit = limit; // as the server applied it (larger ones are capped)
     this.lastPage = Math.max(1, Math.ceil(total / limit));
     this.rows.clear();
     this.entered.clear();
@@ -288,7 +290,7 @@ export class SensorTable {
     if (total === this.total) return;
     this.total = total;
     this.totalExact = true;
-    this.lastPage = Math.max(1, Math.ceil(total / this.state.limit));
+    this.lastPage = Math.max(1, Math.ceil(total / (this.limit ?? this.state.limit)));
     this.showTotal();
   }
 

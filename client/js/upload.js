@@ -35,7 +35,14 @@ export class Uploader {
   add(files) {
     for (const file of files) {
       const entry = this.entry(file);
-      this.queue = this.queue.then(() => this.send(file, entry));
+      // One upload's unexpected failure is its own: it must not reject the queue, or every
+      // later file would wait for good.
+      this.queue = this.queue
+        .then(() => this.send(file, entry))
+        .catch((error) => {
+          entry.item.classList.add("failed");
+          entry.status.textContent = `upload failed: ${error?.message ?? error}`;
+        });
     }
   }
 
@@ -62,9 +69,10 @@ export class Uploader {
       result = await uploadFile(file, (fraction) => (progress.value = fraction));
     }
     if (result.status >= 200 && result.status < 300) {
+      const stored = describe(result.body); // throws on a body that is not the API's
       progress.value = 1;
       item.classList.add("ok");
-      status.textContent = describe(result.body);
+      status.textContent = stored;
       this.onUploaded();
       return;
     }
