@@ -516,3 +516,24 @@ async def test_a_sensor_already_in_the_list_is_not_announced_as_new(browser, run
         await page(lambda p: expect(notice).to_contain_text("1 leaving"))
         await page(lambda p: expect(notice).not_to_contain_text("new"))
     await page.close()
+
+
+async def test_a_search_typed_just_before_leaving_the_list_does_not_take_the_address(
+    browser, running, sensors
+):
+    """The search waits a moment for more typing; leaving the list meanwhile (a row opened),
+    its timer replaced the sensor's address with the list's. Timers on Playwright's clock."""
+    page = await open_page(browser, f"http://127.0.0.1:{running.http_port}")
+    sensor = f"#/sensors/{sensors[0]}"
+    with trio.fail_after(30):
+        await page(lambda p: p.clock.install())
+        await page(lambda p: p.goto("/"))
+        await live(page)
+        await page(lambda p: p.locator("#filter-q").press_sequentially("x"))
+        await page(lambda p: p.evaluate("hash => { location.hash = hash; }", sensor))
+        await page(lambda p: expect(p.locator(SENSOR_READY[0])).to_contain_text(SENSOR_READY[1]))
+        await page(lambda p: p.clock.run_for(2_000))  # past the search's wait
+        await page(lambda p: expect(p.locator(SENSOR_READY[0])).to_be_visible())
+        hash_ = await page(lambda p: p.evaluate("location.hash"))
+    await page.close()
+    assert hash_ == sensor

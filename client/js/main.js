@@ -76,6 +76,9 @@ const table = new SensorTable({
   caption: byId("sensor-caption"),
   notice: byId("sensor-notice"),
   navigate: (params, { replace }) => {
+    // A search typed just before leaving the list fires after it: it must not replace the
+    // address (and history entry) of the view shown now.
+    if (view !== "list") return;
     if (!replace) return router.navigate(listHash(params));
     router.remember(listHash(params));
     table.show(params);
