@@ -537,3 +537,14 @@ async def test_a_search_typed_just_before_leaving_the_list_does_not_take_the_add
         hash_ = await page(lambda p: p.evaluate("location.hash"))
     await page.close()
     assert hash_ == sensor
+
+
+async def test_an_address_edited_with_a_bare_percent_opens_that_serial(browser, running, db):
+    """`#/sensors/P%1` typed by hand: `%1` is no escape, so the serial is read as written."""
+    await db.execute("INSERT INTO sensor (serial) VALUES ('P%1')")
+    page = await open_dashboard(browser, running.http_port)
+    with trio.fail_after(30):
+        await page(lambda p: p.evaluate("() => { location.hash = '#/sensors/P%1'; }"))
+        await page(lambda p: expect(p.locator(SENSOR_READY[0])).to_contain_text(SENSOR_READY[1]))
+        await page(lambda p: expect(p.locator("#sensor-heading")).to_contain_text("P%1"))
+    await page.close()

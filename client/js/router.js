@@ -8,10 +8,20 @@ const SENSOR = /^#\/sensors\/(.+)$/;
 
 export function parse(hash = location.hash) {
   const sensor = SENSOR.exec(hash);
-  if (sensor) return { view: "sensor", serial: decodeURIComponent(sensor[1]) };
+  if (sensor) return { view: "sensor", serial: decoded(sensor[1]) };
   // "#/?a=b" now; "#a=b" is how older links wrote the list's parameters.
   const query = hash.replace(/^#\/?\??/, "");
   return { view: "list", params: new URLSearchParams(query) };
+}
+
+// An address edited by hand may hold a `%` that starts no escape (`#/sensors/100%`): it is then
+// taken as it is, not left to throw (which kept the previous view under the new address).
+function decoded(text) {
+  try {
+    return decodeURIComponent(text);
+  } catch {
+    return text;
+  }
 }
 
 export function sensorHash(serial) {
