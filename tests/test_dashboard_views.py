@@ -5,11 +5,13 @@ Screenshots land in test-artifacts/."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -17,6 +19,7 @@ import trio
 from playwright.sync_api import expect
 
 from droneshield import daemon
+from droneshield.domain import SensorState
 from droneshield.ingest.proto.status import DeviceStatus, DeviceStatusBatch
 
 from .support.browser import BrowserThread, Page, open_page
@@ -548,3 +551,22 @@ async def test_an_address_edited_with_a_bare_percent_opens_that_serial(browser, 
         await page(lambda p: expect(p.locator(SENSOR_READY[0])).to_contain_text(SENSOR_READY[1]))
         await page(lambda p: expect(p.locator("#sensor-heading")).to_contain_text("P%1"))
     await page.close()
+
+
+async def test_a_row_that_matches_again_is_no_longer_marked_leaving(browser, running, sensors):
+    """Offline on an online page marks a row leaving; back online before the refresh, it
+    stays: the mark (and its count) go."""
+    serial = sensors[0]
+    await report(running.grpc_port, serial)
+    page = await open_dashboard(browser, running.http_port, "/#/?status=online")
+    notice = page.page.locator("#sensor-notice")
+    with trio.fail_after(30):
+        now = datetime.now(UTC)
+        offline = SensorState(1, serial, None, "offline", now, now)  # rows are matched by serial
+        running.hub.publish([offline])
+        await page(lambda p: expect(notice).to_contain_text("1 leaving"))
+        running.hub.publish([dataclasses.replace(offline, status="online")])
+        await page(lambda p: expect(notice).to_be_hidden())
+        leaving = await page(lambda p: row(p, serial).get_attribute("data-leaving"))
+    await page.close()
+    assert leaving is None

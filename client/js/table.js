@@ -343,6 +343,12 @@ export class SensorTable {
     tr.classList.add("flash");
     const why = this.leaves(before, item);
     if (why && !tr.dataset.leaving) this.marked += 1;
+    if (!why && tr.dataset.leaving && tr.dataset.leaving !== "moved") {
+      // It matches the filter again (back online on an online page): it stays after all. A
+      // row that moved stays out of its place whatever comes next.
+      delete tr.dataset.leaving;
+      this.marked -= 1;
+    }
     if (why) {
       tr.dataset.leaving = why;
       tr.lastElementChild.append(h("span", { class: "leaving" }, ` · ${why}, leaves at the next refresh`));
