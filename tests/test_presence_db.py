@@ -298,6 +298,20 @@ async def test_events_older_than_retention_are_pruned_in_the_background(
     assert await db.fetchval("SELECT array_agg(version) FROM unreleased_version") == ["9.0.0"]
 
 
+async def test_stale_unreleased_versions_are_pruned_in_full_without_old_events(
+    aio_loop, database_url, db, sensors, settings, nursery
+):
+    """The pruning runs on while either table had a full batch to delete: counted by events
+    alone, 1,000 stale versions went per hourly run however many there were."""
+    await db.execute(
+        "INSERT INTO unreleased_version (version, reports, first_seen_at, last_seen_at) "
+        "SELECT '8.0.' || n, 1, now() - interval '3 days', now() - interval '2 days' "
+        "FROM generate_series(1, 2500) AS n"
+    )
+    await nursery.start(daemon.run, settings.replace(event_retention=86400.0), database_url)
+    await _poll_until(db, "SELECT count(*) = 0 FROM unreleased_version")
+
+
 async def test_recovery_reads_online_sensors_a_page_at_a_time(aio_loop, database_url, db, sensors):
     await _set_online(db, sensors, silent_for=0.0)
     async with open_pool(database_url, size=1) as pool:
