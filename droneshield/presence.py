@@ -43,7 +43,7 @@ from . import metrics
 from .config import Settings
 from .db.pool import is_outage, is_transient
 from .db.presence import Expiry
-from .domain import Applied
+from .domain import Applied, SensorState
 from .hub import Hub
 from .periodic import every
 from .wheel import TimingWheel
@@ -71,6 +71,8 @@ class PresenceStore(Protocol):
 
     async def prune_events(self, older_than: float, limit: int) -> int: ...
 
+    async def offline_states(self, ids: Sequence[int]) -> list[SensorState]: ...
+
 
 class Tracker:
     """The wheel and what acts on it. Built by `serve_presence`, which runs its loops."""
@@ -94,6 +96,9 @@ class Tracker:
         self.statements = 0  # expiry statements run (the wheel's and the sweep's), for tests
         self.recovered = trio.Event()  # set once start-up recovery has armed every online sensor
         self._failing_since: float | None = None  # first of the statements failing in a row
+        # Ids of an expiry statement that failed: it may have committed (its reply lost), and
+        # the retry, finding them offline, would say nothing of them.
+        self._unsure: set[int] = set()
         self.held_until = -math.inf  # no sensor goes offline before (after an outage)
 
     def track(self, rows: Sequence[Applied]) -> None:
@@ -131,6 +136,7 @@ class Tracker:
             try:
                 await self.expire(ids[start : start + EXPIRE_BATCH])
             except Exception as exc:
+                self._unsure.update(ids[start : start + EXPIRE_BATCH])
                 self.wheel.arm_many(ids[start:], trio.current_time())
                 self._failed(exc)
                 raise
@@ -164,6 +170,20 @@ class Tracker:
         lagging = self.offline_after - self.wheel.resolution
         self._arm_aged([(i, age) for i, age in expiry.still_online if age >= lagging])
         self._hub.publish(expiry.offline)
+        if self._unsure:
+            await self._settle(ids, expiry)
+
+    async def _settle(self, ids: Sequence[int], expiry: Expiry) -> None:
+        """Publish those of `ids` a failed statement may have taken offline: this one found
+        them offline already, so they are in none of its answers."""
+        unsure = [i for i in ids if i in self._unsure]
+        if not unsure:
+            return
+        answered = {s.id for s in expiry.offline} | {i for i, _ in expiry.still_online}
+        lost = [i for i in unsure if i not in answered]
+        if lost:
+            self._hub.publish(await self._store.offline_states(lost))
+        self._unsure.difference_update(unsure)
 
     async def sweep(self, *, page: int = SWEEP_PAGE) -> None:
         """Mark offline the online sensors silent for longer than any live wheel would allow

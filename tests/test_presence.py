@@ -261,6 +261,23 @@ async def test_after_a_database_outage_sensors_get_a_report_through_before_going
     assert tracker.held_until <= went_offline
 
 
+async def test_an_expiry_whose_reply_was_lost_is_still_published(
+    autojump_clock, nursery, presence_settings
+):
+    """The statement committed and its connection broke before the answer: the retry finds
+    the sensor offline already, and used to tell no live view."""
+    store = MemoryPresenceStore(1)
+    hub = Hub()
+    tracker = await _start(nursery, store, presence_settings, hub)
+    store.lost_replies = 1
+    with hub.subscribe() as sub, trio.fail_after(100):
+        await _report(tracker, store, 1)
+        await sub.wait()
+        [change] = sub.take()
+    assert (change.id, change.status) == (1, "offline")
+    assert len(store.offline_times(1)) == 1
+
+
 async def test_old_events_are_pruned_at_start_in_small_batches(
     autojump_clock, nursery, presence_settings
 ):

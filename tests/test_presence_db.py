@@ -312,6 +312,18 @@ async def test_stale_unreleased_versions_are_pruned_in_full_without_old_events(
     await _poll_until(db, "SELECT count(*) = 0 FROM unreleased_version")
 
 
+async def test_offline_states_are_read_for_the_offline_sensors_only(db, sensors):
+    """What an expiry whose reply was lost left: offline sensors (not online, never seen or
+    retired ones), as live views show them."""
+    online, offline, never, retired = sensors[:4]
+    await _set_online(db, [online, offline, retired], silent_for=100)
+    await db.execute("UPDATE sensor SET online = false WHERE serial = ANY($1)", [offline, retired])
+    await db.execute("UPDATE sensor SET retired_at = now() WHERE serial = $1", retired)
+    states = await presence.offline_states(db, await _ids(db, [online, offline, never, retired]))
+    assert [(s.serial, s.status) for s in states] == [(offline, "offline")]
+    assert states[0].last_seen_at is not None
+
+
 async def test_recovery_reads_online_sensors_a_page_at_a_time(aio_loop, database_url, db, sensors):
     await _set_online(db, sensors, silent_for=0.0)
     async with open_pool(database_url, size=1) as pool:

@@ -60,6 +60,14 @@ FROM locked
 WHERE online AND NOT due
 """
 
+# Sensors of `ids` that are offline (not retired): what an expiry whose reply was lost left.
+_OFFLINE_STATES: Final = """
+SELECT id, serial, version, last_seen_at, status_changed_at, site
+FROM sensor
+WHERE id = ANY($1::bigint[]) AND NOT online AND last_seen_at IS NOT NULL AND retired_at IS NULL
+ORDER BY id
+"""
+
 _ONLINE_PAGE: Final = """
 SELECT id, extract(epoch FROM now() - last_seen_at)::float8 AS age
 FROM sensor
@@ -159,6 +167,23 @@ async def prune_events(conn: Connection, older_than: float, limit: int) -> int:
     return int(await conn.fetchval(_PRUNE_EVENTS, timedelta(seconds=older_than), limit))
 
 
+async def offline_states(conn: Connection, ids: Sequence[int]) -> list[SensorState]:
+    """Those of `ids` that are offline, as live views show them."""
+    rows = await conn.fetch(_OFFLINE_STATES, list(ids))
+    return [
+        SensorState(
+            r["id"],
+            r["serial"],
+            r["version"],
+            "offline",
+            r["last_seen_at"],
+            r["status_changed_at"],
+            site=r["site"],
+        )
+        for r in rows
+    ]
+
+
 class PresenceDb:
     """The presence queries on pooled connections: what the tracker holds as its store.
 
@@ -184,3 +209,7 @@ class PresenceDb:
     async def prune_events(self, older_than: float, limit: int) -> int:
         async with acquire(self._pool) as conn:
             return await prune_events(conn, older_than, limit)
+
+    async def offline_states(self, ids: Sequence[int]) -> list[SensorState]:
+        async with acquire(self._pool) as conn:
+            return await offline_states(conn, ids)

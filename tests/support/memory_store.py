@@ -40,6 +40,7 @@ class MemoryPresenceStore:
         self.expire_calls: list[list[int]] = []
         self.prune_calls = 0
         self.failures_left = 0  # the next expire calls raise OSError, as a lost connection
+        self.lost_replies = 0  # the next expire calls commit, then raise (the reply lost)
         self.expire_delay = 0.0  # seconds each expire statement takes (a loaded database)
 
     def report(self, ids: Iterable[int]) -> list[Applied]:
@@ -84,7 +85,18 @@ class MemoryPresenceStore:
                 )
             else:
                 expiry.still_online.append((i, now - row.last_seen))
+        if self.lost_replies:
+            self.lost_replies -= 1
+            raise OSError("connection lost after commit")
         return expiry
+
+    async def offline_states(self, ids: Sequence[int]) -> list[SensorState]:
+        await trio.lowlevel.checkpoint()
+        return [
+            SensorState(i, f"DS-{i:08d}", None, "offline", at(r.last_seen), at(r.changed or 0))
+            for i in sorted(ids)
+            if not (r := self.rows[i]).online and r.last_seen is not None
+        ]
 
     async def online_page(self, after: int, limit: int) -> list[tuple[int, float]]:
         await trio.lowlevel.checkpoint()
