@@ -3,6 +3,9 @@ key), see its delivery health, remove it."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import httpx
 import trio
 from playwright.sync_api import expect
 
@@ -51,4 +54,47 @@ async def test_alerts_panel_adds_shows_health_and_removes_a_webhook(
         await page(lambda p: p.get_by_role("button", name=f"Remove webhook {receiver.url}").click())
         await page(lambda p: expect(p.locator(row)).to_have_count(0))
         await page(lambda p: expect(p.locator("#webhook-message")).to_contain_text("removed"))
+        await page.close()
+
+
+async def test_a_failed_poll_is_forgotten_once_one_succeeds_and_serials_are_shown(
+    browser, aio_loop, database_url, settings, nursery
+):
+    """A webhook limited to some sensors says so (it read as covering the fleet); an error of
+    one failed poll stayed on screen after the next ones succeeded. Timers on Playwright's
+    clock: the panel polls every 5 s."""
+    allowed = settings.replace(webhook_allow_hosts="127.0.0.1")
+    running = await nursery.start(daemon.run, allowed, database_url)
+    hook = {
+        "url": "http://127.0.0.1:9/alerts",
+        "events": ["sensor.offline"],
+        "secret": "0123456789abcdef",
+        "filter": {"serials": ["DS-1", "DS-2"]},
+    }
+    base = f"http://127.0.0.1:{running.http_port}"
+    async with httpx.AsyncClient(base_url=base) as api:
+        assert (await api.post("/webhooks", json=hook)).status_code == 201
+    polls: list[str] = []
+
+    def first_fails(route: Any) -> None:
+        polls.append(route.request.method)
+        if len(polls) == 1:
+            route.fulfill(status=503, json={"error": {"code": "unavailable", "message": "busy"}})
+        else:
+            route.continue_()
+
+    message = "#webhook-message"
+    with trio.fail_after(40):
+        page = await open_page(browser, base)
+        await page(lambda p: p.clock.install())
+        await page(lambda p: p.route("**/webhooks", first_fails))
+        await page(lambda p: p.goto("/#alerts"))
+        await page(lambda p: expect(p.locator(message)).to_contain_text("could not be loaded"))
+        await page(lambda p: p.clock.run_for(6_000))
+        await page(
+            lambda p: expect(p.locator("#webhooks tbody tr")).to_contain_text(
+                "2 sensors: DS-1, DS-2"
+            )
+        )
+        await page(lambda p: expect(p.locator(message)).to_have_text(""))
         await page.close()

@@ -12,12 +12,20 @@ const HEALTH_TEXT = {
   failing: "events failed",
 };
 
+// A webhook limited to some sensors says so (else it read as covering the whole fleet).
+function sensorsHint(serials) {
+  const named = serials.slice(0, 3).join(", ");
+  const more = serials.length > 3 ? ` and ${serials.length - 3} more` : "";
+  return `${serials.length === 1 ? "sensor" : `${serials.length} sensors:`} ${named}${more}`;
+}
+
 export class Alerts {
   constructor({ form, table, message, dialog }) {
     this.form = form;
     this.body = table.tBodies[0];
     this.message = message;
     this.dialog = dialog;
+    this.loadError = null; // what a failed load said, until a load succeeds
     form.addEventListener("submit", (event) => {
       event.preventDefault();
       this.add();
@@ -33,8 +41,12 @@ export class Alerts {
     try {
       const { items } = await getJSON("/webhooks");
       this.body.replaceChildren(...items.map((w) => this.row(w)));
+      // A failed load's error is over once a load succeeds (unless something else was said).
+      if (this.message.textContent === this.loadError) this.say("");
+      this.loadError = null;
     } catch (error) {
-      this.say(`Webhooks could not be loaded: ${error.message}`, true);
+      this.loadError = `Webhooks could not be loaded: ${error.message}`;
+      this.say(this.loadError, true);
     }
   }
 
@@ -56,6 +68,7 @@ export class Alerts {
         {},
         hook.events.join(", "),
         hook.filter.site ? h("div", { class: "hint" }, `site ${hook.filter.site}`) : null,
+        hook.filter.serials ? h("div", { class: "hint" }, sensorsHint(hook.filter.serials)) : null,
       ),
       h("td", {}, health, h("div", { class: "hint" }, details.join(" · "))),
       h("td", {}, remove),
