@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Final
 
-from ..domain import SensorState
-from .pool import Connection, Pool, acquire
+from ..domain import SensorState, Status
+from .pool import Connection, Pool, Record, acquire
 
 # The ids find the rows (the primary key), and `online` is read, never searched for: with
 # statistics gathered while the fleet was silent (a site or a network down, autovacuum analyzing
@@ -130,21 +130,25 @@ async def expire(conn: Connection, ids: Sequence[int], offline_after: float) -> 
     expiry = Expiry()
     for r in rows:
         if r["age"] is None:
-            expiry.offline.append(
-                SensorState(
-                    r["id"],
-                    r["serial"],
-                    r["version"],
-                    "offline",
-                    r["last_seen_at"],
-                    r["status_changed_at"],
-                    site=r["site"],
-                    before=("online", r["version"]),
-                )
-            )
+            expiry.offline.append(_offline(r, before=("online", r["version"])))
         else:
             expiry.still_online.append((r["id"], r["age"]))
     return expiry
+
+
+def _offline(row: Record, before: tuple[Status, str | None] | None = None) -> SensorState:
+    """An offline sensor's row (id, serial, version, last_seen_at, status_changed_at, site) as
+    live views get it."""
+    return SensorState(
+        row["id"],
+        row["serial"],
+        row["version"],
+        "offline",
+        row["last_seen_at"],
+        row["status_changed_at"],
+        site=row["site"],
+        before=before,
+    )
 
 
 async def online_page(conn: Connection, after: int, limit: int) -> list[tuple[int, float]]:
@@ -169,19 +173,7 @@ async def prune_events(conn: Connection, older_than: float, limit: int) -> int:
 
 async def offline_states(conn: Connection, ids: Sequence[int]) -> list[SensorState]:
     """Those of `ids` that are offline, as live views show them."""
-    rows = await conn.fetch(_OFFLINE_STATES, list(ids))
-    return [
-        SensorState(
-            r["id"],
-            r["serial"],
-            r["version"],
-            "offline",
-            r["last_seen_at"],
-            r["status_changed_at"],
-            site=r["site"],
-        )
-        for r in rows
-    ]
+    return [_offline(r) for r in await conn.fetch(_OFFLINE_STATES, list(ids))]
 
 
 class PresenceDb:
