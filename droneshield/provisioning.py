@@ -159,13 +159,17 @@ def _without_bom(lines: Iterable[str]) -> Iterator[str]:
 def from_csv(lines: Iterable[str], rows: Rows) -> Iterator[Numbered]:
     """Sensors of CSV lines: a header `serial[,site][,label]` (any order, after a byte order
     mark if the file has one), then one row each; blank lines, lines of spaces and rows of
-    empty fields are skipped (row indexes count sensors, `line` in a message counts lines).
+    empty fields are skipped, and so are spaces after a comma (row indexes count sensors,
+    `line` in a message counts lines).
 
     Raises:
         CsvHeaderError: the header is missing, unreadable (a stray quote), lacks `serial` or
             names unknown columns.
     """
-    reader = csv.reader(_without_bom(lines), strict=True)
+    # Spaces after a comma are not part of the next field (`serial, site, label`, as people type
+    # a CSV; the header's names were already read so), and a quoted field after them is read
+    # as quoted: `DS-1, "north, gate"` is one site.
+    reader = csv.reader(_without_bom(lines), strict=True, skipinitialspace=True)
     try:
         first = next(reader)
     except StopIteration:

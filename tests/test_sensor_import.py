@@ -268,3 +268,16 @@ async def test_a_file_with_lines_ended_by_cr_alone_is_refused_saying_so(db, data
     assert done.returncode == 1
     assert "carriage return" in done.stderr.decode()
     assert await db.fetchval("SELECT count(*) FROM sensor") == 0
+
+
+async def test_spaces_after_commas_are_not_part_of_the_fields(db, database_url):
+    """As people type a CSV (`serial, site, label`): the header was read so, the values kept
+    their spaces (site ' north'), and a quoted field after a space kept its quotes."""
+    typed = b'serial, site, label\nSP-1, north, roof\nSP-2, "north, gate", "mast 2"\n'
+    done = await _import(database_url, "-", stdin=typed)
+    assert done.returncode == 0, done.stderr
+    stored = await db.fetch("SELECT serial, site, label FROM sensor ORDER BY serial")
+    assert [tuple(r) for r in stored] == [
+        ("SP-1", "north", "roof"),
+        ("SP-2", "north, gate", "mast 2"),
+    ]
