@@ -57,6 +57,15 @@ class Steps:
             bar, task = self._bar
             bar.update(task, total=value)
 
+    def phase(self, description: str) -> None:
+        """Say what the work does now, in place of the bar's title: a stage it cannot count (the
+        insert and index builds after every row is staged, most of a large import, during which
+        the bar would otherwise sit at 100 % saying nothing)."""
+        if self._bar:
+            bar, task = self._bar
+            bar.update(task, description=description)
+            bar.refresh()
+
     def advance(self, n: int = 1) -> None:
         self.done += n
         if self._bar:

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Final
 
+from .db import bulk
 from .errors import Invalid, InvalidSensors
 from .provisioning import CsvHeaderError, Numbered, Rows, from_csv
 
@@ -60,6 +61,7 @@ async def _chunks(specs: Iterator[Numbered], steps: Steps) -> AsyncIterator[Sequ
     if chunk:
         yield chunk
         steps.advance(len(chunk))
+    steps.phase(bulk.STORING)
 
 
 def _data_rows(path: Path) -> int:

@@ -48,6 +48,24 @@ def test_on_a_terminal_a_bar_is_drawn_then_the_summary() -> None:
     assert b"applied 2 migrations in " in written
 
 
+def test_a_stage_that_cannot_be_counted_is_named_on_the_bar() -> None:
+    """After the last row is staged a large import inserts and builds indexes for most of its
+    time: the bar says so instead of sitting at 100 %."""
+    primary, secondary = os.openpty()
+    with os.fdopen(secondary, "w") as tty:
+        with progress.track("importing", done="imported", unit="sensor", stream=tty) as steps:
+            steps.total = 2
+            steps.advance(2)
+            steps.phase("storing (insert, then indexes)")
+        tty.flush()
+        written = b""
+        while select.select([primary], [], [], 0)[0]:
+            written += os.read(primary, 65536)
+    os.close(primary)
+    assert b"storing (insert, then indexes)" in written
+    assert b"imported 2 sensors in " in written
+
+
 @pytest.mark.parametrize(
     ("count", "unit", "seconds", "text"),
     [

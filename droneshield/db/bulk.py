@@ -29,6 +29,7 @@ import asyncpg
 
 from .pool import Connection
 
+STORING: Final = "storing (insert, then indexes)"  # a progress bar's text for `insert`
 REBUILD_MIN: Final = 20_000  # new sensors; below this inserting them one by one is as fast
 LOCK_WAIT: Final = "1s"  # to take the table for a rebuild, else insert row by row
 # Sorting and grouping a million staged rows in memory rather than in runs on disk (the

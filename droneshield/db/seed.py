@@ -37,4 +37,6 @@ async def seed(conn: Connection, count: int, steps: Steps | None = None) -> int:
             )
             if steps:
                 steps.advance(stop - start)
+        if steps:
+            steps.phase(bulk.STORING)
         return await bulk.insert(conn, "seed_serial", "serial")
