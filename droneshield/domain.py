@@ -87,6 +87,9 @@ class Edit:
     retired: bool = False
 
 
+Before = tuple[Status, str | None]  # a sensor's status and version before a transition
+
+
 @dataclass(frozen=True, slots=True)
 class SensorState:
     """One sensor as everyone sees it: a page row, a change fanned out to WebSocket clients,
@@ -106,8 +109,8 @@ class SensorState:
     site: str | None = None  # where the sensor stands, for live views filtered by site
     edit: Edit | None = None  # set only on a change an operator's write made
     # Set only on a transition a report or an expiry made: the status and version before it,
-    # so that a live view can be told of a sensor leaving its filter (`messages._leaving`).
-    before: tuple[Status, str | None] | None = None
+    # so that a live view can be told of a sensor leaving its filter (`messages._moving`).
+    before: Before | None = None
 
     @property
     def online(self) -> bool:
@@ -148,7 +151,6 @@ class Applied(NamedTuple):
         `last_seen_at` moved."""
         unreleased = None if self.version_known else self.reported_version
         heartbeat = self.heartbeat
-        was: Status = "online" if self.was_online else "never" if self.was_never else "offline"
         return SensorState(
             self.id,
             self.serial,
@@ -159,8 +161,14 @@ class Applied(NamedTuple):
             reported_version=unreleased,
             heartbeat=heartbeat,
             site=self.site,
-            before=None if heartbeat else (was, self.old_version),
+            before=None if heartbeat else (self.status_before, self.old_version),
         )
+
+    @property
+    def status_before(self) -> Status:
+        """The sensor's status before this report (asked of transitions only: off the
+        heartbeats' path)."""
+        return "online" if self.was_online else "never" if self.was_never else "offline"
 
 
 # The official semver 2.0.0 pattern, unanchored so it can be found inside a file name.

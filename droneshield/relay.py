@@ -30,7 +30,7 @@ from . import metrics
 from .bus import Bus, Message
 from .bus.notify import NotifyBus
 from .db.pool import Pool
-from .domain import STATUSES, Edit, SensorState, Status
+from .domain import STATUSES, Before, Edit, SensorState
 from .errors import RelayUnavailable
 from .hub import Hub
 from .interest import PeerInterest
@@ -98,7 +98,7 @@ def _edit(row: list[Any]) -> Edit | None:
     return Edit(label, bool(retired))
 
 
-def _before(row: list[Any]) -> tuple[Status, str | None] | None:
+def _before(row: list[Any]) -> Before | None:
     """The status and version before a relayed transition, if it carries them."""
     before = _field(row, 10)
     if before is None:

@@ -39,10 +39,7 @@ export class Uploader {
       // later file would wait for good.
       this.queue = this.queue
         .then(() => this.send(file, entry))
-        .catch((error) => {
-          entry.item.classList.add("failed");
-          entry.status.textContent = `upload failed: ${error?.message ?? error}`;
-        });
+        .catch((error) => failed(entry, `upload failed: ${error?.message ?? error}`));
     }
   }
 
@@ -76,11 +73,16 @@ export class Uploader {
       this.onUploaded();
       return;
     }
-    item.classList.add("failed");
     const error = result.status
       ? errorFrom(result.status, result.body, `HTTP ${result.status}`)
       : { message: "network error; is the server up?" };
-    status.textContent = error.message;
-    status.setAttribute("role", "alert");
+    failed({ item, status }, error.message);
   }
+}
+
+// An upload's entry marked failed, saying why (announced to screen readers).
+function failed({ item, status }, message) {
+  item.classList.add("failed");
+  status.textContent = message;
+  status.setAttribute("role", "alert");
 }

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Final
 
-from ..domain import SensorState, Status
+from ..domain import Before, SensorState
 from .pool import Connection, Pool, Record, acquire
 
 # The ids find the rows (the primary key), and `online` is read, never searched for: with
@@ -136,7 +136,7 @@ async def expire(conn: Connection, ids: Sequence[int], offline_after: float) -> 
     return expiry
 
 
-def _offline(row: Record, before: tuple[Status, str | None] | None = None) -> SensorState:
+def _offline(row: Record, before: Before | None = None) -> SensorState:
     """An offline sensor's row (id, serial, version, last_seen_at, status_changed_at, site) as
     live views get it."""
     return SensorState(
