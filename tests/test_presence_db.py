@@ -275,6 +275,13 @@ async def test_safety_sweep_marks_offline_sensors_no_instance_tracks(
     assert await _events(db, sensors[0]) == [("offline", "online", "offline")]
 
 
+async def _start_pruning_after_a_day(
+    nursery: trio.Nursery, settings: Settings, database_url: str
+) -> None:
+    """A daemon that keeps events (and versions never uploaded) a day; it prunes at start."""
+    await nursery.start(daemon.run, settings.replace(event_retention=86400.0), database_url)
+
+
 async def test_events_older_than_retention_are_pruned_in_the_background(
     aio_loop, database_url, db, sensors, settings, nursery
 ):
@@ -292,7 +299,7 @@ async def test_events_older_than_retention_are_pruned_in_the_background(
         "SELECT v, 1, now() - interval '3 days', now() - make_interval(days => d) "
         "FROM unnest(ARRAY['8.0.0', '9.0.0'], ARRAY[2, 0]) AS t(v, d)"
     )
-    await nursery.start(daemon.run, settings.replace(event_retention=86400.0), database_url)
+    await _start_pruning_after_a_day(nursery, settings, database_url)
     await _poll_until(db, "SELECT count(*) = 1 FROM sensor_event")
     assert await _events(db, sensors[0]) == [("version", None, None)]
     assert await db.fetchval("SELECT array_agg(version) FROM unreleased_version") == ["9.0.0"]
@@ -308,7 +315,7 @@ async def test_stale_unreleased_versions_are_pruned_in_full_without_old_events(
         "SELECT '8.0.' || n, 1, now() - interval '3 days', now() - interval '2 days' "
         "FROM generate_series(1, 2500) AS n"
     )
-    await nursery.start(daemon.run, settings.replace(event_retention=86400.0), database_url)
+    await _start_pruning_after_a_day(nursery, settings, database_url)
     await _poll_until(db, "SELECT count(*) = 0 FROM unreleased_version")
 
 
