@@ -45,7 +45,8 @@ class InvalidVersion(Invalid):
 
 class InvalidSensors(DroneshieldError):
     """Sensors to provision of which some rows break a rule (a bad serial, a serial twice):
-    none of them is stored. `rows` says which and why: `{"index", "code", "message"}`."""
+    none of them is stored. `rows` says which and why: `{"index", "code", "message"}`, and
+    `"line"` for a row read from CSV."""
 
     code = "invalid_sensors"
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import re
+from bisect import bisect_right
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Final, NamedTuple
@@ -47,9 +48,13 @@ class RowError:
     index: int  # 0-based: the position in the JSON list, the data row in a CSV (header not counted)
     code: str
     message: str
+    line: int | None = None  # a CSV row's line in its file (1: the header), which editors show
 
     def as_json(self) -> dict[str, object]:
-        return {"index": self.index, "code": self.code, "message": self.message}
+        shown: dict[str, object] = {"index": self.index, "code": self.code, "message": self.message}
+        if self.line is not None:
+            shown["line"] = self.line
+        return shown
 
 
 class Rows:
@@ -59,9 +64,32 @@ class Rows:
         self.errors: list[RowError] = []
         self.unlisted = 0  # broken rows counted but not kept (a check that lists the first few)
         self.count = 0
+        # Where a CSV's rows are: from row `_starts[i]` on, a row's line is its index plus
+        # `_shifts[i]` (until a blank line or a quoted newline moves them on). A few entries for
+        # a file of millions of rows, where a line number per row would be one per row.
+        self._starts: list[int] = []
+        self._shifts: list[int] = []
+
+    def shifted(self, index: int, shift: int) -> None:
+        """From row `index` on, a row's line is its index plus `shift`."""
+        self._starts.append(index)
+        self._shifts.append(shift)
+
+    def line(self, index: int) -> int | None:
+        """Row `index`'s line in its CSV file; None for rows not read from one."""
+        at = bisect_right(self._starts, index)
+        return index + self._shifts[at - 1] if at else None
+
+    def where(self, index: int) -> str:
+        """How a message names row `index`: by its line in a file, else by its index."""
+        line = self.line(index)
+        return f"row {index}" if line is None else f"line {line}"
+
+    def error(self, index: int, code: str, message: str) -> RowError:
+        return RowError(index, code, message, self.line(index))
 
     def add(self, index: int, code: str, message: str) -> None:
-        self.errors.append(RowError(index, code, message))
+        self.errors.append(self.error(index, code, message))
 
     def check(self) -> None:
         """Raises:
@@ -159,8 +187,8 @@ def _without_bom(lines: Iterable[str]) -> Iterator[str]:
 def from_csv(lines: Iterable[str], rows: Rows) -> Iterator[Numbered]:
     """Sensors of CSV lines: a header `serial[,site][,label]` (any order, after a byte order
     mark if the file has one), then one row each; blank lines, lines of spaces and rows of
-    empty fields are skipped, and so are spaces after a comma (row indexes count sensors,
-    `line` in a message counts lines).
+    empty fields are skipped, and so are spaces after a comma (row indexes count sensors;
+    `rows` learns each row's line in the file).
 
     Raises:
         CsvHeaderError: the header is missing, unreadable (a stray quote), lacks `serial` or
@@ -197,27 +225,32 @@ def from_csv(lines: Iterable[str], rows: Rows) -> Iterator[Numbered]:
     plain = re.compile("\n".join(_ASCII_FIELD[name] for name in header)).fullmatch
     serial_at, site_at, label_at = where["serial"], where.get("site"), where.get("label")
     index = -1
+    shift = 0  # a row's line minus its index, as `rows` was last told
+    record: list[str] | None
     while True:
         index += 1
+        line = reader.line_num + 1  # where the record starts (a quoted newline may continue it)
         try:
             record = next(reader)
         except StopIteration:
             return
         except csv.Error as exc:
-            rows.count += 1
-            rows.add(index, "invalid_csv", f"line {reader.line_num}: {exc}")
-            continue
-        # A blank line (one at the end, most often) holds no sensor; nor does one of spaces.
-        if not record or (len(record) == 1 and record[0].isspace()):
-            index -= 1
-            continue
+            record = None
+            error = str(exc)
+        else:
+            # A blank line (one at the end, most often) holds no sensor; nor does one of spaces.
+            if not record or (len(record) == 1 and record[0].isspace()):
+                index -= 1
+                continue
+        if line - index != shift:  # a blank line or a quoted newline before it
+            shift = line - index
+            rows.shifted(index, shift)
         rows.count += 1
+        if record is None:
+            rows.add(index, "invalid_csv", error)
+            continue
         if len(record) != len(header):
-            rows.add(
-                index,
-                "invalid_row",
-                f"line {reader.line_num}: {len(record)} fields, the header has {len(header)}",
-            )
+            rows.add(index, "invalid_row", f"{len(record)} fields, the header has {len(header)}")
             continue
         site = None if site_at is None else record[site_at]
         label = None if label_at is None else record[label_at]

@@ -110,8 +110,8 @@ def run(url: str, file: str) -> None:
         while isinstance(root, BaseExceptionGroup):  # trio-asyncio's loop wraps what it raises
             root = root.exceptions[0]
         if isinstance(root, InvalidSensors):
-            for row in root.rows:
-                print(f"row {row['index']}: {row['code']}: {row['message']}", file=sys.stderr)
+            for row in root.rows:  # by line, as an editor shows the file
+                print(f"line {row['line']}: {row['code']}: {row['message']}", file=sys.stderr)
         raise
     finally:
         if source is not sys.stdin.buffer:

@@ -151,6 +151,45 @@ async def test_csv_from_a_spreadsheet_with_a_byte_order_mark_and_blank_lines(api
     assert [tuple(r) for r in stored] == [("XL-1", "north"), ("XL-2", "south")]
 
 
+async def test_csv_row_errors_name_the_line_in_the_file(api, db):
+    """A spreadsheet's row is found by its line: blank lines, empty rows (`,,`) and a quoted
+    field holding a newline all move rows down the file without being rows themselves."""
+    body = (
+        b"serial,site,label\n"  # 1
+        b"LN-1,north,\n"  # 2: row 0
+        b"\n"  # 3
+        b",,\n"  # 4
+        b'LN-2,south,"two\nlines"\n'  # 5-6: row 1
+        b"LN-\x013,east,\n"  # 7: row 2
+        b"LN-4,west\n"  # 8: row 3, a field short
+        b"LN-1,north,\n"  # 9: row 4, again
+    )
+    with trio.fail_after(10):
+        response = await api.post("/sensors", content=body, headers=CSV)
+        await api.post("/sensors", json={"sensors": [{"serial": "LN-9", "site": "north"}]})
+        conflict = await api.post(
+            "/sensors", content=b"serial,site\n\nLN-8,x\nLN-9,south\n", headers=CSV
+        )
+    assert response.status_code == 422
+    rows = response.json()["error"]["rows"]
+    assert [(r["index"], r["line"], r["code"]) for r in rows] == [
+        (1, 5, "invalid_field"),  # a label holds no newline; the row starts on line 5
+        (2, 7, "invalid_serial"),
+        (3, 8, "invalid_row"),
+        (4, 9, "duplicate_serial"),
+    ]
+    assert rows[2]["message"] == "2 fields, the header has 3"
+    assert rows[3]["message"] == "serial 'LN-1' is already given in line 2"
+    assert conflict.status_code == 409
+    assert [(r["index"], r["line"]) for r in conflict.json()["error"]["rows"]] == [(1, 4)]
+    # A JSON body has no lines: its rows are named by index.
+    with trio.fail_after(10):
+        twice = await api.post("/sensors", json={"sensors": [{"serial": "J-1"}, {"serial": "J-1"}]})
+    [row] = twice.json()["error"]["rows"]
+    assert "line" not in row
+    assert row["message"] == "serial 'J-1' is already given in row 0"
+
+
 async def test_a_patch_nested_too_deep_is_a_json_400(api, db):
     with trio.fail_after(10):
         await api.post("/sensors", json={"sensors": [{"serial": "P-1"}]})

@@ -95,15 +95,16 @@ async def test_a_large_import_into_a_small_fleet_rebuilds_indexes_under_the_same
 
 async def test_a_broken_file_stores_nothing_and_says_which_rows(db, database_url, tmp_path: Path):
     path = tmp_path / "broken.csv"
-    path.write_bytes(b"serial\nOK-1\nbad\x01serial\nOK-1\n")
+    # Named by their lines in the file, as an editor shows them: past a blank line too.
+    path.write_bytes(b"serial\nOK-1\n\nbad\x01serial\nOK-1\n")
     done = await _import(database_url, str(path))
     encoding = await _import(database_url, "-", stdin=b"serial\nOK-\xff\n")
     assert done.returncode == 1
     lines = done.stderr.decode().strip().splitlines()
     assert lines == [
-        "row 1: invalid_serial: serial 'bad\\x01serial' must be 1 to 128 printable ASCII "
+        "line 4: invalid_serial: serial 'bad\\x01serial' must be 1 to 128 printable ASCII "
         "characters",
-        "row 2: duplicate_serial: serial 'OK-1' is already given in row 0",
+        "line 5: duplicate_serial: serial 'OK-1' is already given in line 2",
         "droneshield: 2 of 3 rows are invalid; nothing was stored",
     ]
     assert encoding.returncode == 1
@@ -128,10 +129,10 @@ async def test_rows_beyond_plain_ascii_get_every_check(db, database_url, tmp_pat
     refused = await _import(database_url, str(path))
     assert refused.returncode == 1
     assert [line.split(": ")[:2] for line in refused.stderr.decode().splitlines()[:-1]] == [
-        ["row 2", "invalid_field"],
-        ["row 3", "invalid_field"],
-        ["row 4", "invalid_field"],
-        ["row 5", "invalid_serial"],
+        ["line 4", "invalid_field"],
+        ["line 5", "invalid_field"],
+        ["line 6", "invalid_field"],  # a row of two lines
+        ["line 8", "invalid_serial"],
     ]
     path.write_text(
         "".join(path.read_text(encoding="utf-8").splitlines(True)[:3]), encoding="utf-8"

@@ -93,7 +93,7 @@ async def provision(
             rows.add(
                 r["idx"],
                 "duplicate_serial",
-                f"serial {r['serial']!r} is already given in row {r['first']}",
+                f"serial {r['serial']!r} is already given in {rows.where(r['first'])}",
             )
         if duplicates:
             rows.unlisted += duplicates[0]["repeated"] - len(duplicates)
@@ -110,11 +110,11 @@ async def provision(
             # added by another request meanwhile (the insert waited for it to commit, then
             # skipped it). Each must be exactly as asked, or the whole call is refused as a
             # conflict and rolled back.
-            await _refuse_conflicts(conn)
+            await _refuse_conflicts(conn, rows)
     return Provisioned(created, valid - created, restored + found if changes else [])
 
 
-async def _refuse_conflicts(conn: Connection) -> None:
+async def _refuse_conflicts(conn: Connection, rows: Rows) -> None:
     """Raises:
     SensorsConflict: staged rows name sensors stored with another site or label."""
     conflicts = await conn.fetch(_CONFLICTS)
@@ -124,12 +124,11 @@ async def _refuse_conflicts(conn: Connection) -> None:
             "sensors exist with another site or label; change them with "
             "PATCH /sensors/{serial}; nothing was stored",
             [
-                {
-                    "index": r["idx"],
-                    "code": "sensor_exists",
-                    "message": f"{r['serial']!r} exists with site {r['site']!r} and "
-                    f"label {r['label']!r}",
-                }
+                rows.error(
+                    r["idx"],
+                    "sensor_exists",
+                    f"{r['serial']!r} exists with site {r['site']!r} and label {r['label']!r}",
+                ).as_json()
                 for r in conflicts[:ERRORS_SHOWN]
             ],
         )
