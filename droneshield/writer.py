@@ -114,6 +114,7 @@ class _Lane:
         self._sinks = sinks  # the writer's list: a sink added later reaches every lane
         self._held: AsyncExitStack | None = None  # releases the connection kept between batches
         self._conn: Connection | None = None
+        self._grace_ends: float | None = None  # when the shutdown grace ends, once it started
         self.statements = 0
 
     async def run(self, *, task_status: trio.TaskStatus[trio.MemorySendChannel[Pending]]) -> None:
@@ -136,8 +137,15 @@ class _Lane:
                 await self._flush(receive)
                 await self._release()
 
+    def _grace(self) -> trio.CancelScope:
+        """The shutdown grace, shielded: one deadline, from the first time the lane needs it,
+        for a batch that was waiting to retry and for the reports still queued."""
+        if self._grace_ends is None:
+            self._grace_ends = trio.current_time() + self._shutdown_grace
+        return trio.CancelScope(shield=True, deadline=self._grace_ends)
+
     async def _flush(self, receive: trio.MemoryReceiveChannel[Pending]) -> None:
-        with trio.move_on_after(self._shutdown_grace):
+        with self._grace():
             async for first in receive:
                 await self._commit(_take(receive, first, self._batch_max))
         leftover = _drain(receive)
@@ -149,10 +157,24 @@ class _Lane:
         """Commit one batch, retrying transient database errors until each report's deadline.
 
         A batch that fails for any other reason fails only its own reports, never the writer.
+        Cancelled while it waits to retry (the daemon stops while the database is failing), it
+        goes on retrying for the shutdown grace, as the reports still queued are committed;
+        what is left then is answered SHUTTING_DOWN.
         """
-        delay = RETRY_FIRST
         # Reports that outwaited their deadline in the queue (overload) are answered, not sent.
-        batch = self._expire(batch, TOO_LATE)
+        left = self._expire(batch, TOO_LATE)
+        try:
+            await self._attempts(left)
+        except trio.Cancelled:
+            with self._grace():
+                await self._attempts(left)
+            _resolve_all(left, IngestUnavailable(SHUTTING_DOWN))
+            raise
+
+    async def _attempts(self, batch: list[Pending]) -> None:
+        """Commit `batch`, retrying; the reports answered leave the list (all of them, unless
+        this is cancelled while it waits to retry)."""
+        delay = RETRY_FIRST
         try:
             while batch:
                 try:
@@ -161,20 +183,17 @@ class _Lane:
                     if not is_transient(exc):
                         raise
                     log.warning("batch of %d failed (%r); retrying", len(batch), exc)
-                    batch = self._expire(batch, "the database is unavailable; retry")
-                    if not batch:
-                        return
-                    await trio.sleep(min(delay, max(0.0, self._earliest(batch))))
-                    delay = min(delay * 2, RETRY_MAX)
+                    batch[:] = self._expire(batch, "the database is unavailable; retry")
+                    if batch:
+                        await trio.sleep(min(delay, max(0.0, self._earliest(batch))))
+                        delay = min(delay * 2, RETRY_MAX)
                     continue
                 self._deliver(batch, rows, gone)
-                return
-        except trio.Cancelled:
-            _resolve_all(batch, IngestUnavailable(SHUTTING_DOWN))
-            raise
+                batch.clear()
         except Exception:
             log.exception("batch of %d reports failed", len(batch))
             _resolve_all(batch, DroneshieldError("internal error while storing the report"))
+            batch.clear()
 
     async def _apply(self, batch: list[Pending]) -> tuple[list[Applied], set[str]]:
         """The committed rows, and the serials of the batch that are retired."""

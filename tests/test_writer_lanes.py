@@ -5,12 +5,15 @@ committed it (real PostgreSQL)."""
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
 from functools import partial
 
 import pytest
 import trio
+import trio.lowlevel
+import trio.testing
 
 from droneshield import daemon
 from droneshield.config import Settings
@@ -144,6 +147,40 @@ async def test_a_report_is_acked_only_once_its_lane_committed(lanes, db, databas
     [outcome] = lanes.outcomes[0]
     assert isinstance(outcome, Applied)
     assert await db.fetchval("SELECT online FROM sensor WHERE serial = $1", blocked)
+
+
+_CANCEL_WAITING = """
+SELECT count(pg_cancel_backend(pid)) FROM pg_stat_activity
+WHERE datname = current_database() AND pid <> pg_backend_pid() AND wait_event_type = 'Lock'
+"""
+
+
+async def test_a_batch_waiting_to_retry_at_shutdown_gets_the_grace(
+    lanes, db, sensors, mock_clock, caplog
+):
+    """The daemon stops while a lane waits to retry a batch the database failed: the batch is
+    retried within the shutdown grace, as the reports still queued are (it was answered
+    SHUTTING_DOWN at once, though the database was back)."""
+    mock_clock.rate = 1.0  # the wall clock's pace, until the retry's wait is held still
+    serial = sensors[0]
+    with trio.fail_after(20):
+        async with db.transaction():
+            await db.execute("SELECT 1 FROM sensor WHERE serial = $1 FOR UPDATE", serial)
+            await lanes.send.send(lanes.report(serial))
+            await eventually(partial(another_waits_for_a_lock, db))
+            mock_clock.rate = 0.0
+            assert await db.fetchval(_CANCEL_WAITING) == 1  # a failure the lane retries
+    began = time.monotonic()
+    while "retrying" not in caplog.text:  # the lane now waits out its backoff, held still
+        assert time.monotonic() - began < 10, "the lane did not retry"
+        await trio.lowlevel.checkpoint()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lanes.stop)
+        await trio.testing.wait_all_tasks_blocked()
+        mock_clock.rate = 1.0
+    [outcome] = lanes.outcomes[0]
+    assert isinstance(outcome, Applied), outcome
+    assert await db.fetchval("SELECT online FROM sensor WHERE serial = $1", serial)
 
 
 async def test_a_lane_whose_commit_fails_fails_only_its_reports(
