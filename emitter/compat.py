@@ -1,5 +1,6 @@
 """Compat mode: behaves like the original simulator. Every interval one random sensor sends
-one unary SendStatus; its first report is v1.0.0 and later ones never go backwards."""
+one unary SendStatus; its first report the daemon answers is v1.0.0 and later ones never go
+backwards."""
 
 from __future__ import annotations
 
@@ -25,14 +26,17 @@ async def run_compat(
     """
     loop = asyncio.get_running_loop()
     pacer = Pacer(interval)
+    # The version each sensor's last answered report carried: a report that failed is not
+    # counted, or a sensor whose v1.0.0 report was lost would start on a later version.
     current: dict[str, str] = {}
     log.info("compat: %d sensors, one report every %.2f s", len(serials), interval)
     while True:
         await asyncio.sleep(max(0.0, pacer.reserve(loop.time()) - loop.time()))
         serial = rng.choice(serials)
-        current[serial] = compat_next(current.get(serial), rng)
-        answer = await link.send_status(serial, shown(current[serial]))
+        version = compat_next(current.get(serial), rng)
+        answer = await link.send_status(serial, shown(version))
         if isinstance(answer, Failure):
-            log.info("%s %s → %s: %s", serial, shown(current[serial]), answer.code, answer.message)
+            log.info("%s %s → %s: %s", serial, shown(version), answer.code, answer.message)
         else:
-            log.info("%s %s → %s", serial, shown(current[serial]), answer.message)
+            current[serial] = version
+            log.info("%s %s → %s", serial, shown(version), answer.message)

@@ -7,6 +7,7 @@ import re
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 import pytest
 import trio
@@ -44,13 +45,37 @@ async def test_compat_mode_reports_arrive_and_versions_never_go_backwards(
     argv = _emitter("compat", running.grpc_port, database_url, "--interval", "0.02")
     with trio.fail_after(30):
         async with spawn([*argv, "--limit", "3"]) as emitter:
-
-            async def all_on_the_last_version() -> bool:
-                return await _count(db, f"version = '{RELEASED[-1]}'") == 3
-
-            await eventually(all_on_the_last_version)
+            await eventually(partial(_on_the_last_version, db, 3))
             assert await emitter.stop() == 0
     assert await _count(db, "last_seen_at IS NULL") == len(sensors) - 3
+    await _assert_compat_history(db, 3)
+
+
+async def test_compat_mode_starts_each_sensor_on_1_0_0_though_its_first_reports_failed(
+    aio_loop, settings, db, sensors, database_url, nursery
+):
+    """Reports sent while the daemon is not there yet fail; a sensor's first report the daemon
+    gets is still v1.0.0 (the emitter moved a sensor on whether its report arrived or not)."""
+    await add_software(db, *RELEASED)
+    port = free_port()
+    argv = _emitter("compat", port, database_url, "--interval", "0.02", "--limit", "3")
+    with trio.fail_after(40):
+        async with spawn([*argv, "--backoff-base", "0.01"]) as emitter:
+            # No sensor has been answered yet, so each is still to send its first report.
+            for failed in await emitter.wait_for_all("→ UNREACHABLE", 8):
+                assert " v1.0.0 → UNREACHABLE" in failed, failed
+            await nursery.start(daemon.run, settings.replace(grpc_port=port), database_url)
+            await eventually(partial(_on_the_last_version, db, 3))
+            assert await emitter.stop() == 0
+    await _assert_compat_history(db, 3)
+
+
+async def _on_the_last_version(db, count: int) -> bool:  # type: ignore[no-untyped-def]
+    return await _count(db, f"version = '{RELEASED[-1]}'") == count
+
+
+async def _assert_compat_history(db, count: int) -> None:  # type: ignore[no-untyped-def]
+    """`count` sensors reported; each started on 1.0.0 and never went back."""
     rows = await db.fetch(
         "SELECT s.serial, e.old, e.new FROM sensor_event e JOIN sensor s ON s.id = e.sensor_id "
         "WHERE e.kind = 'version' ORDER BY e.id"
@@ -60,7 +85,7 @@ async def test_compat_mode_reports_arrive_and_versions_never_go_backwards(
         previous = history.setdefault(row["serial"], [])
         assert row["old"] == (previous[-1] if previous else None)
         previous.append(row["new"])
-    assert len(history) == 3
+    assert len(history) == count
     for serial, versions in history.items():
         assert versions[0] == "1.0.0", serial
         ranks = [RELEASED.index(v) for v in versions]
