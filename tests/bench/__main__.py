@@ -27,6 +27,7 @@ from .support import Bench, Result, console, summary_table
 WORKLOADS = (
     "bench_database",
     "bench_ingest",
+    "bench_peer",
     "bench_live",
     "bench_presence",
     "bench_http",

@@ -68,10 +68,17 @@ class _Measured:
 
 
 async def measure(
-    label: str, pid: int, port: int, mode: str, seconds: float, in_flight: int, rate: float = 0.0
+    label: str,
+    pid: int,
+    port: int,
+    mode: str,
+    seconds: float,
+    in_flight: int,
+    rate: float = 0.0,
+    offset: int = 0,
 ) -> _Measured:
     before = cpu_seconds(pid)
-    reply = await run_client(__name__, port, mode, seconds, in_flight, rate)
+    reply = await run_client(__name__, port, mode, seconds, in_flight, rate, offset)
     return _Measured(label, reply, cpu_seconds(pid) - before)
 
 
@@ -109,7 +116,7 @@ async def run(bench: Bench) -> list[Result]:
         # changes version: event rows, updates that are not HOT), every later one a heartbeat.
         # One pass over the load's sensors first, so that the batch rows compared below
         # all measure heartbeats; before, the first of them paid for that pass alone.
-        await run_client(__name__, port, "warm-up", 0.0, BATCH_IN_FLIGHT, 0.0)
+        await run_client(__name__, port, "warm-up", 0.0, BATCH_IN_FLIGHT, 0.0, 0)
         # Its transitions are updates that are not HOT; settled, they do not weigh on the
         # first batch row alone (the 1-lane row, last, comes after a settle as well).
         await bench.settle()
@@ -152,6 +159,7 @@ async def run(bench: Bench) -> list[Result]:
         ["run", "calls", "reports/s", "p50 ms", "p95 ms", "p99 ms", "CPU ms/call", "errors"],
         [m.row() for m in measured],
     )
+    bench.figures["unary_ceiling"] = ceiling.rate
     db_one, db_four = bench.figures.get("database_limit_1"), bench.figures.get("database_limit_4")
     batch_goal = max(20_000.0, 0.85 * db_four) if db_four else 20_000.0
     paced_results = [
@@ -225,9 +233,12 @@ async def run(bench: Bench) -> list[Result]:
     ]
 
 
-async def _load(port: int, mode: str, seconds: float, in_flight: int, rate: float) -> dict:
+async def _load(
+    port: int, mode: str, seconds: float, in_flight: int, rate: float, offset: int = 0
+) -> dict:
     """Calls for `seconds`: closed loop with `in_flight` callers, or paced at `rate` calls/s
-    (open loop, at most `in_flight` outstanding) when `rate` is set."""
+    (open loop, at most `in_flight` outstanding) when `rate` is set. Reports go to the sensors in
+    serial order, from the `offset`-th on."""
     serials = [seed.serial_for(n) for n in range(1, SENSORS + 1)]
     channel = Channel("127.0.0.1", port)
     send_status = UnaryUnaryMethod(channel, f"{SERVICE}/SendStatus", DeviceStatus, StatusAck)
@@ -236,7 +247,7 @@ async def _load(port: int, mode: str, seconds: float, in_flight: int, rate: floa
     )
     latencies: list[float] = []
     counts = {"calls": 0, "reports": 0, "errors": 0}
-    cursor = 0
+    cursor = offset
 
     if mode == "warm-up":  # every sensor once, in batches, however long that takes
         seconds = float("inf")
@@ -293,6 +304,8 @@ async def _load(port: int, mode: str, seconds: float, in_flight: int, rate: floa
 
 
 if __name__ == "__main__":
-    port, mode, seconds, in_flight, rate = sys.argv[1:]
-    reply = asyncio.run(_load(int(port), mode, float(seconds), int(in_flight), float(rate)))
+    port, mode, seconds, in_flight, rate, offset = sys.argv[1:]
+    reply = asyncio.run(
+        _load(int(port), mode, float(seconds), int(in_flight), float(rate), int(offset))
+    )
     print(json.dumps(reply))
