@@ -168,7 +168,8 @@ class _Lane:
         except trio.Cancelled:
             with self._grace():
                 await self._attempts(left)
-            _resolve_all(left, IngestUnavailable(SHUTTING_DOWN))
+            if left:
+                _resolve_all(left, IngestUnavailable(SHUTTING_DOWN))
             raise
 
     async def _attempts(self, batch: list[Pending]) -> None:
@@ -177,6 +178,8 @@ class _Lane:
         delay = RETRY_FIRST
         try:
             while batch:
+                # Not once the shutdown grace is over: the attempt, shielded, would outlast it.
+                await trio.lowlevel.checkpoint_if_cancelled()
                 try:
                     rows, gone = await self._apply(batch)
                 except Exception as exc:

@@ -5,9 +5,11 @@ committed it (real PostgreSQL)."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from functools import partial
 
 import pytest
@@ -20,7 +22,8 @@ from droneshield.config import Settings
 from droneshield.db import seed
 from droneshield.db.pool import connect, open_pool
 from droneshield.db.reports import Applied
-from droneshield.reports import Outcome, Pending
+from droneshield.errors import IngestUnavailable
+from droneshield.reports import SHUTTING_DOWN, Outcome, Pending
 from droneshield.writer import Writer, lane_of
 
 from .support.grpc_clients import send_batch
@@ -70,16 +73,29 @@ class Lanes:
             await self.resolved.wait()
 
 
-@pytest.fixture
-async def lanes(aio_loop, database_url) -> AsyncIterator[Lanes]:  # type: ignore[no-untyped-def]
+@asynccontextmanager
+async def _running(database_url: str, shutdown_grace: float) -> AsyncIterator[Lanes]:
     async with open_pool(database_url, size=LANES + 1) as pool, trio.open_nursery() as nursery:
         send, receive = trio.open_memory_channel[Pending](10_000)
         # Small batches: many commits per lane, so order across commits is what is tested.
-        writer = Writer(pool, receive, lanes=LANES, batch_max=7, shutdown_grace=5.0)
+        writer = Writer(pool, receive, lanes=LANES, batch_max=7, shutdown_grace=shutdown_grace)
         running = Lanes(send, writer)
         await nursery.start(running.run)
         yield running
         await running.stop()
+
+
+@pytest.fixture
+async def lanes(aio_loop, database_url) -> AsyncIterator[Lanes]:  # type: ignore[no-untyped-def]
+    async with _running(database_url, 5.0) as running:
+        yield running
+
+
+@pytest.fixture
+async def graceless(aio_loop, database_url) -> AsyncIterator[Lanes]:  # type: ignore[no-untyped-def]
+    """Lanes with no shutdown grace: what they hold when stopped is answered at once."""
+    async with _running(database_url, 0.0) as running:
+        yield running
 
 
 def _spread(count: int, lanes: int) -> list[str]:
@@ -155,32 +171,65 @@ WHERE datname = current_database() AND pid <> pg_backend_pid() AND wait_event_ty
 """
 
 
-async def test_a_batch_waiting_to_retry_at_shutdown_gets_the_grace(
-    lanes, db, sensors, mock_clock, caplog
-):
-    """The daemon stops while a lane waits to retry a batch the database failed: the batch is
-    retried within the shutdown grace, as the reports still queued are (it was answered
-    SHUTTING_DOWN at once, though the database was back)."""
-    mock_clock.rate = 1.0  # the wall clock's pace, until the retry's wait is held still
-    serial = sensors[0]
-    with trio.fail_after(20):
-        async with db.transaction():
-            await db.execute("SELECT 1 FROM sensor WHERE serial = $1 FOR UPDATE", serial)
-            await lanes.send.send(lanes.report(serial))
-            await eventually(partial(another_waits_for_a_lock, db))
-            mock_clock.rate = 0.0
-            assert await db.fetchval(_CANCEL_WAITING) == 1  # a failure the lane retries
-    began = time.monotonic()
-    while "retrying" not in caplog.text:  # the lane now waits out its backoff, held still
-        assert time.monotonic() - began < 10, "the lane did not retry"
-        await trio.lowlevel.checkpoint()
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(lanes.stop)
-        await trio.testing.wait_all_tasks_blocked()
-        mock_clock.rate = 1.0
+class _Failed(logging.Handler):
+    """Notes that the writer logged a failed batch it will retry."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.seen = self.seen or record.getMessage().startswith("batch of 1 failed")
+
+
+async def _stopped_while_retrying(
+    lanes: Lanes, db, serial: str, clock: trio.testing.MockClock
+) -> Outcome:  # type: ignore[no-untyped-def]
+    """The report's outcome when the lanes are stopped while its lane waits to retry it (the
+    database back by then): the statement is cancelled while it waits for a row lock, and the
+    retry's wait is held still on the mock clock until the stop."""
+    failed = _Failed()
+    logging.getLogger("droneshield.writer").addHandler(failed)
+    try:
+        clock.rate = 1.0  # the wall clock's pace, until the retry's wait is held still
+        with trio.fail_after(20):
+            async with db.transaction():
+                await db.execute("SELECT 1 FROM sensor WHERE serial = $1 FOR UPDATE", serial)
+                await lanes.send.send(lanes.report(serial))
+                await eventually(partial(another_waits_for_a_lock, db))
+                clock.rate = 0.0
+                assert await db.fetchval(_CANCEL_WAITING) == 1  # a failure the lane retries
+        began = time.monotonic()
+        while not failed.seen:  # a few passes: the lane is answered by the database
+            assert time.monotonic() - began < 10, "the lane did not retry"
+            await trio.lowlevel.checkpoint()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(lanes.stop)
+            await trio.testing.wait_all_tasks_blocked()
+            clock.rate = 1.0
+    finally:
+        logging.getLogger("droneshield.writer").removeHandler(failed)
     [outcome] = lanes.outcomes[0]
+    return outcome
+
+
+async def test_a_batch_waiting_to_retry_at_shutdown_gets_the_grace(lanes, db, sensors, mock_clock):
+    """The batch is retried within the shutdown grace, as the reports still queued are (it was
+    answered SHUTTING_DOWN at once, though the database was back)."""
+    outcome = await _stopped_while_retrying(lanes, db, sensors[0], mock_clock)
     assert isinstance(outcome, Applied), outcome
-    assert await db.fetchval("SELECT online FROM sensor WHERE serial = $1", serial)
+    assert await db.fetchval("SELECT online FROM sensor WHERE serial = $1", sensors[0])
+
+
+async def test_with_no_grace_left_a_batch_waiting_to_retry_is_not_tried_again(
+    graceless, db, sensors, mock_clock
+):
+    """An attempt is shielded until the reports' deadline: started once the grace is over, it
+    would keep the daemon from stopping for that long (up to the ack timeout)."""
+    outcome = await _stopped_while_retrying(graceless, db, sensors[0], mock_clock)
+    assert isinstance(outcome, IngestUnavailable), outcome
+    assert outcome.message == SHUTTING_DOWN
+    assert not await db.fetchval("SELECT online FROM sensor WHERE serial = $1", sensors[0])
 
 
 async def test_a_lane_whose_commit_fails_fails_only_its_reports(
