@@ -26,17 +26,20 @@ async def run_compat(
     """
     loop = asyncio.get_running_loop()
     pacer = Pacer(interval)
-    # The version each sensor's last answered report carried: a report that failed is not
-    # counted, or a sensor whose v1.0.0 report was lost would start on a later version.
-    current: dict[str, str] = {}
+    # A sensor stays on v1.0.0 until a report of it is answered (one that failed may not have
+    # reached the daemon), then moves on from the latest version it sent: a report that failed
+    # after the daemon stored it (its answer lost) must not be followed by an older one.
+    sent: dict[str, str] = {}
+    answered: set[str] = set()
     log.info("compat: %d sensors, one report every %.2f s", len(serials), interval)
     while True:
         await asyncio.sleep(max(0.0, pacer.reserve(loop.time()) - loop.time()))
         serial = rng.choice(serials)
-        version = compat_next(current.get(serial), rng)
+        version = compat_next(sent[serial] if serial in answered else None, rng)
+        sent[serial] = version
         answer = await link.send_status(serial, shown(version))
         if isinstance(answer, Failure):
             log.info("%s %s → %s: %s", serial, shown(version), answer.code, answer.message)
         else:
-            current[serial] = version
+            answered.add(serial)
             log.info("%s %s → %s", serial, shown(version), answer.message)

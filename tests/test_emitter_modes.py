@@ -60,7 +60,7 @@ async def test_compat_mode_starts_each_sensor_on_1_0_0_though_its_first_reports_
     port = free_port()
     argv = _emitter("compat", port, database_url, "--interval", "0.02", "--limit", "3")
     with trio.fail_after(40):
-        async with spawn([*argv, "--backoff-base", "0.01"]) as emitter:
+        async with spawn([*argv, "--backoff-base", "0.01", "--backoff-max", "0.5"]) as emitter:
             # No sensor has been answered yet, so each is still to send its first report.
             for failed in await emitter.wait_for_all("→ UNREACHABLE", 8):
                 assert " v1.0.0 → UNREACHABLE" in failed, failed
