@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import re
+from array import array
 from bisect import bisect_right
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -65,10 +66,10 @@ class Rows:
         self.unlisted = 0  # broken rows counted but not kept (a check that lists the first few)
         self.count = 0
         # Where a CSV's rows are: from row `_starts[i]` on, a row's line is its index plus
-        # `_shifts[i]` (until a blank line or a quoted newline moves them on). A few entries for
-        # a file of millions of rows, where a line number per row would be one per row.
-        self._starts: list[int] = []
-        self._shifts: list[int] = []
+        # `_shifts[i]` (until a blank line or a quoted newline moves them on). An entry per such
+        # place, not per row: a few for most files; 16 bytes a row for a double-spaced one.
+        self._starts = array("q")
+        self._shifts = array("q")
 
     def shifted(self, index: int, shift: int) -> None:
         """From row `index` on, a row's line is its index plus `shift`."""
@@ -86,6 +87,7 @@ class Rows:
         return f"row {index}" if line is None else f"line {line}"
 
     def error(self, index: int, code: str, message: str) -> RowError:
+        """A row's error, with its line when it was read from a file."""
         return RowError(index, code, message, self.line(index))
 
     def add(self, index: int, code: str, message: str) -> None:
@@ -225,30 +227,40 @@ def from_csv(lines: Iterable[str], rows: Rows) -> Iterator[Numbered]:
     plain = re.compile("\n".join(_ASCII_FIELD[name] for name in header)).fullmatch
     serial_at, site_at, label_at = where["serial"], where.get("site"), where.get("label")
     index = -1
-    shift = 0  # a row's line minus its index, as `rows` was last told
-    record: list[str] | None
+    shift = 0  # a row's last line minus its index, as `rows` was last told
     while True:
         index += 1
-        line = reader.line_num + 1  # where the record starts (a quoted newline may continue it)
         try:
             record = next(reader)
         except StopIteration:
             return
-        except csv.Error as exc:
-            record = None
-            error = str(exc)
-        else:
-            # A blank line (one at the end, most often) holds no sensor; nor does one of spaces.
-            if not record or (len(record) == 1 and record[0].isspace()):
-                index -= 1
-                continue
-        if line - index != shift:  # a blank line or a quoted newline before it
-            shift = line - index
-            rows.shifted(index, shift)
-        rows.count += 1
-        if record is None:
-            rows.add(index, "invalid_csv", error)
+        except csv.Error as exc:  # named by the line it was found on
+            message = str(exc)
+            if message == "unexpected end of data":  # found at the end, wherever it began
+                message = (
+                    "a quoted field is not closed before the end of the file (its row starts "
+                    f"on line {index + shift} or after)"
+                )
+            if reader.line_num - index != shift:
+                shift = reader.line_num - index
+                rows.shifted(index, shift)
+            rows.count += 1
+            rows.add(index, "invalid_csv", message)
             continue
+        # A blank line (one at the end, most often) holds no sensor; nor does one of spaces
+        # (which the reader, skipping spaces after commas, gives as one empty field).
+        if not record or (len(record) == 1 and not record[0].strip()):
+            index -= 1
+            continue
+        # One subtraction a row: the shift grows only past a blank line or a quoted newline.
+        if reader.line_num - index != shift:
+            shift = reader.line_num - index
+            # A row holding quoted newlines starts that many lines above its last one.
+            spans = sum(field.count("\n") for field in record)
+            rows.shifted(index, shift - spans)
+            if spans:
+                rows.shifted(index + 1, shift)
+        rows.count += 1
         if len(record) != len(header):
             rows.add(index, "invalid_row", f"{len(record)} fields, the header has {len(header)}")
             continue

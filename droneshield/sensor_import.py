@@ -111,7 +111,8 @@ def run(url: str, file: str) -> None:
             root = root.exceptions[0]
         if isinstance(root, InvalidSensors):
             for row in root.rows:  # by line, as an editor shows the file
-                print(f"line {row['line']}: {row['code']}: {row['message']}", file=sys.stderr)
+                where = f"line {row['line']}" if "line" in row else f"row {row['index']}"
+                print(f"{where}: {row['code']}: {row['message']}", file=sys.stderr)
         raise
     finally:
         if source is not sys.stdin.buffer:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import re
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 from droneshield import config, domain
 from droneshield.domain import check_serial
 from droneshield.errors import InvalidReport, InvalidVersion
+from droneshield.provisioning import Rows, from_csv
 from droneshield.reports import Pending, check_version
 from droneshield.writer import coalesce
 
@@ -149,3 +151,42 @@ def test_settings_the_daemon_could_not_run_with_are_refused_at_once(variables, s
 def test_a_day_offline_at_the_default_resolution_and_both_ports_picked_are_allowed():
     config.from_mapping({}, {"DRONESHIELD_OFFLINE_AFTER": "86400"})
     config.from_mapping({}, {"DRONESHIELD_HTTP_PORT": "0", "DRONESHIELD_GRPC_PORT": "0"})
+
+
+@pytest.mark.parametrize(
+    ("text", "read", "errors"),
+    [
+        pytest.param(
+            '\ufeffserial,site,label\r\nA-1,n,\r\n\r\nA-2,"x\r\ny",\r\nA-3,s,\r\n',
+            [("A-1", 2), ("A-3", 6)],
+            [(4, "invalid_field")],
+            id="crlf-bom-blank-quoted-newline",
+        ),
+        pytest.param(
+            'serial,site\nA-1,n\n"A-2"x,s\nA-3,s\n   \nA-4,t\n,\nA-5,u\n',
+            [("A-1", 2), ("A-3", 4), ("A-4", 6), ("A-5", 8)],
+            [(3, "invalid_csv")],
+            id="stray-quote-spaces-empty-row",
+        ),
+        pytest.param(
+            'serial,site\nA-1,n\n\nA-2,"open\nA-3,s\n',
+            [("A-1", 2)],
+            [(5, "invalid_csv")],
+            id="quote-open-to-the-end",
+        ),
+    ],
+)
+def test_csv_rows_know_their_lines(text: str, read: list, errors: list) -> None:
+    """A CSV row's line, as an editor numbers it, past byte order marks, CRLF, blank lines,
+    lines of spaces, empty rows and quoted newlines."""
+    rows = Rows()
+    got = [(s.serial, rows.line(i)) for i, s in from_csv(io.StringIO(text, newline=""), rows)]
+    assert got == read
+    assert [(e.line, e.code) for e in rows.errors] == errors
+
+
+def test_a_quote_left_open_says_where_its_row_may_start() -> None:
+    rows = Rows()
+    list(from_csv(io.StringIO('serial\nA-1\n"A-2\nA-3\n', newline=""), rows))
+    [error] = rows.errors
+    assert "its row starts on line 3 or after" in error.message
