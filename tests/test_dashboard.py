@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -309,6 +310,36 @@ async def test_version_chart_leaves_room_for_a_million_sensors(dashboard):
         drawn = await dashboard(lambda p: p.evaluate(script))
     assert drawn["value"] == "1,000,000"
     assert drawn["right"] <= drawn["width"], drawn
+
+
+async def test_the_live_point_is_not_drawn_after_a_newer_sample(browser, running, sensors, db):
+    """Live totals come only with changes: on a quiet fleet the last ones can be minutes older
+    than the samples a reload brings, and were still drawn as the newest point (the line went
+    back in time, ending on old totals)."""
+    chart = "#history-chart"
+    with trio.fail_after(30):
+        page = await open_dashboard(browser, running.http_port, fake_clock=True)
+        try:
+            await _report(running.grpc_port, sensors[0])
+            now = re.compile(r"^now: 1 online")
+            await page(lambda p: expect(p.locator("#history-now")).to_have_text(now))
+            # The next minute's sample, 7 online, read by a reload a minute later with no
+            # change meanwhile (the page's clock moved; no timer fired).
+            await db.execute(
+                "INSERT INTO fleet_history (minute, online, offline, never, versions, sites) "
+                "VALUES (date_bin('1 minute', now(), 'epoch'::timestamptz) + interval "
+                "'1 minute', 7, 0, 3, '{}', '{}')"
+            )
+            later = await page(lambda p: p.evaluate("Date.now()")) / 1000 + 61
+            await page(lambda p: p.clock.set_system_time(datetime.fromtimestamp(later, UTC)))
+            await page(lambda p: p.get_by_label("Range", exact=True).select_option("1h"))
+            await page(
+                lambda p: expect(p.locator(f"{chart} path.online")).to_have_attribute(
+                    "data-last", "7"
+                )
+            )
+        finally:
+            await page.close()
 
 
 async def test_first_paint_says_it_is_loading_and_the_totals_replace_it(running, sensors):

@@ -80,7 +80,10 @@ export class History {
   draw() {
     const { from, to } = this.span();
     const points = this.points.filter((p) => p.at >= from);
-    if (this.latest) points.push(this.latest);
+    // The live totals are the newest point only while no sample is newer: they come with
+    // changes, and a quiet fleet sends none for minutes while a sample is written every minute.
+    const newest = points.length ? points[points.length - 1].at : -Infinity;
+    if (this.latest && this.latest.at > newest) points.push(this.latest);
     this.chart.dataset.points = String(points.length);
     if (!points.length) {
       this.chart.replaceChildren(document.createTextNode("No samples in this range yet."));

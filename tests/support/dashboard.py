@@ -25,11 +25,15 @@ async def open_dashboard(
     path: str = "/",
     *,
     ready: tuple[str, str] = ("#page-info", "sensors"),
+    fake_clock: bool = False,
     **size: int,
 ) -> Page:
     """The dashboard at `path`, live, once the element `ready[0]` contains `ready[1]` (the view
-    has loaded, and so subscribed to what it shows)."""
+    has loaded, and so subscribed to what it shows). With `fake_clock`, Playwright's clock is
+    installed before the page loads, so that the timers it starts are the test's too."""
     page = await open_page(browser, f"http://127.0.0.1:{port}", **size)
+    if fake_clock:
+        await page(lambda p: p.clock.install())
     await page(lambda p: p.goto(path))
     selector, text = ready
     await page(lambda p: expect(p.locator(selector)).to_contain_text(text))
