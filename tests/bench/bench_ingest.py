@@ -40,9 +40,10 @@ QUICK_SECONDS = 2.0
 PACED_RATES = (150.0, 300.0)  # calls/s: the loads a fleet sees most of the day
 CALL_DEADLINE = 30.0  # seconds; a call that takes longer counts as an error
 SERVICE = "/status.DeviceStatusService"
+COLUMNS = ("run", "calls", "reports/s", "p50 ms", "p95 ms", "p99 ms", "CPU ms/call", "errors")
 
 
-class _Measured:
+class Measured:
     """One load run as the load process saw it, plus the server's CPU over the run."""
 
     def __init__(self, label: str, reply: dict, cpu: float) -> None:
@@ -76,10 +77,10 @@ async def measure(
     in_flight: int,
     rate: float = 0.0,
     offset: int = 0,
-) -> _Measured:
+) -> Measured:
     before = cpu_seconds(pid)
     reply = await run_client(__name__, port, mode, seconds, in_flight, rate, offset)
-    return _Measured(label, reply, cpu_seconds(pid) - before)
+    return Measured(label, reply, cpu_seconds(pid) - before)
 
 
 async def run(bench: Bench) -> list[Result]:
@@ -156,7 +157,7 @@ async def run(bench: Bench) -> list[Result]:
         f"{SENSORS:,} sensors of a {bench.fleet:,} fleet; unary: {IN_FLIGHT} calls in flight; "
         f"batches of {BATCH} with {BATCH_IN_FLIGHT} in flight; {seconds:.0f} s each, from a "
         "separate grpclib client process; CPU = the server process's CPU per call",
-        ["run", "calls", "reports/s", "p50 ms", "p95 ms", "p99 ms", "CPU ms/call", "errors"],
+        COLUMNS,
         [m.row() for m in measured],
     )
     bench.figures["unary_ceiling"] = ceiling.rate
