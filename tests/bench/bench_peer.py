@@ -23,9 +23,6 @@ import math
 import os
 from pathlib import Path
 
-from droneshield.db import seed
-from droneshield.db.pool import connect
-
 from .bench_ingest import (
     COLUMNS,
     IN_FLIGHT,
@@ -108,13 +105,7 @@ async def run(bench: Bench) -> list[Result]:
     peer = _Server("other server", int(PEER), listening_pids(int(PEER)))
     ours: list[Measured] = []
     theirs: list[Measured] = []
-    async with bench.database() as url:
-        async with connect(url) as conn:
-            await seed.seed(conn, SENSORS)
-            await conn.execute(
-                "INSERT INTO software (version, filename, path, size_bytes, sha256) "
-                "VALUES ('1.0.0', '1.0.0.pdf', '1.0.0.pdf', 1, repeat('0', 64))"
-            )
+    async with bench.unheard(SENSORS) as url:
         async with bench.daemon(url, offline_after=3600) as daemon:
             await bench.settle(url)
             mine = _Server("daemon", daemon.grpc_port, [daemon.pid])

@@ -236,13 +236,7 @@ async def run(bench: Bench) -> list[Result]:
     seconds = SECONDS_QUICK if bench.quick else SECONDS
     backends = [NOTIFY] if missing() is not None else [NOTIFY, "nats"]
     out: dict[tuple[str, str], dict[str, Any]] = {}
-    async with bench.database() as url:
-        async with connect(url) as conn:
-            await seed.seed(conn, fleet)
-            await conn.execute(
-                "INSERT INTO software (version, filename, path, size_bytes, sha256) "
-                "VALUES ('1.0.0', 'v1.0.0.pdf', 'v1.0.0.pdf', 1, repeat('0', 64))"
-            )
+    async with bench.unheard(fleet) as url:
         for backend in backends:
             for workload, row in (await _backend(bench, url, backend, fleet, seconds)).items():
                 out[backend, workload] = row

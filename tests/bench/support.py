@@ -29,7 +29,7 @@ from rich.console import Console
 from rich.table import Table
 
 from droneshield.db import migrate, seed
-from droneshield.db.pool import connect
+from droneshield.db.pool import Connection, connect
 from tests.support.pg_admin import admin, with_database
 from tests.support.processes import Spawned, free_port, spawn, status_kib
 
@@ -165,6 +165,16 @@ class Bench:
         finally:
             await self._admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
+    @asynccontextmanager
+    async def unheard(self, count: int, releases: Sequence[str] = ("1.0.0",)) -> AsyncIterator[str]:
+        """A fresh database (`database`) of `count` sensors never heard from, with `releases`
+        uploaded: a fleet as it is before its first report."""
+        async with self.database() as url:
+            async with connect(url) as conn:
+                await seed.seed(conn, count)
+                await _upload(conn, releases)
+            yield url
+
     @property
     def fleet(self) -> int:
         """Sensors in the fleet-sized database: a million, or 100k with --quick."""
@@ -180,11 +190,7 @@ class Bench:
             _, url = await self._create(str(count))
             async with connect(url) as conn:
                 await seed.seed(conn, count)
-                await conn.execute(
-                    "INSERT INTO software (version, filename, path, size_bytes, sha256) "
-                    "SELECT v, v || '.pdf', v || '.pdf', 1, repeat('0', 64) "
-                    "FROM unnest(ARRAY['1.0.0', '1.10.0']) AS v"
-                )
+                await _upload(conn, ("1.0.0", "1.10.0"))
                 await conn.execute(
                     "UPDATE sensor SET site = 'site-' || lpad((id % 200)::text, 3, '0'), "
                     "online = id % 10 <> 0, "
@@ -322,3 +328,12 @@ def summary_table(results: Sequence[Result], title: str) -> Table:
             r.note,
         )
     return table
+
+
+async def _upload(conn: Connection, releases: Sequence[str]) -> None:
+    """Rows for `releases` as uploads leave them (the files themselves are not needed)."""
+    await conn.execute(
+        "INSERT INTO software (version, filename, path, size_bytes, sha256) "
+        "SELECT v, v || '.pdf', v || '.pdf', 1, repeat('0', 64) FROM unnest($1::text[]) AS v",
+        list(releases),
+    )
