@@ -72,7 +72,11 @@ class Rows:
         self._shifts = array("q")
 
     def shifted(self, index: int, shift: int) -> None:
-        """From row `index` on, a row's line is its index plus `shift`."""
+        """From row `index` on, a row's line is its index plus `shift` (replacing what was said
+        of rows from `index` on: a skipped row gives its index back to the next)."""
+        while self._starts and self._starts[-1] >= index:
+            self._starts.pop()
+            self._shifts.pop()
         self._starts.append(index)
         self._shifts.append(shift)
 
@@ -227,7 +231,8 @@ def from_csv(lines: Iterable[str], rows: Rows) -> Iterator[Numbered]:
     plain = re.compile("\n".join(_ASCII_FIELD[name] for name in header)).fullmatch
     serial_at, site_at, label_at = where["serial"], where.get("site"), where.get("label")
     index = -1
-    shift = 0  # a row's last line minus its index, as `rows` was last told
+    shift = reader.line_num + 1  # a row's last line minus its index, as `rows` was last told
+    rows.shifted(0, shift)  # the first row, right under the header unless told otherwise
     while True:
         index += 1
         try:

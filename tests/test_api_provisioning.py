@@ -74,6 +74,9 @@ def _csv(lines: list[str]) -> bytes:
             b'"serial"x,site\nOK-1,a\n', CSV, 400, "invalid_csv", None, id="csv-stray-quote-header"
         ),
         pytest.param(
+            b"serial,site\rMAC-1,x\rMAC-2,y\r", CSV, 400, "invalid_csv", None, id="csv-cr-lines"
+        ),
+        pytest.param(
             b'serial,site,label\n"OK\n1",north,"a\nb"\nOK-2,,"c\rd"\n',
             CSV,
             422,

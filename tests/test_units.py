@@ -169,6 +169,12 @@ def test_a_day_offline_at_the_default_resolution_and_both_ports_picked_are_allow
             id="stray-quote-spaces-empty-row",
         ),
         pytest.param(
+            'serial,site\nA-1,n\n,"\n"\nA\x012,s\nA-3,t\n',
+            [("A-1", 2), ("A-3", 6)],
+            [(5, "invalid_serial")],
+            id="an-empty-row-of-two-lines",
+        ),
+        pytest.param(
             'serial,site\nA-1,n\n\nA-2,"open\nA-3,s\n',
             [("A-1", 2)],
             [(5, "invalid_csv")],
@@ -180,13 +186,14 @@ def test_csv_rows_know_their_lines(text: str, read: list, errors: list) -> None:
     """A CSV row's line, as an editor numbers it, past byte order marks, CRLF, blank lines,
     lines of spaces, empty rows and quoted newlines."""
     rows = Rows()
-    got = [(s.serial, rows.line(i)) for i, s in from_csv(io.StringIO(text, newline=""), rows)]
+    got = [(s.serial, rows.line(i)) for i, s in from_csv(io.StringIO(text, newline="\n"), rows)]
     assert got == read
     assert [(e.line, e.code) for e in rows.errors] == errors
 
 
-def test_a_quote_left_open_says_where_its_row_may_start() -> None:
+@pytest.mark.parametrize(("text", "line"), [('serial\nA-1\n"A-2\nA-3\n', 3), ('serial\n"A-1\n', 2)])
+def test_a_quote_left_open_says_where_its_row_may_start(text: str, line: int) -> None:
     rows = Rows()
-    list(from_csv(io.StringIO('serial\nA-1\n"A-2\nA-3\n', newline=""), rows))
+    list(from_csv(io.StringIO(text, newline="\n"), rows))
     [error] = rows.errors
-    assert "its row starts on line 3 or after" in error.message
+    assert f"its row starts on line {line} or after" in error.message

@@ -113,11 +113,13 @@ def _read(text: str, csv: bool, rows: Rows) -> list[Numbered]:
     """Raises:
     Invalid: an unreadable body. TooLarge: more than REQUEST_MAX sensors."""
     if csv:
-        # Lines as a file opened with newline="" gives them (what the csv module asks for):
-        # split at \n, \r\n and \r only, ends kept, so a quoted field keeps its line breaks.
-        # `str.splitlines` also split at \x1c-\x1e, \x85, \u2028…, and dropped the ends.
+        # Lines as `sensors import` reads a file: split at \n only (so \r\n too), ends kept and
+        # untranslated, so a quoted field keeps its line breaks and a row's line is the same
+        # number either way. A file whose lines end in \r alone is refused, as the import
+        # refuses it. (`str.splitlines` also split at \x1c-\x1e, \x85, \u2028… and dropped
+        # the ends.)
         try:
-            specs = list(from_csv(io.StringIO(text, newline=""), rows))
+            specs = list(from_csv(io.StringIO(text, newline="\n"), rows))
         except CsvHeaderError as exc:
             raise Invalid(str(exc), code="invalid_csv") from None
     else:
