@@ -128,6 +128,7 @@ class _Lane:
         # Room for one batch while another commits: the writer waits on a full lane, so the
         # daemon's queue, not the lanes, holds the backlog (and applies backpressure).
         send, receive = trio.open_memory_channel[Pending](self._batch_max)
+        self._grace_ends = None
         task_status.started(send)
         try:
             async for first in receive:

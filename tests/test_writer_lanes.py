@@ -20,7 +20,7 @@ import trio.testing
 from droneshield import daemon
 from droneshield.config import Settings
 from droneshield.db import seed
-from droneshield.db.pool import connect, open_pool
+from droneshield.db.pool import Connection, connect, open_pool
 from droneshield.db.reports import Applied
 from droneshield.errors import IngestUnavailable
 from droneshield.reports import SHUTTING_DOWN, Outcome, Pending
@@ -183,8 +183,8 @@ class _Failed(logging.Handler):
 
 
 async def _stopped_while_retrying(
-    lanes: Lanes, db, serial: str, clock: trio.testing.MockClock
-) -> Outcome:  # type: ignore[no-untyped-def]
+    lanes: Lanes, db: Connection, serial: str, clock: trio.testing.MockClock
+) -> Outcome:
     """The report's outcome when the lanes are stopped while its lane waits to retry it (the
     database back by then): the statement is cancelled while it waits for a row lock, and the
     retry's wait is held still on the mock clock until the stop."""

@@ -21,6 +21,7 @@ import asyncio
 import json
 import sys
 import time
+from collections.abc import Sequence
 
 from grpclib.client import Channel, UnaryUnaryMethod
 
@@ -70,7 +71,7 @@ class Measured:
 
 async def measure(
     label: str,
-    pid: int,
+    pid: int | Sequence[int],
     port: int,
     mode: str,
     seconds: float,
@@ -78,9 +79,16 @@ async def measure(
     rate: float = 0.0,
     offset: int = 0,
 ) -> Measured:
-    before = cpu_seconds(pid)
+    """One load run against the server on `port` whose CPU is that of `pid` (or of all the
+    pids, for a server of several processes), reporting from the `offset`-th sensor on."""
+    pids = [pid] if isinstance(pid, int) else pid
+
+    def cpu() -> float:
+        return sum(cpu_seconds(p) for p in pids)
+
+    before = cpu()
     reply = await run_client(__name__, port, mode, seconds, in_flight, rate, offset)
-    return Measured(label, reply, cpu_seconds(pid) - before)
+    return Measured(label, reply, cpu() - before)
 
 
 async def run(bench: Bench) -> list[Result]:
