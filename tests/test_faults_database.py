@@ -23,7 +23,7 @@ from droneshield.reports import TOO_LATE
 
 from .support.flow import Flow, stored
 from .support.grpc_clients import send
-from .support.locks import another_waits_for_a_lock
+from .support.locks import another_waits_for_a_lock, cancel_lock_waiters
 from .support.processes import eventually, private_postgres
 from .support.releases import add_software
 
@@ -151,12 +151,6 @@ async def test_a_lost_connection_in_a_future_nobody_awaits_does_not_stop_the_loo
     assert "unexpected connection_lost() call" in caplog.text
 
 
-_CANCEL_OTHERS = """
-SELECT count(pg_cancel_backend(pid)) FROM pg_stat_activity
-WHERE datname = current_database() AND pid <> pg_backend_pid() AND wait_event_type = 'Lock'
-"""
-
-
 async def test_a_statement_cancelled_mid_commit_is_retried_and_the_report_acknowledged(
     running, db, sensors
 ):
@@ -175,7 +169,7 @@ async def test_a_statement_cancelled_mid_commit_is_retried_and_the_report_acknow
                 nursery.start_soon(report)
 
                 await eventually(partial(another_waits_for_a_lock, db))
-                assert await db.fetchval(_CANCEL_OTHERS) >= 1
+                assert await cancel_lock_waiters(db) >= 1
                 # The retry waits for the rows again.
                 await eventually(partial(another_waits_for_a_lock, db))
     assert len(acked) == 1

@@ -27,7 +27,7 @@ from droneshield.reports import SHUTTING_DOWN, Outcome, Pending
 from droneshield.writer import Writer, lane_of
 
 from .support.grpc_clients import send_batch
-from .support.locks import another_waits_for_a_lock
+from .support.locks import another_waits_for_a_lock, cancel_lock_waiters
 from .support.processes import eventually
 from .support.releases import add_software
 
@@ -165,12 +165,6 @@ async def test_a_report_is_acked_only_once_its_lane_committed(lanes, db, databas
     assert await db.fetchval("SELECT online FROM sensor WHERE serial = $1", blocked)
 
 
-_CANCEL_WAITING = """
-SELECT count(pg_cancel_backend(pid)) FROM pg_stat_activity
-WHERE datname = current_database() AND pid <> pg_backend_pid() AND wait_event_type = 'Lock'
-"""
-
-
 class _Failed(logging.Handler):
     """Notes that the writer logged a failed batch it will retry."""
 
@@ -198,7 +192,7 @@ async def _stopped_while_retrying(
                 await lanes.send.send(lanes.report(serial))
                 await eventually(partial(another_waits_for_a_lock, db))
                 clock.rate = 0.0
-                assert await db.fetchval(_CANCEL_WAITING) == 1  # a failure the lane retries
+                assert await cancel_lock_waiters(db) == 1  # a failure the lane retries
         began = time.monotonic()
         while not failed.seen:  # a few passes: the lane is answered by the database
             assert time.monotonic() - began < 10, "the lane did not retry"
