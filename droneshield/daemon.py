@@ -130,7 +130,7 @@ async def run(
             await nursery.start(
                 partial(serve_history, HistoryDb(pool), retention=settings.history_retention)
             )
-            await nursery.start(Dispatcher(pool, settings).serve)
+            await nursery.start(Dispatcher(pool, database_url, settings).serve)
             grace = settings.shutdown_grace
             shared = settings.workers > 1  # the other workers listen on the same ports
             with naming("gRPC", settings.host, settings.grpc_port):

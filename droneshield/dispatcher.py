@@ -9,6 +9,10 @@ events older than `webhook_retry_for` are then `failed`. Delivery is at least on
 killed after a POST and before recording it has its lease expire, and the next holder sends the
 same events again, with the same ids.
 
+It looks for due events when told (a commit that queued some NOTIFYs every daemon's dispatcher;
+doorbell.py says when else), so an idle daemon costs the database nothing here, where a poll
+every 0.2 s was ten round trips a second per daemon, webhooks or none.
+
 A slow or dead endpoint holds only its own task (and at most one POST's events in memory); the
 outbox in PostgreSQL is the buffer, so ingest and expiry never wait for delivery. Nothing an
 endpoint does (its name, its DNS, its answers) ends the dispatcher: an unexpected error is that
@@ -35,7 +39,9 @@ import trio
 from . import metrics, webhooks
 from .config import Settings
 from .db import webhooks as db
+from .db.notify import listen
 from .db.pool import Connection, Pool, acquire, is_transient
+from .doorbell import Doorbell
 from .errors import DatabaseUnavailable
 from .periodic import every
 from .targets import AllowList, IpAddress, Target, TargetRefused, TargetUnresolved, parse, resolve
@@ -47,7 +53,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-POLL_INTERVAL: Final = 0.2  # seconds between looks for due events when idle
+CHANNEL: Final = "droneshield_outbox"  # NOTIFYed by every commit that queued events (0020)
+LOOK_SPACING: Final = 0.2  # seconds: looks for due events are at least this far apart
+POLL_INTERVAL: Final = 10.0  # seconds between looks when told nothing (a missed notification)
+LISTEN_BUFFER: Final = 16  # notifications not yet read; beyond, a gap (which rings too)
 ENDPOINTS_MAX: Final = 16  # endpoints one daemon sends to at once
 IDLE_CLIENTS_MAX: Final = 64  # hosts whose connection is kept alive between POSTs
 STATS_INTERVAL: Final = 5.0  # seconds between reads of the outbox gauges
@@ -70,8 +79,12 @@ class Outcome:
 
 
 class Dispatcher:
-    def __init__(self, pool: Pool, settings: Settings) -> None:
+    def __init__(
+        self, pool: Pool, database_url: str, settings: Settings, *, poll: float = POLL_INTERVAL
+    ) -> None:
         self._pool = pool
+        self._dsn = database_url
+        self._doorbell = Doorbell(spacing=LOOK_SPACING, poll=poll)
         self._allow: AllowList = settings.webhook_targets
         self._timeout = settings.webhook_timeout
         self._retry_for = settings.webhook_retry_for
@@ -94,6 +107,10 @@ class Dispatcher:
         """
         async with AsyncExitStack() as stack, trio.open_nursery() as nursery:
             stack.push_async_callback(self._clients.aclose)  # after the nursery: none in use
+            ring = self._doorbell.ring
+            await nursery.start(
+                partial(listen, self._dsn, CHANNEL, lambda _: ring(), ring, buffer=LISTEN_BUFFER)
+            )
             nursery.start_soon(
                 partial(every, self.read_stats, 0, STATS_INTERVAL, transient=transient)
             )
@@ -104,30 +121,31 @@ class Dispatcher:
             task_status.started()
             while True:
                 try:
-                    claim = await self._claim()
+                    look = await self._look()
                 except Exception as exc:
                     if not transient(exc):
                         raise
                     log.warning("webhook claim failed (%r)", exc)
                     await trio.sleep(FAILURE_PAUSE)
                     continue
-                if claim is None:
-                    await trio.sleep(POLL_INTERVAL)
+                if look.claim is None:
+                    await self._doorbell.wait(look.due_in)
                     continue
-                nursery.start_soon(self._serve_endpoint, claim)
+                nursery.start_soon(self._serve_endpoint, look.claim)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _claim(self) -> db.Claim | None:
+    async def _look(self) -> db.Look:
+        """Claim a webhook with events due, holding an endpoint slot for it."""
         await self._slots.acquire()
         try:
             async with acquire(self._pool) as conn:
-                claim = await db.claim(conn, self.owner, self._lease)
+                look = await db.claim(conn, self.owner, self._lease)
         except BaseException:
             self._slots.release()
             raise
-        if claim is None:
+        if look.claim is None:
             self._slots.release()
-        return claim
+        return look
 
     async def _serve_endpoint(self, claim: db.Claim) -> None:
         """Send the webhook's due events, a batch per POST, until none is left or a POST
@@ -176,6 +194,9 @@ class Dispatcher:
                         await db.release(conn, claim.id, self.owner)
                 except Exception as exc:  # the lease lapses on its own; the events are resent
                     log.warning("webhook %d: lease not released (%r)", claim.id, exc)
+            # The look that found this webhook leased waits for its lease to end: look again
+            # now (it may still hold events, due at once or at its retry time).
+            self._doorbell.ring()
 
     async def _advance(
         self, conn: Connection, claim: db.Claim, sent: list[int], after: int

@@ -114,7 +114,7 @@ async def test_lost_listen_connection_is_re_established_and_clients_resync(runni
             killed = await db.fetchval(
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
                 # This test's database only: other daemons may share the server.
-                "WHERE query LIKE 'LISTEN %' AND datname = current_database()"
+                "WHERE query LIKE 'LISTEN %droneshield_sensor%' AND datname = current_database()"
             )
             await client.next("resync")
             payloads = encode("another-daemon", [_marker(sensors[0])], PAYLOAD_MAX)

@@ -149,24 +149,47 @@ async def enqueue_test(conn: Connection, webhook_id: int) -> int | None:
 
 
 _CLAIM: Final = """
-UPDATE webhook SET lease_owner = $1, lease_until = now() + $2::interval
-WHERE id = (
-    SELECT w.id FROM webhook w
-    WHERE (w.lease_until IS NULL OR w.lease_until < now()) AND w.next_attempt_at <= now()
-      AND EXISTS (SELECT FROM outbox o WHERE o.webhook_id = w.id AND o.state = 'pending')
-    ORDER BY w.next_attempt_at
-    LIMIT 1
-    FOR UPDATE SKIP LOCKED
+WITH claimed AS (
+    UPDATE webhook SET lease_owner = $1, lease_until = now() + $2::interval
+    WHERE id = (
+        SELECT w.id FROM webhook w
+        WHERE (w.lease_until IS NULL OR w.lease_until < now()) AND w.next_attempt_at <= now()
+          AND EXISTS (SELECT FROM outbox o WHERE o.webhook_id = w.id AND o.state = 'pending')
+        ORDER BY w.next_attempt_at
+        LIMIT 1
+        FOR UPDATE SKIP LOCKED
+    )
+    RETURNING id, url, secret
 )
-RETURNING id, url, secret
+SELECT id, url, secret, NULL::float8 FROM claimed
+UNION ALL
+-- Nothing claimed: when the soonest webhook with pending events may be (its retry time, or the
+-- end of a lease, which a daemon that died leaves behind).
+SELECT NULL, NULL, NULL,
+       extract(epoch FROM min(greatest(w.next_attempt_at, w.lease_until)) - now())::float8
+FROM webhook w
+WHERE EXISTS (SELECT FROM outbox o WHERE o.webhook_id = w.id AND o.state = 'pending')
+HAVING NOT EXISTS (SELECT FROM claimed)
 """
 
 
-async def claim(conn: Connection, owner: str, lease: float) -> Claim | None:
+@dataclass(frozen=True, slots=True)
+class Look:
+    """What a look for due events found: a webhook now claimed, else the seconds until the
+    soonest webhook with pending events may be claimed (None: no webhook has any)."""
+
+    claim: Claim | None
+    due_in: float | None
+
+
+async def claim(conn: Connection, owner: str, lease: float) -> Look:
     """Lease one webhook that has events due and no live lease (another daemon's lease is
-    skipped, not waited for); None when there is none."""
+    skipped, not waited for)."""
     row = await conn.fetchrow(_CLAIM, owner, timedelta(seconds=lease))
-    return None if row is None else Claim(*row)
+    assert row is not None  # one row: the claim, or the aggregate of the rest
+    if row[0] is not None:
+        return Look(Claim(row[0], row[1], row[2]), None)
+    return Look(None, row[3])
 
 
 async def renew(conn: Connection, webhook_id: int, owner: str, lease: float) -> bool:
