@@ -1,7 +1,8 @@
 """The daemon: one nursery that supervises everything. Read top to bottom, this is the
 architecture: pools (everything's, and one for listings) → writer → presence → relay (changes
-to and from other daemons) → live metrics → fleet totals → page anchors → fleet history (a
-sample a minute) → webhook dispatcher → gRPC ingest → HTTP/WebSocket app.
+to and from other daemons) → live metrics → fleet totals → page anchors → search indexes an
+import left to build → fleet history (a sample a minute) → webhook dispatcher → gRPC ingest →
+HTTP/WebSocket app.
 
 Cancelling `run` (a signal, a test leaving its fixture) stops it all: servers stop accepting,
 reports in flight are committed or answered with an error, the pool closes last. A crash in any
@@ -38,6 +39,7 @@ from .ports import naming
 from .presence import Tracker, serve_presence
 from .relay import Relay, open_bus
 from .reports import Pending
+from .search_index import serve_search_indexes
 from .summary import serve_summary
 from .web.app import create_app
 from .web.server import http_limits, serve_http
@@ -127,6 +129,7 @@ async def run(
             await nursery.start(relay.serve)
             await nursery.start(serve_summary, pool, hub)
             await nursery.start(serve_anchors, pool)
+            await nursery.start(serve_search_indexes, pool, database_url)
             await nursery.start(
                 partial(serve_history, HistoryDb(pool), retention=settings.history_retention)
             )

@@ -22,6 +22,10 @@ if TYPE_CHECKING:  # rich is imported only when the command runs (the CLI starts
     from .progress import Steps
 
 CHUNK: Final = 50_000  # rows per COPY
+# The search index of a large import is built after it by a daemon (search_index.py).
+SEARCH_INDEX_NOTE: Final = (
+    "search index left to a daemon to build: searches scan every sensor until then"
+)
 BATCH: Final = 1 << 20  # bytes of lines decoded at once
 
 
@@ -92,19 +96,22 @@ def run(url: str, file: str) -> None:
     # consume what the import is to read.
     total = _data_rows(Path(file)) if file != "-" and Path(file).is_file() else None
 
-    async def work(conn: Connection, steps: Steps) -> db.Provisioned:
+    async def work(conn: Connection, steps: Steps) -> tuple[db.Provisioned, bool]:
         await migrate.require_migrated(conn)
         rows = Rows()
         try:
             specs = from_csv(_lines(source), rows)
-            return await db.provision(conn, _chunks(specs, steps), rows)
+            done = await db.provision(conn, _chunks(specs, steps), rows)
         except CsvHeaderError as exc:
             raise Invalid(str(exc), code="invalid_csv") from None
+        return done, await bulk.deferred(conn)
 
     try:
         with progress.track("importing", done="imported", unit="sensor", total=total) as steps:
-            done = trio.run(on_connection, url, lambda conn: work(conn, steps))
+            done, deferred = trio.run(on_connection, url, lambda conn: work(conn, steps))
             steps.note = f"{done.created:,} new, {done.existing:,} existing"
+            if deferred:
+                steps.note += f"; {SEARCH_INDEX_NOTE}"
     except Exception as exc:
         root: BaseException = exc
         while isinstance(root, BaseExceptionGroup):  # trio-asyncio's loop wraps what it raises

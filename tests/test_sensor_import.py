@@ -61,8 +61,9 @@ async def test_a_large_import_into_a_small_fleet_rebuilds_indexes_under_the_same
     db, database_url, tmp_path: Path
 ):
     """Adding more sensors than there are takes the fast path (indexes built again after the
-    insert, bulk.py): identical sensors still count as existing, a retired one comes back
-    with its history, the counters stay exact, and importing again changes nothing."""
+    insert, bulk.py; the search indexes after the commit, CONCURRENTLY): identical sensors
+    still count as existing, a retired one comes back with its history, the counters stay
+    exact, and importing again changes nothing."""
     await seed.seed(db, 1000)
     await provisioning.retire(db, "DS-00000005")
     path = tmp_path / "fleet.csv"
@@ -74,7 +75,14 @@ async def test_a_large_import_into_a_small_fleet_rebuilds_indexes_under_the_same
     before = await sensor_table.indexes(db)
     first = await _import(database_url, str(path))
     assert first.returncode == 0, first.stderr
-    assert f"({bulk.REBUILD_MIN + 1:,} new, 999 existing)" in first.stderr.decode()
+    assert f"({bulk.REBUILD_MIN + 1:,} new, 999 existing; search index left to" in (
+        first.stderr.decode()
+    )
+    searching = sensor_table.search_indexes(before)
+    assert set(before) - set(await sensor_table.indexes(db)) == searching
+    assert set(await db.fetchval("SELECT array_agg(name) FROM deferred_index")) == searching
+    assert await bulk.build_deferred(database_url)  # as a daemon does (search_index.py)
+    assert await db.fetchval("SELECT count(*) FROM deferred_index") == 0
     after = await sensor_table.indexes(db)
     assert sensor_table.rebuilt(before, after) == set(before) - sensor_table.KEPT
     history = await db.fetch(

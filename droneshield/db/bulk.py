@@ -7,7 +7,10 @@ CREATE INDEX sorts once and writes every page once. So when an insert adds at le
 sensors as the table holds (an empty fleet, the first provisioning, seeding) and at least
 `REBUILD_MIN`, the indexes but the primary key's are dropped and built again around it, inside
 the caller's transaction: all or nothing still holds, and no other session ever sees the table
-without them.
+without them. All but the search indexes (GIN): those are listed in `deferred_index` in the
+same transaction and built after the commit with CREATE INDEX CONCURRENTLY (`build_deferred`,
+which a daemon runs: search_index.py), since they took as long as the rest of the import; until
+then a search reads every sensor (correct, ~0.2-0.5 s a search at a million).
 
 What it costs: the rebuild locks the table ACCESS EXCLUSIVE until the transaction ends, so a
 running daemon's writer and its listings wait for the insert and the builds: most of the
@@ -27,7 +30,7 @@ from typing import Final
 
 import asyncpg
 
-from .pool import Connection
+from .pool import Connection, connect
 
 STORING: Final = "storing (insert, then indexes)"  # a progress bar's text for `insert`
 REBUILD_MIN: Final = 20_000  # new sensors; below this inserting them one by one is as fast
@@ -42,14 +45,17 @@ BUILD_MEMORY: Final = "512MB"
 # What a rebuild drops and builds again: every index but the primary key's (ids are appended to
 # in order anyway), the serial's unique constraint included (its sorted build is ~3x cheaper
 # than a million probes and insertions; the insert's anti-join then hashes the stored serials).
+# The search indexes (GIN) are `deferred`: built after the commit, see `defer`.
 _SECONDARY: Final = """
-SELECT format('DROP INDEX %I', c.relname) AS drop, pg_get_indexdef(i.indexrelid) AS build
-FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+SELECT format('%I', c.relname) AS name, format('DROP INDEX %I', c.relname) AS drop,
+       pg_get_indexdef(i.indexrelid) AS build, a.amname = 'gin' AS deferred
+FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am a ON a.oid = c.relam
 WHERE i.indrelid = 'sensor'::regclass
   AND NOT EXISTS (SELECT FROM pg_constraint k WHERE k.conindid = i.indexrelid)
 UNION ALL
-SELECT format('ALTER TABLE sensor DROP CONSTRAINT %I', conname),
-       format('ALTER TABLE sensor ADD CONSTRAINT %I %s', conname, pg_get_constraintdef(oid))
+SELECT conname, format('ALTER TABLE sensor DROP CONSTRAINT %I', conname),
+       format('ALTER TABLE sensor ADD CONSTRAINT %I %s', conname, pg_get_constraintdef(oid)),
+       false
 FROM pg_constraint WHERE conrelid = 'sensor'::regclass AND contype = 'u'
 """
 
@@ -102,8 +108,23 @@ async def insert(conn: Connection, source: str, columns: str) -> int:
     )
     await conn.execute(f"SET LOCAL maintenance_work_mem = '{BUILD_MEMORY}'")
     for index in indexes:
-        await conn.execute(index["build"])
+        if index["deferred"]:
+            await _defer(conn, index["name"], index["build"])
+        else:
+            await conn.execute(index["build"])
     return inserted
+
+
+async def _defer(conn: Connection, name: str, build: str) -> None:
+    """Leave an index to be built after the commit (search_index.py): a search index takes as
+    long to build as the rest of a large insert together (a GIN of trigrams: ~40 keys a
+    sensor), and searches are correct without it, only slower, until it is there."""
+    await conn.execute(
+        "INSERT INTO deferred_index (name, build) VALUES ($1, $2) "
+        "ON CONFLICT (name) DO UPDATE SET build = excluded.build, deferred_at = now()",
+        name,
+        build,
+    )
 
 
 async def _worth_rebuilding(conn: Connection, source: str) -> bool:
@@ -130,3 +151,42 @@ async def _lock(conn: Connection) -> bool:
         return False
     await conn.execute("SET LOCAL lock_timeout TO DEFAULT")
     return True
+
+
+# One builder at a time, across daemons and processes: a session lock (CONCURRENTLY cannot run
+# in a transaction), released with the builder's connection.
+_BUILD_LOCK: Final = 0x64735F696E6478  # "ds_indx"
+
+
+async def deferred(conn: Connection) -> bool:
+    """Whether an index waits to be built."""
+    return bool(await conn.fetchval("SELECT EXISTS (SELECT FROM deferred_index)"))
+
+
+async def build_deferred(dsn: str) -> list[str]:
+    """Build the indexes an insert deferred, one at a time, each without blocking writes to the
+    table (CONCURRENTLY), on a connection of its own (no statement timeout: a build of a
+    million sensors' trigrams takes tens of seconds); the names built (none when another
+    session is building them). Must run inside a trio-asyncio loop.
+
+    An index of the same name that is there already was left invalid by a build that was
+    interrupted (a stopped daemon): it is dropped first.
+    """
+    async with connect(dsn) as conn:
+        if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", _BUILD_LOCK):
+            return []
+        await conn.execute(f"SET maintenance_work_mem = '{BUILD_MEMORY}'")
+        built: list[str] = []
+        while row := await conn.fetchrow("SELECT name, build FROM deferred_index LIMIT 1"):
+            name, build = row["name"], row["build"]
+            assert build.startswith("CREATE INDEX "), build
+            await conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
+            await conn.execute(build.replace("CREATE INDEX ", "CREATE INDEX CONCURRENTLY ", 1))
+            await conn.execute("DELETE FROM deferred_index WHERE name = $1", name)
+            built.append(name)
+        if built:
+            # The search's planning reads the trigram index's statistics (db/sensors.py), which
+            # an analyze gathers only once the index exists; autovacuum's, after the import,
+            # may have run before.
+            await conn.execute("ANALYZE sensor")
+        return built

@@ -218,8 +218,14 @@ def trigrams(text: str) -> list[str]:
 
 
 async def has_grams(conn: Connection) -> bool:
-    """Whether searches are served by migration 0014's trigram index (pg_trgm is absent)."""
-    return bool(await conn.fetchval("SELECT to_regclass('sensor_grams') IS NOT NULL"))
+    """Whether searches are served by migration 0014's trigram index (pg_trgm is absent): it
+    is there and built (db/bulk.py may have left it to be built after an import)."""
+    return bool(
+        await conn.fetchval(
+            "SELECT coalesce((SELECT indisvalid FROM pg_index "
+            "WHERE indexrelid = to_regclass('sensor_grams')), false)"
+        )
+    )
 
 
 # The trigrams' shares of the sensors holding them, from the trigram index's statistics (its

@@ -7,9 +7,10 @@ import base64
 import binascii
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Final, Literal
+from functools import partial
+from typing import Annotated, Final, Literal, TypeVar
 
 import orjson
 import trio
@@ -38,11 +39,13 @@ from .messages import item
 from .schema import ApiModel, errors, responds
 
 blueprint = Blueprint("sensors", __name__)
+T = TypeVar("T")
 
 LIMIT_DEFAULT: Final = 50
 LIMIT_MAX: Final = 500  # larger limits are capped to this
 PAGE_MAX: Final = 1_000_000
 COUNT_CAP: Final = 10_000  # matches a search counts before its total becomes a lower bound
+GRAMS_READY_FOR: Final = 1.0  # seconds a process trusts that the trigram index is (not) built
 GRAM_STATS_FOR: Final = 60.0  # seconds a process keeps the trigrams' statistics (autovacuum's pace)
 EVENTS_DEFAULT: Final = 50
 EVENTS_MAX: Final = 500
@@ -330,26 +333,29 @@ async def list_sensors(query_args: SensorQuery) -> Response:
 
 
 async def _has_grams(conn: Connection) -> bool:
-    """Whether this database searches through migration 0014's trigram index (no pg_trgm):
-    asked once per process, since migrations run before the daemon serves."""
-    config = current_app.config
-    if "DRONESHIELD_SEARCH_GRAMS" not in config:
-        config["DRONESHIELD_SEARCH_GRAMS"] = await db.has_grams(conn)
-    found: bool = config["DRONESHIELD_SEARCH_GRAMS"]
-    return found
+    """Whether this database searches through migration 0014's trigram index (no pg_trgm) and
+    it is built (an import may have left it to be built: db/bulk.py), asked at most once per
+    GRAMS_READY_FOR seconds per process: without the index a search must not ask for trigrams,
+    which would make PostgreSQL compute them for every sensor."""
+    return await _kept("DRONESHIELD_SEARCH_GRAMS", GRAMS_READY_FOR, partial(db.has_grams, conn))
 
 
 async def _gram_stats(conn: Connection) -> db.GramStats:
     """The trigrams' statistics (`db.gram_stats`), read at most once per GRAM_STATS_FOR
     seconds per process: they change when PostgreSQL analyzes the table."""
+    return await _kept("DRONESHIELD_GRAM_STATS", GRAM_STATS_FOR, partial(db.gram_stats, conn))
+
+
+async def _kept(key: str, seconds: float, read: Callable[[], Awaitable[T]]) -> T:
+    """What `read` answers, kept in the app's config for `seconds`."""
     config = current_app.config
-    read_at, stats = config.get("DRONESHIELD_GRAM_STATS", (None, None))
+    read_at, value = config.get(key, (None, None))
     now = trio.current_time()
-    if read_at is None or now - read_at >= GRAM_STATS_FOR:
-        stats = await db.gram_stats(conn)
-        config["DRONESHIELD_GRAM_STATS"] = (now, stats)
-    found: db.GramStats = stats
-    return found
+    if read_at is None or now - read_at >= seconds:
+        value = await read()
+        config[key] = (now, value)
+    kept: T = value
+    return kept
 
 
 async def _sensor(conn: Connection, serial: str) -> db.Detail:

@@ -1,8 +1,10 @@
 """Workload 8, getting a fleet in and a daemon up: seeding the fleet with COPY into an empty
 database, importing as many sensors from a CSV file (`droneshield sensors import`, a process,
-with sites and labels) into another, then starting a daemon against a fleet that is mostly
-online, which must rebuild its presence wheel from the database before it reports ready; and how
-fast `droneshield --help` answers (the CLI imports what a command needs only when it runs).
+with sites and labels) into another (then its search index, which the import leaves to a daemon
+to build CONCURRENTLY after its commit, built as a daemon does), then starting a daemon against
+a fleet that is mostly online, which must rebuild its presence wheel from the database before
+it reports ready; and how fast `droneshield --help` answers (the CLI imports what a command
+needs only when it runs).
 
 Start-up is measured as the image runs it: with the bytecode of the project and its
 dependencies compiled at install (the Dockerfile's UV_COMPILE_BYTECODE and compileall), which
@@ -24,7 +26,7 @@ from pathlib import Path
 
 import trio
 
-from droneshield.db import seed
+from droneshield.db import bulk, seed
 from droneshield.db.pool import connect
 from tests.support.processes import ROOT
 
@@ -89,6 +91,9 @@ async def run(bench: Bench) -> list[Result]:
     assert created == fleet
     async with bench.database() as url:
         importing = import_seconds(url, fleet)
+        began = time.perf_counter()
+        assert await bulk.build_deferred(url)  # as a daemon does after the import
+        indexing = time.perf_counter() - began
     url = await bench.seeded(fleet)
     async with connect(url) as conn:
         online = await conn.fetchval("SELECT count(*) FROM sensor WHERE online")
@@ -114,6 +119,7 @@ async def run(bench: Bench) -> list[Result]:
         [
             ("seed", seeding, fleet / seeding, None),
             ("sensors import (CSV)", importing, fleet / importing, None),
+            ("its search index, built after it", indexing, fleet / indexing, None),
             ("start-up to ready", ready, None, None),
             ("start-up to ready, no compiled bytecode", uncompiled, None, None),
             ("start-up to wheel recovered", recovered, online / recovered, rss),
@@ -132,7 +138,7 @@ async def run(bench: Bench) -> list[Result]:
             f"8. sensors import {fleet:,} (CSV)",
             fleet / importing,
             "sensors/s",
-            goal=f"{importing:.1f} s (< 10 s at 1M)",
+            goal=f"{importing:.1f} s (< 10 s at 1M), search index {indexing:.1f} s after",
             met=importing < 10 if fleet >= SEED_GOAL_FLEET else None,
         ),
         Result(

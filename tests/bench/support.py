@@ -28,7 +28,7 @@ import trio
 from rich.console import Console
 from rich.table import Table
 
-from droneshield.db import migrate, seed
+from droneshield.db import bulk, migrate, seed
 from droneshield.db.pool import Connection, connect
 from tests.support.pg_admin import admin, with_database
 from tests.support.processes import Spawned, free_port, spawn, status_kib
@@ -244,7 +244,11 @@ class Bench:
         self, url: str, *, env: dict[str, str] | None = None, **settings: Any
     ) -> AsyncIterator[DaemonProcess]:
         """`droneshield serve` on free ports against `url`, ready; stopped on leaving.
-        `settings` become `--name value` flags (underscores as dashes); `env` adds variables."""
+        `settings` become `--name value` flags (underscores as dashes); `env` adds variables.
+
+        The indexes a large seed left to build are built first: the daemon would build them in
+        the background (search_index.py), beside the workload it is started for."""
+        await bulk.build_deferred(url)
         grpc_port, http_port = free_port(), free_port()
         with tempfile.TemporaryDirectory(prefix="droneshield-bench-") as data:
             flags = {"data_dir": data, "grpc_port": grpc_port, "http_port": http_port}

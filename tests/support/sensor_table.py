@@ -66,3 +66,8 @@ def lookups(names: dict[str, tuple[int, str]]) -> list[tuple[str, str]]:
         ("sensor_site_serial", "SELECT serial FROM sensor WHERE site = 'zz' ORDER BY serial"),
         search,
     ]
+
+
+def search_indexes(names: dict[str, tuple[int, str]]) -> set[str]:
+    """The search (GIN) indexes among `names`: those a large insert leaves to build after it."""
+    return {n for n, (_, definition) in names.items() if " USING gin " in definition}

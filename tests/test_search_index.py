@@ -1,0 +1,98 @@
+"""Search indexes a large import leaves to build after its commit (db/bulk.py): a running daemon
+builds them CONCURRENTLY (search_index.py) while searches, correct meanwhile, read every sensor;
+a build that was interrupted leaves an invalid index, which the next build replaces."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+import pytest
+import trio
+
+from droneshield.db import bulk, seed
+from droneshield.db import sensors as db_sensors
+from droneshield.db.pool import Connection, connect
+
+from .support.locks import another_waits_for_a_lock, cancel_lock_waiters
+from .support.processes import eventually
+
+FLEET = bulk.REBUILD_MIN  # the smallest insert that rebuilds indexes (and defers the search's)
+SEARCH = "/sensors?q=0001234&limit=5"  # DS-00012340 … DS-00012349 hold it, and DS-00001234
+
+
+@asynccontextmanager
+async def an_old_snapshot(database_url: str) -> AsyncIterator[None]:
+    """A transaction holding a snapshot: CREATE INDEX CONCURRENTLY waits for it to end."""
+    async with connect(database_url) as conn, conn.transaction(isolation="repeatable_read"):
+        await conn.fetchval("SELECT count(*) FROM software")
+        yield
+
+
+async def _deferred(db: Connection) -> list[str]:
+    return list(await db.fetchval("SELECT coalesce(array_agg(name), '{}') FROM deferred_index"))
+
+
+async def _valid_search_indexes(db: Connection) -> int:
+    return int(
+        await db.fetchval(
+            "SELECT count(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+            "JOIN pg_am a ON a.oid = c.relam "
+            "WHERE i.indrelid = 'sensor'::regclass AND a.amname = 'gin' AND i.indisvalid"
+        )
+    )
+
+
+async def test_a_daemon_builds_the_index_an_import_left_and_searches_answer_meanwhile(
+    api: httpx.AsyncClient, db, database_url
+):
+    with trio.fail_after(60):
+        async with an_old_snapshot(database_url):
+            assert await seed.seed(db, FLEET) == FLEET
+            assert await _deferred(db)
+            assert await _valid_search_indexes(db) == 0
+            await eventually(lambda: another_waits_for_a_lock(db))  # the daemon's build
+            meanwhile = await api.get(SEARCH)
+        await eventually(lambda: _done(db))
+        built = await api.get(SEARCH)
+    assert meanwhile.status_code == built.status_code == 200, meanwhile.text
+    serials = [item["serial"] for item in built.json()["items"]]
+    assert serials == ["DS-00001234", *(f"DS-0001234{n}" for n in range(4))]
+    assert [item["serial"] for item in meanwhile.json()["items"]] == serials
+    assert meanwhile.json()["total"] == built.json()["total"] == 11
+    assert await _valid_search_indexes(db) > 0
+
+
+async def _done(db: Connection) -> bool:
+    return not await _deferred(db)
+
+
+async def test_an_interrupted_build_leaves_an_invalid_index_the_next_build_replaces(
+    aio_loop, db, database_url
+):
+    await seed.seed(db, FLEET)
+    names = await _deferred(db)
+    with trio.fail_after(60):
+        async with an_old_snapshot(database_url), trio.open_nursery() as nursery:
+
+            async def build() -> None:
+                with pytest.raises(Exception, match="cancel"):
+                    await bulk.build_deferred(database_url)
+
+            nursery.start_soon(build)
+            await eventually(lambda: another_waits_for_a_lock(db))
+            assert await cancel_lock_waiters(db) == 1
+    invalid = await db.fetchval(
+        "SELECT count(*) FROM pg_index WHERE indrelid = 'sensor'::regclass AND NOT indisvalid"
+    )
+    assert invalid == 1
+    assert await _deferred(db) == names
+    assert not await db_sensors.has_grams(db)  # searches do not ask for the trigrams
+    assert sorted(await bulk.build_deferred(database_url)) == sorted(names)
+    assert await _deferred(db) == []
+    assert await _valid_search_indexes(db) == len(names)
+    invalid = await db.fetchval(
+        "SELECT count(*) FROM pg_index WHERE indrelid = 'sensor'::regclass AND NOT indisvalid"
+    )
+    assert invalid == 0
