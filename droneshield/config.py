@@ -62,6 +62,7 @@ WS_MAX_SERIALS_DEFAULT: Final = 1000  # sensors one WebSocket client may subscri
 WEBHOOK_RETRY_FOR_DEFAULT: Final = 86400.0  # seconds an event is retried before it is failed
 WEBHOOK_TIMEOUT_DEFAULT: Final = 10.0  # seconds one webhook POST may take
 WEBHOOK_RETENTION_DEFAULT: Final = 7 * 86400.0  # seconds delivered/failed outbox rows are kept
+WEBHOOK_POLL_DEFAULT: Final = 10.0  # seconds between the dispatcher's looks when nothing rang
 
 
 @dataclass(frozen=True)
@@ -302,6 +303,13 @@ class Settings:
         default=WEBHOOK_RETENTION_DEFAULT,
         metadata={"help": "seconds delivered and failed webhook events are kept"},
     )
+    webhook_poll: float = field(
+        default=WEBHOOK_POLL_DEFAULT,
+        metadata={
+            "help": "seconds between looks for webhook events no commit of this process rang "
+            "for (another daemon's, one that died before sending)"
+        },
+    )
 
     allow_insecure: bool = field(
         default=False,
@@ -402,6 +410,7 @@ RULES: Final[dict[str, tuple[Callable[[Any], bool], str]]] = {
             "webhook_retry_for",
             "webhook_timeout",
             "webhook_retention",
+            "webhook_poll",
             "body_timeout",
             "ws_ping_interval",
             "ws_timeout",

@@ -113,12 +113,14 @@ async def run(
             sinks=[publish_committed, metrics.count_transitions],
         )
         submitter = Submitter(send, ack_timeout=settings.ack_timeout)
+        dispatcher = Dispatcher(pool, settings, hub)
         app = create_app(
             settings,
             pool,
             listing_pool=listing_pool,
             hub=hub,
             submit=submitter.submit_from_trio,
+            events_queued=dispatcher.ring,
         )
         async with trio.open_nursery() as nursery:
             await nursery.start(writer.run)
@@ -133,7 +135,7 @@ async def run(
             await nursery.start(
                 partial(serve_history, HistoryDb(pool), retention=settings.history_retention)
             )
-            await nursery.start(Dispatcher(pool, database_url, settings).serve)
+            await nursery.start(dispatcher.serve)
             grace = settings.shutdown_grace
             shared = settings.workers > 1  # the other workers listen on the same ports
             with naming("gRPC", settings.host, settings.grpc_port):

@@ -9,9 +9,14 @@ events older than `webhook_retry_for` are then `failed`. Delivery is at least on
 killed after a POST and before recording it has its lease expire, and the next holder sends the
 same events again, with the same ids.
 
-It looks for due events when told (a commit that queued some NOTIFYs every daemon's dispatcher;
-doorbell.py says when else), so an idle daemon costs the database nothing here, where a poll
-every 0.2 s was ten round trips a second per daemon, webhooks or none.
+It looks for due events when its own daemon may have queued some (a transition, a version
+change, an upload, a test event: `ring`, and the hub's tap), when the soonest retry or a dead
+daemon's lease comes due, when one of its endpoints is done, and every `webhook_poll` seconds
+(another daemon's events whose dispatcher is busy or died; doorbell.py). An idle daemon costs
+the database nothing here, where a poll every 0.2 s was ten round trips a second, webhooks or
+none. Not PostgreSQL's NOTIFY from the outbox: a transaction that NOTIFYs takes a cluster-wide
+lock at commit, which serialised the writer's commits that queued events (4 connections
+committing small inserts: 5,600 → 3,500 a second).
 
 A slow or dead endpoint holds only its own task (and at most one POST's events in memory); the
 outbox in PostgreSQL is the buffer, so ingest and expiry never wait for delivery. Nothing an
@@ -39,10 +44,11 @@ import trio
 from . import metrics, webhooks
 from .config import Settings
 from .db import webhooks as db
-from .db.notify import listen
 from .db.pool import Connection, Pool, acquire, is_transient
+from .domain import SensorState
 from .doorbell import Doorbell
 from .errors import DatabaseUnavailable
+from .hub import Hub
 from .periodic import every
 from .targets import AllowList, IpAddress, Target, TargetRefused, TargetUnresolved, parse, resolve
 
@@ -53,10 +59,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CHANNEL: Final = "droneshield_outbox"  # NOTIFYed by every commit that queued events (0020)
 LOOK_SPACING: Final = 0.2  # seconds: looks for due events are at least this far apart
-POLL_INTERVAL: Final = 10.0  # seconds between looks when told nothing (a missed notification)
-LISTEN_BUFFER: Final = 16  # notifications not yet read; beyond, a gap (which rings too)
 ENDPOINTS_MAX: Final = 16  # endpoints one daemon sends to at once
 IDLE_CLIENTS_MAX: Final = 64  # hosts whose connection is kept alive between POSTs
 STATS_INTERVAL: Final = 5.0  # seconds between reads of the outbox gauges
@@ -79,12 +82,10 @@ class Outcome:
 
 
 class Dispatcher:
-    def __init__(
-        self, pool: Pool, database_url: str, settings: Settings, *, poll: float = POLL_INTERVAL
-    ) -> None:
+    def __init__(self, pool: Pool, settings: Settings, hub: Hub) -> None:
         self._pool = pool
-        self._dsn = database_url
-        self._doorbell = Doorbell(spacing=LOOK_SPACING, poll=poll)
+        self._hub = hub
+        self._doorbell = Doorbell(spacing=LOOK_SPACING, poll=settings.webhook_poll)
         self._allow: AllowList = settings.webhook_targets
         self._timeout = settings.webhook_timeout
         self._retry_for = settings.webhook_retry_for
@@ -107,10 +108,7 @@ class Dispatcher:
         """
         async with AsyncExitStack() as stack, trio.open_nursery() as nursery:
             stack.push_async_callback(self._clients.aclose)  # after the nursery: none in use
-            ring = self._doorbell.ring
-            await nursery.start(
-                partial(listen, self._dsn, CHANNEL, lambda _: ring(), ring, buffer=LISTEN_BUFFER)
-            )
+            stack.enter_context(self._hub.outbox(max_pending=1, match=self._tap))
             nursery.start_soon(
                 partial(every, self.read_stats, 0, STATS_INTERVAL, transient=transient)
             )
@@ -133,6 +131,19 @@ class Dispatcher:
                     continue
                 nursery.start_soon(self._serve_endpoint, look.claim)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def ring(self) -> None:
+        """Events may have been queued (a commit of this process: an upload, a test event):
+        look for due ones now."""
+        self._doorbell.ring()
+
+    def _tap(self, change: SensorState) -> bool:
+        """The hub's filter for this daemon's changes, used as a tap: rings for a change whose
+        statement may have queued events (a transition or a version change, made by a report
+        or an expiry; a version never uploaded, reported), keeps nothing."""
+        if change.before is not None or change.reported_version is not None:
+            self._doorbell.ring()
+        return False
 
     async def _look(self) -> db.Look:
         """Claim a webhook with events due, holding an endpoint slot for it."""
@@ -300,6 +311,7 @@ class Dispatcher:
     async def check_fleet(self) -> None:
         """Fire `fleet.online_below` for the watches whose threshold the fleet (or, for a
         webhook filtered by site, that site) just crossed."""
+        fired = False
         async with acquire(self._pool) as conn, conn.transaction():
             watches = await db.lock_fleet_watches(conn)
             if not watches:
@@ -311,6 +323,9 @@ class Dispatcher:
                 if below != w.below:
                     fire = db.FleetShare(online, total, w.online_below, w.site) if fires else None
                     await db.set_below(conn, w.id, below, fire)
+                    fired |= fire is not None
+        if fired:
+            self.ring()
 
     async def prune(self) -> None:
         while True:

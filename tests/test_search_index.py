@@ -8,14 +8,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx
-import pytest
 import trio
 
 from droneshield.db import bulk, seed
 from droneshield.db import sensors as db_sensors
 from droneshield.db.pool import Connection, connect
 
-from .support.locks import another_waits_for_a_lock, cancel_lock_waiters
+from .support.locks import an_index_build_waits
 from .support.processes import eventually
 
 FLEET = bulk.REBUILD_MIN  # the smallest insert that rebuilds indexes (and defers the search's)
@@ -52,7 +51,7 @@ async def test_a_daemon_builds_the_index_an_import_left_and_searches_answer_mean
             assert await seed.seed(db, FLEET) == FLEET
             assert await _deferred(db)
             assert await _valid_search_indexes(db) == 0
-            await eventually(lambda: another_waits_for_a_lock(db))  # the daemon's build
+            await eventually(lambda: an_index_build_waits(db))  # the daemon's
             meanwhile = await api.get(SEARCH)
         await eventually(lambda: _done(db))
         built = await api.get(SEARCH)
@@ -68,31 +67,58 @@ async def _done(db: Connection) -> bool:
     return not await _deferred(db)
 
 
-async def test_an_interrupted_build_leaves_an_invalid_index_the_next_build_replaces(
+async def _invalid_indexes(db: Connection) -> int:
+    return int(
+        await db.fetchval(
+            "SELECT count(*) FROM pg_index WHERE indrelid = 'sensor'::regclass AND NOT indisvalid"
+        )
+    )
+
+
+async def test_a_build_cancelled_as_a_daemon_stops_leaves_an_invalid_index_the_next_replaces(
     aio_loop, db, database_url
 ):
     await seed.seed(db, FLEET)
     names = await _deferred(db)
     with trio.fail_after(60):
         async with an_old_snapshot(database_url), trio.open_nursery() as nursery:
-
-            async def build() -> None:
-                with pytest.raises(Exception, match="cancel"):
-                    await bulk.build_deferred(database_url)
-
-            nursery.start_soon(build)
-            await eventually(lambda: another_waits_for_a_lock(db))
-            assert await cancel_lock_waiters(db) == 1
-    invalid = await db.fetchval(
-        "SELECT count(*) FROM pg_index WHERE indrelid = 'sensor'::regclass AND NOT indisvalid"
-    )
-    assert invalid == 1
-    assert await _deferred(db) == names
-    assert not await db_sensors.has_grams(db)  # searches do not ask for the trigrams
-    assert sorted(await bulk.build_deferred(database_url)) == sorted(names)
+            nursery.start_soon(bulk.build_deferred, database_url)
+            await eventually(lambda: an_index_build_waits(db))
+            nursery.cancel_scope.cancel()
+        assert await _invalid_indexes(db) == 1
+        assert await _deferred(db) == names
+        assert not await db_sensors.has_grams(db)  # searches do not ask for the trigrams
+        assert sorted(await bulk.build_deferred(database_url)) == sorted(names)
     assert await _deferred(db) == []
     assert await _valid_search_indexes(db) == len(names)
-    invalid = await db.fetchval(
-        "SELECT count(*) FROM pg_index WHERE indrelid = 'sensor'::regclass AND NOT indisvalid"
+    assert await _invalid_indexes(db) == 0
+
+
+async def test_an_index_built_whose_row_was_left_is_kept(aio_loop, db, database_url):
+    await seed.seed(db, FLEET)
+    [name, *_] = names = await _deferred(db)
+    await bulk.build_deferred(database_url)
+    built = await db.fetchval("SELECT to_regclass($1)::oid::bigint", name)
+    # A build that finished without deleting its row (stopped between the two).
+    await db.execute(
+        "INSERT INTO deferred_index (name, build) SELECT $1, pg_get_indexdef(to_regclass($1))",
+        name,
     )
-    assert invalid == 0
+    assert await bulk.build_deferred(database_url) == []  # nothing to build
+    assert await db.fetchval("SELECT to_regclass($1)::oid::bigint", name) == built
+    assert await _deferred(db) == []
+    assert len(names) == await _valid_search_indexes(db)
+
+
+async def test_an_index_deferred_again_during_its_build_stays_listed(aio_loop, db, database_url):
+    """Another import dropped the index again and listed it once more while it was built: the
+    build does not delete that newer row, so the index is built again, not forgotten."""
+    await seed.seed(db, FLEET)
+    names = await _deferred(db)
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            async with an_old_snapshot(database_url):
+                nursery.start_soon(bulk.build_deferred, database_url)
+                await eventually(lambda: an_index_build_waits(db))
+                await db.execute("UPDATE deferred_index SET deferred_at = clock_timestamp()")
+    assert await _deferred(db) == names

@@ -13,6 +13,7 @@ from droneshield.db import seed
 from droneshield.db import webhooks as db_webhooks
 from droneshield.db.pool import Connection, open_pool
 from droneshield.dispatcher import Dispatcher
+from droneshield.hub import Hub
 
 from .support.grpc_clients import send_batch
 from .support.processes import serve
@@ -91,10 +92,7 @@ async def test_fleet_alert_fires_once_per_crossing(aio_loop, database_url, db, s
 
     with trio.fail_after(20):
         async with open_pool(database_url, size=2) as pool:
-            dispatchers = [
-                Dispatcher(pool, database_url, settings),
-                Dispatcher(pool, database_url, settings),
-            ]
+            dispatchers = [Dispatcher(pool, settings, Hub()), Dispatcher(pool, settings, Hub())]
             fired = []
             for n in (20, 17, 15, 18, 18, 17, 20, 10):  # of 20, threshold 0.9, re-armed at 19
                 await online(n)
@@ -153,10 +151,7 @@ async def test_a_sites_online_share_fires_once_per_crossing_whatever_other_sites
 
     with trio.fail_after(20):
         async with open_pool(database_url, size=2) as pool:
-            dispatchers = [
-                Dispatcher(pool, database_url, settings),
-                Dispatcher(pool, database_url, settings),
-            ]
+            dispatchers = [Dispatcher(pool, settings, Hub()), Dispatcher(pool, settings, Hub())]
             fired = []
             # (site, online of its 20); north's threshold 0.9 re-arms at 19 of 20.
             for site, n in [

@@ -29,6 +29,7 @@ from droneshield.db import seed
 from droneshield.db import webhooks as db_webhooks
 from droneshield.db.pool import Connection, connect, open_pool
 from droneshield.dispatcher import Dispatcher, HostClients, pinned_request
+from droneshield.hub import Hub
 from droneshield.targets import TargetRefused, parse
 
 from .support.processes import eventually
@@ -392,7 +393,7 @@ async def test_an_uncommitted_event_does_not_hold_up_the_fleet_check(
             # holds FOR KEY SHARE on the webhook's row.
             async with ingest.transaction():
                 await db_webhooks.enqueue_test(ingest, hook.id)
-                await Dispatcher(pool, database_url, settings).check_fleet()
+                await Dispatcher(pool, settings, Hub()).check_fleet()
                 assert await db.fetchval("SELECT below FROM webhook WHERE id = $1", hook.id)
     fired = await db.fetchval(
         "SELECT count(*) FROM outbox WHERE webhook_id = $1 AND type = 'fleet.online_below'",

@@ -28,11 +28,14 @@ SECRET = "s3cret-s3cret-s3cret"
 
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
+    # No poll within a test: each delivery here was rung for by the change that queued it (a
+    # report, an expiry, an upload, a test event), or found at a retry or a lease's end.
     return settings.replace(
         offline_after=1.0,
         wheel_resolution=0.1,
         webhook_allow_hosts="127.0.0.1",
         webhook_timeout=1.0,
+        webhook_poll=3600.0,
     )
 
 
@@ -192,6 +195,16 @@ async def test_version_changes_unreleased_versions_and_uploads(api, running, db,
     assert events[1]["release"]["sizeBytes"] == 2000
     assert events[2]["sensor"] == {**events[2]["sensor"], "serial": two, "version": "v2.0.0"}
     assert events[2]["previousVersion"] is None
+
+
+async def test_an_upload_alone_is_announced(api, nursery):
+    with trio.fail_after(20):
+        r = await receiver(nursery)
+        await subscribe(api, r.url, ["release.uploaded"])
+        assert (await upload(api, [("software_v3.0.0.pdf", pdf(1000))])).status_code == 201
+        await r.wait_until(lambda r: len(r.event_ids()) == 1)
+    [event] = r.accepted[0].events
+    assert event["release"]["version"] == "v3.0.0"
 
 
 async def test_a_failing_endpoint_is_retried_until_it_answers(api, running, db, nursery):

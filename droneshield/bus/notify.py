@@ -8,20 +8,26 @@ of a gap, and its clients reload from the database.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from typing import Final, NoReturn
 
 import trio
 
-from ..db.notify import listen, notify_all
+from ..db.notify import Listener, notify_all, open_listener
 from ..db.pool import Pool, acquire, is_transient
 from ..errors import RelayUnavailable
 from . import Message
+
+log = logging.getLogger(__name__)
 
 CHANNEL: Final = "droneshield_sensor"
 PAYLOAD_MAX: Final = 7_900  # bytes; PostgreSQL refuses NOTIFY payloads of 8,000 bytes or more
 PAYLOADS_PER_STATEMENT: Final = 100  # measured: ~57k notifications/s at this size
 LISTEN_BUFFER: Final = 1_000  # payloads (≤ 8 kB each) received, not yet handled, before a gap
+CHECK_INTERVAL: Final = 5.0  # seconds of silence before the LISTEN connection is checked
+RETRY_FIRST: Final = 0.1  # seconds
+RETRY_MAX: Final = 5.0  # seconds
 
 
 class NotifyBus:
@@ -51,6 +57,37 @@ class NotifyBus:
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> NoReturn:
-        await listen(
-            self._dsn, CHANNEL, deliver, gap, buffer=LISTEN_BUFFER, task_status=task_status
-        )
+        started = False
+        delay = RETRY_FIRST
+        while True:
+            try:
+                async with open_listener(self._dsn, CHANNEL, buffer=LISTEN_BUFFER) as listener:
+                    if started:
+                        gap()  # notifications sent while we were away are lost
+                        log.info("LISTEN %s re-established", CHANNEL)
+                    else:
+                        started = True
+                        task_status.started()
+                    delay = RETRY_FIRST
+                    await _consume(listener, deliver, gap)
+            except Exception as exc:
+                if not started or not is_transient(exc):
+                    raise
+                log.warning("LISTEN %s lost (%r); reconnecting in %.1f s", CHANNEL, exc, delay)
+            await trio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX)
+
+
+async def _consume(
+    listener: Listener, deliver: Callable[[str], None], gap: Callable[[], None]
+) -> NoReturn:
+    while True:
+        with trio.move_on_after(CHECK_INTERVAL) as quiet:
+            payload = await listener.receive()
+        if quiet.cancelled_caught:
+            await listener.check()
+            continue
+        if listener.overflowed:
+            listener.overflowed = False
+            gap()
+        deliver(payload)

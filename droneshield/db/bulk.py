@@ -14,14 +14,13 @@ then a search reads every sensor (correct, ~0.2-0.5 s a search at a million).
 
 What it costs: the rebuild locks the table ACCESS EXCLUSIVE until the transaction ends, so a
 running daemon's writer and its listings wait for the insert and the builds: most of the
-import's time, which at a million sensors on two busy cores came near the daemon's 30 s
-statement timeout (on a server without pg_trgm most of it is the trigram index: ~25 s of CPU
-per million UUID-like serials with labels, half sensor_grams, half GIN sorting and merging its
-keys; README, Benchmarks). It is taken only when the insert at least
-doubles the fleet, so the wait grows with the import, not with the fleet a small import joins:
-a fleet larger than the import is never locked. If the lock is not
-granted within `LOCK_WAIT` (a long listing holds the table), the insert goes row by row
-instead of queueing every other session behind it.
+import's time (~28 s at a million on a slow two-core machine; with the trigram index, ~25 s of
+CPU per million UUID-like serials with labels, it came near the daemon's 30 s statement
+timeout before that index left the transaction; README, Benchmarks). It is taken only when the
+insert at least doubles the fleet, so the wait grows with the import, not with the fleet a
+small import joins: a fleet larger than the import is never locked. If the lock is not granted
+within `LOCK_WAIT` (a long listing holds the table), the insert goes row by row instead of
+queueing every other session behind it.
 """
 
 from __future__ import annotations
@@ -30,7 +29,7 @@ from typing import Final
 
 import asyncpg
 
-from .pool import Connection, connect
+from .pool import Connection, connect_bounded
 
 STORING: Final = "storing (insert, then indexes)"  # a progress bar's text for `insert`
 REBUILD_MIN: Final = 20_000  # new sensors; below this inserting them one by one is as fast
@@ -45,7 +44,7 @@ BUILD_MEMORY: Final = "512MB"
 # What a rebuild drops and builds again: every index but the primary key's (ids are appended to
 # in order anyway), the serial's unique constraint included (its sorted build is ~3x cheaper
 # than a million probes and insertions; the insert's anti-join then hashes the stored serials).
-# The search indexes (GIN) are `deferred`: built after the commit, see `defer`.
+# The search indexes (GIN) are `deferred`: built after the commit, see `_defer`.
 _SECONDARY: Final = """
 SELECT format('%I', c.relname) AS name, format('DROP INDEX %I', c.relname) AS drop,
        pg_get_indexdef(i.indexrelid) AS build, a.amname = 'gin' AS deferred
@@ -165,28 +164,45 @@ async def deferred(conn: Connection) -> bool:
 
 async def build_deferred(dsn: str) -> list[str]:
     """Build the indexes an insert deferred, one at a time, each without blocking writes to the
-    table (CONCURRENTLY), on a connection of its own (no statement timeout: a build of a
-    million sensors' trigrams takes tens of seconds); the names built (none when another
-    session is building them). Must run inside a trio-asyncio loop.
+    table (CONCURRENTLY), on a connection of its own without statement or lock timeouts (a
+    build of a million sensors' trigrams takes tens of seconds, and waits for transactions
+    older than it to end); the names built (none when another session is building them). Must
+    run inside a trio-asyncio loop.
 
-    An index of the same name that is there already was left invalid by a build that was
-    interrupted (a stopped daemon): it is dropped first.
+    An index of the listed name that is there already is invalid when a build was interrupted
+    (a stopped daemon: it is dropped and built again), valid when one finished but its row was
+    not deleted. A row deferred again meanwhile (another import) is left for the next build.
     """
-    async with connect(dsn) as conn:
+    async with connect_bounded(dsn) as conn:
         if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", _BUILD_LOCK):
             return []
-        await conn.execute(f"SET maintenance_work_mem = '{BUILD_MEMORY}'")
+        await conn.execute(
+            f"SET maintenance_work_mem = '{BUILD_MEMORY}'; "
+            "SET statement_timeout = 0; SET lock_timeout = 0"
+        )
         built: list[str] = []
-        while row := await conn.fetchrow("SELECT name, build FROM deferred_index LIMIT 1"):
+        for row in await conn.fetch(_DEFERRED):
             name, build = row["name"], row["build"]
-            assert build.startswith("CREATE INDEX "), build
-            await conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
-            await conn.execute(build.replace("CREATE INDEX ", "CREATE INDEX CONCURRENTLY ", 1))
-            await conn.execute("DELETE FROM deferred_index WHERE name = $1", name)
-            built.append(name)
+            if not row["valid"]:
+                assert build.startswith("CREATE INDEX "), build
+                await conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
+                await conn.execute(build.replace("CREATE INDEX ", "CREATE INDEX CONCURRENTLY ", 1))
+                built.append(name)
+            await conn.execute(
+                "DELETE FROM deferred_index WHERE name = $1 AND deferred_at = $2",
+                name,
+                row["deferred_at"],
+            )
         if built:
             # The search's planning reads the trigram index's statistics (db/sensors.py), which
             # an analyze gathers only once the index exists; autovacuum's, after the import,
             # may have run before.
             await conn.execute("ANALYZE sensor")
         return built
+
+
+_DEFERRED: Final = """
+SELECT d.name, d.build, d.deferred_at, coalesce(i.indisvalid, false) AS valid
+FROM deferred_index d LEFT JOIN pg_index i ON i.indexrelid = to_regclass(d.name)
+ORDER BY d.name
+"""

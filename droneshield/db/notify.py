@@ -7,23 +7,17 @@ LISTEN connection must be closable within a deadline even when the server is gon
 
 from __future__ import annotations
 
-import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, Final, NoReturn
+from typing import Any, Final
 
 import asyncpg
 import trio
 import trio_asyncio
 
-from .pool import CLOSE_TIMEOUT, CONNECT_TIMEOUT, Connection, connecting, is_transient
-
-log = logging.getLogger(__name__)
+from .pool import CONNECT_TIMEOUT, Connection, close_bounded, connecting
 
 CHECK_TIMEOUT: Final = 5.0  # seconds a liveness check of the LISTEN connection may take
-CHECK_INTERVAL: Final = 5.0  # seconds of silence before the LISTEN connection is checked
-RETRY_FIRST: Final = 0.1  # seconds
-RETRY_MAX: Final = 5.0  # seconds
 
 _NOTIFY: Final = "SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p"
 
@@ -89,59 +83,4 @@ async def open_listener(dsn: str, channel: str, *, buffer: int) -> AsyncIterator
         await trio_asyncio.aio_as_trio(raw.add_listener)(channel, listener._on_notify)
         yield listener
     finally:
-        with trio.CancelScope(shield=True):
-            try:
-                await trio_asyncio.aio_as_trio(raw.close)(timeout=CLOSE_TIMEOUT)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
-                raw.terminate()
-
-
-async def listen(
-    dsn: str,
-    channel: str,
-    deliver: Callable[[str], None],
-    gap: Callable[[], None],
-    *,
-    buffer: int,
-    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-) -> NoReturn:
-    """LISTEN on `channel` until cancelled: `deliver` each payload, and call `gap` whenever
-    some may have been missed (the connection was lost and is back, or the buffer overflowed).
-
-    Started once the first LISTEN holds; an error before that propagates. Afterwards transient
-    errors reconnect, with backoff; other errors propagate.
-    """
-    started = False
-    delay = RETRY_FIRST
-    while True:
-        try:
-            async with open_listener(dsn, channel, buffer=buffer) as listener:
-                if started:
-                    gap()  # notifications sent while we were away are lost
-                    log.info("LISTEN %s re-established", channel)
-                else:
-                    started = True
-                    task_status.started()
-                delay = RETRY_FIRST
-                await _consume(listener, deliver, gap)
-        except Exception as exc:
-            if not started or not is_transient(exc):
-                raise
-            log.warning("LISTEN %s lost (%r); reconnecting in %.1f s", channel, exc, delay)
-        await trio.sleep(delay)
-        delay = min(delay * 2, RETRY_MAX)
-
-
-async def _consume(
-    listener: Listener, deliver: Callable[[str], None], gap: Callable[[], None]
-) -> NoReturn:
-    while True:
-        with trio.move_on_after(CHECK_INTERVAL) as quiet:
-            payload = await listener.receive()
-        if quiet.cancelled_caught:
-            await listener.check()
-            continue
-        if listener.overflowed:
-            listener.overflowed = False
-            gap()
-        deliver(payload)
+        await close_bounded(raw)

@@ -294,6 +294,29 @@ def connect(dsn: str) -> AbstractAsyncContextManager[Connection]:
     return _entered(triopg.connect(dsn, timeout=CONNECT_TIMEOUT), dsn)
 
 
+@asynccontextmanager
+async def connect_bounded(dsn: str) -> AsyncIterator[Connection]:
+    """`connect`, for a daemon's long-running task: closed within CLOSE_TIMEOUT (shielded),
+    else aborted. triopg's close is shielded without a bound, so a daemon stopping while the
+    server is unreachable would wait as long as TCP does."""
+    proxy = triopg.connect(dsn, timeout=CONNECT_TIMEOUT)
+    with connecting(dsn):
+        conn = await proxy.__aenter__()
+    try:
+        yield conn
+    finally:
+        await close_bounded(conn._asyncpg_conn)  # triopg's proxy holds asyncpg's connection
+
+
+async def close_bounded(raw: asyncpg.Connection) -> None:
+    """Close an asyncpg connection within CLOSE_TIMEOUT, shielded; abort it if that fails."""
+    with trio.CancelScope(shield=True):
+        try:
+            await trio_asyncio.aio_as_trio(raw.close)(timeout=CLOSE_TIMEOUT)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+            raw.terminate()
+
+
 T = TypeVar("T")
 
 

@@ -168,8 +168,9 @@ UNION ALL
 SELECT NULL, NULL, NULL,
        extract(epoch FROM min(greatest(w.next_attempt_at, w.lease_until)) - now())::float8
 FROM webhook w
-WHERE EXISTS (SELECT FROM outbox o WHERE o.webhook_id = w.id AND o.state = 'pending')
-HAVING NOT EXISTS (SELECT FROM claimed)
+WHERE NOT EXISTS (SELECT FROM claimed)  -- a one-time filter: no scan after a claim
+  AND EXISTS (SELECT FROM outbox o WHERE o.webhook_id = w.id AND o.state = 'pending')
+HAVING NOT EXISTS (SELECT FROM claimed)  -- and no row: an aggregate always gives one
 """
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from quart_trio import QuartTrio
 
 from ..config import Settings
@@ -38,10 +40,12 @@ def create_app(
     listing_pool: Pool | None = None,
     hub: Hub | None = None,
     submit: Submit | None = None,
+    events_queued: Callable[[], None] | None = None,
 ) -> QuartTrio:
     """The app; `listing_pool` serves `GET /sensors` (absent only in apps that never query),
     `hub` feeds `/ws` (a fresh, unfed one when not given, for HTTP-only tests),
-    `submit` takes `POST /reports` to the writer (without it they are answered 503).
+    `submit` takes `POST /reports` to the writer (without it they are answered 503),
+    `events_queued` tells the webhook dispatcher of an upload's or a test's event.
 
     Raises:
         ValueError: the data directory is inside the dashboard's, which is served as is.
@@ -55,6 +59,7 @@ def create_app(
     app.config["DRONESHIELD_LISTING_POOL"] = listing_pool
     app.config["DRONESHIELD_HUB"] = hub if hub is not None else Hub()
     app.config["DRONESHIELD_SUBMIT"] = submit
+    app.config["DRONESHIELD_EVENTS_QUEUED"] = events_queued
     # Uploads are limited per file while streaming; this bounds a whole request
     # (Quart's own defaults, 16 MB and 60 s, would refuse a large release).
     app.config["MAX_CONTENT_LENGTH"] = uploads.max_request_bytes(settings)

@@ -1,7 +1,9 @@
 """What a request handler reaches through the app: the daemon's settings, database pools, hub
-(live views) and report ingest."""
+(live views), report ingest and the webhook dispatcher's doorbell."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from quart import current_app
 
@@ -40,3 +42,10 @@ def submit() -> Submit:
     if found is None:
         raise IngestUnavailable("report ingest is not running in this process")
     return found
+
+
+def events_queued() -> None:
+    """Tell the webhook dispatcher that a commit queued events (none in HTTP-only apps)."""
+    ring: Callable[[], None] | None = current_app.config.get("DRONESHIELD_EVENTS_QUEUED")
+    if ring is not None:
+        ring()

@@ -343,17 +343,29 @@ async def _has_grams(conn: Connection) -> bool:
 async def _gram_stats(conn: Connection) -> db.GramStats:
     """The trigrams' statistics (`db.gram_stats`), read at most once per GRAM_STATS_FOR
     seconds per process: they change when PostgreSQL analyzes the table."""
-    return await _kept("DRONESHIELD_GRAM_STATS", GRAM_STATS_FOR, partial(db.gram_stats, conn))
+    # Not kept while there are none: the index was just built and not analyzed yet.
+    return await _kept(
+        "DRONESHIELD_GRAM_STATS",
+        GRAM_STATS_FOR,
+        partial(db.gram_stats, conn),
+        keep=lambda stats: bool(stats.shares),
+    )
 
 
-async def _kept(key: str, seconds: float, read: Callable[[], Awaitable[T]]) -> T:
-    """What `read` answers, kept in the app's config for `seconds`."""
+async def _kept(
+    key: str,
+    seconds: float,
+    read: Callable[[], Awaitable[T]],
+    keep: Callable[[T], bool] = lambda _: True,
+) -> T:
+    """What `read` answers, kept in the app's config for `seconds` if `keep` says so."""
     config = current_app.config
     read_at, value = config.get(key, (None, None))
     now = trio.current_time()
     if read_at is None or now - read_at >= seconds:
         value = await read()
-        config[key] = (now, value)
+        if keep(value):
+            config[key] = (now, value)
     kept: T = value
     return kept
 

@@ -19,7 +19,7 @@ from ..config import Settings
 from ..domain import display, echo
 from ..errors import BadRelease, DroneshieldError, Invalid, TimedOut, TooLarge, UnsupportedContent
 from .auth import requires_key
-from .context import pool, settings
+from .context import events_queued, pool, settings
 from .errors import AnnouncedTooLarge
 from .multipart import MultipartReader, PartData, PartEnd, PartStart
 from .schema import ApiModel, errors, reads_body
@@ -181,6 +181,8 @@ async def upload() -> tuple[UploadResult, int]:
         metrics.UPLOADS.labels(exc.code).inc()
         await _drain_body()
         raise
+    if any(f.outcome == "created" for f in stored):
+        events_queued()  # release.uploaded, for the webhooks that want it
     for f in stored:
         metrics.UPLOADS.labels(f.outcome).inc()
         if f.outcome == "created":

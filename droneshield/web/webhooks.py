@@ -21,7 +21,7 @@ from ..provisioning import check_site
 from ..targets import parse, resolve
 from ..webhooks import EVENTS, TEST_EVENT
 from .auth import requires_key
-from .context import pool, settings
+from .context import events_queued, pool, settings
 from .schema import ApiModel, errors
 
 blueprint = Blueprint("webhooks", __name__)
@@ -242,4 +242,5 @@ async def test_webhook(webhook_id: int) -> tuple[TestQueued, int]:
         event_id = await db.enqueue_test(conn, webhook_id)
     if event_id is None:
         raise _not_found(webhook_id)
+    events_queued()
     return TestQueued(event_id=str(event_id)), 202
