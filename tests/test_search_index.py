@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx
+import pytest
 import trio
 
 from droneshield.db import bulk, seed
@@ -122,3 +123,22 @@ async def test_an_index_deferred_again_during_its_build_stays_listed(aio_loop, d
                 await eventually(lambda: an_index_build_waits(db))
                 await db.execute("UPDATE deferred_index SET deferred_at = clock_timestamp()")
     assert await _deferred(db) == names
+
+
+async def test_a_build_that_fails_for_good_is_logged_and_the_daemon_serves_on(
+    api: httpx.AsyncClient, db, caplog
+):
+    # A statement no retry mends (as a role without the right to create indexes would get).
+    await db.execute(
+        "INSERT INTO deferred_index (name, build) "
+        "VALUES ('broken', 'CREATE INDEX broken ON no_such_table (x)')"
+    )
+    with trio.fail_after(30):
+        await eventually(lambda: _logged(caplog, "building the search index failed"))
+        ready = await api.get("/readyz")
+    assert ready.status_code == 200
+    assert await _deferred(db) == ["broken"]  # tried again later
+
+
+async def _logged(caplog: pytest.LogCaptureFixture, text: str) -> bool:
+    return any(text in r.getMessage() for r in caplog.records)
