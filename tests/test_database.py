@@ -70,12 +70,16 @@ async def test_seed_is_idempotent_and_uses_the_documented_serial_format(db):
     assert [tuple(r) for r in counts] == [("never", 1200)]
 
 
-async def test_seeding_an_empty_fleet_builds_its_indexes_once_and_keeps_counters(db):
+async def test_seeding_an_empty_fleet_builds_its_indexes_once_and_keeps_counters(db, database_url):
     """The fast path of a large insert (bulk.py): the secondary indexes are built again after
-    it, the same indexes, usable by the planner, with the counters exact."""
+    it (the search indexes after its commit, as a daemon builds them), the same indexes,
+    usable by the planner, with the counters exact."""
     before = await sensor_table.indexes(db)
     with trio.fail_after(60):
         assert await seed.seed(db, bulk.REBUILD_MIN) == bulk.REBUILD_MIN
+        searching = sensor_table.search_indexes(before)
+        assert set(before) - set(await sensor_table.indexes(db)) == searching
+        assert sorted(await bulk.build_deferred(database_url)) == sorted(searching)
     after = await sensor_table.indexes(db)
     assert sensor_table.rebuilt(before, after) == set(before) - sensor_table.KEPT
     await sensor_table.assert_counters_exact(db)
