@@ -9,14 +9,14 @@ events older than `webhook_retry_for` are then `failed`. Delivery is at least on
 killed after a POST and before recording it has its lease expire, and the next holder sends the
 same events again, with the same ids.
 
-It looks for due events when its own daemon may have queued some (a transition, a version
-change, an upload, a test event: `ring`, and the hub's tap), when the soonest retry or a dead
-daemon's lease comes due, when one of its endpoints is done, and every `webhook_poll` seconds
-(another daemon's events whose dispatcher is busy or died; doorbell.py). An idle daemon costs
-the database nothing here, where a poll every 0.2 s was ten round trips a second, webhooks or
-none. Not PostgreSQL's NOTIFY from the outbox: a transaction that NOTIFYs takes a cluster-wide
-lock at commit, which serialised the writer's commits that queued events (4 connections
-committing small inserts: 5,600 → 3,500 a second).
+It looks for due events when a change may have queued some (a transition or a version change,
+this daemon's or relayed from a peer, through the hub's tap; an upload, a test event, a fleet
+alert: `ring`), when the soonest retry or a dead daemon's lease comes due, when one of its
+endpoints is done, and every `webhook_poll` seconds for the rest (doorbell.py). An idle daemon
+looks once per poll, where a poll every 0.2 s was ten round trips a second, webhooks or none.
+Not PostgreSQL's NOTIFY from the outbox: a transaction that NOTIFYs takes a cluster-wide lock
+at commit, which serialised the writer's commits that queued events (4 connections committing
+small inserts: 5,600 → 3,500 a second).
 
 A slow or dead endpoint holds only its own task (and at most one POST's events in memory); the
 outbox in PostgreSQL is the buffer, so ingest and expiry never wait for delivery. Nothing an
@@ -108,7 +108,7 @@ class Dispatcher:
         """
         async with AsyncExitStack() as stack, trio.open_nursery() as nursery:
             stack.push_async_callback(self._clients.aclose)  # after the nursery: none in use
-            stack.enter_context(self._hub.outbox(max_pending=1, match=self._tap))
+            stack.enter_context(self._hub.tap(self._changed))
             nursery.start_soon(
                 partial(every, self.read_stats, 0, STATS_INTERVAL, transient=transient)
             )
@@ -133,17 +133,17 @@ class Dispatcher:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def ring(self) -> None:
-        """Events may have been queued (a commit of this process: an upload, a test event):
-        look for due ones now."""
+        """Events may have been queued (a commit: an upload, a test event, a fleet alert, a
+        change the hub carries): look for due ones now."""
         self._doorbell.ring()
 
-    def _tap(self, change: SensorState) -> bool:
-        """The hub's filter for this daemon's changes, used as a tap: rings for a change whose
-        statement may have queued events (a transition or a version change, made by a report
-        or an expiry; a version never uploaded, reported), keeps nothing."""
+    def _changed(self, change: SensorState) -> None:
+        """The hub's tap: a change whose statement may have queued events (a transition or a
+        version change, made by a report or an expiry; a version never uploaded, reported)
+        rings, whether this daemon made it or a peer's relayed it (that peer's dispatcher may
+        have its endpoints busy: this one takes webhooks it cannot)."""
         if change.before is not None or change.reported_version is not None:
             self._doorbell.ring()
-        return False
 
     async def _look(self) -> db.Look:
         """Claim a webhook with events due, holding an endpoint slot for it."""

@@ -1,10 +1,10 @@
 """When the webhook dispatcher looks for due events again after a look that found none.
 
 Looking costs a database round trip, so it is done when there is reason to: at once when rung
-(a transaction that queued events has committed: the outbox's NOTIFY, db/notify.py), when the
-soonest known retry or lease comes due, and otherwise every `poll` seconds in case a
-notification was lost; never sooner than `spacing` after the look before, so a stream of
-commits that each queue an event costs at most one look per `spacing`, not one per commit.
+(a commit that may have queued events: dispatcher.py says which), when the soonest known retry
+or lease comes due, and otherwise every `poll` seconds for what nothing rang for (another
+daemon's events); never sooner than `spacing` after the look before, so a stream of commits
+that each queue an event costs at most one look per `spacing`, not one per commit.
 """
 
 from __future__ import annotations

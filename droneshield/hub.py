@@ -154,6 +154,7 @@ class Hub:
         self._unlisted: set[Subscription] = set()
         self._outboxes: set[Subscription] = set()
         self._subscriptions: set[Subscription] = set()
+        self._taps: list[Callable[[SensorState], None]] = []  # see `tap`
         # Bumped whenever what the subscriptions watch may have changed (see `interest`).
         self.interest_version = 0
         # Fleet totals (the `summary` message), kept current by `summary.serve_summary`.
@@ -237,7 +238,10 @@ class Hub:
         by_serial = self._by_serial
         everything = self._everything
         reported = self._reported
+        taps = self._taps
         for change in changes:
+            for tap in taps:
+                tap(change)
             if change.reported_version is not None or (reported and change.id in reported):
                 self._remember(change)
             for sub in everything:
@@ -284,6 +288,17 @@ class Hub:
                 if change.serial not in sub.serials and not (match and match(change)):
                     del sub._pending[key]
         self._attach(sub)
+
+    @contextmanager
+    def tap(self, on_change: Callable[[SensorState], None]) -> Iterator[None]:
+        """Call `on_change` with every change, this daemon's and relayed ones, until the block
+        exits; it must not block. Unlike a subscription it says nothing of interest to peers
+        (`interest`) and keeps nothing."""
+        self._taps.append(on_change)
+        try:
+            yield
+        finally:
+            self._taps.remove(on_change)
 
     @contextmanager
     def outbox(

@@ -29,7 +29,7 @@ from typing import Final
 
 import asyncpg
 
-from .pool import Connection, connect_bounded
+from .pool import Connection, connect_bounded, is_outage
 
 STORING: Final = "storing (insert, then indexes)"  # a progress bar's text for `insert`
 REBUILD_MIN: Final = 20_000  # new sensors; below this inserting them one by one is as fast
@@ -172,6 +172,9 @@ async def build_deferred(dsn: str) -> list[str]:
     An index of the listed name that is there already is invalid when a build was interrupted
     (a stopped daemon: it is dropped and built again), valid when one finished but its row was
     not deleted. A row deferred again meanwhile (another import) is left for the next build.
+
+    Raises:
+        The first error of a build that failed, once the others are built (an outage at once).
     """
     async with connect_bounded(dsn) as conn:
         if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", _BUILD_LOCK):
@@ -181,18 +184,27 @@ async def build_deferred(dsn: str) -> list[str]:
             "SET statement_timeout = 0; SET lock_timeout = 0"
         )
         built: list[str] = []
+        failed: Exception | None = None
         for row in await conn.fetch(_DEFERRED):
             name, build = row["name"], row["build"]
-            if not row["valid"]:
-                assert build.startswith("CREATE INDEX "), build
-                await conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
-                await conn.execute(build.replace("CREATE INDEX ", "CREATE INDEX CONCURRENTLY ", 1))
-                built.append(name)
-            await conn.execute(
-                "DELETE FROM deferred_index WHERE name = $1 AND deferred_at = $2",
-                name,
-                row["deferred_at"],
-            )
+            try:
+                if not row["valid"]:
+                    await conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
+                    await conn.execute(
+                        build.replace("CREATE INDEX ", "CREATE INDEX CONCURRENTLY ", 1)
+                    )
+                    built.append(name)
+                await conn.execute(
+                    "DELETE FROM deferred_index WHERE name = $1 AND deferred_at = $2",
+                    name,
+                    row["deferred_at"],
+                )
+            except Exception as exc:  # the others are built all the same; this one is raised
+                if is_outage(exc):
+                    raise
+                failed = failed or exc
+        if failed is not None:
+            raise failed
         if built:
             # The search's planning reads the trigram index's statistics (db/sensors.py), which
             # an analyze gathers only once the index exists; autovacuum's, after the import,

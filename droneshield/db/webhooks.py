@@ -157,7 +157,9 @@ WITH claimed AS (
           AND EXISTS (SELECT FROM outbox o WHERE o.webhook_id = w.id AND o.state = 'pending')
         ORDER BY w.next_attempt_at
         LIMIT 1
-        FOR UPDATE SKIP LOCKED
+        -- Not FOR UPDATE: that conflicts with the FOR KEY SHARE every uncommitted outbox insert
+        -- holds on its webhook, and the look would skip a webhook that has events coming.
+        FOR NO KEY UPDATE SKIP LOCKED
     )
     RETURNING id, url, secret
 )
