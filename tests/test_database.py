@@ -173,3 +173,20 @@ async def test_a_seen_sensor_without_a_status_change_or_an_unseen_one_with_a_ver
     ):
         with pytest.raises(asyncpg.CheckViolationError):
             await db.execute(f"UPDATE sensor SET {assignment}")
+
+
+async def test_the_outbox_trigger_of_an_unreleased_0020_is_dropped(db):
+    """A database migrated while 0020 NOTIFYed from the outbox keeps no trigger there."""
+    await db.execute(
+        "CREATE FUNCTION outbox_queued() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "PERFORM pg_notify('droneshield_outbox', ''); RETURN NULL; END $$; "
+        "CREATE TRIGGER outbox_queued AFTER INSERT ON outbox REFERENCING NEW TABLE AS queued "
+        "FOR EACH STATEMENT EXECUTE FUNCTION outbox_queued(); "
+        "DELETE FROM schema_migration WHERE version = 22"
+    )
+    assert await migrate.migrate(db) == ["0022_no_outbox_notify.sql"]
+    triggers = await db.fetchval(
+        "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'outbox'::regclass AND NOT tgisinternal"
+    )
+    assert triggers == 0
+    assert await db.fetchval("SELECT to_regproc('outbox_queued')") is None
