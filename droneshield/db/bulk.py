@@ -29,7 +29,7 @@ from typing import Final
 
 import asyncpg
 
-from .pool import Connection, connect_bounded, is_outage
+from .pool import Connection, connect, is_outage
 
 STORING: Final = "storing (insert, then indexes)"  # a progress bar's text for `insert`
 REBUILD_MIN: Final = 20_000  # new sensors; below this inserting them one by one is as fast
@@ -176,7 +176,7 @@ async def build_deferred(dsn: str) -> list[str]:
     Raises:
         The first error of a build that failed, once the others are built (an outage at once).
     """
-    async with connect_bounded(dsn) as conn:
+    async with connect(dsn) as conn:
         if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", _BUILD_LOCK):
             return []
         await conn.execute(

@@ -286,19 +286,14 @@ def acquire(pool: Pool) -> AbstractAsyncContextManager[Connection]:
     return _entered(pool.acquire())
 
 
-def connect(dsn: str) -> AbstractAsyncContextManager[Connection]:
-    """One connection outside the pool (migrations, seeding).
+@asynccontextmanager
+async def connect(dsn: str) -> AsyncIterator[Connection]:
+    """One connection outside the pool (migrations, seeding, a daemon's index builds), closed
+    within CLOSE_TIMEOUT (shielded), else aborted: triopg's close is shielded without a bound,
+    so a daemon stopping while the server is unreachable would wait as long as TCP does.
 
     Raises (on entering): DatabaseUnavailable when no connection can be had.
     """
-    return _entered(triopg.connect(dsn, timeout=CONNECT_TIMEOUT), dsn)
-
-
-@asynccontextmanager
-async def connect_bounded(dsn: str) -> AsyncIterator[Connection]:
-    """`connect`, for a daemon's long-running task: closed within CLOSE_TIMEOUT (shielded),
-    else aborted. triopg's close is shielded without a bound, so a daemon stopping while the
-    server is unreachable would wait as long as TCP does."""
     proxy = triopg.connect(dsn, timeout=CONNECT_TIMEOUT)
     with connecting(dsn):
         conn = await proxy.__aenter__()

@@ -32,8 +32,3 @@ async def cancel_lock_waiters(conn: Connection) -> int:
 async def an_index_build_waits(conn: Connection) -> bool:
     """Whether an index build (CONCURRENTLY) waits for another transaction to end."""
     return bool(await conn.fetchval(f"SELECT count(*) > 0 {_WAITING} AND {_BUILD}"))
-
-
-async def cancel_index_builds(conn: Connection) -> int:
-    """Cancel the waiting index builds, as a stopped daemon's would end; how many."""
-    return int(await conn.fetchval(f"SELECT count(pg_cancel_backend(pid)) {_WAITING} AND {_BUILD}"))
