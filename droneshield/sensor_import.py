@@ -1,7 +1,8 @@
 """`droneshield sensors import FILE.csv|-`: provision many sensors from a CSV file (or stdin).
 
 The same rules as `POST /sensors` (provisioning.py), without its 10,000-row limit: the rows
-stream through the CSV reader in chunks, each chunk is copied into the database with COPY, and
+stream through the CSV reader in chunks, each chunk is copied into the database with COPY (a
+large file into an empty fleet: into the sensor table itself, db/provisioning.fill), and
 the whole file is applied in one transaction, so a file with one broken row stores nothing and
 lists what is wrong (the first 100 rows). A bar shows progress on a terminal; otherwise one
 summary line is printed (progress.py).
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import AsyncIterator, Iterator, Sequence
+from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Final
 
@@ -54,18 +56,22 @@ def _lines(stream: BinaryIO) -> Iterator[str]:
         before += len(batch)
 
 
-async def _chunks(specs: Iterator[Numbered], steps: Steps) -> AsyncIterator[Sequence[Numbered]]:
-    chunk: list[Numbered] = []
+def _counted(specs: Iterator[Numbered], steps: Steps) -> Iterator[Numbered]:
+    """`specs`, the bar advanced every CHUNK rows, then set to the storing phase."""
+    read = 0
     for numbered in specs:
-        chunk.append(numbered)
-        if len(chunk) == CHUNK:
-            yield chunk
-            steps.advance(len(chunk))
-            chunk = []
-    if chunk:
-        yield chunk
-        steps.advance(len(chunk))
+        yield numbered
+        read += 1
+        if read == CHUNK:
+            steps.advance(read)
+            read = 0
+    steps.advance(read)
     steps.phase(bulk.STORING)
+
+
+async def _chunks(specs: Iterator[Numbered]) -> AsyncIterator[Sequence[Numbered]]:
+    while chunk := list(islice(specs, CHUNK)):
+        yield chunk
 
 
 def _data_rows(path: Path) -> int:
@@ -100,8 +106,12 @@ def run(url: str, file: str) -> None:
         await migrate.require_migrated(conn)
         rows = Rows()
         try:
-            specs = from_csv(_lines(source), rows)
-            done = await db.provision(conn, _chunks(specs, steps), rows)
+            specs = _counted(from_csv(_lines(source), rows), steps)
+            # A file is read at disk speed: the table it fills may be taken while it is read.
+            large = total is not None and total >= bulk.REBUILD_MIN
+            done = await db.fill(conn, specs, rows) if large else None
+            if done is None:
+                done = await db.provision(conn, _chunks(specs), rows)
         except CsvHeaderError as exc:
             raise Invalid(str(exc), code="invalid_csv") from None
         return done, await bulk.deferred(conn)

@@ -101,6 +101,71 @@ async def test_a_large_import_into_a_small_fleet_rebuilds_indexes_under_the_same
     await sensor_table.assert_counters_exact(db)
 
 
+async def test_a_large_file_into_an_empty_fleet_is_copied_into_the_table_itself(
+    db, database_url, tmp_path: Path
+):
+    """No staged copy (db/provisioning.fill): the rows go into `sensor` as they are read, so
+    ids follow the file's order (a staged insert adds them in serial order); the same rows,
+    indexes and counters as the staged path, which a second import (into a fleet no longer
+    empty) takes, finding every sensor existing."""
+    rows = bulk.REBUILD_MIN
+    path = tmp_path / "fleet.csv"
+    path.write_text(
+        "serial, site, label\n"
+        + "".join(f'FI-{n:06d}, site-{n % 7}, "mast, {n}"\n' for n in reversed(range(rows)))
+        + f"FI-{rows:06d},,\n\n"
+    )
+    before = await sensor_table.indexes(db)
+    first = await _import(database_url, str(path))
+    assert first.returncode == 0, first.stderr
+    assert f"({rows + 1:,} new, 0 existing; search index left to" in first.stderr.decode()
+    by_id = await db.fetch("SELECT serial, site, label FROM sensor ORDER BY id LIMIT 2")
+    assert [tuple(r) for r in by_id] == [
+        (f"FI-{rows - 1:06d}", f"site-{(rows - 1) % 7}", f"mast, {rows - 1}"),
+        (f"FI-{rows - 2:06d}", f"site-{(rows - 2) % 7}", f"mast, {rows - 2}"),
+    ]
+    assert await db.fetchval("SELECT count(*) FROM sensor WHERE label IS NULL") == 1
+    assert await bulk.build_deferred(database_url)
+    after = await sensor_table.indexes(db)
+    assert sensor_table.rebuilt(before, after) == set(before) - sensor_table.KEPT
+    await sensor_table.assert_counters_exact(db)
+    for index, query in sensor_table.lookups(after):
+        assert index in await sensor_table.plan(db, query)
+    again = await _import(database_url, str(path))
+    assert f"(0 new, {rows + 1:,} existing)" in again.stderr.decode()
+
+
+async def test_a_large_file_refused_in_an_empty_fleet_names_its_lines_and_stores_nothing(
+    db, database_url, tmp_path: Path
+):
+    """Copied into the table as it is read, a file is still checked whole: a repeated serial
+    (found when the serial's unique index cannot be built) and a broken row are named by their
+    lines, and the table is left as it was, with its indexes."""
+    plain = [f"RE-{n:06d}\n" for n in range(bulk.REBUILD_MIN)]
+    before = await sensor_table.indexes(db)
+    repeated = tmp_path / "repeated.csv"
+    # The broken row is not copied: the copied rows' positions are not their indexes.
+    repeated.write_text("serial\n\nRE-\x01\n" + "".join(plain) + "RE-000003\nRE-000002\n")
+    broken = tmp_path / "broken.csv"
+    broken.write_text("serial\n" + "".join(plain) + "RE-\x01\n")
+    refused = await _import(database_url, str(repeated))
+    assert refused.returncode == 1
+    *named, last = refused.stderr.decode().splitlines()
+    assert [line.split(": ", 2)[::2] for line in named] == [
+        ["line 3", "serial 'RE-\\x01' must be 1 to 128 printable ASCII characters"],
+        [f"line {bulk.REBUILD_MIN + 4}", "serial 'RE-000003' is already given in line 7"],
+        [f"line {bulk.REBUILD_MIN + 5}", "serial 'RE-000002' is already given in line 6"],
+    ]
+    assert last == f"droneshield: 3 of {bulk.REBUILD_MIN + 3} rows are invalid; nothing was stored"
+    refused = await _import(database_url, str(broken))
+    assert refused.returncode == 1
+    first = refused.stderr.decode().splitlines()[0]
+    assert first.startswith(f"line {bulk.REBUILD_MIN + 2}: invalid_serial: ")
+    assert await db.fetchval("SELECT count(*) FROM sensor") == 0
+    assert await db.fetchval("SELECT count(*) FROM deferred_index") == 0
+    assert sensor_table.rebuilt(before, await sensor_table.indexes(db)) == set()
+
+
 async def test_a_broken_file_stores_nothing_and_says_which_rows(db, database_url, tmp_path: Path):
     path = tmp_path / "broken.csv"
     # Named by their lines in the file, as an editor shows them: past a blank line too.

@@ -21,10 +21,20 @@ insert at least doubles the fleet, so the wait grows with the import, not with t
 small import joins: a fleet larger than the import is never locked. If the lock is not granted
 within `LOCK_WAIT` (a long listing holds the table), the insert goes row by row instead of
 queueing every other session behind it.
+
+An empty fleet's first large import or seeding goes further (`fill`): its rows are copied
+straight into `sensor` as they are read, with no staged copy, while the indexes are dropped.
+`INSERT … SELECT` writes a row at a time (a WAL record and a buffer lookup each); COPY fills
+pages at once, and the server stores while the client is still reading the file. The heap is
+then in the file's order rather than the serial's. The table is taken before the first row is
+read, so this is for rows read at disk speed (a file, generated serials), not a pipe whose
+writer could hold every other session waiting.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Final
 
 import asyncpg
@@ -63,6 +73,8 @@ _SENSORS: Final = (
     "SELECT (SELECT coalesce(sum(n), 0) FROM fleet_count) + (SELECT n FROM retired_count)"
 )
 
+_ANY: Final = "SELECT EXISTS (SELECT FROM sensor)"  # retired sensors too
+
 _UNSTORED: Final = "NOT EXISTS (SELECT FROM sensor s WHERE s.serial = i.serial)"
 # Staged rows in serial order: the serial index is appended to instead of descended at random,
 # and the heap is in the order listings read it.
@@ -99,19 +111,62 @@ async def insert(conn: Connection, source: str, columns: str) -> int:
     indexes around it when that is faster. Returns the rows it inserted."""
     if not await _worth_rebuilding(conn, source) or not await _lock(conn):
         return _count(await conn.execute(statement(source, columns)))
-    indexes = await conn.fetch(_SECONDARY)
-    for index in indexes:
-        await conn.execute(index["drop"])
+    indexes = await _drop_secondary(conn)
     inserted = _count(
         await conn.execute(_INSERT.format(columns=columns, source=source, rest=_LOCKED))
     )
+    await _build(conn, indexes)
+    return inserted
+
+
+@dataclass(frozen=True, slots=True)
+class Filled:
+    copied: int
+    # Two rows named one serial: the serial's unique constraint could not be built, and the
+    # copied rows were left without indexes for the caller to find which (then roll back).
+    duplicated: bool
+
+
+async def fill(
+    conn: Connection, columns: Sequence[str], records: Iterable[Sequence[object]]
+) -> Filled | None:
+    """Copy `records` (`columns` of new sensors) straight into the sensor table if it is empty,
+    in the caller's transaction, its secondary indexes built after the copy. None, with
+    `records` not read, when the table holds any sensor (`insert` then) or cannot be taken
+    within `LOCK_WAIT`.
+
+    Its only check is the serial's uniqueness: the caller vets each row as it reads it.
+    """
+    if not await _lock(conn, empty=True):
+        return None
+    indexes = await _drop_secondary(conn)
+    copied = _count(
+        await conn.copy_records_to_table("sensor", columns=list(columns), records=records)
+    )
+    try:
+        async with conn.transaction():  # a savepoint: the rows stay to look for the duplicates
+            await _build(conn, indexes)
+    except asyncpg.UniqueViolationError:
+        return Filled(copied, duplicated=True)
+    return Filled(copied, duplicated=False)
+
+
+async def _drop_secondary(conn: Connection) -> list[asyncpg.Record]:
+    """Drop the indexes a large insert builds again afterwards; what `_build` needs for it."""
+    indexes = await conn.fetch(_SECONDARY)
+    for index in indexes:
+        await conn.execute(index["drop"])
+    return indexes
+
+
+async def _build(conn: Connection, indexes: list[asyncpg.Record]) -> None:
+    """Build the dropped `indexes` again, the search indexes after the commit (`_defer`)."""
     await conn.execute(f"SET LOCAL maintenance_work_mem = '{BUILD_MEMORY}'")
     for index in indexes:
         if index["deferred"]:
             await _defer(conn, index["name"], index["build"])
         else:
             await conn.execute(index["build"])
-    return inserted
 
 
 async def _defer(conn: Connection, name: str, build: str) -> None:
@@ -137,16 +192,25 @@ async def _worth_rebuilding(conn: Connection, source: str) -> bool:
     return bool(new >= max(REBUILD_MIN, stored))
 
 
-async def _lock(conn: Connection) -> bool:
+class _NotEmpty(Exception):
+    """The table holds sensors (`_lock` with `empty`): the savepoint and its lock are undone."""
+
+
+async def _lock(conn: Connection, *, empty: bool = False) -> bool:
     """Take the table for a rebuild unless another session holds it past `LOCK_WAIT`, or
     wants it too: two large imports at once each hold the share lock of their checks, so each
     waits for the other and PostgreSQL fails one as a deadlock; that one inserts row by row
-    once the other has committed."""
+    once the other has committed. With `empty`, only a table without sensors is taken (looked
+    at before asking, and again once it is held)."""
+    if empty and await conn.fetchval(_ANY):
+        return False
     try:
         async with conn.transaction():  # a savepoint: a failure leaves the caller's work be
             await conn.execute(f"SET LOCAL lock_timeout = '{LOCK_WAIT}'")
             await conn.execute("LOCK TABLE sensor IN ACCESS EXCLUSIVE MODE")
-    except (asyncpg.LockNotAvailableError, asyncpg.DeadlockDetectedError):
+            if empty and await conn.fetchval(_ANY):
+                raise _NotEmpty  # undoing the savepoint releases the lock taken in it
+    except (asyncpg.LockNotAvailableError, asyncpg.DeadlockDetectedError, _NotEmpty):
         return False
     await conn.execute("SET LOCAL lock_timeout TO DEFAULT")
     return True

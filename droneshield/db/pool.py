@@ -155,7 +155,11 @@ class Connection(Protocol):
     ) -> Transaction: ...
 
     async def copy_records_to_table(
-        self, table_name: str, *, records: Iterable[Sequence[object]]
+        self,
+        table_name: str,
+        *,
+        records: Iterable[Sequence[object]],
+        columns: Sequence[str] | None = None,
     ) -> str: ...
 
     def is_closed(self) -> bool: ...

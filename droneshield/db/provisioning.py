@@ -3,28 +3,42 @@
 Sensors to provision are copied (COPY, the fast path of `seed`) into a temporary table and
 applied in one transaction: rows that repeat a serial or contradict a stored sensor refuse the
 whole call, and whatever it stores becomes visible at once. A retired sensor provisioned again
-is restored with its history; an existing identical one is counted as existing.
+is restored with its history; an existing identical one is counted as existing. A large file
+imported into an empty fleet skips the staging: `fill` copies its rows into the table itself.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, Sequence
+from array import array
+from collections.abc import AsyncIterable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Final
 
 from ..domain import SensorState
 from ..errors import SensorsConflict
-from ..provisioning import ERRORS_SHOWN, Numbered, Rows
+from ..provisioning import ERRORS_SHOWN, Numbered, Rows, SensorSpec
 from . import bulk
 from .pool import Connection
 from .sensors import EDITED, edited, edited_columns
 
-_DUPLICATES: Final = f"""
+
+def _duplicates(numbered: str) -> str:
+    """The rows (`idx`) of `numbered` (`idx, serial`) whose serial an earlier row gave (`first`),
+    the first ERRORS_SHOWN + 1, with how many there are."""
+    return f"""
+WITH i AS ({numbered})
 SELECT i.idx, i.serial, d.first, count(*) OVER () AS repeated
-FROM (SELECT serial, min(idx) AS first FROM incoming GROUP BY serial HAVING count(*) > 1) d
-JOIN incoming i ON i.serial = d.serial AND i.idx <> d.first
+FROM (SELECT serial, min(idx) AS first FROM i GROUP BY serial HAVING count(*) > 1) d
+JOIN i ON i.serial = d.serial AND i.idx <> d.first
 ORDER BY i.idx LIMIT {ERRORS_SHOWN + 1}
 """
+
+
+_STAGED: Final = _duplicates("SELECT idx, serial FROM incoming")
+# Rows `fill` copied, numbered in the order they were copied (ids are drawn as they arrive).
+_COPIED: Final = _duplicates(
+    "SELECT row_number() OVER (ORDER BY id) - 1 AS idx, serial FROM sensor"
+)
 
 _CONFLICTS: Final = f"""
 SELECT i.idx, i.serial, s.site, s.label
@@ -47,6 +61,7 @@ SELECT * FROM restored
 """
 
 _COLUMNS: Final = "serial, site, label"
+_FIELDS: Final = ("serial", "site", "label")
 _INSERT: Final = bulk.statement("incoming", _COLUMNS)
 
 
@@ -88,15 +103,7 @@ async def provision(
                 "incoming", records=[(i, s.serial, s.site, s.label) for i, s in chunk]
             )
             valid += len(chunk)
-        duplicates = await conn.fetch(_DUPLICATES)
-        for r in duplicates:
-            rows.add(
-                r["idx"],
-                "duplicate_serial",
-                f"serial {r['serial']!r} is already given in {rows.where(r['first'])}",
-            )
-        if duplicates:
-            rows.unlisted += duplicates[0]["repeated"] - len(duplicates)
+        await _note_duplicates(conn, _STAGED, rows, int)
         rows.check()
         restored = [edited(r) for r in await conn.fetch(_RESTORE)]
         if changes:
@@ -112,6 +119,50 @@ async def provision(
             # conflict and rolled back.
             await _refuse_conflicts(conn, rows)
     return Provisioned(created, valid - created, restored + found if changes else [])
+
+
+async def fill(conn: Connection, specs: Iterable[Numbered], rows: Rows) -> Provisioned | None:
+    """Store the sensors of `specs` (in row order) all or none if the fleet is empty, copying
+    them into the table as they are read (bulk.fill): a large file's import. None, with `specs`
+    not read, when the fleet holds any sensor (`provision` then).
+
+    Raises:
+        InvalidSensors: a row was broken or repeats a serial; nothing is stored.
+    """
+    copied = array("q")  # the index of each row copied, in the order copied
+
+    def records() -> Iterator[SensorSpec]:
+        for index, spec in specs:
+            copied.append(index)
+            yield spec
+
+    async with conn.transaction():
+        await bulk.begin(conn)
+        filled = await bulk.fill(conn, _FIELDS, records())
+        if filled is None:
+            return None
+        if rows.errors or filled.duplicated:
+            await _note_duplicates(conn, _COPIED, rows, copied.__getitem__)
+            rows.check()
+            # Never commit a table left without its indexes.
+            raise RuntimeError("the serial's unique index failed, yet no serial repeats")
+    return Provisioned(filled.copied, 0, [])
+
+
+async def _note_duplicates(
+    conn: Connection, query: str, rows: Rows, index: Callable[[int], int]
+) -> None:
+    """Note in `rows` the rows that repeat a serial, found by `query` (`_duplicates`), whose
+    `idx` is the row `index(idx)`."""
+    duplicates = await conn.fetch(query)
+    for r in duplicates:
+        rows.add(
+            index(r["idx"]),
+            "duplicate_serial",
+            f"serial {r['serial']!r} is already given in {rows.where(index(r['first']))}",
+        )
+    if duplicates:
+        rows.unlisted += duplicates[0]["repeated"] - len(duplicates)
 
 
 async def _refuse_conflicts(conn: Connection, rows: Rows) -> None:
