@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import AsyncIterator, Iterator, Sequence
-from itertools import islice
+from itertools import chain, islice
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Final
 
@@ -106,12 +106,15 @@ def run(url: str, file: str) -> None:
         await migrate.require_migrated(conn)
         rows = Rows()
         try:
-            specs = _counted(from_csv(_lines(source), rows), steps)
+            read = from_csv(_lines(source), rows)
+            first = next(read, None)  # the header, read before any table is taken
+            specs = _counted(chain([] if first is None else [first], read), steps)
             # A file is read at disk speed: the table it fills may be taken while it is read.
             large = total is not None and total >= bulk.REBUILD_MIN
             done = await db.fill(conn, specs, rows) if large else None
-            if done is None:
-                done = await db.provision(conn, _chunks(specs), rows)
+            if not isinstance(done, db.Provisioned):
+                rebuild = done is not bulk.Declined.HELD
+                done = await db.provision(conn, _chunks(specs), rows, rebuild=rebuild)
         except CsvHeaderError as exc:
             raise Invalid(str(exc), code="invalid_csv") from None
         return done, await bulk.deferred(conn)

@@ -15,12 +15,15 @@ from droneshield.db import bulk, provisioning, seed
 from droneshield.db.pool import connect
 from droneshield.errors import SensorsConflict
 from droneshield.provisioning import Numbered, Rows, SensorSpec
+from droneshield.sensor_import import BATCH
 
 from .support import sensor_table
 from .support.locks import another_waits_for_a_lock
 from .support.processes import eventually
 
 CLI = (sys.executable, "-m", "droneshield", "sensors", "import")
+# Ids the table's identity has handed out: rows copied into it and rolled back keep theirs.
+_IDS_DRAWN = "SELECT coalesce(last_value, 0) FROM pg_sequences WHERE sequencename = 'sensor_id_seq'"
 
 
 async def _import(
@@ -157,12 +160,41 @@ async def test_a_large_file_refused_in_an_empty_fleet_names_its_lines_and_stores
         [f"line {bulk.REBUILD_MIN + 5}", "serial 'RE-000002' is already given in line 6"],
     ]
     assert last == f"droneshield: 3 of {bulk.REBUILD_MIN + 3} rows are invalid; nothing was stored"
+    drawn = await db.fetchval(_IDS_DRAWN)
     refused = await _import(database_url, str(broken))
     assert refused.returncode == 1
     first = refused.stderr.decode().splitlines()[0]
     assert first.startswith(f"line {bulk.REBUILD_MIN + 2}: invalid_serial: ")
+    # Copied into the table, then rolled back (a staged file is refused before its insert).
+    assert await db.fetchval(_IDS_DRAWN) >= drawn + bulk.REBUILD_MIN
     assert await db.fetchval("SELECT count(*) FROM sensor") == 0
     assert await db.fetchval("SELECT count(*) FROM deferred_index") == 0
+    assert sensor_table.rebuilt(before, await sensor_table.indexes(db)) == set()
+
+
+async def test_a_large_file_unreadable_far_in_or_in_its_header_stores_nothing(
+    db, database_url, tmp_path: Path
+):
+    """A line that is not UTF-8 is found while the rows are being copied into the table (the
+    COPY is aborted and rolled back with the rest); a header that names no serial, before the
+    table is taken."""
+    # Past the first megabyte the CLI decodes at once (sensor_import.BATCH).
+    plain = b"".join(b"UN-%06d,%s\n" % (n, b"l" * 60) for n in range(bulk.REBUILD_MIN))
+    assert len(plain) > BATCH
+    before = await sensor_table.indexes(db)
+    late = tmp_path / "late.csv"
+    late.write_bytes(b"serial,label\n" + plain + b"UN-\xff,\n")
+    header = tmp_path / "header.csv"
+    header.write_bytes(b"name,label\n" + plain)
+    drawn = await db.fetchval(_IDS_DRAWN)
+    refused = await _import(database_url, str(late))
+    assert refused.returncode == 1
+    assert f"line {bulk.REBUILD_MIN + 2} is not UTF-8" in refused.stderr.decode()
+    assert await db.fetchval(_IDS_DRAWN) > drawn  # it was being copied
+    refused = await _import(database_url, str(header))
+    assert refused.returncode == 1
+    assert "must name serial" in refused.stderr.decode()
+    assert await db.fetchval("SELECT count(*) FROM sensor") == 0
     assert sensor_table.rebuilt(before, await sensor_table.indexes(db)) == set()
 
 

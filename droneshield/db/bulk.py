@@ -20,7 +20,8 @@ timeout before that index left the transaction; README, Benchmarks). It is taken
 insert at least doubles the fleet, so the wait grows with the import, not with the fleet a
 small import joins: a fleet larger than the import is never locked. If the lock is not granted
 within `LOCK_WAIT` (a long listing holds the table), the insert goes row by row instead of
-queueing every other session behind it.
+queueing every other session behind it (once: a `fill` that was not granted the table tells
+the `insert` after it not to ask again).
 
 An empty fleet's first large import or seeding goes further (`fill`): its rows are copied
 straight into `sensor` as they are read, with no staged copy, while the indexes are dropped.
@@ -28,20 +29,23 @@ straight into `sensor` as they are read, with no staged copy, while the indexes 
 pages at once, and the server stores while the client is still reading the file. The heap is
 then in the file's order rather than the serial's. The table is taken before the first row is
 read, so this is for rows read at disk speed (a file, generated serials), not a pipe whose
-writer could hold every other session waiting.
+writer could hold every other session waiting. A file refused for a broken row is refused
+before any index is built, one with a repeated serial when the serial's constraint (built
+first) fails.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from enum import Enum
 from typing import Final
 
 import asyncpg
 
 from .pool import Connection, connect, is_outage
 
-STORING: Final = "storing (insert, then indexes)"  # a progress bar's text for `insert`
+STORING: Final = "storing and indexing"  # a progress bar's text once every row is read
 REBUILD_MIN: Final = 20_000  # new sensors; below this inserting them one by one is as fast
 LOCK_WAIT: Final = "1s"  # to take the table for a rebuild, else insert row by row
 # Sorting and grouping a million staged rows in memory rather than in runs on disk (the
@@ -55,17 +59,21 @@ BUILD_MEMORY: Final = "512MB"
 # in order anyway), the serial's unique constraint included (its sorted build is ~3x cheaper
 # than a million probes and insertions; the insert's anti-join then hashes the stored serials).
 # The search indexes (GIN) are `deferred`: built after the commit, see `_defer`.
+# The unique constraint is built first: a repeated serial (`built`) fails before the rest.
 _SECONDARY: Final = """
-SELECT format('%I', c.relname) AS name, format('DROP INDEX %I', c.relname) AS drop,
-       pg_get_indexdef(i.indexrelid) AS build, a.amname = 'gin' AS deferred
-FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am a ON a.oid = c.relam
-WHERE i.indrelid = 'sensor'::regclass
-  AND NOT EXISTS (SELECT FROM pg_constraint k WHERE k.conindid = i.indexrelid)
-UNION ALL
-SELECT conname, format('ALTER TABLE sensor DROP CONSTRAINT %I', conname),
-       format('ALTER TABLE sensor ADD CONSTRAINT %I %s', conname, pg_get_constraintdef(oid)),
-       false
-FROM pg_constraint WHERE conrelid = 'sensor'::regclass AND contype = 'u'
+SELECT name, drop, build, deferred FROM (
+    SELECT conname AS name, format('ALTER TABLE sensor DROP CONSTRAINT %I', conname) AS drop,
+           format('ALTER TABLE sensor ADD CONSTRAINT %I %s', conname, pg_get_constraintdef(oid))
+               AS build,
+           false AS deferred, 0 AS rank
+    FROM pg_constraint WHERE conrelid = 'sensor'::regclass AND contype = 'u'
+    UNION ALL
+    SELECT format('%I', c.relname), format('DROP INDEX %I', c.relname),
+           pg_get_indexdef(i.indexrelid), a.amname = 'gin', 1
+    FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am a ON a.oid = c.relam
+    WHERE i.indrelid = 'sensor'::regclass
+      AND NOT EXISTS (SELECT FROM pg_constraint k WHERE k.conindid = i.indexrelid)
+) secondary ORDER BY rank, name
 """
 
 # Sensors the table holds, from the counters the triggers maintain (no scan).
@@ -105,11 +113,12 @@ async def begin(conn: Connection) -> None:
     await conn.execute("SET LOCAL synchronous_commit = off")
 
 
-async def insert(conn: Connection, source: str, columns: str) -> int:
+async def insert(conn: Connection, source: str, columns: str, *, rebuild: bool = True) -> int:
     """Insert into the sensor table the rows of the table `source` (`columns`, serial among
     them) that are not stored yet, in the caller's transaction, rebuilding the secondary
-    indexes around it when that is faster. Returns the rows it inserted."""
-    if not await _worth_rebuilding(conn, source) or not await _lock(conn):
+    indexes around it when that is faster (never without `rebuild`: the table was not granted
+    a moment ago, see `Declined.HELD`). Returns the rows it inserted."""
+    if not rebuild or not await _worth_rebuilding(conn, source) or await _lock(conn) is not None:
         return _count(await conn.execute(statement(source, columns)))
     indexes = await _drop_secondary(conn)
     inserted = _count(
@@ -119,36 +128,51 @@ async def insert(conn: Connection, source: str, columns: str) -> int:
     return inserted
 
 
+class Declined(Enum):
+    """Why `fill` left the table alone (and its records unread)."""
+
+    STOCKED = "the table holds sensors"  # `insert`, which may still rebuild
+    HELD = "another session held the table past LOCK_WAIT"  # asking again would wait again
+
+
 @dataclass(frozen=True, slots=True)
-class Filled:
+class Filling:
+    """Rows `fill` copied, the table's secondary indexes dropped until `built`."""
+
     copied: int
-    # Two rows named one serial: the serial's unique constraint could not be built, and the
-    # copied rows were left without indexes for the caller to find which (then roll back).
-    duplicated: bool
+    indexes: list[asyncpg.Record]
 
 
 async def fill(
     conn: Connection, columns: Sequence[str], records: Iterable[Sequence[object]]
-) -> Filled | None:
-    """Copy `records` (`columns` of new sensors) straight into the sensor table if it is empty,
-    in the caller's transaction, its secondary indexes built after the copy. None, with
-    `records` not read, when the table holds any sensor (`insert` then) or cannot be taken
-    within `LOCK_WAIT`.
+) -> Filling | Declined:
+    """Copy `records` (`columns` of new sensors) straight into the sensor table if it is
+    empty, in the caller's transaction, its secondary indexes dropped: the caller checks the
+    rows, then has them `built` (or rolls back).
 
-    Its only check is the serial's uniqueness: the caller vets each row as it reads it.
+    It checks nothing of a row: the caller vets each as it reads it, and the serial's
+    uniqueness is found by `built`.
     """
-    if not await _lock(conn, empty=True):
-        return None
+    declined = await _lock(conn, empty=True)
+    if declined is not None:
+        return declined
     indexes = await _drop_secondary(conn)
     copied = _count(
         await conn.copy_records_to_table("sensor", columns=list(columns), records=records)
     )
+    return Filling(copied, indexes)
+
+
+async def built(conn: Connection, filling: Filling) -> bool:
+    """Build the indexes `fill` dropped, the serial's unique constraint first; False when two
+    copied rows name one serial, the rows left as they were (unindexed) for the caller to find
+    which before it rolls back."""
     try:
-        async with conn.transaction():  # a savepoint: the rows stay to look for the duplicates
-            await _build(conn, indexes)
+        async with conn.transaction():  # a savepoint: the rows stay
+            await _build(conn, filling.indexes)
     except asyncpg.UniqueViolationError:
-        return Filled(copied, duplicated=True)
-    return Filled(copied, duplicated=False)
+        return False
+    return True
 
 
 async def _drop_secondary(conn: Connection) -> list[asyncpg.Record]:
@@ -196,24 +220,26 @@ class _NotEmpty(Exception):
     """The table holds sensors (`_lock` with `empty`): the savepoint and its lock are undone."""
 
 
-async def _lock(conn: Connection, *, empty: bool = False) -> bool:
-    """Take the table for a rebuild unless another session holds it past `LOCK_WAIT`, or
-    wants it too: two large imports at once each hold the share lock of their checks, so each
-    waits for the other and PostgreSQL fails one as a deadlock; that one inserts row by row
-    once the other has committed. With `empty`, only a table without sensors is taken (looked
-    at before asking, and again once it is held)."""
+async def _lock(conn: Connection, *, empty: bool = False) -> Declined | None:
+    """Take the table for a rebuild (None) unless another session holds it past `LOCK_WAIT`,
+    or wants it too: two large imports at once each hold the share lock of their checks, so
+    each waits for the other and PostgreSQL fails one as a deadlock; that one inserts row by
+    row once the other has committed. With `empty`, only a table without sensors is taken
+    (looked at before asking, and again once it is held)."""
     if empty and await conn.fetchval(_ANY):
-        return False
+        return Declined.STOCKED
     try:
         async with conn.transaction():  # a savepoint: a failure leaves the caller's work be
             await conn.execute(f"SET LOCAL lock_timeout = '{LOCK_WAIT}'")
             await conn.execute("LOCK TABLE sensor IN ACCESS EXCLUSIVE MODE")
             if empty and await conn.fetchval(_ANY):
                 raise _NotEmpty  # undoing the savepoint releases the lock taken in it
-    except (asyncpg.LockNotAvailableError, asyncpg.DeadlockDetectedError, _NotEmpty):
-        return False
+    except (asyncpg.LockNotAvailableError, asyncpg.DeadlockDetectedError):
+        return Declined.HELD
+    except _NotEmpty:
+        return Declined.STOCKED
     await conn.execute("SET LOCAL lock_timeout TO DEFAULT")
-    return True
+    return None
 
 
 # One builder at a time, across daemons and processes: a session lock (CONCURRENTLY cannot run

@@ -80,9 +80,11 @@ async def provision(
     rows: Rows,
     *,
     changes: bool = False,
+    rebuild: bool = True,
 ) -> Provisioned:
     """Store the sensors of `specs` (chunks, in row order) all or none; with `changes`, return
-    those created or restored.
+    those created or restored. Without `rebuild`, a large insert does not ask for the table to
+    rebuild its indexes (`bulk.insert`).
 
     `rows` collected the errors of reading them; they are checked once every chunk is read,
     with the duplicates and conflicts found here, so one refusal lists them all.
@@ -110,7 +112,7 @@ async def provision(
             found = [edited(r) for r in await conn.fetch(f"{_INSERT} RETURNING {EDITED}")]
             inserted = len(found)
         else:
-            found, inserted = [], await bulk.insert(conn, "incoming", _COLUMNS)
+            found, inserted = [], await bulk.insert(conn, "incoming", _COLUMNS, rebuild=rebuild)
         created = len(restored) + inserted
         if created < valid:
             # Checked after the insert, not before: a sensor counted as existing may have been
@@ -121,10 +123,13 @@ async def provision(
     return Provisioned(created, valid - created, restored + found if changes else [])
 
 
-async def fill(conn: Connection, specs: Iterable[Numbered], rows: Rows) -> Provisioned | None:
+async def fill(
+    conn: Connection, specs: Iterable[Numbered], rows: Rows
+) -> Provisioned | bulk.Declined:
     """Store the sensors of `specs` (in row order) all or none if the fleet is empty, copying
-    them into the table as they are read (bulk.fill): a large file's import. None, with `specs`
-    not read, when the fleet holds any sensor (`provision` then).
+    them into the table as they are read (bulk.fill): a large file's import. Why not, with
+    `specs` not read, when the fleet holds any sensor or another session holds the table
+    (`provision` then, told whether to ask for the table again).
 
     Raises:
         InvalidSensors: a row was broken or repeats a serial; nothing is stored.
@@ -138,15 +143,19 @@ async def fill(conn: Connection, specs: Iterable[Numbered], rows: Rows) -> Provi
 
     async with conn.transaction():
         await bulk.begin(conn)
-        filled = await bulk.fill(conn, _FIELDS, records())
-        if filled is None:
-            return None
-        if rows.errors or filled.duplicated:
+        filling = await bulk.fill(conn, _FIELDS, records())
+        if isinstance(filling, bulk.Declined):
+            return filling
+        if len(copied) != filling.copied:
+            raise RuntimeError(f"copied {filling.copied:,} rows of {len(copied):,}")
+        # A broken row refuses the file before any index is built; a repeated serial, when
+        # the serial's constraint cannot be. Either way every repeat is listed too.
+        if rows.errors or not await bulk.built(conn, filling):
             await _note_duplicates(conn, _COPIED, rows, copied.__getitem__)
             rows.check()
             # Never commit a table left without its indexes.
             raise RuntimeError("the serial's unique index failed, yet no serial repeats")
-    return Provisioned(filled.copied, 0, [])
+    return Provisioned(filling.copied, 0, [])
 
 
 async def _note_duplicates(
