@@ -112,8 +112,15 @@ async def test_history_route_answers_points_in_buckets(api, db, sensors):
     assert body["step"] == "1h"
     assert body["from"].startswith("2026-11-30T10:00:00")
     assert [p["online"] for p in body["points"]] == [50, 110, 170]
+    # Each point stands at its bucket's start and holds the bucket's last sample, minute 50.
+    assert [(p["at"][11:16], p["sampledAt"][11:16]) for p in body["points"]] == [
+        ("10:00", "10:50"),
+        ("11:00", "11:50"),
+        ("12:00", "12:50"),
+    ]
     assert body["points"][0] == {
         "at": body["points"][0]["at"],
+        "sampledAt": body["points"][0]["sampledAt"],
         "total": 53,
         "online": 50,
         "offline": 1,

@@ -61,7 +61,7 @@ export class History {
       });
       if (ticket !== this.loading) return;
       this.step = body.step;
-      this.points = body.points.map((p) => ({ ...p, at: Date.parse(p.at) }));
+      this.points = body.points.map((p) => ({ ...p, at: Date.parse(p.at), sampledAt: Date.parse(p.sampledAt) }));
       this.chart.dataset.samples = String(this.points.length);
       this.draw();
     } catch (error) {
@@ -82,7 +82,9 @@ export class History {
     const points = this.points.filter((p) => p.at >= from);
     // The live totals are the newest point only while no sample is newer: they come with
     // changes, and a quiet fleet sends none for minutes while a sample is written every minute.
-    const newest = points.length ? points[points.length - 1].at : -Infinity;
+    // A point stands at its bucket's start but holds the bucket's last sample, which in a
+    // bucket of 5 minutes or more can be later than live totals drawn after the start.
+    const newest = points.length ? points[points.length - 1].sampledAt : -Infinity;
     if (this.latest && this.latest.at > newest) points.push(this.latest);
     this.chart.dataset.points = String(points.length);
     if (!points.length) {

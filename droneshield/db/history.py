@@ -58,7 +58,7 @@ WHERE minute IN (
 # no versions: samples keep versions fleet-wide only.
 _RANGE: Final = f"""
 SELECT DISTINCT ON (bucket)
-       date_bin($3::interval, minute, {_ORIGIN}) AS bucket,
+       date_bin($3::interval, minute, {_ORIGIN}) AS bucket, minute,
        CASE WHEN $4::text IS NULL THEN online ELSE coalesce((sites -> $4 ->> 0)::bigint, 0) END
            AS online,
        CASE WHEN $4::text IS NULL THEN offline ELSE coalesce((sites -> $4 ->> 1)::bigint, 0) END
@@ -76,7 +76,8 @@ ORDER BY bucket, minute DESC
 class Sample:
     """The fleet at one moment: sensors per status, and per canonical version ('' for none)."""
 
-    at: datetime
+    at: datetime  # the start of the bucket the sample stands for
+    sampled: datetime  # the minute it was taken: the bucket's last (a coarse bucket's is later)
     online: int
     offline: int
     never: int
@@ -105,7 +106,14 @@ async def samples(
     without one), that site's totals, without versions."""
     rows = await conn.fetch(_RANGE, start, end, step, site)
     return [
-        Sample(r["bucket"], r["online"], r["offline"], r["never"], _versions(r["versions"]))
+        Sample(
+            r["bucket"],
+            r["minute"],
+            r["online"],
+            r["offline"],
+            r["never"],
+            _versions(r["versions"]),
+        )
         for r in rows
     ]
 

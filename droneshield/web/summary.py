@@ -85,6 +85,10 @@ class HistoryQuery(ApiModel):
 
 class HistoryPoint(ApiModel):
     at: datetime = Field(description="start of the bucket")
+    sampled_at: datetime = Field(
+        description="the minute of the sample the point holds: the bucket's last, so in a "
+        "coarse bucket later than `at`"
+    )
     total: int
     online: int
     offline: int
@@ -124,6 +128,7 @@ async def summary_history(query_args: HistoryQuery) -> History:
         points=[
             HistoryPoint(
                 at=s.at,
+                sampled_at=s.sampled,
                 total=s.online + s.offline + s.never,
                 online=s.online,
                 offline=s.offline,
