@@ -107,14 +107,16 @@ def run(url: str, file: str) -> None:
         rows = Rows()
         try:
             read = from_csv(_lines(source), rows)
-            first = next(read, None)  # the header, read before any table is taken
+            # The header and the rows up to the first valid one, read before any table is
+            # taken: a file refused from its start never takes it.
+            first = next(read, None)
             specs = _counted(chain([] if first is None else [first], read), steps)
             # A file is read at disk speed: the table it fills may be taken while it is read.
             large = total is not None and total >= bulk.REBUILD_MIN
-            done = await db.fill(conn, specs, rows) if large else None
-            if not isinstance(done, db.Provisioned):
-                rebuild = done is not bulk.Declined.HELD
-                done = await db.provision(conn, _chunks(specs), rows, rebuild=rebuild)
+            fill = large and first is not None and not rows.errors
+            done = await db.fill(conn, specs, rows) if fill else None
+            if done is None:
+                done = await db.provision(conn, _chunks(specs), rows)
         except CsvHeaderError as exc:
             raise Invalid(str(exc), code="invalid_csv") from None
         return done, await bulk.deferred(conn)

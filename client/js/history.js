@@ -34,7 +34,7 @@ export class History {
     this.chart = chart; // container of the <svg>
     this.range = range; // <select> of RANGES keys
     this.now = now; // caption with the live totals
-    this.points = []; // [{at (ms), online, offline, never}], oldest first
+    this.points = []; // [{at, sampledAt (ms), online, offline, never}], oldest first
     this.step = "1m";
     this.latest = null; // the live totals, drawn as the newest point
     this.loading = 0;
@@ -61,7 +61,8 @@ export class History {
       });
       if (ticket !== this.loading) return;
       this.step = body.step;
-      this.points = body.points.map((p) => ({ ...p, at: Date.parse(p.at), sampledAt: Date.parse(p.sampledAt) }));
+      // sampledAt: an older daemon (a rolling upgrade) answers without it.
+      this.points = body.points.map((p) => ({ ...p, at: Date.parse(p.at), sampledAt: Date.parse(p.sampledAt ?? p.at) }));
       this.chart.dataset.samples = String(this.points.length);
       this.draw();
     } catch (error) {
@@ -79,7 +80,10 @@ export class History {
 
   draw() {
     const { from, to } = this.span();
-    const points = this.points.filter((p) => p.at >= from);
+    // A coarse bucket starting before the range holds samples in it: drawn at the left edge.
+    const points = this.points
+      .filter((p) => p.sampledAt >= from)
+      .map((p) => (p.at < from ? { ...p, at: from } : p));
     // The live totals are the newest point only while no sample is newer: they come with
     // changes, and a quiet fleet sends none for minutes while a sample is written every minute.
     // A point stands at its bucket's start but holds the bucket's last sample, which in a

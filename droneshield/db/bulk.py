@@ -20,8 +20,7 @@ timeout before that index left the transaction; README, Benchmarks). It is taken
 insert at least doubles the fleet, so the wait grows with the import, not with the fleet a
 small import joins: a fleet larger than the import is never locked. If the lock is not granted
 within `LOCK_WAIT` (a long listing holds the table), the insert goes row by row instead of
-queueing every other session behind it (once: a `fill` that was not granted the table tells
-the `insert` after it not to ask again).
+queueing every other session behind it.
 
 An empty fleet's first large import or seeding goes further (`fill`): its rows are copied
 straight into `sensor` as they are read, with no staged copy, while the indexes are dropped.
@@ -38,7 +37,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from enum import Enum
 from typing import Final
 
 import asyncpg
@@ -113,12 +111,11 @@ async def begin(conn: Connection) -> None:
     await conn.execute("SET LOCAL synchronous_commit = off")
 
 
-async def insert(conn: Connection, source: str, columns: str, *, rebuild: bool = True) -> int:
+async def insert(conn: Connection, source: str, columns: str) -> int:
     """Insert into the sensor table the rows of the table `source` (`columns`, serial among
     them) that are not stored yet, in the caller's transaction, rebuilding the secondary
-    indexes around it when that is faster (never without `rebuild`: the table was not granted
-    a moment ago, see `Declined.HELD`). Returns the rows it inserted."""
-    if not rebuild or not await _worth_rebuilding(conn, source) or await _lock(conn) is not None:
+    indexes around it when that is faster. Returns the rows it inserted."""
+    if not await _worth_rebuilding(conn, source) or not await _lock(conn):
         return _count(await conn.execute(statement(source, columns)))
     indexes = await _drop_secondary(conn)
     inserted = _count(
@@ -126,13 +123,6 @@ async def insert(conn: Connection, source: str, columns: str, *, rebuild: bool =
     )
     await _build(conn, indexes)
     return inserted
-
-
-class Declined(Enum):
-    """Why `fill` left the table alone (and its records unread)."""
-
-    STOCKED = "the table holds sensors"  # `insert`, which may still rebuild
-    HELD = "another session held the table past LOCK_WAIT"  # asking again would wait again
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,17 +135,18 @@ class Filling:
 
 async def fill(
     conn: Connection, columns: Sequence[str], records: Iterable[Sequence[object]]
-) -> Filling | Declined:
+) -> Filling | None:
     """Copy `records` (`columns` of new sensors) straight into the sensor table if it is
     empty, in the caller's transaction, its secondary indexes dropped: the caller checks the
-    rows, then has them `built` (or rolls back).
+    rows, then has them `built` (or rolls back). None, with `records` not read, when the table
+    holds any sensor or cannot be taken within `LOCK_WAIT` (`insert` then: after the staging
+    it asks again, the holder may be gone by then).
 
     It checks nothing of a row: the caller vets each as it reads it, and the serial's
     uniqueness is found by `built`.
     """
-    declined = await _lock(conn, empty=True)
-    if declined is not None:
-        return declined
+    if not await _lock(conn, empty=True):
+        return None
     indexes = await _drop_secondary(conn)
     copied = _count(
         await conn.copy_records_to_table("sensor", columns=list(columns), records=records)
@@ -220,26 +211,24 @@ class _NotEmpty(Exception):
     """The table holds sensors (`_lock` with `empty`): the savepoint and its lock are undone."""
 
 
-async def _lock(conn: Connection, *, empty: bool = False) -> Declined | None:
-    """Take the table for a rebuild (None) unless another session holds it past `LOCK_WAIT`,
-    or wants it too: two large imports at once each hold the share lock of their checks, so
-    each waits for the other and PostgreSQL fails one as a deadlock; that one inserts row by
-    row once the other has committed. With `empty`, only a table without sensors is taken
-    (looked at before asking, and again once it is held)."""
+async def _lock(conn: Connection, *, empty: bool = False) -> bool:
+    """Take the table for a rebuild unless another session holds it past `LOCK_WAIT`, or
+    wants it too: two large imports at once each hold the share lock of their checks, so each
+    waits for the other and PostgreSQL fails one as a deadlock; that one inserts row by row
+    once the other has committed. With `empty`, only a table without sensors is taken (looked
+    at before asking, and again once it is held)."""
     if empty and await conn.fetchval(_ANY):
-        return Declined.STOCKED
+        return False
     try:
         async with conn.transaction():  # a savepoint: a failure leaves the caller's work be
             await conn.execute(f"SET LOCAL lock_timeout = '{LOCK_WAIT}'")
             await conn.execute("LOCK TABLE sensor IN ACCESS EXCLUSIVE MODE")
             if empty and await conn.fetchval(_ANY):
                 raise _NotEmpty  # undoing the savepoint releases the lock taken in it
-    except (asyncpg.LockNotAvailableError, asyncpg.DeadlockDetectedError):
-        return Declined.HELD
-    except _NotEmpty:
-        return Declined.STOCKED
+    except (asyncpg.LockNotAvailableError, asyncpg.DeadlockDetectedError, _NotEmpty):
+        return False
     await conn.execute("SET LOCAL lock_timeout TO DEFAULT")
-    return None
+    return True
 
 
 # One builder at a time, across daemons and processes: a session lock (CONCURRENTLY cannot run

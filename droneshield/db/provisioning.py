@@ -80,11 +80,9 @@ async def provision(
     rows: Rows,
     *,
     changes: bool = False,
-    rebuild: bool = True,
 ) -> Provisioned:
     """Store the sensors of `specs` (chunks, in row order) all or none; with `changes`, return
-    those created or restored. Without `rebuild`, a large insert does not ask for the table to
-    rebuild its indexes (`bulk.insert`).
+    those created or restored.
 
     `rows` collected the errors of reading them; they are checked once every chunk is read,
     with the duplicates and conflicts found here, so one refusal lists them all.
@@ -112,7 +110,7 @@ async def provision(
             found = [edited(r) for r in await conn.fetch(f"{_INSERT} RETURNING {EDITED}")]
             inserted = len(found)
         else:
-            found, inserted = [], await bulk.insert(conn, "incoming", _COLUMNS, rebuild=rebuild)
+            found, inserted = [], await bulk.insert(conn, "incoming", _COLUMNS)
         created = len(restored) + inserted
         if created < valid:
             # Checked after the insert, not before: a sensor counted as existing may have been
@@ -123,13 +121,11 @@ async def provision(
     return Provisioned(created, valid - created, restored + found if changes else [])
 
 
-async def fill(
-    conn: Connection, specs: Iterable[Numbered], rows: Rows
-) -> Provisioned | bulk.Declined:
+async def fill(conn: Connection, specs: Iterable[Numbered], rows: Rows) -> Provisioned | None:
     """Store the sensors of `specs` (in row order) all or none if the fleet is empty, copying
-    them into the table as they are read (bulk.fill): a large file's import. Why not, with
+    them into the table as they are read (bulk.fill): a large file's import. None, with
     `specs` not read, when the fleet holds any sensor or another session holds the table
-    (`provision` then, told whether to ask for the table again).
+    (`provision` then).
 
     Raises:
         InvalidSensors: a row was broken or repeats a serial; nothing is stored.
@@ -144,8 +140,8 @@ async def fill(
     async with conn.transaction():
         await bulk.begin(conn)
         filling = await bulk.fill(conn, _FIELDS, records())
-        if isinstance(filling, bulk.Declined):
-            return filling
+        if filling is None:
+            return None
         if len(copied) != filling.copied:
             raise RuntimeError(f"copied {filling.copied:,} rows of {len(copied):,}")
         # A broken row refuses the file before any index is built; a repeated serial, when

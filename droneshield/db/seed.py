@@ -33,21 +33,15 @@ async def seed(conn: Connection, count: int, steps: Steps | None = None) -> int:
     serials = _serials(count, steps)
     async with conn.transaction():
         await bulk.begin(conn)
-        declined = None
-        if count >= bulk.REBUILD_MIN:
-            filling = await bulk.fill(conn, ("serial",), serials)
-            if isinstance(filling, bulk.Declined):
-                declined = filling
-            elif await bulk.built(conn, filling):
-                return filling.copied
-            else:  # each serial is made once: never commit a table left without its indexes
+        filling = await bulk.fill(conn, ("serial",), serials) if count >= bulk.REBUILD_MIN else None
+        if filling is not None:
+            if not await bulk.built(conn, filling):  # never commit a table without its indexes
                 raise RuntimeError("seeded serials repeat")
+            return filling.copied
         await conn.execute('CREATE TEMP TABLE seed_serial (serial text COLLATE "C") ON COMMIT DROP')
         while chunk := list(islice(serials, CHUNK)):
             await conn.copy_records_to_table("seed_serial", records=chunk)
-        return await bulk.insert(
-            conn, "seed_serial", "serial", rebuild=declined is not bulk.Declined.HELD
-        )
+        return await bulk.insert(conn, "seed_serial", "serial")
 
 
 def _serials(count: int, steps: Steps | None) -> Iterator[tuple[str]]:
