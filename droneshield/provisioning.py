@@ -2,8 +2,10 @@
 or CSV, and reporting every broken row at once. Pure code: `db/provisioning.py` stores what
 passes, in one transaction, so a request is stored whole or not at all.
 
-A serial is 1-128 printable ASCII characters (domain.py). A site (up to 128 bytes) and a label
-(up to 256 bytes) are optional printable text; empty means none.
+A serial is 1-128 printable ASCII characters (domain.py), but not `.` or `..`: those are
+dot segments of a URL path, which browsers, curl and HTTP libraries resolve before sending, so
+`/sensors/..` could never reach the sensor (`%2E` is resolved too). A site (up to 128 bytes)
+and a label (up to 256 bytes) are optional printable text; empty means none.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ ERRORS_SHOWN: Final = 100  # row errors listed in one refusal (the message count
 SITE_MAX: Final = 128  # bytes (UTF-8)
 LABEL_MAX: Final = 256  # bytes (UTF-8)
 CSV_COLUMNS: Final = ("serial", "site", "label")
+UNADDRESSABLE: Final = frozenset({".", ".."})  # serials no URL can name (the module's docstring)
 # The byte order mark spreadsheets (Excel's "CSV UTF-8") put before the header.
 BOM: Final = "\ufeff"
 # Printable ASCII, where a character is a byte: what almost every row holds, and all the checks
@@ -150,6 +153,14 @@ def spec(index: int, serial: object, site: object, label: object, rows: Rows) ->
     except InvalidReport as exc:
         rows.add(index, "invalid_serial", exc.message)
         return None
+    if serial in UNADDRESSABLE:
+        rows.add(
+            index,
+            "invalid_serial",
+            f"serial {serial!r} cannot be provisioned: a URL path resolves it away "
+            f"(/sensors/{serial}), so no request could name the sensor",
+        )
+        return None
     try:
         return index, SensorSpec(
             serial, _text(site, "site", SITE_MAX), _text(label, "label", LABEL_MAX)
@@ -271,7 +282,7 @@ def from_csv(lines: Iterable[str], rows: Rows) -> Iterator[Numbered]:
             continue
         site = None if site_at is None else record[site_at]
         label = None if label_at is None else record[label_at]
-        if plain("\n".join(record)):
+        if plain("\n".join(record)) and record[serial_at] not in UNADDRESSABLE:
             yield index, SensorSpec(record[serial_at], site or None, label or None)
             continue
         if not any(field.strip() for field in record):  # `,,`: a spreadsheet's empty row
