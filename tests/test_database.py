@@ -92,7 +92,8 @@ async def test_seeding_an_empty_fleet_builds_its_indexes_once_and_keeps_counters
 
 async def test_a_large_seed_waits_no_longer_than_a_second_for_a_reader(db, database_url):
     """A session reading the table (a listing) would make the rebuild's lock queue every other
-    session behind it: past LOCK_WAIT the rows are inserted one by one instead."""
+    session behind it: past LOCK_WAIT (a second, asked for before the copy into the empty
+    table and again before the staged insert) the rows are inserted one by one instead."""
     before = await sensor_table.indexes(db)
     async with connect(database_url) as reader, reader.transaction():
         await reader.fetchval("SELECT count(*) FROM sensor")  # holds its lock until the end
