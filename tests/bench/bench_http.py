@@ -77,6 +77,7 @@ def _queries(fleet: int) -> dict[str, str]:
 
 async def run(bench: Bench) -> list[Result]:
     url = await bench.seeded(bench.fleet)
+    await bench.restore(url)
     requests = bench.scaled(REQUESTS, QUICK_REQUESTS)
     online = await bench.online(url)
     async with bench.daemon(url, offline_after=3600) as daemon:

@@ -128,6 +128,22 @@ class DaemonProcess:
                     await trio.sleep(0.25)
 
 
+# The state `Bench.seeded` gives a fleet (and `Bench.restore` gives back): 1 in 100 never seen,
+# 1 in 10 offline, a third on 1.10.0 and the rest on 1.0.0.
+_SEEDED_SEEN: Final = "id % 100 <> 1"
+_SEEDED_ONLINE: Final = "(id % 10 <> 0)"
+
+
+def _seeded_version(sensor_id: str = "id") -> str:
+    return f"(CASE WHEN {sensor_id} % 3 = 0 THEN '1.10.0' ELSE '1.0.0' END)"
+
+
+_SEEDED_VERSION: Final = _seeded_version()
+_SEEDED_KEY: Final = (
+    f"(SELECT w.version_key FROM software w WHERE w.version = {_seeded_version('sensor.id')})"
+)
+
+
 @dataclass
 class Bench:
     """The run: quick or full, the PostgreSQL server, and the databases made so far."""
@@ -193,18 +209,33 @@ class Bench:
                 await _upload(conn, ("1.0.0", "1.10.0"))
                 await conn.execute(
                     "UPDATE sensor SET site = 'site-' || lpad((id % 200)::text, 3, '0'), "
-                    "online = id % 10 <> 0, "
-                    "version = CASE WHEN id % 3 = 0 THEN '1.10.0' ELSE '1.0.0' END, "
-                    "version_key = (SELECT w.version_key FROM software w WHERE w.version = "
-                    "CASE WHEN sensor.id % 3 = 0 THEN '1.10.0' ELSE '1.0.0' END), "
+                    f"online = {_SEEDED_ONLINE}, version = {_SEEDED_VERSION}, "
+                    f"version_key = {_SEEDED_KEY}, "
                     "last_seen_at = now() - (id % 20) * interval '1 second' "
                     "- (id % 10 = 0)::int * (id % 7200) * interval '1 second', "
                     "status_changed_at = now() - (id % 3600) * interval '1 second' "
-                    "WHERE id % 100 <> 1"
+                    f"WHERE {_SEEDED_SEEN}"
                 )
                 await conn.execute("VACUUM ANALYZE sensor")
             self._seeded[count] = url
         return self._seeded[count]
+
+    async def restore(self, url: str) -> None:
+        """Give the sensors a workload has reported for since `seeded` their seeded status and
+        version back (the seen ones: the never-seen stay seen): a quick run's ingest (workload
+        2) reports every sensor of its 100k fleet, on one version, and the listings of offline
+        sensors and of the other version (workload 6) then had none to list. Rows it changes
+        are vacuumed, as `settle` would have done had they changed before it."""
+        async with connect(url) as conn:
+            status = await conn.execute(
+                f"UPDATE sensor SET online = {_SEEDED_ONLINE}, version = {_SEEDED_VERSION}, "
+                f"version_key = {_SEEDED_KEY}, status_changed_at = CASE WHEN online "
+                f"<> {_SEEDED_ONLINE} THEN now() ELSE status_changed_at END "
+                f"WHERE {_SEEDED_SEEN} AND (online <> {_SEEDED_ONLINE} "
+                f"OR version IS DISTINCT FROM {_SEEDED_VERSION})"
+            )
+            if status != "UPDATE 0":
+                await conn.execute("VACUUM (ANALYZE) sensor")
 
     async def online(self, url: str) -> int:
         """The sensors online in `url`'s database: what a daemon's start-up recovery arms."""
