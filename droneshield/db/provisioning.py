@@ -60,8 +60,7 @@ WITH restored AS (
 SELECT * FROM restored
 """
 
-_COLUMNS: Final = "serial, site, label"
-_FIELDS: Final = ("serial", "site", "label")
+_COLUMNS: Final = ", ".join(SensorSpec._fields)  # what a row asks for: serial, site, label
 _INSERT: Final = bulk.statement("incoming", _COLUMNS)
 
 
@@ -139,7 +138,7 @@ async def fill(conn: Connection, specs: Iterable[Numbered], rows: Rows) -> Provi
 
     async with conn.transaction():
         await bulk.begin(conn)
-        filling = await bulk.fill(conn, _FIELDS, records())
+        filling = await bulk.fill(conn, SensorSpec._fields, records())
         if filling is None:
             return None
         if len(copied) != filling.copied:
