@@ -9,7 +9,7 @@ since; it runs when the daemon is ready and again when presence recovery has bui
 The young generation's threshold is raised so what still reaches the collector is walked in
 fewer, still short, passes. A call itself leaves nothing for it (reference counting frees each
 call's grpclib stream: `ingest.limits`) and cancelled asyncio timers leave the loop at once
-(`aio_timers`); with either back, young passes came every few hundred calls, 7 to 27 ms each
+(`aio_loop`); with either back, young passes came every few hundred calls, 7 to 27 ms each
 on a loaded machine. Frozen objects are never freed by the collector even
 if they become cyclic garbage; reference counting still frees the rest, and start-up's
 structures live as long as the process anyway.

@@ -21,7 +21,7 @@ import trio
 import trio_asyncio
 
 from . import collector, metrics
-from .aio_timers import prune_cancelled_timers
+from .aio_loop import as_asyncio_runs
 from .anchors import serve_anchors
 from .config import Settings
 from .db.history import HistoryDb
@@ -80,7 +80,7 @@ async def run(
         open_pool(database_url, size=settings.pool_size) as pool,
         open_pool(database_url, size=listing_size, session=LISTING_SESSION) as listing_pool,
     ):
-        prune_cancelled_timers(loop)
+        as_asyncio_runs(loop)
         send, receive = trio.open_memory_channel[Pending](settings.queue_size)
         hub = Hub()
         metrics.observe(metrics.WEBSOCKET_CLIENTS, lambda: hub.subscribers)
