@@ -1,17 +1,20 @@
 """asyncio's own loop policies that trio-asyncio's loop (0.16, pinned) lacks, given to the
-daemon's loop by `as_asyncio_runs` (grpclib and asyncpg run there: the one asyncio boundary).
+daemon's loop by `open_loop` (grpclib and asyncpg run there: the one asyncio boundary).
 
 Ready callbacks run together. asyncio's loop runs, at each turn, every callback that was ready
-when the turn began; trio-asyncio's runs one callback per pass through trio's scheduler (a
+when the turn began; trio-asyncio's takes one callback per pass through trio's scheduler (a
 checkpoint and a cancel scope each, and the scheduler's own round between them). A statement
 took six passes (the task's step, asyncpg's command timer, the answer read, the read's
 synchronisation, the task's wake-up, the result), three with `run_ready_together`; a gRPC call
 more. Measured in alternated runs on one machine: a `SELECT 1` loop 270-475 against 246-354
 us of CPU a statement; unary calls, 200 in flight, 0.39-0.46 against 0.32-0.41 ms of CPU a
-call on bare grpclib and 0.42-0.58 against 0.30-0.46 in the daemon. (`GET /sensors`, one
-request in flight, showed no difference.) The callbacks a turn runs are the ones queued when
-it began (those they queue wait for the next turn), so an asyncio callback that keeps
-queueing itself cannot starve trio's tasks.
+call on bare grpclib and 0.42-0.58 against 0.30-0.46 in the daemon; in a `just bench ingest`
+bare grpclib on this loop went from 75 % of its plain asyncio rate to 108 %. (`GET /sensors`,
+one request in flight, showed no difference.) A pass runs the callback it waited for, then
+at most TURN_MAX of those queued by then (its own included), and trio's other tasks get their
+turn at every pass, so an asyncio callback that keeps queueing itself, or re-arms a timer
+that is already due, cannot starve them; and a turn stays short (a few ms) when a socket read
+queues hundreds of callbacks at once.
 
 Cancelled timers leave the loop when they are cancelled, not when due. asyncio's own loop
 counts cancelled timers and rebuilds its heap without them once they are over half of it.
@@ -28,13 +31,15 @@ from __future__ import annotations
 
 import asyncio
 import heapq
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Final
 
 import trio
 import trio_asyncio
 
 PRUNE_AT_LEAST: Final = 100  # cancelled timers before the heap is rebuilt (asyncio's figure)
+TURN_MAX: Final = 64  # callbacks a pass runs after the one it waited for
 
 
 class _Pruner:
@@ -69,14 +74,22 @@ def prune_cancelled_timers(loop: trio_asyncio.TrioEventLoop) -> None:
 
 def run_ready_together(loop: trio_asyncio.TrioEventLoop) -> None:
     """Let each of `loop`'s passes run the callbacks ready at its start, as asyncio's own loop
-    does, instead of one (see the module's docstring). Takes effect at the loop's next pass."""
+    does, instead of one (see the module's docstring). Takes effect at the loop's next pass;
+    given twice, once."""
+    if "_main_loop_one" in vars(loop):
+        return  # already given: the pass is an instance attribute only then
     one: Callable[..., Awaitable[None]] = loop._main_loop_one
 
     async def turn(no_wait: bool = False) -> None:
+        if not no_wait and loop._timers and loop._timers[0]._when <= loop.time():
+            # trio-asyncio runs a due timer without waiting for anything: the pass's one
+            # checkpoint is here then (the loop's task is shielded: it raises nothing).
+            await trio.lowlevel.checkpoint()
         await one(no_wait)  # waits for a callback (or a due timer), and runs it
-        # Then, without a checkpoint, the ones queued meanwhile: trio-asyncio's own pass with
-        # no_wait runs a due timer or a queued callback, else raises WouldBlock.
-        for _ in range(loop._q_recv.statistics().current_buffer_used):
+        # Then those queued by now, without waiting: trio-asyncio's own pass with no_wait
+        # runs a due timer or takes one item of the queue, else raises WouldBlock.
+        ready = loop._q_recv.statistics().current_buffer_used
+        for _ in range(min(ready, TURN_MAX)):
             try:
                 await one(no_wait=True)
             except trio.WouldBlock:
@@ -86,7 +99,11 @@ def run_ready_together(loop: trio_asyncio.TrioEventLoop) -> None:
     loop._main_loop_one = turn
 
 
-def as_asyncio_runs(loop: trio_asyncio.TrioEventLoop) -> None:
-    """Both of asyncio's policies for `loop`; once, right after it is opened."""
-    prune_cancelled_timers(loop)
-    run_ready_together(loop)
+@asynccontextmanager
+async def open_loop() -> AsyncIterator[trio_asyncio.TrioEventLoop]:
+    """`trio_asyncio.open_loop()` with asyncio's policies (`prune_cancelled_timers`,
+    `run_ready_together`): the loop the daemon runs grpclib and asyncpg on."""
+    async with trio_asyncio.open_loop() as loop:
+        prune_cancelled_timers(loop)
+        run_ready_together(loop)
+        yield loop

@@ -18,10 +18,9 @@ from functools import partial
 from typing import NoReturn
 
 import trio
-import trio_asyncio
 
 from . import collector, metrics
-from .aio_loop import as_asyncio_runs
+from .aio_loop import open_loop
 from .anchors import serve_anchors
 from .config import Settings
 from .db.history import HistoryDb
@@ -76,11 +75,10 @@ async def run(
     # pool of their own whose sessions plan each statement for its arguments (LISTING_SESSION).
     listing_size = settings.pool_size - settings.writer_lanes
     async with (
-        trio_asyncio.open_loop() as loop,
+        open_loop(),
         open_pool(database_url, size=settings.pool_size) as pool,
         open_pool(database_url, size=listing_size, session=LISTING_SESSION) as listing_pool,
     ):
-        as_asyncio_runs(loop)
         send, receive = trio.open_memory_channel[Pending](settings.queue_size)
         hub = Hub()
         metrics.observe(metrics.WEBSOCKET_CLIENTS, lambda: hub.subscribers)

@@ -20,7 +20,6 @@ import trio_asyncio
 from hypothesis import settings
 
 from droneshield import daemon
-from droneshield.aio_loop import as_asyncio_runs
 from droneshield.config import Settings
 from droneshield.db import migrate, seed
 from droneshield.db.pool import connect
@@ -79,10 +78,8 @@ def empty_database_url(server_url: str) -> Iterator[str]:
 
 @pytest.fixture
 async def aio_loop() -> AsyncIterator[None]:
-    """The trio-asyncio loop that asyncio-only libraries (asyncpg, grpclib) run in, with the
-    daemon's policies."""
-    async with trio_asyncio.open_loop() as loop:
-        as_asyncio_runs(loop)
+    """The trio-asyncio loop that asyncio-only libraries (asyncpg, grpclib) run in."""
+    async with trio_asyncio.open_loop():
         yield
 
 

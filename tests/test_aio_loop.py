@@ -15,7 +15,8 @@ import trio_asyncio
 
 from droneshield.aio_loop import (
     PRUNE_AT_LEAST,
-    as_asyncio_runs,
+    TURN_MAX,
+    open_loop,
     run_ready_together,
 )
 
@@ -39,8 +40,7 @@ async def _schedule_and_cancel(loop: asyncio.AbstractEventLoop) -> list[weakref.
 
 async def test_cancelled_timers_are_dropped_with_what_they_hold(autojump_clock):
     fired: list[float] = []
-    async with trio_asyncio.open_loop() as loop:
-        as_asyncio_runs(loop)
+    async with open_loop() as loop:
         loop.call_later(DEADLINE, lambda: fired.append(trio.current_time()))
         gc.disable()  # only reference counting frees what the dropped timers held
         try:
@@ -66,8 +66,7 @@ async def test_without_pruning_trio_asyncio_keeps_cancelled_timers_until_due(aut
 
 async def test_closing_the_loop_cancels_every_timer_while_they_are_pruned(autojump_clock):
     fired: list[int] = []
-    async with trio_asyncio.open_loop() as loop:
-        as_asyncio_runs(loop)
+    async with open_loop() as loop:
         handles = [loop.call_later(DEADLINE, fired.append, n) for n in range(CALLS)]
         await trio.testing.wait_all_tasks_blocked()
     assert all(h.cancelled() for h in handles)
@@ -146,11 +145,85 @@ async def test_a_callback_that_keeps_queueing_itself_leaves_trio_its_turns():
         runs = ceiling  # stops it
 
 
-async def test_callbacks_queued_before_the_loop_stops_all_run():
-    ran: list[int] = []
-    async with trio_asyncio.open_loop() as loop:
-        as_asyncio_runs(loop)
+async def test_a_timer_that_keeps_rearming_itself_due_leaves_trio_its_turns():
+    # trio-asyncio runs a due timer without a checkpoint; a pass that began with one and then
+    # took the timer it re-armed would never have yielded.
+    ceiling = 10_000
+    runs = 0
+    async with open_loop() as loop:
         await _settled(loop)
+
+        def again() -> None:
+            nonlocal runs
+            runs += 1
+            if runs < ceiling:
+                loop.call_later(0, again)
+
+        loop.call_later(0, again)
+        for _ in range(10):
+            await trio.lowlevel.checkpoint()
+        assert 0 < runs < 100, runs
+        runs = ceiling  # stops it
+
+
+async def _callbacks_per_pass(loop: trio_asyncio.TrioEventLoop, callbacks: int) -> list[int]:
+    """How many of `callbacks` callbacks, queued together, each of the loop's passes ran."""
+    ran: list[None] = []
+    per_pass: list[int] = []
+    turn = loop._main_loop_one
+
+    async def counted(no_wait: bool = False) -> None:
+        before = len(ran)
+        await turn(no_wait)
+        if len(ran) > before:
+            per_pass.append(len(ran) - before)
+
+    loop._main_loop_one = counted
+    await _settled(loop)
+    for _ in range(callbacks):
+        loop.call_soon(ran.append, None)
+    while len(ran) < callbacks:
+        await trio.lowlevel.checkpoint()
+    return per_pass
+
+
+async def test_a_pass_runs_at_most_turn_max_callbacks_after_the_first():
+    async with open_loop() as loop:
+        await _settled(loop)
+        assert await _callbacks_per_pass(loop, 3 * TURN_MAX) == [TURN_MAX + 1] * 2 + [TURN_MAX - 2]
+
+
+async def test_given_twice_the_policy_applies_once():
+    async with open_loop() as loop:
+        run_ready_together(loop)
+        await _settled(loop)
+        assert max(await _callbacks_per_pass(loop, 3 * TURN_MAX)) == TURN_MAX + 1
+
+
+async def test_callbacks_and_trio_calls_queued_before_the_loop_stops_all_run_once_in_order():
+    ran: list[object] = []
+
+    async def from_trio(n: int) -> None:
+        ran.append(("trio", n))
+
+    def queue_more(n: int) -> None:
+        ran.append(n)
+        if n % 10 == 0:
+            loop.call_soon(ran.append, ("after", n))
+
+    async with open_loop() as loop:
+        await _settled(loop)
+        futures = []
         for n in range(100):
-            loop.call_soon(ran.append, n)
-    assert ran == list(range(100))
+            loop.call_soon(queue_more, n)
+            if n == 50:
+                futures.append(loop.trio_as_future(from_trio, n))
+                loop.stop()
+        loop.call_soon(ran.append, "last")
+    assert [r for r in ran if isinstance(r, int)] == list(range(100))
+    assert [r for r in ran if isinstance(r, tuple) and r[0] == "after"] == [
+        ("after", n) for n in range(0, 100, 10)
+    ]
+    assert ran.count(("trio", 50)) == 1
+    assert ran.count("last") == 1
+    assert all(f.done() for f in futures)

@@ -87,7 +87,9 @@ async def _consume(
         if quiet.cancelled_caught:
             await listener.check()
             continue
+        payloads = [payload, *listener.received()]
         if listener.overflowed:
             listener.overflowed = False
             gap()
-        deliver(payload)
+        for payload in payloads:
+            deliver(payload)

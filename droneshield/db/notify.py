@@ -61,6 +61,17 @@ class Listener:
         except trio.EndOfChannel:
             raise ConnectionResetError("the LISTEN connection was lost") from None
 
+    def received(self) -> list[str]:
+        """The payloads already buffered, taken without waiting: the loop hands over a whole
+        read's notifications in one pass (`aio_loop`), and taking them one per pass the
+        consumer would fall behind until the buffer overflowed."""
+        payloads: list[str] = []
+        while True:
+            try:
+                payloads.append(self._receive.receive_nowait())
+            except (trio.WouldBlock, trio.EndOfChannel):
+                return payloads
+
     async def check(self) -> None:
         """Raises (an asyncpg or OS error, or TimeoutError) if the connection is dead."""
         await trio_asyncio.aio_as_trio(self._raw.fetchval)("SELECT 1", timeout=CHECK_TIMEOUT)

@@ -4,9 +4,9 @@ call at once, without validation, queueing or a database. `python -m tests.bench
 
 The daemon's ingest figures are judged as a fraction of this one: what grpclib and betterproto2
 cost per call is the floor under anything the daemon can do in one process. With `trio-asyncio`
-the same server runs on the loop the daemon runs grpclib on (`trio_asyncio.open_loop()` given
-the daemon's `as_asyncio_runs`): what is left between that ceiling and the daemon is the
-daemon's own work, not the loop's.
+the same server runs on the loop the daemon runs grpclib on (`droneshield.aio_loop.open_loop`):
+what is left between that ceiling and the daemon is the daemon's own work, not the loop's.
+Before that loop ran ready callbacks together, it reached ~75 % of the plain asyncio rate.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import trio
 import trio_asyncio
 from grpclib.server import Server
 
-from droneshield.aio_loop import as_asyncio_runs
+from droneshield.aio_loop import open_loop
 from droneshield.ingest.proto.status import (
     BatchAck,
     DeviceStatus,
@@ -44,8 +44,7 @@ async def _serve(port: int) -> None:
 
 
 async def _serve_on_trio_asyncio(port: int) -> None:
-    async with trio_asyncio.open_loop() as loop:
-        as_asyncio_runs(loop)
+    async with open_loop():
         await trio_asyncio.aio_as_trio(_serve)(port)
 
 
