@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 
 import trio
+from grpclib.client import Channel
+from grpclib.const import Cardinality
 
 from droneshield.db import seed
 from droneshield.ingest.proto.status import DeviceStatus, DeviceStatusBatch
 
 from .support.grpc_clients import aio, grpclib_stub, send, send_batch
+from .test_bad_input_grpc import SEND_STATUS, raw_channel
 from .test_ingest import add_software
 
 
@@ -25,19 +28,29 @@ async def test_concurrent_reports_for_one_sensor_end_in_the_last_state(running, 
     await add_software(db, *versions)
 
     async def burst() -> list[object]:
-        # One channel, calls started in order and kept under HTTP/2's limit of 100 concurrent
-        # streams (a call past it waits for a free stream, in no particular order): the daemon
-        # receives them in the order they were started, so the last started is the last state.
+        # One channel, up to 50 calls in flight, each request written before the next call
+        # sends its own: the daemon reads them in the order they were sent, so the last sent
+        # is the last state. (Calls that each sent when their task next ran went out in the
+        # order the client's loop ran them: against a daemon that answers sooner, early calls
+        # were overtaken by later ones, and the last state was one of the first 50.)
         in_flight = asyncio.Semaphore(50)
+        sent = [asyncio.Event() for _ in versions]
 
-        async def call(stub, version):  # type: ignore[no-untyped-def]
-            async with in_flight:
-                return await stub.send_status(
-                    DeviceStatus(serial=sensors[0], software_version=version)
-                )
+        async def call(channel: Channel, n: int) -> bytes:
+            message = bytes(DeviceStatus(serial=sensors[0], software_version=versions[n]))
+            async with (
+                in_flight,
+                channel.request(SEND_STATUS, Cardinality.UNARY_UNARY, bytes, bytes) as stream,
+            ):
+                if n:
+                    await sent[n - 1].wait()
+                await stream.send_message(message, end=True)
+                sent[n].set()
+                answer: bytes = await stream.recv_message()
+                return answer
 
-        async with grpclib_stub(running.grpc_port) as stub:
-            return await asyncio.gather(*(call(stub, v) for v in versions))
+        async with raw_channel(running.grpc_port) as channel:
+            return await asyncio.gather(*(call(channel, n) for n in range(len(versions))))
 
     with trio.fail_after(20):
         acks = await aio(burst)
