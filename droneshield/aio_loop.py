@@ -8,13 +8,13 @@ took six passes (the task's step, asyncpg's command timer, the answer read, the 
 synchronisation, the task's wake-up, the result), three with `run_ready_together`; a gRPC call
 more. Measured in alternated runs on one machine: a `SELECT 1` loop 270-475 against 246-354
 us of CPU a statement; unary calls, 200 in flight, 0.39-0.46 against 0.32-0.41 ms of CPU a
-call on bare grpclib and 0.42-0.58 against 0.30-0.46 in the daemon; in a `just bench ingest`
-bare grpclib on this loop went from 75 % of its plain asyncio rate to 108 %. (`GET /sensors`,
-one request in flight, showed no difference.) A pass runs the callback it waited for, then
-at most TURN_MAX of those queued by then (its own included), and trio's other tasks get their
-turn at every pass, so an asyncio callback that keeps queueing itself, or re-arms a timer
-that is already due, cannot starve them; and a turn stays short (a few ms) when a socket read
-queues hundreds of callbacks at once.
+call on bare grpclib and 0.42-0.58 against 0.30-0.46 in the daemon; in `just bench ingest`
+runs bare grpclib on this loop went from 81 % of its plain asyncio rate (75 % in earlier
+runs) to 106-108 %. (`GET /sensors`, one request in flight, showed no difference.) A pass
+runs the callback it waited for, then at most TURN_MAX of those queued by then (those the
+first one queued included), and trio's other tasks get their turn at every pass, so an
+asyncio callback that keeps queueing itself, or re-arms a timer that is already due, cannot
+starve them, and a socket read that queues hundreds of callbacks is run over several passes.
 
 Cancelled timers leave the loop when they are cancelled, not when due. asyncio's own loop
 counts cancelled timers and rebuilds its heap without them once they are over half of it.
