@@ -11,6 +11,7 @@ from grpclib.const import Cardinality
 from droneshield.db import seed
 from droneshield.ingest.proto.status import DeviceStatus, DeviceStatusBatch
 
+from .support import plain_asyncio
 from .support.grpc_clients import aio, grpclib_stub, send, send_batch
 from .test_bad_input_grpc import SEND_STATUS, raw_channel
 from .test_ingest import add_software
@@ -116,9 +117,9 @@ async def test_concurrent_unary_reports_share_commits(running, db):
             await asyncio.gather(*calls)
 
     before = running.writer.statements
-    # On plain asyncio in a thread of its own, as a client process sends them: a client on
-    # the test's trio-asyncio loop shares trio's scheduler with the daemon, and it sent a call
-    # per pass of it, which was the test's pace, not the daemon's.
-    await trio.to_thread.run_sync(asyncio.run, burst())
+    # On asyncio's own loop in a thread of its own, as a client process sends them: a client
+    # on the test's trio-asyncio loop shares trio's scheduler with the daemon, and it sent a
+    # call per pass of it, which was the test's pace, not the daemon's.
+    await trio.to_thread.run_sync(plain_asyncio.run, burst())
     assert await db.fetchval("SELECT count(*) FROM sensor WHERE online") == 500
     assert running.writer.statements - before < 100

@@ -3,15 +3,16 @@ call at once, without validation, queueing or a database. `python -m tests.bench
 [trio-asyncio]` prints "ready" once it listens.
 
 The daemon's ingest figures are judged as a fraction of this one: what grpclib and betterproto2
-cost per call is the floor under anything the daemon can do in one process. With `trio-asyncio`
-the same server runs on the loop the daemon runs grpclib on (`droneshield.aio_loop.open_loop`):
-what is left between that ceiling and the daemon is the daemon's own work, not the loop's.
-Before that loop ran ready callbacks together, it reached ~75 % of the plain asyncio rate.
+cost per call is the floor under anything the daemon can do in one process. It runs on
+asyncio's own loop (`tests.support.plain_asyncio`: with trio_asyncio imported, `asyncio.run`
+would build trio-asyncio's loop, as it did for this ceiling and the load generators until
+2026-12-03). With `trio-asyncio` the same server runs on the loop the daemon runs grpclib on
+(`droneshield.aio_loop.open_loop`): what is left between that one and the daemon is the
+daemon's own work, not the loop's.
 """
 
 from __future__ import annotations
 
-import asyncio
 import sys
 
 import trio
@@ -26,6 +27,7 @@ from droneshield.ingest.proto.status import (
     DeviceStatusServiceBase,
     StatusAck,
 )
+from tests.support import plain_asyncio
 
 
 class _Bare(DeviceStatusServiceBase):
@@ -53,4 +55,4 @@ if __name__ == "__main__":
     if loop == ["trio-asyncio"]:
         trio.run(_serve_on_trio_asyncio, int(port))
     else:
-        asyncio.run(_serve(int(port)))
+        plain_asyncio.run(_serve(int(port)))

@@ -23,6 +23,7 @@ import asyncpg
 
 from droneshield.config import BATCH_MAX_DEFAULT
 from droneshield.db import reports, seed
+from tests.support import plain_asyncio
 
 from .support import Bench, Result, percentiles, print_table, run_client
 
@@ -124,7 +125,7 @@ async def _load(
 
 if __name__ == "__main__":
     url, fleet, connections, batch, seconds, version = sys.argv[1:]
-    result = asyncio.run(
+    result = plain_asyncio.run(
         _load(url, int(fleet), int(connections), int(batch), float(seconds), version)
     )
     print(json.dumps(result))

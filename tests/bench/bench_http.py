@@ -11,7 +11,6 @@ requests, in alternating rounds so that a change in the machine's load falls on 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 import tempfile
@@ -21,6 +20,7 @@ from typing import Final
 import httpx
 import trio
 
+from tests.support import plain_asyncio
 from tests.support.processes import free_port, spawn
 
 from .support import Bench, Result, cpu_seconds, percentiles, print_table, run_client
@@ -204,7 +204,7 @@ if __name__ == "__main__":
     if sys.argv[1] == "cpu":
         port, pid, bare_port, bare_pid = map(int, sys.argv[2:6])
         path, requests = sys.argv[6], int(sys.argv[7])
-        print(json.dumps(asyncio.run(_cpu(port, pid, bare_port, bare_pid, path, requests))))
+        print(json.dumps(plain_asyncio.run(_cpu(port, pid, bare_port, bare_pid, path, requests))))
     else:
         port, pid, fleet, requests = map(int, sys.argv[1:])
-        print(json.dumps(asyncio.run(_load(port, pid, fleet, requests))))
+        print(json.dumps(plain_asyncio.run(_load(port, pid, fleet, requests))))

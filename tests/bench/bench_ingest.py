@@ -28,6 +28,7 @@ from grpclib.client import Channel, UnaryUnaryMethod
 from droneshield.config import WRITER_LANES_DEFAULT as LANES
 from droneshield.db import seed
 from droneshield.ingest.wire import BatchAck, DeviceStatus, DeviceStatusBatch, StatusAck
+from tests.support import plain_asyncio
 from tests.support.processes import free_port, spawn
 
 from .support import Bench, Result, cpu_seconds, percentiles, print_table, run_client
@@ -314,7 +315,7 @@ async def _load(
 
 if __name__ == "__main__":
     port, mode, seconds, in_flight, rate, offset = sys.argv[1:]
-    reply = asyncio.run(
+    reply = plain_asyncio.run(
         _load(int(port), mode, float(seconds), int(in_flight), float(rate), int(offset))
     )
     print(json.dumps(reply))
