@@ -73,9 +73,10 @@ def prune_cancelled_timers(loop: trio_asyncio.TrioEventLoop) -> None:
 
 
 def run_ready_together(loop: trio_asyncio.TrioEventLoop) -> None:
-    """Let each of `loop`'s passes run the callbacks ready at its start, as asyncio's own loop
-    does, instead of one (see the module's docstring). Takes effect at the loop's next pass;
-    given twice, once."""
+    """Let each of `loop`'s passes run, after the callback it waited for, up to TURN_MAX of
+    those queued by then, as asyncio's own loop runs every callback ready at a turn's start,
+    instead of one (see the module's docstring). Takes effect at the loop's next pass; given
+    twice, once."""
     if "_main_loop_one" in vars(loop):
         return  # already given: the pass is an instance attribute only then
     one: Callable[..., Awaitable[None]] = loop._main_loop_one

@@ -1,5 +1,6 @@
 """asyncio's loop policies on trio-asyncio's loop (droneshield/aio_loop.py): callbacks ready
-together run in one pass of trio's scheduler, and no more than those; cancelled timers leave
+together run in one pass of trio's scheduler, at most TURN_MAX after the first, and none
+queued after the pass began but by the first; cancelled timers leave
 the loop when cancelled, not 30 s later when due (on MockClock); timers that are not cancelled
 still fire on time."""
 
@@ -92,8 +93,9 @@ async def _passes_seen(loop: trio_asyncio.TrioEventLoop, callbacks: int) -> list
         nursery.start_soon(passes.run)
         for _ in range(callbacks):
             loop.call_soon(lambda: seen.append(passes.count))
-        while len(seen) < callbacks:
-            await trio.lowlevel.checkpoint()
+        with trio.fail_after(5):
+            while len(seen) < callbacks:
+                await trio.lowlevel.checkpoint()
         nursery.cancel_scope.cancel()
     return seen
 
@@ -124,8 +126,9 @@ async def test_without_the_policy_trio_asyncio_runs_one_callback_a_pass():
 
 
 async def test_a_callback_that_keeps_queueing_itself_leaves_trio_its_turns():
-    # A pass runs what was queued when it began: the callback queued by the last of those
-    # waits for the next pass. Taking it too would never end the pass.
+    # A pass runs the callback it waited for and what was queued by then (here the callback
+    # that one queued): the callback queued by the last of those waits for the next pass.
+    # Taking it too would never end the pass.
     ceiling = 10_000
     runs = 0
     async with trio_asyncio.open_loop() as loop:
@@ -182,8 +185,9 @@ async def _callbacks_per_pass(loop: trio_asyncio.TrioEventLoop, callbacks: int) 
     await _settled(loop)
     for _ in range(callbacks):
         loop.call_soon(ran.append, None)
-    while len(ran) < callbacks:
-        await trio.lowlevel.checkpoint()
+    with trio.fail_after(5):
+        while len(ran) < callbacks:
+            await trio.lowlevel.checkpoint()
     return per_pass
 
 

@@ -45,8 +45,10 @@ async def test_concurrent_reports_for_one_sensor_end_in_the_last_state(running, 
             ):
                 if n:
                     await sent[n - 1].wait()
-                await stream.send_message(message, end=True)
-                sent[n].set()
+                try:
+                    await stream.send_message(message, end=True)
+                finally:
+                    sent[n].set()  # a call that failed to send holds none of the others
                 answer: bytes = await stream.recv_message()
                 return answer
 

@@ -25,6 +25,7 @@ CHANNEL: Final = "droneshield_sensor"
 PAYLOAD_MAX: Final = 7_900  # bytes; PostgreSQL refuses NOTIFY payloads of 8,000 bytes or more
 PAYLOADS_PER_STATEMENT: Final = 100  # measured: ~57k notifications/s at this size
 LISTEN_BUFFER: Final = 1_000  # payloads (≤ 8 kB each) received, not yet handled, before a gap
+DELIVERED_PER_STEP: Final = 64  # payloads handled before the consumer lets other tasks run
 CHECK_INTERVAL: Final = 5.0  # seconds of silence before the LISTEN connection is checked
 RETRY_FIRST: Final = 0.1  # seconds
 RETRY_MAX: Final = 5.0  # seconds
@@ -91,5 +92,7 @@ async def _consume(
         if listener.overflowed:
             listener.overflowed = False
             gap()
-        for payload in payloads:
+        for n, payload in enumerate(payloads, 1):
             deliver(payload)
+            if n % DELIVERED_PER_STEP == 0:
+                await trio.lowlevel.checkpoint()  # a full buffer is up to LISTEN_BUFFER

@@ -62,9 +62,9 @@ class Listener:
             raise ConnectionResetError("the LISTEN connection was lost") from None
 
     def received(self) -> list[str]:
-        """The payloads already buffered, taken without waiting: the loop hands over a whole
-        read's notifications in one pass (`aio_loop`), and taking them one per pass the
-        consumer would fall behind until the buffer overflowed."""
+        """The payloads already buffered, taken without waiting: the loop hands over up to
+        65 notifications a pass (`aio_loop`), and taking them one per pass the consumer
+        would fall behind until the buffer overflowed."""
         payloads: list[str] = []
         while True:
             try:
