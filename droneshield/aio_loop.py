@@ -9,8 +9,9 @@ synchronisation, the task's wake-up, the result), three with `run_ready_together
 more. Measured in alternated runs on one machine: a `SELECT 1` loop 270-475 against 246-354
 us of CPU a statement; unary calls, 200 in flight, 0.39-0.46 against 0.32-0.41 ms of CPU a
 call on bare grpclib and 0.42-0.58 against 0.30-0.46 in the daemon; in `just bench ingest`
-runs bare grpclib on this loop went from 81 % of its plain asyncio rate (75 % in earlier
-runs) to 106-108 %. (`GET /sensors`, one request in flight, showed no difference.) A pass
+bare grpclib on this loop went from 88 % of its rate on asyncio's own loop to 99 %, and the
+daemon's closed loop from 70 % of it to 91 %. (`GET /sensors`, one request in flight, showed
+no difference.) A pass
 runs the callback it waited for, then at most TURN_MAX of those queued by then (those the
 first one queued included), and trio's other tasks get their turn at every pass, so an
 asyncio callback that keeps queueing itself, or re-arms a timer that is already due, cannot
