@@ -74,32 +74,6 @@ async def test_closing_the_loop_cancels_every_timer_while_they_are_pruned(autoju
     assert fired == []
 
 
-class _Passes:
-    """Counts passes of trio's scheduler: a task that is always runnable runs once a pass."""
-
-    def __init__(self) -> None:
-        self.count = 0
-
-    async def run(self) -> None:
-        while True:
-            await trio.lowlevel.checkpoint()
-            self.count += 1
-
-
-async def _passes_seen(loop: trio_asyncio.TrioEventLoop, callbacks: int) -> list[int]:
-    """The pass in which each of `callbacks` callbacks, queued together, ran."""
-    passes, seen = _Passes(), []
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(passes.run)
-        for _ in range(callbacks):
-            loop.call_soon(lambda: seen.append(passes.count))
-        with trio.fail_after(5):
-            while len(seen) < callbacks:
-                await trio.lowlevel.checkpoint()
-        nursery.cancel_scope.cancel()
-    return seen
-
-
 async def _settled(loop: trio_asyncio.TrioEventLoop) -> None:
     """Returns once the loop has run a callback queued now: a policy given to it meanwhile is
     then in force (the pass that was waiting when it was given took that callback)."""
@@ -108,21 +82,39 @@ async def _settled(loop: trio_asyncio.TrioEventLoop) -> None:
     await ran.wait()
 
 
+async def _callbacks_per_pass(loop: trio_asyncio.TrioEventLoop, callbacks: int) -> list[int]:
+    """How many of `callbacks` callbacks, queued together, each of the loop's passes ran."""
+    ran: list[None] = []
+    per_pass: list[int] = []
+    turn = loop._main_loop_one
+
+    async def counted(no_wait: bool = False) -> None:
+        before = len(ran)
+        await turn(no_wait)
+        if len(ran) > before:
+            per_pass.append(len(ran) - before)
+
+    loop._main_loop_one = counted
+    await _settled(loop)
+    for _ in range(callbacks):
+        loop.call_soon(ran.append, None)
+    with trio.fail_after(5):
+        while len(ran) < callbacks:
+            await trio.lowlevel.checkpoint()
+    return per_pass
+
+
 async def test_callbacks_ready_together_run_in_one_pass():
     async with trio_asyncio.open_loop() as loop:
         run_ready_together(loop)
-        await _settled(loop)
-        seen = await _passes_seen(loop, 5)
-    assert len(set(seen)) == 1, seen
+        assert await _callbacks_per_pass(loop, 5) == [5]
 
 
 async def test_without_the_policy_trio_asyncio_runs_one_callback_a_pass():
     # The behaviour the policy works around; if trio-asyncio ever runs them together itself,
     # this fails and `run_ready_together` can go.
     async with trio_asyncio.open_loop() as loop:
-        await _settled(loop)
-        seen = await _passes_seen(loop, 5)
-    assert len(set(seen)) > 1, seen
+        assert await _callbacks_per_pass(loop, 5) == [1] * 5
 
 
 async def test_a_callback_that_keeps_queueing_itself_leaves_trio_its_turns():
@@ -169,38 +161,14 @@ async def test_a_timer_that_keeps_rearming_itself_due_leaves_trio_its_turns():
         runs = ceiling  # stops it
 
 
-async def _callbacks_per_pass(loop: trio_asyncio.TrioEventLoop, callbacks: int) -> list[int]:
-    """How many of `callbacks` callbacks, queued together, each of the loop's passes ran."""
-    ran: list[None] = []
-    per_pass: list[int] = []
-    turn = loop._main_loop_one
-
-    async def counted(no_wait: bool = False) -> None:
-        before = len(ran)
-        await turn(no_wait)
-        if len(ran) > before:
-            per_pass.append(len(ran) - before)
-
-    loop._main_loop_one = counted
-    await _settled(loop)
-    for _ in range(callbacks):
-        loop.call_soon(ran.append, None)
-    with trio.fail_after(5):
-        while len(ran) < callbacks:
-            await trio.lowlevel.checkpoint()
-    return per_pass
-
-
 async def test_a_pass_runs_at_most_turn_max_callbacks_after_the_first():
     async with open_loop() as loop:
-        await _settled(loop)
         assert await _callbacks_per_pass(loop, 3 * TURN_MAX) == [TURN_MAX + 1] * 2 + [TURN_MAX - 2]
 
 
 async def test_given_twice_the_policy_applies_once():
     async with open_loop() as loop:
         run_ready_together(loop)
-        await _settled(loop)
         assert max(await _callbacks_per_pass(loop, 3 * TURN_MAX)) == TURN_MAX + 1
 
 
