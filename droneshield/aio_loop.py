@@ -11,11 +11,11 @@ us of CPU a statement; unary calls, 200 in flight, 0.39-0.46 against 0.32-0.41 m
 call on bare grpclib and 0.42-0.58 against 0.30-0.46 in the daemon; in `just bench ingest`
 bare grpclib on this loop went from 88 % of its rate on asyncio's own loop to 99 %, and the
 daemon's closed loop from 70 % of it to 91 %. (`GET /sensors`, one request in flight, showed
-no difference.) A pass
-runs the callback it waited for, then at most TURN_MAX of those queued by then (those the
-first one queued included), and trio's other tasks get their turn at every pass, so an
-asyncio callback that keeps queueing itself, or re-arms a timer that is already due, cannot
-starve them, and a socket read that queues hundreds of callbacks is run over several passes.
+no difference.) A pass runs the callback it waited for, then at most TURN_MAX of those queued
+by then (those the first one queued included), and trio's other tasks get their turn at
+every pass, so an asyncio callback that keeps queueing itself, or re-arms a timer that is
+already due, cannot starve them, and a socket read that queues hundreds of callbacks is run
+over several passes.
 
 Cancelled timers leave the loop when they are cancelled, not when due. asyncio's own loop
 counts cancelled timers and rebuilds its heap without them once they are over half of it.
