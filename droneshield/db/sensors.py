@@ -1,13 +1,13 @@
 """Reading sensors for the API: keyset pages in any of four orders, one sensor with its events,
 and fleet totals (overall, per version, per site) from the maintained `fleet_count` counters.
 
-Every order is an index of (key, serial), with the offline sensors' own where another status
-comes first (migrations 0002, 0007, 0016; `last_seen_at`'s key has a range per status): a page
-after a cursor is an index range scan whatever the depth. A site's listings sort its sensors.
-`serial` is in byte order (the column's collation is "C"). No key changes on a heartbeat, so
-heartbeats stay HOT updates; `last_seen_at` is therefore ordered by `seen_key` (online sensors
-first, tied, then silent ones by their frozen last_seen_at, then never-seen ones), see
-migration 0007.
+Every order is an index of (key, serial), with the online or offline sensors' own where another
+status comes first (migrations 0002, 0007, 0016, 0023; `last_seen_at`'s key has a range per
+status): a page after a cursor is an index range scan whatever the depth. A site's listings
+sort its sensors. `serial` is in byte order (the column's collation is "C"). No key changes on
+a heartbeat, so heartbeats stay HOT updates; `last_seen_at` is therefore ordered by `seen_key`
+(online sensors first, tied, then silent ones by their frozen last_seen_at, then never-seen
+ones), see migration 0007.
 """
 
 from __future__ import annotations

@@ -4,7 +4,9 @@ open-loop at a steady rate.
 
 Load generators run in their own process (`support.run_client`), as trio programs with a
 trio-asyncio loop open, because the WebSocket clients (trio-websocket) and the gRPC client
-(grpclib, asyncio) must share one clock: latencies are measured from a send to a receipt.
+(grpclib, asyncio) must share one clock: latencies are measured from a send to a receipt. The
+loop is the daemon's (`aio_loop.open_loop`): on trio-asyncio's own, which runs one asyncio
+callback per pass of trio's scheduler, a client was slower than a real one.
 """
 
 from __future__ import annotations
@@ -16,9 +18,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import trio
-import trio_asyncio
 from grpclib import GRPCError, Status
 
+from droneshield import aio_loop
 from droneshield.ingest.proto.status import DeviceStatus, DeviceStatusBatch, DeviceStatusServiceStub
 from tests.support.grpc_clients import aio
 
@@ -26,13 +28,14 @@ Pairs = Sequence[tuple[str, str]]  # (serial, version) reports of one batch
 
 
 def main(load: Callable[..., Awaitable[Any]], *args: Any) -> None:
-    """Run `load(*args)` under trio with a trio-asyncio loop open, with the open-files limit
-    raised, and print its result as the last stdout line (what `run_client` returns)."""
+    """Run `load(*args)` under trio with the daemon's trio-asyncio loop open, with the
+    open-files limit raised, and print its result as the last stdout line (what `run_client`
+    returns)."""
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
     async def run() -> Any:
-        async with trio_asyncio.open_loop():
+        async with aio_loop.open_loop():
             return await load(*args)
 
     print(json.dumps(trio.run(run)))
