@@ -162,14 +162,16 @@ async def test_the_stored_version_key_follows_every_write_of_a_version(db):
             await db.execute(f"UPDATE sensor SET {assignment} WHERE serial = $1", serial)
 
 
-async def test_a_seen_sensor_without_a_status_change_or_an_unseen_one_with_a_version_is_refused(
+async def test_a_seen_sensor_without_a_status_change_or_an_unseen_one_with_one_is_refused(
     db,
 ):
-    """Listings skip the never-seen sensors' range on these two facts (migration 0016)."""
+    """Listings take the never-seen sensors' range of a key for them on these facts
+    (migrations 0016 and 0024)."""
     await add_software(db, "1.0.0")
     await seed.seed(db, 1)
     for assignment in (
         "last_seen_at = now()",
+        "status_changed_at = now()",
         "version = '1.0.0', version_key = (SELECT version_key FROM software)",
     ):
         with pytest.raises(asyncpg.CheckViolationError):

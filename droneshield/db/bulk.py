@@ -1,7 +1,7 @@
 """Adding many sensors in one statement: the last step of `seed` and of provisioning.
 
 Almost all the time of a large import was the INSERT maintaining the `sensor` table's indexes
-(a dozen btrees and one or two trigram GIN indexes, half of it the GIN ones): a million rows
+(ten btrees and one or two trigram GIN indexes, half of it the GIN ones): a million rows
 inserted one by one cost each index a million descents and GIN its pending-list merges, where
 CREATE INDEX sorts once and writes every page once. So when an insert adds at least as many
 sensors as the table holds (an empty fleet, the first provisioning, seeding) and at least
