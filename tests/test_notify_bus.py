@@ -1,14 +1,16 @@
 """The NOTIFY relay's LISTEN side keeps up with a burst: the daemon's loop hands over a read's
 notifications many at a pass (`aio_loop`), and a consumer that took one per pass fell behind
-until its buffer overflowed, telling the relay of a gap that never happened."""
+until its buffer overflowed, telling the relay of a gap that never happened. And what it had
+buffered when its connection was lost is still handed over, before the loss is told."""
 
 from __future__ import annotations
 
+import pytest
 import trio
 
 from droneshield.aio_loop import open_loop
 from droneshield.bus.notify import CHANNEL, LISTEN_BUFFER, NotifyBus
-from droneshield.db.notify import notify_all
+from droneshield.db.notify import notify_all, open_listener
 from droneshield.db.pool import acquire, open_pool
 
 BURST = 3 * LISTEN_BUFFER
@@ -40,3 +42,29 @@ async def test_a_burst_of_notifications_arrives_whole_without_a_gap(database_url
             nursery.cancel_scope.cancel()
     assert not gaps
     assert delivered == sent
+
+
+async def test_payloads_buffered_when_the_connection_is_lost_are_taken_before_the_loss(
+    database_url,
+):
+    sent = [str(n) for n in range(100)]
+    lost = trio.Event()
+    async with open_loop(), open_pool(database_url, size=1) as pool:
+        async with open_listener(database_url, CHANNEL, buffer=LISTEN_BUFFER) as listener:
+            # After the listener's own (registered first): its buffer is closed by then.
+            listener._raw.add_termination_listener(lambda _: lost.set())
+            with trio.fail_after(10):
+                async with acquire(pool) as conn:
+                    await notify_all(conn, CHANNEL, sent)
+                    # Its server sends every pending notification at once, so once the first
+                    # is here the rest precede the end of the connection (a termination
+                    # before they were sent would have lost them on the server).
+                    first = await listener.receive()
+                    await conn.execute(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND query LIKE 'LISTEN %'"
+                    )
+                await lost.wait()
+            assert [first, *listener.received()] == sent
+            with pytest.raises(ConnectionResetError):
+                await listener.receive()
