@@ -39,13 +39,11 @@ from droneshield.ingest.proto.status import (
 from droneshield.ingest.service import BATCH_MAX
 
 from .support.fuzz import examples
-from .support.grpc_clients import aio, grpclib_stub, send, send_batch
+from .support.grpc_clients import SEND_BATCH, SEND_STATUS, aio, grpclib_stub, send, send_batch
 from .support.h2_attacks import ATTACKER, GRPC_HEADERS
 
 MAX_MESSAGE = 256 * 1024  # bytes: a 10,000-status batch fits, a few more KiB do not
 MAX_STREAMS = 4
-SEND_STATUS = "/status.DeviceStatusService/SendStatus"
-SEND_BATCH = "/status.DeviceStatusService/SendStatusBatch"
 ANSWERS = {Status.OK, Status.INVALID_ARGUMENT, Status.NOT_FOUND, Status.RESOURCE_EXHAUSTED}
 
 # Protobuf wire fragments, written by hand so that the bytes are exactly what a broken or

@@ -11,10 +11,9 @@ from droneshield import daemon
 from droneshield.db.pool import connect
 from droneshield.ingest.wire import DeviceStatus, StatusAck
 
-from .support.grpc_clients import aio
+from .support.grpc_clients import SEND_STATUS, aio
 from .support.processes import eventually
 
-SEND_STATUS = "/status.DeviceStatusService/SendStatus"
 CALL_TIMEOUT = 0.5  # seconds: the caller's deadline, far inside the daemon's ack_timeout (5 s)
 
 

@@ -12,9 +12,8 @@ from grpclib.client import Channel, UnaryUnaryMethod
 
 from droneshield.ingest.wire import DeviceStatus, StatusAck
 
-from .support.grpc_clients import aio
+from .support.grpc_clients import SEND_STATUS, aio
 
-SEND_STATUS = "/status.DeviceStatusService/SendStatus"
 CALLS = 20
 DEADLINE = 10.0  # seconds: calls with a deadline, as the fleet's clients make them
 

@@ -12,8 +12,8 @@ from droneshield.db import seed
 from droneshield.ingest.proto.status import DeviceStatus, DeviceStatusBatch
 
 from .support import plain_asyncio
-from .support.grpc_clients import aio, grpclib_stub, send, send_batch
-from .test_bad_input_grpc import SEND_STATUS, raw_channel
+from .support.grpc_clients import SEND_STATUS, aio, grpclib_stub, send, send_batch
+from .test_bad_input_grpc import raw_channel
 from .test_ingest import add_software
 
 

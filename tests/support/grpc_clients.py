@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import grpc
 import trio
@@ -21,6 +21,9 @@ from droneshield.ingest.proto.status import (
 )
 
 T = TypeVar("T")
+
+SEND_STATUS: Final = "/status.DeviceStatusService/SendStatus"
+SEND_BATCH: Final = "/status.DeviceStatusService/SendStatusBatch"
 
 
 @asynccontextmanager
@@ -54,7 +57,7 @@ async def grpcio_send(port: int, serial: str, version: str) -> StatusAck:
     def call() -> StatusAck:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             method = channel.unary_unary(
-                "/status.DeviceStatusService/SendStatus",
+                SEND_STATUS,
                 request_serializer=bytes,
                 response_deserializer=StatusAck.parse,
             )

@@ -14,7 +14,8 @@ import trio
 import trio.lowlevel
 from h2.errors import ErrorCodes
 
-SEND_STATUS: Final = "/status.DeviceStatusService/SendStatus"
+from .grpc_clients import SEND_STATUS
+
 ATTACKER: Final = "127.0.0.2"  # an attacker's address (all of 127/8 is loopback on Linux)
 PER_WRITE: Final = 200  # frames (or stream pairs) per write, as in the reported attack
 GRPC_HEADERS: Final = [

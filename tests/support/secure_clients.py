@@ -15,7 +15,7 @@ from grpclib.exceptions import GRPCError
 
 from droneshield.ingest.proto.status import DeviceStatus, DeviceStatusServiceStub, StatusAck
 
-from .grpc_clients import aio
+from .grpc_clients import SEND_STATUS, aio
 
 HOST = "127.0.0.1"
 
@@ -118,7 +118,7 @@ async def grpcio_send(
             channel = grpc.secure_channel(target, creds)
         with channel:
             method = channel.unary_unary(
-                "/status.DeviceStatusService/SendStatus",
+                SEND_STATUS,
                 request_serializer=bytes,
                 response_deserializer=StatusAck.parse,
             )
