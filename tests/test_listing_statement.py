@@ -146,6 +146,20 @@ async def test_pages_and_totals_by_cursor_match_the_table_to_past_the_end(db, fl
     assert walked == expected
 
 
+async def _first_page(
+    counting: Counting, flt: SensorFilter, order: Order
+) -> tuple[list[Record], int, bool]:
+    return await listing(
+        counting,  # type: ignore[arg-type]
+        flt,
+        order,
+        after=None,
+        offset=0,
+        limit=LIMIT,
+        cap=CAP,
+    )
+
+
 @pytest.mark.parametrize("sort", ["serial", "status_changed_at", "last_seen_at", "version"])
 @pytest.mark.parametrize("descending", [False, True])
 async def test_one_statement_reads_what_the_total_and_the_page_read_apart(
@@ -157,15 +171,7 @@ async def test_one_statement_reads_what_the_total_and_the_page_read_apart(
             n, exact = await total(db, flt, cap=CAP)
             apart = await page(db, flt, order, after=None, offset=0, limit=LIMIT)
             counting = Counting(db)
-            together = await listing(
-                counting,  # type: ignore[arg-type]
-                flt,
-                order,
-                after=None,
-                offset=0,
-                limit=LIMIT,
-                cap=CAP,
-            )
+            together = await _first_page(counting, flt, order)
             assert (_shown(together[0]), *together[1:]) == (_shown(apart), n, exact), flt
             assert counting.statements == 1, flt
 
@@ -173,15 +179,7 @@ async def test_one_statement_reads_what_the_total_and_the_page_read_apart(
 async def _plan(db, flt: SensorFilter, order: Order, *settings: str) -> str:  # type: ignore[no-untyped-def]
     """The plan of the statement `listing` sends for a first page, with `settings` (`SET LOCAL`)."""
     counting = Counting(db)
-    await listing(
-        counting,  # type: ignore[arg-type]
-        flt,
-        order,
-        after=None,
-        offset=0,
-        limit=LIMIT,
-        cap=CAP,
-    )
+    await _first_page(counting, flt, order)
     [query], [args] = counting.queries, counting.args
     async with db.transaction():
         for setting in settings:
