@@ -5,10 +5,6 @@ INTERNAL, and the daemon goes on serving and keeps what it accepted."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Any
-
 import h2.config
 import h2.connection
 import h2.events
@@ -18,7 +14,6 @@ import trio.testing
 from grpclib import GRPCError, Status
 from grpclib.client import Channel
 from grpclib.const import Cardinality
-from grpclib.encoding.base import CodecBase
 from h2.errors import ErrorCodes
 from h2.settings import SettingCodes
 from hyperframe.frame import HeadersFrame
@@ -39,7 +34,15 @@ from droneshield.ingest.proto.status import (
 from droneshield.ingest.service import BATCH_MAX
 
 from .support.fuzz import examples
-from .support.grpc_clients import SEND_BATCH, SEND_STATUS, aio, grpclib_stub, send, send_batch
+from .support.grpc_clients import (
+    SEND_BATCH,
+    SEND_STATUS,
+    aio,
+    grpclib_stub,
+    raw_channel,
+    send,
+    send_batch,
+)
 from .support.h2_attacks import ATTACKER, GRPC_HEADERS
 
 MAX_MESSAGE = 256 * 1024  # bytes: a 10,000-status batch fits, a few more KiB do not
@@ -80,27 +83,6 @@ def clock(mock_clock: trio.testing.MockClock) -> trio.testing.MockClock:
     the daemon and the database; a test jumps it past the timeout it checks."""
     mock_clock.rate = 1.0
     return mock_clock
-
-
-class _RawCodec(CodecBase):
-    """Sends bytes as they are and returns the answer's bytes: a client that can send anything."""
-
-    __content_subtype__ = "proto"
-
-    def encode(self, message: Any, message_type: Any) -> bytes:
-        return message
-
-    def decode(self, data: bytes, message_type: Any) -> bytes:
-        return data
-
-
-@asynccontextmanager
-async def raw_channel(port: int) -> AsyncIterator[Channel]:
-    channel = Channel("127.0.0.1", port, codec=_RawCodec())
-    try:
-        yield channel
-    finally:
-        channel.close()
 
 
 async def _answer(channel: Channel, method: str, payload: bytes) -> GRPCError | None:

@@ -12,9 +12,8 @@ from droneshield.db import seed
 from droneshield.ingest.proto.status import DeviceStatus, DeviceStatusBatch
 
 from .support import plain_asyncio
-from .support.grpc_clients import SEND_STATUS, aio, grpclib_stub, send, send_batch
-from .test_bad_input_grpc import raw_channel
-from .test_ingest import add_software
+from .support.grpc_clients import SEND_STATUS, aio, grpclib_stub, raw_channel, send, send_batch
+from .support.releases import add_software
 
 
 async def test_acknowledged_report_is_visible_from_another_connection(running, db, sensors):

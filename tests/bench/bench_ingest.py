@@ -29,6 +29,7 @@ from droneshield.config import WRITER_LANES_DEFAULT as LANES
 from droneshield.db import seed
 from droneshield.ingest.wire import BatchAck, DeviceStatus, DeviceStatusBatch, StatusAck
 from tests.support import plain_asyncio
+from tests.support.grpc_clients import SEND_BATCH, SEND_STATUS
 from tests.support.processes import free_port, spawn
 
 from .support import Bench, Result, cpu_seconds, percentiles, print_table, run_client
@@ -41,7 +42,6 @@ SECONDS = 15.0
 QUICK_SECONDS = 2.0
 PACED_RATES = (150.0, 300.0)  # calls/s: the loads a fleet sees most of the day
 CALL_DEADLINE = 30.0  # seconds; a call that takes longer counts as an error
-SERVICE = "/status.DeviceStatusService"
 COLUMNS = ("run", "calls", "reports/s", "p50 ms", "p95 ms", "p99 ms", "CPU ms/call", "errors")
 
 
@@ -251,10 +251,8 @@ async def _load(
     serial order, from the `offset`-th on."""
     serials = [seed.serial_for(n) for n in range(1, SENSORS + 1)]
     channel = Channel("127.0.0.1", port)
-    send_status = UnaryUnaryMethod(channel, f"{SERVICE}/SendStatus", DeviceStatus, StatusAck)
-    send_status_batch = UnaryUnaryMethod(
-        channel, f"{SERVICE}/SendStatusBatch", DeviceStatusBatch, BatchAck
-    )
+    send_status = UnaryUnaryMethod(channel, SEND_STATUS, DeviceStatus, StatusAck)
+    send_status_batch = UnaryUnaryMethod(channel, SEND_BATCH, DeviceStatusBatch, BatchAck)
     latencies: list[float] = []
     counts = {"calls": 0, "reports": 0, "errors": 0}
     cursor = offset

@@ -11,6 +11,7 @@ import grpc
 import trio
 import trio_asyncio
 from grpclib.client import Channel
+from grpclib.encoding.base import CodecBase
 
 from droneshield.ingest.proto.status import (
     BatchAck,
@@ -31,6 +32,29 @@ async def grpclib_stub(port: int) -> AsyncIterator[DeviceStatusServiceStub]:
     channel = Channel("127.0.0.1", port)
     try:
         yield DeviceStatusServiceStub(channel)
+    finally:
+        channel.close()
+
+
+class _RawCodec(CodecBase):
+    """Sends bytes as they are and returns the answer's bytes: a client that can send anything."""
+
+    __content_subtype__ = "proto"
+
+    def encode(self, message: Any, message_type: Any) -> bytes:
+        return message
+
+    def decode(self, data: bytes, message_type: Any) -> bytes:
+        return data
+
+
+@asynccontextmanager
+async def raw_channel(port: int) -> AsyncIterator[Channel]:
+    """A channel whose calls send bytes as they are: malformed requests, or requests
+    written when the test decides."""
+    channel = Channel("127.0.0.1", port, codec=_RawCodec())
+    try:
+        yield channel
     finally:
         channel.close()
 
