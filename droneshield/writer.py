@@ -1,12 +1,13 @@
 """The batching writer: the only code that writes sensor reports.
 
 Reports arrive on a bounded trio memory channel (a full channel makes senders wait; nothing is
-dropped). The writer hands each report to one of K lanes, chosen by a hash of its serial; each
-lane is a task holding its own pooled connection, takes what has queued up for it, coalesces it
-to one row per sensor, and commits it with one statement (group commit): while one batch
-commits, the next accumulates. Lanes commit side by side, so one daemon is not held to one
-connection's limit; a sensor always lands in the same lane, so its reports keep their order and
-two lanes never lock the same row. Every report is resolved exactly once: with its committed
+dropped). The writer hands each report to one of K lanes (lanes.py: the first lane until it
+falls behind, a sensor with a report in flight in the lane that holds it); each lane is a task
+holding its own pooled connection, takes what has queued up for it, coalesces it to one row per
+sensor, and commits it with one statement (group commit): while one batch commits, the next
+accumulates. Lanes commit side by side under load, so one daemon is not held to one
+connection's limit; a sensor's reports keep their order and two lanes never lock the same row.
+Every report is resolved exactly once: with its committed
 row, `UnknownSensor` (unknown or retired), or `IngestUnavailable` when it could not be committed
 before its deadline. A call whose reports span lanes is answered when the last of them is (the
 bridge counts them).
@@ -15,7 +16,6 @@ bridge counts them).
 from __future__ import annotations
 
 import logging
-import zlib
 from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 from typing import Final
@@ -27,6 +27,7 @@ from .db.pool import Connection, Pool, acquire, is_transient
 from .db.reports import apply_reports, retired
 from .domain import Applied, echo
 from .errors import DroneshieldError, IngestUnavailable, UnknownSensor
+from .lanes import SPILL_AT, LanePlacement
 from .reports import SHUTTING_DOWN, TOO_LATE, Pending, version_problem
 
 log = logging.getLogger(__name__)
@@ -74,12 +75,6 @@ def _count_delivered(batch: Sequence[Pending], by_serial: dict[str, Applied]) ->
             metrics.REPORTS.labels(outcome).inc(n)
 
 
-def lane_of(serial: str, lanes: int) -> int:
-    """The lane that commits `serial`'s reports: the same for the life of the process (and
-    across processes: CRC-32, not the salted `hash`), so a sensor's reports stay in order."""
-    return zlib.crc32(serial.encode()) % lanes
-
-
 def _take(receive: trio.MemoryReceiveChannel[Pending], first: Pending, most: int) -> list[Pending]:
     """`first` and whatever else is queued, up to `most` reports, without waiting."""
     batch = [first]
@@ -106,9 +101,20 @@ class _Lane:
     connection it keeps between batches."""
 
     def __init__(
-        self, pool: Pool, *, batch_max: int, shutdown_grace: float, sinks: list[Sink]
+        self,
+        pool: Pool,
+        *,
+        index: int,
+        placement: LanePlacement,
+        room: trio.lowlevel.ParkingLot,
+        batch_max: int,
+        shutdown_grace: float,
+        sinks: list[Sink],
     ) -> None:
         self._pool = pool
+        self._index = index
+        self._placement = placement  # the writer's: told what this lane takes and finishes
+        self._room = room  # the writer's: woken when this lane takes a batch (its channel has room)
         self._batch_max = batch_max
         self._shutdown_grace = shutdown_grace
         self._sinks = sinks  # the writer's list: a sink added later reaches every lane
@@ -132,7 +138,7 @@ class _Lane:
         task_status.started(send)
         try:
             async for first in receive:
-                await self._commit(_take(receive, first, self._batch_max))
+                await self._commit_taken(_take(receive, first, self._batch_max))
         finally:
             with trio.CancelScope(shield=True):
                 await self._flush(receive)
@@ -148,11 +154,24 @@ class _Lane:
     async def _flush(self, receive: trio.MemoryReceiveChannel[Pending]) -> None:
         with self._grace():
             async for first in receive:
-                await self._commit(_take(receive, first, self._batch_max))
+                await self._commit_taken(_take(receive, first, self._batch_max))
         leftover = _drain(receive)
         # The writer, still handing over, now gets BrokenResourceError and answers the rest.
         receive.close()
+        self._room.unpark_all()  # a router waiting for room finds this lane closed
+        self._placement.taken(self._index, len(leftover))
         _resolve_all(leftover, IngestUnavailable(SHUTTING_DOWN))
+        self._placement.done(p.serial for p in leftover)
+
+    async def _commit_taken(self, batch: list[Pending]) -> None:
+        """`_commit` a batch just taken from the channel; once every report of it is answered,
+        its sensors may move to another lane."""
+        self._placement.taken(self._index, len(batch))
+        self._room.unpark_all()
+        try:
+            await self._commit(batch)
+        finally:
+            self._placement.done(p.serial for p in batch)
 
     async def _commit(self, batch: list[Pending]) -> None:
         """Commit one batch, retrying transient database errors until each report's deadline.
@@ -282,7 +301,7 @@ class _Lane:
 
 
 class Writer:
-    """Routes reports from the daemon's queue to `lanes` lanes by serial hash."""
+    """Routes reports from the daemon's queue to `lanes` lanes (`LanePlacement`)."""
 
     def __init__(
         self,
@@ -298,15 +317,31 @@ class Writer:
         self._batch_max = batch_max
         self._shutdown_grace = shutdown_grace
         self._sinks = list(sinks)
+        # A lane's channel holds batch_max reports: past that it is full, whatever SPILL_AT says.
+        self._placement = LanePlacement(lanes, spill_at=min(SPILL_AT, batch_max))
+        self._room = trio.lowlevel.ParkingLot()  # the router, waiting for any lane to have room
         self._lanes = [
-            _Lane(pool, batch_max=batch_max, shutdown_grace=shutdown_grace, sinks=self._sinks)
-            for _ in range(lanes)
+            _Lane(
+                pool,
+                index=index,
+                placement=self._placement,
+                room=self._room,
+                batch_max=batch_max,
+                shutdown_grace=shutdown_grace,
+                sinks=self._sinks,
+            )
+            for index in range(lanes)
         ]
 
     @property
     def statements(self) -> int:
         """Batches committed by all lanes, for tests and metrics."""
-        return sum(lane.statements for lane in self._lanes)
+        return sum(self.lane_statements)
+
+    @property
+    def lane_statements(self) -> list[int]:
+        """Batches committed by each lane, for tests."""
+        return [lane.statements for lane in self._lanes]
 
     def add_sink(self, sink: Sink) -> None:
         self._sinks.append(sink)
@@ -347,27 +382,45 @@ class Writer:
                 self._receive.close()
                 _resolve_all(leftover, IngestUnavailable(SHUTTING_DOWN))
 
-    @staticmethod
     async def _hand_over(
-        reports: list[Pending], lanes: list[trio.MemorySendChannel[Pending]]
+        self, reports: list[Pending], lanes: list[trio.MemorySendChannel[Pending]]
     ) -> bool:
-        """Put each report in its lane, waiting while a lane is full; True when all are in.
+        """Put each report in a lane (`_put`); True when all are in.
 
         Reports a lane took are removed from `reports`, so when this is interrupted (cancelled,
         or a lane that stopped at the end of its grace) `reports` holds exactly those no lane
         has."""
-        count = len(lanes)
         handed = 0
         try:
             for report in reports:
-                lane = lanes[lane_of(report.serial, count)]
-                try:
-                    lane.send_nowait(report)
-                except trio.WouldBlock:
-                    await lane.send(report)
+                await self._put(report, lanes)
                 handed += 1
         except trio.BrokenResourceError:
             return False
         finally:
             del reports[:handed]
         return True
+
+    async def _put(self, report: Pending, lanes: list[trio.MemorySendChannel[Pending]]) -> None:
+        """Put `report` in the lane `LanePlacement` gives it. The lane holding the sensor's
+        reports in flight is waited for when full (their order); a sensor free to move waits
+        for whichever lane takes a batch first, never behind one lane that cannot commit (a
+        row lock held elsewhere): every lane full, the fewest waiting was that one's, and
+        the router waited on it while the others had room again."""
+        placement = self._placement
+        while True:
+            pinned = report.serial in placement
+            lane = lanes[placement.place(report.serial)]
+            try:
+                try:
+                    lane.send_nowait(report)
+                    return
+                except trio.WouldBlock:
+                    if pinned:
+                        await lane.send(report)
+                        return
+                    placement.unplace(report.serial)  # every lane is full: wait, then again
+            except BaseException:
+                placement.unplace(report.serial)  # the lane did not get it
+                raise
+            await self._room.park()

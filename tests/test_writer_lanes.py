@@ -1,7 +1,8 @@
-"""Writer lanes: reports split by a hash of the serial over lanes that commit side by side on
-connections of their own. A sensor's reports keep their order, a lane that fails fails only its
-own reports, shutdown drains every lane, and a report is acknowledged only once its lane has
-committed it (real PostgreSQL)."""
+"""Writer lanes: lanes that commit side by side on connections of their own, the first taking
+every sensor until reports wait in it (lanes.py). A sensor's reports keep their order as they
+move between lanes, a lane held by a row lock holds only what waits in it, a lane that fails
+fails only its own reports, shutdown drains every lane, and a report is acknowledged only once
+its lane has committed it (real PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -23,8 +24,9 @@ from droneshield.db import seed
 from droneshield.db.pool import Connection, connect, open_pool
 from droneshield.db.reports import Applied
 from droneshield.errors import IngestUnavailable
+from droneshield.lanes import SPILL_AT
 from droneshield.reports import SHUTTING_DOWN, Outcome, Pending
-from droneshield.writer import Writer, lane_of
+from droneshield.writer import Writer
 
 from .support.grpc_clients import send_batch
 from .support.locks import another_waits_for_a_lock, cancel_lock_waiters
@@ -32,6 +34,7 @@ from .support.processes import eventually
 from .support.releases import add_software
 
 LANES = 3
+BATCH_MAX = 7  # small batches: many commits per lane; and 7 waiting in a lane spill to the next
 ACK_TIMEOUT = 10.0  # seconds
 
 
@@ -77,8 +80,9 @@ class Lanes:
 async def _running(database_url: str, shutdown_grace: float) -> AsyncIterator[Lanes]:
     async with open_pool(database_url, size=LANES + 1) as pool, trio.open_nursery() as nursery:
         send, receive = trio.open_memory_channel[Pending](10_000)
-        # Small batches: many commits per lane, so order across commits is what is tested.
-        writer = Writer(pool, receive, lanes=LANES, batch_max=7, shutdown_grace=shutdown_grace)
+        writer = Writer(
+            pool, receive, lanes=LANES, batch_max=BATCH_MAX, shutdown_grace=shutdown_grace
+        )
         running = Lanes(send, writer)
         await nursery.start(running.run)
         yield running
@@ -98,24 +102,18 @@ async def graceless(aio_loop, database_url) -> AsyncIterator[Lanes]:  # type: ig
         yield running
 
 
-def _spread(count: int, lanes: int) -> list[str]:
-    """The first `count` sensors' serials, checked to reach every lane."""
-    serials = [seed.serial_for(n) for n in range(1, count + 1)]
-    assert {lane_of(s, lanes) for s in serials} == set(range(lanes)), "pick other sensors"
-    return serials
-
-
 async def test_each_sensors_reports_commit_in_order_across_lanes(lanes, db, sensors):
-    serials = _spread(10, LANES)
+    serials = sensors[:10]
     versions = [f"1.0.{i}" for i in range(40)]
     await add_software(db, *versions)
     with trio.fail_after(30):
-        # Interleaved: every sensor's versions in order, the sensors' reports mixed.
+        # Interleaved: every sensor's versions in order, the sensors' reports mixed; queued
+        # at once, so that reports wait in the lanes and sensors move between them.
         for version in versions:
             for serial in serials:
-                await lanes.send.send(lanes.report(serial, version))
+                lanes.send.send_nowait(lanes.report(serial, version))
         await lanes.until(lambda: len(lanes.outcomes) == len(versions) * len(serials))
-    assert lanes.writer.statements > LANES  # several commits in every lane
+    assert sorted(lanes.writer.lane_statements)[-2] > 1  # several commits in two lanes or more
     rows = await db.fetch(
         "SELECT s.serial, e.new FROM sensor_event e JOIN sensor s ON s.id = e.sensor_id "
         "WHERE e.kind = 'version' ORDER BY e.id"
@@ -133,7 +131,7 @@ async def test_each_sensors_reports_commit_in_order_across_lanes(lanes, db, sens
 
 async def test_shutdown_commits_what_every_lane_holds(lanes, db):
     await seed.seed(db, 600)
-    serials = _spread(600, LANES)
+    serials = [seed.serial_for(n) for n in range(1, 601)]
     with trio.fail_after(30):
         for serial in serials:
             lanes.send.send_nowait(lanes.report(serial))
@@ -145,24 +143,33 @@ async def test_shutdown_commits_what_every_lane_holds(lanes, db):
     assert online == set(serials)
 
 
-async def test_a_report_is_acked_only_once_its_lane_committed(lanes, db, database_url, sensors):
-    blocked = sensors[0]
-    free = next(s for s in sensors if lane_of(s, LANES) != lane_of(blocked, LANES))
+async def test_a_lane_held_by_a_row_lock_holds_only_what_waits_in_it(lanes, db, database_url):
+    """A report is acknowledged only once its lane committed it; once BATCH_MAX reports wait
+    behind the held lane's commit, new sensors go to the other lanes, which commit them. (With
+    a lane per sensor by a hash of the serial, a third of these went to the held lane: its
+    channel filled, the writer waited for room, and every report stalled behind one lock.)"""
+    count = 20 * BATCH_MAX
+    await seed.seed(db, count)
+    blocked, *others = [seed.serial_for(n) for n in range(1, count + 1)]
     with trio.fail_after(30):
         async with connect(database_url) as locker, locker.transaction():
             # Another transaction holds the row: the blocked sensor's lane cannot commit.
             await locker.execute("SELECT 1 FROM sensor WHERE serial = $1 FOR UPDATE", blocked)
             await lanes.send.send(lanes.report(blocked))
-            await lanes.send.send(lanes.report(free))
-            # The other lane commits and acks meanwhile: lanes do not wait for each other.
-            await lanes.until(lambda: 1 in lanes.outcomes)
+            await eventually(partial(another_waits_for_a_lock, db))  # the lane's first commit
+            for serial in others:
+                await lanes.send.send(lanes.report(serial))
+            # The reports behind the held commit wait; the rest are acknowledged meanwhile.
+            await lanes.until(lambda: len(lanes.outcomes) == count - 1 - BATCH_MAX)
             assert 0 not in lanes.outcomes
-            assert await db.fetchval("SELECT online FROM sensor WHERE serial = $1", free)
-        # The lock is gone with the transaction: the blocked lane commits, then acks.
-        await lanes.until(lambda: 0 in lanes.outcomes)
-    [outcome] = lanes.outcomes[0]
-    assert isinstance(outcome, Applied)
-    assert await db.fetchval("SELECT online FROM sensor WHERE serial = $1", blocked)
+            waiting = set(range(count)) - set(lanes.outcomes)
+            assert waiting == set(range(BATCH_MAX + 1))  # the held lane's: the first ones
+            stored = await db.fetchval("SELECT count(*) FROM sensor WHERE online")
+            assert stored == count - 1 - BATCH_MAX
+        # The lock is gone with the transaction: the held lane commits, then acks.
+        await lanes.until(lambda: len(lanes.outcomes) == count)
+    assert all(isinstance(o, Applied) for [o] in lanes.outcomes.values())
+    assert await db.fetchval("SELECT count(*) FROM sensor WHERE online") == count
 
 
 class _Failed(logging.Handler):
@@ -227,17 +234,15 @@ async def test_with_no_grace_left_a_batch_waiting_to_retry_is_not_tried_again(
 
 
 async def test_a_lane_whose_commit_fails_fails_only_its_reports(
-    aio_loop, database_url, settings, nursery, db, sensors
+    aio_loop, database_url, settings, nursery, db
 ):
     lanes = 4
+    await seed.seed(db, 3 * SPILL_AT)  # one call's reports over three lanes
+    sensors = [seed.serial_for(n) for n in range(1, 3 * SPILL_AT + 1)]
     running = await nursery.start(
         daemon.run, settings.replace(writer_lanes=lanes, pool_size=lanes + 1), database_url
     )
     poisoned = sensors[2]
-    same_lane = [s for s in sensors if lane_of(s, lanes) == lane_of(poisoned, lanes)]
-    other_lanes = [s for s in sensors if s not in same_lane]
-    assert len(same_lane) > 1, "pick other sensors"
-    assert other_lanes, "pick other sensors"
     # A statement that is simply wrong (not a lost connection) for the poisoned sensor's rows.
     await db.execute(
         f"""
@@ -252,10 +257,12 @@ async def test_a_lane_whose_commit_fails_fails_only_its_reports(
     with trio.fail_after(30):
         ack = await send_batch(running.grpc_port, [(s, "") for s in sensors])
     failed = {sensors[r.index] for r in ack.rejected if r.code == "INTERNAL"}
-    assert failed == set(same_lane)
-    assert ack.accepted == len(other_lanes)
+    assert poisoned in failed
+    # The first lane's batch: what waited in it when it took the call's first reports.
+    assert 1 < len(failed) <= SPILL_AT
+    assert ack.accepted == len(sensors) - len(failed)
     online = {r["serial"] for r in await db.fetch("SELECT serial FROM sensor WHERE online")}
-    assert online == set(other_lanes)
+    assert online == set(sensors) - failed
 
 
 async def test_a_release_removed_while_a_report_stores_it_leaves_the_report_accepted(lanes, db):
