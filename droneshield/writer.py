@@ -2,13 +2,13 @@
 
 Reports arrive on a bounded trio memory channel (a full channel makes senders wait; nothing is
 dropped). The writer hands each report to one of K lanes (lanes.py: the first lane until it
-falls behind, a sensor with a report in flight in the lane that holds it); each lane is a task
-holding its own pooled connection, takes what has queued up for it, coalesces it to one row per
-sensor, and commits it with one statement (group commit): while one batch commits, the next
-accumulates. Lanes commit side by side under load, so one daemon is not held to one
-connection's limit; a sensor's reports keep their order and two lanes never lock the same row.
-Every report is resolved exactly once: with its committed
-row, `UnknownSensor` (unknown or retired), or `IngestUnavailable` when it could not be committed
+falls behind or is held, a sensor with a report in flight in the lane that holds it); each lane
+is a task holding its own pooled connection, takes what has queued up for it, coalesces it to
+one row per sensor, and commits it with one statement (group commit): while one batch
+commits, the next accumulates. Lanes commit side by side under load, so one daemon is not
+held to one connection's limit; a sensor's reports keep their order and two lanes never lock
+the same sensor row. Every report is resolved exactly once: with its committed row,
+`UnknownSensor` (unknown or retired), or `IngestUnavailable` when it could not be committed
 before its deadline. A call whose reports span lanes is answered when the last of them is (the
 bridge counts them).
 """
@@ -97,8 +97,8 @@ def _drain(receive: trio.MemoryReceiveChannel[Pending]) -> list[Pending]:
 
 
 class _Lane:
-    """One lane: a task that commits the reports of its share of the serials, on a pooled
-    connection it keeps between batches."""
+    """One lane: a task that commits the reports the writer hands it (`LanePlacement`), on a
+    pooled connection it keeps between batches."""
 
     def __init__(
         self,
@@ -113,8 +113,8 @@ class _Lane:
     ) -> None:
         self._pool = pool
         self._index = index
-        self._placement = placement  # the writer's: told what this lane takes and finishes
-        self._room = room  # the writer's: woken when this lane takes a batch (its channel has room)
+        self._placement = placement  # the writer's: told what this lane takes and answers
+        self._room = room  # the writer's: woken when this lane takes a batch or closes
         self._batch_max = batch_max
         self._shutdown_grace = shutdown_grace
         self._sinks = sinks  # the writer's list: a sink added later reaches every lane
@@ -159,19 +159,20 @@ class _Lane:
         # The writer, still handing over, now gets BrokenResourceError and answers the rest.
         receive.close()
         self._room.unpark_all()  # a router waiting for room finds this lane closed
-        self._placement.taken(self._index, len(leftover))
+        self._placement.taken(self._index, len(leftover), trio.current_time())
         _resolve_all(leftover, IngestUnavailable(SHUTTING_DOWN))
-        self._placement.done(p.serial for p in leftover)
+        self._placement.finished(self._index, (p.serial for p in leftover))
 
     async def _commit_taken(self, batch: list[Pending]) -> None:
-        """`_commit` a batch just taken from the channel; once every report of it is answered,
-        its sensors may move to another lane."""
-        self._placement.taken(self._index, len(batch))
+        """`_commit` a batch just taken from the channel (the channel has room: a router waiting
+        for room is woken); once every report of it is answered, its sensors may move to
+        another lane."""
+        self._placement.taken(self._index, len(batch), trio.current_time())
         self._room.unpark_all()
         try:
             await self._commit(batch)
         finally:
-            self._placement.done(p.serial for p in batch)
+            self._placement.finished(self._index, (p.serial for p in batch))
 
     async def _commit(self, batch: list[Pending]) -> None:
         """Commit one batch, retrying transient database errors until each report's deadline.
@@ -343,6 +344,11 @@ class Writer:
         """Batches committed by each lane, for tests."""
         return [lane.statements for lane in self._lanes]
 
+    @property
+    def in_flight(self) -> int:
+        """Reports handed to the lanes and not yet answered (none once the writer returned)."""
+        return self._placement.in_flight()
+
     def add_sink(self, sink: Sink) -> None:
         self._sinks.append(sink)
 
@@ -385,15 +391,27 @@ class Writer:
     async def _hand_over(
         self, reports: list[Pending], lanes: list[trio.MemorySendChannel[Pending]]
     ) -> bool:
-        """Put each report in a lane (`_put`); True when all are in.
+        """Put each report in the lane `LanePlacement` gives it (`_put` when that lane is full);
+        True when all are in.
 
         Reports a lane took are removed from `reports`, so when this is interrupted (cancelled,
         or a lane that stopped at the end of its grace) `reports` holds exactly those no lane
         has."""
+        placement = self._placement
+        now = trio.current_time()
         handed = 0
         try:
             for report in reports:
-                await self._put(report, lanes)
+                # Inline, not a coroutine per report: this runs at ingest rate.
+                lane = lanes[placement.place(report.serial, now)]
+                try:
+                    lane.send_nowait(report)
+                except trio.WouldBlock:
+                    placement.unplace(report.serial)
+                    await self._put(report, lanes)
+                except BaseException:
+                    placement.unplace(report.serial)  # the lane did not get it
+                    raise
                 handed += 1
         except trio.BrokenResourceError:
             return False
@@ -402,24 +420,22 @@ class Writer:
         return True
 
     async def _put(self, report: Pending, lanes: list[trio.MemorySendChannel[Pending]]) -> None:
-        """Put `report` in the lane `LanePlacement` gives it. The lane holding the sensor's
-        reports in flight is waited for when full (their order); a sensor free to move waits
-        for whichever lane takes a batch first, never behind one lane that cannot commit (a
-        row lock held elsewhere): every lane full, the fewest waiting was that one's, and
-        the router waited on it while the others had room again."""
+        """Put `report` in its lane, that lane being full. The lane holding the sensor's
+        reports in flight is waited for (their order); a sensor free to move waits for
+        whichever lane takes a batch first, never behind one lane that cannot commit (a row
+        lock held elsewhere: every lane full, the fewest waiting may be that one's)."""
         placement = self._placement
         while True:
             pinned = report.serial in placement
-            lane = lanes[placement.place(report.serial)]
+            lane = lanes[placement.place(report.serial, trio.current_time())]
             try:
-                try:
-                    lane.send_nowait(report)
+                if pinned:
+                    await lane.send(report)
                     return
-                except trio.WouldBlock:
-                    if pinned:
-                        await lane.send(report)
-                        return
-                    placement.unplace(report.serial)  # every lane is full: wait, then again
+                lane.send_nowait(report)
+                return
+            except trio.WouldBlock:
+                placement.unplace(report.serial)  # every lane is full: wait, then again
             except BaseException:
                 placement.unplace(report.serial)  # the lane did not get it
                 raise

@@ -1,65 +1,78 @@
-"""Lane placement (pure): one lane takes everything until it falls behind; a sensor with a
-report in flight stays in the lane that holds it, so its reports keep their order."""
+"""Lane placement (pure): one lane takes everything until reports wait in it; a lane whose
+commit is held up gets no new sensors; a sensor with a report in flight stays in the lane that
+holds it, so its reports keep their order."""
 
 from __future__ import annotations
 
 import pytest
 
-from droneshield.lanes import LanePlacement
+from droneshield.lanes import HELD_AFTER, LanePlacement
+
+NOW = 100.0
 
 
 def test_the_first_lane_takes_every_sensor_until_reports_wait_in_it():
     lanes = LanePlacement(3, spill_at=4)
-    assert [lanes.place(f"s{i}") for i in range(4)] == [0, 0, 0, 0]
-    assert lanes.waiting == [4, 0, 0]
-    lanes.taken(0, 4)  # the lane took them into a batch: it commits, the next ones wait
-    assert [lanes.place(f"t{i}") for i in range(6)] == [0, 0, 0, 0, 1, 1]
+    assert [lanes.place(f"s{i}", NOW) for i in range(6)] == [0, 0, 0, 0, 1, 1]
+    assert lanes.waiting == [4, 2, 0]
+    lanes.taken(0, 4, NOW)  # the first lane took its four into a batch: room for four more
+    assert [lanes.place(f"t{i}", NOW) for i in range(5)] == [0, 0, 0, 0, 1]
 
 
-def test_behind_everywhere_a_new_sensor_goes_where_fewest_wait():
+def test_with_every_lane_behind_a_new_sensor_goes_where_fewest_wait():
     lanes = LanePlacement(3, spill_at=2)
-    assert [lanes.place(f"s{i}") for i in range(6)] == [0, 0, 1, 1, 2, 2]
-    lanes.taken(1, 2)
-    assert lanes.place("new") == 1
-    lanes.taken(0, 1)
-    assert [lanes.place("a"), lanes.place("b")] == [0, 1]
+    assert [lanes.place(f"s{i}", NOW) for i in range(6)] == [0, 0, 1, 1, 2, 2]
+    assert [lanes.place(c, NOW) for c in "abc"] == [0, 1, 2]
+    lanes.taken(1, 2, NOW)  # the second lane is down to one waiting (b)
+    assert lanes.place("new", NOW) == 1
+    assert lanes.place("next", NOW) == 1  # 2, 3 and 3 waiting: still the fewest
+
+
+def test_a_lane_committing_for_longer_than_held_after_gets_no_new_sensor():
+    lanes = LanePlacement(2, spill_at=4)
+    assert lanes.place("locked", NOW) == 0
+    lanes.taken(0, 1, NOW)
+    assert lanes.place("a", NOW + HELD_AFTER / 2) == 0  # a commit of usual length
+    assert lanes.place("b", NOW + HELD_AFTER * 2) == 1  # held: new sensors go elsewhere
+    assert lanes.place("a", NOW + HELD_AFTER * 2) == 0  # but a's report waits in lane 0
+    lanes.finished(0, ["locked"])  # answered at last: the lane is free again
+    assert lanes.place("c", NOW + HELD_AFTER * 3) == 0
+
+
+def test_with_every_lane_held_a_new_sensor_goes_where_fewest_wait():
+    lanes = LanePlacement(2, spill_at=1)
+    assert lanes.place("x", NOW) == 0
+    lanes.taken(0, 1, NOW)
+    assert [lanes.place("y", NOW), lanes.place("z", NOW)] == [0, 1]
+    lanes.taken(1, 1, NOW)  # both lanes commit since NOW; y waits in lane 0
+    assert lanes.place("w", NOW + HELD_AFTER * 2) == 1
 
 
 def test_a_sensor_stays_in_its_lane_while_a_report_of_it_is_in_flight():
     lanes = LanePlacement(2, spill_at=1)
-    assert lanes.place("a") == 0
+    assert lanes.place("a", NOW) == 0
     assert "a" in lanes
-    assert lanes.place("b") == 1  # the first lane is behind: b goes to the second
-    lanes.taken(0, 1)
-    assert lanes.place("b") == 1  # the first has room again, but b's report waits in lane 1
+    assert lanes.place("b", NOW) == 1  # the first lane is behind: b goes to the second
+    lanes.taken(0, 1, NOW)
+    assert lanes.place("b", NOW) == 1  # the first has room again, but b's report is in lane 1
     assert lanes.waiting == [0, 2]
-    lanes.taken(1, 2)
-    lanes.done(["b"])  # one of b's two reports is answered: the other is still in lane 1
-    assert lanes.place("b") == 1
-    lanes.taken(1, 1)
-    lanes.done(["b", "b"])
-    assert lanes.place("b") == 0  # none in flight: b goes where there is room
-    assert len(lanes) == 2  # a (committing in lane 0) and b
-
-
-def test_done_frees_the_sensor():
-    lanes = LanePlacement(2, spill_at=1)
-    lanes.place("a")
-    lanes.taken(0, 1)
-    lanes.done(["a"])
-    assert "a" not in lanes
-    assert len(lanes) == 0
-    assert lanes.waiting == [0, 0]
+    lanes.taken(1, 2, NOW)
+    lanes.finished(1, ["b"])  # one of b's two reports is answered: the other is still in lane 1
+    assert lanes.place("b", NOW) == 1
+    lanes.taken(1, 1, NOW)
+    lanes.finished(1, ["b", "b"])
+    assert "b" not in lanes
+    assert lanes.place("b", NOW) == 0  # none in flight: b goes where there is room
+    assert lanes.in_flight() == 2  # a (committing in lane 0) and b
 
 
 def test_a_report_its_lane_never_got_is_taken_back():
     lanes = LanePlacement(2, spill_at=1)
-    assert lanes.place("a") == 0
-    assert lanes.place("a") == 0
+    assert [lanes.place("a", NOW), lanes.place("a", NOW)] == [0, 0]
     lanes.unplace("a")
-    assert lanes.waiting == [1, 0]
+    assert (lanes.waiting, lanes.in_flight()) == ([1, 0], 1)
     lanes.unplace("a")
-    assert (len(lanes), lanes.waiting) == (0, [0, 0])
+    assert (lanes.waiting, lanes.in_flight(), "a" in lanes) == ([0, 0], 0, False)
 
 
 @pytest.mark.parametrize(("lanes", "spill_at"), [(0, 1), (1, 0)])
