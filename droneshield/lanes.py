@@ -17,8 +17,7 @@ commit in order, and two lanes never lock the same sensor row (a lane's batch is
 committed or not, before its sensors may move); such a sensor's next reports still wait for
 the held lane. At light load the first lane takes everything, and more lanes commit side by
 side as reports wait. In alternated runs against hashed lanes (README, Benchmarks) the batch
-and closed-loop rates and the CPU per call were the same, and the paced tail differed within
-the runs' noise.
+and closed-loop rates and the paced tail differed within the rounds' spread.
 """
 
 from __future__ import annotations
@@ -28,9 +27,9 @@ from typing import Final
 
 # Reports waiting in a lane (not yet in a batch) before new sensors go to the next lane.
 # Derived, not tuned: a commit costs a fixed ~2-3 ms (round trips, the WAL flush, the loop's
-# hops) and ~35 us a row (the batch statement alone at ~28k rows/s on one connection), so
-# below ~70-100 rows the fixed part dominates and another lane's commit would cost more than
-# waiting for the next batch.
+# hops) and ~35-50 us a row (the batch statement alone at 19-28k rows/s on one connection),
+# so below ~40-90 rows the fixed part dominates and another lane's commit would cost more
+# than waiting for the next batch.
 SPILL_AT: Final = 128
 # Seconds a lane's commit may run before new sensors avoid it: a batch of 2,000 commits in
 # 0.1-0.3 s on a loaded two-core machine; one held by a row lock waits until the reports'

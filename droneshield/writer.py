@@ -409,6 +409,7 @@ class Writer:
                 except trio.WouldBlock:
                     placement.unplace(report.serial)
                     await self._put(report, lanes)
+                    now = trio.current_time()  # it may have waited
                 except BaseException:
                     placement.unplace(report.serial)  # the lane did not get it
                     raise
