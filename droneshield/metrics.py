@@ -74,6 +74,11 @@ COMMIT_SECONDS: Final = Histogram(
     "Time to commit one batch of reports",
     buckets=COMMIT_BUCKETS,
 )
+LANE_COMMITS: Final = Counter(
+    "droneshield_lane_commits",
+    "Batches of reports committed, by writer lane (the first takes all until reports wait)",
+    ["lane"],
+)
 GC_PAUSE_SECONDS: Final = Histogram(
     "droneshield_gc_pause_seconds",
     "Time the garbage collector held the process, per pass, by generation",

@@ -240,6 +240,7 @@ class _Lane:
                     await self._release()
                 raise
             self.statements += 1
+            metrics.LANE_COMMITS.labels(str(self._index)).inc()
             metrics.COMMIT_SECONDS.observe(trio.current_time() - started)
             metrics.BATCH_SIZE.observe(len(batch))
             return rows, gone

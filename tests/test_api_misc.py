@@ -63,6 +63,7 @@ async def test_metrics_expose_reports_batches_commits_uploads_and_gauges(running
         'droneshield_upload_files_total{outcome="not_a_pdf"}',
         "droneshield_batch_size_reports_count",
         "droneshield_commit_seconds_count",
+        'droneshield_lane_commits_total{lane="0"}',
         "droneshield_wheel_sensors",
         "droneshield_websocket_clients",
         'droneshield_http_request_seconds_count{method="POST",route="/upload",status="201"}',

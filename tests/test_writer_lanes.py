@@ -17,6 +17,7 @@ import pytest
 import trio
 import trio.lowlevel
 import trio.testing
+from prometheus_client import REGISTRY
 
 import droneshield.lanes
 from droneshield import daemon
@@ -104,10 +105,19 @@ async def graceless(aio_loop, database_url) -> AsyncIterator[Lanes]:  # type: ig
         yield running
 
 
+def _lane_commits() -> list[float]:
+    """Each lane's count of `droneshield_lane_commits_total`, as /metrics reads it."""
+    return [
+        REGISTRY.get_sample_value("droneshield_lane_commits_total", {"lane": str(lane)}) or 0.0
+        for lane in range(LANES)
+    ]
+
+
 async def test_each_sensors_reports_commit_in_order_across_lanes(lanes, db, sensors):
     serials = sensors[:10]
     versions = [f"1.0.{i}" for i in range(40)]
     await add_software(db, *versions)
+    before = _lane_commits()
     with trio.fail_after(30):
         # Interleaved: every sensor's versions in order, the sensors' reports mixed; queued
         # at once, so that reports wait in the lanes and sensors move between them.
@@ -116,6 +126,9 @@ async def test_each_sensors_reports_commit_in_order_across_lanes(lanes, db, sens
                 lanes.send.send_nowait(lanes.report(serial, version))
         await lanes.until(lambda: len(lanes.outcomes) == len(versions) * len(serials))
     assert sorted(lanes.writer.lane_statements)[-2] > 1  # several commits in two lanes or more
+    # /metrics counts each lane's commits (the process's counters: other tests' commits too).
+    committed = [after - earlier for after, earlier in zip(_lane_commits(), before, strict=True)]
+    assert committed == lanes.writer.lane_statements
     rows = await db.fetch(
         "SELECT s.serial, e.new FROM sensor_event e JOIN sensor s ON s.id = e.sensor_id "
         "WHERE e.kind = 'version' ORDER BY e.id"
