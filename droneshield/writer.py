@@ -35,6 +35,15 @@ log = logging.getLogger(__name__)
 RETRY_FIRST: Final = 0.05  # seconds
 RETRY_MAX: Final = 2.0  # seconds
 RELEASE_TIMEOUT: Final = 5.0  # seconds to hand the held connection back to the pool
+# SQLSTATE classes of the errors a row's data causes (a data exception, a constraint, a
+# trigger's RAISE): a batch failing so is committed in halves until the rows are found, so the
+# other sensors' reports are stored. Other errors (a missing table, a permission) would fail
+# every half alike: the batch fails whole.
+ROW_ERROR_CLASSES: Final = frozenset({"22", "23", "P0"})
+# Splits a failing batch may take: ~11 find one bad row among 2,000, so a few are found; an
+# error every row raises (a constraint no report can meet) fails the batch after as many
+# statements, not after ~4,000.
+SPLITS_MAX: Final = 64
 
 Sink = Callable[[Sequence[Applied]], None]
 """Told about every committed batch (the presence tracker, the hub). Must not block."""
@@ -50,6 +59,17 @@ def coalesce(batch: Sequence[Pending]) -> tuple[list[str], list[str | None]]:
             latest[p.serial] = p.version
     serials = sorted(latest)
     return serials, [latest[s] for s in serials]
+
+
+def _halves(batch: Sequence[Pending], exc: Exception) -> tuple[list[Pending], list[Pending]]:
+    """`batch` split in two by serial (a sensor's reports stay together, in order) when `exc`
+    is a row's error (ROW_ERROR_CLASSES) and the batch holds several sensors; else empty."""
+    sqlstate = getattr(exc, "sqlstate", None)
+    if not isinstance(sqlstate, str) or sqlstate[:2] not in ROW_ERROR_CLASSES:
+        return [], []
+    serials = sorted({p.serial for p in batch})
+    first = set(serials[: len(serials) // 2])
+    return [p for p in batch if p.serial in first], [p for p in batch if p.serial not in first]
 
 
 def _resolve_all(batch: Sequence[Pending], error: DroneshieldError) -> None:
@@ -193,9 +213,12 @@ class _Lane:
                 _resolve_all(left, IngestUnavailable(SHUTTING_DOWN))
             raise
 
-    async def _attempts(self, batch: list[Pending]) -> None:
-        """Commit `batch`, retrying; the reports answered leave the list (all of them, unless
-        this is cancelled while it waits to retry)."""
+    async def _attempts(self, batch: list[Pending], splits: list[int] | None = None) -> None:
+        """Commit `batch`, retrying, and in halves when a row fails it (`_halves`, at most
+        SPLITS_MAX times in all: `splits` holds what is left, shared by the halves); the
+        reports answered leave the list (all of them, unless this is cancelled while it waits
+        to retry)."""
+        splits = [SPLITS_MAX] if splits is None else splits
         delay = RETRY_FIRST
         try:
             while batch:
@@ -214,10 +237,20 @@ class _Lane:
                     continue
                 self._deliver(batch, rows, gone)
                 batch.clear()
-        except Exception:
-            log.exception("batch of %d reports failed", len(batch))
-            _resolve_all(batch, DroneshieldError("internal error while storing the report"))
-            batch.clear()
+        except Exception as exc:
+            halves = _halves(batch, exc) if splits[0] > 0 else ([], [])
+            if not all(halves):
+                log.exception("batch of %d reports failed", len(batch))
+                _resolve_all(batch, DroneshieldError("internal error while storing the report"))
+                batch.clear()
+                return
+            log.warning("batch of %d failed (%r); committing it in halves", len(batch), exc)
+            splits[0] -= 1
+            try:
+                for half in halves:
+                    await self._attempts(half, splits)
+            finally:
+                batch[:] = [p for half in halves for p in half]
 
     async def _apply(self, batch: list[Pending]) -> tuple[list[Applied], set[str]]:
         """The committed rows, and the serials of the batch that are retired."""

@@ -28,7 +28,7 @@ from droneshield.db.reports import Applied
 from droneshield.errors import IngestUnavailable
 from droneshield.lanes import SPILL_AT
 from droneshield.reports import SHUTTING_DOWN, Outcome, Pending
-from droneshield.writer import Writer
+from droneshield.writer import SPLITS_MAX, Writer
 
 from .support.grpc_clients import send_batch
 from .support.locks import another_waits_for_a_lock, cancel_lock_waiters
@@ -259,8 +259,12 @@ async def test_with_no_grace_left_a_batch_waiting_to_retry_is_not_tried_again(
     assert not await db.fetchval("SELECT online FROM sensor WHERE serial = $1", sensors[0])
 
 
+# A row's error (a trigger's RAISE, class P0): the batch is committed in halves until only the
+# poisoned sensor's report is left to fail. Any other (a permission, class 42): every half
+# would fail alike, so the lane's batch fails whole, the other lanes' batches are committed.
+@pytest.mark.parametrize("errcode", ["raise_exception", "insufficient_privilege"])
 async def test_a_lane_whose_commit_fails_fails_only_its_reports(
-    aio_loop, database_url, settings, nursery, db
+    aio_loop, database_url, settings, nursery, db, errcode
 ):
     lanes = 4
     await seed.seed(db, 3 * SPILL_AT)  # one call's reports over three lanes
@@ -274,7 +278,9 @@ async def test_a_lane_whose_commit_fails_fails_only_its_reports(
         f"""
         CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN
-            IF NEW.serial = '{poisoned}' THEN RAISE EXCEPTION 'poisoned row'; END IF;
+            IF NEW.serial = '{poisoned}' THEN
+                RAISE EXCEPTION 'poisoned row' USING ERRCODE = '{errcode}';
+            END IF;
             RETURN NEW;
         END $$;
         CREATE TRIGGER poison BEFORE UPDATE ON sensor FOR EACH ROW EXECUTE FUNCTION poison();
@@ -283,12 +289,41 @@ async def test_a_lane_whose_commit_fails_fails_only_its_reports(
     with trio.fail_after(30):
         ack = await send_batch(running.grpc_port, [(s, "") for s in sensors])
     failed = {sensors[r.index] for r in ack.rejected if r.code == "INTERNAL"}
-    assert poisoned in failed
-    # The first lane's batch: what waited in it when it took the call's first reports.
-    assert 1 < len(failed) <= SPILL_AT
+    if errcode == "raise_exception":
+        assert failed == {poisoned}
+    else:
+        assert poisoned in failed
+        # The first lane's batch: what waited in it when it took the call's first reports.
+        assert 1 < len(failed) <= SPILL_AT
     assert ack.accepted == len(sensors) - len(failed)
     online = {r["serial"] for r in await db.fetch("SELECT serial FROM sensor WHERE online")}
     assert online == set(sensors) - failed
+
+
+async def test_a_batch_every_row_fails_is_split_at_most_splits_max_times(
+    aio_loop, database_url, settings, nursery, db, caplog
+):
+    """A constraint no report can meet fails every half: each lane's batch of SPILL_AT gives up
+    after SPLITS_MAX splits, not after SPILL_AT - 1 (one statement a sensor)."""
+    await seed.seed(db, 3 * SPILL_AT)  # one call's reports over three lanes
+    sensors = [seed.serial_for(n) for n in range(1, 3 * SPILL_AT + 1)]
+    running = await nursery.start(
+        daemon.run, settings.replace(writer_lanes=3, pool_size=4), database_url
+    )
+    await db.execute(
+        """
+        CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN RAISE EXCEPTION 'no report may be stored'; END $$;
+        CREATE TRIGGER poison BEFORE UPDATE ON sensor FOR EACH ROW EXECUTE FUNCTION poison();
+        """
+    )
+    caplog.set_level(logging.WARNING, logger="droneshield.writer")
+    with trio.fail_after(60):
+        ack = await send_batch(running.grpc_port, [(s, "") for s in sensors])
+    assert ack.accepted == 0
+    assert {r.code for r in ack.rejected} == {"INTERNAL"}
+    splits = sum("committing it in halves" in r.getMessage() for r in caplog.records)
+    assert SPLITS_MAX <= splits <= 3 * SPLITS_MAX  # without the cap: 3 x 127
 
 
 async def test_a_release_removed_while_a_report_stores_it_leaves_the_report_accepted(lanes, db):
