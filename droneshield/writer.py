@@ -23,7 +23,7 @@ from typing import Final
 import trio
 
 from . import metrics
-from .db.pool import Connection, Pool, acquire, is_transient
+from .db.pool import Connection, Pool, acquire, is_row_error, is_transient
 from .db.reports import apply_reports, retired
 from .domain import Applied, echo
 from .errors import DroneshieldError, IngestUnavailable, UnknownSensor
@@ -35,14 +35,9 @@ log = logging.getLogger(__name__)
 RETRY_FIRST: Final = 0.05  # seconds
 RETRY_MAX: Final = 2.0  # seconds
 RELEASE_TIMEOUT: Final = 5.0  # seconds to hand the held connection back to the pool
-# SQLSTATE classes of the errors a row's data causes (a data exception, a constraint, a
-# trigger's RAISE): a batch failing so is committed in halves until the rows are found, so the
-# other sensors' reports are stored. Other errors (a missing table, a permission) would fail
-# every half alike: the batch fails whole.
-ROW_ERROR_CLASSES: Final = frozenset({"22", "23", "P0"})
-# Splits a failing batch may take: ~11 find one bad row among 2,000, so a few are found; an
-# error every row raises (a constraint no report can meet) fails the batch after as many
-# statements, not after ~4,000.
+# Splits a batch that a row's error failed (`pool.is_row_error`) may take, in all: ~11 find
+# one bad row among 2,000, so a few are found; an error every row raises (a constraint no
+# report can meet) fails the batch after ~2 x 64 + 1 statements, not after ~4,000.
 SPLITS_MAX: Final = 64
 
 Sink = Callable[[Sequence[Applied]], None]
@@ -61,12 +56,9 @@ def coalesce(batch: Sequence[Pending]) -> tuple[list[str], list[str | None]]:
     return serials, [latest[s] for s in serials]
 
 
-def _halves(batch: Sequence[Pending], exc: Exception) -> tuple[list[Pending], list[Pending]]:
-    """`batch` split in two by serial (a sensor's reports stay together, in order) when `exc`
-    is a row's error (ROW_ERROR_CLASSES) and the batch holds several sensors; else empty."""
-    sqlstate = getattr(exc, "sqlstate", None)
-    if not isinstance(sqlstate, str) or sqlstate[:2] not in ROW_ERROR_CLASSES:
-        return [], []
+def _halves(batch: Sequence[Pending]) -> tuple[list[Pending], list[Pending]]:
+    """`batch` split in two by serial: a sensor's reports stay together, in order (one sensor:
+    the first half is empty)."""
     serials = sorted({p.serial for p in batch})
     first = set(serials[: len(serials) // 2])
     return [p for p in batch if p.serial in first], [p for p in batch if p.serial not in first]
@@ -197,28 +189,51 @@ class _Lane:
     async def _commit(self, batch: list[Pending]) -> None:
         """Commit one batch, retrying transient database errors until each report's deadline.
 
-        A batch that fails for any other reason fails only its own reports, never the writer.
-        Cancelled while it waits to retry (the daemon stops while the database is failing), it
-        goes on retrying for the shutdown grace, as the reports still queued are committed;
-        what is left then is answered SHUTTING_DOWN.
+        A batch that fails for any other reason fails only its own reports, never the writer;
+        one that a row's error failed is committed in halves (`_attempts`) until only the
+        sensors whose rows fail are left. Cancelled while it waits to retry (the daemon stops
+        while the database is failing), it goes on retrying for the shutdown grace, as the
+        reports still queued are committed; what is left then is answered SHUTTING_DOWN.
         """
         # Reports that outwaited their deadline in the queue (overload) are answered, not sent.
         left = self._expire(batch, TOO_LATE)
+        splits = [SPLITS_MAX]  # one budget for the batch, its retry in the grace included
         try:
-            await self._attempts(left)
+            await self._attempts(left, splits)
         except trio.Cancelled:
             with self._grace():
-                await self._attempts(left)
+                await self._attempts(left, splits)
             if left:
                 _resolve_all(left, IngestUnavailable(SHUTTING_DOWN))
             raise
 
-    async def _attempts(self, batch: list[Pending], splits: list[int] | None = None) -> None:
-        """Commit `batch`, retrying, and in halves when a row fails it (`_halves`, at most
-        SPLITS_MAX times in all: `splits` holds what is left, shared by the halves); the
-        reports answered leave the list (all of them, unless this is cancelled while it waits
-        to retry)."""
-        splits = [SPLITS_MAX] if splits is None else splits
+    async def _attempts(self, batch: list[Pending], splits: list[int]) -> None:
+        """Commit `batch`, retrying; when a row's error fails it, in halves (`splits`: how many
+        splits the whole batch has left, a cell its halves share). The reports answered leave
+        the list: all of them, unless this is cancelled (while it waits to retry, or before a
+        half's statement)."""
+        failed = await self._attempt(batch)
+        if failed is None:
+            return
+        halves = _halves(batch)
+        if not (halves[0] and splits[0] > 0 and is_row_error(failed)):
+            log.error("batch of %d reports failed: %r", len(batch), failed, exc_info=failed)
+            _resolve_all(batch, DroneshieldError("internal error while storing the report"))
+            batch.clear()
+            return
+        log.warning("batch of %d failed (%r); committing it in halves", len(batch), failed)
+        splits[0] -= 1
+        try:
+            for half in halves:
+                # A half may start well after the batch did (its sibling retried meanwhile).
+                half[:] = self._expire(half, TOO_LATE)
+                await self._attempts(half, splits)
+        finally:
+            batch[:] = [p for half in halves for p in half]
+
+    async def _attempt(self, batch: list[Pending]) -> Exception | None:
+        """Commit `batch`, retrying transient errors until the reports' deadlines; the reports
+        answered leave the list. The error that failed it otherwise (its reports unanswered)."""
         delay = RETRY_FIRST
         try:
             while batch:
@@ -238,19 +253,8 @@ class _Lane:
                 self._deliver(batch, rows, gone)
                 batch.clear()
         except Exception as exc:
-            halves = _halves(batch, exc) if splits[0] > 0 else ([], [])
-            if not all(halves):
-                log.exception("batch of %d reports failed", len(batch))
-                _resolve_all(batch, DroneshieldError("internal error while storing the report"))
-                batch.clear()
-                return
-            log.warning("batch of %d failed (%r); committing it in halves", len(batch), exc)
-            splits[0] -= 1
-            try:
-                for half in halves:
-                    await self._attempts(half, splits)
-            finally:
-                batch[:] = [p for half in halves for p in half]
+            return exc
+        return None
 
     async def _apply(self, batch: list[Pending]) -> tuple[list[Applied], set[str]]:
         """The committed rows, and the serials of the batch that are retired."""

@@ -25,7 +25,7 @@ from droneshield.config import Settings
 from droneshield.db import seed
 from droneshield.db.pool import Connection, connect, open_pool
 from droneshield.db.reports import Applied
-from droneshield.errors import IngestUnavailable
+from droneshield.errors import DroneshieldError, IngestUnavailable
 from droneshield.lanes import SPILL_AT
 from droneshield.reports import SHUTTING_DOWN, Outcome, Pending
 from droneshield.writer import SPLITS_MAX, Writer
@@ -259,6 +259,22 @@ async def test_with_no_grace_left_a_batch_waiting_to_retry_is_not_tried_again(
     assert not await db.fetchval("SELECT online FROM sensor WHERE serial = $1", sensors[0])
 
 
+async def _poison(db: Connection, serial: str | None, errcode: str = "raise_exception") -> None:
+    """A trigger that fails the batch statement for `serial`'s row (None: every row) with
+    `errcode`: a statement that is simply wrong, not a lost connection."""
+    test = "true" if serial is None else f"NEW.serial = '{serial}'"
+    await db.execute(
+        f"""
+        CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF {test} THEN RAISE EXCEPTION 'poisoned row' USING ERRCODE = '{errcode}'; END IF;
+            RETURN NEW;
+        END $$;
+        CREATE TRIGGER poison BEFORE UPDATE ON sensor FOR EACH ROW EXECUTE FUNCTION poison();
+        """
+    )
+
+
 # A row's error (a trigger's RAISE, class P0): the batch is committed in halves until only the
 # poisoned sensor's report is left to fail. Any other (a permission, class 42): every half
 # would fail alike, so the lane's batch fails whole, the other lanes' batches are committed.
@@ -273,19 +289,7 @@ async def test_a_lane_whose_commit_fails_fails_only_its_reports(
         daemon.run, settings.replace(writer_lanes=lanes, pool_size=lanes + 1), database_url
     )
     poisoned = sensors[2]
-    # A statement that is simply wrong (not a lost connection) for the poisoned sensor's rows.
-    await db.execute(
-        f"""
-        CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS $$
-        BEGIN
-            IF NEW.serial = '{poisoned}' THEN
-                RAISE EXCEPTION 'poisoned row' USING ERRCODE = '{errcode}';
-            END IF;
-            RETURN NEW;
-        END $$;
-        CREATE TRIGGER poison BEFORE UPDATE ON sensor FOR EACH ROW EXECUTE FUNCTION poison();
-        """
-    )
+    await _poison(db, poisoned, errcode)
     with trio.fail_after(30):
         ack = await send_batch(running.grpc_port, [(s, "") for s in sensors])
     failed = {sensors[r.index] for r in ack.rejected if r.code == "INTERNAL"}
@@ -300,30 +304,58 @@ async def test_a_lane_whose_commit_fails_fails_only_its_reports(
     assert online == set(sensors) - failed
 
 
+# A data exception (22), a constraint (23), a trigger's RAISE (P0): a row's error.
+@pytest.mark.parametrize(
+    "errcode", ["invalid_text_representation", "check_violation", "raise_exception"]
+)
+async def test_a_row_that_fails_its_batch_fails_only_its_sensors_reports(
+    lanes, db, sensors, errcode
+):
+    """Batches that a poisoned row fails are committed in halves by sensor: each of the other
+    sensors' reports is answered once, with its last version stored; the poisoned sensor's
+    reports are each answered once, with an error, and its row is left as it was."""
+    serials, poisoned = sensors[:5], sensors[2]
+    versions = ["1.0.0", "1.0.1", "1.0.2"]
+    await add_software(db, *versions)
+    await _poison(db, poisoned, errcode)
+    with trio.fail_after(30):
+        for version in versions:
+            for serial in serials:
+                lanes.send.send_nowait(lanes.report(serial, version))
+        await lanes.until(lambda: len(lanes.outcomes) == len(versions) * len(serials))
+    for number, outcome in lanes.outcomes.items():
+        [answer] = outcome  # once
+        serial = serials[number % len(serials)]
+        assert isinstance(answer, DroneshieldError) == (serial == poisoned), (serial, answer)
+    rows = {
+        r["serial"]: r
+        for r in await db.fetch("SELECT * FROM sensor WHERE serial = ANY($1)", serials)
+    }
+    assert {s for s, r in rows.items() if r["version"] == "1.0.2" and r["online"]} == set(
+        serials
+    ) - {poisoned}
+    assert rows[poisoned]["last_seen_at"] is None
+
+
 async def test_a_batch_every_row_fails_is_split_at_most_splits_max_times(
     aio_loop, database_url, settings, nursery, db, caplog
 ):
-    """A constraint no report can meet fails every half: each lane's batch of SPILL_AT gives up
-    after SPLITS_MAX splits, not after SPILL_AT - 1 (one statement a sensor)."""
-    await seed.seed(db, 3 * SPILL_AT)  # one call's reports over three lanes
-    sensors = [seed.serial_for(n) for n in range(1, 3 * SPILL_AT + 1)]
+    """A constraint no report can meet fails every half: the one lane's batch of 300 sensors
+    gives up after SPLITS_MAX splits (without the cap: 299, and 599 statements)."""
+    await seed.seed(db, 300)
+    sensors = [seed.serial_for(n) for n in range(1, 301)]
     running = await nursery.start(
-        daemon.run, settings.replace(writer_lanes=3, pool_size=4), database_url
+        daemon.run, settings.replace(writer_lanes=1, pool_size=2), database_url
     )
-    await db.execute(
-        """
-        CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS $$
-        BEGIN RAISE EXCEPTION 'no report may be stored'; END $$;
-        CREATE TRIGGER poison BEFORE UPDATE ON sensor FOR EACH ROW EXECUTE FUNCTION poison();
-        """
-    )
+    await _poison(db, None)
     caplog.set_level(logging.WARNING, logger="droneshield.writer")
     with trio.fail_after(60):
         ack = await send_batch(running.grpc_port, [(s, "") for s in sensors])
     assert ack.accepted == 0
+    assert len(ack.rejected) == len(sensors)
     assert {r.code for r in ack.rejected} == {"INTERNAL"}
     splits = sum("committing it in halves" in r.getMessage() for r in caplog.records)
-    assert SPLITS_MAX <= splits <= 3 * SPLITS_MAX  # without the cap: 3 x 127
+    assert splits == SPLITS_MAX
 
 
 async def test_a_release_removed_while_a_report_stores_it_leaves_the_report_accepted(lanes, db):

@@ -67,6 +67,17 @@ def is_transient(exc: BaseException) -> bool:
     return is_outage(exc) or _sqlstate_in(exc, _TRANSIENT_SQLSTATES)
 
 
+# SQLSTATE classes of the errors a row's data causes: a data exception, a constraint, a
+# trigger's RAISE. Others (a missing table, a permission) fail a statement whatever its rows.
+_ROW_ERROR_CLASSES: Final = ("22", "23", "P0")
+
+
+def is_row_error(exc: BaseException) -> bool:
+    """Whether `exc` (not transient) may be some rows' doing, so that a statement over fewer
+    rows may succeed (the writer then commits a batch in halves)."""
+    return _sqlstate_in(exc, _ROW_ERROR_CLASSES)
+
+
 def _lost_connections_are_transient(
     loop: asyncio.AbstractEventLoop, context: dict[str, Any]
 ) -> None:
