@@ -106,6 +106,11 @@ RELAY_CHANGES: Final = Counter(
     "(heartbeats no peer's clients watch)",
     ["direction"],
 )
+RELAY_RETRIES: Final = Counter(
+    "droneshield_relay_retries",
+    "Attempts to send changes to peers that the bus did not take (all are sent again; a count "
+    "that keeps rising: the bus is away)",
+)
 RELAY_GAPS: Final = Counter(
     "droneshield_relay_gaps",
     "Times changes were lost on the relay and this daemon's clients were told to resync",

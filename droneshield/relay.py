@@ -16,6 +16,7 @@ clients reload from the database.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import uuid
 import zlib
@@ -221,6 +222,7 @@ class Relay:
         self._hub = hub
         self._bus = bus
         self._own_prefix = _head(self.instance).decode()
+        self._keys = itertools.count()  # numbers this daemon's messages (`Message.key`)
         self._announce_now = trio.Event()  # a peer asked, or we must ask (after a gap)
         self._must_ask = True  # at start we know no peer's interest
         # Counters, for tests and metrics; `wait_for` watches them (and `peers`) change.
@@ -228,6 +230,7 @@ class Relay:
         self.heartbeats_kept = 0  # heartbeats not sent: no peer watches their sensor
         self.received = 0  # peers' changes published into the hub
         self.own_skipped = 0  # own messages that came back and were ignored
+        self.retries = 0  # attempts to send changes the bus did not take
         self._progress = trio.Event()
 
     async def wait_for(self, condition: Callable[[], bool]) -> None:
@@ -250,6 +253,9 @@ class Relay:
         watches their sensors, so no change was even built for them)."""
         self.heartbeats_kept += heartbeats
         _KEPT.inc(heartbeats)
+
+    def _message(self, shard: int | None, payload: str) -> Message:
+        return Message(shard, payload, f"{self.instance}.{next(self._keys)}")
 
     def _relayed(self, change: SensorState) -> bool:
         """Outbox filter: every transition, and each heartbeat a peer's clients watch (the
@@ -275,9 +281,10 @@ class Relay:
     async def _forward(self, *, task_status: trio.TaskStatus[None]) -> NoReturn:
         # The hub brings what this daemon publishes: the writer's committed reports (flagged
         # `heartbeat` when they only moved `last_seen_at`) and the presence tracker's expiries.
-        backlog: list[Message] = []
+        backlog: list[Message] = []  # sent again, the same messages, until the bus takes them
         backlog_changes = 0
         owe_resync = False
+        resync: Message | None = None  # the one owed, the same on every attempt
         delay = RETRY_FIRST
         with self._hub.outbox(max_pending=OUTBOX_MAX, match=self._relayed) as box:
             task_status.started()
@@ -292,31 +299,35 @@ class Relay:
                 if backlog_changes > OUTBOX_MAX:
                     backlog, backlog_changes, owe_resync = [], 0, True
                 if owe_resync:
-                    backlog.append((None, resync_payload(self.instance)))
+                    resync = resync or self._message(None, resync_payload(self.instance))
+                    backlog.append(resync)
                 try:
                     await self._bus.publish(backlog)
                 except RelayUnavailable as exc:
                     if owe_resync:
                         backlog.pop()
                     log.warning("relaying %d changes failed (%s); retrying", backlog_changes, exc)
+                    self.retries += 1
+                    metrics.RELAY_RETRIES.inc()
+                    self._progressed()
                     await trio.sleep(delay)
                     delay = min(delay * 2, RETRY_MAX)
                     continue
                 self.sent += backlog_changes
                 _SENT.inc(backlog_changes)
-                backlog, backlog_changes, owe_resync = [], 0, False
+                backlog, backlog_changes, owe_resync, resync = [], 0, False, None
                 delay = RETRY_FIRST
                 self._progressed()
 
     def _messages(self, changes: list[SensorState]) -> list[Message]:
         bus = self._bus
         if bus.shards == 1:
-            return [(0, p) for p in encode(self.instance, changes, bus.payload_max)]
+            return [self._message(0, p) for p in encode(self.instance, changes, bus.payload_max)]
         by_shard: dict[int, list[SensorState]] = {}
         for change in changes:
             by_shard.setdefault(shard_of(change.serial, bus.shards), []).append(change)
         return [
-            (shard, p)
+            self._message(shard, p)
             for shard, group in by_shard.items()
             for p in encode(self.instance, group, bus.payload_max)
         ]
@@ -343,15 +354,15 @@ class Relay:
             self.peers.expire(now)
             version = self._hub.interest_version
             everything, serials = self._hub.interest()
-            messages: list[Message] = [
-                (None, p)
+            messages = [
+                self._message(None, p)
                 for p in encode_interest(
                     self.instance, generation, everything, list(serials), self._bus.payload_max
                 )
             ]
             asking = self._must_ask
             if asking:
-                messages.append((None, ask_payload(self.instance)))
+                messages.append(self._message(None, ask_payload(self.instance)))
             # Every attempt has a number of its own: parts of a failed one may have reached
             # peers, and a retry under its number (maybe with other serials, in other parts)
             # would be assembled with them.

@@ -4,8 +4,10 @@ nats-server (its own port and store), which the tests kill and restart mid-strea
 from __future__ import annotations
 
 import shutil
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 import nats
@@ -14,7 +16,10 @@ import trio
 import trio_asyncio
 from nats.js import JetStreamContext
 
+from droneshield.bus import Message
 from droneshield.bus.jetstream import (
+    ACK_TIMEOUT,
+    MAX_AGE,
     JetStreamBus,
     Names,
     _ensure_stream,
@@ -22,8 +27,10 @@ from droneshield.bus.jetstream import (
     default_stream,
 )
 from droneshield.config import Settings
+from droneshield.domain import SensorState
 from droneshield.errors import RelayUnavailable
-from droneshield.relay import open_bus
+from droneshield.hub import Hub
+from droneshield.relay import Relay, open_bus
 
 from .support.live_client import open_live
 from .support.nats_server import NatsServer, missing, private_nats
@@ -58,8 +65,8 @@ async def _watched_then_server_killed(client, a, nats_server, sensors) -> None: 
     """B's client watches three sensors A reports, a change crossed, and NATS is killed.
 
     Killed once A has its publish acknowledged too, not only once B has the change: an
-    unacknowledged publish is sent again when NATS is back, and B's client then got that
-    change a second time (a CI run; README, What comes next)."""
+    unacknowledged publish is sent again when NATS is back (the stream drops that copy by its
+    key, tested below), and the replay is the subject here."""
     await client.subscribe(sensors[:3])
     await peer_watches(a.relay, sensors[0])
     sent = a.relay.sent
@@ -151,9 +158,19 @@ class _Served:
         self.gap.set()
 
 
+def _messages(*payloads: str) -> list[Message]:
+    """Control messages with these payloads, each under a key of its own."""
+    return [Message(None, payload, uuid.uuid4().hex) for payload in payloads]
+
+
 @asynccontextmanager
-async def _serving(url: str, consumer_check: float = 10.0) -> AsyncIterator[_Served]:
-    served = _Served(JetStreamBus(url, "DRONESHIELD_RELAY_test", consumer_check=consumer_check))
+async def _serving(
+    url: str, consumer_check: float = 10.0, ack_timeout: float = ACK_TIMEOUT
+) -> AsyncIterator[_Served]:
+    bus = JetStreamBus(
+        url, "DRONESHIELD_RELAY_test", consumer_check=consumer_check, ack_timeout=ack_timeout
+    )
+    served = _Served(bus)
     async with trio.open_nursery() as nursery:
         with trio.fail_after(10):
             await nursery.start(served.bus.serve, served._deliver, served._gap)
@@ -173,13 +190,26 @@ async def _admin(url: str) -> AsyncIterator[JetStreamContext]:
 
 class _Gate:
     """A TCP relay to the server that the test cuts (closing its connections and refusing
-    new ones) and opens again: a daemon away for a while, while the server runs on."""
+    new ones) and opens again: a daemon away for a while, while the server runs on. Or it
+    holds what the server sends back (kept, in order) while what the client sends goes on:
+    the server stores publishes whose acknowledgements do not arrive."""
 
     def __init__(self, upstream: int, port: int) -> None:
         self.url = f"nats://127.0.0.1:{port}"
         self._upstream = upstream
         self._open = True
         self._connections: set[trio.CancelScope] = set()
+        self._answers = trio.Event()  # set while the server's bytes flow back
+        self._answers.set()
+
+    def hold_answers(self) -> None:
+        self._answers = trio.Event()
+
+    def release_answers(self) -> None:
+        self._answers.set()
+
+    async def _answers_flow(self) -> None:
+        await self._answers.wait()
 
     def cut(self) -> None:
         self._open = False
@@ -199,16 +229,25 @@ class _Gate:
                     server = await trio.open_tcp_stream("127.0.0.1", self._upstream)
                     async with server, trio.open_nursery() as nursery:
                         nursery.start_soon(_pipe, client, server, nursery.cancel_scope)
-                        nursery.start_soon(_pipe, server, client, nursery.cancel_scope)
+                        nursery.start_soon(
+                            _pipe, server, client, nursery.cancel_scope, self._answers_flow
+                        )
                 except OSError:
                     pass
                 finally:
                     self._connections.discard(scope)
 
 
-async def _pipe(source: trio.SocketStream, sink: trio.SocketStream, done: trio.CancelScope) -> None:
+async def _pipe(
+    source: trio.SocketStream,
+    sink: trio.SocketStream,
+    done: trio.CancelScope,
+    flowing: Callable[[], Awaitable[None]] | None = None,
+) -> None:
     try:
         async for data in source:
+            if flowing is not None:
+                await flowing()
             await sink.send_all(data)
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         pass
@@ -231,7 +270,7 @@ async def test_a_stream_recreated_while_a_daemon_was_away_is_a_gap_however_far_i
     names = Names("DRONESHIELD_RELAY_test")
     async with _gate(nats_server.port) as gate, _serving(gate.url) as served:
         with trio.fail_after(20):
-            await served.bus.publish([(None, f"old-{n}") for n in range(3)])
+            await served.bus.publish(_messages(*(f"old-{n}" for n in range(3))))
             assert [await served.delivered.receive() for _ in range(3)] == [
                 "old-0",
                 "old-1",
@@ -241,11 +280,11 @@ async def test_a_stream_recreated_while_a_daemon_was_away_is_a_gap_however_far_i
             async with _admin(nats_server.url) as js:  # the store lost, another daemon first back
                 await trio_asyncio.aio_as_trio(js.delete_stream)(names.stream)
                 await trio_asyncio.aio_as_trio(_ensure_stream)(js, names)
-                new = [(None, f"new-{n}") for n in range(5)]  # past the 3 it handled
-                await trio_asyncio.aio_as_trio(_publish_all)(js, names, new)
+                new = _messages(*(f"new-{n}" for n in range(5)))  # past the 3 it handled
+                await trio_asyncio.aio_as_trio(_publish_all)(js, names, new, ACK_TIMEOUT)
             gate.reopen()
             await served.gap.wait()
-            await served.bus.publish([(None, "after")])
+            await served.bus.publish(_messages("after"))
             assert await served.delivered.receive() == "after"
     assert served.bus.gaps == 1
 
@@ -256,14 +295,14 @@ async def test_a_publish_finding_the_stream_gone_recreates_it_and_reports_a_gap(
     names = Names("DRONESHIELD_RELAY_test")
     async with _serving(nats_server.url) as served:
         with trio.fail_after(20):
-            await served.bus.publish([(None, "before")])
+            await served.bus.publish(_messages("before"))
             assert await served.delivered.receive() == "before"
             async with _admin(nats_server.url) as js:  # the connection stays up throughout
                 await trio_asyncio.aio_as_trio(js.delete_stream)(names.stream)
             with pytest.raises(RelayUnavailable):
-                await served.bus.publish([(None, "lost")])
+                await served.bus.publish(_messages("lost"))
             await served.gap.wait()
-            await served.bus.publish([(None, "after")])
+            await served.bus.publish(_messages("after"))
             assert await served.delivered.receive() == "after"
     assert served.bus.gaps == 1
 
@@ -277,12 +316,76 @@ async def test_a_consumer_gone_with_its_stream_while_connected_is_noticed_as_a_g
     names = Names("DRONESHIELD_RELAY_test")
     async with _serving(nats_server.url, consumer_check=0.2) as served:
         with trio.fail_after(20):
-            await served.bus.publish([(None, "before")])
+            await served.bus.publish(_messages("before"))
             assert await served.delivered.receive() == "before"
             async with _admin(nats_server.url) as js:
                 await trio_asyncio.aio_as_trio(js.delete_stream)(names.stream)
                 await trio_asyncio.aio_as_trio(_ensure_stream)(js, names)
             await served.gap.wait()
-            await served.bus.publish([(None, "after")])
+            await served.bus.publish(_messages("after"))
             assert await served.delivered.receive() == "after"
     assert served.bus.gaps == 1
+
+
+async def test_a_publish_stored_but_not_acknowledged_is_stored_once_when_sent_again(
+    aio_loop, nats_server
+):
+    """The server stored what the daemon sent, the acknowledgement did not come back in time:
+    the daemon sends it again, and the stream drops the copy by its key. Another message of
+    the same text under another key (a second resync, say) is stored: the key decides."""
+    first, second = _messages("first", "second")
+    async with _gate(nats_server.port) as gate, _serving(gate.url, ack_timeout=0.3) as served:
+        with trio.fail_after(20):
+            gate.hold_answers()
+            with pytest.raises(RelayUnavailable):
+                await served.bus.publish([first])
+            gate.release_answers()
+            await served.bus.publish([first, second])  # the retry, and what came meanwhile
+            again = Message(None, "first", "another key")
+            await served.bus.publish([again, *_messages("last")])
+            delivered = [await served.delivered.receive() for _ in range(4)]
+    assert delivered == ["first", "second", "first", "last"]
+
+
+def _came_online(sensor_id: int) -> SensorState:
+    now = datetime.now(UTC)
+    return SensorState(
+        sensor_id, f"S-{sensor_id}", None, "online", now, now, before=("never", None)
+    )
+
+
+async def test_a_change_whose_acknowledgement_was_lost_reaches_a_peer_once(aio_loop, nats_server):
+    """Daemon A's publishes reach the stream, their acknowledgements are held back: A's relay
+    tries again (the same messages) until one is acknowledged, and B gets the change once,
+    then the next."""
+    stream = "DRONESHIELD_RELAY_test"
+    async with _gate(nats_server.port) as gate, trio.open_nursery() as nursery:
+        hub_a, hub_b = Hub(), Hub()
+        a = Relay(hub_a, JetStreamBus(gate.url, stream, ack_timeout=0.3))
+        b = Relay(hub_b, JetStreamBus(nats_server.url, stream))
+        with trio.fail_after(20), hub_b.subscribe(["S-1", "S-2"]) as watching:
+            await nursery.start(a.serve)
+            await nursery.start(b.serve)
+            gate.hold_answers()
+            hub_a.publish([_came_online(1)])
+            await b.wait_for(lambda: b.received == 1)  # stored by A's first attempt
+            await a.wait_for(lambda: a.retries >= 2)
+            gate.release_answers()
+            await a.wait_for(lambda: a.sent == 1)
+            hub_a.publish([_came_online(2)])
+            while not any(change.serial == "S-2" for change in watching.take()):
+                await watching.wait()
+        nursery.cancel_scope.cancel()
+    assert b.received == 2
+
+
+async def test_a_stream_made_before_keys_gets_their_duplicate_window(aio_loop, nats_server):
+    names = Names("DRONESHIELD_RELAY_test")
+    async with _admin(nats_server.url) as js:
+        with trio.fail_after(10):
+            await trio_asyncio.aio_as_trio(js.add_stream)(
+                name=names.stream, subjects=[names.subjects]
+            )  # the server's default window: two minutes
+            info = await trio_asyncio.aio_as_trio(_ensure_stream)(js, names)
+            stored = await trio_asyncio.aio_as_trio(js.stream_info)(names.stream)
+    assert info.config.duplicate_window == stored.config.duplicate_window == MAX_AGE

@@ -12,13 +12,17 @@ A bus carries opaque text messages; what they mean is the relay's business (`rel
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import NoReturn, Protocol
+from typing import NamedTuple, NoReturn, Protocol
 
 import trio
 
-Message = tuple[int | None, str]
-"""(shard of the serial space the message's changes belong to, or None for the relay's own
-control messages; the payload)."""
+
+class Message(NamedTuple):
+    shard: int | None  # of the serial space its changes belong to; None: the relay's own
+    payload: str
+    key: str
+    """Unique to this message and the same on every attempt to send it: a bus that may store an
+    attempt whose acknowledgement was lost (JetStream) drops the retry's copy by it."""
 
 
 class Bus(Protocol):
@@ -36,7 +40,8 @@ class Bus(Protocol):
         """Send `messages`, in order, to every daemon on the bus (ourselves included).
 
         Raises:
-            RelayUnavailable: not (all) sent; sending them again later is harmless.
+            RelayUnavailable: not (all) sent; sending the same messages (keys) again later is
+                harmless.
         """
         ...
 

@@ -8,7 +8,10 @@ deployments sharing a NATS server never read each other's changes. Changes go to
 per shard of the serial space (`droneshield.<stream>.sensor.<shard>`), the relay's control
 messages (interest, asking for it, resync) to `droneshield.<stream>.control`; the stream keeps
 them all for MAX_AGE. Each publish waits for the stream's acknowledgement, so a message the
-relay counts as sent is stored.
+relay counts as sent is stored. A message whose acknowledgement was lost (the connection broke
+after the server stored it) is sent again, under its key as `Nats-Msg-Id`: the stream drops the
+copy within its duplicate window, which is MAX_AGE too (an outage the stream replays is one it
+deduplicates across).
 
 Each daemon reads the stream through an ephemeral push consumer of its own, starting after the
 last message the stream held when the daemon started, and remembers the sequence number of the
@@ -53,7 +56,14 @@ import trio_asyncio
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamInfo
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    Header,
+    StorageType,
+    StreamInfo,
+)
 
 from ..errors import RelayUnavailable
 from . import Message
@@ -119,10 +129,18 @@ class JetStreamBus:
     payload_max: Final = PAYLOAD_MAX
     shards: Final = SHARDS
 
-    def __init__(self, url: str, stream: str, *, consumer_check: float = CONSUMER_CHECK) -> None:
+    def __init__(
+        self,
+        url: str,
+        stream: str,
+        *,
+        consumer_check: float = CONSUMER_CHECK,
+        ack_timeout: float = ACK_TIMEOUT,
+    ) -> None:
         self._url = url
         self.names = Names(stream)
         self._consumer_check = consumer_check
+        self._ack_timeout = ack_timeout
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
         self._report_no_stream: Callable[[], None] | None = None  # set while serving
@@ -134,7 +152,9 @@ class JetStreamBus:
         if js is None:
             raise RelayUnavailable("not connected to NATS yet")
         try:
-            await trio_asyncio.aio_as_trio(_publish_all)(js, self.names, messages)
+            await trio_asyncio.aio_as_trio(_publish_all)(
+                js, self.names, messages, self._ack_timeout
+            )
         except _FAILURES as exc:
             if isinstance(exc, nats.js.errors.NoStreamResponseError):
                 # Nothing stores the subject: the stream is gone (or not back yet). `serve`
@@ -316,11 +336,15 @@ async def _consumer_gone(sub: Any) -> bool:
 
 async def _ensure_stream(js: JetStreamContext, names: Names) -> StreamInfo:
     """The relay's stream, created if missing (daemons starting together, or finding it gone
-    together, may both try)."""
+    together, may both try); one made before keys were sent gets their duplicate window."""
     try:
-        return await js.stream_info(names.stream)
+        info = await js.stream_info(names.stream)
     except nats.js.errors.NotFoundError:
         pass
+    else:
+        if info.config.duplicate_window < MAX_AGE:
+            info = await js.update_stream(info.config, duplicate_window=MAX_AGE)
+        return info
     try:
         info = await js.add_stream(
             name=names.stream,
@@ -328,6 +352,7 @@ async def _ensure_stream(js: JetStreamContext, names: Names) -> StreamInfo:
             storage=StorageType.FILE,
             max_age=MAX_AGE,
             max_bytes=MAX_BYTES,
+            duplicate_window=MAX_AGE,
         )
     except nats.js.errors.BadRequestError:
         return await js.stream_info(names.stream)  # another daemon made it meanwhile
@@ -335,18 +360,22 @@ async def _ensure_stream(js: JetStreamContext, names: Names) -> StreamInfo:
     return info
 
 
-async def _publish_all(js: JetStreamContext, names: Names, messages: Sequence[Message]) -> None:
+async def _publish_all(
+    js: JetStreamContext, names: Names, messages: Sequence[Message], ack_timeout: float
+) -> None:
     acks = [
         await js.publish_async(
-            names.control if shard is None else names.shard(shard), payload.encode()
+            names.control if shard is None else names.shard(shard),
+            payload.encode(),
+            headers={Header.MSG_ID: key},
         )
-        for shard, payload in messages
+        for shard, payload, key in messages
     ]
     gathered = asyncio.gather(*acks)
     # Cancelled or timed out, the gathering future still finishes with an exception later;
     # fetch it, so asyncio does not log it as never retrieved.
     gathered.add_done_callback(lambda future: future.cancelled() or future.exception())
-    await asyncio.wait_for(gathered, ACK_TIMEOUT)
+    await asyncio.wait_for(gathered, ack_timeout)
 
 
 async def _subscribe(

@@ -1,9 +1,9 @@
 """The relay over PostgreSQL NOTIFY/LISTEN on one channel: nothing to run besides the database.
 
 Every daemon receives every message (NOTIFY has no subjects), up to PAYLOADS_PER_STATEMENT
-payloads leave in one statement, and what is sent while a daemon's LISTEN connection is down is
-lost to it: when the connection is re-established (or its buffer overflowed) the relay is told
-of a gap, and its clients reload from the database.
+payloads leave in one statement (more in one transaction), and what is sent while a daemon's
+LISTEN connection is down is lost to it: when the connection is re-established (or its buffer
+overflowed) the relay is told of a gap, and its clients reload from the database.
 """
 
 from __future__ import annotations
@@ -40,12 +40,18 @@ class NotifyBus:
         self._dsn = database_url
 
     async def publish(self, messages: Sequence[Message]) -> None:
-        payloads = [payload for _, payload in messages]
+        payloads = [message.payload for message in messages]
         step = PAYLOADS_PER_STATEMENT
         try:
             async with acquire(self._pool) as conn:
-                for i in range(0, len(payloads), step):
-                    await notify_all(conn, CHANNEL, payloads[i : i + step])
+                if len(payloads) <= step:
+                    await notify_all(conn, CHANNEL, payloads)
+                    return
+                # One transaction: its notifications are delivered together at its commit, or
+                # none are, so a retry after a failed statement sends nothing twice.
+                async with conn.transaction():
+                    for i in range(0, len(payloads), step):
+                        await notify_all(conn, CHANNEL, payloads[i : i + step])
         except Exception as exc:
             if not is_transient(exc):
                 raise
