@@ -174,3 +174,31 @@ async def test_a_statement_cancelled_mid_commit_is_retried_and_the_report_acknow
                 await eventually(partial(another_waits_for_a_lock, db))
     assert len(acked) == 1
     assert await db.fetchval("SELECT online FROM sensor WHERE serial = $1", sensors[0])
+
+
+async def test_a_lock_timeout_is_retried_and_the_report_acknowledged(
+    aio_loop, database_url, settings, nursery, db, sensors, caplog
+):
+    """A role's or database's lock_timeout (55P03) ends a statement that waited too long for
+    a row another transaction holds (an operator's `psql`): the writer retries it, as a
+    cancelled one (it failed the batch as an internal error)."""
+    name = await db.fetchval("SELECT current_database()")
+    await db.execute(f"ALTER DATABASE {name} SET lock_timeout = '200ms'")  # new sessions
+    running = await nursery.start(daemon.run, settings, database_url)
+    with trio.fail_after(30):
+        async with trio.open_nursery() as reporting:
+            acked: list[object] = []
+
+            async def report() -> None:
+                acked.append(await send(running.grpc_port, sensors[0], ""))
+
+            async with db.transaction():
+                await db.execute("SELECT 1 FROM sensor FOR UPDATE")
+                reporting.start_soon(report)
+
+                async def retried() -> bool:
+                    return "LockNotAvailableError" in caplog.text
+
+                await eventually(retried)
+    assert len(acked) == 1
+    assert await db.fetchval("SELECT online FROM sensor WHERE serial = $1", sensors[0])

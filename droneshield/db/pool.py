@@ -33,7 +33,9 @@ CONNECT_TIMEOUT: Final = 5.0  # seconds
 # SQLSTATE classes after which the same statement may succeed later: connection exceptions,
 # insufficient resources, operator intervention (shutdown, restart; and a statement cancelled,
 # 57014, by pg_cancel_backend or a role's statement_timeout: it ended the history and summary
-# tasks, and with them the daemon), serialization/deadlock, and a foreign key violation
+# tasks, and with them the daemon), a lock not granted within a role's or database's
+# lock_timeout (55P03: an operator's transaction holding a sensor's row failed its whole
+# batch as an internal error), serialization/deadlock, and a foreign key violation
 # (23503). The background statements retried on these (the writer's batch, expiry, the fleet
 # check) only reference rows they read in the same statement: a release for a stored version,
 # a webhook for an alert. A violation means one was removed after the read and before the
@@ -41,7 +43,14 @@ CONNECT_TIMEOUT: Final = 5.0  # seconds
 # then not stored, the alert not queued). Otherwise it failed a whole batch of reports as an
 # internal error, or ended the daemon from expiry.
 _OUTAGE_SQLSTATES: Final = ("08", "53", "57P")
-_TRANSIENT_SQLSTATES: Final = (*_OUTAGE_SQLSTATES, "57014", "40001", "40P01", "23503")
+_TRANSIENT_SQLSTATES: Final = (
+    *_OUTAGE_SQLSTATES,
+    "57014",
+    "55P03",
+    "40001",
+    "40P01",
+    "23503",
+)
 
 
 def _sqlstate_in(exc: BaseException, states: tuple[str, ...]) -> bool:
