@@ -79,6 +79,11 @@ LANE_COMMITS: Final = Counter(
     "Batches of reports committed, by writer lane (the first takes all until reports wait)",
     ["lane"],
 )
+BATCH_SPLITS: Final = Counter(
+    "droneshield_batch_splits",
+    "Batches (or halves) a row's error failed, committed again in two halves (a poisoned "
+    "row: a trigger raising, a constraint; at most 64 for one batch)",
+)
 GC_PAUSE_SECONDS: Final = Histogram(
     "droneshield_gc_pause_seconds",
     "Time the garbage collector held the process, per pass, by generation",

@@ -223,6 +223,7 @@ class _Lane:
             return
         log.warning("batch of %d failed (%r); committing it in halves", len(batch), failed)
         splits[0] -= 1
+        metrics.BATCH_SPLITS.inc()
         try:
             for half in halves:
                 # A half may start well after the batch did (its sibling retried meanwhile).

@@ -57,9 +57,13 @@ class Lanes:
             await self.writer.run(task_status=task_status)
         self.stopped.set()
 
-    async def stop(self) -> None:
-        """Cancel the writer, as the daemon's shutdown does, and wait until it has returned."""
+    def cancel(self) -> None:
+        """Cancel the writer, as the daemon's shutdown does (it returns once `stopped`)."""
         self._scope.cancel()
+
+    async def stop(self) -> None:
+        """`cancel`, and wait until the writer has returned."""
+        self.cancel()
         await self.stopped.wait()
 
     def report(self, serial: str, version: str | None = None) -> Pending:
@@ -103,6 +107,11 @@ async def graceless(aio_loop, database_url) -> AsyncIterator[Lanes]:  # type: ig
     """Lanes with no shutdown grace: what they hold when stopped is answered at once."""
     async with _running(database_url, 0.0) as running:
         yield running
+
+
+def _counted_splits() -> float:
+    """`droneshield_batch_splits_total`, as /metrics reads it."""
+    return REGISTRY.get_sample_value("droneshield_batch_splits_total") or 0.0
 
 
 def _lane_commits() -> list[float]:
@@ -337,6 +346,29 @@ async def test_a_row_that_fails_its_batch_fails_only_its_sensors_reports(
     assert rows[poisoned]["last_seen_at"] is None
 
 
+async def test_a_batch_stopped_while_it_is_split_answers_each_report_once(lanes, db, sensors):
+    """The daemon stops while a batch that a row failed is committed in halves, one statement
+    waiting for a row lock (the whole batch's, or its first half's): the split goes on in the
+    shutdown grace, and each report is answered once, only the poisoned sensor's failing."""
+    serials = sensors[:4]  # halves: the first two, the last two
+    held, poisoned = serials[1], serials[2]
+    await _poison(db, poisoned)
+    with trio.fail_after(30):
+        async with db.transaction():
+            await db.execute("SELECT 1 FROM sensor WHERE serial = $1 FOR UPDATE", held)
+            for serial in serials:
+                lanes.send.send_nowait(lanes.report(serial))
+            await eventually(partial(another_waits_for_a_lock, db))
+            lanes.cancel()
+        await lanes.stopped.wait()
+    answers = {serials[n]: outcome for n, outcome in lanes.outcomes.items()}
+    assert sorted(answers) == sorted(serials)
+    for serial, [answer] in answers.items():  # once
+        assert isinstance(answer, DroneshieldError) == (serial == poisoned), (serial, answer)
+    online = {r["serial"] for r in await db.fetch("SELECT serial FROM sensor WHERE online")}
+    assert online == set(serials) - {poisoned}
+
+
 async def test_a_batch_every_row_fails_is_split_at_most_splits_max_times(
     aio_loop, database_url, settings, nursery, db, caplog
 ):
@@ -349,6 +381,7 @@ async def test_a_batch_every_row_fails_is_split_at_most_splits_max_times(
     )
     await _poison(db, None)
     caplog.set_level(logging.WARNING, logger="droneshield.writer")
+    before = _counted_splits()
     with trio.fail_after(60):
         ack = await send_batch(running.grpc_port, [(s, "") for s in sensors])
     assert ack.accepted == 0
@@ -356,6 +389,7 @@ async def test_a_batch_every_row_fails_is_split_at_most_splits_max_times(
     assert {r.code for r in ack.rejected} == {"INTERNAL"}
     splits = sum("committing it in halves" in r.getMessage() for r in caplog.records)
     assert splits == SPLITS_MAX
+    assert _counted_splits() - before == SPLITS_MAX
 
 
 async def test_a_release_removed_while_a_report_stores_it_leaves_the_report_accepted(lanes, db):
