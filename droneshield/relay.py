@@ -235,8 +235,8 @@ class Relay:
 
     async def wait_for(self, condition: Callable[[], bool]) -> None:
         """Return once `condition()` holds, looking again after each message the relay sends
-        or handles (what it counts and what peers announce change only then). The caller
-        bounds the wait."""
+        or handles and each attempt to send that fails (what it counts and what peers announce
+        change only then). The caller bounds the wait."""
         while not condition():
             await self._progress.wait()
 
@@ -255,6 +255,7 @@ class Relay:
         _KEPT.inc(heartbeats)
 
     def _message(self, shard: int | None, payload: str) -> Message:
+        """A message under a key no other message of any daemon has."""
         return Message(shard, payload, f"{self.instance}.{next(self._keys)}")
 
     def _relayed(self, change: SensorState) -> bool:
@@ -284,7 +285,10 @@ class Relay:
         backlog: list[Message] = []  # sent again, the same messages, until the bus takes them
         backlog_changes = 0
         owe_resync = False
-        resync: Message | None = None  # the one owed, the same on every attempt
+        # The resync owed, the same message on every attempt until one is taken, unless more
+        # is lost meanwhile: an attempt the bus stored (its answer lost) had peers reload
+        # before that loss, so the next needs a key of its own or the bus drops it as a copy.
+        resync: Message | None = None
         delay = RETRY_FIRST
         with self._hub.outbox(max_pending=OUTBOX_MAX, match=self._relayed) as box:
             task_status.started()
@@ -292,14 +296,17 @@ class Relay:
                 if not backlog and not owe_resync:
                     await box.wait()
                 await trio.sleep(GATHER_INTERVAL)
-                owe_resync |= box.overflowed
+                lost = box.overflowed
                 changes = box.take()
                 backlog += self._messages(changes)
                 backlog_changes += len(changes)
                 if backlog_changes > OUTBOX_MAX:
-                    backlog, backlog_changes, owe_resync = [], 0, True
+                    backlog, backlog_changes, lost = [], 0, True
+                if lost:
+                    owe_resync, resync = True, None
                 if owe_resync:
-                    resync = resync or self._message(None, resync_payload(self.instance))
+                    if resync is None:
+                        resync = self._message(None, resync_payload(self.instance))
                     backlog.append(resync)
                 try:
                     await self._bus.publish(backlog)

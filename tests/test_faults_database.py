@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gc
 import logging
+from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import trio_asyncio
 from droneshield import daemon
 from droneshield.config import Settings
 from droneshield.db import migrate, seed
-from droneshield.db.pool import acquire, connect, open_pool
+from droneshield.db.pool import Connection, acquire, connect, open_pool
 from droneshield.reports import TOO_LATE
 
 from .support.flow import Flow, stored
@@ -151,29 +152,41 @@ async def test_a_lost_connection_in_a_future_nobody_awaits_does_not_stop_the_loo
     assert "unexpected connection_lost() call" in caplog.text
 
 
+async def _acknowledged_behind_a_held_row(
+    port: int, db: Connection, serial: str, retried: Callable[[], Awaitable[None]]
+) -> None:
+    """A report of `serial` while another transaction holds its row, freed once `retried`
+    returns (the writer's statement failed and was tried again): answered once, stored."""
+    acked: list[object] = []
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+
+            async def report() -> None:
+                acked.append(await send(port, serial, ""))
+
+            async with db.transaction():
+                await db.execute("SELECT 1 FROM sensor WHERE serial = $1 FOR UPDATE", serial)
+                nursery.start_soon(report)
+                await retried()
+    assert len(acked) == 1
+    assert await db.fetchval("SELECT online FROM sensor WHERE serial = $1", serial)
+
+
 async def test_a_statement_cancelled_mid_commit_is_retried_and_the_report_acknowledged(
     running, db, sensors
 ):
     """pg_cancel_backend (or a role's statement_timeout) ends a statement, not the session:
     the writer retries it (it failed the batch as an internal error), as background tasks do
     (the history and summary tasks ended the daemon)."""
-    with trio.fail_after(30):
-        async with trio.open_nursery() as nursery:
-            acked: list[object] = []
 
-            async def report() -> None:
-                acked.append(await send(running.grpc_port, sensors[0], ""))
+    async def cancelled_and_waiting_again() -> None:
+        await eventually(partial(another_waits_for_a_lock, db))
+        assert await cancel_lock_waiters(db) >= 1
+        await eventually(partial(another_waits_for_a_lock, db))  # the retry
 
-            async with db.transaction():
-                await db.execute("SELECT 1 FROM sensor FOR UPDATE")
-                nursery.start_soon(report)
-
-                await eventually(partial(another_waits_for_a_lock, db))
-                assert await cancel_lock_waiters(db) >= 1
-                # The retry waits for the rows again.
-                await eventually(partial(another_waits_for_a_lock, db))
-    assert len(acked) == 1
-    assert await db.fetchval("SELECT online FROM sensor WHERE serial = $1", sensors[0])
+    await _acknowledged_behind_a_held_row(
+        running.grpc_port, db, sensors[0], cancelled_and_waiting_again
+    )
 
 
 async def test_a_lock_timeout_is_retried_and_the_report_acknowledged(
@@ -185,20 +198,13 @@ async def test_a_lock_timeout_is_retried_and_the_report_acknowledged(
     name = await db.fetchval("SELECT current_database()")
     await db.execute(f"ALTER DATABASE {name} SET lock_timeout = '200ms'")  # new sessions
     running = await nursery.start(daemon.run, settings, database_url)
-    with trio.fail_after(30):
-        async with trio.open_nursery() as reporting:
-            acked: list[object] = []
 
-            async def report() -> None:
-                acked.append(await send(running.grpc_port, sensors[0], ""))
+    async def retrying() -> bool:
+        return any(
+            "LockNotAvailableError" in r.getMessage() and "retrying" in r.getMessage()
+            for r in caplog.records
+        )
 
-            async with db.transaction():
-                await db.execute("SELECT 1 FROM sensor FOR UPDATE")
-                reporting.start_soon(report)
-
-                async def retried() -> bool:
-                    return "LockNotAvailableError" in caplog.text
-
-                await eventually(retried)
-    assert len(acked) == 1
-    assert await db.fetchval("SELECT online FROM sensor WHERE serial = $1", sensors[0])
+    await _acknowledged_behind_a_held_row(
+        running.grpc_port, db, sensors[0], partial(eventually, retrying)
+    )

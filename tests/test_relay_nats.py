@@ -30,7 +30,7 @@ from droneshield.config import Settings
 from droneshield.domain import SensorState
 from droneshield.errors import RelayUnavailable
 from droneshield.hub import Hub
-from droneshield.relay import Relay, open_bus
+from droneshield.relay import OUTBOX_MAX, Relay, open_bus
 
 from .support.live_client import open_live
 from .support.nats_server import NatsServer, missing, private_nats
@@ -340,11 +340,20 @@ async def test_a_publish_stored_but_not_acknowledged_is_stored_once_when_sent_ag
             with pytest.raises(RelayUnavailable):
                 await served.bus.publish([first])
             gate.release_answers()
-            await served.bus.publish([first, second])  # the retry, and what came meanwhile
+            await _taken(served.bus, [first, second])  # the retry, and what came meanwhile
             again = Message(None, "first", "another key")
-            await served.bus.publish([again, *_messages("last")])
+            await _taken(served.bus, [again, *_messages("last")])
             delivered = [await served.delivered.receive() for _ in range(4)]
     assert delivered == ["first", "second", "first", "last"]
+
+
+async def _taken(bus: JetStreamBus, messages: list[Message]) -> None:
+    """Publish `messages` until an attempt is acknowledged in time (a copy is dropped)."""
+    while True:
+        try:
+            return await bus.publish(messages)
+        except RelayUnavailable:
+            continue
 
 
 def _came_online(sensor_id: int) -> SensorState:
@@ -354,38 +363,75 @@ def _came_online(sensor_id: int) -> SensorState:
     )
 
 
-async def test_a_change_whose_acknowledgement_was_lost_reaches_a_peer_once(aio_loop, nats_server):
-    """Daemon A's publishes reach the stream, their acknowledgements are held back: A's relay
-    tries again (the same messages) until one is acknowledged, and B gets the change once,
-    then the next."""
+@asynccontextmanager
+async def _answers_held_back(nats_server: NatsServer) -> AsyncIterator[tuple[Relay, Relay, _Gate]]:
+    """Daemons A and B relaying on a stream; A's connection goes through a gate (its
+    acknowledgements can be held back, each attempt timing out after 0.3 s), B's does not."""
     stream = "DRONESHIELD_RELAY_test"
     async with _gate(nats_server.port) as gate, trio.open_nursery() as nursery:
-        hub_a, hub_b = Hub(), Hub()
-        a = Relay(hub_a, JetStreamBus(gate.url, stream, ack_timeout=0.3))
-        b = Relay(hub_b, JetStreamBus(nats_server.url, stream))
-        with trio.fail_after(20), hub_b.subscribe(["S-1", "S-2"]) as watching:
-            await nursery.start(a.serve)
-            await nursery.start(b.serve)
+        a = Relay(Hub(), JetStreamBus(gate.url, stream, ack_timeout=0.3))
+        b = Relay(Hub(), JetStreamBus(nats_server.url, stream))
+        await nursery.start(a.serve)
+        await nursery.start(b.serve)
+        yield a, b, gate
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_change_whose_acknowledgement_was_lost_reaches_a_peer_once(aio_loop, nats_server):
+    """A's publishes reach the stream, their acknowledgements are held back: A's relay tries
+    again (the same messages) until one is acknowledged, and B gets the change once, then the
+    next."""
+    async with _answers_held_back(nats_server) as (a, b, gate):
+        with trio.fail_after(20), b._hub.subscribe(["S-1", "S-2"]) as watching:
             gate.hold_answers()
-            hub_a.publish([_came_online(1)])
+            a._hub.publish([_came_online(1)])
             await b.wait_for(lambda: b.received == 1)  # stored by A's first attempt
             await a.wait_for(lambda: a.retries >= 2)
             gate.release_answers()
             await a.wait_for(lambda: a.sent == 1)
-            hub_a.publish([_came_online(2)])
+            a._hub.publish([_came_online(2)])
             while not any(change.serial == "S-2" for change in watching.take()):
                 await watching.wait()
-        nursery.cancel_scope.cancel()
     assert b.received == 2
 
 
-async def test_a_stream_made_before_keys_gets_their_duplicate_window(aio_loop, nats_server):
+async def test_changes_lost_again_while_a_resync_is_unacknowledged_resync_peers_again(
+    aio_loop, nats_server
+):
+    """A's outbox overflows (its changes are lost to peers): it owes a resync, which the stream
+    stores while its acknowledgement is held back, and B's clients reload. It overflows again
+    before an attempt is acknowledged: what was lost since that reload needs a resync of its
+    own, not a retry of the first (the stream would drop that as a copy)."""
+
+    def overflow(first: int) -> None:
+        a._hub.publish(_came_online(n) for n in range(first, first + OUTBOX_MAX + 1))
+
+    async with _answers_held_back(nats_server) as (a, b, gate):
+        with trio.fail_after(20), b._hub.subscribe(["S-1"]) as watching:
+            gate.hold_answers()
+            overflow(1)
+            await watching.wait()
+            assert watching.overflowed  # told to reload
+            watching.take()
+            await a.wait_for(lambda: a.retries >= 1)  # the resync's attempt was not answered
+            overflow(OUTBOX_MAX + 10)
+            await watching.wait()
+            assert watching.overflowed
+            gate.release_answers()
+
+
+@pytest.mark.parametrize("max_age", [0.0, 300.0])  # 0: the server's default, no limit
+async def test_a_stream_made_without_keys_gets_their_duplicate_window(
+    aio_loop, nats_server, max_age
+):
+    """A stream made by an older daemon (or an operator) keeps the server's two minutes: the
+    daemon widens it to as long as the stream keeps messages, never longer (refused)."""
     names = Names("DRONESHIELD_RELAY_test")
     async with _admin(nats_server.url) as js:
         with trio.fail_after(10):
             await trio_asyncio.aio_as_trio(js.add_stream)(
-                name=names.stream, subjects=[names.subjects]
-            )  # the server's default window: two minutes
+                name=names.stream, subjects=[names.subjects], max_age=max_age
+            )
             info = await trio_asyncio.aio_as_trio(_ensure_stream)(js, names)
             stored = await trio_asyncio.aio_as_trio(js.stream_info)(names.stream)
-    assert info.config.duplicate_window == stored.config.duplicate_window == MAX_AGE
+    assert info.config.duplicate_window == stored.config.duplicate_window == (max_age or MAX_AGE)

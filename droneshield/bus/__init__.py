@@ -18,6 +18,8 @@ import trio
 
 
 class Message(NamedTuple):
+    """What the relay hands a bus: text for a subject, under a key (see `key`)."""
+
     shard: int | None  # of the serial space its changes belong to; None: the relay's own
     payload: str
     key: str

@@ -336,28 +336,47 @@ async def _consumer_gone(sub: Any) -> bool:
 
 async def _ensure_stream(js: JetStreamContext, names: Names) -> StreamInfo:
     """The relay's stream, created if missing (daemons starting together, or finding it gone
-    together, may both try); one made before keys were sent gets their duplicate window."""
+    together, may both try); one made without the duplicate window keys need gets it."""
     try:
         info = await js.stream_info(names.stream)
     except nats.js.errors.NotFoundError:
-        pass
-    else:
-        if info.config.duplicate_window < MAX_AGE:
-            info = await js.update_stream(info.config, duplicate_window=MAX_AGE)
+        try:
+            info = await js.add_stream(
+                name=names.stream,
+                subjects=[names.subjects],
+                storage=StorageType.FILE,
+                max_age=MAX_AGE,
+                max_bytes=MAX_BYTES,
+                duplicate_window=MAX_AGE,
+            )
+        except nats.js.errors.BadRequestError:
+            info = await js.stream_info(names.stream)  # another daemon made it meanwhile
+        else:
+            log.info("NATS stream %s created", names.stream)
+            return info
+    return await _widened(js, info)
+
+
+async def _widened(js: JetStreamContext, info: StreamInfo) -> StreamInfo:
+    """`info`'s stream with a duplicate window as long as it keeps messages (at most MAX_AGE),
+    if it can be given one: made by an older daemon, or by an operator. Best effort: a server
+    or a user that refuses leaves the stream as it was (a retry after a longer outage than its
+    window may then reach peers twice), and says so."""
+    config = info.config
+    window = min(MAX_AGE, config.max_age or MAX_AGE)
+    if (config.duplicate_window or 0) >= window:
         return info
     try:
-        info = await js.add_stream(
-            name=names.stream,
-            subjects=[names.subjects],
-            storage=StorageType.FILE,
-            max_age=MAX_AGE,
-            max_bytes=MAX_BYTES,
-            duplicate_window=MAX_AGE,
+        return await js.update_stream(config, duplicate_window=window)
+    except nats.js.errors.APIError as exc:
+        log.warning(
+            "NATS stream %s keeps its duplicate window of %.0f s (%s): a message sent again "
+            "later than that after its first attempt may reach peers twice",
+            config.name,
+            config.duplicate_window or 0,
+            exc,
         )
-    except nats.js.errors.BadRequestError:
-        return await js.stream_info(names.stream)  # another daemon made it meanwhile
-    log.info("NATS stream %s created", names.stream)
-    return info
+        return info
 
 
 async def _publish_all(

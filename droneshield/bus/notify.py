@@ -8,6 +8,7 @@ overflowed) the relay is told of a gap, and its clients reload from the database
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from typing import Final, NoReturn
@@ -44,12 +45,11 @@ class NotifyBus:
         step = PAYLOADS_PER_STATEMENT
         try:
             async with acquire(self._pool) as conn:
-                if len(payloads) <= step:
-                    await notify_all(conn, CHANNEL, payloads)
-                    return
-                # One transaction: its notifications are delivered together at its commit, or
-                # none are, so a retry after a failed statement sends nothing twice.
-                async with conn.transaction():
+                # Several statements in one transaction: their notifications are delivered
+                # together at its commit, or none are, so a retry after a failed statement
+                # sends nothing twice (one whose COMMIT answer was lost still does).
+                several = len(payloads) > step
+                async with conn.transaction() if several else contextlib.nullcontext():
                     for i in range(0, len(payloads), step):
                         await notify_all(conn, CHANNEL, payloads[i : i + step])
         except Exception as exc:
