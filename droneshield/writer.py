@@ -23,8 +23,8 @@ from typing import Final
 import trio
 
 from . import metrics
-from .db.pool import Connection, Pool, acquire, is_row_error, is_transient
-from .db.reports import apply_reports, retired
+from .db.pool import Connection, Pool, acquire, is_lock_timeout, is_row_error, is_transient
+from .db.reports import apply_reports, locked_serial, retired
 from .domain import Applied, echo
 from .errors import DroneshieldError, IngestUnavailable, UnknownSensor
 from .lanes import SPILL_AT, LanePlacement
@@ -39,6 +39,13 @@ RELEASE_TIMEOUT: Final = 5.0  # seconds to hand the held connection back to the 
 # one bad row among 2,000, so a few are found; an error every row raises (a constraint no
 # report can meet) fails the batch after ~2 x 64 + 1 statements, not after ~4,000.
 SPLITS_MAX: Final = 64
+# Seconds a batch statement waits for a sensor's row that another transaction holds (an
+# operator's open `psql` transaction) before that sensor's reports are set apart and the rest
+# of the batch is committed without them; before, every report of the batch waited for its
+# deadline. Well above what the daemon's own statements hold rows for (an expiry statement of
+# 5,000 sensors: ~0.5 s), so it is no part of ordinary contention; a wait on another table's
+# row (the shared counters) is retried after it, as any transient error.
+LOCK_WAIT: Final = 3.0
 
 Sink = Callable[[Sequence[Applied]], None]
 """Told about every committed batch (the presence tracker, the hub). Must not block."""
@@ -62,6 +69,21 @@ def _halves(batch: Sequence[Pending]) -> tuple[list[Pending], list[Pending]]:
     serials = sorted({p.serial for p in batch})
     first = set(serials[: len(serials) // 2])
     return [p for p in batch if p.serial in first], [p for p in batch if p.serial not in first]
+
+
+class _RowLocked(Exception):
+    """A batch statement timed out waiting for `serial`'s row (another transaction holds it)."""
+
+    def __init__(self, serial: str) -> None:
+        super().__init__(serial)
+        self.serial = serial
+
+    def parts(self, batch: Sequence[Pending]) -> tuple[list[Pending], list[Pending]]:
+        """The other sensors' reports, then the locked sensor's."""
+        return (
+            [p for p in batch if p.serial != self.serial],
+            [p for p in batch if p.serial == self.serial],
+        )
 
 
 def _resolve_all(batch: Sequence[Pending], error: DroneshieldError) -> None:
@@ -121,9 +143,11 @@ class _Lane:
         room: trio.lowlevel.ParkingLot,
         batch_max: int,
         shutdown_grace: float,
+        lock_wait: float,
         sinks: list[Sink],
     ) -> None:
         self._pool = pool
+        self._lock_wait = lock_wait
         self._index = index
         self._placement = placement  # the writer's: told what this lane takes and answers
         self._room = room  # the writer's: woken when this lane takes a batch or closes
@@ -208,29 +232,39 @@ class _Lane:
             raise
 
     async def _attempts(self, batch: list[Pending], splits: list[int]) -> None:
-        """Commit `batch`, retrying; when a row's error fails it, in halves (`splits`: how many
-        splits the whole batch has left, a cell its halves share). The reports answered leave
-        the list: all of them, unless this is cancelled (while it waits to retry, or before a
-        half's statement)."""
+        """Commit `batch`, retrying; when a row's error fails it, in halves, and when a sensor's
+        row is held elsewhere, without that sensor first (`splits`: how many splits the whole
+        batch has left, a cell its parts share). The reports answered leave the list: all of
+        them, unless this is cancelled (while it waits to retry, or before a part's
+        statement)."""
         failed = await self._attempt(batch)
         if failed is None:
             return
-        halves = _halves(batch)
-        if not (halves[0] and splits[0] > 0 and is_row_error(failed)):
+        if isinstance(failed, _RowLocked) and splits[0] > 0:
+            log.warning(
+                "sensor %s's row is held by another transaction (over %g s): committing the "
+                "other reports of its batch of %d first",
+                echo(failed.serial),
+                self._lock_wait,
+                len(batch),
+            )
+            parts = failed.parts(batch)
+        elif is_row_error(failed) and splits[0] > 0 and (parts := _halves(batch))[0]:
+            log.warning("batch of %d failed (%r); committing it in halves", len(batch), failed)
+        else:
             log.error("batch of %d reports failed: %r", len(batch), failed, exc_info=failed)
             _resolve_all(batch, DroneshieldError("internal error while storing the report"))
             batch.clear()
             return
-        log.warning("batch of %d failed (%r); committing it in halves", len(batch), failed)
         splits[0] -= 1
         metrics.BATCH_SPLITS.inc()
         try:
-            for half in halves:
-                # A half may start well after the batch did (its sibling retried meanwhile).
-                half[:] = self._expire(half, TOO_LATE)
-                await self._attempts(half, splits)
+            for part in parts:
+                # A part may start well after the batch did (its sibling retried meanwhile).
+                part[:] = self._expire(part, TOO_LATE)
+                await self._attempts(part, splits)
         finally:
-            batch[:] = [p for half in halves for p in half]
+            batch[:] = [p for part in parts for p in part]
 
     async def _attempt(self, batch: list[Pending]) -> Exception | None:
         """Commit `batch`, retrying transient errors until the reports' deadlines; the reports
@@ -245,6 +279,9 @@ class _Lane:
                 except Exception as exc:
                     if not is_transient(exc):
                         raise
+                    locked = await self._locked(exc, batch)
+                    if locked is not None:
+                        return locked
                     log.warning("batch of %d failed (%r); retrying", len(batch), exc)
                     batch[:] = self._expire(batch, "the database is unavailable; retry")
                     if batch:
@@ -285,14 +322,35 @@ class _Lane:
         assert scope.cancelled_caught
         raise TimeoutError("commit did not finish before the reports' deadline")
 
+    async def _locked(self, exc: Exception, batch: list[Pending]) -> _RowLocked | None:
+        """The sensor whose row the failed statement waited for past `lock_wait`, when the
+        batch holds other sensors' reports too (they need not wait for it); else None (the
+        batch is retried whole)."""
+        if not is_lock_timeout(exc) or all(p.serial == batch[0].serial for p in batch):
+            return None
+        try:
+            serial = await locked_serial(await self._connection(), exc)
+        except BaseException as lookup:
+            with trio.CancelScope(shield=True):
+                await self._release()
+            if not isinstance(lookup, Exception):
+                raise
+            log.warning("which row a batch waited for is unknown (%r)", lookup)
+            return None
+        if serial is None or all(p.serial != serial for p in batch):
+            return None
+        return _RowLocked(serial)
+
     async def _connection(self) -> Connection:
         """The writer keeps one pooled connection between batches: acquiring and releasing it
         per batch cost two trio-asyncio crossings and the pool's reset statement, a round trip
-        as long as a small batch's commit."""
+        as long as a small batch's commit. Its statements wait `lock_wait` for a row lock at
+        most (the pool's reset undoes that when it is released)."""
         if self._conn is None:
             held = AsyncExitStack()
             self._conn = await held.enter_async_context(acquire(self._pool))
             self._held = held
+            await self._conn.execute(f"SET lock_timeout = '{round(self._lock_wait * 1000)}ms'")
         return self._conn
 
     async def _release(self) -> None:
@@ -351,6 +409,7 @@ class Writer:
         lanes: int,
         batch_max: int,
         shutdown_grace: float,
+        lock_wait: float = LOCK_WAIT,
         sinks: Sequence[Sink] = (),
     ) -> None:
         self._receive = receive
@@ -368,6 +427,7 @@ class Writer:
                 room=self._room,
                 batch_max=batch_max,
                 shutdown_grace=shutdown_grace,
+                lock_wait=lock_wait,
                 sinks=self._sinks,
             )
             for index in range(lanes)

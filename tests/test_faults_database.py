@@ -192,11 +192,10 @@ async def test_a_statement_cancelled_mid_commit_is_retried_and_the_report_acknow
 async def test_a_lock_timeout_is_retried_and_the_report_acknowledged(
     aio_loop, database_url, settings, nursery, db, sensors, caplog
 ):
-    """A role's or database's lock_timeout (55P03) ends a statement that waited too long for
-    a row another transaction holds (an operator's `psql`): the writer retries it, as a
-    cancelled one (it failed the batch as an internal error)."""
-    name = await db.fetchval("SELECT current_database()")
-    await db.execute(f"ALTER DATABASE {name} SET lock_timeout = '200ms'")  # new sessions
+    """A sensor's row held by another transaction (an operator's `psql`) past the writer's
+    lock wait (`writer.LOCK_WAIT`, the connection's lock_timeout) fails the statement with
+    55P03: the writer retries it until the row is free, as a cancelled one (a role's or a
+    database's lock_timeout once failed the batch as an internal error)."""
     running = await nursery.start(daemon.run, settings, database_url)
 
     async def retrying() -> bool:

@@ -28,7 +28,7 @@ from droneshield.db.reports import Applied
 from droneshield.errors import DroneshieldError, IngestUnavailable
 from droneshield.lanes import SPILL_AT
 from droneshield.reports import SHUTTING_DOWN, Outcome, Pending
-from droneshield.writer import SPLITS_MAX, Writer
+from droneshield.writer import LOCK_WAIT, SPLITS_MAX, Writer
 
 from .support.grpc_clients import send_batch
 from .support.locks import another_waits_for_a_lock, cancel_lock_waiters
@@ -83,11 +83,18 @@ class Lanes:
 
 
 @asynccontextmanager
-async def _running(database_url: str, shutdown_grace: float) -> AsyncIterator[Lanes]:
+async def _running(
+    database_url: str, shutdown_grace: float, lock_wait: float = LOCK_WAIT
+) -> AsyncIterator[Lanes]:
     async with open_pool(database_url, size=LANES + 1) as pool, trio.open_nursery() as nursery:
         send, receive = trio.open_memory_channel[Pending](10_000)
         writer = Writer(
-            pool, receive, lanes=LANES, batch_max=BATCH_MAX, shutdown_grace=shutdown_grace
+            pool,
+            receive,
+            lanes=LANES,
+            batch_max=BATCH_MAX,
+            shutdown_grace=shutdown_grace,
+            lock_wait=lock_wait,
         )
         running = Lanes(send, writer)
         await nursery.start(running.run)
@@ -367,6 +374,31 @@ async def test_a_batch_stopped_while_it_is_split_answers_each_report_once(lanes,
         assert isinstance(answer, DroneshieldError) == (serial == poisoned), (serial, answer)
     online = {r["serial"] for r in await db.fetch("SELECT serial FROM sensor WHERE online")}
     assert online == set(serials) - {poisoned}
+
+
+async def test_a_sensor_whose_row_is_held_elsewhere_is_set_apart_from_its_batch(
+    aio_loop, database_url, db, sensors
+):
+    """Another transaction holds one sensor's row (an operator's open `psql`): past the lane's
+    lock wait its batch is committed without that sensor, whose report waits alone until the
+    row is free (before, every report of the batch waited for it, until their deadline)."""
+    held, *others = sensors[:BATCH_MAX]
+    before = _counted_splits()
+    async with _running(database_url, 5.0, lock_wait=0.2) as lanes:
+        with trio.fail_after(ACK_TIMEOUT / 2):  # well before the reports' deadline
+            async with db.transaction():
+                await db.execute("SELECT 1 FROM sensor WHERE serial = $1 FOR UPDATE", held)
+                for serial in (held, *others):
+                    lanes.send.send_nowait(lanes.report(serial))
+                await lanes.until(lambda: len(lanes.outcomes) == len(others))
+                assert 0 not in lanes.outcomes  # the held sensor's, still waiting
+            await lanes.until(lambda: 0 in lanes.outcomes)
+    for outcome in lanes.outcomes.values():
+        [answer] = outcome  # once
+        assert isinstance(answer, Applied), answer
+    assert _counted_splits() - before >= 1
+    online = {r["serial"] for r in await db.fetch("SELECT serial FROM sensor WHERE online")}
+    assert online == {held, *others}
 
 
 async def test_a_batch_every_row_fails_is_split_at_most_splits_max_times(

@@ -76,6 +76,12 @@ def is_transient(exc: BaseException) -> bool:
     return is_outage(exc) or _sqlstate_in(exc, _TRANSIENT_SQLSTATES)
 
 
+def is_lock_timeout(exc: BaseException) -> bool:
+    """Whether `exc` is a lock not granted within `lock_timeout` (55P03): another transaction
+    holds a row the statement needed."""
+    return _sqlstate_in(exc, ("55P03",))
+
+
 # SQLSTATE classes of the errors a row's data causes: a data exception, a constraint, a
 # trigger's RAISE. Others (a missing table, a permission) fail a statement whatever its rows.
 _ROW_ERROR_CLASSES: Final = ("22", "23", "P0")

@@ -8,6 +8,7 @@ row per known, unretired serial with what changed.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Final
 
@@ -123,3 +124,20 @@ async def retired(conn: Connection, serials: Sequence[str]) -> set[str]:
         serials,
     )
     return {r["serial"] for r in rows}
+
+
+# PostgreSQL names the row a lock wait was for in the error's context (`XactLockTableWait`).
+_LOCKED_TUPLE: Final = re.compile(r'tuple \((\d+),(\d+)\) in relation "sensor"')
+
+
+async def locked_serial(conn: Connection, exc: BaseException) -> str | None:
+    """The sensor whose row `exc` (a lock timeout of the batch statement) waited for, read by
+    the row's position without locking it; None when the error does not name one, or the row
+    is no longer there (the holder moved or removed it)."""
+    found = _LOCKED_TUPLE.search(getattr(exc, "context", None) or "")
+    if found is None:
+        return None
+    serial: str | None = await conn.fetchval(
+        "SELECT serial FROM sensor WHERE ctid = $1::tid", (int(found[1]), int(found[2]))
+    )
+    return serial
