@@ -81,8 +81,9 @@ LANE_COMMITS: Final = Counter(
 )
 BATCH_SPLITS: Final = Counter(
     "droneshield_batch_splits",
-    "Batches (or halves) a row's error failed, committed again in two halves (a poisoned "
-    "row: a trigger raising, a constraint; at most 64 for one batch)",
+    "Batches (or parts of one) committed again in two parts: in halves when a row's error "
+    "failed them (a trigger raising, a constraint), or without a sensor whose row another "
+    "transaction held past the lock wait; at most 64 for one batch",
 )
 GC_PAUSE_SECONDS: Final = Histogram(
     "droneshield_gc_pause_seconds",

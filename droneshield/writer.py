@@ -24,7 +24,7 @@ import trio
 
 from . import metrics
 from .db.pool import Connection, Pool, acquire, is_lock_timeout, is_row_error, is_transient
-from .db.reports import apply_reports, locked_serial, retired
+from .db.reports import apply_reports, limit_lock_wait, locked_serial, retired
 from .domain import Applied, echo
 from .errors import DroneshieldError, IngestUnavailable, UnknownSensor
 from .lanes import SPILL_AT, LanePlacement
@@ -84,6 +84,20 @@ class _RowLocked(Exception):
             [p for p in batch if p.serial != self.serial],
             [p for p in batch if p.serial == self.serial],
         )
+
+
+async def _held_serial(conn: Connection, exc: Exception, serials: Sequence[str]) -> str | None:
+    """Which of `serials` (two or more) the failed batch statement waited for past its lock
+    wait, if PostgreSQL's error says (it does for the first session waiting for the row, in
+    English); None otherwise: the batch is retried whole."""
+    if len(serials) < 2 or not is_lock_timeout(exc):
+        return None
+    try:
+        serial = await locked_serial(conn, exc)
+    except Exception as lookup:
+        log.warning("the row a batch waited for was not found (%r)", lookup)
+        return None
+    return serial if serial in serials else None
 
 
 def _resolve_all(batch: Sequence[Pending], error: DroneshieldError) -> None:
@@ -215,9 +229,11 @@ class _Lane:
 
         A batch that fails for any other reason fails only its own reports, never the writer;
         one that a row's error failed is committed in halves (`_attempts`) until only the
-        sensors whose rows fail are left. Cancelled while it waits to retry (the daemon stops
-        while the database is failing), it goes on retrying for the shutdown grace, as the
-        reports still queued are committed; what is left then is answered SHUTTING_DOWN.
+        sensors whose rows fail are left, and one that waited past `lock_wait` for a sensor's
+        row is committed without that sensor first. Cancelled while it waits to retry (the
+        daemon stops while the database is failing), it goes on retrying for the shutdown
+        grace, as the reports still queued are committed; what is left then is answered
+        SHUTTING_DOWN.
         """
         # Reports that outwaited their deadline in the queue (overload) are answered, not sent.
         left = self._expire(batch, TOO_LATE)
@@ -237,10 +253,10 @@ class _Lane:
         batch has left, a cell its parts share). The reports answered leave the list: all of
         them, unless this is cancelled (while it waits to retry, or before a part's
         statement)."""
-        failed = await self._attempt(batch)
+        failed = await self._attempt(batch, isolate=splits[0] > 0)
         if failed is None:
             return
-        if isinstance(failed, _RowLocked) and splits[0] > 0:
+        if isinstance(failed, _RowLocked):
             log.warning(
                 "sensor %s's row is held by another transaction (over %g s): committing the "
                 "other reports of its batch of %d first",
@@ -266,22 +282,20 @@ class _Lane:
         finally:
             batch[:] = [p for part in parts for p in part]
 
-    async def _attempt(self, batch: list[Pending]) -> Exception | None:
+    async def _attempt(self, batch: list[Pending], *, isolate: bool) -> Exception | None:
         """Commit `batch`, retrying transient errors until the reports' deadlines; the reports
-        answered leave the list. The error that failed it otherwise (its reports unanswered)."""
+        answered leave the list. The error that failed it otherwise (its reports unanswered),
+        or, with `isolate`, the sensor whose row another transaction held (`_RowLocked`)."""
         delay = RETRY_FIRST
         try:
             while batch:
                 # Not once the shutdown grace is over: the attempt, shielded, would outlast it.
                 await trio.lowlevel.checkpoint_if_cancelled()
                 try:
-                    rows, gone = await self._apply(batch)
+                    rows, gone = await self._apply(batch, isolate=isolate)
                 except Exception as exc:
-                    if not is_transient(exc):
+                    if isinstance(exc, _RowLocked) or not is_transient(exc):
                         raise
-                    locked = await self._locked(exc, batch)
-                    if locked is not None:
-                        return locked
                     log.warning("batch of %d failed (%r); retrying", len(batch), exc)
                     batch[:] = self._expire(batch, "the database is unavailable; retry")
                     if batch:
@@ -294,25 +308,40 @@ class _Lane:
             return exc
         return None
 
-    async def _apply(self, batch: list[Pending]) -> tuple[list[Applied], set[str]]:
-        """The committed rows, and the serials of the batch that are retired."""
+    async def _apply(
+        self, batch: list[Pending], *, isolate: bool
+    ) -> tuple[list[Applied], set[str]]:
+        """The committed rows, and the serials of the batch that are retired.
+
+        Raises:
+            _RowLocked: with `isolate`, the statement waited past `lock_wait` for the row of
+                one of the batch's sensors, and the batch holds others.
+        """
         # Shielded: a commit under way finishes (or times out at the reports' deadline) even
         # when the daemon is being cancelled, so an acknowledged report is a committed one.
         serials, versions = coalesce(batch)
         deadline = max(p.deadline for p in batch)
         with trio.CancelScope(shield=True, deadline=deadline) as scope:
             started = trio.current_time()
+            conn: Connection | None = None
             try:
                 conn = await self._connection()
                 rows = await apply_reports(conn, serials, versions)
                 # Rare (a report for a sensor that is not listed): worth a second query to
                 # tell the sensor why.
                 gone = await retired(conn, serials) if len(rows) < len(serials) else set()
-            except BaseException:
-                # A failed or interrupted statement may leave the connection unusable: the
-                # pool checks (or replaces) it, and the next attempt takes another.
-                with trio.CancelScope(shield=True):
-                    await self._release()
+            except BaseException as exc:
+                held = None
+                try:
+                    if isolate and conn is not None and isinstance(exc, Exception):
+                        held = await _held_serial(conn, exc, serials)
+                finally:
+                    # A failed or interrupted statement may leave the connection unusable:
+                    # the pool checks (or replaces) it, and the next attempt takes another.
+                    with trio.CancelScope(shield=True):
+                        await self._release()
+                if held is not None:
+                    raise _RowLocked(held) from exc
                 raise
             self.statements += 1
             metrics.LANE_COMMITS.labels(str(self._index)).inc()
@@ -322,35 +351,16 @@ class _Lane:
         assert scope.cancelled_caught
         raise TimeoutError("commit did not finish before the reports' deadline")
 
-    async def _locked(self, exc: Exception, batch: list[Pending]) -> _RowLocked | None:
-        """The sensor whose row the failed statement waited for past `lock_wait`, when the
-        batch holds other sensors' reports too (they need not wait for it); else None (the
-        batch is retried whole)."""
-        if not is_lock_timeout(exc) or all(p.serial == batch[0].serial for p in batch):
-            return None
-        try:
-            serial = await locked_serial(await self._connection(), exc)
-        except BaseException as lookup:
-            with trio.CancelScope(shield=True):
-                await self._release()
-            if not isinstance(lookup, Exception):
-                raise
-            log.warning("which row a batch waited for is unknown (%r)", lookup)
-            return None
-        if serial is None or all(p.serial != serial for p in batch):
-            return None
-        return _RowLocked(serial)
-
     async def _connection(self) -> Connection:
         """The writer keeps one pooled connection between batches: acquiring and releasing it
         per batch cost two trio-asyncio crossings and the pool's reset statement, a round trip
         as long as a small batch's commit. Its statements wait `lock_wait` for a row lock at
-        most (the pool's reset undoes that when it is released)."""
+        most (`limit_lock_wait`; the pool's reset undoes that when it is released)."""
         if self._conn is None:
             held = AsyncExitStack()
             self._conn = await held.enter_async_context(acquire(self._pool))
             self._held = held
-            await self._conn.execute(f"SET lock_timeout = '{round(self._lock_wait * 1000)}ms'")
+            await limit_lock_wait(self._conn, self._lock_wait)
         return self._conn
 
     async def _release(self) -> None:

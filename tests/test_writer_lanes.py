@@ -20,11 +20,12 @@ import trio.testing
 from prometheus_client import REGISTRY
 
 import droneshield.lanes
+import droneshield.writer
 from droneshield import daemon
 from droneshield.config import Settings
 from droneshield.db import seed
 from droneshield.db.pool import Connection, connect, open_pool
-from droneshield.db.reports import Applied
+from droneshield.db.reports import Applied, limit_lock_wait
 from droneshield.errors import DroneshieldError, IngestUnavailable
 from droneshield.lanes import SPILL_AT
 from droneshield.reports import SHUTTING_DOWN, Outcome, Pending
@@ -399,6 +400,43 @@ async def test_a_sensor_whose_row_is_held_elsewhere_is_set_apart_from_its_batch(
     assert _counted_splits() - before >= 1
     online = {r["serial"] for r in await db.fetch("SELECT serial FROM sensor WHERE online")}
     assert online == {held, *others}
+
+
+async def test_with_no_splits_left_a_batch_behind_a_held_row_is_retried_whole(
+    aio_loop, database_url, db, sensors, monkeypatch, caplog
+):
+    """The batch's splits spent (here: none to spend), a sensor's held row is a transient
+    error like any lock timeout: the batch is retried whole until the row is free, never
+    answered as an internal error."""
+    monkeypatch.setattr(droneshield.writer, "SPLITS_MAX", 0)
+    serials = sensors[:3]
+
+    async def retried() -> bool:
+        return any("LockNotAvailableError" in r.getMessage() for r in caplog.records)
+
+    async with _running(database_url, 5.0, lock_wait=0.2) as lanes:
+        with trio.fail_after(ACK_TIMEOUT / 2):
+            async with db.transaction():
+                await db.execute("SELECT 1 FROM sensor WHERE serial = $1 FOR UPDATE", serials[0])
+                for serial in serials:
+                    lanes.send.send_nowait(lanes.report(serial))
+                await eventually(retried)
+                assert not lanes.outcomes
+            await lanes.until(lambda: len(lanes.outcomes) == len(serials))
+    for outcome in lanes.outcomes.values():
+        [answer] = outcome  # once
+        assert isinstance(answer, Applied), answer
+
+
+async def test_the_lock_wait_lowers_a_longer_lock_timeout_and_keeps_a_shorter_one(
+    aio_loop, database_url, db
+):
+    name = await db.fetchval("SELECT current_database()")
+    for preset, expected in (("0", "3s"), ("10s", "3s"), ("100ms", "100ms")):
+        await db.execute(f"ALTER DATABASE {name} SET lock_timeout = '{preset}'")
+        async with connect(database_url) as conn:
+            await limit_lock_wait(conn, 3.0)
+            assert await conn.fetchval("SHOW lock_timeout") == expected, preset
 
 
 async def test_a_batch_every_row_fails_is_split_at_most_splits_max_times(

@@ -43,10 +43,11 @@ CONNECT_TIMEOUT: Final = 5.0  # seconds
 # then not stored, the alert not queued). Otherwise it failed a whole batch of reports as an
 # internal error, or ended the daemon from expiry.
 _OUTAGE_SQLSTATES: Final = ("08", "53", "57P")
+_LOCK_NOT_AVAILABLE: Final = "55P03"
 _TRANSIENT_SQLSTATES: Final = (
     *_OUTAGE_SQLSTATES,
     "57014",
-    "55P03",
+    _LOCK_NOT_AVAILABLE,
     "40001",
     "40P01",
     "23503",
@@ -79,7 +80,7 @@ def is_transient(exc: BaseException) -> bool:
 def is_lock_timeout(exc: BaseException) -> bool:
     """Whether `exc` is a lock not granted within `lock_timeout` (55P03): another transaction
     holds a row the statement needed."""
-    return _sqlstate_in(exc, ("55P03",))
+    return _sqlstate_in(exc, (_LOCK_NOT_AVAILABLE,))
 
 
 # SQLSTATE classes of the errors a row's data causes: a data exception, a constraint, a

@@ -23,13 +23,18 @@ from .pool import Connection, Pool, Record, acquire
 # million): expiry fell seconds behind right when a fleet back online went quiet again.
 # (`online IS TRUE` is matched to that index as well.) So a sensor another instance has just
 # expired is locked too (rare: the wheel holds online sensors), read as it now is, and left.
+# A row another transaction holds is skipped, not waited for: one sensor a writer is
+# committing (its commit arms it again), another instance expiring it, or an operator's open
+# `psql` transaction, which held the whole statement, and every sensor's offline with it,
+# until the statement timed out, again at each retry. A sensor skipped that way is left to
+# the safety sweep (`Tracker.sweep`), which takes it offline once the row is free.
 _EXPIRE: Final = """
 WITH locked AS (
     SELECT id, online, last_seen_at, last_seen_at <= now() - $2::interval AS due
     FROM sensor
     WHERE id = ANY($1::bigint[])
     ORDER BY id
-    FOR UPDATE
+    FOR UPDATE SKIP LOCKED
 ), updated AS (
     UPDATE sensor s
     SET online = false, status_changed_at = now()
@@ -121,10 +126,11 @@ class Expiry:
 async def expire(conn: Connection, ids: Sequence[int], offline_after: float) -> Expiry:
     """Mark offline those of `ids` that are online and silent for `offline_after` seconds.
 
-    One statement: the rows of `ids` are locked in id order (as the writer locks them, so the two
-    cannot deadlock) and read again after any wait for a lock, so a report committed meanwhile,
-    by this instance or another, keeps its sensor online, and a row another expiry took offline
-    meanwhile is left alone. Each sensor marked offline gets one 'offline' event.
+    One statement: the rows of `ids` are locked in id order, skipping (not waiting for) those
+    another transaction holds: a report being committed (it re-arms its sensor), another
+    expiry, an operator's open transaction (left to the safety sweep). A sensor in neither of
+    the answer's lists was skipped, or is offline, retired or gone. Each sensor marked offline
+    gets one 'offline' event.
     """
     rows = await conn.fetch(_EXPIRE, list(ids), timedelta(seconds=offline_after))
     expiry = Expiry()

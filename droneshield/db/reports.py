@@ -141,3 +141,17 @@ async def locked_serial(conn: Connection, exc: BaseException) -> str | None:
         "SELECT serial FROM sensor WHERE ctid = $1::tid", (int(found[1]), int(found[2]))
     )
     return serial
+
+
+# Lowered, never raised: a role's or database's shorter lock_timeout stands.
+_LOCK_WAIT: Final = """
+SELECT set_config('lock_timeout', $1::int || 'ms', false)
+FROM pg_settings
+WHERE name = 'lock_timeout' AND (setting::bigint = 0 OR setting::bigint > $1::int)
+"""
+
+
+async def limit_lock_wait(conn: Connection, seconds: float) -> None:
+    """Make `conn`'s statements wait `seconds` at most for a lock (`lock_timeout`), unless
+    they wait less already."""
+    await conn.execute(_LOCK_WAIT, round(seconds * 1000))
