@@ -169,6 +169,9 @@ class Tracker:
         # Due within a resolution by the database's clock: only the clocks' rates disagreed.
         lagging = self.offline_after - self.wheel.resolution
         self._arm_aged([(i, age) for i, age in expiry.still_online if age >= lagging])
+        # Rows another transaction holds: tried again a resolution later (a report committing
+        # re-arms its own sensor later still; an operator's open transaction may hold on).
+        self.wheel.arm_many(expiry.held, trio.current_time() + self.wheel.resolution)
         self._hub.publish(expiry.offline)
         if self._unsure:
             await self._settle(ids, expiry)
@@ -179,11 +182,12 @@ class Tracker:
         unsure = [i for i in ids if i in self._unsure]
         if not unsure:
             return
-        answered = {s.id for s in expiry.offline} | {i for i, _ in expiry.still_online}
+        held = set(expiry.held)  # the failed statement's own rows, maybe: still unsure
+        answered = {s.id for s in expiry.offline} | {i for i, _ in expiry.still_online} | held
         lost = [i for i in unsure if i not in answered]
         if lost:
             self._hub.publish(await self._store.offline_states(lost))
-        self._unsure.difference_update(unsure)
+        self._unsure.difference_update(i for i in unsure if i not in held)
 
     async def sweep(self, *, page: int = SWEEP_PAGE) -> None:
         """Mark offline the online sensors silent for longer than any live wheel would allow

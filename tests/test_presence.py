@@ -261,6 +261,28 @@ async def test_after_a_database_outage_sensors_get_a_report_through_before_going
     assert tracker.held_until <= went_offline
 
 
+async def test_a_sensor_whose_row_is_held_goes_offline_a_resolution_after_it_is_free(
+    autojump_clock, nursery, presence_settings
+):
+    """Another transaction holds a due sensor's row (an operator's open `psql`): each expiry
+    skips it and it is tried again a resolution later, so it goes offline within a resolution
+    once the row is free, not at the next sweep; the sensor beside it goes offline on time."""
+    store = MemoryPresenceStore(2)
+    tracker = await _start(nursery, store, presence_settings)
+    with trio.fail_after(1000):
+        reported = await _report(tracker, store, 1, 2)
+        store.held.add(1)
+        freed = reported + OFFLINE_AFTER + 10 * RESOLUTION
+        await trio.sleep_until(freed)
+        assert store.rows[1].online
+        store.held.clear()
+        await trio.sleep_until(freed + 2 * RESOLUTION)
+    [went_offline] = store.offline_times(1)
+    assert freed <= went_offline <= freed + RESOLUTION
+    [beside] = store.offline_times(2)
+    assert beside <= reported + OFFLINE_AFTER + RESOLUTION
+
+
 async def test_an_expiry_whose_reply_was_lost_is_still_published(
     autojump_clock, nursery, presence_settings
 ):

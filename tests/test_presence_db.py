@@ -119,9 +119,9 @@ async def test_report_committed_by_another_connection_before_the_update_keeps_it
 
 async def test_a_row_another_transaction_holds_is_skipped_not_waited_for(db, database_url, sensors):
     """A report being committed, or an operator's open transaction, holds one due sensor's row:
-    the expiry takes the others offline at once and leaves that one (the report's commit
-    re-arms it; else the safety sweep takes it once the row is free). It waited for the row
-    before: an operator's transaction held every sensor's offline with it."""
+    the expiry takes the others offline at once and answers that one as held (the tracker
+    tries it again a resolution later). It waited for the row before: an operator's
+    transaction held every sensor's offline with it."""
     await _set_online(db, sensors[:2], silent_for=60)
     held, free = await _ids(db, sensors[:2])
     async with connect(database_url) as other, other.transaction():
@@ -130,6 +130,7 @@ async def test_a_row_another_transaction_holds_is_skipped_not_waited_for(db, dat
             expiry = await presence.expire(db, [held, free], 30.0)
     assert [s.id for s in expiry.offline] == [free]
     assert expiry.still_online == []
+    assert expiry.held == [held]  # tried again a resolution later
     assert await _status(db, sensors[0]) == "online"  # the report committed
     assert await _events(db, sensors[0]) == []
 

@@ -431,6 +431,8 @@ async def test_with_no_splits_left_a_batch_behind_a_held_row_is_retried_whole(
 async def test_the_lock_wait_lowers_a_longer_lock_timeout_and_keeps_a_shorter_one(
     aio_loop, database_url, db
 ):
+    """A role's or database's shorter lock_timeout stands (an operator chose it); none, or a
+    longer one, is lowered to the writer's lock wait."""
     name = await db.fetchval("SELECT current_database()")
     for preset, expected in (("0", "3s"), ("10s", "3s"), ("100ms", "100ms")):
         await db.execute(f"ALTER DATABASE {name} SET lock_timeout = '{preset}'")

@@ -26,8 +26,8 @@ from .pool import Connection, Pool, Record, acquire
 # A row another transaction holds is skipped, not waited for: one sensor a writer is
 # committing (its commit arms it again), another instance expiring it, or an operator's open
 # `psql` transaction, which held the whole statement, and every sensor's offline with it,
-# until the statement timed out, again at each retry. A sensor skipped that way is left to
-# the safety sweep (`Tracker.sweep`), which takes it offline once the row is free.
+# until the statement timed out, again at each retry. The online sensors skipped that way
+# are answered (`held`, read without the lock) and tried again a resolution later.
 _EXPIRE: Final = """
 WITH locked AS (
     SELECT id, online, last_seen_at, last_seen_at <= now() - $2::interval AS due
@@ -57,12 +57,18 @@ WITH locked AS (
     WHERE EXISTS (SELECT FROM webhook)
     ORDER BY w.id, u.id
 )
-SELECT id, serial, version, last_seen_at, status_changed_at, site, NULL::float8 AS age
+SELECT 'offline' AS kind, id, serial, version, last_seen_at, status_changed_at, site,
+       NULL::float8 AS age
 FROM updated
 UNION ALL
-SELECT id, NULL, NULL, NULL, NULL, NULL, extract(epoch FROM now() - last_seen_at)::float8
+SELECT 'online', id, NULL, NULL, NULL, NULL, NULL, extract(epoch FROM now() - last_seen_at)
 FROM locked
 WHERE online AND NOT due
+UNION ALL
+SELECT 'held', i.id, NULL, NULL, NULL, NULL, NULL, NULL
+FROM unnest($1::bigint[]) AS i(id)
+WHERE NOT EXISTS (SELECT FROM locked l WHERE l.id = i.id)
+  AND EXISTS (SELECT FROM sensor s WHERE s.id = i.id AND s.online)
 """
 
 # Sensors of `ids` that are offline (not retired): what an expiry whose reply was lost left.
@@ -116,29 +122,33 @@ class Expiry:
 
     `offline` holds the sensors it marked offline (each with an 'offline' event);
     `still_online` lists the ids it left online because their last report is too recent, with
-    that report's age in seconds by the database's clock.
+    that report's age in seconds by the database's clock; `held`, the online ones it skipped
+    because another transaction held their rows.
     """
 
     offline: list[SensorState] = field(default_factory=list)
     still_online: list[tuple[int, float]] = field(default_factory=list)
+    held: list[int] = field(default_factory=list)
 
 
 async def expire(conn: Connection, ids: Sequence[int], offline_after: float) -> Expiry:
     """Mark offline those of `ids` that are online and silent for `offline_after` seconds.
 
     One statement: the rows of `ids` are locked in id order, skipping (not waiting for) those
-    another transaction holds: a report being committed (it re-arms its sensor), another
-    expiry, an operator's open transaction (left to the safety sweep). A sensor in neither of
-    the answer's lists was skipped, or is offline, retired or gone. Each sensor marked offline
-    gets one 'offline' event.
+    another transaction holds (a report being committed, another expiry, an operator's open
+    transaction): the online ones among them are answered as `held`. A sensor in none of the
+    answer's lists is offline, retired or gone. Each sensor marked offline gets one 'offline'
+    event.
     """
     rows = await conn.fetch(_EXPIRE, list(ids), timedelta(seconds=offline_after))
     expiry = Expiry()
     for r in rows:
-        if r["age"] is None:
+        if r["kind"] == "offline":
             expiry.offline.append(_offline(r, before=("online", r["version"])))
-        else:
+        elif r["kind"] == "online":
             expiry.still_online.append((r["id"], r["age"]))
+        else:
+            expiry.held.append(r["id"])
     return expiry
 
 

@@ -154,4 +154,4 @@ WHERE name = 'lock_timeout' AND (setting::bigint = 0 OR setting::bigint > $1::in
 async def limit_lock_wait(conn: Connection, seconds: float) -> None:
     """Make `conn`'s statements wait `seconds` at most for a lock (`lock_timeout`), unless
     they wait less already."""
-    await conn.execute(_LOCK_WAIT, round(seconds * 1000))
+    await conn.execute(_LOCK_WAIT, max(1, round(seconds * 1000)))  # 0 would mean no limit

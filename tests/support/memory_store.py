@@ -42,6 +42,7 @@ class MemoryPresenceStore:
         self.failures_left = 0  # the next expire calls raise OSError, as a lost connection
         self.lost_replies = 0  # the next expire calls commit, then raise (the reply lost)
         self.expire_delay = 0.0  # seconds each expire statement takes (a loaded database)
+        self.held: set[int] = set()  # rows another transaction holds: expire skips them
 
     def report(self, ids: Iterable[int]) -> list[Applied]:
         """Commit one report per id now (as the writer would) and return the rows."""
@@ -75,6 +76,9 @@ class MemoryPresenceStore:
         for i in sorted(ids):
             row = self.rows[i]
             if not row.online:
+                continue
+            if i in self.held:
+                expiry.held.append(i)
                 continue
             assert row.last_seen is not None
             if row.last_seen <= now - offline_after:
