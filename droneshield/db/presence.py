@@ -68,7 +68,7 @@ UNION ALL
 SELECT 'held', i.id, NULL, NULL, NULL, NULL, NULL, NULL
 FROM unnest($1::bigint[]) AS i(id)
 WHERE NOT EXISTS (SELECT FROM locked l WHERE l.id = i.id)
-  AND EXISTS (SELECT FROM sensor s WHERE s.id = i.id AND s.online)
+  AND (SELECT s.online FROM sensor s WHERE s.id = i.id)  -- by id: see above
 """
 
 # Sensors of `ids` that are offline (not retired): what an expiry whose reply was lost left.
