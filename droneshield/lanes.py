@@ -22,6 +22,7 @@ and closed-loop rates and the paced tail differed within the rounds' spread.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Final
 
@@ -94,6 +95,16 @@ class LanePlacement:
         """`lane` answered a batch (committed or not) of these reports, repeats included, or
         reports it held when it stopped; it commits nothing now."""
         self._committing_since[lane] = None
+        self.answered(serials)
+
+    def stalled(self, lane: int) -> None:
+        """`lane`'s commit waits for a row another transaction holds: new sensors avoid it now,
+        not only once it has committed for HELD_AFTER."""
+        self._committing_since[lane] = -math.inf
+
+    def answered(self, serials: Iterable[str]) -> None:
+        """Reports of a batch still committing were answered (its lane set a held sensor apart
+        and committed the others): their sensors may move."""
         for serial in serials:
             self._release(serial)
 

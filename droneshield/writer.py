@@ -171,6 +171,8 @@ class _Lane:
         self._held: AsyncExitStack | None = None  # releases the connection kept between batches
         self._conn: Connection | None = None
         self._grace_ends: float | None = None  # when the shutdown grace ends, once it started
+        # Reports of the batch committing that `_attempts` answered and let move already.
+        self._answered_early: list[Pending] = []
         self.statements = 0
 
     async def run(self, *, task_status: trio.TaskStatus[trio.MemorySendChannel[Pending]]) -> None:
@@ -219,10 +221,12 @@ class _Lane:
         another lane."""
         self._placement.taken(self._index, len(batch), trio.current_time())
         self._room.unpark_all()
+        self._answered_early = []
         try:
             await self._commit(batch)
         finally:
-            self._placement.finished(self._index, (p.serial for p in batch))
+            early = {id(p) for p in self._answered_early}
+            self._placement.finished(self._index, (p.serial for p in batch if id(p) not in early))
 
     async def _commit(self, batch: list[Pending]) -> None:
         """Commit one batch, retrying transient database errors until each report's deadline.
@@ -256,6 +260,7 @@ class _Lane:
         failed = await self._attempt(batch, isolate=splits[0] > 0)
         if failed is None:
             return
+        others: list[Pending] = []  # the reports committed apart from a held sensor's
         if isinstance(failed, _RowLocked):
             log.warning(
                 "sensor %s's row is held by another transaction (over %g s): committing the "
@@ -265,6 +270,8 @@ class _Lane:
                 len(batch),
             )
             parts = failed.parts(batch)
+            others = parts[0][:]
+            self._placement.stalled(self._index)
         elif is_row_error(failed) and splits[0] > 0 and (parts := _halves(batch))[0]:
             log.warning("batch of %d failed (%r); committing it in halves", len(batch), failed)
         else:
@@ -279,6 +286,11 @@ class _Lane:
                 # A part may start well after the batch did (its sibling retried meanwhile).
                 part[:] = self._expire(part, TOO_LATE)
                 await self._attempts(part, splits)
+                if others and part is parts[0]:
+                    # Answered: their next reports need not wait in this lane behind the
+                    # held sensor's retries.
+                    self._placement.answered(p.serial for p in others)
+                    self._answered_early += others
         finally:
             batch[:] = [p for part in parts for p in part]
 

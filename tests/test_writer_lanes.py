@@ -402,6 +402,29 @@ async def test_a_sensor_whose_row_is_held_elsewhere_is_set_apart_from_its_batch(
     assert online == {held, *others}
 
 
+async def test_the_sensors_committed_apart_from_a_held_one_leave_its_lane_at_once(
+    aio_loop, database_url, db, sensors
+):
+    """Once a held sensor is set apart and the others are committed, their next reports go to
+    a lane that can commit them, not behind the held sensor's retries (until its deadline,
+    they counted as in flight in that lane and were placed there)."""
+    held, *others = sensors[:4]
+    async with _running(database_url, 5.0, lock_wait=0.2) as lanes:
+        with trio.fail_after(ACK_TIMEOUT / 2):  # the held report retries until its deadline
+            async with db.transaction():
+                await db.execute("SELECT 1 FROM sensor WHERE serial = $1 FOR UPDATE", held)
+                for serial in (held, *others):
+                    lanes.send.send_nowait(lanes.report(serial))
+                await lanes.until(lambda: len(lanes.outcomes) == len(others))
+                lanes.send.send_nowait(lanes.report(others[0]))  # report number 4
+                await lanes.until(lambda: 4 in lanes.outcomes)
+                assert 0 not in lanes.outcomes  # the held sensor's, still retrying
+            await lanes.until(lambda: 0 in lanes.outcomes)
+    for outcome in lanes.outcomes.values():
+        [answer] = outcome  # once
+        assert isinstance(answer, Applied), answer
+
+
 async def test_with_no_splits_left_a_batch_behind_a_held_row_is_retried_whole(
     aio_loop, database_url, db, sensors, monkeypatch, caplog
 ):
