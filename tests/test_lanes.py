@@ -79,3 +79,20 @@ def test_a_report_its_lane_never_got_is_taken_back():
 def test_lanes_and_the_spill_point_are_positive(lanes, spill_at):
     with pytest.raises(ValueError, match="must be positive"):
         LanePlacement(lanes, spill_at=spill_at)
+
+
+def test_a_lane_stalled_by_a_held_row_gets_no_new_sensor_at_once_and_frees_those_answered():
+    """Its lane set a held sensor apart and committed the others: they may move now, and new
+    sensors avoid the lane before HELD_AFTER, until its batch is finished."""
+    lanes = LanePlacement(2, spill_at=4)
+    assert [lanes.place(s, NOW) for s in ("held", "a", "b")] == [0, 0, 0]
+    lanes.taken(0, 3, NOW)
+    lanes.stalled(0)
+    lanes.answered(["a", "b"])
+    assert "a" not in lanes
+    assert "held" in lanes
+    assert lanes.place("a", NOW) == 1  # free to move: lane 0 is stalled
+    assert lanes.place("c", NOW) == 1
+    assert lanes.place("held", NOW) == 0  # its report in flight keeps it there
+    lanes.finished(0, ["held"])
+    assert lanes.place("d", NOW) == 0
