@@ -13,9 +13,10 @@ committing): the first lane with fewer than SPILL_AT waiting whose commit has no
 HELD_AFTER, else the one of those with the fewest waiting. A held lane keeps what it has (at
 most SPILL_AT reports of new sensors come to it before it counts as held), and the rest go to
 the other lanes. A sensor with a report in flight stays in that lane, so its reports still
-commit in order, and two lanes never lock the same sensor row (a lane's batch is answered,
-committed or not, before its sensors may move); such a sensor's next reports still wait for
-the held lane. At light load the first lane takes everything, and more lanes commit side by
+commit in order, and two lanes never lock the same sensor row (a sensor's reports in a lane
+are answered, committed or not, before it may move: all of a batch's, or those a lane held up
+by one sensor's row committed apart, `answered`); such a sensor's next reports still wait
+for the held lane. At light load the first lane takes everything, and more lanes commit side by
 side as reports wait. In alternated runs against hashed lanes (README, Benchmarks) the batch
 and closed-loop rates and the paced tail differed within the rounds' spread.
 """
@@ -93,7 +94,8 @@ class LanePlacement:
 
     def finished(self, lane: int, serials: Iterable[str]) -> None:
         """`lane` answered a batch (committed or not) of these reports, repeats included, or
-        reports it held when it stopped; it commits nothing now."""
+        reports it held when it stopped, but for those already `answered`; it commits nothing
+        now."""
         self._committing_since[lane] = None
         self.answered(serials)
 

@@ -171,8 +171,9 @@ class _Lane:
         self._held: AsyncExitStack | None = None  # releases the connection kept between batches
         self._conn: Connection | None = None
         self._grace_ends: float | None = None  # when the shutdown grace ends, once it started
-        # Reports of the batch committing that `_attempts` answered and let move already.
-        self._answered_early: list[Pending] = []
+        # Reports of the batch committing that `_attempts` answered and let move already, by
+        # identity (a part set apart from a held sensor may itself set another apart).
+        self._answered_early: dict[int, Pending] = {}
         self.statements = 0
 
     async def run(self, *, task_status: trio.TaskStatus[trio.MemorySendChannel[Pending]]) -> None:
@@ -218,14 +219,14 @@ class _Lane:
     async def _commit_taken(self, batch: list[Pending]) -> None:
         """`_commit` a batch just taken from the channel (the channel has room: a router waiting
         for room is woken); once every report of it is answered, its sensors may move to
-        another lane."""
+        another lane (those committed apart from a held sensor's earlier: `_answered`)."""
         self._placement.taken(self._index, len(batch), trio.current_time())
         self._room.unpark_all()
-        self._answered_early = []
+        self._answered_early = {}
         try:
             await self._commit(batch)
         finally:
-            early = {id(p) for p in self._answered_early}
+            early = self._answered_early
             self._placement.finished(self._index, (p.serial for p in batch if id(p) not in early))
 
     async def _commit(self, batch: list[Pending]) -> None:
@@ -289,8 +290,7 @@ class _Lane:
                 if others and part is parts[0]:
                     # Answered: their next reports need not wait in this lane behind the
                     # held sensor's retries.
-                    self._placement.answered(p.serial for p in others)
-                    self._answered_early += others
+                    self._answered(others)
         finally:
             batch[:] = [p for part in parts for p in part]
 
@@ -319,6 +319,14 @@ class _Lane:
         except Exception as exc:
             return exc
         return None
+
+    def _answered(self, reports: list[Pending]) -> None:
+        """Let the sensors of `reports`, answered while the lane's batch still commits, move
+        to another lane; each report once."""
+        early = self._answered_early
+        fresh = [p for p in reports if id(p) not in early]
+        self._placement.answered(p.serial for p in fresh)
+        early.update((id(p), p) for p in fresh)
 
     async def _apply(
         self, batch: list[Pending], *, isolate: bool

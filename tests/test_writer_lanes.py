@@ -425,6 +425,31 @@ async def test_the_sensors_committed_apart_from_a_held_one_leave_its_lane_at_onc
         assert isinstance(answer, Applied), answer
 
 
+async def test_two_held_sensors_in_one_batch_are_each_set_apart_and_every_report_answered_once(
+    aio_loop, database_url, db, sensors
+):
+    """An operator's transaction holds two sensors' rows of one batch: the second is set apart
+    inside the part committed apart from the first. A sensor committed there reports again
+    while both still retry: its placement is released once (twice, its count went below its
+    reports in flight and the writer crashed), and the lanes end with nothing in flight."""
+    first, second, *others = sensors[:5]
+    async with _running(database_url, 5.0, lock_wait=0.2) as lanes:
+        with trio.fail_after(ACK_TIMEOUT / 2):
+            async with db.transaction():
+                await db.execute(
+                    "SELECT 1 FROM sensor WHERE serial = ANY($1) FOR UPDATE", [first, second]
+                )
+                for serial in (first, second, *others):
+                    lanes.send.send_nowait(lanes.report(serial))
+                await lanes.until(lambda: len(lanes.outcomes) == len(others))
+                lanes.send.send_nowait(lanes.report(others[0]))  # report number 5
+                await lanes.until(lambda: 5 in lanes.outcomes)
+            await lanes.until(lambda: len(lanes.outcomes) == 6)
+    for outcome in lanes.outcomes.values():
+        [answer] = outcome  # once
+        assert isinstance(answer, Applied), answer
+
+
 async def test_with_no_splits_left_a_batch_behind_a_held_row_is_retried_whole(
     aio_loop, database_url, db, sensors, monkeypatch, caplog
 ):
