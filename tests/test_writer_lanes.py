@@ -377,6 +377,22 @@ async def test_a_batch_stopped_while_it_is_split_answers_each_report_once(lanes,
     assert online == set(serials) - {poisoned}
 
 
+async def _hold_then_report(
+    db: Connection, lanes: Lanes, held: list[str], serials: list[str]
+) -> None:
+    """In `db`'s open transaction, hold the rows of `held` (as an operator's `psql` would),
+    then queue one report for each of `serials`, numbered in that order."""
+    await db.execute("SELECT 1 FROM sensor WHERE serial = ANY($1) FOR UPDATE", held)
+    for serial in serials:
+        lanes.send.send_nowait(lanes.report(serial))
+
+
+def _each_applied_once(lanes: Lanes) -> None:
+    for outcome in lanes.outcomes.values():
+        [answer] = outcome  # once
+        assert isinstance(answer, Applied), answer
+
+
 async def test_a_sensor_whose_row_is_held_elsewhere_is_set_apart_from_its_batch(
     aio_loop, database_url, db, sensors
 ):
@@ -388,15 +404,11 @@ async def test_a_sensor_whose_row_is_held_elsewhere_is_set_apart_from_its_batch(
     async with _running(database_url, 5.0, lock_wait=0.2) as lanes:
         with trio.fail_after(ACK_TIMEOUT / 2):  # well before the reports' deadline
             async with db.transaction():
-                await db.execute("SELECT 1 FROM sensor WHERE serial = $1 FOR UPDATE", held)
-                for serial in (held, *others):
-                    lanes.send.send_nowait(lanes.report(serial))
+                await _hold_then_report(db, lanes, [held], [held, *others])
                 await lanes.until(lambda: len(lanes.outcomes) == len(others))
                 assert 0 not in lanes.outcomes  # the held sensor's, still waiting
             await lanes.until(lambda: 0 in lanes.outcomes)
-    for outcome in lanes.outcomes.values():
-        [answer] = outcome  # once
-        assert isinstance(answer, Applied), answer
+    _each_applied_once(lanes)
     assert _counted_splits() - before >= 1
     online = {r["serial"] for r in await db.fetch("SELECT serial FROM sensor WHERE online")}
     assert online == {held, *others}
@@ -412,17 +424,13 @@ async def test_the_sensors_committed_apart_from_a_held_one_leave_its_lane_at_onc
     async with _running(database_url, 5.0, lock_wait=0.2) as lanes:
         with trio.fail_after(ACK_TIMEOUT / 2):  # the held report retries until its deadline
             async with db.transaction():
-                await db.execute("SELECT 1 FROM sensor WHERE serial = $1 FOR UPDATE", held)
-                for serial in (held, *others):
-                    lanes.send.send_nowait(lanes.report(serial))
+                await _hold_then_report(db, lanes, [held], [held, *others])
                 await lanes.until(lambda: len(lanes.outcomes) == len(others))
                 lanes.send.send_nowait(lanes.report(others[0]))  # report number 4
                 await lanes.until(lambda: 4 in lanes.outcomes)
                 assert 0 not in lanes.outcomes  # the held sensor's, still retrying
             await lanes.until(lambda: 0 in lanes.outcomes)
-    for outcome in lanes.outcomes.values():
-        [answer] = outcome  # once
-        assert isinstance(answer, Applied), answer
+    _each_applied_once(lanes)
 
 
 async def test_two_held_sensors_in_one_batch_are_each_set_apart_and_every_report_answered_once(
@@ -436,18 +444,12 @@ async def test_two_held_sensors_in_one_batch_are_each_set_apart_and_every_report
     async with _running(database_url, 5.0, lock_wait=0.2) as lanes:
         with trio.fail_after(ACK_TIMEOUT / 2):
             async with db.transaction():
-                await db.execute(
-                    "SELECT 1 FROM sensor WHERE serial = ANY($1) FOR UPDATE", [first, second]
-                )
-                for serial in (first, second, *others):
-                    lanes.send.send_nowait(lanes.report(serial))
+                await _hold_then_report(db, lanes, [first, second], [first, second, *others])
                 await lanes.until(lambda: len(lanes.outcomes) == len(others))
                 lanes.send.send_nowait(lanes.report(others[0]))  # report number 5
                 await lanes.until(lambda: 5 in lanes.outcomes)
             await lanes.until(lambda: len(lanes.outcomes) == 6)
-    for outcome in lanes.outcomes.values():
-        [answer] = outcome  # once
-        assert isinstance(answer, Applied), answer
+    _each_applied_once(lanes)
 
 
 async def test_with_no_splits_left_a_batch_behind_a_held_row_is_retried_whole(
@@ -465,15 +467,11 @@ async def test_with_no_splits_left_a_batch_behind_a_held_row_is_retried_whole(
     async with _running(database_url, 5.0, lock_wait=0.2) as lanes:
         with trio.fail_after(ACK_TIMEOUT / 2):
             async with db.transaction():
-                await db.execute("SELECT 1 FROM sensor WHERE serial = $1 FOR UPDATE", serials[0])
-                for serial in serials:
-                    lanes.send.send_nowait(lanes.report(serial))
+                await _hold_then_report(db, lanes, serials[:1], serials)
                 await eventually(retried)
                 assert not lanes.outcomes
             await lanes.until(lambda: len(lanes.outcomes) == len(serials))
-    for outcome in lanes.outcomes.values():
-        [answer] = outcome  # once
-        assert isinstance(answer, Applied), answer
+    _each_applied_once(lanes)
 
 
 async def test_the_lock_wait_lowers_a_longer_lock_timeout_and_keeps_a_shorter_one(
