@@ -17,6 +17,7 @@ both peers.
 
 from __future__ import annotations
 
+import itertools
 import sys
 import uuid
 from collections.abc import AsyncIterator
@@ -28,6 +29,7 @@ import httpx
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
+from droneshield.bus import Message
 from droneshield.bus.jetstream import JetStreamBus, default_stream
 from droneshield.bus.notify import NotifyBus
 from droneshield.db import seed
@@ -91,14 +93,17 @@ async def _publish(relay_url: str, database_url: str, fleet: int, seconds: float
             await nursery.start(bus.serve, lambda payload: None, lambda: None)
             stack.callback(nursery.cancel_scope.cancel)
         groups = [
-            [(0, p) for p in encode(instance, changes[i : i + PUBLISH_CHANGES], bus.payload_max)]
+            encode(instance, changes[i : i + PUBLISH_CHANGES], bus.payload_max)
             for i in range(0, fleet, PUBLISH_CHANGES)
         ]
+        # Each message under a key of its own, as the relay sends them: JetStream drops a
+        # message whose key it has stored as a copy (the groups are sent again and again).
+        keys = itertools.count()
         # Not cancelled mid-publish: stop between two, as the relay does when it is idle.
         deadline = trio.current_time() + seconds
         while trio.current_time() < deadline:
             for group in groups:
-                await bus.publish(group)
+                await bus.publish([Message(0, p, f"{instance}.{next(keys)}") for p in group])
 
 
 async def _report(grpc_ports: list[int], fleet: int, seconds: float) -> None:
