@@ -310,13 +310,10 @@ SEARCHES = [f for f in FILTERS if f.q is not None]
 
 @pytest.mark.parametrize("candidates", [0, CAP * NARROWED_CANDIDATES_MAX + 1], ids=["few", "many"])
 @pytest.mark.parametrize("flt", SEARCHES, ids=repr)
-async def test_searches_through_the_own_trigram_index_match_the_table(db, fleet, flt, candidates):
-    """As on a server without pg_trgm (migration 0014's index): first pages, pages past the
+async def test_searches_through_the_trigram_index_match_the_table(db, fleet, flt, candidates):
+    """Through the search's trigram index (migration 0025): first pages, pages past the
     end and cursor pages agree with the table, whether the index is expected to return few
     candidates (a first page then reads the matches once, counts and sorts them) or many."""
-    await db.execute(
-        "CREATE INDEX IF NOT EXISTS sensor_grams ON sensor USING gin (sensor_grams(serial, label))"
-    )
     grams = trigrams(flt.q or "")[:1]  # the index asked for a trigram every search holds
     expected = await _matching(db, flt)
     with trio.fail_after(10):
@@ -363,9 +360,6 @@ async def test_a_search_with_few_candidates_matches_the_page_and_total_read_apar
 ):
     """The narrowed search's one read (every match counted, then capped as `total` caps it)
     against the page and the total read apart, in every order, first and later pages."""
-    await db.execute(
-        "CREATE INDEX IF NOT EXISTS sensor_grams ON sensor USING gin (sensor_grams(serial, label))"
-    )
     order = Order(sort, descending)
     with trio.fail_after(20):
         for flt in SEARCHES:

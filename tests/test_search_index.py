@@ -39,7 +39,7 @@ async def _valid_search_indexes(db: Connection) -> int:
         await db.fetchval(
             "SELECT count(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
             "JOIN pg_am a ON a.oid = c.relam "
-            "WHERE i.indrelid = 'sensor'::regclass AND a.amname = 'gin' AND i.indisvalid"
+            "WHERE i.indrelid = 'sensor_search'::regclass AND a.amname = 'gin' AND i.indisvalid"
         )
     )
 
@@ -72,7 +72,8 @@ async def _done(db: Connection) -> bool:
 async def _invalid_indexes(db: Connection) -> int:
     return int(
         await db.fetchval(
-            "SELECT count(*) FROM pg_index WHERE indrelid = 'sensor'::regclass AND NOT indisvalid"
+            "SELECT count(*) FROM pg_index "
+            "WHERE indrelid = 'sensor_search'::regclass AND NOT indisvalid"
         )
     )
 

@@ -53,8 +53,9 @@ SORT_MEMORY: Final = "256MB"
 # (the default 64 MB spills them to disk in runs, merged afterwards).
 BUILD_MEMORY: Final = "512MB"
 
-# What a rebuild drops and builds again: every index but the primary key's (ids are appended to
-# in order anyway), the serial's unique constraint included (its sorted build is ~3x cheaper
+# What a rebuild drops and builds again: every index of `sensor` and of its search rows
+# (`sensor_search`, which a trigger fills) but the primary keys' (ids are appended to in order
+# anyway), the serial's unique constraint included (its sorted build is ~3x cheaper
 # than a million probes and insertions; the insert's anti-join then hashes the stored serials).
 # The search indexes (GIN) are `deferred`: built after the commit, see `_defer`.
 # The unique constraint is built first: a repeated serial (`built`) fails before the rest.
@@ -69,7 +70,7 @@ SELECT name, drop, build, deferred FROM (
     SELECT format('%I', c.relname), format('DROP INDEX %I', c.relname),
            pg_get_indexdef(i.indexrelid), a.amname = 'gin', 1
     FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am a ON a.oid = c.relam
-    WHERE i.indrelid = 'sensor'::regclass
+    WHERE i.indrelid IN ('sensor'::regclass, 'sensor_search'::regclass)
       AND NOT EXISTS (SELECT FROM pg_constraint k WHERE k.conindid = i.indexrelid)
 ) secondary ORDER BY rank, name
 """
@@ -222,7 +223,7 @@ async def _lock(conn: Connection, *, empty: bool = False) -> bool:
     try:
         async with conn.transaction():  # a savepoint: a failure leaves the caller's work be
             await conn.execute(f"SET LOCAL lock_timeout = '{LOCK_WAIT}'")
-            await conn.execute("LOCK TABLE sensor IN ACCESS EXCLUSIVE MODE")
+            await conn.execute("LOCK TABLE sensor, sensor_search IN ACCESS EXCLUSIVE MODE")
             if empty and await conn.fetchval(_ANY):
                 raise _NotEmpty  # undoing the savepoint releases the lock taken in it
     except (asyncpg.LockNotAvailableError, asyncpg.DeadlockDetectedError, _NotEmpty):
@@ -288,7 +289,7 @@ async def build_deferred(dsn: str) -> list[str]:
             # The search's planning reads the trigram index's statistics (db/sensors.py), which
             # an analyze gathers only once the index exists; autovacuum's, after the import,
             # may have run before.
-            await conn.execute("ANALYZE sensor")
+            await conn.execute("ANALYZE sensor_search")
         return built
 
 

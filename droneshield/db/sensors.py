@@ -183,8 +183,9 @@ class SensorFilter:
         self, first_param: int = 1, sort: Sort = "serial", *, grams: Sequence[str] = ()
     ) -> tuple[list[str], list[object]]:
         """SQL conditions and their arguments, numbered from `$first_param`; with `grams`
-        (trigrams of the search, see `narrowing_grams`), a search also asks the trigram index
-        of migration 0014 for the sensors holding them all."""
+        (trigrams of the search, see `narrowing_grams`), a search of sensors not retired looks
+        its matches up in the trigram index (migration 0025's), by the sensors holding them
+        all."""
         conditions: list[str] = []
         args: list[object] = []
 
@@ -212,11 +213,28 @@ class SensorFilter:
         if self.site is not None:
             conditions.append(f"site = {param(self.site)}")
         if self.q is not None:
-            if grams:
-                conditions.append(f"sensor_grams(serial, label) @> {param(list(grams))}")
             pattern = param(f"%{_escape_like(self.q)}%")
-            conditions.append(f"(serial ILIKE {pattern} OR label ILIKE {pattern})")
+            if grams and self.status != "retired":
+                conditions.append(f"id = ANY (ARRAY ({_searched(pattern, param(list(grams)))}))")
+            else:
+                conditions.append(_matching(pattern))
         return conditions, args
+
+
+def _matching(pattern: str) -> str:
+    """Whether a row's serial or label is LIKE `pattern`, any case (a row of `sensor` or of
+    `sensor_search`)."""
+    return f"(serial ILIKE {pattern} OR label ILIKE {pattern})"
+
+
+def _searched(pattern: str, grams: str) -> str:
+    """The ids of the sensors (not retired) whose serial or label is LIKE `pattern`, any case,
+    found through the trigram index by `grams` (migration 0025: the text is apart from the
+    sensor rows, so transitions never write that index)."""
+    return (
+        f"SELECT id FROM sensor_search WHERE sensor_grams(serial, label) @> {grams} "
+        f"AND {_matching(pattern)}"
+    )
 
 
 def trigrams(text: str) -> list[str]:
@@ -227,12 +245,12 @@ def trigrams(text: str) -> list[str]:
 
 
 async def has_grams(conn: Connection) -> bool:
-    """Whether searches are served by migration 0014's trigram index (pg_trgm is absent): it
-    is there and built (db/bulk.py may have left it to be built after an import)."""
+    """Whether the search's trigram index (migration 0025) is built: db/bulk.py may have left
+    it to be built after an import."""
     return bool(
         await conn.fetchval(
             "SELECT coalesce((SELECT indisvalid FROM pg_index "
-            "WHERE indexrelid = to_regclass('sensor_grams')), false)"
+            "WHERE indexrelid = to_regclass('sensor_search_grams')), false)"
         )
     )
 
@@ -243,7 +261,8 @@ async def has_grams(conn: Connection) -> bool:
 _GRAM_SHARES: Final = """
 SELECT e.elem AS gram, e.freq AS share FROM pg_stats s,
     unnest(s.most_common_elems::text::text[], s.most_common_elem_freqs) AS e(elem, freq)
-WHERE s.schemaname = current_schema() AND s.tablename = 'sensor_grams' AND e.elem IS NOT NULL
+WHERE s.schemaname = current_schema() AND s.tablename = 'sensor_search_grams'
+  AND e.elem IS NOT NULL
 """
 
 
@@ -270,7 +289,9 @@ async def gram_stats(conn: Connection) -> GramStats:
     """The trigrams' statistics (see `narrowing_grams`): they change only when PostgreSQL
     analyzes the table, so a daemon reads them now and then, not per search (two statements
     and their round trips, ~1.5 ms each of a search's ~15)."""
-    rows = await conn.fetchval("SELECT reltuples FROM pg_class WHERE oid = 'sensor'::regclass")
+    rows = await conn.fetchval(
+        "SELECT reltuples FROM pg_class WHERE oid = 'sensor_search'::regclass"
+    )
     shares = {r["gram"]: r["share"] for r in await conn.fetch(_GRAM_SHARES)}
     # -1: never analyzed, so nothing is known of the candidates either.
     return GramStats(shares, rows if rows >= 0 else math.inf)
@@ -354,7 +375,14 @@ async def listing(
     take a transaction (their page depends on the total), and a page past the end counts its
     total afterwards (no row carries it). `candidates`: how many sensors the trigram index is
     expected to return for `grams` (`GramStats.candidates`), see `_narrowed`.
+
+    A search with more than NARROWED_CANDIDATES_MAX times the cap's candidates does not ask
+    the index: matches are then common enough that a page is found soon along its order's
+    index, and the cap soon in the search's own rows, where the index would return every
+    candidate first (the ids of 100,000 to look up one by one).
     """
+    if math.isfinite(candidates) and candidates > NARROWED_CANDIDATES_MAX * cap:
+        grams = ()
     if after is None and offset >= ANCHOR_EVERY:
         async with conn.transaction(isolation="repeatable_read"):
             n, exact = await total(conn, flt, cap=cap, grams=grams)
@@ -609,10 +637,20 @@ def _counting(
             f"AND ({version} IS NULL OR version = {version}) AND ({site} IS NULL OR site = {site})",
             [flt.status, flt.version, flt.site],
         )
-    conditions, args = flt.where(first_param, grams=grams)
+    if flt.q is not None and flt == SensorFilter(q=flt.q):
+        # A search alone is counted in the search's own narrow rows, with no sensor row read.
+        pattern = f"${first_param}"
+        args: list[object] = [f"%{_escape_like(flt.q)}%"]
+        source = f"sensor_search WHERE {_matching(pattern)}"
+        if grams:
+            args.append(list(grams))
+            source = f"({_searched(pattern, f'${first_param + 1}')}) AS searched"
+    else:
+        conditions, args = flt.where(first_param, grams=grams)
+        source = f"sensor WHERE {' AND '.join(conditions)}"
     args.append(cap + 1)
     return (
-        f"SELECT count(*) AS n FROM (SELECT 1 FROM sensor WHERE {' AND '.join(conditions)} "
+        f"SELECT count(*) AS n FROM (SELECT 1 FROM {source} "
         f"LIMIT ${first_param + len(args) - 1}) AS matching",
         args,
     )

@@ -333,10 +333,10 @@ async def list_sensors(query_args: SensorQuery) -> Response:
 
 
 async def _has_grams(conn: Connection) -> bool:
-    """Whether this database searches through migration 0014's trigram index (no pg_trgm) and
-    it is built (an import may have left it to be built: db/bulk.py), asked at most once per
-    GRAMS_READY_FOR seconds per process: without the index a search must not ask for trigrams,
-    which would make PostgreSQL compute them for every sensor."""
+    """Whether the search's trigram index is built (an import may have left it to be built:
+    db/bulk.py), asked at most once per GRAMS_READY_FOR seconds per process: without the
+    index a search must not ask for trigrams, which would make PostgreSQL compute them for
+    every sensor."""
     return await _kept("DRONESHIELD_SEARCH_GRAMS", GRAMS_READY_FOR, partial(db.has_grams, conn))
 
 

@@ -1,6 +1,7 @@
-"""Checks of the `sensor` table after bulk inserts (db/bulk.py rebuilds its indexes): which
-index objects it has, that the counters its triggers maintain match a count of the rows, and
-that the planner serves a lookup from an index."""
+"""Checks of the `sensor` table after bulk inserts (db/bulk.py rebuilds its indexes and those
+of its search rows, `sensor_search`): which index objects they have, that the counters its
+triggers maintain match a count of the rows, and that the planner serves a lookup from an
+index."""
 
 from __future__ import annotations
 
@@ -12,13 +13,13 @@ _INDEXES = """
 SELECT c.relname, i.indexrelid::bigint AS oid, pg_get_indexdef(i.indexrelid) AS definition,
        i.indisvalid AND i.indisready AS usable
 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
-WHERE i.indrelid = 'sensor'::regclass
+WHERE i.indrelid IN ('sensor'::regclass, 'sensor_search'::regclass)
 """
 
 
 async def indexes(conn: Conn) -> dict[str, tuple[int, str]]:
-    """Each index of `sensor`: its object id (a rebuilt index has a new one) and definition.
-    Every index must be usable."""
+    """Each index of `sensor` and `sensor_search`: its object id (a rebuilt index has a new
+    one) and definition. Every index must be usable."""
     rows = await conn.fetch(_INDEXES)
     assert all(r["usable"] for r in rows)
     return {r["relname"]: (r["oid"], r["definition"]) for r in rows}
@@ -46,25 +47,23 @@ async def assert_counters_exact(conn: Conn) -> None:
 
 async def plan(conn: Conn, query: str, *args: object) -> str:
     """The plan of `query` with the table's statistics fresh."""
-    await conn.execute("ANALYZE sensor")
+    await conn.execute("ANALYZE sensor, sensor_search")
     rows = await conn.fetch(f"EXPLAIN {query}", *args)
     return "\n".join(r[0] for r in rows)
 
 
-KEPT = frozenset({"sensor_pkey"})  # the index bulk.py does not rebuild
+KEPT = frozenset({"sensor_pkey", "sensor_search_pkey"})  # the indexes bulk.py does not rebuild
 
 
 def lookups(names: dict[str, tuple[int, str]]) -> list[tuple[str, str]]:
-    """(index, query it must serve): by site, and a substring search of serials by whichever
-    trigram index the server has (pg_trgm's, else migration 0014's)."""
-    search = (
-        ("sensor_grams", "SELECT id FROM sensor WHERE sensor_grams(serial, label) @> '{zzz}'")
-        if "sensor_grams" in names
-        else ("sensor_serial_trgm", "SELECT id FROM sensor WHERE serial ILIKE '%zzz%'")
-    )
+    """(index, query it must serve): by site, and a substring search by the trigram index."""
+    assert "sensor_search_grams" in names
     return [
         ("sensor_site_serial", "SELECT serial FROM sensor WHERE site = 'zz' ORDER BY serial"),
-        search,
+        (
+            "sensor_search_grams",
+            "SELECT id FROM sensor_search WHERE sensor_grams(serial, label) @> '{zzz}'",
+        ),
     ]
 
 

@@ -1,0 +1,87 @@
+"""The search's own rows (`sensor_search`, migration 0025): they follow what operators change
+(provisioning, labels, retirement, an import), and nothing a sensor reports writes them, so a
+transition never touches the trigram index."""
+
+from __future__ import annotations
+
+import trio
+
+from droneshield.db import presence, seed
+from droneshield.db.reports import apply_reports
+
+from .support.releases import add_software
+
+ROWS = "SELECT serial, label FROM sensor_search ORDER BY serial"
+PLACES = "SELECT serial, ctid::text AS place, xmin::text AS writer FROM sensor_search ORDER BY 1"
+
+
+async def _rows(db) -> list[tuple[str, str | None]]:  # type: ignore[no-untyped-def]
+    return [(r["serial"], r["label"]) for r in await db.fetch(ROWS)]
+
+
+async def _search(api, **params: str) -> tuple[list[str], int]:  # type: ignore[no-untyped-def]
+    response = await api.get("/sensors", params=params)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    return [i["serial"] for i in body["items"]], body["total"]
+
+
+async def test_search_rows_follow_provisioning_labels_retirement_and_return(api, db):
+    with trio.fail_after(10):
+        await api.post(
+            "/sensors",
+            json={"sensors": [{"serial": "SR-1", "label": "Mast north"}, {"serial": "SR-2"}]},
+        )
+        added = await _rows(db)
+        assert (await api.patch("/sensors/SR-2", json={"label": "Roof"})).status_code == 200
+        assert (await api.delete("/sensors/SR-1")).status_code == 204
+        changed = await _rows(db)
+        roof = await _search(api, q="ROOF")
+        mast = await _search(api, q="mast")
+        retired = await _search(api, q="mast", status="retired")
+        await api.post("/sensors", json={"sensors": [{"serial": "SR-1", "label": "Mast south"}]})
+        back = await _rows(db)
+        returned = await _search(api, q="mast s")
+        await db.execute("DELETE FROM sensor WHERE serial = 'SR-2'")  # by hand
+        removed = await _rows(db)
+    assert added == [("SR-1", "Mast north"), ("SR-2", None)]
+    assert changed == [("SR-2", "Roof")]
+    assert roof == (["SR-2"], 1)
+    assert mast == ([], 0)  # retired: not among the searched
+    assert retired == (["SR-1"], 1)  # searched among the retired ones
+    assert back == [("SR-1", "Mast south"), ("SR-2", "Roof")]
+    assert returned == (["SR-1"], 1)
+    assert removed == [("SR-1", "Mast south")]
+
+
+async def test_a_seeded_fleet_has_its_search_rows(db):
+    """Seeding copies straight into `sensor` (db/bulk.py): the statement's trigger adds the
+    search rows of the whole copy."""
+    await seed.seed(db, 25_000)  # a rebuild: more than bulk.REBUILD_MIN
+    assert await db.fetchval("SELECT count(*) FROM sensor_search") == 25_000
+    assert (
+        await db.fetchval(
+            "SELECT count(*) FROM sensor s JOIN sensor_search t USING (id) "
+            "WHERE t.serial = s.serial AND t.label IS NOT DISTINCT FROM s.label"
+        )
+        == 25_000
+    )
+
+
+async def test_reports_and_expiry_never_write_the_search_rows(db, sensors):
+    """Sensors coming online, changing version and going offline (the batch and expiry
+    statements) leave their search rows as they were: the trigram index is not written. And
+    `sensor` itself has no trigram index left for a transition to write."""
+    await add_software(db, "1.0.0")
+    before = await db.fetch(PLACES)
+    for version in (None, "1.0.0"):
+        await apply_reports(db, sensors, [version] * len(sensors))
+    ids = [r["id"] for r in await db.fetch("SELECT id FROM sensor ORDER BY id")]
+    expiry = await presence.expire(db, ids, 0.0)
+    assert len(expiry.offline) == len(sensors)
+    assert await db.fetch(PLACES) == before
+    assert not await db.fetchval(
+        "SELECT count(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+        "JOIN pg_am a ON a.oid = c.relam WHERE i.indrelid = 'sensor'::regclass "
+        "AND a.amname = 'gin'"
+    )
