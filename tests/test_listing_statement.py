@@ -42,6 +42,9 @@ FILTERS = [
     SensorFilter(q="00000003"),  # fewer
     SensorFilter(q="mast 1"),  # labels
     SensorFilter(q="zz9"),  # none
+    SensorFilter(status="online", q="DS-"),  # more than CAP
+    SensorFilter(site="north", q="mast"),  # fewer
+    SensorFilter(status="offline", q="mast 1"),  # none
     SensorFilter(status="retired"),  # more than CAP
     SensorFilter(status="retired", q="0000001"),  # fewer
     SensorFilter(status="retired", site="nowhere"),  # none
@@ -313,7 +316,9 @@ SEARCHES = [f for f in FILTERS if f.q is not None]
 async def test_searches_through_the_trigram_index_match_the_table(db, fleet, flt, candidates):
     """Through the search's trigram index (migration 0025): first pages, pages past the
     end and cursor pages agree with the table, whether the index is expected to return few
-    candidates (a first page then reads the matches once, counts and sorts them) or many."""
+    candidates (a first page then reads the matches once, counts and sorts them) or many (the
+    count through the index comes first, and the page asks the index only if the count is
+    below the cap: otherwise it walks its order)."""
     grams = trigrams(flt.q or "")[:1]  # the index asked for a trigram every search holds
     expected = await _matching(db, flt)
     with trio.fail_after(10):
@@ -332,8 +337,15 @@ async def test_searches_through_the_trigram_index_match_the_table(db, fleet, flt
             )
             assert [r["serial"] for r in rows] == expected[offset : offset + LIMIT], offset
             assert (n, exact) == _counted(flt, expected), offset
+            few = candidates <= CAP * NARROWED_CANDIDATES_MAX
             read_once = "WITH matched" in counting.queries[0]
-            assert read_once == (candidates <= CAP * NARROWED_CANDIDATES_MAX), offset
+            assert read_once == few, offset
+            if not few and flt.status != "retired":
+                # Counted through the index first; the page asks it only below the cap.
+                count, *rest = counting.queries
+                assert "sensor_grams(serial, label) @>" in count
+                assert len(rest) == (n > 0)  # nothing matched: no page read
+                assert ("sensor_grams(serial, label) @>" in "".join(rest)) == (n > 0 and exact)
         rows, n, exact = (
             await listing(
                 db,

@@ -4,10 +4,17 @@ transition never touches the trigram index."""
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
+import pytest
 import trio
 
-from droneshield.db import presence, seed
+from droneshield.db import bulk, migrate, presence, seed
+from droneshield.db import sensors as db_sensors
+from droneshield.db.pool import connect
 from droneshield.db.reports import apply_reports
+from droneshield.db.sensors import SensorFilter, trigrams
 
 from .support.releases import add_software
 
@@ -44,6 +51,8 @@ async def test_search_rows_follow_provisioning_labels_retirement_and_return(api,
         returned = await _search(api, q="mast s")
         await db.execute("DELETE FROM sensor WHERE serial = 'SR-2'")  # by hand
         removed = await _rows(db)
+        await db.execute("TRUNCATE sensor CASCADE")
+        emptied = await _rows(db)
     assert added == [("SR-1", "Mast north"), ("SR-2", None)]
     assert changed == [("SR-2", "Roof")]
     assert roof == (["SR-2"], 1)
@@ -52,6 +61,7 @@ async def test_search_rows_follow_provisioning_labels_retirement_and_return(api,
     assert back == [("SR-1", "Mast south"), ("SR-2", "Roof")]
     assert returned == (["SR-1"], 1)
     assert removed == [("SR-1", "Mast south")]
+    assert emptied == []
 
 
 async def test_a_seeded_fleet_has_its_search_rows(db):
@@ -85,3 +95,49 @@ async def test_reports_and_expiry_never_write_the_search_rows(db, sensors):
         "JOIN pg_am a ON a.oid = c.relam WHERE i.indrelid = 'sensor'::regclass "
         "AND a.amname = 'gin'"
     )
+
+
+async def _migrated_before_search_rows(url: str, tmp_path: Path) -> None:
+    """Migrate `url` up to the migration before 0025, as a database of the previous release."""
+    for number, path in migrate.migration_files():
+        if number < 25:
+            shutil.copy(path, tmp_path / path.name)
+    async with connect(url) as conn:
+        await migrate.migrate(conn, tmp_path)
+
+
+@pytest.mark.parametrize("fleet", [100, 25_000], ids=["small", "large"])
+async def test_the_migration_copies_the_text_of_sensors_not_retired(
+    aio_loop, empty_database_url, tmp_path, fleet
+):
+    """A fleet stored before migration 0025 gets its search rows, the retired sensors left
+    out; a small fleet's index is built at once, a large one's left to a daemon (built here
+    as a daemon builds it), and searches find the same sensors either way."""
+    await _migrated_before_search_rows(empty_database_url, tmp_path)
+    async with connect(empty_database_url) as conn:
+        await conn.execute(
+            "INSERT INTO sensor (serial, label, retired_at) "
+            "SELECT 'M-' || lpad(n::text, 6, '0'), CASE WHEN n % 2 = 0 THEN 'Mast ' || n END, "
+            "CASE WHEN n % 10 = 0 THEN now() END FROM generate_series(1, $1) AS n",
+            fleet,
+        )
+        await migrate.migrate(conn)
+        copied = await conn.fetchval(
+            "SELECT count(*) FROM sensor s JOIN sensor_search t USING (id) "
+            "WHERE t.serial = s.serial AND t.label IS NOT DISTINCT FROM s.label"
+        )
+        assert await conn.fetchval("SELECT count(*) FROM sensor_search") == copied
+        deferred = await conn.fetchval("SELECT array_agg(name) FROM deferred_index")
+        built_at_once = await db_sensors.has_grams(conn)
+        if deferred:
+            assert await bulk.build_deferred(empty_database_url) == ["sensor_search_grams"]
+        grams = trigrams("st 12")
+        through_index, _ = await db_sensors.total(
+            conn, SensorFilter(q="st 12"), cap=100_000, grams=grams
+        )
+        scanned, _ = await db_sensors.total(conn, SensorFilter(q="st 12"), cap=100_000)
+    assert copied == fleet - fleet // 10
+    assert (built_at_once, deferred) == (
+        (True, None) if fleet < 20_000 else (False, ["sensor_search_grams"])
+    )
+    assert through_index == scanned > 0

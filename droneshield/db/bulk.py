@@ -289,7 +289,7 @@ async def build_deferred(dsn: str) -> list[str]:
             # The search's planning reads the trigram index's statistics (db/sensors.py), which
             # an analyze gathers only once the index exists; autovacuum's, after the import,
             # may have run before.
-            await conn.execute("ANALYZE sensor_search")
+            await conn.execute("ANALYZE sensor, sensor_search")
         return built
 
 

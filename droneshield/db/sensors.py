@@ -376,13 +376,15 @@ async def listing(
     total afterwards (no row carries it). `candidates`: how many sensors the trigram index is
     expected to return for `grams` (`GramStats.candidates`), see `_narrowed`.
 
-    A search with more than NARROWED_CANDIDATES_MAX times the cap's candidates does not ask
-    the index: matches are then common enough that a page is found soon along its order's
-    index, and the cap soon in the search's own rows, where the index would return every
-    candidate first (the ids of 100,000 to look up one by one).
+    A search expected to return more than NARROWED_CANDIDATES_MAX times the cap's candidates
+    (or an unknown number: no statistics yet) is counted first, through the index, up to the
+    cap; its page then asks the index only if that count is exact. Past the cap, matches are
+    common enough that the page is found soon along its order's index, where the index would
+    return every candidate first (the ids of 100,000 to look up one by one); below it, the
+    estimate was wrong (correlated trigrams, other filters) and walking the order could read
+    the whole fleet for one page.
     """
-    if math.isfinite(candidates) and candidates > NARROWED_CANDIDATES_MAX * cap:
-        grams = ()
+    few = candidates <= NARROWED_CANDIDATES_MAX * cap
     if after is None and offset >= ANCHOR_EVERY:
         async with conn.transaction(isolation="repeatable_read"):
             n, exact = await total(conn, flt, cap=cap, grams=grams)
@@ -395,13 +397,18 @@ async def listing(
                     offset=offset,
                     limit=limit,
                     total=n if exact else None,
-                    grams=grams,
+                    grams=grams if few or exact else (),
                 )
                 if n
                 else []
             )
         return rows, n, exact
-    if grams and after is None and candidates <= NARROWED_CANDIDATES_MAX * cap:
+    if grams and not few:
+        n, exact = await total(conn, flt, cap=cap, grams=grams)
+        page_grams = grams if exact else ()
+        rows = await _select(conn, flt, order, after, offset, limit, False, page_grams) if n else []
+        return rows, n, exact
+    if grams and after is None:
         records = await _narrowed(conn, flt, order, offset, limit, grams)
     else:
         records = await _select(conn, flt, order, after, offset, limit, False, grams, cap)
@@ -637,14 +644,22 @@ def _counting(
             f"AND ({version} IS NULL OR version = {version}) AND ({site} IS NULL OR site = {site})",
             [flt.status, flt.version, flt.site],
         )
-    if flt.q is not None and flt == SensorFilter(q=flt.q):
-        # A search alone is counted in the search's own narrow rows, with no sensor row read.
-        pattern = f"${first_param}"
+    rest = replace(flt, q=None)
+    if flt.q is not None and flt.status != "retired" and (grams or rest == SensorFilter()):
+        # A search is counted in its own rows, through the index when there are `grams`, and
+        # joined to the sensor rows only for other filters: each match is looked up as it is
+        # counted, so the count stops at the cap however many the index returns.
+        pattern, found = f"${first_param}", f"${first_param + 1}"
         args: list[object] = [f"%{_escape_like(flt.q)}%"]
-        source = f"sensor_search WHERE {_matching(pattern)}"
+        searched = f"SELECT id FROM sensor_search WHERE {_matching(pattern)}"
         if grams:
             args.append(list(grams))
-            source = f"({_searched(pattern, f'${first_param + 1}')}) AS searched"
+            searched = _searched(pattern, found)
+        source = f"({searched}) AS searched"
+        if rest != SensorFilter():
+            conditions, more = rest.where(first_param + len(args))
+            args += more
+            source += f" JOIN sensor USING (id) WHERE {' AND '.join(conditions)}"
     else:
         conditions, args = flt.where(first_param, grams=grams)
         source = f"sensor WHERE {' AND '.join(conditions)}"
