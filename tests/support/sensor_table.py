@@ -52,7 +52,7 @@ async def plan(conn: Conn, query: str, *args: object) -> str:
     return "\n".join(r[0] for r in rows)
 
 
-KEPT = frozenset({"sensor_pkey", "sensor_search_pkey"})  # the indexes bulk.py does not rebuild
+KEPT = frozenset({"sensor_pkey"})  # the index bulk.py does not rebuild
 
 
 def lookups(names: dict[str, tuple[int, str]]) -> list[tuple[str, str]]:
