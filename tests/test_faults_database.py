@@ -207,3 +207,26 @@ async def test_a_lock_timeout_is_retried_and_the_report_acknowledged(
     await _acknowledged_behind_a_held_row(
         running.grpc_port, db, sensors[0], partial(eventually, retrying)
     )
+
+
+async def test_a_listing_the_database_ends_is_answered_503_not_500(api, db, sensors):
+    """A listing's statement cancelled (a role's statement_timeout, an operator, or a
+    deadlock PostgreSQL broke) may succeed when asked again: 503 with the database's code,
+    not an internal error."""
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            answers: list[httpx.Response] = []
+
+            async def search() -> None:
+                answers.append(await api.get("/sensors", params={"q": "DS-0000000"}))
+
+            async with db.transaction():
+                await db.execute("LOCK TABLE sensor_search IN ACCESS EXCLUSIVE MODE")
+                nursery.start_soon(search)
+                await eventually(partial(another_waits_for_a_lock, db))
+                assert await cancel_lock_waiters(db) >= 1
+        again = await api.get("/sensors", params={"q": "DS-0000000"})
+    [cancelled] = answers
+    assert cancelled.status_code == 503, cancelled.text
+    assert cancelled.json()["error"]["code"] == "database_unavailable"
+    assert again.status_code == 200

@@ -12,9 +12,11 @@ from quart import Quart, Response, g, jsonify
 from quart_schema import RequestSchemaValidationError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from ..db.pool import is_transient
 from ..errors import (
     BadRelease,
     Conflict,
+    DatabaseUnavailable,
     DroneshieldError,
     Invalid,
     InvalidSensors,
@@ -119,6 +121,15 @@ def install(app: Quart) -> None:
 
     @app.errorhandler(Exception)
     async def unexpected(exc: Exception) -> Response:
+        if is_transient(exc):
+            # A statement the database ended (cancelled, a deadlock, a lock timeout, a lost
+            # connection): the same request may succeed again, so it is not an internal error.
+            log.warning("request %s: the database failed it (%r)", g.get("request_id"), exc)
+            return error_response(
+                503,
+                DatabaseUnavailable.code,
+                "the database could not answer this request; retry",
+            )
         log.exception("unhandled error (request %s)", g.get("request_id"))
         return error_response(500, "internal", "internal server error")
 
