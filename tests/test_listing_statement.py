@@ -73,6 +73,9 @@ class Counting:
         self.args.append(args)
         return await self.conn.fetchval(query, *args)
 
+    def transaction(self, **options: object) -> object:
+        return self.conn.transaction(**options)
+
 
 @pytest.fixture
 async def fleet(db):  # type: ignore[no-untyped-def]
@@ -340,6 +343,8 @@ async def test_searches_through_the_trigram_index_match_the_table(db, fleet, flt
             few = candidates <= CAP * NARROWED_CANDIDATES_MAX
             read_once = "WITH matched" in counting.queries[0]
             assert read_once == few, offset
+            if few and flt == SensorFilter(q=flt.q):  # by serial: the search rows alone
+                assert "serial AS k, serial FROM sensor_search" in counting.queries[0]
             if not few and flt.status != "retired":
                 # Counted through the index first; the page asks it only below the cap.
                 count, *rest = counting.queries

@@ -20,10 +20,13 @@ CREATE TABLE sensor_search (
     label  text
 );
 
--- Every writer of `sensor` (reports and expiry too) waits until this commits, when the
+-- Every session using `sensor` (reports and expiry too) waits until this commits, when the
 -- triggers below keep the rows: the copy misses no sensor added, relabelled or retired
--- meanwhile. A short wait: the copy of a million narrow rows takes a second or two.
-LOCK TABLE sensor IN SHARE ROW EXCLUSIVE MODE;
+-- meanwhile. A short wait: the copy of a million narrow rows takes a second or two. Taken
+-- whole at once: dropping the old index needs it anyway, and a weaker lock taken first,
+-- then raised, deadlocked with report batches (their FOR UPDATE's lock is granted beside
+-- it, their UPDATE's then waits, and the raise waits for them).
+LOCK TABLE sensor IN ACCESS EXCLUSIVE MODE;
 
 INSERT INTO sensor_search (id, serial, label)
 SELECT id, serial, label FROM sensor WHERE retired_at IS NULL ORDER BY id;

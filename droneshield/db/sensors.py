@@ -397,16 +397,21 @@ async def listing(
                     offset=offset,
                     limit=limit,
                     total=n if exact else None,
-                    grams=grams if few or exact else (),
+                    grams=grams if exact else (),
                 )
                 if n
                 else []
             )
         return rows, n, exact
     if grams and not few:
-        n, exact = await total(conn, flt, cap=cap, grams=grams)
-        page_grams = grams if exact else ()
-        rows = await _select(conn, flt, order, after, offset, limit, False, page_grams) if n else []
+        async with conn.transaction(isolation="repeatable_read"):  # one snapshot
+            n, exact = await total(conn, flt, cap=cap, grams=grams)
+            page_grams = grams if exact else ()
+            rows = (
+                await _select(conn, flt, order, after, offset, limit, False, page_grams)
+                if n
+                else []
+            )
         return rows, n, exact
     if grams and after is None:
         records = await _narrowed(conn, flt, order, offset, limit, grams)
@@ -656,7 +661,8 @@ def _counting(
     if flt.q is not None and flt.status != "retired" and (grams or rest == SensorFilter()):
         # A search is counted in its own rows, through the index when there are `grams`, and
         # joined to the sensor rows only for other filters: each match is looked up as it is
-        # counted, so the count stops at the cap however many the index returns.
+        # counted, so the rows read stop at the cap (the index's entries are read whole
+        # first, GIN answering in bitmaps only).
         pattern, found = f"${first_param}", f"${first_param + 1}"
         args: list[object] = [f"%{_escape_like(flt.q)}%"]
         searched = f"SELECT id FROM sensor_search WHERE {_matching(pattern)}"

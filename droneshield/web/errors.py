@@ -8,6 +8,7 @@ import re
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
 
+import asyncpg
 from quart import Quart, Response, g, jsonify
 from quart_schema import RequestSchemaValidationError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
@@ -121,9 +122,8 @@ def install(app: Quart) -> None:
 
     @app.errorhandler(Exception)
     async def unexpected(exc: Exception) -> Response:
-        if is_transient(exc):
-            # A statement the database ended (cancelled, a deadlock, a lock timeout, a lost
-            # connection): the same request may succeed again, so it is not an internal error.
+        if _ended_by_the_database(exc):
+            # The same request may succeed again, so it is not an internal error.
             log.warning("request %s: the database failed it (%r)", g.get("request_id"), exc)
             return error_response(
                 503,
@@ -132,6 +132,15 @@ def install(app: Quart) -> None:
             )
         log.exception("unhandled error (request %s)", g.get("request_id"))
         return error_response(500, "internal", "internal server error")
+
+
+def _ended_by_the_database(exc: Exception) -> bool:
+    """Whether the database ended the request's statement in a way a retry may not meet
+    (cancelled, a deadlock broken, a lock timeout, the server going away, the connection
+    lost mid-statement); not asyncpg's client-side errors, which a bug raises every time."""
+    return (isinstance(exc, asyncpg.PostgresError) and is_transient(exc)) or isinstance(
+        exc, asyncpg.ConnectionDoesNotExistError
+    )
 
 
 def _local(url: str) -> str:

@@ -73,10 +73,11 @@ def reads_body(model: type, source: DataSource) -> Callable[[F], F]:
 
 
 def errors(*statuses: int) -> Callable[[F], F]:
-    """Document the error statuses a view can answer with (500 is always possible)."""
+    """Document the error statuses a view can answer with (500 is always possible, and so is
+    503: the database could not answer, web/errors.py)."""
 
     def decorate(view: F) -> F:
-        for status in (*statuses, 500):
+        for status in dict.fromkeys((*statuses, 500, 503)):
             view = responds(status, ErrorBody)(view)
         return view
 
