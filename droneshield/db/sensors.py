@@ -29,7 +29,7 @@ GRAM: Final = 3  # characters of a search trigram (migration 0014)
 GRAMS_COMMON: Final = 0.5  # share past which reading a trigram's entries costs more than it saves
 # A second trigram is asked for when reading its index entries costs less than the candidate
 # rows it would likely remove: an entry costs ~1/10 of a candidate row (a heap fetch and the
-# ILIKE check), and the trigrams of one search are correlated, so half of that is counted on.
+# LIKE check), and the trigrams of one search are correlated, so half of that is counted on.
 GRAMS_SECOND_GAIN: Final = 5.0
 # A search reads its matches once, counting and sorting them (`_narrowed`), when the trigram
 # index should return at most this many times the count's cap: past the cap, the capped count
@@ -213,7 +213,7 @@ class SensorFilter:
         if self.site is not None:
             conditions.append(f"site = {param(self.site)}")
         if self.q is not None:
-            pattern = param(f"%{_escape_like(self.q)}%")
+            pattern = param(_containing(self.q))
             if grams and self.status != "retired":
                 conditions.append(f"id = ANY (ARRAY ({_searched(pattern, param(list(grams)))}))")
             else:
@@ -222,9 +222,11 @@ class SensorFilter:
 
 
 def _matching(pattern: str) -> str:
-    """Whether a row's serial or label is LIKE `pattern`, any case (a row of `sensor` or of
-    `sensor_search`)."""
-    return f"(serial ILIKE {pattern} OR label ILIKE {pattern})"
+    """Whether a row's serial or label, lower-cased, is LIKE `pattern` (`_containing`: lower
+    case already), a row of `sensor` or of `sensor_search`. Not ILIKE, which lower-cases the
+    pattern again for every row: 0.43 µs a row against 0.14 (PostgreSQL 15, a million
+    serials), ~4 ms of a search checking 14,000 candidates."""
+    return f"(lower(serial) LIKE {pattern} OR lower(label) LIKE {pattern})"
 
 
 def _searched(pattern: str, grams: str, columns: str = "id") -> str:
@@ -307,7 +309,7 @@ def narrowing_grams(shares: Mapping[str, float], q: str) -> list[str]:
     GRAMS_COMMON of the sensors or more: such a search finds its page and its count's cap
     quickly by scanning in the page's order, where the index would cost a read of most of
     its entries and `sensor_grams` for every row it returns. Stale shares cost speed, never
-    results: `ILIKE` checks every candidate."""
+    results: `LIKE` checks every candidate."""
     if len(q) < GRAM:
         return []
     ranked = sorted((shares.get(gram, 0.0), gram) for gram in trigrams(q))
@@ -318,6 +320,12 @@ def narrowing_grams(shares: Mapping[str, float], q: str) -> list[str]:
     if rest and rest[0][1] < (1 - rest[0][1]) * GRAMS_SECOND_GAIN * rarest:
         return [first, rest[0][0]]
     return [first]
+
+
+def _containing(q: str) -> str:
+    """The LIKE pattern of the lower-case text holding `q` (printable ASCII, as searches are:
+    Python and PostgreSQL lower-case it alike), `%` and `_` taken literally."""
+    return f"%{_escape_like(q.lower())}%"
 
 
 def _escape_like(text: str) -> str:
@@ -556,7 +564,7 @@ async def _narrowed(
     `q=0099`'s time: 20 of 36 ms on PostgreSQL 15 at a million)."""
     key = _KEYS[order.sort][0]
     if order.sort == "serial" and flt == SensorFilter(q=flt.q):
-        args: list[object] = [f"%{_escape_like(flt.q or '')}%", list(grams)]
+        args: list[object] = [_containing(flt.q or ""), list(grams)]
         matched = _searched("$1", "$2", "id, serial AS k, serial")
     else:
         conditions, args = flt.where(sort=order.sort, grams=grams)
@@ -664,7 +672,7 @@ def _counting(
         # counted, so the rows read stop at the cap (the index's entries are read whole
         # first, GIN answering in bitmaps only).
         pattern, found = f"${first_param}", f"${first_param + 1}"
-        args: list[object] = [f"%{_escape_like(flt.q)}%"]
+        args: list[object] = [_containing(flt.q)]
         searched = f"SELECT id FROM sensor_search WHERE {_matching(pattern)}"
         if grams:
             args.append(list(grams))
