@@ -135,8 +135,8 @@ def install(app: Quart) -> None:
 
 
 def _ended_by_the_database(exc: Exception) -> bool:
-    """Whether the database ended the request's statement in a way a retry may not meet
-    (cancelled, a deadlock broken, a lock timeout, the server going away, the connection
+    """Whether the database ended the request's statement for a cause a retry may no longer
+    meet (cancelled, a deadlock broken, a lock timeout, the server going away, the connection
     lost mid-statement); not asyncpg's client-side errors, which a bug raises every time."""
     return (isinstance(exc, asyncpg.PostgresError) and is_transient(exc)) or isinstance(
         exc, asyncpg.ConnectionDoesNotExistError
