@@ -63,12 +63,18 @@ def coalesce(batch: Sequence[Pending]) -> tuple[list[str], list[str | None]]:
     return serials, [latest[s] for s in serials]
 
 
+def _split(
+    batch: Sequence[Pending], first: Callable[[str], bool]
+) -> tuple[list[Pending], list[Pending]]:
+    """`batch` in two by serial, the reports of the serials `first` picks first: a sensor's
+    reports stay together, in order."""
+    return [p for p in batch if first(p.serial)], [p for p in batch if not first(p.serial)]
+
+
 def _halves(batch: Sequence[Pending]) -> tuple[list[Pending], list[Pending]]:
-    """`batch` split in two by serial: a sensor's reports stay together, in order (one sensor:
-    the first half is empty)."""
+    """`batch` split in two by serial (one sensor: the first half is empty)."""
     serials = sorted({p.serial for p in batch})
-    first = set(serials[: len(serials) // 2])
-    return [p for p in batch if p.serial in first], [p for p in batch if p.serial not in first]
+    return _split(batch, set(serials[: len(serials) // 2]).__contains__)
 
 
 class _RowLocked(Exception):
@@ -80,10 +86,7 @@ class _RowLocked(Exception):
 
     def parts(self, batch: Sequence[Pending]) -> tuple[list[Pending], list[Pending]]:
         """The other sensors' reports, then the locked sensor's."""
-        return (
-            [p for p in batch if p.serial != self.serial],
-            [p for p in batch if p.serial == self.serial],
-        )
+        return _split(batch, self.serial.__ne__)
 
 
 async def _held_serial(conn: Connection, exc: Exception, serials: Sequence[str]) -> str | None:

@@ -229,14 +229,13 @@ def _matching(pattern: str) -> str:
     return f"(lower(serial) LIKE {pattern} OR lower(label) LIKE {pattern})"
 
 
-def _searched(pattern: str, grams: str, columns: str = "id") -> str:
+def _searched(pattern: str, grams: str | None, columns: str = "id") -> str:
     """The ids (or other `columns`) of the sensors (not retired) whose serial or label is LIKE
-    `pattern`, any case, found through the trigram index by `grams` (migration 0025: the text
-    is apart from the sensor rows, so transitions never write that index)."""
-    return (
-        f"SELECT {columns} FROM sensor_search WHERE sensor_grams(serial, label) @> {grams} "
-        f"AND {_matching(pattern)}"
-    )
+    `pattern`, any case, in their search rows (migration 0025: the text is apart from the
+    sensor rows, so transitions never write its index): found through the trigram index by
+    `grams`, or without them by reading the rows."""
+    found = "" if grams is None else f"sensor_grams(serial, label) @> {grams} AND "
+    return f"SELECT {columns} FROM sensor_search WHERE {found}{_matching(pattern)}"
 
 
 def trigrams(text: str) -> list[str]:
@@ -386,14 +385,15 @@ async def listing(
 
     A search expected to return more than NARROWED_CANDIDATES_MAX times the cap's candidates
     (or an unknown number: no statistics yet) is counted first, through the index, up to the
-    cap; its page then asks the index only if that count is exact. Past the cap, matches are
+    cap, in a transaction as a deep offset is; its page then asks the index only if that
+    count is exact. Past the cap, matches are
     common enough that the page is found soon along its order's index, where the index would
     return every candidate first (the ids of 100,000 to look up one by one); below it, the
     estimate was wrong (correlated trigrams, other filters) and walking the order could read
     the whole fleet for one page.
     """
     few = candidates <= NARROWED_CANDIDATES_MAX * cap
-    if after is None and offset >= ANCHOR_EVERY:
+    if (after is None and offset >= ANCHOR_EVERY) or (grams and not few):
         async with conn.transaction(isolation="repeatable_read"):
             n, exact = await total(conn, flt, cap=cap, grams=grams)
             rows = (
@@ -401,22 +401,12 @@ async def listing(
                     conn,
                     flt,
                     order,
-                    after=None,
+                    after=after,
                     offset=offset,
                     limit=limit,
                     total=n if exact else None,
                     grams=grams if exact else (),
                 )
-                if n
-                else []
-            )
-        return rows, n, exact
-    if grams and not few:
-        async with conn.transaction(isolation="repeatable_read"):  # one snapshot
-            n, exact = await total(conn, flt, cap=cap, grams=grams)
-            page_grams = grams if exact else ()
-            rows = (
-                await _select(conn, flt, order, after, offset, limit, False, page_grams)
                 if n
                 else []
             )
@@ -671,13 +661,11 @@ def _counting(
         # joined to the sensor rows only for other filters: each match is looked up as it is
         # counted, so the rows read stop at the cap (the index's entries are read whole
         # first, GIN answering in bitmaps only).
-        pattern, found = f"${first_param}", f"${first_param + 1}"
         args: list[object] = [_containing(flt.q)]
-        searched = f"SELECT id FROM sensor_search WHERE {_matching(pattern)}"
         if grams:
             args.append(list(grams))
-            searched = _searched(pattern, found)
-        source = f"({searched}) AS searched"
+        found = f"${first_param + 1}" if grams else None
+        source = f"({_searched(f'${first_param}', found)}) AS searched"
         if rest != SensorFilter():
             conditions, more = rest.where(first_param + len(args))
             args += more
