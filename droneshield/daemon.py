@@ -1,6 +1,6 @@
 """The daemon: one nursery that supervises everything. Read top to bottom, this is the
-architecture: pools (everything's, and one for listings) → writer → presence → relay (changes
-to and from other daemons) → live metrics → fleet totals → page anchors → search indexes an
+architecture: pools (everything's, and one for listings) → relay (changes to and from other
+daemons) → writer → presence → live metrics → fleet totals → page anchors → search indexes an
 import left to build → fleet history (a sample a minute) → webhook dispatcher → gRPC ingest →
 HTTP/WebSocket app.
 
@@ -121,12 +121,13 @@ async def run(
             events_queued=dispatcher.ring,
         )
         async with trio.open_nursery() as nursery:
+            # First: what the writer and expiry publish from their first change on is relayed.
+            await nursery.start(relay.serve)
             await nursery.start(writer.run)
             tracker = await nursery.start(serve_presence, PresenceDb(pool), hub, settings)
             writer.add_sink(tracker.track)
             metrics.observe(metrics.WHEEL_SENSORS, lambda: len(tracker.wheel))
             await nursery.start(metrics.serve_live_gauges)
-            await nursery.start(relay.serve)
             await nursery.start(serve_summary, pool, hub)
             await nursery.start(serve_anchors, pool)
             await nursery.start(serve_search_indexes, pool, database_url)

@@ -108,8 +108,8 @@ TRANSITIONS: Final = Counter(
 )
 RELAY_CHANGES: Final = Counter(
     "droneshield_relay_changes",
-    "Sensor changes through the relay: sent to peers, received from peers (and used), or kept "
-    "(heartbeats no peer's clients watch)",
+    "Sensor changes through the relay: sent to peers, received from peers (and used), kept "
+    "(heartbeats no peer's clients watch) or alone (transitions while no peer was on the bus)",
     ["direction"],
 )
 RELAY_RETRIES: Final = Counter(

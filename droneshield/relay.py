@@ -2,10 +2,20 @@
 reach ours, over a bus (`bus/`: PostgreSQL NOTIFY by default, NATS JetStream for many hosts).
 
 Only what a peer needs is sent. Transitions (a sensor came online, went offline, got a new
-version) always go; a heartbeat (a report that only moved `last_seen_at`) goes only when some
-other daemon's WebSocket clients watch that sensor, which each daemon announces on the bus
-(`interest.py`). At a million sensors on a 10 s heartbeat that is the difference between
-100k messages a second and the ~1k transitions plus what is on someone's screen.
+version) go whenever there is a peer; a heartbeat (a report that only moved `last_seen_at`)
+goes only when some other daemon's WebSocket clients watch that sensor, which each daemon
+announces on the bus (`interest.py`). At a million sensors on a 10 s heartbeat that is the
+difference between 100k messages a second and the ~1k transitions plus what is on someone's
+screen.
+
+A daemon alone (the embedded default) sends nothing: every peer announces itself every
+INTEREST_REFRESH, so a daemon that has heard of no peer ALONE_AFTER after it started is alone.
+A peer may start, and its clients load their pages, just before this daemon hears of it: the
+transitions this daemon left unsent meanwhile would be missing from them for good. So each
+announcement lists the peers its daemon knows, each with how many transitions the daemon had
+left unsent when it came to know that peer; a daemon listed under a number it has not seen from
+that peer (0 before it has seen any) makes its clients reload, which takes in what was left
+unsent. A fresh peer, or one a daemon never stopped sending to, causes no reload.
 
 Outgoing changes gather in an outbox (latest state per sensor) for GATHER_INTERVAL and leave
 packed many to a message. Each message names its instance, so a daemon skips its own. Messages
@@ -18,9 +28,10 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import uuid
 import zlib
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final, NoReturn
 
@@ -42,12 +53,16 @@ GATHER_INTERVAL: Final = 0.05  # seconds local changes gather before they are se
 OUTBOX_MAX: Final = 20_000  # changed sensors waiting to be sent (~6 MB) before peers resync
 INTEREST_REFRESH: Final = 5.0  # seconds between two announcements of an unchanged interest
 INTEREST_TTL: Final = 3 * INTEREST_REFRESH  # seconds a peer's interest lasts unless refreshed
+# Seconds from start during which transitions are sent with no peer known: every peer has
+# announced itself (and answered our ask) by then, so one heard of later is one that started later.
+ALONE_AFTER: Final = INTEREST_TTL
 RETRY_FIRST: Final = 0.1  # seconds
 RETRY_MAX: Final = 5.0  # seconds
 
 _SENT: Final = metrics.RELAY_CHANGES.labels("sent")
 _RECEIVED: Final = metrics.RELAY_CHANGES.labels("received")
 _KEPT: Final = metrics.RELAY_CHANGES.labels("kept")
+_ALONE: Final = metrics.RELAY_CHANGES.labels("alone")
 _ROW_ERRORS: Final = (ValueError, TypeError, IndexError, KeyError, AttributeError)
 
 
@@ -143,15 +158,23 @@ def encode(instance: str, changes: Sequence[SensorState], payload_max: int) -> l
 
 
 def encode_interest(
-    instance: str, generation: int, everything: bool, serials: Collection[str], payload_max: int
+    instance: str,
+    generation: int,
+    everything: bool,
+    serials: Collection[str],
+    known: Mapping[str, int],
+    payload_max: int,
 ) -> list[str]:
     """Announcement `generation` of what `instance`'s clients watch, in numbered parts
-    `{"i": instance, "w": [generation, part, parts, everything], "s": [serial, …]}`."""
-    chunks = _pack(b"", map(orjson.dumps, serials), payload_max - 100) or [b"]}"]
+    `{"i": instance, "w": [generation, part, parts, everything], "k": {peer: unsent, …},
+    "s": [serial, …]}`; `known`: the peers `instance` knows, each with the transitions it had
+    left unsent when it came to know that peer (every part carries them)."""
+    listed = b',"k":' + orjson.dumps(dict(known)) + b',"s":['
+    chunks = _pack(b"", map(orjson.dumps, serials), payload_max - 100 - len(listed)) or [b"]}"]
     head = _head(instance) + b',"w":['
     return [
         (
-            head + f'{generation},{n},{len(chunks)},{int(everything)}],"s":['.encode() + chunk
+            head + f"{generation},{n},{len(chunks)},{int(everything)}]".encode() + listed + chunk
         ).decode()
         for n, chunk in enumerate(chunks)
     ]
@@ -225,8 +248,15 @@ class Relay:
         self._keys = itertools.count()  # numbers this daemon's messages (`Message.key`)
         self._announce_now = trio.Event()  # a peer asked, or we must ask (after a gap)
         self._must_ask = True  # at start we know no peer's interest
+        # Until then transitions are sent although no peer is known: one may not have answered.
+        self._presumed_until = math.inf  # set when `serve` starts
+        # The live peers, each with `unsent` when it became live (our announcements list them).
+        self._met: dict[str, int] = {}
+        # Each peer's number for us in its latest listing: a new one makes our clients reload.
+        self._listed: dict[str, int] = {}
         # Counters, for tests and metrics; `wait_for` watches them (and `peers`) change.
         self.sent = 0  # changes sent to peers
+        self.unsent = 0  # transitions not sent: no peer was on the bus
         self.heartbeats_kept = 0  # heartbeats not sent: no peer watches their sensor
         self.received = 0  # peers' changes published into the hub
         self.own_skipped = 0  # own messages that came back and were ignored
@@ -259,12 +289,19 @@ class Relay:
         return Message(shard, payload, f"{self.instance}.{next(self._keys)}")
 
     def _relayed(self, change: SensorState) -> bool:
-        """Outbox filter: every transition, and each heartbeat a peer's clients watch (the
-        others are counted as kept). Called once per change this daemon publishes."""
-        if not change.heartbeat or self.peers.wants(change.serial):
+        """Outbox filter: every transition while there may be a peer, and each heartbeat a
+        peer's clients watch (the others are counted). Called once per change this daemon
+        publishes."""
+        if change.heartbeat:
+            if self.peers.wants(change.serial):
+                return True
+            self.heartbeats_kept += 1
+            _KEPT.inc()
+            return False
+        if self.peers.peers or trio.current_time() < self._presumed_until:
             return True
-        self.heartbeats_kept += 1
-        _KEPT.inc()
+        self.unsent += 1
+        _ALONE.inc()
         return False
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -273,6 +310,7 @@ class Relay:
         Raises:
             Whatever the bus's first connection fails with (later failures are retried).
         """
+        self._presumed_until = trio.current_time() + ALONE_AFTER
         async with trio.open_nursery() as nursery:
             await nursery.start(self._bus.serve, self._handle, self._gap)
             await nursery.start(self._forward)
@@ -358,13 +396,20 @@ class Relay:
                         break
             self._announce_now = trio.Event()
             now = trio.current_time()
-            self.peers.expire(now)
+            for name in self.peers.expire(now):
+                self._met.pop(name, None)
+                self._listed.pop(name, None)
             version = self._hub.interest_version
             everything, serials = self._hub.interest()
             messages = [
                 self._message(None, p)
                 for p in encode_interest(
-                    self.instance, generation, everything, list(serials), self._bus.payload_max
+                    self.instance,
+                    generation,
+                    everything,
+                    list(serials),
+                    self._met,
+                    self._bus.payload_max,
                 )
             ]
             asking = self._must_ask
@@ -416,16 +461,7 @@ class Relay:
                 _RECEIVED.inc(len(changes))
                 self._hub.publish_remote(changes)
             elif "w" in message:
-                generation, part, parts, everything = message["w"]
-                self.peers.update(
-                    str(message["i"]),
-                    int(generation),
-                    int(part),
-                    int(parts),
-                    bool(everything),
-                    [s for s in message["s"] if isinstance(s, str)],
-                    trio.current_time(),
-                )
+                self._announced(str(message["i"]), message)
             elif message.get("ask"):
                 self._announce_now.set()
             elif message.get("resync"):
@@ -433,3 +469,24 @@ class Relay:
                 self._hub.resync_all()
         except (*_ROW_ERRORS, ValueError):
             log.exception("ignoring a relay message")
+
+    def _announced(self, peer: str, message: dict[str, Any]) -> None:
+        """A part of `peer`'s announcement: its clients' interest, and whether it knows us."""
+        generation, part, parts, everything = message["w"]
+        met = self.peers.update(
+            peer,
+            int(generation),
+            int(part),
+            int(parts),
+            bool(everything),
+            [s for s in message["s"] if isinstance(s, str)],
+            trio.current_time(),
+        )
+        if met:
+            self._met[peer] = self.unsent
+            self._announce_now.set()  # so that it learns at once that we send to it
+        listed = message.get("k", {}).get(self.instance)
+        if isinstance(listed, int) and listed != self._listed.get(peer, 0):
+            self._listed[peer] = listed
+            log.info("peer %s had left transitions unsent before it knew us: clients reload", peer)
+            self._hub.resync_all()

@@ -126,7 +126,7 @@ async def test_lost_listen_connection_is_re_established_and_clients_resync(runni
 
 @given(st.lists(serials, max_size=400, unique=True), st.booleans())
 def test_interest_announcements_fit_and_assemble_into_the_peers_interest(watched, everything):
-    parts = encode_interest("peer", 7, everything, watched, PAYLOAD_MAX)
+    parts = encode_interest("peer", 7, everything, watched, {"a" * 16: 9}, PAYLOAD_MAX)
     assert all(len(p.encode()) < PAYLOAD_MAX for p in parts)
     interest = PeerInterest(ttl=15.0)
     for part in reversed(parts):  # parts may arrive in any order; only all of them count
