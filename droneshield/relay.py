@@ -9,13 +9,14 @@ difference between 100k messages a second and the ~1k transitions plus what is o
 screen.
 
 A daemon alone (the embedded default) sends nothing: every peer announces itself every
-INTEREST_REFRESH, so a daemon that has heard of no peer ALONE_AFTER after it started is alone.
-A peer may start, and its clients load their pages, just before this daemon hears of it: the
-transitions this daemon left unsent meanwhile would be missing from them for good. So each
-announcement lists the peers its daemon knows, each with how many transitions the daemon had
-left unsent when it came to know that peer; a daemon listed under a number it has not seen from
-that peer (0 before it has seen any) makes its clients reload, which takes in what was left
-unsent. A fresh peer, or one a daemon never stopped sending to, causes no reload.
+INTEREST_REFRESH and answers a newcomer's ask at once, so a daemon that has heard of no peer
+ALONE_AFTER after it started is alone. A peer may start, and its clients load their pages, just
+before this daemon hears of it: the transitions this daemon left unsent meanwhile would be
+missing from them for good. So each announcement lists the peers its daemon knows, each with how
+many transitions the daemon had left unsent when it came to know that peer; a daemon listed
+under a number it has not seen from that peer (0 before it has seen any) makes its clients
+reload, which takes in what was left unsent. A fresh peer, or one a daemon never stopped sending
+to, causes no reload.
 
 Outgoing changes gather in an outbox (latest state per sensor) for GATHER_INTERVAL and leave
 packed many to a message. Each message names its instance, so a daemon skips its own. Messages
@@ -53,9 +54,10 @@ GATHER_INTERVAL: Final = 0.05  # seconds local changes gather before they are se
 OUTBOX_MAX: Final = 20_000  # changed sensors waiting to be sent (~6 MB) before peers resync
 INTEREST_REFRESH: Final = 5.0  # seconds between two announcements of an unchanged interest
 INTEREST_TTL: Final = 3 * INTEREST_REFRESH  # seconds a peer's interest lasts unless refreshed
-# Seconds from start during which transitions are sent with no peer known: every peer has
-# announced itself (and answered our ask) by then, so one heard of later is one that started later.
-ALONE_AFTER: Final = INTEREST_TTL
+# Seconds from start during which transitions are sent with no peer known: a peer answers the
+# ask of our first announcement at once (in GATHER_INTERVAL and a round trip). One heard of later
+# (it started later, or answered late) is listed under what was left unsent, and reloads.
+ALONE_AFTER: Final = 1.0
 RETRY_FIRST: Final = 0.1  # seconds
 RETRY_MAX: Final = 5.0  # seconds
 
