@@ -8,15 +8,17 @@ announces on the bus (`interest.py`). At a million sensors on a 10 s heartbeat t
 difference between 100k messages a second and the ~1k transitions plus what is on someone's
 screen.
 
-A daemon alone (the embedded default) sends nothing: every peer announces itself every
-INTEREST_REFRESH and answers a newcomer's ask at once, so a daemon that has heard of no peer
-ALONE_AFTER after it started is alone. A peer may start, and its clients load their pages, just
-before this daemon hears of it: the transitions this daemon left unsent meanwhile would be
-missing from them for good. So each announcement lists the peers its daemon knows, each with how
-many transitions the daemon had left unsent when it came to know that peer; a daemon listed
-under a number it has not seen from that peer (0 before it has seen any) makes its clients
-reload, which takes in what was left unsent. A fresh peer, or one a daemon never stopped sending
-to, causes no reload.
+A daemon alone (the embedded default) sends nothing. It is alone when it knows no live peer,
+hears its own messages come back (so its silence from peers is real, not its own connection's),
+and has heard them for ALONE_AFTER: every peer answers a daemon's ask at once and announces
+itself every INTEREST_REFRESH. A peer may start, and its clients load their pages, just before
+this daemon hears of it: the transitions left unsent meanwhile would be missing from them for
+good. So each announcement lists the peers its daemon knows, each with how many transitions the
+daemon had left unsent when it came to know that peer, and a daemon makes its clients reload
+when a peer lists it under a number it has not seen from that peer (0 before any), or when a
+peer whose last announcement left it out lapses (it may have left transitions unsent and died).
+A new daemon next to a lone one reloads once, at its start, when its clients are usually not
+there yet; daemons that keep hearing each other never do.
 
 Outgoing changes gather in an outbox (latest state per sensor) for GATHER_INTERVAL and leave
 packed many to a message. Each message names its instance, so a daemon skips its own. Messages
@@ -33,6 +35,7 @@ import math
 import uuid
 import zlib
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final, NoReturn
 
@@ -54,10 +57,17 @@ GATHER_INTERVAL: Final = 0.05  # seconds local changes gather before they are se
 OUTBOX_MAX: Final = 20_000  # changed sensors waiting to be sent (~6 MB) before peers resync
 INTEREST_REFRESH: Final = 5.0  # seconds between two announcements of an unchanged interest
 INTEREST_TTL: Final = 3 * INTEREST_REFRESH  # seconds a peer's interest lasts unless refreshed
-# Seconds from start during which transitions are sent with no peer known: a peer answers the
-# ask of our first announcement at once (in GATHER_INTERVAL and a round trip). One heard of later
-# (it started later, or answered late) is listed under what was left unsent, and reloads.
+# Seconds, from when a daemon first hears its own messages (at start, after a gap or a silence),
+# during which transitions are sent with no peer known: its ask went out with its announcement,
+# and peers answer at once (in GATHER_INTERVAL and a round trip). One heard of later (it started
+# later, or answered late) is listed under what was left unsent, and reloads.
 ALONE_AFTER: Final = 1.0
+# Seconds without hearing its own messages (announced every INTEREST_REFRESH) after which a
+# daemon no longer trusts its silence from peers: its receiving side is down, not theirs.
+DEAF_AFTER: Final = 2 * INTEREST_REFRESH
+# Seconds a peer's last listing of us is remembered after it was last heard (a peer that comes
+# back later and lists us under a number above 0 makes our clients reload, needlessly but safely).
+LISTING_KEPT: Final = 10 * INTEREST_TTL
 RETRY_FIRST: Final = 0.1  # seconds
 RETRY_MAX: Final = 5.0  # seconds
 
@@ -238,6 +248,15 @@ def decode(payload: str, wanted: Callable[[str], bool]) -> list[SensorState] | N
     return _changes(message, wanted)
 
 
+@dataclass
+class _Listing:
+    """What a peer's announcements last said of this daemon."""
+
+    number: int = 0  # the transitions it had left unsent when it came to know us
+    left_out: bool = False  # its last announcement did not list us
+    heard: float = 0.0  # when it last announced
+
+
 class Relay:
     """Forwards this daemon's changes to its peers and theirs into the hub."""
 
@@ -250,12 +269,12 @@ class Relay:
         self._keys = itertools.count()  # numbers this daemon's messages (`Message.key`)
         self._announce_now = trio.Event()  # a peer asked, or we must ask (after a gap)
         self._must_ask = True  # at start we know no peer's interest
-        # Until then transitions are sent although no peer is known: one may not have answered.
-        self._presumed_until = math.inf  # set when `serve` starts
+        self._heard_self_at = -math.inf  # when one of our own messages last came back
+        self._alone_from = math.inf  # no transition is left unsent before (ALONE_AFTER)
         # The live peers, each with `unsent` when it became live (our announcements list them).
         self._met: dict[str, int] = {}
-        # Each peer's number for us in its latest listing: a new one makes our clients reload.
-        self._listed: dict[str, int] = {}
+        # What each peer's announcements say of us (a change may make our clients reload).
+        self._listings: dict[str, _Listing] = {}
         # Counters, for tests and metrics; `wait_for` watches them (and `peers`) change.
         self.sent = 0  # changes sent to peers
         self.unsent = 0  # transitions not sent: no peer was on the bus
@@ -300,7 +319,10 @@ class Relay:
             self.heartbeats_kept += 1
             _KEPT.inc()
             return False
-        if self.peers.peers or trio.current_time() < self._presumed_until:
+        if self.peers.peers:
+            return True
+        now = trio.current_time()
+        if now < self._alone_from or now - self._heard_self_at > DEAF_AFTER:
             return True
         self.unsent += 1
         _ALONE.inc()
@@ -312,7 +334,6 @@ class Relay:
         Raises:
             Whatever the bus's first connection fails with (later failures are retried).
         """
-        self._presumed_until = trio.current_time() + ALONE_AFTER
         async with trio.open_nursery() as nursery:
             await nursery.start(self._bus.serve, self._handle, self._gap)
             await nursery.start(self._forward)
@@ -398,9 +419,7 @@ class Relay:
                         break
             self._announce_now = trio.Event()
             now = trio.current_time()
-            for name in self.peers.expire(now):
-                self._met.pop(name, None)
-                self._listed.pop(name, None)
+            self._lapse(self.peers.expire(now), now)
             version = self._hub.interest_version
             everything, serials = self._hub.interest()
             messages = [
@@ -444,6 +463,7 @@ class Relay:
         self._hub.resync_all()
         self._must_ask = True
         self._announce_now.set()
+        self._heard_self_at = -math.inf  # until we hear ourselves again, after the new ask
 
     def _handle(self, payload: str) -> None:
         try:
@@ -454,6 +474,7 @@ class Relay:
     def _apply(self, payload: str) -> None:
         if payload.startswith(self._own_prefix):
             self.own_skipped += 1
+            self._heard_self()
             return
         try:
             message = _load(payload)
@@ -472,9 +493,22 @@ class Relay:
         except (*_ROW_ERRORS, ValueError):
             log.exception("ignoring a relay message")
 
+    def _heard_self(self) -> None:
+        """One of our messages came back: our receiving side works. After a silence (at start,
+        after a gap) we ask the peers again, and wait ALONE_AFTER for their answers before we
+        take their silence as being alone."""
+        now = trio.current_time()
+        if now - self._heard_self_at > DEAF_AFTER:
+            self._alone_from = now + ALONE_AFTER
+            if self._heard_self_at > -math.inf:  # a silence (a start or a gap asked already)
+                self._must_ask = True
+                self._announce_now.set()
+        self._heard_self_at = now
+
     def _announced(self, peer: str, message: dict[str, Any]) -> None:
         """A part of `peer`'s announcement: its clients' interest, and whether it knows us."""
         generation, part, parts, everything = message["w"]
+        now = trio.current_time()
         met = self.peers.update(
             peer,
             int(generation),
@@ -482,13 +516,36 @@ class Relay:
             int(parts),
             bool(everything),
             [s for s in message["s"] if isinstance(s, str)],
-            trio.current_time(),
+            now,
         )
         if met:
             self._met[peer] = self.unsent
             self._announce_now.set()  # so that it learns at once that we send to it
-        listed = message.get("k", {}).get(self.instance)
-        if isinstance(listed, int) and listed != self._listed.get(peer, 0):
-            self._listed[peer] = listed
-            log.info("peer %s had left transitions unsent before it knew us: clients reload", peer)
-            self._hub.resync_all()
+        known = message.get("k")
+        if not isinstance(known, dict):
+            return  # a daemon that predates listings: it always sends transitions
+        listing = self._listings.setdefault(peer, _Listing())
+        listing.heard = now
+        number = known.get(self.instance)
+        listing.left_out = not isinstance(number, int)
+        if isinstance(number, int) and number != listing.number:
+            listing.number = number
+            self._reload(f"peer {peer} had left transitions unsent before it knew this daemon")
+
+    def _lapse(self, lapsed: list[str], now: float) -> None:
+        """Forget peers whose interest lapsed. One that had left us out of its last
+        announcement may have left transitions unsent since, and will not list us again."""
+        for name in lapsed:
+            self._met.pop(name, None)
+            listing = self._listings.get(name)
+            if listing is not None and listing.left_out:
+                listing.left_out = False
+                self._reload(f"peer {name} left this daemon out, then went silent")
+        forgotten = [n for n, entry in self._listings.items() if entry.heard < now - LISTING_KEPT]
+        for name in forgotten:
+            del self._listings[name]
+
+    def _reload(self, why: str) -> None:
+        log.info("%s: clients reload", why)
+        metrics.RELAY_GAPS.inc()
+        self._hub.resync_all()

@@ -93,18 +93,23 @@ def _marker(serial: str) -> SensorState:
     return SensorState(-1, serial, "9.9.9", "offline", None, datetime.now(UTC))
 
 
-async def test_own_changes_are_not_delivered_twice(running, sensors):
-    with trio.fail_after(10):
-        async with open_live(running.http_port) as client:
+async def test_own_changes_are_not_delivered_twice(peers, sensors):
+    a, _ = peers  # with a peer, so that A sends its changes
+    with trio.fail_after(15):
+        async with open_live(a.http_port) as client:
             await client.subscribe([sensors[0]])
-            await report(running.grpc_port, sensors[0])
+            await report(a.grpc_port, sensors[0])
             first = await client.next("sensor")
-            await running.relay.wait_for(lambda: running.relay.own_skipped > 0)  # it came back
-            running.hub.publish([_marker(sensors[0])])
+            await a.relay.wait_for(lambda: a.relay.sent == 1)
+            # The bus keeps each sender's order: a message of A's that comes back after this
+            # one comes after the change.
+            back = a.relay.own_skipped
+            await a.relay.wait_for(lambda: a.relay.own_skipped > back)
+            a.hub.publish([_marker(sensors[0])])
             second = await client.next("sensor")
     assert first["sensors"][0]["status"] == "online"
     assert second["sensors"][0]["version"] == "v9.9.9"  # nothing came in between
-    assert running.relay.received == 0
+    assert a.relay.received == 0
 
 
 async def test_lost_listen_connection_is_re_established_and_clients_resync(running, db, sensors):

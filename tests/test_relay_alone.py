@@ -26,78 +26,140 @@ def _online(serial: str) -> SensorState:
     return SensorState(1, serial, None, "online", now, now, before=("never", None))
 
 
-async def _start(nursery: trio.Nursery, exchange: Exchange, hub: Hub) -> Relay:
-    relay = Relay(hub, exchange.bus())
-    await nursery.start(relay.serve)
-    return relay
+class _Daemon:
+    """A relay on the exchange, with its hub and bus, that can be stopped."""
+
+    def __init__(self, exchange: Exchange) -> None:
+        self.hub = Hub()
+        self.bus = exchange.bus()
+        self.relay = Relay(self.hub, self.bus)
+        self._stop = trio.CancelScope()
+
+    async def run(self, *, task_status: trio.TaskStatus[None]) -> None:
+        with self._stop:
+            await self.relay.serve(task_status=task_status)
+
+    def stop(self) -> None:
+        self._stop.cancel()
+
+
+async def _start(nursery: trio.Nursery, exchange: Exchange) -> _Daemon:
+    started = _Daemon(exchange)
+    await nursery.start(started.run)
+    return started
+
+
+async def _know_each_other(*daemons: _Daemon) -> None:
+    with trio.fail_after(1):
+        for d in daemons:
+            await d.relay.wait_for(lambda d=d: d.relay.peers.peers == len(daemons) - 1)
 
 
 async def test_a_daemon_alone_stops_sending_once_no_peer_can_be_unheard(autojump_clock, nursery):
     exchange = Exchange()
-    hub = Hub()
-    relay = await _start(nursery, exchange, hub)
-    hub.publish([_online("DS-1")])  # a peer may not have answered yet: sent
-    await trio.sleep(ALONE_AFTER)
-    hub.publish([_online("DS-2")])
+    a = await _start(nursery, exchange)
+    a.hub.publish([_online("DS-1")])  # a peer may not have answered yet: sent
+    await trio.sleep(2 * ALONE_AFTER)
+    a.hub.publish([_online("DS-2")])
     await trio.sleep(INTEREST_TTL)
     assert exchange.changes() == ["DS-1"]
-    assert (relay.sent, relay.unsent) == (1, 1)
+    assert (a.relay.sent, a.relay.unsent) == (1, 1)
+
+
+async def test_a_daemon_that_hears_nothing_keeps_sending(autojump_clock, nursery):
+    exchange = Exchange()
+    a, b = await _start(nursery, exchange), await _start(nursery, exchange)
+    await _know_each_other(a, b)
+    a.bus.deaf = True  # A's receiving side is down, B still hears it
+    await trio.sleep(2 * INTEREST_TTL)  # nothing arrives to wake `wait_for`
+    assert a.relay.peers.peers == 0  # B lapsed
+    with b.hub.subscribe(["DS-1"]) as page:
+        a.hub.publish([_online("DS-1")])
+        with trio.fail_after(1):
+            await page.wait()
+        assert [change.serial for change in page.take()] == ["DS-1"]
+    assert a.relay.unsent == 0
 
 
 async def test_a_peer_that_comes_later_gets_every_transition_and_reloads_for_those_unsent(
     autojump_clock, nursery
 ):
     exchange = Exchange()
-    hub_a, hub_b = Hub(), Hub()
-    a = await _start(nursery, exchange, hub_a)
-    await trio.sleep(ALONE_AFTER)
-    hub_a.publish([_online("DS-1")])  # alone: left unsent
-    with hub_b.subscribe() as page:  # B's client loaded its page before B heard of A
-        b = await _start(nursery, exchange, hub_b)
+    a = await _start(nursery, exchange)
+    await trio.sleep(2 * ALONE_AFTER)
+    a.hub.publish([_online("DS-1")])  # alone: left unsent
+    b = _Daemon(exchange)
+    with b.hub.subscribe() as page:  # B's client loaded its page before B heard of A
+        await nursery.start(b.run)
         with trio.fail_after(1):
-            await b.wait_for(lambda: page.overflowed)  # A listed B under 1: reload
-        assert (a.peers.peers, b.peers.peers, a.unsent) == (1, 1, 1)
+            await b.relay.wait_for(lambda: page.overflowed)  # A listed B under 1: reload
+        assert (a.relay.peers.peers, b.relay.peers.peers, a.relay.unsent) == (1, 1, 1)
         assert page.take() == []
-        hub_a.publish([_online("DS-2")])
+        a.hub.publish([_online("DS-2")])
         with trio.fail_after(1):
             await page.wait()
         assert [change.serial for change in page.take()] == ["DS-2"]
     assert exchange.changes() == ["DS-2"]
 
 
-async def test_a_peer_that_starts_while_a_daemon_still_sends_does_not_reload(
+async def test_a_peer_that_comes_later_does_not_reload_when_nothing_went_unsent(
     autojump_clock, nursery
 ):
     exchange = Exchange()
-    hub_a, hub_b = Hub(), Hub()
-    await _start(nursery, exchange, hub_a)
-    with hub_b.subscribe() as page:
-        b = await _start(nursery, exchange, hub_b)
-        with trio.fail_after(1):
-            await b.wait_for(lambda: b.peers.peers == 1)  # A's answer, listing B under 0
+    a, c = await _start(nursery, exchange), await _start(nursery, exchange)
+    await _know_each_other(a, c)
+    await trio.sleep(2 * ALONE_AFTER)
+    a.hub.publish([_online("DS-1")])  # C is there: sent
+    b = _Daemon(exchange)
+    with b.hub.subscribe() as page:
+        await nursery.start(b.run)
+        await _know_each_other(a, b, c)  # A and C list B under 0
         await trio.sleep(3 * INTEREST_TTL)
     assert not page.overflowed
+    assert (a.relay.sent, a.relay.unsent) == (1, 0)
 
 
 async def test_a_peer_cut_off_until_it_lapsed_reloads_only_if_transitions_went_unsent(
     autojump_clock, nursery
 ):
     exchange = Exchange()
-    hub_a, hub_b = Hub(), Hub()
-    a = await _start(nursery, exchange, hub_a)
-    with hub_b.subscribe() as page:
-        b = await _start(nursery, exchange, hub_b)
+    a, b = await _start(nursery, exchange), await _start(nursery, exchange)
+    await _know_each_other(a, b)
+    with b.hub.subscribe() as page:
         for transitions, reloads in ((0, False), (1, True)):
-            exchange.muted.add(b.instance)  # B's messages are lost: A lets it lapse
+            exchange.muted.add(b.relay.instance)  # B's messages are lost: A lets it lapse
             with trio.fail_after(2 * INTEREST_TTL):
-                await a.wait_for(lambda: a.peers.peers == 0)
-            await trio.sleep(ALONE_AFTER)
-            hub_a.publish([_online(f"DS-{n}") for n in range(transitions)])
+                await a.relay.wait_for(lambda: a.relay.peers.peers == 0)
+            a.hub.publish([_online(f"DS-{n}") for n in range(transitions)])
             exchange.muted.clear()
             with trio.move_on_after(3 * INTEREST_TTL):
-                await b.wait_for(lambda: page.overflowed)
-            assert (a.peers.peers, a.unsent, page.overflowed) == (1, transitions, reloads)
+                await b.relay.wait_for(lambda: page.overflowed)
+            assert (a.relay.peers.peers, a.relay.unsent, page.overflowed) == (
+                1,
+                transitions,
+                reloads,
+            )
             page.take()
+
+
+async def test_a_peer_that_left_a_daemon_out_and_went_silent_makes_it_reload(
+    autojump_clock, nursery
+):
+    exchange = Exchange()
+    a, b = await _start(nursery, exchange), await _start(nursery, exchange)
+    await _know_each_other(a, b)
+    with b.hub.subscribe() as page:
+        exchange.muted.add(b.relay.instance)  # A stops hearing B and leaves it out...
+        with trio.fail_after(2 * INTEREST_TTL):
+            await a.relay.wait_for(lambda: a.relay.peers.peers == 0)
+        a.hub.publish([_online("DS-1")])  # ...leaves this unsent...
+        await trio.sleep(ALONE_AFTER)
+        a.stop()  # ...and is gone before B's next announcement would have reached it
+        exchange.muted.clear()
+        assert not page.overflowed
+        with trio.fail_after(2 * INTEREST_TTL):
+            await b.relay.wait_for(lambda: page.overflowed)
+    assert a.relay.unsent == 1
 
 
 async def test_a_lone_daemon_sends_nothing_and_a_new_peer_still_gets_its_transitions(
@@ -106,6 +168,7 @@ async def test_a_lone_daemon_sends_nothing_and_a_new_peer_still_gets_its_transit
     monkeypatch.setattr("droneshield.relay.ALONE_AFTER", 0.0)
     with trio.fail_after(START_TIMEOUT):
         a = await nursery.start(daemon.run, settings, database_url)
+        await a.relay.wait_for(lambda: a.relay.own_skipped > 0)  # it hears itself: alone
         await report(a.grpc_port, sensors[0])  # came online, with no peer to tell
         b = await nursery.start(daemon.run, settings, database_url)
         async with open_live(b.http_port) as client:
@@ -113,5 +176,6 @@ async def test_a_lone_daemon_sends_nothing_and_a_new_peer_still_gets_its_transit
             await a.relay.wait_for(lambda: a.relay.peers.peers == 1)
             await report(a.grpc_port, sensors[1])
             message = await client.next("sensor")
+            await a.relay.wait_for(lambda: a.relay.sent == 1)
     assert [(s["serial"], s["status"]) for s in message["sensors"]] == [(sensors[1], "online")]
-    assert (a.relay.unsent, a.relay.sent) == (1, 1)
+    assert a.relay.unsent == 1

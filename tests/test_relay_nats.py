@@ -373,6 +373,9 @@ async def _answers_held_back(nats_server: NatsServer) -> AsyncIterator[tuple[Rel
         b = Relay(Hub(), JetStreamBus(nats_server.url, stream))
         await nursery.start(a.serve)
         await nursery.start(b.serve)
+        # Each knows the other before any answer is held: A sends its changes.
+        await a.wait_for(lambda: a.peers.peers == 1)
+        await b.wait_for(lambda: b.peers.peers == 1)
         yield a, b, gate
         nursery.cancel_scope.cancel()
 

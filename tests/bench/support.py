@@ -81,6 +81,21 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
+def postgres_cpu_seconds() -> float:
+    """User + system CPU the PostgreSQL processes now running on this host have used so far
+    (a workload's difference counts its connections' backends, which outlive it)."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue  # gone meanwhile
+        if text.split("(", 1)[1].startswith("postgres)"):
+            fields = text.rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / TICKS
+    return total
+
+
 @dataclass
 class DaemonProcess:
     """`droneshield serve` running in its own process, ready."""
