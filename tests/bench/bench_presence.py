@@ -31,7 +31,9 @@ OFFLINE_AFTER: Final = 5.0  # seconds: short, so the wait is short
 BATCH: Final = 1_000  # reports per SendStatusBatch
 CONCURRENCY: Final = 4  # calls in flight
 GOAL_P99: Final = 1000.0  # ms late at most
-POLL: Final = 0.2  # seconds between counts of the sensors still online
+# Seconds between counts of the sensors still online: each reads every online row, work
+# PostgreSQL did beside the expiry it measures (at 0.2 s, p99 2.2-4.4 s against 1.8-2.6 s).
+POLL: Final = 1.0
 WAIT_MAX: Final = 120.0  # seconds for the fleet to go offline after the reports
 
 
