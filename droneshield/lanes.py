@@ -19,6 +19,16 @@ by one sensor's row committed apart, `answered`); such a sensor's next reports s
 for the held lane. At light load the first lane takes everything, and more lanes commit side by
 side as reports wait. In alternated runs against hashed lanes (README, Benchmarks) the batch
 and closed-loop rates and the paced tail differed within the rounds' spread.
+
+Behind the regular lanes is one more, the side lane (`side_lane`, the last index), which
+`_free_lane` never picks: a lane that found a sensor's row held by another transaction hands
+that sensor's reports to it (`set_apart`) and commits the rest of its batch at once. The held
+lane retries them until the row is free or their deadline. The sensor's later reports follow
+in order: those placed in a regular lane are passed on when that lane takes them (`apart`),
+and once none is in flight the next go to the side lane directly, until the side lane has
+committed one of them (`freed`) or HELD_REMEMBER has passed. Before, the held sensor's retries
+occupied the lane that found it, every report waiting in that lane waited behind them, and
+each of its next reports held a lane for the lock wait again.
 """
 
 from __future__ import annotations
@@ -37,17 +47,22 @@ SPILL_AT: Final = 128
 # 0.1-0.3 s on a loaded two-core machine; one held by a row lock waits until the reports'
 # deadline. A lane taken for held too early only gets fewer new sensors for a while.
 HELD_AFTER: Final = 0.5
+# Seconds a sensor set apart stays in the side lane with no report of it committed there: an
+# operator's transaction may hold its row for hours, and each report sent to a regular lane
+# would hold that lane for the writer's lock wait again.
+HELD_REMEMBER: Final = 60.0
 
 
 class LanePlacement:
     """Where each sensor's reports in flight are, how many wait in each lane, and since when
     each lane's current commit runs."""
 
-    __slots__ = ("_committing_since", "_held", "_spill_at", "waiting")
+    __slots__ = ("_committing_since", "_held", "_spill_at", "apart", "side_lane", "waiting")
 
     def __init__(self, lanes: int, *, spill_at: int = SPILL_AT) -> None:
-        """`spill_at`: reports waiting in a lane before new sensors go to another (the writer
-        caps it at what a lane's channel holds).
+        """`lanes` regular lanes, and the side lane after them. `spill_at`: reports waiting in
+        a lane before new sensors go to another (the writer caps it at what a lane's channel
+        holds).
 
         Raises:
             ValueError: `lanes` or `spill_at` is not positive.
@@ -55,10 +70,14 @@ class LanePlacement:
         if lanes < 1 or spill_at < 1:
             raise ValueError("lanes and spill_at must be positive")
         self._spill_at = spill_at
+        self.side_lane = lanes
         # serial → (lane, reports of the sensor handed to that lane and not yet answered)
         self._held: dict[str, tuple[int, int]] = {}
-        self.waiting = [0] * lanes  # reports handed to each lane and not yet in a batch
-        self._committing_since: list[float | None] = [None] * lanes
+        self.waiting = [0] * (lanes + 1)  # reports handed to each lane and not yet in a batch
+        self._committing_since: list[float | None] = [None] * (lanes + 1)
+        # Sensors whose reports go through the side lane → until when a report placed with
+        # none in flight goes there (then the entry goes).
+        self.apart: dict[str, float] = {}
 
     def __contains__(self, serial: str) -> bool:
         """Whether a report of `serial` is in flight: its next one goes to the same lane."""
@@ -77,9 +96,32 @@ class LanePlacement:
             self._held[serial] = (lane, count + 1)
         else:
             lane = self._free_lane(now)
+            if self.apart and serial in self.apart:
+                if self.apart[serial] > now:
+                    lane = self.side_lane
+                else:
+                    del self.apart[serial]
             self._held[serial] = (lane, 1)
         self.waiting[lane] += 1
         return lane
+
+    def set_apart(self, serial: str, now: float) -> None:
+        """A regular lane found `serial`'s row held (by another transaction): its reports go
+        through the side lane from now on (`apart`), its next ones for HELD_REMEMBER."""
+        self.apart[serial] = now + HELD_REMEMBER
+
+    def passed_on(self, reports: int) -> None:
+        """A regular lane handed `reports` of sensors set apart, from a batch it took, to the
+        side lane (still in flight, now waiting there)."""
+        self.waiting[self.side_lane] += reports
+
+    def freed(self, serials: Iterable[str]) -> None:
+        """The side lane committed reports of these sensors: their rows are free again, so
+        the next report placed with none in flight goes to a regular lane."""
+        apart = self.apart
+        for serial in serials:
+            if serial in apart:
+                apart[serial] = -math.inf
 
     def unplace(self, serial: str) -> None:
         """A report `place` placed that its lane never got: as if never placed."""
@@ -98,11 +140,6 @@ class LanePlacement:
         now."""
         self._committing_since[lane] = None
         self.answered(serials)
-
-    def stalled(self, lane: int) -> None:
-        """`lane`'s commit waits for a row another transaction holds: new sensors avoid it now,
-        not only once it has committed for HELD_AFTER."""
-        self._committing_since[lane] = -math.inf
 
     def answered(self, serials: Iterable[str]) -> None:
         """Reports of a batch still committing were answered (its lane set a held sensor apart
@@ -123,11 +160,16 @@ class LanePlacement:
         waiting = self.waiting
         held_since = now - HELD_AFTER
         fewest = None
-        for lane, since in enumerate(self._committing_since):
+        committing = self._committing_since
+        for lane in range(self.side_lane):
+            since = committing[lane]
             if since is not None and since <= held_since:
                 continue
             if waiting[lane] < self._spill_at:
                 return lane
             if fewest is None or waiting[lane] < waiting[fewest]:
                 fewest = lane
-        return waiting.index(min(waiting)) if fewest is None else fewest
+        if fewest is None:
+            regular = waiting[: self.side_lane]
+            return regular.index(min(regular))
+        return fewest

@@ -7,7 +7,9 @@ is a task holding its own pooled connection, takes what has queued up for it, co
 one row per sensor, and commits it with one statement (group commit): while one batch
 commits, the next accumulates. Lanes commit side by side under load, so one daemon is not
 held to one connection's limit; a sensor's reports keep their order and two lanes never lock
-the same sensor row. Every report is resolved exactly once: with its committed row,
+the same sensor row. A sensor whose row another transaction holds (an operator's open `psql`)
+is set apart in the side lane (lanes.py), so it holds up no other sensor's reports. Every
+report is resolved exactly once: with its committed row,
 `UnknownSensor` (unknown or retired), or `IngestUnavailable` when it could not be committed
 before its deadline. A call whose reports span lanes is answered when the last of them is (the
 bridge counts them).
@@ -16,6 +18,7 @@ bridge counts them).
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 from typing import Final
@@ -90,10 +93,10 @@ class _RowLocked(Exception):
 
 
 async def _held_serial(conn: Connection, exc: Exception, serials: Sequence[str]) -> str | None:
-    """Which of `serials` (two or more) the failed batch statement waited for past its lock
-    wait, if PostgreSQL's error says (it does for the first session waiting for the row, in
-    English); None otherwise: the batch is retried whole."""
-    if len(serials) < 2 or not is_lock_timeout(exc):
+    """Which of `serials` the failed batch statement waited for past its lock wait, if
+    PostgreSQL's error says (it does for the first session waiting for the row, in English);
+    None otherwise: the batch is retried whole."""
+    if not is_lock_timeout(exc):
         return None
     try:
         serial = await locked_serial(conn, exc)
@@ -149,7 +152,9 @@ def _drain(receive: trio.MemoryReceiveChannel[Pending]) -> list[Pending]:
 
 class _Lane:
     """One lane: a task that commits the reports the writer hands it (`LanePlacement`), on a
-    pooled connection it keeps between batches."""
+    pooled connection it keeps between batches; or the side lane, which takes the reports of
+    sensors whose rows another transaction holds, from the others (and the writer), and
+    keeps no connection between its batches."""
 
     def __init__(
         self,
@@ -166,6 +171,9 @@ class _Lane:
         self._pool = pool
         self._lock_wait = lock_wait
         self._index = index
+        self._is_side_lane = index == placement.side_lane
+        # The side lane's channel, for a regular lane (a clone of its own, closed at its end).
+        self.side_send: trio.MemorySendChannel[Pending] | None = None
         self._placement = placement  # the writer's: told what this lane takes and answers
         self._room = room  # the writer's: woken when this lane takes a batch or closes
         self._batch_max = batch_max
@@ -174,9 +182,10 @@ class _Lane:
         self._held: AsyncExitStack | None = None  # releases the connection kept between batches
         self._conn: Connection | None = None
         self._grace_ends: float | None = None  # when the shutdown grace ends, once it started
-        # Reports of the batch committing that `_attempts` answered and let move already, by
-        # identity (a part set apart from a held sensor may itself set another apart).
-        self._answered_early: dict[int, Pending] = {}
+        # Reports of the batch committing that left it already, by identity: answered by
+        # `_attempts` and let move (a part committed apart from a held sensor may itself set
+        # another apart), or handed to the side lane.
+        self._gone_early: dict[int, Pending] = {}
         self.statements = 0
 
     async def run(self, *, task_status: trio.TaskStatus[trio.MemorySendChannel[Pending]]) -> None:
@@ -188,8 +197,10 @@ class _Lane:
         left is answered `IngestUnavailable`.
         """
         # Room for one batch while another commits: the writer waits on a full lane, so the
-        # daemon's queue, not the lanes, holds the backlog (and applies backpressure).
-        send, receive = trio.open_memory_channel[Pending](self._batch_max)
+        # daemon's queue, not the lanes, holds the backlog (and applies backpressure). The held
+        # lane's is unbounded: what comes to it was let into a regular lane already.
+        size = math.inf if self._is_side_lane else self._batch_max
+        send, receive = trio.open_memory_channel[Pending](size)
         self._grace_ends = None
         task_status.started(send)
         try:
@@ -199,6 +210,8 @@ class _Lane:
             with trio.CancelScope(shield=True):
                 await self._flush(receive)
                 await self._release()
+                if self.side_send is not None:
+                    self.side_send.close()  # the side lane ends once every lane has
 
     def _grace(self) -> trio.CancelScope:
         """The shutdown grace, shielded: one deadline, from the first time the lane needs it,
@@ -223,14 +236,37 @@ class _Lane:
         """`_commit` a batch just taken from the channel (the channel has room: a router waiting
         for room is woken); once every report of it is answered, its sensors may move to
         another lane (those committed apart from a held sensor's earlier: `_answered`)."""
-        self._placement.taken(self._index, len(batch), trio.current_time())
+        placement = self._placement
+        placement.taken(self._index, len(batch), trio.current_time())
         self._room.unpark_all()
-        self._answered_early = {}
+        if placement.apart and not self._is_side_lane:
+            apart, batch = _split(batch, placement.apart.__contains__)
+            if apart:
+                self._to_side_lane(apart)
+        self._gone_early = {}
         try:
             await self._commit(batch)
         finally:
-            early = self._answered_early
-            self._placement.finished(self._index, (p.serial for p in batch if id(p) not in early))
+            early = self._gone_early
+            placement.finished(self._index, (p.serial for p in batch if id(p) not in early))
+            if self._is_side_lane:
+                await self._release()  # it may not commit again for hours
+
+    def _to_side_lane(self, reports: list[Pending]) -> None:
+        """Hand `reports` (of sensors set apart) to the side lane, in order; they stay in
+        flight there. Once the side lane has stopped (the shutdown grace is over) they are
+        answered here."""
+        assert self.side_send is not None
+        sent = 0
+        try:
+            for p in reports:
+                self.side_send.send_nowait(p)
+                sent += 1
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            left = reports[sent:]
+            _resolve_all(left, IngestUnavailable(SHUTTING_DOWN))
+            self._placement.answered(p.serial for p in left)
+        self._placement.passed_on(sent)
 
     async def _commit(self, batch: list[Pending]) -> None:
         """Commit one batch, retrying transient database errors until each report's deadline.
@@ -266,16 +302,29 @@ class _Lane:
             return
         others: list[Pending] = []  # the reports committed apart from a held sensor's
         if isinstance(failed, _RowLocked):
-            log.warning(
-                "sensor %s's row is held by another transaction (over %g s): committing the "
-                "other reports of its batch of %d first",
-                echo(failed.serial),
-                self._lock_wait,
-                len(batch),
-            )
             parts = failed.parts(batch)
+            if not self._is_side_lane:
+                log.warning(
+                    "sensor %s's row is held by another transaction (over %g s): its %d "
+                    "reports go to the side lane, the %d others are committed",
+                    echo(failed.serial),
+                    self._lock_wait,
+                    len(parts[1]),
+                    len(parts[0]),
+                )
+                self._placement.set_apart(failed.serial, trio.current_time())
+                self._gone_early.update((id(p), p) for p in parts[1])
+                self._to_side_lane(parts[1])
+                parts[1].clear()
+            else:
+                log.warning(
+                    "sensor %s's row is still held by another transaction (over %g s): "
+                    "committing the other reports of the side lane's batch of %d first",
+                    echo(failed.serial),
+                    self._lock_wait,
+                    len(batch),
+                )
             others = parts[0][:]
-            self._placement.stalled(self._index)
         elif is_row_error(failed) and splits[0] > 0 and (parts := _halves(batch))[0]:
             log.warning("batch of %d failed (%r); committing it in halves", len(batch), failed)
         else:
@@ -326,7 +375,7 @@ class _Lane:
     def _answered(self, reports: list[Pending]) -> None:
         """Let the sensors of `reports`, answered while the lane's batch still commits, move
         to another lane; each report once."""
-        early = self._answered_early
+        early = self._gone_early
         fresh = [p for p in reports if id(p) not in early]
         self._placement.answered(p.serial for p in fresh)
         early.update((id(p), p) for p in fresh)
@@ -338,7 +387,7 @@ class _Lane:
 
         Raises:
             _RowLocked: with `isolate`, the statement waited past `lock_wait` for the row of
-                one of the batch's sensors, and the batch holds others.
+                one of the batch's sensors (in the side lane: and the batch holds others).
         """
         # Shielded: a commit under way finishes (or times out at the reports' deadline) even
         # when the daemon is being cancelled, so an acknowledged report is a committed one.
@@ -356,7 +405,10 @@ class _Lane:
             except BaseException as exc:
                 held = None
                 try:
-                    if isolate and conn is not None and isinstance(exc, Exception):
+                    # The side lane retries a lone sensor's batch whole: there is nothing to
+                    # set it apart from.
+                    alone = self._is_side_lane and len(serials) < 2
+                    if isolate and not alone and conn is not None and isinstance(exc, Exception):
                         held = await _held_serial(conn, exc, serials)
                 finally:
                     # A failed or interrupted statement may leave the connection unusable:
@@ -370,6 +422,8 @@ class _Lane:
             metrics.LANE_COMMITS.labels(str(self._index)).inc()
             metrics.COMMIT_SECONDS.observe(trio.current_time() - started)
             metrics.BATCH_SIZE.observe(len(batch))
+            if self._is_side_lane:
+                self._placement.freed(r.serial for r in rows)
             return rows, gone
         assert scope.cancelled_caught
         raise TimeoutError("commit did not finish before the reports' deadline")
@@ -432,7 +486,8 @@ class _Lane:
 
 
 class Writer:
-    """Routes reports from the daemon's queue to `lanes` lanes (`LanePlacement`)."""
+    """Routes reports from the daemon's queue to `lanes` lanes and the side lane after them
+    (`LanePlacement`)."""
 
     def __init__(
         self,
@@ -463,7 +518,7 @@ class Writer:
                 lock_wait=lock_wait,
                 sinks=self._sinks,
             )
-            for index in range(lanes)
+            for index in range(lanes + 1)  # the last: the side lane
         ]
 
     @property
@@ -492,10 +547,14 @@ class Writer:
         handed over and committed; whatever is left is answered `IngestUnavailable`. Nothing is
         left unresolved.
         """
+        *lanes, side = self._lanes
         async with trio.open_nursery() as nursery:
-            sends = [await nursery.start(lane.run) for lane in self._lanes]
+            side_lane = await nursery.start(side.run)
+            for lane in lanes:
+                lane.side_send = side_lane.clone()
+            sends = [await nursery.start(lane.run) for lane in lanes]
             task_status.started()
-            await self._route(sends)
+            await self._route([*sends, side_lane])
 
     async def _route(self, lanes: list[trio.MemorySendChannel[Pending]]) -> None:
         carried: list[Pending] = []  # taken from the queue, not yet in a lane

@@ -126,7 +126,7 @@ def _lane_commits() -> list[float]:
     """Each lane's count of `droneshield_lane_commits_total`, as /metrics reads it."""
     return [
         REGISTRY.get_sample_value("droneshield_lane_commits_total", {"lane": str(lane)}) or 0.0
-        for lane in range(LANES)
+        for lane in range(LANES + 1)  # the last: the side lane
     ]
 
 
@@ -450,6 +450,79 @@ async def test_two_held_sensors_in_one_batch_are_each_set_apart_and_every_report
                 await lanes.until(lambda: 5 in lanes.outcomes)
             await lanes.until(lambda: len(lanes.outcomes) == 6)
     _each_applied_once(lanes)
+
+
+async def test_reports_waiting_behind_a_held_sensor_in_its_lane_are_committed_meanwhile(
+    aio_loop, database_url, db, sensors, monkeypatch
+):
+    """Reports that wait in a lane behind a sensor whose row another transaction holds are
+    committed once that sensor is set apart in the side lane, while its row is still held
+    (before, they waited behind its retries until its deadline)."""
+    monkeypatch.setattr(droneshield.lanes, "HELD_AFTER", 3600.0)  # new sensors come to lane 0
+    held, *others = sensors[:4]
+    async with _running(database_url, 5.0, lock_wait=0.2) as lanes:
+        with trio.fail_after(ACK_TIMEOUT / 2):  # well before the reports' deadline
+            async with db.transaction():
+                await _hold_then_report(db, lanes, [held], [held])
+                await eventually(partial(another_waits_for_a_lock, db))  # lane 0 committing
+                for serial in others:
+                    lanes.send.send_nowait(lanes.report(serial))  # waiting behind it
+                await lanes.until(lambda: len(lanes.outcomes) == len(others))
+                assert 0 not in lanes.outcomes  # the held sensor's, in the side lane
+                assert lanes.writer.lane_statements[0] >= 1
+            await lanes.until(lambda: 0 in lanes.outcomes)
+    _each_applied_once(lanes)
+    assert lanes.writer.lane_statements[-1] >= 1  # the side lane committed it
+
+
+async def test_a_sensor_set_apart_sends_its_next_reports_after_the_first_in_order(
+    aio_loop, database_url, db, sensors, monkeypatch, caplog
+):
+    """The set-apart sensor's next reports follow its first through the side lane, in order,
+    and hold no regular lane: while its row is held, other sensors' reports are committed, and
+    no regular lane waits for the row again."""
+    monkeypatch.setattr(droneshield.lanes, "HELD_AFTER", 3600.0)  # new sensors come to lane 0
+    held, first, second = sensors[:3]
+    await add_software(db, "1.0.1", "1.0.2")
+    async with _running(database_url, 5.0, lock_wait=0.2) as lanes:
+        with trio.fail_after(ACK_TIMEOUT / 2):
+            async with db.transaction():
+                await _hold_then_report(db, lanes, [held], [])
+                lanes.send.send_nowait(lanes.report(held, "1.0.1"))
+                await eventually(partial(another_waits_for_a_lock, db))
+                lanes.send.send_nowait(lanes.report(first))
+                await lanes.until(lambda: 1 in lanes.outcomes)  # so the held one is apart
+                lanes.send.send_nowait(lanes.report(held, "1.0.2"))  # passed on by lane 0
+                lanes.send.send_nowait(lanes.report(second))
+                await lanes.until(lambda: 3 in lanes.outcomes)
+                assert lanes.outcomes.keys() == {1, 3}
+            await lanes.until(lambda: len(lanes.outcomes) == 4)
+    _each_applied_once(lanes)
+    set_apart = [r for r in caplog.records if "go to the side lane" in r.getMessage()]
+    assert len(set_apart) == 1  # no regular lane waited for the row again
+    assert await db.fetchval("SELECT version FROM sensor WHERE serial = $1", held) == "1.0.2"
+    events = await db.fetch(
+        "SELECT e.new FROM sensor_event e JOIN sensor s ON s.id = e.sensor_id "
+        "WHERE s.serial = $1 AND e.kind = 'version' ORDER BY e.id",
+        held,
+    )
+    assert [e["new"] for e in events] in (["1.0.2"], ["1.0.1", "1.0.2"])
+
+
+async def test_reports_in_the_side_lane_at_shutdown_are_each_answered_once(
+    aio_loop, database_url, db, sensors
+):
+    held, other = sensors[:2]
+    async with _running(database_url, 0.5, lock_wait=0.2) as lanes:
+        with trio.fail_after(ACK_TIMEOUT / 2):
+            async with db.transaction():
+                await _hold_then_report(db, lanes, [held], [held, other, held])
+                await lanes.until(lambda: 1 in lanes.outcomes)  # committed, the held set apart
+                await lanes.stop()  # the side lane retries for the grace, then answers
+    assert isinstance(lanes.outcomes[1][0], Applied)
+    for number in (0, 2):
+        [answer] = lanes.outcomes[number]
+        assert isinstance(answer, IngestUnavailable), answer
 
 
 async def test_with_no_splits_left_a_batch_behind_a_held_row_is_retried_whole(
