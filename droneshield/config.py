@@ -120,7 +120,8 @@ class Settings:
     pool_size: int = field(
         default=POOL_SIZE_DEFAULT,
         metadata={
-            "help": "database connections (each writer lane keeps one; one more at least); "
+            "help": "database connections (each writer lane keeps one; the writer's side lane "
+            "and the rest need one more each, at least); "
             "listings open pool_size - writer_lanes more"
         },
     )
@@ -322,11 +323,13 @@ class Settings:
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             check(f.name, getattr(self, f.name))
-        if self.pool_size < self.writer_lanes + 1:
-            # Expiry, the relay, fleet totals and HTTP requests share what the lanes leave.
+        if self.pool_size < self.writer_lanes + 2:
+            # Expiry, the relay, fleet totals and HTTP requests share what the lanes leave; the
+            # side lane (writer.py) takes one while it commits, for as long as a row is held.
             raise ValueError(
-                f"pool_size must be at least writer_lanes + 1 = {self.writer_lanes + 1} "
-                "(each writer lane keeps a connection; presence, the relay and HTTP need one)"
+                f"pool_size must be at least writer_lanes + 2 = {self.writer_lanes + 2} "
+                "(each writer lane keeps a connection, the side lane takes one while a sensor's "
+                "row is held elsewhere, and presence, the relay and HTTP need one)"
             )
         if self.offline_after / self.wheel_resolution > WHEEL_SLOTS_MAX:
             raise ValueError(
@@ -456,7 +459,7 @@ RULES: Final[dict[str, tuple[Callable[[Any], bool], str]]] = {
         lambda v: re.fullmatch(r"[A-Za-z0-9_-]{1,64}", v) is not None,
         "must be 1 to 64 letters, digits, _ or - (a NATS stream name and subject token)",
     ),
-    "pool_size": (lambda v: v >= 2, "must be at least 2 (the writer keeps one connection)"),
+    "pool_size": (lambda v: v >= 3, "must be at least 3 (a writer lane, its side lane, the rest)"),
     "shutdown_grace": _SECONDS_OR_ZERO,
     "grpc_budget_penalty": _SECONDS_OR_ZERO,
     "seed_count": _NOT_NEGATIVE,

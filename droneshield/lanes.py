@@ -7,28 +7,30 @@ trio's, passed in.
 
 Why not a fixed lane per sensor (a CRC-32 of the serial, until 2026-12-03): a lane that could
 not commit (a row lock held by another transaction) then held every sensor hashed to it, and
-once its channel was full the writer waited on it and every report stalled behind one lock.
-Here a sensor is given a lane only while none of its reports is in one (waiting or
-committing): the first lane with fewer than SPILL_AT waiting whose commit has not run for
-HELD_AFTER, else the one of those with the fewest waiting. A held lane keeps what it has (at
-most SPILL_AT reports of new sensors come to it before it counts as held), and the rest go to
-the other lanes. A sensor with a report in flight stays in that lane, so its reports still
-commit in order, and two lanes never lock the same sensor row (a sensor's reports in a lane
-are answered, committed or not, before it may move: all of a batch's, or those a lane held up
-by one sensor's row committed apart, `answered`); such a sensor's next reports still wait
-for the held lane. At light load the first lane takes everything, and more lanes commit side by
-side as reports wait. In alternated runs against hashed lanes (README, Benchmarks) the batch
-and closed-loop rates and the paced tail differed within the rounds' spread.
+once its channel was full the writer waited on it and every report stalled behind one lock. Here
+a sensor is given a lane only while none of its reports is in one (waiting or committing): the
+first lane with fewer than SPILL_AT waiting whose commit has not run for HELD_AFTER, else the
+one of those with the fewest waiting. A held lane keeps what it has (at most SPILL_AT reports of
+new sensors come to it before it counts as held), and the rest go to the other lanes. A sensor
+with a report in flight stays in that lane, so its reports still commit in order, and two lanes
+never lock the same sensor row (a sensor's reports in a lane are answered, committed or not,
+before it may move: all of a batch's, or those a lane held up by one sensor's row committed
+apart, `answered`); such a sensor's next reports still wait for the held lane, unless it is the
+sensor whose row holds the lane up (below). At light load the first lane takes everything, and
+more lanes commit side by side as reports wait. In alternated runs against hashed lanes (README,
+Benchmarks) the batch and closed-loop rates and the paced tail differed within the rounds'
+spread.
 
 Behind the regular lanes is one more, the side lane (`side_lane`, the last index), which
 `_free_lane` never picks: a lane that found a sensor's row held by another transaction hands
-that sensor's reports to it (`set_apart`) and commits the rest of its batch at once. The held
-lane retries them until the row is free or their deadline. The sensor's later reports follow
-in order: those placed in a regular lane are passed on when that lane takes them (`apart`),
-and once none is in flight the next go to the side lane directly, until the side lane has
-committed one of them (`freed`) or HELD_REMEMBER has passed. Before, the held sensor's retries
-occupied the lane that found it, every report waiting in that lane waited behind them, and
-each of its next reports held a lane for the lock wait again.
+that sensor's reports to it (`set_apart`) and commits the rest of its batch at once. The side
+lane commits what it has in rounds, each a lock wait long per sensor still held: the reports of
+those sensors wait for its next round (until their deadline), the others are
+committed. The sensor's later reports follow in order: those placed in a regular lane are passed
+on when that lane takes them (`apart`), and once none is in flight the next go to the side lane
+directly, until the side lane has committed one of them (`freed`) or HELD_REMEMBER has passed.
+Before, the held sensor's retries occupied the lane that found it, every report waiting in that
+lane waited behind them, and each of its next reports held a lane for the lock wait again.
 """
 
 from __future__ import annotations
@@ -133,11 +135,17 @@ class LanePlacement:
         """`lane` took `count` waiting reports into a batch and starts committing it."""
         self.waiting[lane] -= count
         self._committing_since[lane] = now
+        if self.apart:
+            # Sensors whose time apart is over and that have nothing in flight: forgotten, so
+            # that a sensor gone silent is not looked for in every batch from then on.
+            over = [s for s, until in self.apart.items() if until <= now and s not in self._held]
+            for serial in over:
+                del self.apart[serial]
 
     def finished(self, lane: int, serials: Iterable[str]) -> None:
         """`lane` answered a batch (committed or not) of these reports, repeats included, or
-        reports it held when it stopped, but for those already `answered`; it commits nothing
-        now."""
+        reports it held when it stopped, but for those already `answered` or handed to the side
+        lane (`passed_on`); it commits nothing now."""
         self._committing_since[lane] = None
         self.answered(serials)
 

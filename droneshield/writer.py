@@ -49,6 +49,9 @@ SPLITS_MAX: Final = 64
 # 5,000 sensors: ~0.5 s), so it is no part of ordinary contention; a wait on another table's
 # row (the shared counters) is retried after it, as any transient error.
 LOCK_WAIT: Final = 3.0
+# Seconds between two rounds of the side lane while it carries reports of sensors whose rows are
+# still held: a role's shorter lock_timeout must not make it a loop of statements.
+SIDE_ROUND_MIN: Final = 0.25
 
 Sink = Callable[[Sequence[Applied]], None]
 """Told about every committed batch (the presence tracker, the hub). Must not block."""
@@ -131,7 +134,13 @@ def _count_delivered(batch: Sequence[Pending], by_serial: dict[str, Applied]) ->
 
 def _take(receive: trio.MemoryReceiveChannel[Pending], first: Pending, most: int) -> list[Pending]:
     """`first` and whatever else is queued, up to `most` reports, without waiting."""
-    batch = [first]
+    return _fill(receive, [first], most)
+
+
+def _fill(
+    receive: trio.MemoryReceiveChannel[Pending], batch: list[Pending], most: int
+) -> list[Pending]:
+    """`batch` and whatever is queued after it, up to `most` reports, without waiting."""
     while len(batch) < most:
         try:
             batch.append(receive.receive_nowait())
@@ -153,8 +162,10 @@ def _drain(receive: trio.MemoryReceiveChannel[Pending]) -> list[Pending]:
 class _Lane:
     """One lane: a task that commits the reports the writer hands it (`LanePlacement`), on a
     pooled connection it keeps between batches; or the side lane, which takes the reports of
-    sensors whose rows another transaction holds, from the others (and the writer), and
-    keeps no connection between its batches."""
+    sensors whose rows another transaction held, from the others (and the writer), commits
+    them in rounds (those of sensors whose rows are still held wait for the next round, so
+    one held row holds up no other sensor there either), and keeps no connection between
+    its rounds."""
 
     def __init__(
         self,
@@ -186,6 +197,9 @@ class _Lane:
         # `_attempts` and let move (a part committed apart from a held sensor may itself set
         # another apart), or handed to the side lane.
         self._gone_early: dict[int, Pending] = {}
+        # The side lane's: reports of sensors whose rows were still held, for its next round.
+        self._carried: list[Pending] = []
+        self._round_at = -math.inf  # when the side lane's last round began
         self.statements = 0
 
     async def run(self, *, task_status: trio.TaskStatus[trio.MemorySendChannel[Pending]]) -> None:
@@ -197,15 +211,16 @@ class _Lane:
         left is answered `IngestUnavailable`.
         """
         # Room for one batch while another commits: the writer waits on a full lane, so the
-        # daemon's queue, not the lanes, holds the backlog (and applies backpressure). The held
-        # lane's is unbounded: what comes to it was let into a regular lane already.
+        # daemon's queue, not the lanes, holds the backlog (and applies backpressure). The side
+        # lane's is unbounded: regular lanes hand it reports without waiting (they must not be
+        # held up by it), and it takes a batch every round, at most one lock wait long.
         size = math.inf if self._is_side_lane else self._batch_max
         send, receive = trio.open_memory_channel[Pending](size)
         self._grace_ends = None
         task_status.started(send)
         try:
-            async for first in receive:
-                await self._commit_taken(_take(receive, first, self._batch_max))
+            while (batch := await self._next_batch(receive)) is not None:
+                await self._commit_taken(batch)
         finally:
             with trio.CancelScope(shield=True):
                 await self._flush(receive)
@@ -220,11 +235,30 @@ class _Lane:
             self._grace_ends = trio.current_time() + self._shutdown_grace
         return trio.CancelScope(shield=True, deadline=self._grace_ends)
 
+    async def _next_batch(
+        self, receive: trio.MemoryReceiveChannel[Pending]
+    ) -> list[Pending] | None:
+        """What the side lane carried from its last round and what is queued after it; else,
+        once a report arrives, it and what is queued with it. None once the channel is closed
+        and nothing is carried."""
+        if self._carried:
+            await trio.sleep_until(self._round_at + SIDE_ROUND_MIN)
+            batch, self._carried = self._carried, []
+            batch = _fill(receive, batch, self._batch_max)
+        else:
+            try:
+                first = await receive.receive()
+            except trio.EndOfChannel:
+                return None
+            batch = _take(receive, first, self._batch_max)
+        self._round_at = trio.current_time()
+        return batch
+
     async def _flush(self, receive: trio.MemoryReceiveChannel[Pending]) -> None:
         with self._grace():
-            async for first in receive:
-                await self._commit_taken(_take(receive, first, self._batch_max))
-        leftover = _drain(receive)
+            while (batch := await self._next_batch(receive)) is not None:
+                await self._commit_taken(batch)
+        leftover, self._carried = self._carried + _drain(receive), []
         # The writer, still handing over, now gets BrokenResourceError and answers the rest.
         receive.close()
         self._room.unpark_all()  # a router waiting for room finds this lane closed
@@ -250,7 +284,8 @@ class _Lane:
             early = self._gone_early
             placement.finished(self._index, (p.serial for p in batch if id(p) not in early))
             if self._is_side_lane:
-                await self._release()  # it may not commit again for hours
+                with trio.CancelScope(shield=True):
+                    await self._release()  # it may not commit again for hours
 
     def _to_side_lane(self, reports: list[Pending]) -> None:
         """Hand `reports` (of sensors set apart) to the side lane, in order; they stay in
@@ -294,37 +329,20 @@ class _Lane:
     async def _attempts(self, batch: list[Pending], splits: list[int]) -> None:
         """Commit `batch`, retrying; when a row's error fails it, in halves, and when a sensor's
         row is held elsewhere, without that sensor first (`splits`: how many splits the whole
-        batch has left, a cell its parts share). The reports answered leave the list: all of
-        them, unless this is cancelled (while it waits to retry, or before a part's
-        statement)."""
+        batch has left, a cell its parts share). The reports answered, or set aside
+        (`_set_aside`), leave the list: all of them, unless this is cancelled (while it waits to
+        retry, or before a part's statement)."""
         failed = await self._attempt(batch, isolate=splits[0] > 0)
         if failed is None:
             return
         others: list[Pending] = []  # the reports committed apart from a held sensor's
         if isinstance(failed, _RowLocked):
             parts = failed.parts(batch)
-            if not self._is_side_lane:
-                log.warning(
-                    "sensor %s's row is held by another transaction (over %g s): its %d "
-                    "reports go to the side lane, the %d others are committed",
-                    echo(failed.serial),
-                    self._lock_wait,
-                    len(parts[1]),
-                    len(parts[0]),
-                )
-                self._placement.set_apart(failed.serial, trio.current_time())
-                self._gone_early.update((id(p), p) for p in parts[1])
-                self._to_side_lane(parts[1])
-                parts[1].clear()
-            else:
-                log.warning(
-                    "sensor %s's row is still held by another transaction (over %g s): "
-                    "committing the other reports of the side lane's batch of %d first",
-                    echo(failed.serial),
-                    self._lock_wait,
-                    len(batch),
-                )
+            self._set_aside(failed.serial, parts[1])
             others = parts[0][:]
+            if not others:
+                batch.clear()  # the held sensor's, and nothing else
+                return
         elif is_row_error(failed) and splits[0] > 0 and (parts := _halves(batch))[0]:
             log.warning("batch of %d failed (%r); committing it in halves", len(batch), failed)
         else:
@@ -372,6 +390,32 @@ class _Lane:
             return exc
         return None
 
+    def _set_aside(self, serial: str, reports: list[Pending]) -> None:
+        """`serial`'s row is held by another transaction: its `reports` leave this batch, to
+        the side lane (from a regular lane), or to the side lane's next round."""
+        placement = self._placement
+        if self._is_side_lane:
+            log.info(
+                "sensor %s's row is still held by another transaction: its %d reports wait "
+                "for the side lane's next round",
+                echo(serial),
+                len(reports),
+            )
+            self._carried += reports
+            placement.passed_on(len(reports))
+        else:
+            log.warning(
+                "sensor %s's row is held by another transaction (over %g s): its %d reports "
+                "go to the writer's side lane, the rest of the batch is committed",
+                echo(serial),
+                self._lock_wait,
+                len(reports),
+            )
+            placement.set_apart(serial, trio.current_time())
+            self._to_side_lane(reports[:])
+        self._gone_early.update((id(p), p) for p in reports)
+        reports.clear()
+
     def _answered(self, reports: list[Pending]) -> None:
         """Let the sensors of `reports`, answered while the lane's batch still commits, move
         to another lane; each report once."""
@@ -387,7 +431,7 @@ class _Lane:
 
         Raises:
             _RowLocked: with `isolate`, the statement waited past `lock_wait` for the row of
-                one of the batch's sensors (in the side lane: and the batch holds others).
+                one of the batch's sensors.
         """
         # Shielded: a commit under way finishes (or times out at the reports' deadline) even
         # when the daemon is being cancelled, so an acknowledged report is a committed one.
@@ -405,10 +449,7 @@ class _Lane:
             except BaseException as exc:
                 held = None
                 try:
-                    # The side lane retries a lone sensor's batch whole: there is nothing to
-                    # set it apart from.
-                    alone = self._is_side_lane and len(serials) < 2
-                    if isolate and not alone and conn is not None and isinstance(exc, Exception):
+                    if isolate and conn is not None and isinstance(exc, Exception):
                         held = await _held_serial(conn, exc, serials)
                 finally:
                     # A failed or interrupted statement may leave the connection unusable:
@@ -419,7 +460,7 @@ class _Lane:
                     raise _RowLocked(held) from exc
                 raise
             self.statements += 1
-            metrics.LANE_COMMITS.labels(str(self._index)).inc()
+            metrics.LANE_COMMITS.labels("side" if self._is_side_lane else str(self._index)).inc()
             metrics.COMMIT_SECONDS.observe(trio.current_time() - started)
             metrics.BATCH_SIZE.observe(len(batch))
             if self._is_side_lane:

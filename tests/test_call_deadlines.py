@@ -21,7 +21,7 @@ async def test_reports_of_a_call_past_its_deadline_are_not_committed(
     aio_loop, database_url, settings, nursery, db, sensors
 ):
     running = await nursery.start(
-        daemon.run, settings.replace(writer_lanes=1, pool_size=2), database_url
+        daemon.run, settings.replace(writer_lanes=1, pool_size=3), database_url
     )
     busy, late, after = sensors[:3]  # one lane: committed in the order they are sent
     channel = Channel("127.0.0.1", running.grpc_port)

@@ -111,6 +111,14 @@ async def lanes(aio_loop, database_url) -> AsyncIterator[Lanes]:  # type: ignore
 
 
 @pytest.fixture
+async def patient(aio_loop, database_url) -> AsyncIterator[Lanes]:  # type: ignore[no-untyped-def]
+    """Lanes whose statements wait for a held row until their reports' deadline: no sensor is
+    set apart in the side lane."""
+    async with _running(database_url, 5.0, lock_wait=3600.0) as running:
+        yield running
+
+
+@pytest.fixture
 async def graceless(aio_loop, database_url) -> AsyncIterator[Lanes]:  # type: ignore[no-untyped-def]
     """Lanes with no shutdown grace: what they hold when stopped is answered at once."""
     async with _running(database_url, 0.0) as running:
@@ -180,13 +188,15 @@ async def test_shutdown_commits_what_every_lane_holds(lanes, db):
 # HELD_AFTER (the mock clock moved on): avoided at once.
 @pytest.mark.parametrize(("moment", "held"), [(True, BATCH_MAX + 1), (False, 1)])
 async def test_a_lane_held_by_a_row_lock_holds_only_what_waits_in_it(
-    lanes, db, database_url, mock_clock, monkeypatch, moment, held
+    patient, db, database_url, mock_clock, monkeypatch, moment, held
 ):
     """A report is acknowledged only once its lane committed it; new sensors go to the other
     lanes, which commit them, once BATCH_MAX reports wait behind the held lane's commit or it
     has run for HELD_AFTER. (With a lane per sensor by a hash of the serial, a third of these
     went to the held lane: its channel filled, the writer waited for room, and every report
-    stalled behind one lock.)"""
+    stalled behind one lock.) The lane waits for the row here (`patient`): a sensor whose row
+    is held for over the lock wait goes to the side lane, tested below."""
+    lanes = patient
     mock_clock.rate = 1.0  # the wall clock's pace, but for the jump below
     if moment:
         monkeypatch.setattr(droneshield.lanes, "HELD_AFTER", 3600.0)
@@ -303,7 +313,7 @@ async def test_a_lane_whose_commit_fails_fails_only_its_reports(
     await seed.seed(db, 3 * SPILL_AT)  # one call's reports over three lanes
     sensors = [seed.serial_for(n) for n in range(1, 3 * SPILL_AT + 1)]
     running = await nursery.start(
-        daemon.run, settings.replace(writer_lanes=lanes, pool_size=lanes + 1), database_url
+        daemon.run, settings.replace(writer_lanes=lanes, pool_size=lanes + 2), database_url
     )
     poisoned = sensors[2]
     await _poison(db, poisoned, errcode)
@@ -498,7 +508,7 @@ async def test_a_sensor_set_apart_sends_its_next_reports_after_the_first_in_orde
                 assert lanes.outcomes.keys() == {1, 3}
             await lanes.until(lambda: len(lanes.outcomes) == 4)
     _each_applied_once(lanes)
-    set_apart = [r for r in caplog.records if "go to the side lane" in r.getMessage()]
+    set_apart = [r for r in caplog.records if "go to the writer's side lane" in r.getMessage()]
     assert len(set_apart) == 1  # no regular lane waited for the row again
     assert await db.fetchval("SELECT version FROM sensor WHERE serial = $1", held) == "1.0.2"
     events = await db.fetch(
@@ -510,19 +520,53 @@ async def test_a_sensor_set_apart_sends_its_next_reports_after_the_first_in_orde
 
 
 async def test_reports_in_the_side_lane_at_shutdown_are_each_answered_once(
-    aio_loop, database_url, db, sensors
+    aio_loop, database_url, db, sensors, caplog
 ):
+    """The writer stops while the side lane holds a sensor's reports whose row is still held:
+    it tries them for the shutdown grace, then answers each once, SHUTTING_DOWN; the report
+    committed beside them was acknowledged, and nothing stays in flight."""
     held, other = sensors[:2]
     async with _running(database_url, 0.5, lock_wait=0.2) as lanes:
         with trio.fail_after(ACK_TIMEOUT / 2):
             async with db.transaction():
                 await _hold_then_report(db, lanes, [held], [held, other, held])
                 await lanes.until(lambda: 1 in lanes.outcomes)  # committed, the held set apart
-                await lanes.stop()  # the side lane retries for the grace, then answers
+                assert any("side lane" in r.getMessage() for r in caplog.records)
+                await lanes.stop()  # the side lane tries for the grace, then answers
     assert isinstance(lanes.outcomes[1][0], Applied)
     for number in (0, 2):
         [answer] = lanes.outcomes[number]
         assert isinstance(answer, IngestUnavailable), answer
+        assert str(answer) == SHUTTING_DOWN
+
+
+async def test_the_side_lane_commits_a_sensor_whose_row_is_free_again_beside_one_still_held(
+    aio_loop, database_url, db, sensors, caplog
+):
+    """Two sensors' rows held, by two transactions: both go to the side lane, with a later
+    report of the second. Its row is freed: both its reports are committed in the side lane's
+    next rounds while the first row stays held (a side lane that retried the held sensor in
+    place until its deadline held them up behind it)."""
+    held, freed = sensors[:2]
+
+    async def both_set_apart() -> bool:
+        await trio.lowlevel.checkpoint()
+        return sum("go to the writer's side lane" in r.getMessage() for r in caplog.records) == 2
+
+    async with _running(database_url, 5.0, lock_wait=0.2) as lanes:
+        with trio.fail_after(ACK_TIMEOUT / 2):
+            async with db.transaction(), connect(database_url) as other:
+                await db.execute("SELECT 1 FROM sensor WHERE serial = $1 FOR UPDATE", held)
+                async with other.transaction():
+                    await other.execute("SELECT 1 FROM sensor WHERE serial = $1 FOR UPDATE", freed)
+                    lanes.send.send_nowait(lanes.report(held))
+                    lanes.send.send_nowait(lanes.report(freed))
+                    await eventually(both_set_apart)
+                    lanes.send.send_nowait(lanes.report(freed))  # passed on, behind the first
+                await lanes.until(lambda: {1, 2} <= lanes.outcomes.keys())
+                assert 0 not in lanes.outcomes
+            await lanes.until(lambda: 0 in lanes.outcomes)
+    _each_applied_once(lanes)
 
 
 async def test_with_no_splits_left_a_batch_behind_a_held_row_is_retried_whole(
@@ -568,7 +612,7 @@ async def test_a_batch_every_row_fails_is_split_at_most_splits_max_times(
     await seed.seed(db, 300)
     sensors = [seed.serial_for(n) for n in range(1, 301)]
     running = await nursery.start(
-        daemon.run, settings.replace(writer_lanes=1, pool_size=2), database_url
+        daemon.run, settings.replace(writer_lanes=1, pool_size=3), database_url
     )
     await _poison(db, None)
     caplog.set_level(logging.WARNING, logger="droneshield.writer")
@@ -604,7 +648,7 @@ async def test_a_release_removed_while_a_report_stores_it_leaves_the_report_acce
     assert (row["online"], row["version"]) == (True, None)
 
 
-def test_the_pool_must_hold_a_connection_per_lane_and_one_more():
-    with pytest.raises(ValueError, match=r"pool_size must be at least writer_lanes \+ 1 = 5"):
-        Settings(writer_lanes=4, pool_size=4)
-    assert Settings(writer_lanes=4, pool_size=5).pool_size == 5
+def test_the_pool_must_hold_a_connection_per_lane_the_side_lane_and_one_more():
+    with pytest.raises(ValueError, match=r"pool_size must be at least writer_lanes \+ 2 = 6"):
+        Settings(writer_lanes=4, pool_size=5)
+    assert Settings(writer_lanes=4, pool_size=6).pool_size == 6
