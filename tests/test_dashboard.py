@@ -44,6 +44,35 @@ async def test_page_shows_seeded_sensors_and_fleet_totals(dashboard, sensors):
     assert "never seen" in first
 
 
+@pytest.mark.parametrize("width", [1400, 1920])
+async def test_the_sensor_table_takes_the_whole_width_and_the_page_never_scrolls_sideways(
+    browser, running, sensors, width
+):
+    """On a wide screen the totals sit beside the fleet's history, and the sensor table (eight
+    columns) spans both columns; wide tables scroll inside their panels. Before, the table was
+    squeezed into the narrow column (its time columns behind a scroll) and the webhook and
+    software tables widened the page."""
+    with trio.fail_after(20):
+        page = await open_dashboard(browser, running.http_port, width=width, height=900)
+        sizes = await page(
+            lambda p: p.evaluate(
+                """() => ({
+                    main: document.querySelector("#fleet").clientWidth,
+                    sensors: document.querySelector("#sensors").getBoundingClientRect().width,
+                    table: document.querySelector("#sensor-table").scrollWidth,
+                    wrap: document.querySelector("#sensors .table-wrap").clientWidth,
+                    page: document.documentElement.scrollWidth,
+                    window: window.innerWidth,
+                })"""
+            )
+        )
+        await page.screenshot(f"dashboard-{width}.png")
+        await page.close()
+    assert sizes["sensors"] > 0.9 * sizes["main"] - 64, sizes  # main's padding aside
+    assert sizes["table"] <= sizes["wrap"], sizes  # every column in sight
+    assert sizes["page"] <= sizes["window"], sizes
+
+
 async def test_report_turns_its_row_online_without_reload(dashboard, running, sensors):
     with trio.fail_after(20):
         await dashboard(lambda p: expect(_row(p, sensors[3])).to_be_visible())

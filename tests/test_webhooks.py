@@ -118,6 +118,22 @@ async def test_webhook_targets_and_events_are_checked(api, url, events, code):
     assert SECRET not in response.text
 
 
+@pytest.mark.parametrize(
+    "extra",
+    [{"filters": {"site": "north"}}, {"filter": {"site": "north", "serial": ["DS-00000001"]}}],
+)
+async def test_a_webhook_with_a_field_it_does_not_know_is_refused(api, extra):
+    """A misspelt field was dropped: `filters` stored a webhook for the whole fleet."""
+    body = {"url": "http://127.0.0.1:9/x", "events": ["sensor.offline"], "secret": SECRET}
+    with trio.fail_after(10):
+        response = await api.post("/webhooks", json={**body, **extra})
+        listed = (await api.get("/webhooks")).json()
+    assert response.status_code == 400, response.text
+    assert _code(response) == "invalid_parameter"
+    assert "serial" in response.text or "filters" in response.text
+    assert listed["items"] == []
+
+
 async def test_webhook_writes_need_the_api_key(api_with, settings):
     client = await api_with(settings.replace(api_key="k" * 20))
     with trio.fail_after(10):

@@ -15,6 +15,12 @@ export function errorFrom(status, body, fallback) {
   return new ApiError(status, error?.code ?? "http_" + status, error?.message ?? fallback);
 }
 
+// A read that could not reach the server while the live connection is down: what is on screen
+// stays (marked stale, "as of" the last message), and the reconnection reloads every view.
+export function keptWhileStale(error) {
+  return document.body.dataset.stale !== undefined && !(error instanceof ApiError);
+}
+
 export async function getJSON(path, params = {}) {
   const url = new URL(path, location.origin);
   for (const [name, value] of Object.entries(params)) {

@@ -2,7 +2,7 @@
 // site). A site with no sensor online is not covered: for a drone-detection fleet that is the
 // first thing to see. Also offers the site names to the list's site filter.
 
-import { getJSON } from "./api.js";
+import { getJSON, keptWhileStale } from "./api.js";
 import { count, h } from "./format.js";
 import { listHash } from "./router.js";
 
@@ -17,6 +17,7 @@ export class Sites {
     try {
       body = await getJSON("/sites");
     } catch (error) {
+      if (keptWhileStale(error) && this.list.children.length) return;
       this.list.replaceChildren(h("li", { class: "error" }, `Could not load sites: ${error.message}`));
       return;
     }

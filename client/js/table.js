@@ -12,7 +12,7 @@
 // are newer than the rows the read returned (changes.js says which): an older read never
 // overwrites a newer change, whether the load is a resync, a reconnect, a refresh or a new page.
 
-import { getJSON } from "./api.js";
+import { getJSON, keptWhileStale } from "./api.js";
 import { older } from "./changes.js";
 import { count, h, relativeTime } from "./format.js";
 import { sensorHash } from "./router.js";
@@ -409,6 +409,7 @@ export class SensorTable {
   }
 
   showError(error) {
+    if (keptWhileStale(error) && this.rows.size) return;
     this.rows.clear();
     this.missed = null;
     const message = `Could not load sensors: ${error.message}`;

@@ -2,7 +2,7 @@
 // `summary` message): they are never stored on a sensor, so without this panel they would be
 // out of sight.
 
-import { getJSON } from "./api.js";
+import { getJSON, keptWhileStale } from "./api.js";
 import { count, dateTime, h, relativeTime } from "./format.js";
 
 function since(iso) {
@@ -21,6 +21,7 @@ export class Unreleased {
     try {
       body = await getJSON("/software/unreleased");
     } catch (error) {
+      if (keptWhileStale(error) && this.list.children.length) return;
       this.list.replaceChildren(h("li", { class: "error" }, `Could not load unreleased versions: ${error.message}`));
       this.list.hidden = false;
       return;

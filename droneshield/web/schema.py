@@ -24,6 +24,15 @@ class ApiModel(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
 
 
+class ApiInput(ApiModel):
+    """A request body: a field it does not know is refused, not dropped (a misspelt `filters`
+    made a webhook meant for one site fire for the whole fleet)."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, frozen=True, extra="forbid"
+    )
+
+
 class ErrorDetail(ApiModel):
     code: str
     message: str

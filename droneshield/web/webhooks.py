@@ -22,7 +22,7 @@ from ..targets import parse, resolve
 from ..webhooks import EVENTS, TEST_EVENT
 from .auth import requires_key
 from .context import events_queued, pool, settings
-from .schema import ApiModel, errors
+from .schema import ApiInput, ApiModel, errors
 
 blueprint = Blueprint("webhooks", __name__)
 # A webhook id is a bigint: larger numbers name no webhook (404), never a database error.
@@ -32,7 +32,7 @@ BODY_MAX: Final = 64 * 1024  # bytes of a webhook's JSON description
 DELIVERIES_LIMIT_MAX: Final = 500
 
 
-class WebhookFilter(ApiModel):
+class WebhookFilter(ApiInput):
     site: str | None = Field(
         default=None,
         description="only this site's sensors; with fleet.online_below, this site's online share",
@@ -48,7 +48,7 @@ class WebhookFilter(ApiModel):
         return None if site is None else check_site(site)
 
 
-class WebhookIn(ApiModel):
+class WebhookIn(ApiInput):
     url: str = Field(max_length=2048, description="http(s) URL receiving signed POSTs")
     events: list[str] = Field(min_length=1, description=f"any of {', '.join(EVENTS)}")
     secret: str = Field(
