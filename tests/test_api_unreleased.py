@@ -90,6 +90,21 @@ async def test_release_no_sensor_runs_is_deleted_with_its_file(running, api, db,
     assert listed == ["v2.0.0"]
 
 
+async def test_a_release_only_retired_sensors_ran_is_refused_saying_so(running, api, db, sensors):
+    """The catalogue counts sensors in service: the refusal says the one running it is
+    retired, or the operator sees "0 sensors" beside "in use by 1"."""
+    with trio.fail_after(20):
+        body = multipart([(b"v2.0.0.pdf", pdf(100))])
+        await api.post("/upload", content=body, headers={"Content-Type": MULTIPART})
+        await send(running.grpc_port, sensors[0], "v2.0.0")
+        assert (await api.delete(f"/sensors/{sensors[0]}")).status_code == 204
+        in_use = await api.delete("/software/v2.0.0")
+    assert in_use.status_code == 409
+    error = in_use.json()["error"]
+    assert (error["sensors"], error["retired"]) == (1, 1)
+    assert "1 sensor (1 of them retired)" in error["message"]
+
+
 async def test_only_the_most_recently_reported_unreleased_versions_are_shown(running, api, db):
     """Sensors choose what they report: 150 versions nobody uploaded do not make 150 items of
     every summary and live frame, nor 300 metric series."""

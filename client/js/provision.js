@@ -17,8 +17,11 @@ export class Provisioner {
   }
 
   async send() {
-    const csv = this.form.elements.csv.value.trim();
+    const raw = this.form.elements.csv.value;
+    const csv = raw.trim();
     if (!csv) return;
+    // The server numbers the lines of what it got; the box shows them after any blank ones.
+    const skipped = (raw.match(/^\s*/)[0].match(/\n/g) ?? []).length;
     const post = () => sendText("POST", "/sensors", `${csv}\n`, "text/csv");
     let response = await post();
     if (response.status === 401 && (await askApiKey(this.dialog))) response = await post();
@@ -33,10 +36,12 @@ export class Provisioner {
       ? errorFrom(response.status, response.body, `HTTP ${response.status}`)
       : { message: "network error; is the server up?" };
     const rows = response.body?.error?.rows ?? [];
+    const where = (row) => (row.line != null ? `line ${row.line + skipped}` : `row ${row.index + 1}`);
+    const told = /nothing was (stored|added)/i.test(error.message);
     this.show(
       "failed",
-      `${error.message} Nothing was added.`,
-      rows.length ? h("ul", {}, ...rows.map((row) => h("li", {}, `data row ${row.index + 1}: ${row.message}`))) : null,
+      told ? error.message : `${error.message} Nothing was added.`,
+      rows.length ? h("ul", {}, ...rows.map((row) => h("li", {}, `${where(row)}: ${row.message}`))) : null,
     );
   }
 

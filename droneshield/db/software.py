@@ -154,13 +154,20 @@ async def remove(
         )
         if path is None:
             raise NotFound(f"v{version} was never uploaded", code="software_not_found")
-        running = await conn.fetchval("SELECT count(*) FROM sensor WHERE version = $1", version)
+        running, retired = await conn.fetchrow(
+            "SELECT count(*), count(*) FILTER (WHERE retired_at IS NOT NULL) "
+            "FROM sensor WHERE version = $1",
+            version,
+        )
         if running:
+            # The catalogue counts sensors in service only: say why it says none.
+            among = f" ({retired:,} of them retired)" if retired else ""
             raise InUse(
-                f"v{version} is the stored version of {running} sensors; it can be removed "
-                "once none runs it",
+                f"v{version} is the stored version of {running:,} "
+                f"{'sensor' if running == 1 else 'sensors'}{among}; it can be removed once "
+                "none runs it",
                 code="release_in_use",
-                details={"sensors": running},
+                details={"sensors": running, "retired": retired},
             )
         await conn.execute("DELETE FROM software WHERE version = $1", version)
         await remove_file(path)
