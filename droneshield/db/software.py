@@ -154,11 +154,13 @@ async def remove(
         )
         if path is None:
             raise NotFound(f"v{version} was never uploaded", code="software_not_found")
-        running, retired = await conn.fetchrow(
-            "SELECT count(*), count(*) FILTER (WHERE retired_at IS NOT NULL) "
+        counts = await conn.fetchrow(
+            "SELECT count(*) AS running, count(*) FILTER (WHERE retired_at IS NOT NULL) AS retired "
             "FROM sensor WHERE version = $1",
             version,
         )
+        assert counts is not None  # an aggregate has a row
+        running, retired = counts["running"], counts["retired"]
         if running:
             # The catalogue counts sensors in service only: say why it says none.
             among = f" ({retired:,} of them retired)" if retired else ""
