@@ -213,7 +213,7 @@ class _Lane:
         # Room for one batch while another commits: the writer waits on a full lane, so the
         # daemon's queue, not the lanes, holds the backlog (and applies backpressure). The side
         # lane's is unbounded: regular lanes hand it reports without waiting (they must not be
-        # held up by it), and it takes a batch every round, at most one lock wait long.
+        # held up by it), and it takes a batch every round, a lock wait per sensor still held.
         size = math.inf if self._is_side_lane else self._batch_max
         send, receive = trio.open_memory_channel[Pending](size)
         self._grace_ends = None

@@ -55,6 +55,14 @@ async def _know_each_other(*daemons: _Daemon) -> None:
             await d.relay.wait_for(lambda d=d: d.relay.peers.peers == len(daemons) - 1)
 
 
+async def _cut_off(exchange: Exchange, lost: _Daemon, hearing: _Daemon) -> None:
+    """`lost`'s messages are lost on the way until `exchange.muted` is cleared: once this
+    returns, `hearing` has let it lapse (and knows no peer)."""
+    exchange.muted.add(lost.relay.instance)
+    with trio.fail_after(2 * INTEREST_TTL):
+        await hearing.relay.wait_for(lambda: hearing.relay.peers.peers == 0)
+
+
 async def test_a_daemon_alone_stops_sending_once_no_peer_can_be_unheard(autojump_clock, nursery):
     exchange = Exchange()
     a = await _start(nursery, exchange)
@@ -127,9 +135,7 @@ async def test_a_peer_cut_off_until_it_lapsed_reloads_only_if_transitions_went_u
     await _know_each_other(a, b)
     with b.hub.subscribe() as page:
         for transitions, reloads in ((0, False), (1, True)):
-            exchange.muted.add(b.relay.instance)  # B's messages are lost: A lets it lapse
-            with trio.fail_after(2 * INTEREST_TTL):
-                await a.relay.wait_for(lambda: a.relay.peers.peers == 0)
+            await _cut_off(exchange, b, a)
             a.hub.publish([_online(f"DS-{n}") for n in range(transitions)])
             exchange.muted.clear()
             with trio.move_on_after(3 * INTEREST_TTL):
@@ -149,9 +155,7 @@ async def test_a_peer_that_left_a_daemon_out_and_went_silent_makes_it_reload(
     a, b = await _start(nursery, exchange), await _start(nursery, exchange)
     await _know_each_other(a, b)
     with b.hub.subscribe() as page:
-        exchange.muted.add(b.relay.instance)  # A stops hearing B and leaves it out...
-        with trio.fail_after(2 * INTEREST_TTL):
-            await a.relay.wait_for(lambda: a.relay.peers.peers == 0)
+        await _cut_off(exchange, b, a)  # A stops hearing B and leaves it out...
         a.hub.publish([_online("DS-1")])  # ...leaves this unsent...
         await trio.sleep(ALONE_AFTER)
         a.stop()  # ...and is gone before B's next announcement would have reached it
