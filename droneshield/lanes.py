@@ -25,12 +25,12 @@ Behind the regular lanes is one more, the side lane (`side_lane`, the last index
 `_free_lane` never picks: a lane that found a sensor's row held by another transaction hands
 that sensor's reports to it (`set_apart`) and commits the rest of its batch at once. The side
 lane commits what it has in rounds, each a lock wait long per sensor still held: the reports of
-those sensors wait for its next round (until their deadline), the others are
-committed. The sensor's later reports follow in order: those placed in a regular lane are passed
-on when that lane takes them (`apart`), and once none is in flight the next go to the side lane
-directly, until the side lane has committed one of them (`freed`) or HELD_REMEMBER has passed.
-Before, the held sensor's retries occupied the lane that found it, every report waiting in that
-lane waited behind them, and each of its next reports held a lane for the lock wait again.
+those sensors wait for its next round (until their deadline), the others are committed. The
+sensor's later reports follow in order: those placed in a regular lane are passed on when that
+lane takes them (`apart`), and once none is in flight the next go to the side lane directly,
+until the side lane has committed one of them (`freed`) or HELD_REMEMBER has passed. Before, the
+held sensor's retries occupied the lane that found it, every report waiting in that lane waited
+behind them, and each of its next reports held a lane for the lock wait again.
 """
 
 from __future__ import annotations

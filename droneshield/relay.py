@@ -459,8 +459,7 @@ class Relay:
     def _gap(self) -> None:
         """Messages were lost on the way here: our clients reload, and we ask the peers for
         their interest again (their announcements may be among what was lost)."""
-        metrics.RELAY_GAPS.inc()
-        self._hub.resync_all()
+        self._resync()
         self._must_ask = True
         self._announce_now.set()
         self._heard_self_at = -math.inf  # until we hear ourselves again, after the new ask
@@ -488,8 +487,7 @@ class Relay:
             elif message.get("ask"):
                 self._announce_now.set()
             elif message.get("resync"):
-                metrics.RELAY_GAPS.inc()
-                self._hub.resync_all()
+                self._resync()
         except (*_ROW_ERRORS, ValueError):
             log.exception("ignoring a relay message")
 
@@ -547,5 +545,9 @@ class Relay:
 
     def _reload(self, why: str) -> None:
         log.info("%s: clients reload", why)
+        self._resync()
+
+    def _resync(self) -> None:
+        """Changes may have been lost on their way to our clients: they reload (counted)."""
         metrics.RELAY_GAPS.inc()
         self._hub.resync_all()

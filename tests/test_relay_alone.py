@@ -55,6 +55,14 @@ async def _know_each_other(*daemons: _Daemon) -> None:
             await d.relay.wait_for(lambda d=d: d.relay.peers.peers == len(daemons) - 1)
 
 
+async def _pair(nursery: trio.Nursery) -> tuple[Exchange, _Daemon, _Daemon]:
+    """Two daemons on one exchange that know each other."""
+    exchange = Exchange()
+    a, b = await _start(nursery, exchange), await _start(nursery, exchange)
+    await _know_each_other(a, b)
+    return exchange, a, b
+
+
 async def _cut_off(exchange: Exchange, lost: _Daemon, hearing: _Daemon) -> None:
     """`lost`'s messages are lost on the way until `exchange.muted` is cleared: once this
     returns, `hearing` has let it lapse (and knows no peer)."""
@@ -75,9 +83,7 @@ async def test_a_daemon_alone_stops_sending_once_no_peer_can_be_unheard(autojump
 
 
 async def test_a_daemon_that_hears_nothing_keeps_sending(autojump_clock, nursery):
-    exchange = Exchange()
-    a, b = await _start(nursery, exchange), await _start(nursery, exchange)
-    await _know_each_other(a, b)
+    _, a, b = await _pair(nursery)
     a.bus.deaf = True  # A's receiving side is down, B still hears it
     await trio.sleep(2 * INTEREST_TTL)  # nothing arrives to wake `wait_for`
     assert a.relay.peers.peers == 0  # B lapsed
@@ -130,9 +136,7 @@ async def test_a_peer_that_comes_later_does_not_reload_when_nothing_went_unsent(
 async def test_a_peer_cut_off_until_it_lapsed_reloads_only_if_transitions_went_unsent(
     autojump_clock, nursery
 ):
-    exchange = Exchange()
-    a, b = await _start(nursery, exchange), await _start(nursery, exchange)
-    await _know_each_other(a, b)
+    exchange, a, b = await _pair(nursery)
     with b.hub.subscribe() as page:
         for transitions, reloads in ((0, False), (1, True)):
             await _cut_off(exchange, b, a)
@@ -151,9 +155,7 @@ async def test_a_peer_cut_off_until_it_lapsed_reloads_only_if_transitions_went_u
 async def test_a_peer_that_left_a_daemon_out_and_went_silent_makes_it_reload(
     autojump_clock, nursery
 ):
-    exchange = Exchange()
-    a, b = await _start(nursery, exchange), await _start(nursery, exchange)
-    await _know_each_other(a, b)
+    exchange, a, b = await _pair(nursery)
     with b.hub.subscribe() as page:
         await _cut_off(exchange, b, a)  # A stops hearing B and leaves it out...
         a.hub.publish([_online("DS-1")])  # ...leaves this unsent...

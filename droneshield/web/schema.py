@@ -28,9 +28,7 @@ class ApiInput(ApiModel):
     """A request body: a field it does not know is refused, not dropped (a misspelt `filters`
     made a webhook meant for one site fire for the whole fleet)."""
 
-    model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, frozen=True, extra="forbid"
-    )
+    model_config = ConfigDict(extra="forbid")  # merged with ApiModel's
 
 
 class ErrorDetail(ApiModel):
