@@ -271,7 +271,7 @@ def _burst(first: int, count: int) -> Iterable[SensorState]:
     return (change(n) for n in range(first, first + count))
 
 
-async def test_stalled_client_neither_delays_others_nor_grows_memory(running):
+async def test_stalled_client_neither_delays_others_nor_grows_memory(running, settings):
     bursts, size = 20, 10_000
     latencies = []
     with trio.fail_after(60):
@@ -295,7 +295,10 @@ async def test_stalled_client_neither_delays_others_nor_grows_memory(running):
             finally:
                 tracemalloc.stop()
             assert running.hub.subscribers == 2  # the stalled client was there all along
-    assert max(latencies) < 0.5
+    # A hub that waited on the stalled client's socket would hold the probe until that socket's
+    # send timeout (15 s by default); a hub that does not delivers it in ~10 ms. The bound sits far
+    # from both, so a loaded machine's pauses do not fail it.
+    assert max(latencies) < settings.send_timeout / 5
     # Queued for the stalled client, 18 bursts of 10,000 changes would take ~50 MB; what may grow is
     # bounded elsewhere (the relay's outbox holds up to OUTBOX_MAX changes for the peers).
     assert grown < 10 * 1024 * 1024
