@@ -29,12 +29,19 @@ CSV_COLUMNS: Final = ("serial", "site", "label")
 UNADDRESSABLE: Final = frozenset({".", ".."})  # serials no URL can name (the module's docstring)
 # The byte order mark spreadsheets (Excel's "CSV UTF-8") put before the header.
 BOM: Final = "\ufeff"
-# Printable ASCII, where a character is a byte: what almost every row holds, and all the checks
-# of `spec` in one match (from_csv).
+
+
+def _ascii_field(most: int) -> str:
+    """Up to `most` printable ASCII characters, none of them a space at either end."""
+    return rf"(?:[\x21-\x7e](?:[\x20-\x7e]{{0,{most - 2}}}[\x21-\x7e])?)"
+
+
+# Printable ASCII, where a character is a byte, with no space to trim: what almost every row
+# holds, and all the checks of `spec` in one match (from_csv).
 _ASCII_FIELD: Final = {
-    "serial": rf"[\x20-\x7e]{{1,{SERIAL_MAX}}}",
-    "site": rf"[\x20-\x7e]{{0,{SITE_MAX}}}",
-    "label": rf"[\x20-\x7e]{{0,{LABEL_MAX}}}",
+    "serial": _ascii_field(SERIAL_MAX),
+    "site": _ascii_field(SITE_MAX) + "?",
+    "label": _ascii_field(LABEL_MAX) + "?",
 }
 
 
@@ -204,7 +211,7 @@ def _without_bom(lines: Iterable[str]) -> Iterator[str]:
 def from_csv(lines: Iterable[str], rows: Rows) -> Iterator[Numbered]:
     """Sensors of CSV lines: a header `serial[,site][,label]` (any order, after a byte order
     mark if the file has one), then one row each; blank lines, lines of spaces and rows of
-    empty fields are skipped, and so are spaces after a comma (row indexes count sensors;
+    empty fields are skipped, and so are spaces around a field (row indexes count sensors;
     `rows` learns each row's line in the file).
 
     Raises:
@@ -215,18 +222,22 @@ def from_csv(lines: Iterable[str], rows: Rows) -> Iterator[Numbered]:
     # a CSV; the header's names were already read so), and a quoted field after them is read
     # as quoted: `DS-1, "north, gate"` is one site.
     reader = csv.reader(_without_bom(lines), strict=True, skipinitialspace=True)
-    try:
-        first = next(reader)
-    except StopIteration:
-        raise CsvHeaderError("the CSV is empty; its first line must be serial,site,label") from None
-    except csv.Error as exc:
-        if "new-line character seen in unquoted field" in str(exc):
+    header: list[str] = []
+    while not any(header):  # blank lines above the header, as editors and exports leave them
+        try:
+            header = [h.strip().lower() for h in next(reader)]
+        except StopIteration:
             raise CsvHeaderError(
-                "the CSV header (line 1) holds a carriage return outside quotes: a file whose "
-                "lines end with CR alone (classic Mac OS) must be saved with LF or CRLF ends"
+                "the CSV is empty; its first line must be serial,site,label"
             ) from None
-        raise CsvHeaderError(f"the CSV header (line 1) cannot be read: {exc}") from None
-    header = [h.strip().lower() for h in first]
+        except csv.Error as exc:
+            where = f"the CSV header (line {reader.line_num})"
+            if "new-line character seen in unquoted field" in str(exc):
+                raise CsvHeaderError(
+                    f"{where} holds a carriage return outside quotes: a file whose lines end "
+                    "with CR alone (classic Mac OS) must be saved with LF or CRLF ends"
+                ) from None
+            raise CsvHeaderError(f"{where} cannot be read: {exc}") from None
     if (
         "serial" not in header
         or not set(header) <= set(CSV_COLUMNS)
@@ -280,14 +291,19 @@ def from_csv(lines: Iterable[str], rows: Rows) -> Iterator[Numbered]:
         if len(record) != len(header):
             rows.add(index, "invalid_row", f"{len(record)} fields, the header has {len(header)}")
             continue
+        valid = plain("\n".join(record)) and record[serial_at] not in UNADDRESSABLE
+        if not valid:
+            if not any(field.strip() for field in record):  # `,,`: a spreadsheet's empty row
+                rows.count -= 1
+                index -= 1
+                continue
+            # Spaces around a field are not part of it (`DS-1 , north`), quoted or not: a serial
+            # or site that differs from another by an invisible space is always a typing slip.
+            record = [field.strip(" ") for field in record]
         site = None if site_at is None else record[site_at]
         label = None if label_at is None else record[label_at]
-        if plain("\n".join(record)) and record[serial_at] not in UNADDRESSABLE:
+        if valid:
             yield index, SensorSpec(record[serial_at], site or None, label or None)
-            continue
-        if not any(field.strip() for field in record):  # `,,`: a spreadsheet's empty row
-            rows.count -= 1
-            index -= 1
             continue
         found = spec(index, record[serial_at], site, label, rows)
         if found is not None:

@@ -161,8 +161,9 @@ async def test_bad_input_is_a_clear_4xx_and_stores_nothing(
 
 
 async def test_csv_from_a_spreadsheet_with_a_byte_order_mark_and_blank_lines(api, db):
-    """Excel's "CSV UTF-8" starts with a byte order mark; files often end in blank lines."""
-    body = "\ufeffSerial,Site\r\nXL-1,north\r\n\r\nXL-2,south\r\n\r\n".encode()
+    """Excel's "CSV UTF-8" starts with a byte order mark; files often end in blank lines (and
+    some start with them); people type spaces around commas."""
+    body = "\ufeff\r\nSerial,Site\r\nXL-1 , north\r\n\r\nXL-2,south\r\n\r\n".encode()
     with trio.fail_after(10):
         response = await api.post("/sensors", content=body, headers=CSV)
     assert (response.status_code, response.json()) == (201, {"created": 2, "existing": 0})

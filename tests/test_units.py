@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from droneshield import config, domain
 from droneshield.domain import check_serial
 from droneshield.errors import InvalidReport, InvalidVersion
-from droneshield.provisioning import Rows, from_csv
+from droneshield.provisioning import CsvHeaderError, Rows, from_csv
 from droneshield.reports import Pending, check_version
 from droneshield.writer import coalesce
 
@@ -180,6 +180,12 @@ def test_a_day_offline_at_the_default_resolution_and_both_ports_picked_are_allow
             [(5, "invalid_csv")],
             id="quote-open-to-the-end",
         ),
+        pytest.param(
+            "\n  \n,\nserial,site\nA-1,n\nA\x012,s\n",
+            [("A-1", 5)],
+            [(6, "invalid_serial")],
+            id="blank-lines-above-the-header",
+        ),
     ],
 )
 def test_csv_rows_know_their_lines(text: str, read: list, errors: list) -> None:
@@ -189,6 +195,19 @@ def test_csv_rows_know_their_lines(text: str, read: list, errors: list) -> None:
     got = [(s.serial, rows.line(i)) for i, s in from_csv(io.StringIO(text, newline="\n"), rows)]
     assert got == read
     assert [(e.line, e.code) for e in rows.errors] == errors
+
+
+def test_spaces_around_csv_fields_are_not_kept() -> None:
+    rows = Rows()
+    text = ' A-1 ,  north gate  , x\nA-2," s ",\n"A 3 ",,  \n'
+    got = [s for _, s in from_csv(io.StringIO("serial,site,label\n" + text, newline="\n"), rows)]
+    assert got == [("A-1", "north gate", "x"), ("A-2", "s", None), ("A 3", None, None)]
+    assert not rows.errors
+
+
+def test_a_header_below_blank_lines_is_named_by_its_line() -> None:
+    with pytest.raises(CsvHeaderError, match=r"line 3\) cannot be read"):
+        list(from_csv(io.StringIO('\n\nserial,"site\n', newline="\n"), Rows()))
 
 
 @pytest.mark.parametrize(("text", "line"), [('serial\nA-1\n"A-2\nA-3\n', 3), ('serial\n"A-1\n', 2)])
