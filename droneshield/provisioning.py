@@ -115,7 +115,7 @@ class Rows:
         self.errors.sort(key=lambda e: e.index)
         n = len(self.errors) + self.unlisted
         raise InvalidSensors(
-            f"{n} of {self.count} rows are invalid; nothing was stored"
+            f"{n:,} of {self.count:,} rows are invalid; nothing was stored"
             + (f" (the first {ERRORS_SHOWN} are listed)" if n > ERRORS_SHOWN else ""),
             [e.as_json() for e in self.errors[:ERRORS_SHOWN]],
         )
@@ -231,13 +231,13 @@ def from_csv(lines: Iterable[str], rows: Rows) -> Iterator[Numbered]:
                 "the CSV is empty; its first line must be serial,site,label"
             ) from None
         except csv.Error as exc:
-            where = f"the CSV header (line {reader.line_num})"
+            header_at = f"the CSV header (line {reader.line_num})"
             if "new-line character seen in unquoted field" in str(exc):
                 raise CsvHeaderError(
-                    f"{where} holds a carriage return outside quotes: a file whose lines end "
+                    f"{header_at} holds a carriage return outside quotes: a file whose lines end "
                     "with CR alone (classic Mac OS) must be saved with LF or CRLF ends"
                 ) from None
-            raise CsvHeaderError(f"{where} cannot be read: {exc}") from None
+            raise CsvHeaderError(f"{header_at} cannot be read: {exc}") from None
     if (
         "serial" not in header
         or not set(header) <= set(CSV_COLUMNS)

@@ -160,6 +160,31 @@ async def test_bad_input_is_a_clear_4xx_and_stores_nothing(
     assert await _count(db) == 0
 
 
+async def test_limits_are_told_in_the_units_people_read(running, api, db):
+    """The code other routes give a body too large (test_http_reports streams one to the same
+    reader); sizes in MiB and counts with thousands separators."""
+    with trio.fail_after(20):
+        many = _csv(["serial", *map(str, range(10_001))])
+        too_many = await api.post("/sensors", content=many, headers=CSV)
+        # Announced, and refused before it is sent (httpx would send it all the same).
+        async with await trio.open_tcp_stream("127.0.0.1", running.http_port) as stream:
+            await stream.send_all(
+                b"POST /sensors HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\n"
+                b"Content-Length: %d\r\n\r\n" % (9 << 20)
+            )
+            answer = b""
+            while data := await stream.receive_some():
+                answer += data
+    message = too_many.json()["error"]["message"]
+    assert message.startswith("10,001 sensors in one request; at most 10,000")
+    assert answer.startswith(b"HTTP/1.1 413")
+    assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"] == {
+        "code": "request_too_large",
+        "message": "the body exceeds 8 MiB",
+    }
+    assert await _count(db) == 0
+
+
 async def test_csv_from_a_spreadsheet_with_a_byte_order_mark_and_blank_lines(api, db):
     """Excel's "CSV UTF-8" starts with a byte order mark; files often end in blank lines (and
     some start with them); people type spaces around commas."""
@@ -224,7 +249,7 @@ async def test_a_refusal_counts_every_repeated_serial_and_lists_the_first_hundre
         response = await api.post("/sensors", content=body, headers=CSV)
     error = response.json()["error"]
     assert (response.status_code, error["code"]) == (422, "invalid_sensors")
-    assert error["message"].startswith("9999 of 10000 rows are invalid")
+    assert error["message"].startswith("9,999 of 10,000 rows are invalid")
     assert [r["index"] for r in error["rows"]] == list(range(1, 101))
     assert await _count(db) == 0
 

@@ -159,7 +159,9 @@ async def test_a_large_file_refused_in_an_empty_fleet_names_its_lines_and_stores
         [f"line {bulk.REBUILD_MIN + 4}", "serial 'RE-000003' is already given in line 7"],
         [f"line {bulk.REBUILD_MIN + 5}", "serial 'RE-000002' is already given in line 6"],
     ]
-    assert last == f"droneshield: 3 of {bulk.REBUILD_MIN + 3} rows are invalid; nothing was stored"
+    assert (
+        last == f"droneshield: 3 of {bulk.REBUILD_MIN + 3:,} rows are invalid; nothing was stored"
+    )
     drawn = await db.fetchval(_IDS_DRAWN)
     refused = await _import(database_url, str(broken))
     assert refused.returncode == 1

@@ -65,7 +65,7 @@ def strict_parse(data: bytes, message_type: type) -> Message:
     unknown = _unknown_bytes(message)
     if unknown > UNKNOWN_BYTES_MAX:
         raise DecodeError(
-            f"{unknown} bytes of fields this server does not know; at most {UNKNOWN_BYTES_MAX}"
+            f"{unknown:,} bytes of fields this server does not know; at most {UNKNOWN_BYTES_MAX:,}"
         )
     if unknown:
         _check_wire_types(parse(data))

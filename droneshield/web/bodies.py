@@ -18,11 +18,15 @@ from typing import Any, Final
 
 import trio
 from hypercorn.typing import ASGIReceiveCallable
+from quart import request
 from quart.wrappers import Request
 from quart_trio import QuartTrio
 from quart_trio.wrappers.request import TrioBody, TrioRequest
 
+from .. import human
+from ..errors import TooLarge
 from .closing import ClosingHTTPConnection
+from .errors import AnnouncedTooLarge
 
 HIGH_WATER: Final = 1024 * 1024  # bytes of a body buffered before the reader waits
 
@@ -84,6 +88,25 @@ class BoundedHTTPConnection(ClosingHTTPConnection):
             elif message["type"] == "http.disconnect":
                 break
         self.client_gone(nursery)
+
+
+async def read_within(limit: int) -> bytes:
+    """The request's body, refused as soon as it is known to be longer than `limit`: before
+    reading when its length is announced, else while it arrives (chunked).
+
+    Raises:
+        AnnouncedTooLarge: Content-Length is over `limit` (the connection closes: the body
+            is left unread). TooLarge: more than `limit` bytes arrived.
+    """
+    if (request.content_length or 0) > limit:
+        raise AnnouncedTooLarge(f"the body exceeds {human.size(limit)}")
+    chunks, size = [], 0
+    async for chunk in request.body:
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge(f"the body exceeds {human.size(limit)}", code="request_too_large")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def install(app: QuartTrio) -> None:

@@ -33,6 +33,7 @@ from ..provisioning import (
     spec,
 )
 from .auth import requires_key
+from .bodies import read_within
 from .context import hub, pool
 from .schema import ApiModel, NoContent, errors, reads_body, responds
 from .sensors import Sensor
@@ -65,22 +66,6 @@ class SensorChanges(ApiModel):
 
     site: str | None = None
     label: str | None = None
-
-
-async def _body() -> bytes:
-    """The request body, refused with 413 past BODY_MAX (before reading, when announced).
-
-    Raises:
-        TooLarge: the body is longer than BODY_MAX.
-    """
-    if (request.content_length or 0) > BODY_MAX:
-        raise TooLarge(f"the body is larger than {BODY_MAX} bytes", code="body_too_large")
-    data = bytearray()
-    async for chunk in request.body:
-        data += chunk
-        if len(data) > BODY_MAX:
-            raise TooLarge(f"the body is larger than {BODY_MAX} bytes", code="body_too_large")
-    return bytes(data)
 
 
 def _decoded(body: bytes) -> str:
@@ -126,7 +111,7 @@ def _read(text: str, csv: bool, rows: Rows) -> list[Numbered]:
         specs = list(from_json(_json_items(text), rows))
     if rows.count > REQUEST_MAX:
         raise TooLarge(
-            f"{rows.count} sensors in one request; at most {REQUEST_MAX} (use `droneshield "
+            f"{rows.count:,} sensors in one request; at most {REQUEST_MAX:,} (use `droneshield "
             "sensors import` for more)",
             code="too_many_sensors",
         )
@@ -156,7 +141,7 @@ async def provision() -> tuple[ProvisionResult, int]:
     if mimetype not in ("application/json", "text/csv"):
         raise UnsupportedContent("send application/json or text/csv", code="unsupported_media_type")
     rows = Rows()
-    specs = _read(_decoded(await _body()), mimetype == "text/csv", rows)
+    specs = _read(_decoded(await read_within(BODY_MAX)), mimetype == "text/csv", rows)
     async with acquire(pool()) as conn:
         done = await db.provision(conn, _one(specs), rows, changes=True)
     hub().publish(done.changes)
@@ -199,7 +184,7 @@ def _changes(body: bytes) -> dict[str, str | None]:
 @errors(400, 401, 404, 413)
 async def change_sensor(serial: str) -> Sensor:
     """Change a sensor's site and/or label (null clears one)."""
-    changes = _changes(await _body())
+    changes = _changes(await read_within(BODY_MAX))
     async with acquire(pool()) as conn:
         changed = await db.update(conn, _serial(serial), changes)
         if changed is None:

@@ -11,14 +11,14 @@ from typing import Final
 
 import orjson
 from pydantic import Field, ValidationError
-from quart import Blueprint, request
+from quart import Blueprint
 from quart_schema import document_request, validate_response
 
-from ..errors import Invalid, TooLarge
+from ..errors import Invalid
 from ..ingest.service import BATCH_MAX, submit_batch
 from .auth import requires_report_token
+from .bodies import read_within
 from .context import submit
-from .errors import AnnouncedTooLarge
 from .schema import ApiModel, errors
 
 BODY_MAX: Final = 4 * 1024 * 1024  # bytes; 10,000 reports of a 128-character serial fit thrice
@@ -55,19 +55,6 @@ class ReportsAck(ApiModel):
     rejected: list[Rejected]
 
 
-async def _body() -> bytes:
-    """The request body, refused past BODY_MAX while it arrives (chunked or not)."""
-    if (request.content_length or 0) > BODY_MAX:
-        raise AnnouncedTooLarge(f"the body exceeds {BODY_MAX} bytes")
-    chunks, size = [], 0
-    async for chunk in request.body:
-        size += len(chunk)
-        if size > BODY_MAX:
-            raise TooLarge(f"the body exceeds {BODY_MAX} bytes", code="request_too_large")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def _parse(body: bytes) -> Reports:
     """Raises: Invalid (400) for a body that is not `{"reports": [{"serial", …}, …]}`."""
     try:
@@ -93,7 +80,7 @@ async def post_reports() -> ReportsAck:
     index while the others are committed; 503 when none could be committed before the
     deadline (database down, shutting down): retry the request.
     """
-    reports = _parse(await _body())
+    reports = _parse(await read_within(BODY_MAX))
     ack = await submit_batch(submit(), [(r.serial, r.software_version) for r in reports.reports])
     return ReportsAck(
         accepted=ack.accepted,

@@ -136,10 +136,10 @@ class SensorPage(ApiModel):
     order: Literal["asc", "desc"]
     total: int = Field(
         description="sensors matching the filters, from maintained counters; with `q` or "
-        f"`status=retired`, counted up to {COUNT_CAP} (see `totalExact`)"
+        f"`status=retired`, counted up to {COUNT_CAP:,} (see `totalExact`)"
     )
     total_exact: bool = Field(
-        description=f"false: more than {COUNT_CAP} sensors match and `total` is a lower "
+        description=f"false: more than {COUNT_CAP:,} sensors match and `total` is a lower "
         "bound (shown as more than 10,000)"
     )
     next_cursor: str | None = Field(description="pass as `cursor` for the next page; null: last")

@@ -14,6 +14,7 @@ from pydantic import Field, field_validator
 from quart import Blueprint, request
 from quart_schema import validate_querystring, validate_request, validate_response
 
+from .. import human
 from ..db import webhooks as db
 from ..db.pool import acquire
 from ..errors import Invalid, NotFound, TooLarge
@@ -172,7 +173,7 @@ async def create_webhook(data: WebhookIn) -> tuple[WebhookOut, int]:
 @blueprint.before_request
 async def bounded_body() -> None:
     if request.content_length is not None and request.content_length > BODY_MAX:
-        raise TooLarge(f"a webhook's description is limited to {BODY_MAX} bytes")
+        raise TooLarge(f"a webhook's description is limited to {human.size(BODY_MAX)}")
 
 
 @blueprint.get("/webhooks")
