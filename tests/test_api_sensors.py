@@ -229,6 +229,8 @@ async def test_filters_by_status_version_and_prefix_with_matching_totals(running
             5,
         )
         assert await listing(q="XX") == ([], 0)
+        # Empty means any, as a form's empty field sends it.
+        assert await listing(status="", site="", version="") == ([s(n) for n in range(1, 41)], 40)
 
 
 async def test_prefix_total_is_capped_and_flagged_inexact(running, api, db):

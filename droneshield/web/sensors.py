@@ -14,7 +14,7 @@ from typing import Annotated, Final, Literal, TypeVar
 
 import orjson
 import trio
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, BeforeValidator, Field
 from pydantic.json_schema import SkipJsonSchema
 from quart import Blueprint, Response, current_app
 from quart_schema import validate_querystring, validate_response
@@ -54,11 +54,13 @@ TEXT_MAX: Final = 256  # characters of a site, label or search
 
 def _site_name(site: str) -> str:
     # As provisioning and webhook filters check it; a NUL would otherwise reach PostgreSQL,
-    # which refuses it (a 500). Empty stays empty: the sensors without a site.
+    # which refuses it (a 500). Empty stays empty: any site, as an empty form field means.
     return check_site(site) if site else site
 
 
 SiteName = Annotated[str, AfterValidator(_site_name)]  # a query's `site`
+# A query's `status`: empty means any, as for `site` and `version` (a form's empty select).
+StatusName = Annotated[db.Listed | None, BeforeValidator(lambda value: value or None)]
 
 
 class SensorQuery(ApiModel):
@@ -80,7 +82,7 @@ class SensorQuery(ApiModel):
         "descending order) or `version` (semver precedence)",
     )
     order: Literal["asc", "desc"] = "asc"
-    status: db.Listed | SkipJsonSchema[None] = Field(
+    status: StatusName | SkipJsonSchema[None] = Field(
         None, description="`retired` lists the retired sensors (and only they)"
     )
     version: str | SkipJsonSchema[None] = Field(
