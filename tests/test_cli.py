@@ -81,6 +81,12 @@ async def test_serve_on_a_taken_port_says_which_server_and_address(
     _one_line(done, 1, f"droneshield: {server} port 127.0.0.1:{taken_port} is in use")
 
 
+async def test_serve_on_a_taken_port_says_so_before_it_reaches_the_database(taken_port):
+    args = ["serve", "--http-port", str(taken_port), "--grpc-port", "0"]
+    done = await _run(args, DATABASE_URL="postgresql://nobody@127.0.0.1:1/nothing")
+    _one_line(done, 1, f"droneshield: HTTP port 127.0.0.1:{taken_port} is in use")
+
+
 @pytest.mark.parametrize("command", [("serve", "--workers", "2"), ("dev",)])
 async def test_supervisors_on_a_taken_port_say_so_before_starting_children(
     database_url, taken_port, command
