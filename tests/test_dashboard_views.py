@@ -19,6 +19,7 @@ import trio
 from playwright.sync_api import expect
 
 from droneshield import daemon
+from droneshield.db import seed
 from droneshield.domain import SensorState
 from droneshield.ingest.proto.status import DeviceStatus, DeviceStatusBatch
 
@@ -587,3 +588,40 @@ async def test_a_row_that_matches_again_is_no_longer_marked_leaving(browser, run
         leaving = await page(lambda p: row(p, serial).get_attribute("data-leaving"))
     await page.close()
     assert leaving is None
+
+
+async def test_a_search_pages_past_what_it_counts_and_a_page_past_the_end_shows_the_last(
+    browser, running, db
+):
+    await seed.seed(db, 10_100)  # a search counts up to 10,000 matches
+    rows = "#sensor-table tbody tr[data-serial]"
+    info = "#page-info"
+    with trio.fail_after(60):
+        page = await open_dashboard(browser, running.http_port, "/#/?q=DS-&limit=200&page=50")
+        await page(
+            lambda p: expect(p.locator(info)).to_have_text(
+                "Page 50 of at least 50 · at least 10,000 sensors"
+            )
+        )
+        await page(
+            lambda p: expect(p.get_by_role("button", name="Last", exact=True)).to_be_disabled()
+        )
+        await page(lambda p: p.get_by_role("button", name="Next").click())
+        await page(lambda p: expect(p.locator(rows)).to_have_count(100))
+        await page(lambda p: expect(p.locator(rows).first).to_contain_text("DS-00010001"))
+        await page(
+            lambda p: expect(p.locator(info)).to_have_text("Page 51 · at least 10,000 sensors")
+        )
+        await page(lambda p: expect(p.get_by_role("button", name="Next")).to_be_disabled())
+        assert "cursor=" in await page(lambda p: p.url)  # a deep link to it, as to any page
+        await page(lambda p: p.reload())
+        await page(lambda p: expect(p.locator(rows).first).to_contain_text("DS-00010001"))
+        await page(lambda p: p.get_by_role("button", name="Previous").click())
+        await page(lambda p: expect(p.locator(rows).first).to_contain_text("DS-00009801"))
+
+        await page(lambda p: p.goto(f"{page.base_url}/#/?page=99999"))
+        await page(
+            lambda p: expect(p.locator(info)).to_have_text("Page 202 of 202 · 10,100 sensors")
+        )
+        await page(lambda p: expect(p.locator(rows).first).to_contain_text("DS-00010051"))
+        await page.close()

@@ -18,7 +18,20 @@ import { count, h, relativeTime } from "./format.js";
 import { sensorHash } from "./router.js";
 import { remember, versionCell, withReported } from "./versions.js";
 
-const DEFAULTS = { page: 1, limit: 50, status: "", version: "", site: "", q: "", sort: "serial", order: "asc" };
+// `cursor`: where the page starts when it lies past what a search counts (the API's page
+// numbers reach its first 10,000 matches; `nextCursor` goes on from there). The page number
+// stays in the address beside it, for the pager to show.
+const DEFAULTS = {
+  page: 1,
+  cursor: "",
+  limit: 50,
+  status: "",
+  version: "",
+  site: "",
+  q: "",
+  sort: "serial",
+  order: "asc",
+};
 const SEARCH_DELAY = 250; // ms of typing quiet before the search runs
 const REFRESH = 10000; // ms: a page with marked rows, new sensors or a stale total reloads
 const COLUMNS = 5;
@@ -66,6 +79,7 @@ export class SensorTable {
     this.limit = null; // the last page's limit, as the server applied it
     this.total = null;
     this.totalExact = true;
+    this.nextCursor = null;
     this.rows = new Map(); // serial → {tr, item}
     this.entered = new Set(); // serials that entered the filter since the page loaded
     this.marked = 0;
@@ -141,26 +155,37 @@ export class SensorTable {
         version: elements.version.value,
         limit: parseInt(elements.limit.value, 10),
         page: 1,
+        cursor: "",
       },
       { replace },
     );
   }
 
   go(where) {
+    if (where === "next" && this.pastCount(this.state.page + 1)) {
+      this.change({ page: this.state.page + 1, cursor: this.nextCursor });
+      return;
+    }
     const page = {
       first: 1,
       prev: this.state.page - 1,
       next: this.state.page + 1,
       last: this.lastPage,
     }[where];
-    this.change({ page: Math.min(Math.max(1, page), this.lastPage) });
+    this.change({ page: Math.min(Math.max(1, page), this.lastPage), cursor: "" });
+  }
+
+  // Whether page `page` lies past the matches a search counted (its total a bound): reached
+  // only by following the previous page's cursor.
+  pastCount(page) {
+    return !this.totalExact && page > this.lastPage;
   }
 
   // A header clicked: sort by it, or turn the order round when it already sorts.
   sortBy(key) {
     const again = this.state.sort === key;
     const order = again ? (this.state.order === "asc" ? "desc" : "asc") : key === "serial" ? "asc" : "desc";
-    this.change({ sort: key, order, page: 1 });
+    this.change({ sort: key, order, page: 1, cursor: "" });
   }
 
   // Versions offered by the filter (from the fleet summary), keeping the current choice.
@@ -199,13 +224,19 @@ export class SensorTable {
     if (load !== this.loading) return; // a newer load superseded this one
     let page;
     try {
-      page = await getJSON("/sensors", this.state);
+      page = await getJSON("/sensors", this.query());
     } catch (error) {
       if (load === this.loading) this.showError(error);
       return;
     }
     if (load !== this.loading) return;
     this.render(page);
+  }
+
+  // GET /sensors' parameters: a cursor says where the page starts, so no page number with it.
+  query() {
+    const { page, cursor, ...rest } = this.state;
+    return cursor ? { ...rest, cursor } : { ...rest, page };
   }
 
   // What to watch while the page is read, so that no change the new rows need can fall between
@@ -220,11 +251,17 @@ export class SensorTable {
 
   render(page) {
     const { items, total, limit, totalExact } = page;
-    this.state.page = page.page ?? this.state.page;
+    if (!this.state.cursor) this.state.page = page.page ?? this.state.page; // a cursor's: 1
     this.total = total;
     this.totalExact = totalExact !== false;
+    this.nextCursor = page.nextCursor ?? null;
     this.limit = limit; // as the server applied it (larger ones are capped)
     this.lastPage = Math.max(1, Math.ceil(total / limit));
+    if (!items.length && this.totalExact && this.state.page > this.lastPage && !this.state.cursor) {
+      // A page past the end (an old link, an edited address, sensors retired meanwhile).
+      this.change({ page: this.lastPage }, { replace: true });
+      return;
+    }
     this.rows.clear();
     this.entered.clear();
     this.marked = 0;
@@ -258,13 +295,21 @@ export class SensorTable {
   }
 
   showTotal() {
+    const { page } = this.state;
     const about = this.totalExact ? "" : "at least ";
-    const text = `Page ${count(this.state.page)} of ${about}${count(this.lastPage)} · ${about}${count(this.total)} sensors`;
+    const pages = this.pastCount(page) ? "" : ` of ${about}${count(this.lastPage)}`;
+    const text = `Page ${count(page)}${pages} · ${about}${count(this.total)} sensors`;
     this.pageInfo.textContent = text;
     this.caption.textContent = `Sensors, ${text}`;
+    const disabled = {
+      first: page <= 1,
+      // Past the count a page's predecessor has no number the API takes: Back returns to it.
+      prev: page <= 1 || this.pastCount(page - 1),
+      next: this.totalExact ? page >= this.lastPage : this.nextCursor === null,
+      last: !this.totalExact || page >= this.lastPage,
+    };
     for (const button of this.pager.querySelectorAll("button")) {
-      const back = button.dataset.go === "first" || button.dataset.go === "prev";
-      button.disabled = back ? this.state.page <= 1 : this.state.page >= this.lastPage;
+      button.disabled = disabled[button.dataset.go];
     }
   }
 
