@@ -11,11 +11,13 @@ transport or the database. Pure code, so hypothesis can test it directly.
   a v (`v1.2.3`); a reported one at most 128 characters (`VERSION_MAX`).
 - Status: `never` (provisioned, never reported), `online`, `offline` (silent for
   `offline_after` seconds).
+- Search: a text anywhere in the serial or the label, ASCII letters in any case (`fold`).
 """
 
 from __future__ import annotations
 
 import re
+import string
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Final, Literal, NamedTuple, overload
@@ -35,6 +37,16 @@ SERIAL_MAX: Final = 128  # characters
 VERSION_MAX: Final = 128
 ECHO_MAX: Final = 64  # characters of client input an answer or error repeats, then "…"
 _SERIAL: Final = re.compile(rf"[\x20-\x7e]{{1,{SERIAL_MAX}}}")
+_ASCII_LOWER: Final = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
+
+
+def fold(text: str) -> str:
+    """`text` with its ASCII letters lower-cased, every other character as it is: how a search
+    ignores case. Labels may be any printable text, and Unicode's case rules differ between
+    Python and a PostgreSQL whose locale is the database's choice (and its `C` locale folds
+    ASCII only); ASCII is folded alike by both (`lower(text COLLATE "C")`) and by the
+    dashboard, so the API, the live filter and the page agree on every match."""
+    return text.lower() if text.isascii() else text.translate(_ASCII_LOWER)
 
 
 def is_serial(text: str) -> bool:

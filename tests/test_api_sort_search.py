@@ -145,6 +145,40 @@ async def test_q_matches_anywhere_in_serial_or_label_whatever_the_case(api, flee
     assert (body["total"], body["totalExact"]) == (len(expected), True)
 
 
+async def test_q_matches_labels_of_any_text_ascii_letters_in_any_case(api, db, fleet):
+    """Labels may be any printable text; a search may be too. ASCII letters match in any case,
+    others as typed (Python and PostgreSQL fold them differently; see domain.fold)."""
+    labels = {"F-01": "Café Nord", "F-02": "Zürich Süd", "F-03": "東京 mast"}
+    for serial, label in labels.items():
+        await api.patch(f"/sensors/{serial}", json={"label": label})
+    with trio.fail_after(10):
+        found = {
+            q: [i["serial"] for i in (await api.get("/sensors", params={"q": q})).json()["items"]]
+            for q in ("CAFé", "café nord", "zürich", "süd", "東京", "京 MAST", "CAFÉ")
+        }
+    assert found == {
+        "CAFé": ["F-01"],
+        "café nord": ["F-01"],
+        "zürich": ["F-02"],
+        "süd": ["F-02"],
+        "東京": ["F-03"],
+        "京 MAST": ["F-03"],
+        "CAFÉ": [],  # É is not é: only ASCII letters are folded
+    }
+
+
+async def test_fold_is_how_postgresql_lowers_under_the_c_collation(db):
+    rng = random.Random(7)
+    alphabet = "aZ09 -_%ÉéÜüßİıΣσ東京☃\u0130"
+    texts = [_text(rng, alphabet, 20) for _ in range(500)]
+    rows = await db.fetch(
+        'SELECT lower(t COLLATE "C") AS low FROM unnest($1::text[]) WITH ORDINALITY AS u(t, n) '
+        "ORDER BY n",
+        texts,
+    )
+    assert [r["low"] for r in rows] == [domain.fold(t) for t in texts]
+
+
 async def test_events_page_the_whole_history_newest_first(running, api, db, fleet):
     with trio.fail_after(20):
         await db.execute(

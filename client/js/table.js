@@ -57,6 +57,12 @@ function paramsOf(state) {
   return params;
 }
 
+// A search ignores the case of ASCII letters only, as the server does (domain.fold): other
+// letters are folded differently by browsers, Python and PostgreSQL.
+function fold(text) {
+  return text.replace(/[A-Z]+/g, (letters) => letters.toLowerCase());
+}
+
 function badge(status) {
   const text = status === "never" ? "never seen" : status;
   return h("span", { class: `badge ${status}` }, text);
@@ -424,8 +430,8 @@ export class SensorTable {
     if (version && item.version !== version) return false;
     if (site && item.site !== undefined && item.site !== site) return false;
     if (q && item.label !== undefined) {
-      const needle = q.toLowerCase();
-      return [item.serial, item.label ?? ""].some((text) => text.toLowerCase().includes(needle));
+      const needle = fold(q);
+      return [item.serial, item.label ?? ""].some((text) => fold(text).includes(needle));
     }
     return true;
   }

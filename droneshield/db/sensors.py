@@ -20,7 +20,7 @@ from typing import Final, Literal
 
 import asyncpg
 
-from ..domain import Edit, EventKind, SensorState, Status, status_of
+from ..domain import Edit, EventKind, SensorState, Status, fold, status_of
 from ..errors import Invalid
 from .pool import Connection, Record
 
@@ -222,11 +222,14 @@ class SensorFilter:
 
 
 def _matching(pattern: str) -> str:
-    """Whether a row's serial or label, lower-cased, is LIKE `pattern` (`_containing`: lower
-    case already), a row of `sensor` or of `sensor_search`. Not ILIKE, which lower-cases the
+    """Whether a row's serial or label, its ASCII letters lower-cased (`fold`: the "C"
+    collation's `lower`, whatever the database's locale), is LIKE `pattern` (`_containing`:
+    folded already), a row of `sensor` or of `sensor_search`. Not ILIKE, which lower-cases the
     pattern again for every row: 0.43 µs a row against 0.14 (PostgreSQL 15, a million
-    serials), ~4 ms of a search checking 14,000 candidates."""
-    return f"(lower(serial) LIKE {pattern} OR lower(label) LIKE {pattern})"
+    serials), ~4 ms of a search checking 14,000 candidates. And "C" folds byte by byte: half
+    the time of `lower` under a C.UTF-8 database's own collation (290 against 576 ms for a
+    million serials and labels)."""
+    return f'(lower(serial COLLATE "C") LIKE {pattern} OR lower(label COLLATE "C") LIKE {pattern})'
 
 
 def _searched(pattern: str, grams: str | None, columns: str = "id") -> str:
@@ -239,10 +242,12 @@ def _searched(pattern: str, grams: str | None, columns: str = "id") -> str:
 
 
 def trigrams(text: str) -> list[str]:
-    """The lower-case trigrams of `text` (printable ASCII, as searches are), sorted and each
-    once, as `sensor_grams` (migrations 0014, 0017) makes them of serials and labels."""
-    low = text.lower()
-    return sorted({low[i : i + GRAM] for i in range(len(low) - GRAM + 1)})
+    """The lower-case trigrams of `text`, sorted and each once, as `sensor_grams` (migrations
+    0014, 0017) makes them of serials and labels: those of ASCII characters only, which it
+    folds as `fold` does (it folds the others by the database's locale)."""
+    low = fold(text)
+    grams = {low[i : i + GRAM] for i in range(len(low) - GRAM + 1)}
+    return sorted(gram for gram in grams if gram.isascii())
 
 
 async def has_grams(conn: Connection) -> bool:
@@ -322,9 +327,8 @@ def narrowing_grams(shares: Mapping[str, float], q: str) -> list[str]:
 
 
 def _containing(q: str) -> str:
-    """The LIKE pattern of the lower-case text holding `q` (printable ASCII, as searches are:
-    Python and PostgreSQL lower-case it alike), `%` and `_` taken literally."""
-    return f"%{_escape_like(q.lower())}%"
+    """The LIKE pattern of the folded text (`fold`) holding `q`, `%` and `_` taken literally."""
+    return f"%{_escape_like(fold(q))}%"
 
 
 def _escape_like(text: str) -> str:

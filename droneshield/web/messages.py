@@ -27,7 +27,7 @@ from typing import Any, Final
 import orjson
 
 from ..config import WS_MAX_SERIALS_DEFAULT
-from ..domain import STATUSES, SensorState, Status, canonical, check_serial, display, echo
+from ..domain import STATUSES, SensorState, Status, canonical, check_serial, display, echo, fold
 from ..errors import Invalid, InvalidReport, InvalidVersion
 from ..hub import Match
 
@@ -250,7 +250,7 @@ def _filter(where: object) -> Match:
         status = None
     if not all(isinstance(v, str | None) for v in (version, site, text)):
         raise ProtocolError("invalid_subscribe", "'version', 'site' and 'q' must be strings")
-    needle = text.casefold() if text else None
+    needle = fold(text) if text else None
     if version is not None:
         try:
             version = canonical(version)
@@ -270,8 +270,8 @@ def _filter(where: object) -> Match:
 
 
 def _contains(change: SensorState, needle: str) -> bool:
-    """`needle` (casefolded) in the serial, or in the label when the change carries it."""
-    if needle in change.serial.casefold():
+    """`needle` (folded) in the serial, or in the label when the change carries it."""
+    if needle in fold(change.serial):
         return True
     label = change.edit.label if change.edit is not None else None
-    return label is not None and needle in label.casefold()
+    return label is not None and needle in fold(label)

@@ -229,9 +229,9 @@ def decode_cursor(cursor: str, order: db.Order) -> db.Cursor:
 
 def _printable(text: str, name: str) -> str:
     """Raises:
-    Invalid: control characters or non-ASCII (serials are printable ASCII)."""
-    if not (text.isascii() and text.isprintable()):
-        raise Invalid(f"{name} must be printable ASCII", code="invalid_parameter")
+    Invalid: control characters (PostgreSQL refuses a NUL: a 500)."""
+    if not text.isprintable():
+        raise Invalid(f"{name} must be printable text", code="invalid_parameter")
     return text
 
 
