@@ -92,7 +92,8 @@ class SensorQuery(ApiModel):
     q: str | SkipJsonSchema[None] = Field(
         None,
         max_length=SERIAL_MAX,
-        description="case-insensitive substring of the serial or the label",
+        description="substring of the serial or the label: any printable text, ASCII "
+        "letters in any case, other letters as typed",
     )
 
 
