@@ -246,6 +246,9 @@ async def test_counts_and_rows_are_marked_stale_when_the_daemon_stops(
         await page(lambda p: expect(p.locator("body")).to_have_attribute("data-stale", as_of))
         await page(lambda p: expect(p.locator("#summary .as-of")).to_be_visible())
         await page(lambda p: expect(p.locator("#sensors .as-of")).to_contain_text(as_of))
+        # The chart and the catalogue are live too.
+        headings = "#history-title-h .as-of, #software-title .as-of"
+        await page(lambda p: expect(p.locator(headings)).to_have_text([as_of, as_of]))
 
         def refresh_fails(p: Any) -> None:
             with p.expect_event("requestfailed"):
