@@ -285,7 +285,8 @@ def _cursor(value: object) -> str:
             },
             "invalid_cursor",
         ),
-        ({"q": "DS-\u00e9"}, "invalid_parameter"),
+        ({"q": "DS-\x00"}, "invalid_parameter"),  # PostgreSQL refuses a NUL in text
+        ({"q": "DS-\u2028"}, "invalid_parameter"),
         ({"sort": "color"}, "invalid_parameter"),
         ({"order": "up"}, "invalid_parameter"),
         ({"q": "x" * 129}, "invalid_parameter"),
