@@ -195,13 +195,9 @@ def _server(
 
     from . import daemon, workers
     from .db import migrate
-    from .ports import ensure_free
 
     if supervisor_fd is not None:
         return partial(workers.serve_as_worker, settings, url, supervisor_fd)
-    # A taken port is said before the database is touched (migrated, joined to the relay).
-    ensure_free("gRPC", settings.host, settings.grpc_port)
-    ensure_free("HTTP", settings.host, settings.http_port)
     if not config.is_loopback(settings.host) and settings.allow_insecure:
         if settings.api_key is None:
             log.warning("DRONESHIELD_API_KEY is unset: uploads are open to anyone")
@@ -248,6 +244,11 @@ def run(args: argparse.Namespace, settings: Settings) -> None:
     """
     if args.command in ("serve", "dev") and getattr(args, "supervisor_fd", None) is None:
         refuse_open_network(settings)
+        # A taken port is said once, before any database is started, migrated or joined.
+        from .ports import ensure_free
+
+        ensure_free("HTTP", settings.host, settings.http_port)
+        ensure_free("gRPC", settings.host, settings.grpc_port)
     url = database_url(settings)
     if args.command == "migrate":
         _migrate(url)

@@ -37,7 +37,6 @@ from .config import Settings
 from .db import migrate, seed
 from .db.pool import on_connection
 from .errors import DroneshieldError
-from .ports import ensure_free
 from .runfile import DevRun
 from .signals import run_until_signalled
 
@@ -134,10 +133,6 @@ async def dev(
     # One daemon: `workers` > 1 would make the lone worker bind its ports to share them.
     env = child_env(settings.replace(workers=1), database_url, base_env)
     shutdown = _Shutdown()
-
-    # Once, clearly, before the daemon child would fail on it after migrating and seeding.
-    ensure_free("HTTP", settings.host, settings.http_port)
-    ensure_free("gRPC", settings.host, settings.grpc_port)
 
     async def work() -> None:
         with shutdown.scope:

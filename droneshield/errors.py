@@ -74,6 +74,12 @@ class TooLarge(DroneshieldError):
     code = "too_large"
 
 
+class LengthRequired(DroneshieldError):
+    """A body sent without its length where the length bounds what may be read."""
+
+    code = "length_required"
+
+
 class TimedOut(DroneshieldError):
     """The client took longer than allowed to send what it announced."""
 

@@ -263,6 +263,8 @@ def from_csv(lines: Iterable[str], rows: Rows) -> Iterator[Numbered]:
             return
         except csv.Error as exc:  # named by the line it was found on
             message = str(exc)
+            if message.startswith("',' expected after"):
+                message += " (a closing quote must end its field: no space after it)"
             if message == "unexpected end of data":  # found at the end, wherever it began
                 message = (
                     "a quoted field is not closed before the end of the file (its row starts "

@@ -81,10 +81,16 @@ async def test_serve_on_a_taken_port_says_which_server_and_address(
     _one_line(done, 1, f"droneshield: {server} port 127.0.0.1:{taken_port} is in use")
 
 
-async def test_serve_on_a_taken_port_says_so_before_it_reaches_the_database(taken_port):
-    args = ["serve", "--http-port", str(taken_port), "--grpc-port", "0"]
-    done = await _run(args, DATABASE_URL="postgresql://nobody@127.0.0.1:1/nothing")
-    _one_line(done, 1, f"droneshield: HTTP port 127.0.0.1:{taken_port} is in use")
+@pytest.mark.parametrize("command", ["serve", "dev"])
+async def test_a_taken_port_is_said_before_any_database_is_reached_or_started(
+    taken_port, tmp_path, command
+):
+    args = [command, "--http-port", str(taken_port), "--grpc-port", "0"]
+    given = await _run(args, DATABASE_URL="postgresql://nobody@127.0.0.1:1/nothing")
+    embedded = await _run(args, DRONESHIELD_DATA_DIR=str(tmp_path))
+    for done in (given, embedded):
+        _one_line(done, 1, f"droneshield: HTTP port 127.0.0.1:{taken_port} is in use")
+    assert list(tmp_path.iterdir()) == []  # no embedded server was made
 
 
 @pytest.mark.parametrize("command", [("serve", "--workers", "2"), ("dev",)])

@@ -622,6 +622,12 @@ async def test_a_search_pages_past_what_it_counts_and_a_page_past_the_end_shows_
         await page(lambda p: p.get_by_role("button", name="Previous").click())
         await page(lambda p: expect(p.locator(rows).first).to_contain_text("DS-00009801"))
 
+        await page(lambda p: p.goto(f"{page.base_url}/#/?q=DS-&limit=200&page=99999"))
+        await page(
+            lambda p: expect(p.locator(info)).to_have_text(
+                "Page 50 of at least 50 · at least 10,000 sensors"
+            )
+        )
         await page(lambda p: p.goto(f"{page.base_url}/#/?page=99999"))
         await page(
             lambda p: expect(p.locator(info)).to_have_text("Page 202 of 202 · 10,100 sensors")

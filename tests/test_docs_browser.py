@@ -24,15 +24,18 @@ async def test_docs_render_and_send_no_request_to_another_origin(browser, runnin
     with trio.fail_after(30):
         page = await open_page(browser, base)
 
-        def load(p: Any) -> None:
+        def load(p: Any) -> str:
             p.on("requestfinished", lambda r: away(r, None))
             p.on("requestfailed", lambda r: away(r, r.failure))
-            p.goto(path)
+            policy = p.goto(path).headers["content-security-policy"]
             expect(p.locator("body")).to_contain_text(shown, timeout=15_000)
             p.wait_for_load_state("networkidle")
+            return policy
 
-        await page(load)
+        policy = await page(load)
         await page.close()
     # Redoc's bundle asks its CDN for a logo: the page's policy stops it in the browser (here,
     # without internet, it would fail all the same, but as a lookup that was sent).
     assert all(failure == "csp" for _, failure in elsewhere), elsewhere
+    assert "default-src 'self'" in policy
+    assert "frame-ancestors 'none'" in policy

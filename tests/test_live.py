@@ -228,6 +228,15 @@ async def test_filter_subscription_gets_matching_sensors_only(running):
     assert [i["serial"] for i in items] == ["T-000003"]
 
 
+async def test_an_empty_filter_field_means_any_as_in_the_api(running):
+    with trio.fail_after(10):
+        async with open_live(running.http_port) as client:
+            await client.subscribe(where={"status": "", "version": "", "site": "", "q": ""})
+            running.hub.publish([change(1, status="offline"), change(2, status="online")])
+            items = await _collect_until(client, "T-000002")
+    assert [i["serial"] for i in items] == ["T-000001", "T-000002"]
+
+
 async def test_burst_of_10000_changes_is_coalesced_to_the_latest_state(running):
     sensors, rounds = 100, 100  # 10,000 changes
     serials = [f"T-{n:06d}" for n in range(sensors)]

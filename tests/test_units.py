@@ -205,6 +205,14 @@ def test_spaces_around_csv_fields_are_not_kept() -> None:
     assert not rows.errors
 
 
+def test_a_space_after_a_closing_quote_is_refused_saying_so() -> None:
+    rows = Rows()
+    list(from_csv(io.StringIO('serial,site\nA-1, "north" \n', newline="\n"), rows))
+    [error] = rows.errors
+    assert (error.line, error.code) == (2, "invalid_csv")
+    assert "no space after it" in error.message
+
+
 def test_a_header_below_blank_lines_is_named_by_its_line() -> None:
     with pytest.raises(CsvHeaderError, match=r"line 3\) cannot be read"):
         list(from_csv(io.StringIO('\n\nserial,"site\n', newline="\n"), Rows()))

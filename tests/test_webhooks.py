@@ -134,6 +134,31 @@ async def test_a_webhook_with_a_field_it_does_not_know_is_refused(api, extra):
     assert listed["items"] == []
 
 
+@pytest.mark.parametrize(
+    ("framing", "answer"),
+    [
+        (b"Content-Length: %d\r\n" % (65 * 1024), b"413"),
+        (b"Transfer-Encoding: chunked\r\n", b"411"),  # else read up to the uploads' limit
+    ],
+)
+async def test_a_webhook_description_is_bounded_however_it_is_sent(running, api, framing, answer):
+    with trio.fail_after(10):
+        async with await trio.open_tcp_stream("127.0.0.1", running.http_port) as stream:
+            await stream.send_all(
+                b"POST /webhooks HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                + framing
+                + b"\r\n"
+                + b"%x\r\n%s\r\n" % (4096, b" " * 4096)
+            )
+            reply = b""
+            while not reply.rstrip().endswith(b"}"):  # the JSON error after the head
+                reply += await stream.receive_some()
+        listed = (await api.get("/webhooks")).json()
+    assert reply.startswith(b"HTTP/1.1 " + answer), reply
+    assert (b"request_too_large" if answer == b"413" else b"length_required") in reply
+    assert listed["items"] == []
+
+
 async def test_webhook_writes_need_the_api_key(api_with, settings):
     client = await api_with(settings.replace(api_key="k" * 20))
     with trio.fail_after(10):

@@ -33,6 +33,7 @@ const DEFAULTS = {
   order: "asc",
 };
 const SEARCH_DELAY = 250; // ms of typing quiet before the search runs
+const COUNT_CAP = 10000; // matches a search (or the retired list) counts: its numbered pages
 const REFRESH = 10000; // ms: a page with marked rows, new sensors or a stale total reloads
 const COLUMNS = 5;
 // Sort keys a live change can move (last seen moves with every heartbeat: the page simply
@@ -224,6 +225,12 @@ export class SensorTable {
   async load() {
     clearTimeout(this.refreshTimer);
     this.refreshTimer = null;
+    if (this.pastNumbers()) {
+      // Past the numbered pages of a count that stops at the cap (the API refuses them): the
+      // last of them, from which Next follows the cursor.
+      this.change({ page: Math.ceil(COUNT_CAP / this.state.limit) }, { replace: true });
+      return;
+    }
     const load = (this.loading = {});
     this.missed ??= []; // a superseded load's changes are kept too: they may concern this read
     await this.watch(...this.watching());
@@ -237,6 +244,12 @@ export class SensorTable {
     }
     if (load !== this.loading) return;
     this.render(page);
+  }
+
+  // Whether the address asks by number for a page the API numbers no further.
+  pastNumbers() {
+    const { q, status, cursor, page, limit } = this.state;
+    return Boolean(q || status === "retired") && !cursor && (page - 1) * limit >= COUNT_CAP;
   }
 
   // GET /sensors' parameters: a cursor says where the page starts, so no page number with it.

@@ -177,7 +177,7 @@ class SensorFilter:
     status: Listed | None = None
     version: str | None = None  # canonical
     site: str | None = None
-    q: str | None = None  # substring of serial or label, any case; non-empty
+    q: str | None = None  # substring of serial or label, ASCII letters in any case; non-empty
 
     def where(
         self, first_param: int = 1, sort: Sort = "serial", *, grams: Sequence[str] = ()
@@ -234,7 +234,7 @@ def _matching(pattern: str) -> str:
 
 def _searched(pattern: str, grams: str | None, columns: str = "id") -> str:
     """The ids (or other `columns`) of the sensors (not retired) whose serial or label is LIKE
-    `pattern`, any case, in their search rows (migration 0025: the text is apart from the
+    `pattern` (folded), in their search rows (migration 0025: the text is apart from the
     sensor rows, so transitions never write its index): found through the trigram index by
     `grams`, or without them by reading the rows."""
     found = "" if grams is None else f"sensor_grams(serial, label) @> {grams} AND "

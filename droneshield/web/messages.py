@@ -233,14 +233,16 @@ def _serials(serials: object, max_serials: int) -> frozenset[str]:
 def _filter(where: object) -> Match:
     """A predicate for the filter `{status?, version?, site?, q?}`; `{}` accepts every sensor
     but retired ones, which only `status: "retired"` accepts (and only they), as in
-    `GET /sensors`. `q` matches anywhere in the serial, ignoring case, and in the label of a
-    change that carries it (an operator's; reports do not read the label)."""
+    `GET /sensors`. `q` matches anywhere in the serial, ASCII letters in any case (`fold`), and
+    in the label of a change that carries it (an operator's; reports do not read the label)."""
     if not isinstance(where, dict) or not set(where) <= {"status", "version", "site", "q"}:
         raise ProtocolError(
             "invalid_subscribe", "'filter' must be an object with status, version, site and/or q"
         )
-    status, version, site = where.get("status"), where.get("version"), where.get("site")
-    text = where.get("q")
+    # Empty means any, as in `GET /sensors` (a form's empty field).
+    status, version, site, text = (
+        None if where.get(k) == "" else where.get(k) for k in ("status", "version", "site", "q")
+    )
     if status is not None and status not in (*STATUSES, "retired"):
         raise ProtocolError(
             "invalid_subscribe", f"status must be one of {', '.join(STATUSES)}, retired"

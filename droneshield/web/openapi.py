@@ -32,7 +32,8 @@ REDOC_PAGE: Final = "/redocs"
 # it when the browser refuses it.
 DOCS_POLICY: Final = (
     "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
-    "img-src 'self' data:; worker-src 'self' blob:; object-src 'none'; base-uri 'none'"
+    "img-src 'self' data:; worker-src 'self' blob:; object-src 'none'; base-uri 'none'; "
+    "frame-ancestors 'none'"
 )
 
 blueprint = Blueprint("docs_assets", __name__)

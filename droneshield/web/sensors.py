@@ -10,11 +10,11 @@ import math
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import Annotated, Final, Literal, TypeVar
+from typing import Annotated, Final, Literal, TypeVar, cast
 
 import orjson
 import trio
-from pydantic import AfterValidator, BeforeValidator, Field
+from pydantic import AfterValidator, BeforeValidator, Field, JsonValue
 from pydantic.json_schema import SkipJsonSchema
 from quart import Blueprint, Response, current_app
 from quart_schema import validate_querystring, validate_response
@@ -59,8 +59,17 @@ def _site_name(site: str) -> str:
 
 
 SiteName = Annotated[str, AfterValidator(_site_name)]  # a query's `site`
+
+
+def _empty_allowed(schema: dict[str, JsonValue]) -> None:
+    """The schema of an enum a query may also leave empty (`status=`)."""
+    schema["enum"] = [*cast(list[JsonValue], schema["enum"]), ""]
+
+
 # A query's `status`: empty means any, as for `site` and `version` (a form's empty select).
-StatusName = Annotated[db.Listed | None, BeforeValidator(lambda value: value or None)]
+StatusName = Annotated[
+    db.Listed | SkipJsonSchema[None], BeforeValidator(lambda value: value or None)
+]
 
 
 class SensorQuery(ApiModel):
@@ -82,8 +91,10 @@ class SensorQuery(ApiModel):
         "descending order) or `version` (semver precedence)",
     )
     order: Literal["asc", "desc"] = "asc"
-    status: StatusName | SkipJsonSchema[None] = Field(
-        None, description="`retired` lists the retired sensors (and only they)"
+    status: StatusName = Field(
+        None,
+        description="`retired` lists the retired sensors (and only they); empty: any",
+        json_schema_extra=_empty_allowed,
     )
     version: str | SkipJsonSchema[None] = Field(
         None, description="only sensors running this version (`v1.2.3` or `1.2.3`)"

@@ -17,7 +17,7 @@ from quart_schema import validate_querystring, validate_request, validate_respon
 from .. import human
 from ..db import webhooks as db
 from ..db.pool import acquire
-from ..errors import Invalid, NotFound, TooLarge
+from ..errors import Invalid, LengthRequired, NotFound, TooLarge
 from ..provisioning import check_site
 from ..targets import parse, resolve
 from ..webhooks import EVENTS, TEST_EVENT
@@ -172,8 +172,22 @@ async def create_webhook(data: WebhookIn) -> tuple[WebhookOut, int]:
 
 @blueprint.before_request
 async def bounded_body() -> None:
-    if request.content_length is not None and request.content_length > BODY_MAX:
-        raise TooLarge(f"a webhook's description is limited to {human.size(BODY_MAX)}")
+    """Raises:
+    LengthRequired: a body without Content-Length (chunked), which the request's schema
+        validation would read up to the app's limit for uploads.
+    TooLarge: a body announced over BODY_MAX."""
+    if request.content_length is None:
+        if "chunked" in request.headers.get("Transfer-Encoding", "").lower():
+            raise LengthRequired(
+                f"send a webhook's description with its Content-Length (at most "
+                f"{human.size(BODY_MAX)})"
+            )
+        return
+    if request.content_length > BODY_MAX:
+        raise TooLarge(
+            f"a webhook's description is limited to {human.size(BODY_MAX)}",
+            code="request_too_large",
+        )
 
 
 @blueprint.get("/webhooks")
