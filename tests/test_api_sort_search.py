@@ -257,8 +257,7 @@ async def test_a_search_can_use_the_trigram_index(db, sensors):
         )
     assert "sensor_search_grams" in "\n".join(r[0] for r in plan)
     assert trigrams("S-0%9") == ["-0%", "0%9", "s-0"]
-    # Only ASCII ones: the index lowers the others by the database's locale (É → é), fold not.
-    assert trigrams("CAFÉ Ü") == ["caf"]
+    assert trigrams("CAFÉ Ü") == ["afÉ", "caf", "fÉ ", "É Ü"]  # ASCII letters folded, no other
 
 
 def _text(rng: random.Random, alphabet: str, longest: int) -> str:
@@ -287,6 +286,24 @@ async def test_the_own_trigram_index_holds_exactly_the_trigrams_a_search_asks_fo
     )
     assert [r["g"] for r in rows] == [
         sorted(set(trigrams(s)) | set(trigrams(label or ""))) for s, label in pairs
+    ]
+
+
+async def test_the_search_index_folds_any_text_as_a_search_does(api, db):
+    """In `sensor_search` (serial COLLATE "C"), `sensor_grams` lowers under "C": the trigrams a
+    search asks for (`trigrams`, folded by `domain.fold`) are those of any text, non-ASCII
+    included, whatever the database's own locale folds `É` or `I` into."""
+    labels = ["ÉCOLE Nord", "Zürich SÜD", "東京 Mast", "DIYARBAKIR İl", None]
+    serials = [f"X-{n}-DIYAR" for n in range(len(labels))]  # serials are ASCII
+    pairs = list(zip(serials, labels, strict=True))
+    sensors = [{"serial": s, **({"label": lb} if lb else {})} for s, lb in pairs]
+    assert (await api.post("/sensors", json={"sensors": sensors})).status_code == 201
+    rows = await db.fetch(
+        "SELECT serial, label, sensor_grams(serial, label) AS g FROM sensor_search ORDER BY id"
+    )
+    assert [(r["serial"], r["label"]) for r in rows] == pairs
+    assert [r["g"] for r in rows] == [
+        sorted(set(trigrams(r["serial"])) | set(trigrams(r["label"] or ""))) for r in rows
     ]
 
 

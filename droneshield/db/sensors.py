@@ -242,12 +242,12 @@ def _searched(pattern: str, grams: str | None, columns: str = "id") -> str:
 
 
 def trigrams(text: str) -> list[str]:
-    """The lower-case trigrams of `text`, sorted and each once, as `sensor_grams` (migrations
-    0014, 0017) makes them of serials and labels: those of ASCII characters only, which it
-    folds as `fold` does (it folds the others by the database's locale)."""
+    """The trigrams of `text` folded (`fold`), sorted and each once, as `sensor_grams`
+    (migrations 0014, 0017) makes them of the serials and labels of `sensor_search`: its
+    `serial` is COLLATE "C", so the call's collation, and the function's `lower`, is "C",
+    which folds as `fold` does, whatever the database's locale."""
     low = fold(text)
-    grams = {low[i : i + GRAM] for i in range(len(low) - GRAM + 1)}
-    return sorted(gram for gram in grams if gram.isascii())
+    return sorted({low[i : i + GRAM] for i in range(len(low) - GRAM + 1)})
 
 
 async def has_grams(conn: Connection) -> bool:
