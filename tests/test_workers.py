@@ -290,7 +290,7 @@ async def test_a_second_group_on_the_ports_of_a_running_one_fails_at_once(databa
             ports = {"grpc_port": str(first.grpc_port), "http_port": str(first.http_port)}
             async with spawn(SERVE, env=_env(tmp_path, database_url, **ports)) as second:
                 assert await second.exited() == 1
-    assert f"gRPC port 127.0.0.1:{first.grpc_port} is in use" in second.output()
+    assert f"HTTP port 127.0.0.1:{first.http_port} is in use" in second.output()
     assert not any("worker 1 started" in line for line in second.lines)
 
 

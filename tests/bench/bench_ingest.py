@@ -7,7 +7,8 @@ PostgreSQL, acked after commit), each beside a ceiling measured in the same run:
   second one left with Python's garbage collector defaults (`--gc-young-threshold 0`): an A/B of
   the collector's settings in one run;
 - SendStatusBatch of 500 against the database's own limit (workload 1): the batch statement on
-  one and on four connections, beside the daemon with its default writer lanes and with one.
+  one and on four connections, beside the daemon with its default writer lanes, then with one,
+  then with its default lanes again (rows minutes apart measured the table's state too).
 
 The load comes from a separate process (grpclib client), so the daemon's CPU is its own; it is
 read from /proc and reported per call. Client, daemon and PostgreSQL share the machine's cores,
@@ -128,12 +129,24 @@ async def run(bench: Bench) -> list[Result]:
         # all measure heartbeats; before, the first of them paid for that pass alone.
         await run_client(__name__, port, "warm-up", 0.0, BATCH_IN_FLIGHT, 0.0, 0)
         # Its transitions are updates that are not HOT; settled, they do not weigh on the
-        # first batch row alone (the 1-lane row, last, comes after a settle as well).
+        # first batch row alone.
         await bench.settle()
-        # Batches first, on a fresh daemon, as with one lane below: the two are compared.
-        batch = await measure(
-            f"daemon, batch x{BATCH}, {LANES} lanes", pid, port, "batch", seconds, BATCH_IN_FLIGHT
-        )
+        # The lanes side by side: LANES, one, LANES again. The same daemon's batch rate climbed
+        # row after row (stop 34: 38k to 58k reports/s in eight rows of one code), so rows
+        # minutes apart compared the table's state as much as the lanes.
+        label = f"daemon, batch x{BATCH}, {LANES} lanes"
+        batch = await measure(label, pid, port, "batch", seconds, BATCH_IN_FLIGHT)
+        async with bench.daemon(url, offline_after=3600, writer_lanes=1) as single:
+            await single.recovered(online)
+            one_lane = await measure(
+                f"daemon, batch x{BATCH}, 1 lane",
+                single.pid,
+                single.grpc_port,
+                "batch",
+                seconds,
+                BATCH_IN_FLIGHT,
+            )
+        again = await measure(f"{label}, again", pid, port, "batch", seconds, BATCH_IN_FLIGHT)
         unary = await measure("daemon, unary", pid, port, "unary", seconds, IN_FLIGHT)
         # The rows above wrote ~1M times to the sensors they report for: their upkeep is
         # done before the light-load rows, whose tail it would otherwise set (Bench.settle).
@@ -148,19 +161,10 @@ async def run(bench: Bench) -> list[Result]:
                 await measure(label, other.pid, other.grpc_port, "unary", seconds, IN_FLIGHT, rate)
             )
         rss = daemon.rss_mb()
-    async with bench.daemon(url, offline_after=3600, writer_lanes=1) as daemon:
-        await daemon.recovered(await bench.online(url))
-        one_lane = await measure(
-            f"daemon, batch x{BATCH}, 1 lane",
-            daemon.pid,
-            daemon.grpc_port,
-            "batch",
-            seconds,
-            BATCH_IN_FLIGHT,
-        )
     alternated = [m for pair in zip(paced, untuned, strict=True) for m in pair]
     measured = [ceiling, on_trio, unary, *alternated]
-    measured += [bare_batch, one_lane, batch]
+    measured += [bare_batch, batch, one_lane, again]
+    lanes_rate = (batch.rate + again.rate) / 2  # the two rows around the one-lane row
     print_table(
         "2-3. ingest: reports acked after commit",
         f"{SENSORS:,} sensors of a {bench.fleet:,} fleet; unary: {IN_FLIGHT} calls in flight; "
@@ -225,20 +229,22 @@ async def run(bench: Bench) -> list[Result]:
             one_lane.p50,
             one_lane.p95,
             one_lane.p99,
-            note=f"{one_lane.rate / db_one:.0%} of the db limit on 1 conn." if db_one else "",
+            note=f"between the {LANES}-lane rows; {one_lane.rate / lanes_rate:.0%} of their mean"
+            + (f"; {one_lane.rate / db_one:.0%} of the db limit on 1 conn." if db_one else ""),
         ),
         Result(
-            f"3. batch x{BATCH}, daemon, {LANES} lanes",
-            batch.rate,
+            f"3. batch x{BATCH}, daemon, {LANES} lanes (mean of the rows around 1 lane)",
+            lanes_rate,
             "reports/s",
-            batch.p50,
-            batch.p95,
-            batch.p99,
+            max(batch.p50, again.p50),
+            max(batch.p95, again.p95),
+            max(batch.p99, again.p99),
             rss,
             goal=f">= {batch_goal:,.0f}" + (" (85% of db limit, 4 conn.)" if db_four else ""),
-            met=batch.rate >= batch_goal and not batch.errors,
-            note=f"bare grpclib: {bare_batch.rate:,.0f} reports/s"
-            + (f"; {batch.rate / db_four:.0%} of the db limit on 4 conn." if db_four else ""),
+            met=lanes_rate >= batch_goal and not batch.errors and not again.errors,
+            note=f"rows {batch.rate:,.0f} and {again.rate:,.0f}; bare grpclib: "
+            f"{bare_batch.rate:,.0f} reports/s"
+            + (f"; {lanes_rate / db_four:.0%} of the db limit on 4 conn." if db_four else ""),
         ),
     ]
 
