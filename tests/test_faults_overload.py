@@ -22,9 +22,11 @@ LOAD_SENSORS = 5_000  # the emitter's (the first ones); the tracked flow uses th
 SENSORS = 40_000
 LOAD_SECONDS = 15
 RSS_GROWTH_MAX = 64 * 1024 * 1024  # bytes over the idle daemon's
-# A writer held to small batches and a short queue: 32 callers with 500 reports each keep
-# 16,000 reports in flight, far more than it commits in ack_timeout, so the queue stays full.
-LIMITS = {"batch_max": 50, "queue_size": 1000, "ack_timeout": 2.0}
+# A writer held to one report a commit on one lane, and a short queue: 32 callers with 500
+# reports each keep 16,000 reports in flight, far more than it commits in ack_timeout, so the
+# queue stays full. With 50 a commit and two lanes, a fast machine of this kind (2026-12-03)
+# kept up (23k reports/s, never UNAVAILABLE): the overload this test is about never came.
+LIMITS = {"batch_max": 1, "writer_lanes": 1, "queue_size": 1000, "ack_timeout": 2.0}
 LOAD_ARGS = [
     "--rpc", "batch", "--batch-size", "500", "--concurrency", "32", "--rate", "0",
     "--timeout", "10", "--duration", str(LOAD_SECONDS), "--report-every", "1",
