@@ -138,7 +138,24 @@ def _line_index(lines: list[str], text: str) -> int:
 
 
 def _cmdline(pid: int) -> str:
-    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    """`pid`'s command line; empty once it is gone."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+async def _child(parent: int, command: str) -> int:
+    """The one child of `parent` running `command`, once there is one: a CI run found no
+    emitter among dev's children in the instant after dev said it had started it."""
+    found: list[int] = []
+
+    async def one() -> bool:
+        found[:] = [pid for pid in child_pids(parent) if command in _cmdline(pid)]
+        return len(found) == 1
+
+    await eventually(one)
+    return found[0]
 
 
 async def test_dev_stops_everything_and_fails_when_a_child_dies(database_url, tmp_path):
@@ -146,8 +163,8 @@ async def test_dev_stops_everything_and_fails_when_a_child_dies(database_url, tm
     with trio.fail_after(90):
         async with spawn([*DEV, *FAST_FLEET], env=env) as dev:
             await dev.wait_for("emitter started")
+            emitter = await _child(dev.process.pid, "-m emitter")
             children = child_pids(dev.process.pid)
-            [emitter] = [pid for pid in children if "-m emitter" in _cmdline(pid)]
             os.kill(emitter, signal.SIGKILL)
             assert await dev.exited() == 1
             await dev.wait_for("emitter exited with code -9")
@@ -160,9 +177,8 @@ async def test_a_killed_dev_leaves_no_daemon_serving_nor_emitter_sending(databas
     with trio.fail_after(90):
         async with spawn([*DEV, *FAST_FLEET], env=env) as dev:
             await dev.wait_for("emitter started")
-            children = child_pids(dev.process.pid)
-            [daemon] = [pid for pid in children if "droneshield serve" in _cmdline(pid)]
-            [emitter] = [pid for pid in children if "-m emitter" in _cmdline(pid)]
+            daemon = await _child(dev.process.pid, "droneshield serve")
+            emitter = await _child(dev.process.pid, "-m emitter")
 
             async def both_stopped() -> bool:
                 return not running(daemon) and not running(emitter)
