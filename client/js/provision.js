@@ -17,12 +17,11 @@ export class Provisioner {
   }
 
   async send() {
-    const raw = this.form.elements.csv.value;
-    const csv = raw.trim();
-    if (!csv) return;
-    // The server numbers the lines of what it got; the box shows them after any blank ones.
-    const skipped = (raw.match(/^\s*/)[0].match(/\n/g) ?? []).length;
-    const post = () => sendText("POST", "/sensors", `${csv}\n`, "text/csv");
+    // Sent as typed: the server skips blank lines (above the header too) and numbers the
+    // lines of what it got, which are then the box's.
+    const csv = this.form.elements.csv.value;
+    if (!csv.trim()) return;
+    const post = () => sendText("POST", "/sensors", csv, "text/csv");
     let response = await post();
     if (response.status === 401 && (await askApiKey(this.dialog))) response = await post();
     if (response.ok) {
@@ -36,7 +35,7 @@ export class Provisioner {
       ? errorFrom(response.status, response.body, `HTTP ${response.status}`)
       : { message: "network error; is the server up?" };
     const rows = response.body?.error?.rows ?? [];
-    const where = (row) => (row.line != null ? `line ${row.line + skipped}` : `row ${row.index + 1}`);
+    const where = (row) => (row.line != null ? `line ${row.line}` : `row ${row.index + 1}`);
     const told = /nothing was (stored|added)/i.test(error.message);
     this.show(
       "failed",
